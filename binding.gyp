@@ -1,0 +1,37 @@
+{
+  "targets": [
+    {
+      "target_name": "sharedformer",
+      "sources": [
+        "native/addon/addon.cpp",
+        "native/addon/args.cpp",
+        "native/core/storage.cpp",
+        "native/core/tensor.cpp",
+        "native/core/thread_pool.cpp",
+        "native/core/stream.cpp",
+        "native/core/context.cpp",
+        "native/core/no_cuda.cpp",
+        "native/cpu/cpu_features.cpp",
+        "native/cpu/cpu_backend.cpp"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "native"
+      ],
+      "defines": [
+        "NAPI_VERSION=8",
+        "NODE_ADDON_API_CPP_EXCEPTIONS",
+        "NODE_ADDON_API_DISABLE_DEPRECATED",
+        "SHAREDFORMER_BUILDER=\"node-gyp\"",
+        "SHAREDFORMER_VERSION=\"<!(node -p \"require('./package.json').version\")\""
+      ],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror"],
+      "xcode_settings": {
+        "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+        "CLANG_CXX_LANGUAGE_STANDARD": "c++17"
+      }
+    }
+  ]
+}

@@ -1,0 +1,629 @@
+// addon.cpp — the Node-API binding: one Addon instance per JavaScript environment (main thread or worker thread),
+// holding that environment's Context (thread pool, backends, streams). No static mutable state.
+//
+// Every function validates its arguments (args.h) before any memory is touched and turns sf::Error into a JavaScript
+// TypeError / RangeError / Error whose message names the function and the offending values.
+#include <napi.h>
+
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "../core/context.h"
+#include "../cpu/cpu_features.h"
+#include "args.h"
+
+#ifndef SHAREDFORMER_BUILDER
+#define SHAREDFORMER_BUILDER "unknown"
+#endif
+#ifndef SHAREDFORMER_VERSION
+#define SHAREDFORMER_VERSION "0.0.0"
+#endif
+
+namespace sf::js {
+
+namespace {
+
+Napi::Error to_js_error(Napi::Env env, ErrorKind kind, const char* msg) {
+  switch (kind) {
+    case ErrorKind::Type: return Napi::TypeError::New(env, msg);
+    case ErrorKind::Range: return Napi::RangeError::New(env, msg);
+    default: return Napi::Error::New(env, msg);
+  }
+}
+
+// Runs f, translating native exceptions into JavaScript ones.
+template <typename F>
+auto guarded(Napi::Env env, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    throw to_js_error(env, e.kind(), e.what());
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw Napi::RangeError::New(env, "sharedformer: out of host memory");
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+// Copies src into host memory at dst (src.numel() floats for bf16, src.nbytes() otherwise), after all work that
+// was submitted before it on src's stream.
+void read_into(Context& ctx, const Tensor& src, void* dst) {
+  Backend& b = ctx.backend(src.device());
+  if (src.dtype == DType::bf16) {
+    std::vector<uint16_t> tmp(static_cast<size_t>(src.numel()));
+    b.stream().run_sync("read", [&] { b.copy_to_host(tmp.data(), src); });
+    float* out = static_cast<float*>(dst);
+    for (size_t i = 0; i < tmp.size(); ++i) out[i] = bf16_to_f32(tmp[i]);
+  } else {
+    b.stream().run_sync("read", [&] { b.copy_to_host(dst, src); });
+  }
+}
+
+// Bytes of the host array that a read of t produces (bf16 is widened to float32).
+size_t host_bytes(const Tensor& t) {
+  return static_cast<size_t>(t.numel()) * (t.dtype == DType::bf16 ? 4 : dtype_size(t.dtype));
+}
+
+Napi::Value typed_array_over(Napi::Env env, Napi::ArrayBuffer ab, DType dt, size_t n) {
+  if (dt == DType::i32) return Napi::Int32Array::New(env, n, ab, 0);
+  return Napi::Float32Array::New(env, n, ab, 0);
+}
+
+}  // namespace
+
+class Addon;
+
+// ---------------------------------------------------------------------------------------------------------------
+// TensorHandle: the native object behind a JavaScript Tensor. Holds one Tensor (a view into refcounted storage)
+// until dispose() or garbage collection.
+class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  explicit TensorHandle(const Napi::CallbackInfo& info);
+  ~TensorHandle() override;
+
+  const Tensor& get(const char* op, const char* name) const {
+    if (!t_) error(op, ": ", name, " has been disposed");
+    return *t_;
+  }
+  void set(Napi::Env env, Tensor t, bool owns_storage);
+
+ private:
+  Addon& addon() const;
+  void release();
+
+  Napi::Value Shape_(const Napi::CallbackInfo& info);
+  Napi::Value DType_(const Napi::CallbackInfo& info);
+  Napi::Value Device_(const Napi::CallbackInfo& info);
+  Napi::Value Size(const Napi::CallbackInfo& info);
+  Napi::Value Offset(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value ReadSync(const Napi::CallbackInfo& info);
+  Napi::Value Read(const Napi::CallbackInfo& info);
+  Napi::Value Shared(const Napi::CallbackInfo& info);
+  Napi::Value To(const Napi::CallbackInfo& info);
+  Napi::Value Clone(const Napi::CallbackInfo& info);
+  Napi::Value View(const Napi::CallbackInfo& info);
+  Napi::Value SameStorage(const Napi::CallbackInfo& info);
+
+  std::optional<Tensor> t_;
+  int64_t external_bytes_ = 0;  // reported to V8 so that dropped tensors are collected under memory pressure
+  Napi::Env env_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+class Addon : public Napi::Addon<Addon> {
+ public:
+  Addon(Napi::Env env, Napi::Object exports);
+
+  Context& ctx() { return *ctx_; }
+  const std::shared_ptr<Context>& ctx_ptr() const { return ctx_; }
+
+  // A new JavaScript handle owning (or viewing) t.
+  Napi::Object wrap(Napi::Env env, Tensor t, bool owns_storage) {
+    Napi::Object o = tensor_ctor_.New({Napi::External<Addon>::New(env, this)});
+    TensorHandle::Unwrap(o)->set(env, std::move(t), owns_storage);
+    return o;
+  }
+  const Tensor& unwrap(const Napi::Value& v, const char* op, const char* name) {
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(tensor_ctor_.Value()))
+      type_error(op, ": ", name, " must be a Tensor, got ", describe(v));
+    return TensorHandle::Unwrap(v.As<Napi::Object>())->get(op, name);
+  }
+  bool is_token(const Napi::Value& v) const {
+    return v.IsExternal() && v.As<Napi::External<Addon>>().Data() == this;
+  }
+  // Schedules dst <- src across (or within) devices without blocking the JavaScript thread.
+  void copy_async(const Tensor& dst, const Tensor& src, const char* op);
+
+ private:
+  Napi::Value FromArray(const Napi::CallbackInfo& info);
+  Napi::Value Full(const Napi::CallbackInfo& info);
+  Napi::Value Random(const Napi::CallbackInfo& info);
+  Napi::Value Memory(const Napi::CallbackInfo& info);
+  Napi::Value Backends(const Napi::CallbackInfo& info);
+  Napi::Value BuildInfo(const Napi::CallbackInfo& info);
+  Napi::Value SetNumThreads(const Napi::CallbackInfo& info);
+  Napi::Value NumThreads(const Napi::CallbackInfo& info);
+  Napi::Value SynchronizeSync(const Napi::CallbackInfo& info);
+  Napi::Value Synchronize(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<Context> ctx_;
+  Napi::FunctionReference tensor_ctor_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Async work: waits on device streams on a libuv worker thread, then settles a promise on the JavaScript thread.
+class StreamWorker : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<void()>;
+  using Done = std::function<Napi::Value(Napi::Env)>;
+  StreamWorker(Napi::Env env, std::shared_ptr<Context> ctx, Work work, Done done)
+      : Napi::AsyncWorker(env, "sharedformer"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        ctx_(std::move(ctx)),
+        work_(std::move(work)),
+        done_(std::move(done)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      work_();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(done_(env));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<Context> ctx_;  // keeps the streams alive while the worker waits on them
+  Work work_;
+  Done done_;
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// TensorHandle implementation
+
+Napi::Function TensorHandle::Define(Napi::Env env) {
+  return DefineClass(env, "TensorHandle",
+                     {
+                         InstanceAccessor<&TensorHandle::Shape_>("shape"),
+                         InstanceAccessor<&TensorHandle::DType_>("dtype"),
+                         InstanceAccessor<&TensorHandle::Device_>("device"),
+                         InstanceAccessor<&TensorHandle::Size>("size"),
+                         InstanceAccessor<&TensorHandle::Offset>("offset"),
+                         InstanceAccessor<&TensorHandle::Disposed>("disposed"),
+                         InstanceMethod<&TensorHandle::Dispose>("dispose"),
+                         InstanceMethod<&TensorHandle::ReadSync>("readSync"),
+                         InstanceMethod<&TensorHandle::Read>("read"),
+                         InstanceMethod<&TensorHandle::Shared>("shared"),
+                         InstanceMethod<&TensorHandle::To>("to"),
+                         InstanceMethod<&TensorHandle::Clone>("clone"),
+                         InstanceMethod<&TensorHandle::View>("view"),
+                         InstanceMethod<&TensorHandle::SameStorage>("sameStorage"),
+                     });
+}
+
+TensorHandle::TensorHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TensorHandle>(info), env_(info.Env()) {
+  Addon* a = info.Env().GetInstanceData<Addon>();
+  if (info.Length() < 1 || !a || !a->is_token(info[0]))
+    throw Napi::TypeError::New(info.Env(),
+                               "TensorHandle: handles are made by sharedformer's tensor functions, not with `new`");
+}
+
+TensorHandle::~TensorHandle() { release(); }
+
+void TensorHandle::set(Napi::Env env, Tensor t, bool owns_storage) {
+  t.storage->allocator().counters().tensors.fetch_add(1);
+  if (owns_storage) {
+    external_bytes_ = static_cast<int64_t>(t.storage->bytes());
+    if (external_bytes_) Napi::MemoryManagement::AdjustExternalMemory(env, external_bytes_);
+  }
+  t_ = std::move(t);
+}
+
+void TensorHandle::release() {
+  if (!t_) return;
+  t_->storage->allocator().counters().tensors.fetch_sub(1);
+  if (external_bytes_) Napi::MemoryManagement::AdjustExternalMemory(env_, -external_bytes_);
+  external_bytes_ = 0;
+  t_.reset();
+}
+
+Addon& TensorHandle::addon() const { return *env_.GetInstanceData<Addon>(); }
+
+Napi::Value TensorHandle::Shape_(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const Tensor& t = get("Tensor.shape", "the tensor");
+    Napi::Array a = Napi::Array::New(info.Env(), t.shape.size());
+    for (size_t i = 0; i < t.shape.size(); ++i) a.Set(static_cast<uint32_t>(i), static_cast<double>(t.shape[i]));
+    return a;
+  });
+}
+Napi::Value TensorHandle::DType_(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return Napi::String::New(info.Env(), dtype_name(get("Tensor.dtype", "the tensor").dtype));
+  });
+}
+Napi::Value TensorHandle::Device_(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return Napi::String::New(info.Env(), get("Tensor.device", "the tensor").device().str());
+  });
+}
+Napi::Value TensorHandle::Size(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return Napi::Number::New(info.Env(), static_cast<double>(get("Tensor.size", "the tensor").numel()));
+  });
+}
+Napi::Value TensorHandle::Offset(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    return Napi::Number::New(info.Env(), static_cast<double>(get("Tensor.offset", "the tensor").offset));
+  });
+}
+Napi::Value TensorHandle::Disposed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !t_.has_value());
+}
+Napi::Value TensorHandle::Dispose(const Napi::CallbackInfo& info) {
+  release();  // idempotent: disposing twice is allowed, as with PyTorch's `del`
+  return info.Env().Undefined();
+}
+
+Napi::Value TensorHandle::ReadSync(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Tensor t = get("Tensor.dataSync", "the tensor");
+    size_t bytes = host_bytes(t);
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(info.Env(), bytes);
+    if (bytes) read_into(addon().ctx(), t, ab.Data());
+    return typed_array_over(info.Env(), ab, t.dtype, static_cast<size_t>(t.numel()));
+  });
+}
+
+Napi::Value TensorHandle::Read(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Tensor t = get("Tensor.data", "the tensor");
+    Napi::Env env = info.Env();
+    size_t bytes = host_bytes(t);
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, bytes);
+    auto ref = std::make_shared<Napi::Reference<Napi::ArrayBuffer>>(Napi::Persistent(ab));
+    void* dst = ab.Data();
+    std::shared_ptr<Context> ctx = addon().ctx_ptr();
+    auto* w = new StreamWorker(
+        env, ctx,
+        [ctx, t, dst, bytes] {
+          if (bytes) read_into(*ctx, t, dst);
+        },
+        [ref, t](Napi::Env e) { return typed_array_over(e, ref->Value(), t.dtype, static_cast<size_t>(t.numel())); });
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  });
+}
+
+Napi::Value TensorHandle::Shared(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const Tensor& t = get("Tensor.sharedData", "the tensor");
+    if (!t.device().is_cpu())
+      type_error("Tensor.sharedData: only CPU tensors can be viewed without a copy; this tensor is on ",
+                 t.device().str(), " (use data() or dataSync())");
+    if (t.dtype == DType::bf16)
+      type_error("Tensor.sharedData: a bfloat16 tensor has no typed-array view (use data(), which widens to float32)");
+    addon().ctx().cpu().stream().wait_all();  // the view shows the tensor as of now
+    Napi::Env env = info.Env();
+    size_t n = static_cast<size_t>(t.numel());
+    if (n == 0) return typed_array_over(env, Napi::ArrayBuffer::New(env, 0), t.dtype, 0);
+    auto* keep = new std::shared_ptr<Storage>(t.storage);
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
+        env, t.raw(), t.nbytes(), [](Napi::Env, void*, std::shared_ptr<Storage>* k) { delete k; }, keep);
+    return typed_array_over(env, ab, t.dtype, n);
+  });
+}
+
+Napi::Value TensorHandle::To(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    expect_args(info, 1, "Tensor.to");
+    const Tensor& src = get("Tensor.to", "the tensor");
+    Device d = get_device(info[0], "Tensor.to");
+    Addon& a = addon();
+    Backend& db = a.ctx().backend(d);
+    Tensor out = empty_tensor(db.allocator(), src.shape, src.dtype, "Tensor.to");
+    a.copy_async(out, src, "Tensor.to");
+    return a.wrap(info.Env(), std::move(out), true);
+  });
+}
+
+Napi::Value TensorHandle::Clone(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const Tensor& src = get("Tensor.clone", "the tensor");
+    Addon& a = addon();
+    Tensor out = empty_tensor(a.ctx().backend(src.device()).allocator(), src.shape, src.dtype, "Tensor.clone");
+    a.copy_async(out, src, "Tensor.clone");
+    return a.wrap(info.Env(), std::move(out), true);
+  });
+}
+
+Napi::Value TensorHandle::View(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    expect_args(info, 2, "Tensor.view");
+    const Tensor& base = get("Tensor.view", "the tensor");
+    int64_t off = get_int(info[0], "Tensor.view", "offset", 0, kMaxNumel);
+    Shape shape = get_shape(info[1], "Tensor.view", "shape");
+    return addon().wrap(info.Env(), view_of(base, off, shape, "Tensor.view"), false);
+  });
+}
+
+Napi::Value TensorHandle::SameStorage(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    expect_args(info, 1, "Tensor.sameStorage");
+    const Tensor& a = get("Tensor.sameStorage", "the tensor");
+    const Tensor& b = addon().unwrap(info[0], "Tensor.sameStorage", "other");
+    return Napi::Boolean::New(info.Env(), a.storage == b.storage);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Addon implementation
+
+Addon::Addon(Napi::Env env, Napi::Object exports) : ctx_(std::make_shared<Context>()) {
+  Napi::Function ctor = TensorHandle::Define(env);
+  tensor_ctor_ = Napi::Persistent(ctor);
+  DefineAddon(exports, {
+                           InstanceMethod<&Addon::FromArray>("fromArray"),
+                           InstanceMethod<&Addon::Full>("full"),
+                           InstanceMethod<&Addon::Random>("random"),
+                           InstanceMethod<&Addon::Memory>("memory"),
+                           InstanceMethod<&Addon::Backends>("backends"),
+                           InstanceMethod<&Addon::BuildInfo>("buildInfo"),
+                           InstanceMethod<&Addon::SetNumThreads>("setNumThreads"),
+                           InstanceMethod<&Addon::NumThreads>("numThreads"),
+                           InstanceMethod<&Addon::SynchronizeSync>("synchronizeSync"),
+                           InstanceMethod<&Addon::Synchronize>("synchronize"),
+                           InstanceValue("TensorHandle", ctor),
+                       });
+}
+
+void Addon::copy_async(const Tensor& dst, const Tensor& src, const char* op) {
+  Backend& sb = ctx_->backend(src.device());
+  Backend& db = ctx_->backend(dst.device());
+  if (&sb == &db) {
+    db.stream().submit(op, [&db, dst, src] { db.copy(dst, src); });
+  } else if (src.device().is_cpu()) {  // host -> device: the device stream waits for the host's pending work
+    uint64_t ready = sb.stream().last_ticket();
+    db.stream().submit(op, [&sb, &db, dst, src, ready] {
+      sb.stream().wait_done(ready);
+      db.copy_from_host(dst, src.raw());
+    });
+  } else if (dst.device().is_cpu()) {  // device -> host: the host stream waits for the device's copy
+    uint64_t done = sb.stream().submit(op, [&sb, dst, src] { sb.copy_to_host(dst.raw(), src); });
+    db.stream().submit(op, [&sb, done] { sb.stream().wait_done(done); });
+  } else {  // device -> device: staged through host memory
+    auto staging = std::make_shared<std::vector<char>>(src.nbytes());
+    uint64_t done = sb.stream().submit(op, [&sb, src, staging] { sb.copy_to_host(staging->data(), src); });
+    db.stream().submit(op, [&sb, &db, dst, staging, done] {
+      sb.stream().wait_done(done);
+      db.copy_from_host(dst, staging->data());
+    });
+  }
+}
+
+// fromArray(data: Float32Array | Int32Array | Uint16Array, shape, dtype, device)
+Napi::Value Addon::FromArray(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const char* op = "tensor";
+    expect_args(info, 4, op);
+    Shape shape = get_shape(info[1], op, "shape");
+    DType dt = get_dtype(info[2], op);
+    Device dev = get_device(info[3], op);
+    if (!info[0].IsTypedArray()) type_error(op, ": data must be a typed array, got ", describe(info[0]));
+    Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+    napi_typedarray_type tt = ta.TypedArrayType();
+    bool ok = (dt == DType::f32 && tt == napi_float32_array) || (dt == DType::i32 && tt == napi_int32_array) ||
+              (dt == DType::bf16 && (tt == napi_float32_array || tt == napi_uint16_array));
+    if (!ok)
+      type_error(op, ": dtype '", dtype_name(dt), "' needs ",
+                 dt == DType::i32 ? "an Int32Array" : dt == DType::f32 ? "a Float32Array" : "a Float32Array or Uint16Array",
+                 " of data");
+    int64_t n = checked_numel(shape, op);
+    if (static_cast<int64_t>(ta.ElementLength()) != n)
+      range_error(op, ": data has ", ta.ElementLength(), " elements but shape ", shape_str(shape), " needs ", n);
+    Backend& b = ctx_->backend(dev);
+    Tensor t = empty_tensor(b.allocator(), shape, dt, op);
+    const char* src = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+    // Copy out of the JavaScript array now: it may change after this call returns.
+    std::vector<char> staged;
+    const void* host = src;
+    if (dt == DType::bf16 && tt == napi_float32_array) {
+      staged.resize(t.nbytes());
+      const float* f = reinterpret_cast<const float*>(src);
+      uint16_t* h = reinterpret_cast<uint16_t*>(staged.data());
+      for (int64_t i = 0; i < n; ++i) h[i] = f32_to_bf16(f[i]);
+      host = staged.data();
+    }
+    if (n) {
+      if (dev.is_cpu()) {
+        std::memcpy(t.raw(), host, t.nbytes());  // fresh storage: no pending work can touch it
+      } else {
+        if (staged.empty()) staged.assign(src, src + t.nbytes());
+        auto buf = std::make_shared<std::vector<char>>(std::move(staged));
+        b.stream().submit(op, [&b, t, buf] { b.copy_from_host(t, buf->data()); });
+      }
+    }
+    return wrap(info.Env(), std::move(t), true);
+  });
+}
+
+// full(shape, value, dtype, device)
+Napi::Value Addon::Full(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const char* op = "full";
+    expect_args(info, 4, op);
+    Shape shape = get_shape(info[0], op, "shape");
+    DType dt = get_dtype(info[2], op);
+    double v = get_number(info[1], op, "value", /*allow_nonfinite=*/dt != DType::i32);
+    if (dt == DType::i32 && (std::floor(v) != v || v < -2147483648.0 || v > 2147483647.0))
+      range_error(op, ": value for an int32 tensor must be an integer in [-2^31, 2^31), got ", describe(info[1]));
+    Device dev = get_device(info[3], op);
+    Backend& b = ctx_->backend(dev);
+    Tensor t = empty_tensor(b.allocator(), shape, dt, op);
+    if (t.numel()) b.stream().submit(op, [&b, t, v] { b.fill(t, v); });
+    return wrap(info.Env(), std::move(t), true);
+  });
+}
+
+// random(shape, kind: 'uniform' | 'normal', seed, offset, a, b, dtype, device)
+Napi::Value Addon::Random(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    expect_args(info, 8, "random");
+    std::string kind_s = get_string(info[1], "random", "kind");
+    RandomKind kind;
+    if (kind_s == "uniform")
+      kind = RandomKind::Uniform;
+    else if (kind_s == "normal")
+      kind = RandomKind::Normal;
+    else
+      type_error("random: kind must be 'uniform' or 'normal', got '", kind_s, "'");
+    const char* op = kind == RandomKind::Uniform ? "rand" : "randn";
+    Shape shape = get_shape(info[0], op, "shape");
+    uint64_t seed = get_u64(info[2], op, "seed");
+    uint64_t offset = get_u64(info[3], op, "offset");
+    double a = get_number(info[4], op, kind == RandomKind::Uniform ? "low" : "mean");
+    double bb = get_number(info[5], op, kind == RandomKind::Uniform ? "high" : "std");
+    if (kind == RandomKind::Uniform && !(a <= bb)) range_error(op, ": low (", a, ") must not exceed high (", bb, ")");
+    if (kind == RandomKind::Normal && bb < 0) range_error(op, ": std must be non-negative, got ", bb);
+    DType dt = get_dtype(info[6], op);
+    if (dt == DType::i32) type_error(op, ": dtype must be 'float32' or 'bfloat16', got 'int32'");
+    Device dev = get_device(info[7], op);
+    Backend& b = ctx_->backend(dev);
+    Tensor t = empty_tensor(b.allocator(), shape, dt, op);
+    if (t.numel()) {
+      float fa = static_cast<float>(a), fb = static_cast<float>(bb);
+      b.stream().submit(op, [&b, t, kind, seed, offset, fa, fb] { b.random(t, kind, seed, offset, fa, fb); });
+    }
+    return wrap(info.Env(), std::move(t), true);
+  });
+}
+
+Napi::Value Addon::Memory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  for (Backend* b : ctx_->backends()) {
+    MemoryCounters& c = b->allocator()->counters();
+    Napi::Object d = Napi::Object::New(env);
+    d.Set("tensors", static_cast<double>(c.tensors.load()));
+    d.Set("storages", static_cast<double>(c.storages.load()));
+    d.Set("bytes", static_cast<double>(c.bytes.load()));
+    d.Set("peakBytes", static_cast<double>(c.peak_bytes.load()));
+    out.Set(b->device().str(), d);
+  }
+  return out;
+}
+
+Napi::Value Addon::Backends(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  Napi::Object cpu = Napi::Object::New(env);
+  CpuFeatures f = detect_cpu_features();
+  cpu.Set("threads", ctx_->pool().threads());
+  cpu.Set("simd", f.level());
+  Napi::Array feats = Napi::Array::New(env);
+  for (const auto& s : f.list()) feats.Set(feats.Length(), s);
+  cpu.Set("features", feats);
+  out.Set("cpu", cpu);
+
+  const CudaInfo& ci = ctx_->cuda_info();
+  Napi::Object cuda = Napi::Object::New(env);
+  cuda.Set("compiled", ci.compiled);
+  cuda.Set("available", ci.available);
+  Napi::Array devs = Napi::Array::New(env);
+  for (const auto& d : ci.devices) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("index", d.index);
+    o.Set("name", d.name);
+    o.Set("computeCapability", cat(d.major, ".", d.minor));
+    o.Set("totalMemory", static_cast<double>(d.total_bytes));
+    o.Set("multiprocessors", d.multiprocessors);
+    devs.Set(devs.Length(), o);
+  }
+  cuda.Set("devices", devs);
+  if (!ci.available) cuda.Set("reason", ci.reason);
+  cuda.Set("runtimeVersion", ci.runtime_version);
+  cuda.Set("driverVersion", ci.driver_version);
+  Napi::Array archs = Napi::Array::New(env);
+  for (const auto& s : ci.architectures) archs.Set(archs.Length(), s);
+  cuda.Set("architectures", archs);
+  out.Set("cuda", cuda);
+  return out;
+}
+
+Napi::Value Addon::BuildInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("version", SHAREDFORMER_VERSION);
+  o.Set("builder", SHAREDFORMER_BUILDER);
+  o.Set("cuda", ctx_->cuda_info().compiled);
+  o.Set("napiVersion", NAPI_VERSION);
+#if defined(__clang__)
+  o.Set("compiler", cat("clang ", __clang_major__, ".", __clang_minor__));
+#elif defined(__GNUC__)
+  o.Set("compiler", cat("gcc ", __GNUC__, ".", __GNUC_MINOR__));
+#endif
+  return o;
+}
+
+Napi::Value Addon::SetNumThreads(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    expect_args(info, 1, "setNumThreads");
+    int64_t n = get_int(info[0], "setNumThreads", "threads", 1, 1024);
+    // Resize between kernels: drain the CPU stream first, and resize on its thread.
+    Backend& cpu = ctx_->cpu();
+    ThreadPool& pool = ctx_->pool();
+    cpu.stream().run_sync("setNumThreads", [&pool, n] { pool.set_threads(static_cast<int>(n)); });
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value Addon::NumThreads(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), ctx_->pool().threads());
+}
+
+Napi::Value Addon::SynchronizeSync(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    for (Backend* b : ctx_->backends()) b->stream().wait_all();
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value Addon::Synchronize(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    std::shared_ptr<Context> ctx = ctx_;
+    std::vector<std::pair<Backend*, uint64_t>> marks;
+    for (Backend* b : ctx->backends()) marks.emplace_back(b, b->stream().last_ticket());
+    auto* w = new StreamWorker(
+        info.Env(), ctx,
+        [marks] {
+          for (auto& m : marks) m.first->stream().wait(m.second);
+        },
+        [](Napi::Env e) { return e.Undefined(); });
+    Napi::Promise p = w->promise();
+    w->Queue();
+    return p;
+  });
+}
+
+}  // namespace sf::js
+
+using SharedformerAddon = sf::js::Addon;
+NODE_API_ADDON(SharedformerAddon)

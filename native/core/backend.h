@@ -1,0 +1,69 @@
+// backend.h — one device's memory, stream and elementary kernels.
+//
+// A Backend owns its device's allocator and its in-order Stream. The methods below are the kernels themselves: they
+// are called from inside Stream tasks (never from the JavaScript thread) after the binding has validated every
+// argument, so they assume shapes, dtypes and sizes are right. The CPU backend (native/cpu) is the reference; the CUDA
+// backend (cuda/) implements the same methods and is tested against it.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "stream.h"
+#include "tensor.h"
+
+namespace sf {
+
+enum class RandomKind : int { Uniform = 0, Normal = 1 };
+
+class Backend {
+ public:
+  Backend(std::shared_ptr<Allocator> alloc, const std::string& stream_name)
+      : alloc_(std::move(alloc)), stream_(stream_name) {}
+  virtual ~Backend() = default;
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  Device device() const { return alloc_->device(); }
+  const std::shared_ptr<Allocator>& allocator() const { return alloc_; }
+  Stream& stream() { return stream_; }
+
+  // t[:] = value (converted to t.dtype)
+  virtual void fill(const Tensor& t, double value) = 0;
+  // Uniform: a + (b - a) * U[0,1); Normal: a + b * N(0,1); element i uses counter (offset + i) — see philox.h
+  virtual void random(const Tensor& t, RandomKind kind, uint64_t seed, uint64_t offset, float a, float b) = 0;
+  // dst (this device) <- src (host memory holding dst.nbytes() bytes)
+  virtual void copy_from_host(const Tensor& dst, const void* src) = 0;
+  // dst (host memory, src.nbytes() bytes) <- src (this device)
+  virtual void copy_to_host(void* dst, const Tensor& src) = 0;
+  // dst <- src, both on this device, same dtype and element count
+  virtual void copy(const Tensor& dst, const Tensor& src) = 0;
+
+ private:
+  std::shared_ptr<Allocator> alloc_;
+  Stream stream_;
+};
+
+// What the CUDA side of this binary can do on this machine.
+struct CudaDeviceInfo {
+  int index = 0;
+  std::string name;
+  int major = 0, minor = 0;
+  int64_t total_bytes = 0;
+  int multiprocessors = 0;
+};
+struct CudaInfo {
+  bool compiled = false;   // this binary contains CUDA kernels
+  bool available = false;  // ... and a driver and at least one device were found
+  std::string reason;      // why not, when !available
+  int runtime_version = 0, driver_version = 0;
+  std::vector<CudaDeviceInfo> devices;
+  std::vector<std::string> architectures;  // the SASS/PTX targets compiled in
+};
+
+// Implemented in cuda/ when built with CUDA, else in native/core/no_cuda.cpp.
+CudaInfo cuda_probe();
+std::unique_ptr<Backend> make_cuda_backend(int index);
+
+}  // namespace sf

@@ -1,0 +1,61 @@
+#include "tensor.h"
+
+#include <sstream>
+
+namespace sf {
+
+std::string shape_str(const Shape& s) {
+  std::ostringstream os;
+  os << '[';
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << ']';
+  return os.str();
+}
+
+int64_t checked_numel(const Shape& s, const char* op) {
+  if (s.size() > kMaxRank) range_error(op, ": rank ", s.size(), " exceeds the maximum of ", kMaxRank);
+  int64_t n = 1;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] < 0) range_error(op, ": dimension ", i, " of shape ", shape_str(s), " is negative");
+    if (s[i] > kMaxNumel) range_error(op, ": dimension ", i, " of shape ", shape_str(s), " exceeds 2^48");
+  }
+  for (int64_t d : s) {
+    if (d == 0) return 0;
+  }
+  for (int64_t d : s) {
+    if (n > kMaxNumel / d) range_error(op, ": shape ", shape_str(s), " has more than 2^48 elements");
+    n *= d;
+  }
+  return n;
+}
+
+std::string Tensor::describe() const { return cat(dtype_name(dtype), shape_str(shape), " on ", device().str()); }
+
+Tensor empty_tensor(const std::shared_ptr<Allocator>& alloc, const Shape& shape, DType dtype, const char* op) {
+  int64_t n = checked_numel(shape, op);
+  Tensor t;
+  try {
+    t.storage = std::make_shared<Storage>(alloc, static_cast<size_t>(n) * dtype_size(dtype));
+  } catch (const Error& e) {
+    throw Error(e.kind(), cat(op, ": ", e.what()));
+  }
+  t.shape = shape;
+  t.dtype = dtype;
+  return t;
+}
+
+Tensor view_of(const Tensor& base, int64_t offset, const Shape& shape, const char* op) {
+  int64_t n = checked_numel(shape, op);
+  int64_t avail = base.numel();
+  if (offset < 0 || offset > avail || n > avail - offset)
+    range_error(op, ": a view of shape ", shape_str(shape), " (", n, " elements) at offset ", offset,
+                " does not fit in a tensor of ", avail, " elements");
+  Tensor v;
+  v.storage = base.storage;
+  v.offset = base.offset + offset;
+  v.shape = shape;
+  v.dtype = base.dtype;
+  return v;
+}
+
+}  // namespace sf
