@@ -1,0 +1,193 @@
+// native.ts — finds and loads the addon, and types the surface it exports.
+//
+// Search order (the first that loads wins; every attempt is recorded):
+//   1. SHAREDFORMER_BINARY — an explicit path to a sharedformer.node
+//   2. @sharedformer/linux-x64-cuda — the opt-in CUDA build (falls back to the CPU at run time when no GPU/driver)
+//   3. @sharedformer/<platform>-<arch> — the prebuilt CPU build from optionalDependencies
+//   4. build/Release/sharedformer.node — a local build (`npm run build` with cmake-js, or `npm run build:gyp`)
+// If nothing loads, one error lists every place tried, why it failed, and how to fix it.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const require = createRequire(import.meta.url);
+
+/** The package root: the folder holding package.json (lib/ or dist/ sit one level below it). */
+export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+export type DTypeName = 'float32' | 'int32' | 'bfloat16';
+export type HostArray = Float32Array | Int32Array;
+
+/** The native object behind a Tensor. Made only by the addon's functions. */
+export interface NativeTensor {
+  readonly shape: number[];
+  readonly dtype: DTypeName;
+  readonly device: string;
+  readonly size: number;
+  readonly offset: number;
+  readonly disposed: boolean;
+  dispose(): void;
+  readSync(): HostArray;
+  read(): Promise<HostArray>;
+  shared(): HostArray;
+  to(device: string): NativeTensor;
+  clone(): NativeTensor;
+  view(offset: number, shape: number[]): NativeTensor;
+  sameStorage(other: NativeTensor): boolean;
+}
+
+/** Per-device counters from memory(). */
+export interface DeviceMemory {
+  /** Live tensor handles on the device (views included). */
+  tensors: number;
+  /** Live storages (allocations) on the device. */
+  storages: number;
+  /** Bytes held by live storages. */
+  bytes: number;
+  /** Highest `bytes` seen since the addon was loaded. */
+  peakBytes: number;
+}
+
+/** What backends() reports. */
+export interface BackendsInfo {
+  cpu: { threads: number; simd: 'avx512' | 'avx2' | 'portable'; features: string[] };
+  cuda: {
+    compiled: boolean;
+    available: boolean;
+    devices: { index: number; name: string; computeCapability: string; totalMemory: number; multiprocessors: number }[];
+    reason?: string;
+    runtimeVersion: number;
+    driverVersion: number;
+    architectures: string[];
+  };
+}
+
+/** How the loaded binary was built. */
+export interface BuildInfo {
+  version: string;
+  builder: 'cmake-js' | 'node-gyp' | string;
+  cuda: boolean;
+  napiVersion: number;
+  compiler?: string;
+}
+
+export interface NativeAddon {
+  fromArray(data: Float32Array | Int32Array | Uint16Array, shape: number[], dtype: DTypeName, device: string): NativeTensor;
+  full(shape: number[], value: number, dtype: DTypeName, device: string): NativeTensor;
+  random(
+    shape: number[], kind: 'uniform' | 'normal', seed: number | bigint, offset: number | bigint,
+    a: number, b: number, dtype: DTypeName, device: string,
+  ): NativeTensor;
+  memory(): Record<string, DeviceMemory>;
+  backends(): BackendsInfo;
+  buildInfo(): BuildInfo;
+  setNumThreads(n: number): void;
+  numThreads(): number;
+  synchronize(): Promise<void>;
+  synchronizeSync(): void;
+  TensorHandle: Function;
+}
+
+/** One place the loader looked, and what happened there. */
+export interface LoadAttempt {
+  source: string;
+  path: string;
+  error?: string;
+  fix: string;
+}
+
+function platformPackages(): { name: string; fix: string }[] {
+  const plat = `${process.platform}-${process.arch}`;
+  const out: { name: string; fix: string }[] = [];
+  if (plat === 'linux-x64') {
+    out.push({
+      name: '@sharedformer/linux-x64-cuda',
+      fix: 'for NVIDIA GPUs: npm install @sharedformer/linux-x64-cuda (needs only the NVIDIA driver)',
+    });
+  }
+  out.push({
+    name: `@sharedformer/${plat}`,
+    fix: `npm install @sharedformer/${plat} (installed automatically as an optional dependency unless --omit=optional or --no-optional was used)`,
+  });
+  return out;
+}
+
+function tryLoad(path: string): NativeAddon {
+  return require(path) as NativeAddon;
+}
+
+/** Loads the addon, trying each place in order; throws one error that lists all of them. */
+export function loadAddon(env: NodeJS.ProcessEnv = process.env): { addon: NativeAddon; path: string; attempts: LoadAttempt[] } {
+  const attempts: LoadAttempt[] = [];
+  const attempt = (source: string, path: string, fix: string): NativeAddon | undefined => {
+    try {
+      const addon = tryLoad(path);
+      attempts.push({ source, path, fix });
+      return addon;
+    } catch (e) {
+      attempts.push({ source, path, error: (e as Error).message.split('\n')[0], fix });
+      return undefined;
+    }
+  };
+
+  const override = env.SHAREDFORMER_BINARY;
+  if (override) {
+    const p = resolve(override);
+    const a = attempt('SHAREDFORMER_BINARY', p, 'point SHAREDFORMER_BINARY at an existing sharedformer.node, or unset it');
+    if (a) return { addon: a, path: p, attempts };
+    // An explicit override that fails is an error of its own: do not silently load something else.
+    throw loadError(attempts);
+  }
+
+  for (const pkg of platformPackages()) {
+    let p: string;
+    try {
+      p = require.resolve(`${pkg.name}/sharedformer.node`, { paths: [packageRoot] });
+    } catch {
+      attempts.push({ source: `package ${pkg.name}`, path: `${pkg.name}/sharedformer.node`, error: 'not installed', fix: pkg.fix });
+      continue;
+    }
+    const a = attempt(`package ${pkg.name}`, p, pkg.fix);
+    if (a) return { addon: a, path: p, attempts };
+  }
+
+  const local = join(packageRoot, 'build', 'Release', 'sharedformer.node');
+  const buildFix = 'build from source in the package folder: `npm run build` (cmake-js; CMake and a C++17 compiler, plus CUDA when nvcc is found) or `npm run build:gyp` (node-gyp, CPU only)';
+  if (existsSync(local)) {
+    try {
+      // `bindings` resolves the module root's build/Release (and its other conventional places).
+      const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => NativeAddon;
+      const a = bindings({ bindings: 'sharedformer.node', module_root: packageRoot });
+      attempts.push({ source: 'local build', path: local, fix: buildFix });
+      return { addon: a, path: local, attempts };
+    } catch (e) {
+      attempts.push({ source: 'local build', path: local, error: (e as Error).message.split('\n')[0], fix: buildFix });
+    }
+  } else {
+    attempts.push({ source: 'local build', path: local, error: 'not built', fix: buildFix });
+  }
+  throw loadError(attempts);
+}
+
+function loadError(attempts: LoadAttempt[]): Error {
+  const lines = attempts.map((a, i) => `  ${i + 1}. ${a.source}: ${a.path}\n     ${a.error ?? 'loaded'}\n     fix: ${a.fix}`);
+  return new Error(
+    `sharedformer: could not load the native addon for ${process.platform}-${process.arch} (Node ${process.version}).\n` +
+      `Tried, in order:\n${lines.join('\n')}`,
+  );
+}
+
+let loaded: { addon: NativeAddon; path: string; attempts: LoadAttempt[] } | undefined;
+
+/** The addon for this thread (loaded on first use). */
+export function native(): NativeAddon {
+  loaded ??= loadAddon();
+  return loaded.addon;
+}
+
+/** Where the addon was loaded from, and what was tried first. */
+export function nativeLocation(): { path: string; attempts: LoadAttempt[] } {
+  native();
+  return { path: loaded!.path, attempts: loaded!.attempts };
+}

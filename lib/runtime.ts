@@ -1,0 +1,37 @@
+// runtime.ts — what the loaded addon reports about itself and the machine, and process-wide knobs.
+import { native, nativeLocation, type BackendsInfo, type BuildInfo, type DeviceMemory } from './native.ts';
+
+/** CPU threads and SIMD level; whether CUDA is compiled in and usable here, and if not, why. */
+export function backends(): BackendsInfo {
+  return native().backends();
+}
+
+/** How the loaded binary was built, and where it was loaded from. */
+export function buildInfo(): BuildInfo & { path: string } {
+  return { ...native().buildInfo(), path: nativeLocation().path };
+}
+
+/** Live tensors, storages and bytes per device ('cpu', 'cuda:0', ...) in this thread's addon instance. */
+export function memory(): Record<string, DeviceMemory> {
+  return native().memory();
+}
+
+/** Sets the CPU thread pool's size (1..1024); the SHAREDFORMER_NUM_THREADS environment variable sets the default. */
+export function setNumThreads(n: number): void {
+  native().setNumThreads(n);
+}
+
+/** The CPU thread pool's size. */
+export function getNumThreads(): number {
+  return native().numThreads();
+}
+
+/** Resolves when all work queued so far on every device has finished; rejects with the first error it raised. */
+export function synchronize(): Promise<void> {
+  return native().synchronize();
+}
+
+/** As synchronize(), blocking the calling thread. */
+export function synchronizeSync(): void {
+  native().synchronizeSync();
+}
