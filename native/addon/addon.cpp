@@ -178,17 +178,26 @@ class StreamWorker : public Napi::AsyncWorker {
       SetError(e.what());
     }
   }
+  // Settling can fail while the environment shuts down (a worker thread being terminated): nothing may throw out of
+  // these callbacks, so failures there are ignored — there is no JavaScript left to tell.
   void OnOK() override {
-    Napi::Env env = Env();
     try {
-      deferred_.Resolve(done_(env));
+      deferred_.Resolve(done_(Env()));
     } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
+      settle_quietly(e);
+    } catch (...) {
     }
   }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnError(const Napi::Error& e) override { settle_quietly(e); }
 
  private:
+  void settle_quietly(const Napi::Error& e) noexcept {
+    try {
+      deferred_.Reject(e.Value());
+    } catch (...) {
+    }
+  }
+
   Napi::Promise::Deferred deferred_;
   std::shared_ptr<Context> ctx_;  // keeps the streams alive while the worker waits on them
   Work work_;
@@ -239,7 +248,9 @@ void TensorHandle::set(Napi::Env env, Tensor t, bool owns_storage) {
 void TensorHandle::release() {
   if (!t_) return;
   t_->storage->allocator().counters().tensors.fetch_sub(1);
-  if (external_bytes_) Napi::MemoryManagement::AdjustExternalMemory(env_, -external_bytes_);
+  // The C call, not the throwing C++ wrapper: this runs in finalizers and during environment teardown.
+  int64_t ignored = 0;
+  if (external_bytes_) napi_adjust_external_memory(env_, -external_bytes_, &ignored);
   external_bytes_ = 0;
   t_.reset();
 }
