@@ -5,8 +5,7 @@
 // cuda_probe() reports available = false and the reason, and everything runs on the CPU.
 #include <cuda_runtime.h>
 
-#include <map>
-#include <mutex>
+#include <cstdint>
 
 #include "../native/core/backend.h"
 #include "../native/core/philox.h"
@@ -43,27 +42,18 @@ struct DeviceGuard {
 // block freed by the host can be reused by later work on that stream without an extra synchronisation.
 class CudaCachingAllocator final : public Allocator {
  public:
-  explicit CudaCachingAllocator(int dev) : Allocator(Device{DeviceType::CUDA, dev}) {}
-  ~CudaCachingAllocator() override { release_cache(); }
+  explicit CudaCachingAllocator(int dev) : Allocator(Device{DeviceType::CUDA, dev}), cache_(SIZE_MAX) {}
+  ~CudaCachingAllocator() override { empty_cache(); }
 
   void* allocate(size_t bytes) override {
-    size_t size = round(bytes);
-    {
-      std::lock_guard<std::mutex> lk(mu_);
-      auto it = free_.find(size);
-      if (it != free_.end()) {
-        void* p = it->second;
-        free_.erase(it);
-        cached_bytes_ -= size;
-        return p;
-      }
-    }
+    size_t size = BlockCache::round(bytes);
+    if (void* p = cache_.take(size)) return p;
     DeviceGuard g(device().index);
     void* p = nullptr;
     cudaError_t e = cudaMalloc(&p, size);
     if (e == cudaErrorMemoryAllocation) {
       cudaGetLastError();
-      release_cache();
+      empty_cache();
       e = cudaMalloc(&p, size);
     }
     if (e != cudaSuccess) {
@@ -76,35 +66,20 @@ class CudaCachingAllocator final : public Allocator {
     return p;
   }
 
-  void deallocate(void* p, size_t bytes) noexcept override {
-    std::lock_guard<std::mutex> lk(mu_);
-    size_t size = round(bytes);
-    free_.emplace(size, p);
-    cached_bytes_ += size;
-  }
+  void deallocate(void* p, size_t bytes) noexcept override { cache_.put(BlockCache::round(bytes), p); }
 
-  void release_cache() noexcept {
-    std::lock_guard<std::mutex> lk(mu_);
-    if (free_.empty()) return;
+  void empty_cache() noexcept override {
     int prev = -1;
     cudaGetDevice(&prev);
     cudaSetDevice(device().index);
     cudaDeviceSynchronize();
-    for (auto& kv : free_) cudaFree(kv.second);
-    free_.clear();
-    cached_bytes_ = 0;
+    cache_.drain([](void* p) { cudaFree(p); });
     if (prev >= 0) cudaSetDevice(prev);
   }
+  size_t cached_bytes() override { return cache_.cached_bytes(); }
 
  private:
-  // 512-byte granules up to 1 MiB, then 2 MiB granules: bounded waste, few distinct sizes.
-  static size_t round(size_t b) {
-    if (b <= (size_t{1} << 20)) return (b + 511) / 512 * 512;
-    return (b + (size_t{2} << 20) - 1) / (size_t{2} << 20) * (size_t{2} << 20);
-  }
-  std::mutex mu_;
-  std::multimap<size_t, void*> free_;
-  size_t cached_bytes_ = 0;
+  BlockCache cache_;
 };
 
 __device__ __forceinline__ uint16_t dev_f32_to_bf16(float f) {

@@ -1,6 +1,6 @@
 // sharedformer — Transformers with cross-layer parameter sharing, on C++ and CUDA kernels.
 export { Tensor, tensor, full, zeros, ones, rand, randn, manualSeed } from './tensor.ts';
 export type { DType, Device, TensorOptions, RandomOptions, NestedNumbers } from './tensor.ts';
-export { backends, buildInfo, memory, setNumThreads, getNumThreads, synchronize, synchronizeSync } from './runtime.ts';
+export { backends, buildInfo, memory, setNumThreads, getNumThreads, synchronize, synchronizeSync, emptyCache } from './runtime.ts';
 export { loadAddon, packageRoot } from './native.ts';
 export type { BackendsInfo, BuildInfo, DeviceMemory, LoadAttempt } from './native.ts';

@@ -47,6 +47,8 @@ export interface DeviceMemory {
   bytes: number;
   /** Highest `bytes` seen since the addon was loaded. */
   peakBytes: number;
+  /** Freed blocks kept by the caching allocator for reuse (not in `bytes`); emptyCache() releases them. */
+  cachedBytes: number;
 }
 
 /** What backends() reports. */
@@ -86,6 +88,7 @@ export interface NativeAddon {
   numThreads(): number;
   synchronize(): Promise<void>;
   synchronizeSync(): void;
+  emptyCache(): void;
   TensorHandle: Function;
 }
 

@@ -35,3 +35,8 @@ export function synchronize(): Promise<void> {
 export function synchronizeSync(): void {
   native().synchronizeSync();
 }
+
+/** Returns the caching allocators' free blocks to the system (after queued work finishes), like torch.cuda.empty_cache(). */
+export function emptyCache(): void {
+  native().emptyCache();
+}

@@ -150,6 +150,7 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value SetNumThreads(const Napi::CallbackInfo& info);
   Napi::Value NumThreads(const Napi::CallbackInfo& info);
   Napi::Value SynchronizeSync(const Napi::CallbackInfo& info);
+  Napi::Value EmptyCache(const Napi::CallbackInfo& info);
   Napi::Value Synchronize(const Napi::CallbackInfo& info);
 
   std::shared_ptr<Context> ctx_;
@@ -402,6 +403,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : ctx_(std::make_shared<Contex
                            InstanceMethod<&Addon::NumThreads>("numThreads"),
                            InstanceMethod<&Addon::SynchronizeSync>("synchronizeSync"),
                            InstanceMethod<&Addon::Synchronize>("synchronize"),
+                           InstanceMethod<&Addon::EmptyCache>("emptyCache"),
                            InstanceValue("TensorHandle", ctor),
                        });
 }
@@ -537,6 +539,7 @@ Napi::Value Addon::Memory(const Napi::CallbackInfo& info) {
     d.Set("storages", static_cast<double>(c.storages.load()));
     d.Set("bytes", static_cast<double>(c.bytes.load()));
     d.Set("peakBytes", static_cast<double>(c.peak_bytes.load()));
+    d.Set("cachedBytes", static_cast<double>(b->allocator()->cached_bytes()));
     out.Set(b->device().str(), d);
   }
   return out;
@@ -613,6 +616,17 @@ Napi::Value Addon::NumThreads(const Napi::CallbackInfo& info) {
 Napi::Value Addon::SynchronizeSync(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     for (Backend* b : ctx_->backends()) b->stream().wait_all();
+    return info.Env().Undefined();
+  });
+}
+
+// Frees every allocator's cached blocks, after the queued work that might still use them has finished.
+Napi::Value Addon::EmptyCache(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    for (Backend* b : ctx_->backends()) {
+      b->stream().wait_all();
+      b->allocator()->empty_cache();
+    }
     return info.Env().Undefined();
   });
 }

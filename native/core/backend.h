@@ -17,6 +17,8 @@ namespace sf {
 
 enum class RandomKind : int { Uniform = 0, Normal = 1 };
 
+// Derived destructors must drain the stream first (stream().wait_done(stream().last_ticket())): queued tasks call the
+// derived kernels, which must not run on a half-destroyed object.
 class Backend {
  public:
   Backend(std::shared_ptr<Allocator> alloc, const std::string& stream_name)

@@ -63,13 +63,16 @@ SF_HD float uniform_at(uint64_t seed, uint64_t e) {
   return u32_to_unit(r.v[e & 3]);
 }
 
-SF_HD float normal_at(uint64_t seed, uint64_t e) {
-  Philox4 r = philox_block(seed, e >> 1, kStreamNormal);
-  uint32_t a = r.v[(e & 1) * 2], b = r.v[(e & 1) * 2 + 1];
-  // u1 in (0, 1] so the log is finite; u2 in [0, 1).
+// Box–Muller from two random words: u1 in (0, 1] so the log is finite, u2 in [0, 1).
+SF_HD float box_muller(uint32_t a, uint32_t b) {
   float u1 = static_cast<float>((a >> 8) + 1u) * (1.0f / 16777216.0f);
   float u2 = u32_to_unit(b);
   return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864769f * u2);
+}
+
+SF_HD float normal_at(uint64_t seed, uint64_t e) {
+  Philox4 r = philox_block(seed, e >> 1, kStreamNormal);
+  return box_muller(r.v[(e & 1) * 2], r.v[(e & 1) * 2 + 1]);
 }
 
 }  // namespace sf

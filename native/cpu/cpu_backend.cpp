@@ -46,18 +46,26 @@ void CpuBackend::fill(const Tensor& t, double value) {
   }
 }
 
+// One Philox block serves 4 uniform or 2 normal elements; a chunk may start and end mid-block.
 void CpuBackend::random(const Tensor& t, RandomKind kind, uint64_t seed, uint64_t offset, float a, float b) {
   const int64_t n = t.numel();
-  const DType dt = t.dtype;
+  const bool bf16 = t.dtype == DType::bf16;
   void* base = t.raw();
+  const uint32_t per = kind == RandomKind::Uniform ? 4 : 2;
   pool_.parallel_for(n, 1 << 12, [=](int64_t lo, int64_t hi) {
-    for (int64_t i = lo; i < hi; ++i) {
-      const uint64_t e = offset + static_cast<uint64_t>(i);
-      float v = kind == RandomKind::Uniform ? a + (b - a) * uniform_at(seed, e) : a + b * normal_at(seed, e);
-      if (dt == DType::f32)
-        static_cast<float*>(base)[i] = v;
-      else
-        static_cast<uint16_t*>(base)[i] = f32_to_bf16(v);
+    int64_t i = lo;
+    uint64_t e = offset + static_cast<uint64_t>(lo);
+    while (i < hi) {
+      const uint64_t block = e / per;
+      Philox4 r = philox_block(seed, block, kind == RandomKind::Uniform ? kStreamUniform : kStreamNormal);
+      for (uint32_t lane = static_cast<uint32_t>(e % per); lane < per && i < hi; ++lane, ++i, ++e) {
+        float v = kind == RandomKind::Uniform ? a + (b - a) * u32_to_unit(r.v[lane])
+                                              : a + b * box_muller(r.v[2 * lane], r.v[2 * lane + 1]);
+        if (bf16)
+          static_cast<uint16_t*>(base)[i] = f32_to_bf16(v);
+        else
+          static_cast<float*>(base)[i] = v;
+      }
     }
   });
 }
@@ -72,8 +80,14 @@ static void parallel_memcpy(ThreadPool& pool, void* dst, const void* src, size_t
 void CpuBackend::copy_from_host(const Tensor& dst, const void* src) { parallel_memcpy(pool_, dst.raw(), src, dst.nbytes()); }
 void CpuBackend::copy_to_host(void* dst, const Tensor& src) { parallel_memcpy(pool_, dst, src.raw(), src.nbytes()); }
 void CpuBackend::copy(const Tensor& dst, const Tensor& src) {
-  if (dst.raw() == src.raw()) return;
-  std::memmove(dst.raw(), src.raw(), dst.nbytes());  // views of one storage may overlap
+  const char* s = static_cast<const char*>(src.raw());
+  char* d = static_cast<char*>(dst.raw());
+  const size_t n = dst.nbytes();
+  if (d == s) return;
+  if (d + n <= s || s + n <= d)
+    parallel_memcpy(pool_, d, s, n);
+  else
+    std::memmove(d, s, n);  // overlapping views of one storage
 }
 
 }  // namespace sf
