@@ -3,16 +3,7 @@
     {
       "target_name": "sharedformer",
       "sources": [
-        "native/addon/addon.cpp",
-        "native/addon/args.cpp",
-        "native/core/storage.cpp",
-        "native/core/tensor.cpp",
-        "native/core/thread_pool.cpp",
-        "native/core/stream.cpp",
-        "native/core/context.cpp",
-        "native/core/no_cuda.cpp",
-        "native/cpu/cpu_features.cpp",
-        "native/cpu/cpu_backend.cpp"
+        "<!@(node scripts/gyp-sources.cjs)"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
@@ -27,7 +18,7 @@
       ],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-ffp-contract=fast", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-psabi", "-Werror"],
       "xcode_settings": {
         "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
         "CLANG_CXX_LANGUAGE_STANDARD": "c++17"

@@ -76,7 +76,7 @@ export interface BuildInfo {
 
 export interface NativeAddon {
   fromArray(data: Float32Array | Int32Array | Uint16Array, shape: number[], dtype: DTypeName, device: string): NativeTensor;
-  full(shape: number[], value: number, dtype: DTypeName, device: string): NativeTensor;
+  full(shape: number[], value: number, dtype: DTypeName, device: string, op?: 'full' | 'zeros' | 'ones'): NativeTensor;
   random(
     shape: number[], kind: 'uniform' | 'normal', seed: number | bigint, offset: number | bigint,
     a: number, b: number, dtype: DTypeName, device: string,
@@ -89,6 +89,7 @@ export interface NativeAddon {
   synchronize(): Promise<void>;
   synchronizeSync(): void;
   emptyCache(): void;
+  isHandle(v: unknown): boolean;
   TensorHandle: Function;
 }
 

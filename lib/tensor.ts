@@ -37,17 +37,20 @@ function isOptions(x: unknown, op: string): void {
 
 function describe(x: unknown): string {
   if (x === null) return 'null';
+  if (typeof x === 'symbol') return 'a symbol';
+  if (typeof x === 'bigint') return `a bigint (${x}n)`;
+  if (x instanceof DataView) return 'a DataView';
   if (Array.isArray(x)) return `an array of length ${x.length}`;
   if (ArrayBuffer.isView(x)) return `a ${x.constructor.name}`;
   if (typeof x === 'string') return `'${x.length > 40 ? x.slice(0, 40) + '...' : x}'`;
-  if (typeof x === 'number' || typeof x === 'boolean' || typeof x === 'bigint' || x === undefined) return String(x);
+  if (typeof x === 'number' || typeof x === 'boolean' || x === undefined) return String(x);
   if (x instanceof Tensor) return 'a Tensor';
   return typeof x === 'function' ? 'a function' : 'an object';
 }
 
 /** The native handle of a Tensor argument, or a TypeError naming the op and the argument. */
 export function handleOf(t: unknown, op: string, name: string): NativeTensor {
-  if (!(t instanceof Tensor)) throw new TypeError(`${op}: ${name} must be a Tensor, got ${describe(t)}`);
+  if (!(t instanceof Tensor) || !native().isHandle(t.handle)) throw new TypeError(`${op}: ${name} must be a Tensor, got ${describe(t)}`);
   if (t.disposed) throw new Error(`${op}: ${name} has been disposed`);
   return t.handle;
 }
@@ -58,7 +61,7 @@ export class Tensor {
 
   /** @internal Tensors are made by tensor(), zeros(), rand() and the ops, not with `new`. */
   constructor(handle: NativeTensor) {
-    if (!handle || !(handle instanceof native().TensorHandle))
+    if (!native().isHandle(handle))
       throw new TypeError('Tensor: tensors are made by tensor(), zeros(), ones(), full(), rand() or randn(), not with `new`');
     this.handle = handle;
   }
@@ -86,7 +89,11 @@ export class Tensor {
 
   /** A host copy of the elements, once all queued work on them has run (the event loop keeps running meanwhile). bfloat16 is widened to Float32Array. */
   data(): Promise<HostArray> {
-    return this.handle.read();
+    try {
+      return this.handle.read();
+    } catch (e) {
+      return Promise.reject(e); // a disposed tensor rejects, as every other failure of data() does
+    }
   }
   /** As data(), but blocks the calling thread until the copy is made. */
   dataSync(): HostArray {
@@ -127,6 +134,7 @@ export class Tensor {
   }
   /** The same elements under another shape of equal size, sharing storage (PyTorch's view/reshape of a dense tensor). */
   view(shape: readonly number[]): Tensor {
+    if (this.disposed) throw new Error('Tensor.view: the tensor has been disposed');
     const n = Array.isArray(shape) && shape.every((d) => typeof d === 'number') ? shape.reduce((a, b) => a * b, 1) : NaN;
     if (Array.isArray(shape) && n !== this.size && Number.isFinite(n))
       throw new RangeError(`Tensor.view: shape [${shape.join(', ')}] has ${n} elements, the tensor has ${this.size}`);
@@ -192,6 +200,8 @@ export function tensor(
   const op = 'tensor';
   isOptions(opts, op);
   const device = opts?.device ?? 'cpu';
+  if (data instanceof DataView || (ArrayBuffer.isView(data) && !(data instanceof Float32Array || data instanceof Int32Array || data instanceof Uint16Array)))
+    throw new TypeError(`${op}: data must be a Float32Array, Int32Array or Uint16Array (or nested arrays of numbers), got ${describe(data)}`);
   if (ArrayBuffer.isView(data)) {
     const dtype = opts?.dtype ?? (data instanceof Int32Array ? 'int32' : 'float32');
     const s = shape ?? [(data as Float32Array).length];
@@ -220,11 +230,11 @@ export function full(shape: readonly number[], value: number, opts?: TensorOptio
 }
 export function zeros(shape: readonly number[], opts?: TensorOptions): Tensor {
   isOptions(opts, 'zeros');
-  return new Tensor(native().full(shape as number[], 0, opts?.dtype ?? 'float32', opts?.device ?? 'cpu'));
+  return new Tensor(native().full(shape as number[], 0, opts?.dtype ?? 'float32', opts?.device ?? 'cpu', 'zeros'));
 }
 export function ones(shape: readonly number[], opts?: TensorOptions): Tensor {
   isOptions(opts, 'ones');
-  return new Tensor(native().full(shape as number[], 1, opts?.dtype ?? 'float32', opts?.device ?? 'cpu'));
+  return new Tensor(native().full(shape as number[], 1, opts?.dtype ?? 'float32', opts?.device ?? 'cpu', 'ones'));
 }
 
 // The default generator of this JavaScript realm (each worker thread has its own), as torch.manual_seed's.
@@ -232,7 +242,9 @@ const defaultGenerator = { seed: 0x5eed5eedn as bigint, offset: 0n };
 
 /** Resets the default generator: later rand()/randn() calls without a seed start from counter 0 of `seed`. */
 export function manualSeed(seed: number | bigint): void {
-  if (typeof seed === 'number' ? !(Number.isSafeInteger(seed) && seed >= 0) : typeof seed !== 'bigint' || seed < 0n || seed >= 1n << 64n)
+  if (typeof seed !== 'number' && typeof seed !== 'bigint')
+    throw new TypeError(`manualSeed: seed must be a non-negative integer or bigint, got ${describe(seed)}`);
+  if (typeof seed === 'number' ? !(Number.isSafeInteger(seed) && seed >= 0) : seed < 0n || seed >= 1n << 64n)
     throw new RangeError(`manualSeed: seed must be a non-negative safe integer or a bigint below 2^64, got ${describe(seed)}`);
   defaultGenerator.seed = BigInt(seed);
   defaultGenerator.offset = 0n;

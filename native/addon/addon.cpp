@@ -3,15 +3,9 @@
 //
 // Every function validates its arguments (args.h) before any memory is touched and turns sf::Error into a JavaScript
 // TypeError / RangeError / Error whose message names the function and the offending values.
-#include <napi.h>
+#include "addon.h"
 
-#include <memory>
-#include <optional>
-#include <vector>
-
-#include "../core/context.h"
 #include "../cpu/cpu_features.h"
-#include "args.h"
 
 #ifndef SHAREDFORMER_BUILDER
 #define SHAREDFORMER_BUILDER "unknown"
@@ -23,30 +17,6 @@
 namespace sf::js {
 
 namespace {
-
-Napi::Error to_js_error(Napi::Env env, ErrorKind kind, const char* msg) {
-  switch (kind) {
-    case ErrorKind::Type: return Napi::TypeError::New(env, msg);
-    case ErrorKind::Range: return Napi::RangeError::New(env, msg);
-    default: return Napi::Error::New(env, msg);
-  }
-}
-
-// Runs f, translating native exceptions into JavaScript ones.
-template <typename F>
-auto guarded(Napi::Env env, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const Error& e) {
-    throw to_js_error(env, e.kind(), e.what());
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const std::bad_alloc&) {
-    throw Napi::RangeError::New(env, "sharedformer: out of host memory");
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
-}
 
 // Copies src into host memory at dst (src.numel() floats for bf16, src.nbytes() otherwise), after all work that
 // was submitted before it on src's stream.
@@ -73,89 +43,6 @@ Napi::Value typed_array_over(Napi::Env env, Napi::ArrayBuffer ab, DType dt, size
 }
 
 }  // namespace
-
-class Addon;
-
-// ---------------------------------------------------------------------------------------------------------------
-// TensorHandle: the native object behind a JavaScript Tensor. Holds one Tensor (a view into refcounted storage)
-// until dispose() or garbage collection.
-class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
- public:
-  static Napi::Function Define(Napi::Env env);
-  explicit TensorHandle(const Napi::CallbackInfo& info);
-  ~TensorHandle() override;
-
-  const Tensor& get(const char* op, const char* name) const {
-    if (!t_) error(op, ": ", name, " has been disposed");
-    return *t_;
-  }
-  void set(Napi::Env env, Tensor t, bool owns_storage);
-
- private:
-  Addon& addon() const;
-  void release();
-
-  Napi::Value Shape_(const Napi::CallbackInfo& info);
-  Napi::Value DType_(const Napi::CallbackInfo& info);
-  Napi::Value Device_(const Napi::CallbackInfo& info);
-  Napi::Value Size(const Napi::CallbackInfo& info);
-  Napi::Value Offset(const Napi::CallbackInfo& info);
-  Napi::Value Disposed(const Napi::CallbackInfo& info);
-  Napi::Value Dispose(const Napi::CallbackInfo& info);
-  Napi::Value ReadSync(const Napi::CallbackInfo& info);
-  Napi::Value Read(const Napi::CallbackInfo& info);
-  Napi::Value Shared(const Napi::CallbackInfo& info);
-  Napi::Value To(const Napi::CallbackInfo& info);
-  Napi::Value Clone(const Napi::CallbackInfo& info);
-  Napi::Value View(const Napi::CallbackInfo& info);
-  Napi::Value SameStorage(const Napi::CallbackInfo& info);
-
-  std::optional<Tensor> t_;
-  int64_t external_bytes_ = 0;  // reported to V8 so that dropped tensors are collected under memory pressure
-  Napi::Env env_;
-};
-
-// ---------------------------------------------------------------------------------------------------------------
-class Addon : public Napi::Addon<Addon> {
- public:
-  Addon(Napi::Env env, Napi::Object exports);
-
-  Context& ctx() { return *ctx_; }
-  const std::shared_ptr<Context>& ctx_ptr() const { return ctx_; }
-
-  // A new JavaScript handle owning (or viewing) t.
-  Napi::Object wrap(Napi::Env env, Tensor t, bool owns_storage) {
-    Napi::Object o = tensor_ctor_.New({Napi::External<Addon>::New(env, this)});
-    TensorHandle::Unwrap(o)->set(env, std::move(t), owns_storage);
-    return o;
-  }
-  const Tensor& unwrap(const Napi::Value& v, const char* op, const char* name) {
-    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(tensor_ctor_.Value()))
-      type_error(op, ": ", name, " must be a Tensor, got ", describe(v));
-    return TensorHandle::Unwrap(v.As<Napi::Object>())->get(op, name);
-  }
-  bool is_token(const Napi::Value& v) const {
-    return v.IsExternal() && v.As<Napi::External<Addon>>().Data() == this;
-  }
-  // Schedules dst <- src across (or within) devices without blocking the JavaScript thread.
-  void copy_async(const Tensor& dst, const Tensor& src, const char* op);
-
- private:
-  Napi::Value FromArray(const Napi::CallbackInfo& info);
-  Napi::Value Full(const Napi::CallbackInfo& info);
-  Napi::Value Random(const Napi::CallbackInfo& info);
-  Napi::Value Memory(const Napi::CallbackInfo& info);
-  Napi::Value Backends(const Napi::CallbackInfo& info);
-  Napi::Value BuildInfo(const Napi::CallbackInfo& info);
-  Napi::Value SetNumThreads(const Napi::CallbackInfo& info);
-  Napi::Value NumThreads(const Napi::CallbackInfo& info);
-  Napi::Value SynchronizeSync(const Napi::CallbackInfo& info);
-  Napi::Value EmptyCache(const Napi::CallbackInfo& info);
-  Napi::Value Synchronize(const Napi::CallbackInfo& info);
-
-  std::shared_ptr<Context> ctx_;
-  Napi::FunctionReference tensor_ctor_;
-};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Async work: waits on device streams on a libuv worker thread, then settles a promise on the JavaScript thread.
@@ -350,7 +237,7 @@ Napi::Value TensorHandle::To(const Napi::CallbackInfo& info) {
     const Tensor& src = get("Tensor.to", "the tensor");
     Device d = get_device(info[0], "Tensor.to");
     Addon& a = addon();
-    Backend& db = a.ctx().backend(d);
+    Backend& db = a.ctx().backend(d, "Tensor.to");
     Tensor out = empty_tensor(db.allocator(), src.shape, src.dtype, "Tensor.to");
     a.copy_async(out, src, "Tensor.to");
     return a.wrap(info.Env(), std::move(out), true);
@@ -361,7 +248,7 @@ Napi::Value TensorHandle::Clone(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const Tensor& src = get("Tensor.clone", "the tensor");
     Addon& a = addon();
-    Tensor out = empty_tensor(a.ctx().backend(src.device()).allocator(), src.shape, src.dtype, "Tensor.clone");
+    Tensor out = empty_tensor(a.ctx().backend(src.device(), "Tensor.clone").allocator(), src.shape, src.dtype, "Tensor.clone");
     a.copy_async(out, src, "Tensor.clone");
     return a.wrap(info.Env(), std::move(out), true);
   });
@@ -404,13 +291,15 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : ctx_(std::make_shared<Contex
                            InstanceMethod<&Addon::SynchronizeSync>("synchronizeSync"),
                            InstanceMethod<&Addon::Synchronize>("synchronize"),
                            InstanceMethod<&Addon::EmptyCache>("emptyCache"),
+                           InstanceMethod<&Addon::IsHandle>("isHandle"),
                            InstanceValue("TensorHandle", ctor),
                        });
+  register_ops(env, exports);
 }
 
 void Addon::copy_async(const Tensor& dst, const Tensor& src, const char* op) {
-  Backend& sb = ctx_->backend(src.device());
-  Backend& db = ctx_->backend(dst.device());
+  Backend& sb = ctx_->backend(src.device(), op);
+  Backend& db = ctx_->backend(dst.device(), op);
   if (&sb == &db) {
     db.stream().submit(op, [&db, dst, src] { db.copy(dst, src); });
   } else if (src.device().is_cpu()) {  // host -> device: the device stream waits for the host's pending work
@@ -452,7 +341,7 @@ Napi::Value Addon::FromArray(const Napi::CallbackInfo& info) {
     int64_t n = checked_numel(shape, op);
     if (static_cast<int64_t>(ta.ElementLength()) != n)
       range_error(op, ": data has ", ta.ElementLength(), " elements but shape ", shape_str(shape), " needs ", n);
-    Backend& b = ctx_->backend(dev);
+    Backend& b = ctx_->backend(dev, op);
     Tensor t = empty_tensor(b.allocator(), shape, dt, op);
     const char* src = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
     // Copy out of the JavaScript array now: it may change after this call returns.
@@ -481,7 +370,9 @@ Napi::Value Addon::FromArray(const Napi::CallbackInfo& info) {
 // full(shape, value, dtype, device)
 Napi::Value Addon::Full(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    const char* op = "full";
+    // The JavaScript factory that called (zeros, ones, full), so that errors name it.
+    std::string name = info.Length() > 4 && info[4].IsString() ? info[4].As<Napi::String>().Utf8Value() : "full";
+    const char* op = name == "zeros" ? "zeros" : name == "ones" ? "ones" : "full";
     expect_args(info, 4, op);
     Shape shape = get_shape(info[0], op, "shape");
     DType dt = get_dtype(info[2], op);
@@ -489,7 +380,7 @@ Napi::Value Addon::Full(const Napi::CallbackInfo& info) {
     if (dt == DType::i32 && (std::floor(v) != v || v < -2147483648.0 || v > 2147483647.0))
       range_error(op, ": value for an int32 tensor must be an integer in [-2^31, 2^31), got ", describe(info[1]));
     Device dev = get_device(info[3], op);
-    Backend& b = ctx_->backend(dev);
+    Backend& b = ctx_->backend(dev, op);
     Tensor t = empty_tensor(b.allocator(), shape, dt, op);
     if (t.numel()) b.stream().submit(op, [&b, t, v] { b.fill(t, v); });
     return wrap(info.Env(), std::move(t), true);
@@ -519,7 +410,7 @@ Napi::Value Addon::Random(const Napi::CallbackInfo& info) {
     DType dt = get_dtype(info[6], op);
     if (dt == DType::i32) type_error(op, ": dtype must be 'float32' or 'bfloat16', got 'int32'");
     Device dev = get_device(info[7], op);
-    Backend& b = ctx_->backend(dev);
+    Backend& b = ctx_->backend(dev, op);
     Tensor t = empty_tensor(b.allocator(), shape, dt, op);
     if (t.numel()) {
       float fa = static_cast<float>(a), fb = static_cast<float>(bb);
@@ -618,6 +509,11 @@ Napi::Value Addon::SynchronizeSync(const Napi::CallbackInfo& info) {
     for (Backend* b : ctx_->backends()) b->stream().wait_all();
     return info.Env().Undefined();
   });
+}
+
+// Whether v is a live-or-disposed TensorHandle made by this addon instance (not merely an object with its prototype).
+Napi::Value Addon::IsHandle(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), info.Length() > 0 && handle_of(info[0]) != nullptr);
 }
 
 // Frees every allocator's cached blocks, after the queued work that might still use them has finished.

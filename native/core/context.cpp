@@ -22,12 +22,13 @@ const CudaInfo& Context::cuda_info() {
   return cuda_info_;
 }
 
-Backend& Context::backend(Device d) {
+Backend& Context::backend(Device d, const char* op) {
   if (d.is_cpu()) return *cpu_;
   const CudaInfo& info = cuda_info();
-  if (!info.available) error("device '", d.str(), "' is not available: ", info.reason);
+  if (!info.available) error(op, ": device '", d.str(), "' is not available: ", info.reason);
   if (d.index >= static_cast<int>(info.devices.size()))
-    range_error("device '", d.str(), "' does not exist: this machine has ", info.devices.size(), " CUDA device(s)");
+    range_error(op, ": device '", d.str(), "' does not exist: this machine has ", info.devices.size(),
+                " CUDA device(s)");
   std::lock_guard<std::mutex> lk(mu_);
   auto it = cuda_.find(d.index);
   if (it == cuda_.end()) it = cuda_.emplace(d.index, make_cuda_backend(d.index)).first;

@@ -21,7 +21,7 @@ class Context {
   Context& operator=(const Context&) = delete;
 
   ThreadPool& pool() { return *pool_; }
-  Backend& backend(Device d);  // throws if the device is unavailable
+  Backend& backend(Device d, const char* op = "sharedformer");  // throws, naming op, if d is unavailable
   Backend& cpu() { return *cpu_; }
   const CudaInfo& cuda_info();
   // Every backend created so far (for memory reports and synchronisation).

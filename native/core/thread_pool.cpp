@@ -18,6 +18,21 @@ int ThreadPool::default_threads() {
   return hw ? static_cast<int>(std::min(hw, 1024u)) : 1;
 }
 
+void ThreadPool::FreeDeleter::operator()(float* p) const noexcept { std::free(p); }
+
+float* ThreadPool::workspace(size_t floats) {
+  if (floats > ws_floats_) {
+    size_t bytes = (floats * sizeof(float) + 63) / 64 * 64;
+    ws_.reset(static_cast<float*>(std::aligned_alloc(64, bytes)));
+    if (!ws_) {
+      ws_floats_ = 0;
+      range_error("thread pool: cannot allocate ", bytes, " bytes of kernel workspace");
+    }
+    ws_floats_ = floats;
+  }
+  return ws_.get();
+}
+
 ThreadPool::ThreadPool(int threads) { start(threads > 0 ? threads : default_threads()); }
 
 ThreadPool::~ThreadPool() { stop(); }

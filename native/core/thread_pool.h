@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -32,6 +33,11 @@ class ThreadPool {
 
   static int default_threads();
 
+  // Scratch memory for the kernel now running (packed matmul panels, partial sums): one 64-byte-aligned buffer per
+  // pool that grows to the largest request and is reused by every later kernel — kernels run one at a time on the
+  // device stream, so no two use it at once. Valid until the next call.
+  float* workspace(size_t floats);
+
  private:
   void start(int n);
   void stop();
@@ -50,6 +56,11 @@ class ThreadPool {
   int64_t n_ = 0, chunk_ = 1, nchunks_ = 0;
   std::atomic<int64_t> next_{0};
   std::atomic<int> nthreads_{1};
+  struct FreeDeleter {
+    void operator()(float* p) const noexcept;
+  };
+  std::unique_ptr<float, FreeDeleter> ws_;
+  size_t ws_floats_ = 0;
 };
 
 }  // namespace sf

@@ -1,0 +1,149 @@
+// ops_matmul.cpp — bindings for matmul and biasGrad (kernels in native/cpu/matmul.cpp).
+//
+//   matmul(a, b, out | null, {transA, transB, alpha, beta, bias, activation: 'none' | 'gelu', preact}) -> out
+//     a (..., M, K) or (..., K, M) with transA; b (..., K, N) or (..., N, K) with transB. Batch dimensions (all but
+//     the last two) must match, or one operand is 2-D and is broadcast over the other's batch. out (..., M, N) is
+//     allocated when null; beta != 0 needs an out to accumulate into. preact (same shape as out) receives the value
+//     before GELU, for the backward pass.
+//   biasGrad(dy, dbias): dbias (N) += the sum of dy (..., N) over all leading dimensions.
+#include "../cpu/kernels.h"
+#include "ops.h"
+
+namespace sf::js {
+
+namespace {
+
+Shape batch_dims(const Tensor& t) { return Shape(t.shape.begin(), t.shape.end() - 2); }
+
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "matmul", 2);
+    const char* op = args.op();
+    Tensor a = args.tensor(0, "a");
+    Tensor b = args.tensor(1, "b");
+    std::optional<Tensor> out = args.maybe_tensor(2, "out");
+    Napi::Object o = args.options(3);
+    const bool ta = args.opt_bool(o, "transA", false), tb = args.opt_bool(o, "transB", false);
+    const double alpha = args.opt_number(o, "alpha", 1.0), beta = args.opt_number(o, "beta", 0.0);
+    std::optional<Tensor> bias = args.opt_tensor(o, "bias");
+    const std::string act = args.opt_string(o, "activation", "none", {"none", "gelu"});
+    std::optional<Tensor> pre = args.opt_tensor(o, "preact");
+
+    check_dtype(a, DType::f32, op, "a");
+    check_dtype(b, DType::f32, op, "b");
+    check_cpu(a, op, "a");
+    check_cpu(b, op, "b");
+    check_rank(a, 2, kMaxRank, op, "a");
+    check_rank(b, 2, kMaxRank, op, "b");
+    const int64_t M = ta ? a.shape[a.rank() - 1] : a.shape[a.rank() - 2];
+    const int64_t Ka = ta ? a.shape[a.rank() - 2] : a.shape[a.rank() - 1];
+    const int64_t Kb = tb ? b.shape[b.rank() - 1] : b.shape[b.rank() - 2];
+    const int64_t N = tb ? b.shape[b.rank() - 2] : b.shape[b.rank() - 1];
+    if (Ka != Kb)
+      range_error(op, ": inner dimensions differ: op(a) is ", M, " x ", Ka, " (a ", shape_of(a), ta ? ", transposed" : "",
+                  ") but op(b) is ", Kb, " x ", N, " (b ", shape_of(b), tb ? ", transposed" : "", ")");
+    Shape ba = batch_dims(a), bb = batch_dims(b), bo;
+    if (ba == bb || bb.empty())
+      bo = ba;
+    else if (ba.empty())
+      bo = bb;
+    else
+      range_error(op, ": batch dimensions differ: a ", shape_of(a), " vs b ", shape_of(b),
+                  " (they must match, or one operand must be 2-D)");
+    int64_t batch = 1;
+    for (int64_t x : bo) batch *= x;
+    Shape oshape = bo;
+    oshape.push_back(M);
+    oshape.push_back(N);
+    checked_numel(oshape, op);
+
+    if (bias) {
+      check_dtype(*bias, DType::f32, op, "bias");
+      check_cpu(*bias, op, "bias");
+      check_shape(*bias, {N}, op, "bias");
+    }
+    if (pre && act != "gelu") type_error(op, ": option preact is only written with activation 'gelu'");
+    if (beta != 0.0 && !out) range_error(op, ": beta = ", beta, " accumulates into out, but no out was given");
+    Tensor c;
+    if (out) {
+      c = *out;
+      check_dtype(c, DType::f32, op, "out");
+      check_cpu(c, op, "out");
+      check_shape(c, oshape, op, "out");
+      check_disjoint(c, "out", a, "a", op);
+      check_disjoint(c, "out", b, "b", op);
+      if (bias) check_disjoint(c, "out", *bias, "bias", op);
+    } else {
+      c = args.output(oshape, DType::f32, Device{});
+    }
+    if (pre) {
+      check_dtype(*pre, DType::f32, op, "preact");
+      check_cpu(*pre, op, "preact");
+      check_shape(*pre, oshape, op, "preact");
+      check_disjoint(*pre, "preact", c, "out", op);
+      check_disjoint(*pre, "preact", a, "a", op);
+      check_disjoint(*pre, "preact", b, "b", op);
+    }
+
+    cpu::MatmulDesc d;
+    d.batch = batch;
+    d.M = M;
+    d.N = N;
+    d.K = Ka;
+    d.trans_a = ta;
+    d.trans_b = tb;
+    d.a_stride = ba.empty() ? 0 : a.shape[a.rank() - 1] * a.shape[a.rank() - 2];
+    d.b_stride = bb.empty() ? 0 : b.shape[b.rank() - 1] * b.shape[b.rank() - 2];
+    d.c_stride = M * N;
+    d.alpha = static_cast<float>(alpha);
+    d.beta = static_cast<float>(beta);
+    d.act = act == "gelu" ? cpu::Activation::Gelu : cpu::Activation::None;
+    if (d.b_stride == 0 && !ta && batch > 1) {  // (batch, M, K) @ W: one (batch * M, K) product
+      d.M *= batch;
+      d.batch = 1;
+    }
+    std::vector<Tensor> keep{a, b, c};
+    if (bias) keep.push_back(*bias);
+    if (pre) keep.push_back(*pre);
+    args.run_cpu(std::move(keep), [d, a, b, c, bias, pre](ThreadPool& pool) mutable {
+      d.a = a.data<float>();
+      d.b = b.data<float>();
+      d.c = c.data<float>();
+      d.bias = bias ? bias->data<float>() : nullptr;
+      d.preact = pre ? pre->data<float>() : nullptr;
+      cpu::matmul(pool, d);
+    });
+    return out ? args.arg(2) : args.wrap(c);
+  });
+}
+
+Napi::Value BiasGrad(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "biasGrad", 2);
+    const char* op = args.op();
+    Tensor dy = args.tensor(0, "dy");
+    Tensor db = args.tensor(1, "dbias");
+    check_dtype(dy, DType::f32, op, "dy");
+    check_dtype(db, DType::f32, op, "dbias");
+    check_cpu(dy, op, "dy");
+    check_cpu(db, op, "dbias");
+    check_rank(dy, 1, kMaxRank, op, "dy");
+    const int64_t n = dy.shape.back();
+    check_shape(db, {n}, op, "dbias");
+    check_disjoint(db, "dbias", dy, "dy", op);
+    const int64_t rows = n ? dy.numel() / n : 0;
+    args.run_cpu({dy, db}, [dy, db, rows, n](ThreadPool& pool) {
+      cpu::bias_grad(pool, dy.data<float>(), rows, n, db.data<float>());
+    });
+    return args.arg(1);
+  });
+}
+
+}  // namespace
+
+void register_matmul_ops(Napi::Env env, Napi::Object exports) {
+  exports.Set("matmul", Napi::Function::New(env, Matmul, "matmul"));
+  exports.Set("biasGrad", Napi::Function::New(env, BiasGrad, "biasGrad"));
+}
+
+}  // namespace sf::js

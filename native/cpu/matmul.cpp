@@ -1,0 +1,274 @@
+// matmul.cpp — C = act(alpha * op(A) @ op(B) + beta * C + bias), batched, any transposes (see kernels.h).
+//
+// Goto/BLIS scheme. For each block of KC columns of op(A) (rows of op(B)):
+//   1. pack op(A) into slivers of MR rows, k-major:   Ap[sliver][k][MR]   (zero-padded to a multiple of MR)
+//   2. pack op(B) into panels of NR columns, k-major: Bp[panel][k][NR]    (zero-padded to a multiple of NR)
+//   3. every (MR x NR) tile of C is one register-blocked micro-kernel call: MR x NR/W accumulators in vector
+//      registers, one broadcast of A and NR/W loads of B per k. Tiles are grouped (MC rows x NG columns) into tasks
+//      for the thread pool; inside a task the A sliver stays in L1 while the B panels stream from L2.
+// Packing absorbs the transposes, so the micro-kernel sees one layout. The first K block applies beta, the last one
+// adds the bias, stores the pre-activation and applies GELU, all while the tile is still in registers.
+// Micro-kernel shapes: AVX-512 6 x 32 (12 zmm accumulators), AVX2 6 x 16 (12 ymm), portable 4 x 16.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels.h"
+#include "simd.h"
+
+namespace sf::cpu {
+
+using namespace sf::simd;
+
+namespace {
+
+constexpr int64_t KC = 256;  // depth of one packed block
+constexpr int64_t MC = 48;   // rows of C per task (a multiple of every MR)
+constexpr int64_t NG = 256;  // columns of C per task (a multiple of every NR)
+
+template <typename V>
+struct Shape_;
+template <>
+struct Shape_<f32x16> {
+  static constexpr int MR = 6, NR = 32;
+};
+template <>
+struct Shape_<f32x8> {
+  static constexpr int MR = 6, NR = 16;
+};
+template <>
+struct Shape_<f32x4> {
+  static constexpr int MR = 4, NR = 16;
+};
+
+// Ap[s][k][MR] for rows [0, M) of op(A), depth [k0, k0 + kc). op(A)[i][k] = trans_a ? A[k][i] : A[i][k].
+template <int MR>
+void pack_a(const float* A, bool trans_a, int64_t M, int64_t K, int64_t k0, int64_t kc, float* Ap, int64_t s) {
+  float* dst = Ap + s * kc * MR;
+  const int64_t i0 = s * MR;
+  const int64_t rows = std::min<int64_t>(MR, M - i0);
+  if (!trans_a) {  // A is (M, K): row i, column k at A[i * K + k]
+    for (int64_t k = 0; k < kc; ++k) {
+      for (int64_t r = 0; r < rows; ++r) dst[k * MR + r] = A[(i0 + r) * K + k0 + k];
+      for (int64_t r = rows; r < MR; ++r) dst[k * MR + r] = 0.0f;
+    }
+  } else {  // A is (K, M): op(A)[i][k] = A[k * M + i], contiguous along i
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = A + (k0 + k) * M + i0;
+      for (int64_t r = 0; r < rows; ++r) dst[k * MR + r] = src[r];
+      for (int64_t r = rows; r < MR; ++r) dst[k * MR + r] = 0.0f;
+    }
+  }
+}
+
+// Bp[p][k][NR] for columns [0, N) of op(B). op(B)[k][j] = trans_b ? B[j][k] : B[k][j].
+template <int NR>
+void pack_b(const float* B, bool trans_b, int64_t N, int64_t K, int64_t k0, int64_t kc, float* Bp, int64_t p) {
+  float* dst = Bp + p * kc * NR;
+  const int64_t j0 = p * NR;
+  const int64_t cols = std::min<int64_t>(NR, N - j0);
+  if (!trans_b) {  // B is (K, N): contiguous along j
+    for (int64_t k = 0; k < kc; ++k) {
+      const float* src = B + (k0 + k) * N + j0;
+      float* d = dst + k * NR;
+      if (cols == NR) {
+        std::memcpy(d, src, NR * sizeof(float));
+      } else {
+        for (int64_t c = 0; c < cols; ++c) d[c] = src[c];
+        for (int64_t c = cols; c < NR; ++c) d[c] = 0.0f;
+      }
+    }
+  } else {  // B is (N, K): op(B)[k][j] = B[j * K + k]; read rows of B, write columns of the panel
+    for (int64_t c = 0; c < cols; ++c) {
+      const float* src = B + (j0 + c) * K + k0;
+      for (int64_t k = 0; k < kc; ++k) dst[k * NR + c] = src[k];
+    }
+    for (int64_t c = cols; c < NR; ++c)
+      for (int64_t k = 0; k < kc; ++k) dst[k * NR + c] = 0.0f;
+  }
+}
+
+struct Epilogue {
+  float alpha, beta;
+  bool first, last;  // first K block: apply beta; last K block: bias, pre-activation, activation
+  const float* bias;  // (N) or null
+  Activation act;
+};
+
+template <typename V>
+SF_INLINE V finish(V acc, const float* cold, const Epilogue& e, const float* bias_j, float* pre) {
+  V x = acc * e.alpha;
+  if (e.first) {
+    if (e.beta != 0.0f) x += e.beta * load<V>(cold);
+  } else {
+    x += load<V>(cold);
+  }
+  if (e.last) {
+    if (bias_j) x += load<V>(bias_j);
+    if (e.act == Activation::Gelu) {
+      if (pre) store<V>(pre, x);
+      x = gelu(x);
+    }
+  }
+  return x;
+}
+
+inline float finish_scalar(float acc, float cold, const Epilogue& e, const float* bias_j, float* pre) {
+  float x = acc * e.alpha;
+  if (e.first) {
+    if (e.beta != 0.0f) x += e.beta * cold;
+  } else {
+    x += cold;
+  }
+  if (e.last) {
+    if (bias_j) x += *bias_j;
+    if (e.act == Activation::Gelu) {
+      if (pre) *pre = x;
+      x = gelu_scalar(x);
+    }
+  }
+  return x;
+}
+
+// One MR x NR tile: C[0:rows, 0:cols] (leading dimension ldc) from packed slivers a (kc x MR) and b (kc x NR).
+template <typename V>
+SF_INLINE void micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b, float* c, float* pre,
+                            int64_t ldc, int64_t rows, int64_t cols, const Epilogue& e, const float* bias) {
+  constexpr int MR = Shape_<V>::MR, NR = Shape_<V>::NR, W = Traits<V>::W, NV = NR / W;
+  V acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[i][j] = V{};
+  for (int64_t k = 0; k < kc; ++k) {
+    V bv[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) bv[j] = load<V>(b + k * NR + j * W);
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const float av = a[k * MR + i];  // scalar * vector: one broadcast (an embedded {1toW} operand on AVX-512)
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) acc[i][j] += av * bv[j];
+    }
+  }
+  if (rows == MR && cols == NR) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) {
+        float* cp = c + i * ldc + j * W;
+        store<V>(cp, finish<V>(acc[i][j], cp, e, bias ? bias + j * W : nullptr, pre ? pre + i * ldc + j * W : nullptr));
+      }
+    return;
+  }
+  float tile[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) store<V>(&tile[i][j * W], acc[i][j]);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j)
+      c[i * ldc + j] = finish_scalar(tile[i][j], c[i * ldc + j], e, bias ? bias + j : nullptr,
+                                     pre ? pre + i * ldc + j : nullptr);
+}
+
+// Tasks [lo, hi) of the (MC x NG) task grid over C, for one packed K block.
+template <typename V>
+void tile_tasks_body(int64_t lo, int64_t hi, const MatmulDesc& d, const float* Ap, const float* Bp, int64_t kc,
+                     const Epilogue& e, float* C, float* P) {
+  constexpr int MR = Shape_<V>::MR, NR = Shape_<V>::NR;
+  const int64_t M = d.M, N = d.N;
+  const int64_t slivers = (M + MR - 1) / MR, panels = (N + NR - 1) / NR;
+  const int64_t ntasks = (N + NG - 1) / NG;
+  for (int64_t t = lo; t < hi; ++t) {
+    const int64_t mt = t / ntasks, nt = t % ntasks;
+    const int64_t s_end = std::min(slivers, (mt + 1) * MC / MR), p_end = std::min(panels, (nt + 1) * NG / NR);
+    for (int64_t s = mt * MC / MR; s < s_end; ++s) {
+      const int64_t i0 = s * MR, rows = std::min<int64_t>(MR, M - i0);
+      for (int64_t p = nt * NG / NR; p < p_end; ++p) {
+        const int64_t j0 = p * NR, cols = std::min<int64_t>(NR, N - j0);
+        micro_kernel<V>(kc, Ap + s * kc * MR, Bp + p * kc * NR, C + i0 * N + j0, P ? P + i0 * N + j0 : nullptr, N,
+                        rows, cols, e, d.bias ? d.bias + j0 : nullptr);
+      }
+    }
+  }
+}
+SF_VARIANTS(tile_tasks,
+            (int64_t lo, int64_t hi, const MatmulDesc& d, const float* Ap, const float* Bp, int64_t kc,
+             const Epilogue& e, float* C, float* P),
+            (lo, hi, d, Ap, Bp, kc, e, C, P), tile_tasks_body)
+
+template <typename V>
+void matmul_one(ThreadPool& pool, const MatmulDesc& d, const float* A, const float* B, float* C, float* P) {
+  constexpr int MR = Shape_<V>::MR, NR = Shape_<V>::NR;
+  const int64_t M = d.M, N = d.N, K = d.K;
+  const int64_t slivers = (M + MR - 1) / MR, panels = (N + NR - 1) / NR;
+  const int64_t kcmax = std::min<int64_t>(KC, K);
+  float* ws = pool.workspace(static_cast<size_t>((slivers * MR + panels * NR) * kcmax));
+  float* Ap = ws;
+  float* Bp = ws + slivers * MR * kcmax;
+  const int64_t mtasks = (M + MC - 1) / MC, ntasks = (N + NG - 1) / NG;
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    const int64_t kc = std::min<int64_t>(KC, K - k0);
+    const Epilogue e{d.alpha, d.beta, k0 == 0, k0 + kc >= K, d.bias, d.act};
+    pool.parallel_for(slivers + panels, 4, [&](int64_t lo, int64_t hi) {
+      for (int64_t t = lo; t < hi; ++t) {
+        if (t < slivers)
+          pack_a<MR>(A, d.trans_a, M, K, k0, kc, Ap, t);
+        else
+          pack_b<NR>(B, d.trans_b, N, K, k0, kc, Bp, t - slivers);
+      }
+    });
+    pool.parallel_for(mtasks * ntasks, 1, [&](int64_t lo, int64_t hi) {
+      SF_VARIANT(V, tile_tasks)(lo, hi, d, Ap, Bp, kc, e, C, P);
+    });
+  }
+}
+
+template <typename V>
+void matmul_body(ThreadPool& pool, const MatmulDesc& d) {
+  for (int64_t b = 0; b < d.batch; ++b)
+    matmul_one<V>(pool, d, d.a + b * d.a_stride, d.b + b * d.b_stride, d.c + b * d.c_stride,
+                  d.preact ? d.preact + b * d.c_stride : nullptr);
+}
+
+void matmul_dispatch(ThreadPool& pool, const MatmulDesc& d) {
+  switch (best_isa()) {
+    case Isa::Avx512: matmul_body<f32x16>(pool, d); break;
+    case Isa::Avx2: matmul_body<f32x8>(pool, d); break;
+    default: matmul_body<f32x4>(pool, d); break;
+  }
+}
+
+}  // namespace
+
+void matmul(ThreadPool& pool, const MatmulDesc& d) {
+  if (d.batch <= 0 || d.M <= 0 || d.N <= 0) return;
+  if (d.K == 0) {  // no products: C = beta * C, then the epilogue
+    const Epilogue e{d.alpha, d.beta, true, true, d.bias, d.act};
+    for (int64_t b = 0; b < d.batch; ++b) {
+      float* C = d.c + b * d.c_stride;
+      float* P = d.preact ? d.preact + b * d.c_stride : nullptr;
+      pool.parallel_for(d.M, 16, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i)
+          for (int64_t j = 0; j < d.N; ++j)
+            C[i * d.N + j] = finish_scalar(0.0f, C[i * d.N + j], e, d.bias ? d.bias + j : nullptr,
+                                           P ? P + i * d.N + j : nullptr);
+      });
+    }
+    return;
+  }
+  matmul_dispatch(pool, d);
+}
+
+void bias_grad(ThreadPool& pool, const float* dy, int64_t rows, int64_t n, float* dbias) {
+  // Columns are split across threads; each column sums its rows in row order, so the result is deterministic.
+  pool.parallel_for(n, 256, [&](int64_t lo, int64_t hi) {
+    std::vector<float> acc(static_cast<size_t>(hi - lo), 0.0f);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = dy + r * n + lo;
+      for (int64_t j = 0; j < hi - lo; ++j) acc[static_cast<size_t>(j)] += row[j];
+    }
+    for (int64_t j = lo; j < hi; ++j) dbias[j] += acc[static_cast<size_t>(j - lo)];
+  });
+}
+
+}  // namespace sf::cpu

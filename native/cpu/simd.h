@@ -1,0 +1,197 @@
+// simd.h — portable vectors for the CPU kernels (GCC/Clang vector extensions) and run-time ISA dispatch.
+//
+// A kernel is written once as a template over a vector type V (f32x16, f32x8 or f32x4) and instantiated in entry
+// points compiled for a target ISA with SF_TARGET_AVX512 / SF_TARGET_AVX2 plus `flatten`, so that everything it calls
+// is inlined and compiled for that ISA; the binary itself targets baseline x86-64 (or any other CPU: the portable
+// instantiation uses plain vectors that the compiler lowers to SSE, NEON, ...). dispatch() picks the widest variant
+// the running CPU supports, once per call site.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "cpu_features.h"
+
+namespace sf::simd {
+
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef int32_t i32x4 __attribute__((vector_size(16)));
+
+template <typename V>
+struct Traits;
+template <>
+struct Traits<f32x16> {
+  static constexpr int W = 16;
+  using I = i32x16;
+};
+template <>
+struct Traits<f32x8> {
+  static constexpr int W = 8;
+  using I = i32x8;
+};
+template <>
+struct Traits<f32x4> {
+  static constexpr int W = 4;
+  using I = i32x4;
+};
+
+#define SF_INLINE inline __attribute__((always_inline))
+
+template <typename V>
+SF_INLINE V load(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename V>
+SF_INLINE void store(float* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
+template <typename V>
+SF_INLINE V splat(float s) {
+  V v = V{} + 1.0f;  // all ones, then scaled: exact for every s, and compiles to one broadcast
+  return v * s;
+}
+template <typename V>
+SF_INLINE float hsum(V v) {
+  float s = 0.0f;
+  for (int i = 0; i < Traits<V>::W; ++i) s += v[i];
+  return s;
+}
+template <typename V>
+SF_INLINE float hmax(V v) {
+  float s = v[0];
+  for (int i = 1; i < Traits<V>::W; ++i) s = v[i] > s ? v[i] : s;
+  return s;
+}
+template <typename V>
+SF_INLINE V vmax(V a, V b) {
+  return a > b ? a : b;
+}
+template <typename V>
+SF_INLINE V vmin(V a, V b) {
+  return a < b ? a : b;
+}
+
+// exp(x) for float vectors: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 polynomial, 2^n by exponent bits.
+// Relative error < 2e-7 over the float range; inputs below -87.3 give 0 (no denormals), above 88.7 give +inf.
+template <typename V>
+SF_INLINE V exp(V x) {
+  using I = typename Traits<V>::I;
+  const V hi = splat<V>(88.7f), lo = splat<V>(-87.3f);
+  V over = x > hi ? splat<V>(INFINITY) : splat<V>(0.0f);
+  I overm = x > hi;
+  I underm = x < lo;
+  x = vmin(vmax(x, lo), hi);
+  const V magic = splat<V>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  V t = x * 1.44269504088896341f + magic;
+  V n = t - magic;
+  I ni = (I)t - (I)magic;
+  V r = x - n * 0.693145751953125f;
+  r = r - n * 1.428606765330187045e-06f;
+  V p = splat<V>(1.0f / 720);
+  p = p * r + (1.0f / 120);
+  p = p * r + (1.0f / 24);
+  p = p * r + (1.0f / 6);
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  V scale = (V)((ni + 127) << 23);
+  V y = p * scale;
+  y = (V)(((I)y & ~underm) & ~overm) + (V)((I)over & overm);
+  return y;
+}
+
+// tanh(x) = sign(x) (1 - 2 / (exp(2|x|) + 1)); absolute error < 2e-7.
+template <typename V>
+SF_INLINE V tanh(V x) {
+  using I = typename Traits<V>::I;
+  const I sign = (I)x & (I)splat<V>(-0.0f);
+  V ax = (V)((I)x & ~(I)splat<V>(-0.0f));
+  V e = exp(ax * 2.0f);
+  V t = 1.0f - 2.0f / (e + 1.0f);
+  return (V)((I)t | sign);
+}
+
+constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kGeluA = 0.044715f;
+
+template <typename V>
+SF_INLINE V gelu(V x) {
+  V u = kGeluC * (x + kGeluA * x * x * x);
+  return 0.5f * x * (1.0f + tanh(u));
+}
+// d gelu / dx
+template <typename V>
+SF_INLINE V gelu_grad(V x) {
+  V x2 = x * x;
+  V u = kGeluC * (x + kGeluA * x2 * x);
+  V t = tanh(u);
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * x2);
+}
+
+inline float gelu_scalar(float x) { return 0.5f * x * (1.0f + std::tanh(kGeluC * (x + kGeluA * x * x * x))); }
+inline float gelu_grad_scalar(float x) {
+  float t = std::tanh(kGeluC * (x + kGeluA * x * x * x));
+  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * x * x);
+}
+
+enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2 };
+
+// The widest instruction set this CPU runs (detected once per process; cheap to call).
+inline Isa best_isa() {
+  static const Isa isa = [] {  // immutable after initialisation: a constant of the machine, not mutable state
+    CpuFeatures f = detect_cpu_features();
+    std::string l = f.level();
+    return l == "avx512" ? Isa::Avx512 : l == "avx2" ? Isa::Avx2 : Isa::Portable;
+  }();
+  return isa;
+}
+
+}  // namespace sf::simd
+
+#if defined(__x86_64__) || defined(__i386__)
+#define SF_HAS_X86 1
+#define SF_TARGET_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi2"), flatten))
+#define SF_TARGET_AVX2 __attribute__((target("avx2,fma,bmi2"), flatten))
+#else
+#define SF_HAS_X86 0
+#define SF_TARGET_AVX512 __attribute__((flatten))
+#define SF_TARGET_AVX2 __attribute__((flatten))
+#endif
+#define SF_TARGET_PORTABLE __attribute__((flatten))
+
+// Kernels are templates over the vector type V. The functions that run inside thread-pool tasks (lambdas are not
+// covered by an enclosing function's target attribute) are instantiated once per ISA by SF_VARIANTS, each compiled
+// for its ISA with everything it calls inlined (flatten):
+//   SF_VARIANTS(rows, (const float* x, int64_t n), (x, n), rows_body)
+// defines rows_avx512 (rows_body<f32x16>), rows_avx2 (<f32x8>), rows_portable (<f32x4>), and
+// Variant<f32x16>::rows ... so that code templated on V finds its own instantiation: SF_VARIANT(V, rows).
+// SF_PICK(rows) is the variant for the running CPU.
+#define SF_VARIANTS(name, params, args, body)                                                   \
+  SF_TARGET_AVX512 static void name##_avx512 params { body<::sf::simd::f32x16> args; }          \
+  SF_TARGET_AVX2 static void name##_avx2 params { body<::sf::simd::f32x8> args; }               \
+  SF_TARGET_PORTABLE static void name##_portable params { body<::sf::simd::f32x4> args; }       \
+  template <typename V>                                                                         \
+  struct name##_variant;                                                                        \
+  template <>                                                                                   \
+  struct name##_variant<::sf::simd::f32x16> {                                                   \
+    static constexpr auto fn = &name##_avx512;                                                  \
+  };                                                                                            \
+  template <>                                                                                   \
+  struct name##_variant<::sf::simd::f32x8> {                                                    \
+    static constexpr auto fn = &name##_avx2;                                                    \
+  };                                                                                            \
+  template <>                                                                                   \
+  struct name##_variant<::sf::simd::f32x4> {                                                    \
+    static constexpr auto fn = &name##_portable;                                                \
+  };
+#define SF_VARIANT(V, name) (name##_variant<V>::fn)
+#define SF_PICK(name)                                                                                    \
+  (::sf::simd::best_isa() == ::sf::simd::Isa::Avx512 ? &name##_avx512                                 \
+   : ::sf::simd::best_isa() == ::sf::simd::Isa::Avx2 ? &name##_avx2                                   \
+                                                       : &name##_portable)
