@@ -38,7 +38,7 @@ function isOptions(x: unknown, op: string): void {
 function describe(x: unknown): string {
   if (x === null) return 'null';
   if (typeof x === 'symbol') return 'a symbol';
-  if (typeof x === 'bigint') return `a bigint (${x}n)`;
+  if (typeof x === 'bigint') return `${x}n`;
   if (x instanceof DataView) return 'a DataView';
   if (Array.isArray(x)) return `an array of length ${x.length}`;
   if (ArrayBuffer.isView(x)) return `a ${x.constructor.name}`;

@@ -233,13 +233,13 @@ test('bad dtypes throw a TypeError naming the function and the dtype', (t) => {
 test('typed arrays that do not match the dtype throw a TypeError naming tensor and the dtype', (t) => {
   const cases: [string, () => unknown, RegExp][] = [
     ['Int32Array with dtype float32', () => tensor(new Int32Array(2), undefined, { dtype: 'float32' }), /^tensor: dtype 'float32' needs a Float32Array of data$/],
-    ['Float64Array (default float32)', () => tensor(new Float64Array(2) as any), /^tensor: dtype 'float32' needs a Float32Array of data$/],
-    ['Float64Array with dtype int32', () => tensor(new Float64Array(2) as any, undefined, { dtype: 'int32' }), /^tensor: dtype 'int32' needs an Int32Array of data$/],
+    ['Float64Array (default float32)', () => tensor(new Float64Array(2) as any), /^tensor: data must be a Float32Array, Int32Array or Uint16Array \(or nested arrays of numbers\), got a Float64Array$/],
+    ['Float64Array with dtype int32', () => tensor(new Float64Array(2) as any, undefined, { dtype: 'int32' }), /^tensor: data must be a Float32Array, Int32Array or Uint16Array \(or nested arrays of numbers\), got a Float64Array$/],
     ['Float32Array with dtype int32', () => tensor(new Float32Array(2), undefined, { dtype: 'int32' }), /^tensor: dtype 'int32' needs an Int32Array of data$/],
     ['Uint16Array with dtype float32', () => tensor(new Uint16Array(2)), /^tensor: dtype 'float32' needs a Float32Array of data$/],
-    ['Uint8Array', () => tensor(new Uint8Array(2) as any), /^tensor: dtype 'float32' needs a Float32Array of data$/],
-    ['Int16Array with dtype int32', () => tensor(new Int16Array(2) as any, undefined, { dtype: 'int32' }), /^tensor: dtype 'int32' needs an Int32Array of data$/],
-    ['BigInt64Array', () => tensor(new BigInt64Array(2) as any), /^tensor: dtype 'float32' needs a Float32Array of data$/],
+    ['Uint8Array', () => tensor(new Uint8Array(2) as any), /^tensor: data must be a Float32Array, Int32Array or Uint16Array \(or nested arrays of numbers\), got a Uint8Array$/],
+    ['Int16Array with dtype int32', () => tensor(new Int16Array(2) as any, undefined, { dtype: 'int32' }), /^tensor: data must be a Float32Array, Int32Array or Uint16Array \(or nested arrays of numbers\), got a Int16Array$/],
+    ['BigInt64Array', () => tensor(new BigInt64Array(2) as any), /^tensor: data must be a Float32Array, Int32Array or Uint16Array \(or nested arrays of numbers\), got a BigInt64Array$/],
     ['Int32Array with dtype bfloat16', () => tensor(new Int32Array(2), undefined, { dtype: 'bfloat16' }), /^tensor: dtype 'bfloat16' needs a Float32Array or Uint16Array of data$/],
     ['Float64Array with dtype bfloat16', () => tensor(new Float64Array(2) as any, undefined, { dtype: 'bfloat16' }), /^tensor: dtype 'bfloat16' needs a Float32Array or Uint16Array of data$/],
   ];
@@ -451,8 +451,8 @@ test('manualSeed() refuses bad seeds and leaves the default generator as it was'
     [NaN, 'NaN'],
     [Infinity, 'Infinity'],
     [-Infinity, '-Infinity'],
-    [-1n, '-1'],
-    [2n ** 64n, '18446744073709551616'],
+    [-1n, '-1n'],
+    [2n ** 64n, '18446744073709551616n'],
   ];
   for (const [v, shown] of cases)
     throwsExactly(
