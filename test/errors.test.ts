@@ -241,7 +241,7 @@ test('typed arrays that do not match the dtype throw a TypeError naming tensor a
     ['Int16Array with dtype int32', () => tensor(new Int16Array(2) as any, undefined, { dtype: 'int32' }), /^tensor: data must be a Float32Array, Int32Array or Uint16Array \(or nested arrays of numbers\), got a Int16Array$/],
     ['BigInt64Array', () => tensor(new BigInt64Array(2) as any), /^tensor: data must be a Float32Array, Int32Array or Uint16Array \(or nested arrays of numbers\), got a BigInt64Array$/],
     ['Int32Array with dtype bfloat16', () => tensor(new Int32Array(2), undefined, { dtype: 'bfloat16' }), /^tensor: dtype 'bfloat16' needs a Float32Array or Uint16Array of data$/],
-    ['Float64Array with dtype bfloat16', () => tensor(new Float64Array(2) as any, undefined, { dtype: 'bfloat16' }), /^tensor: dtype 'bfloat16' needs a Float32Array or Uint16Array of data$/],
+    ['Float64Array with dtype bfloat16', () => tensor(new Float64Array(2) as any, undefined, { dtype: 'bfloat16' }), /^tensor: data must be a Float32Array, Int32Array or Uint16Array \(or nested arrays of numbers\), got a Float64Array$/],
   ];
   for (const [what, call, message] of cases) throwsExactly(t, call, TypeError, message, what);
 });
