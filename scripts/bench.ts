@@ -1,21 +1,48 @@
 // npm run bench [-- SUITE ...] [--json FILE]
 //
 // Suites:
+//   kernels — every CPU kernel forward and backward at transformer shapes, the machine's measured FMA peak and copy
+//             bandwidth, each kernel's share of them, and OpenBLAS sgemm in the same run as the matmul reference
+//             (native: scripts/bench/sf_bench.cpp, built with CMake into build-native/; runs without Node too)
 //   tensors — memory-bound tensor kernels (fill, copy, random) against a reference measured in the same run: the
 //             plain JavaScript typed-array equivalent, and the machine's copy bandwidth (one large memcpy on the
 //             native thread pool). Ratios, never absolute thresholds.
-// Later issues add `kernels` (every op forward and backward) and `train` (end-to-end steps against PyTorch).
-import { writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as sf from '../lib/index.ts';
 
 interface Row {
   name: string;
-  shape: number[];
+  shape: number[] | string;
   ms: number;
-  gbps: number;
+  gbps?: number;
+  gflops?: number;
   ref: string;
-  ref_ms: number;
-  ratio: number;
+  ref_ms?: number;
+  ratio?: number;
+  peak_share?: number;
+}
+
+/** Builds (if needed) and runs the native kernel benchmark; its own table goes to stdout, its rows come back. */
+async function benchKernels(): Promise<Row[]> {
+  const root = join(import.meta.dirname, '..');
+  const dir = join(root, 'build-native');
+  const run = (cmd: string, args: string[]) => {
+    const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
+    if (r.status !== 0) throw new Error(`bench: ${cmd} ${args.join(' ')} failed`);
+  };
+  if (!existsSync(join(dir, 'CMakeCache.txt'))) run('cmake', ['-S', '.', '-B', dir, '-DCMAKE_BUILD_TYPE=Release']);
+  run('cmake', ['--build', dir, '--target', 'sf_bench', '-j', '2']);
+  const tmp = mkdtempSync(join(tmpdir(), 'sf-bench-'));
+  try {
+    const extra = process.env.SF_BENCH_ARGS ? process.env.SF_BENCH_ARGS.split(' ') : [];
+    run(join(dir, 'sf_bench'), ['--json', join(tmp, 'rows.json'), ...extra]);
+    return JSON.parse(readFileSync(join(tmp, 'rows.json'), 'utf8')) as Row[];
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 }
 
 function median(xs: number[]): number {
@@ -92,7 +119,7 @@ if (jsonIdx >= 0 && !jsonFile) {
   process.exit(2);
 }
 const suites = args.filter((a, i) => !a.startsWith('--') && i !== jsonIdx + 1);
-const known: Record<string, () => Promise<Row[]>> = { tensors: benchTensors };
+const known: Record<string, () => Promise<Row[]>> = { kernels: benchKernels, tensors: benchTensors };
 const chosen = suites.length ? suites : Object.keys(known);
 for (const s of chosen) {
   if (!known[s]) {
@@ -107,7 +134,8 @@ const all: Row[] = [];
 for (const s of chosen) {
   const rows = await known[s]();
   all.push(...rows);
+  if (s === 'kernels') continue; // sf_bench printed its own table
   console.log(`\n${s}`);
-  console.table(rows.map((r) => ({ name: r.name, shape: `[${r.shape.join(', ')}]`, ms: r.ms.toFixed(2), 'GB/s': r.gbps.toFixed(1), ref: r.ref, 'ref ms': r.ref_ms.toFixed(2), ratio: r.ratio.toFixed(2) })));
+  console.table(rows.map((r) => ({ name: r.name, shape: Array.isArray(r.shape) ? `[${r.shape.join(', ')}]` : r.shape, ms: r.ms.toFixed(2), 'GB/s': r.gbps?.toFixed(1), ref: r.ref, 'ref ms': r.ref_ms?.toFixed(2), ratio: r.ratio?.toFixed(2) })));
 }
 if (jsonFile) writeFileSync(jsonFile, JSON.stringify(all, null, 2) + '\n');

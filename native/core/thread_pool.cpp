@@ -1,6 +1,7 @@
 #include "thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 
@@ -39,7 +40,7 @@ ThreadPool::~ThreadPool() { stop(); }
 
 void ThreadPool::start(int n) {
   quit_ = false;
-  generation_ = 0;
+  generation_.store(0);
   for (int i = 1; i < n; ++i) workers_.emplace_back([this] { worker_loop(); });
   nthreads_.store(n);
 }
@@ -71,19 +72,38 @@ void ThreadPool::run_chunks() {
   }
 }
 
+namespace {
+// Spins up to ~50 us for cond() before the caller falls back to blocking: kernels issue parallel loops back to back,
+// and a condition-variable wake-up costs tens of microseconds — as much as a small kernel.
+template <typename F>
+bool spin_until(F&& cond) {
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 1;; ++i) {
+    if (cond()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    if ((i & 63) == 0 && std::chrono::steady_clock::now() - start > std::chrono::microseconds(50)) return false;
+  }
+}
+}  // namespace
+
 void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
-    {
+    if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_work_.wait(lk, [&] { return quit_ || generation_ != seen; });
-      if (quit_) return;
-      seen = generation_;
+      cv_work_.wait(lk, [&] { return quit_ || generation_.load(std::memory_order_acquire) != seen; });
     }
-    run_chunks();
     {
       std::lock_guard<std::mutex> lk(mu_);
-      if (--active_ == 0) cv_done_.notify_one();
+      if (quit_) return;
+    }
+    seen = generation_.load(std::memory_order_acquire);
+    run_chunks();
+    if (active_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lk(mu_);
+      cv_done_.notify_one();
     }
   }
 }
@@ -106,13 +126,15 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn& fn) {
     chunk_ = chunk;
     nchunks_ = (n + chunk - 1) / chunk;
     next_.store(0);
-    active_ = static_cast<int>(workers_.size());
-    ++generation_;
+    active_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);
   }
   cv_work_.notify_all();
   run_chunks();
-  std::unique_lock<std::mutex> lk(mu_);
-  cv_done_.wait(lk, [&] { return active_ == 0; });
+  if (!spin_until([&] { return active_.load(std::memory_order_acquire) == 0; })) {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_done_.wait(lk, [&] { return active_.load(std::memory_order_acquire) == 0; });
+  }
   fn_ = nullptr;
 }
 

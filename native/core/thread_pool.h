@@ -49,8 +49,8 @@ class ThreadPool {
   std::condition_variable cv_work_, cv_done_;
   std::vector<std::thread> workers_;
   bool quit_ = false;
-  uint64_t generation_ = 0;
-  int active_ = 0;  // workers still inside the current job
+  std::atomic<uint64_t> generation_{0};  // bumped (under mu_) to publish a job
+  std::atomic<int> active_{0};           // workers still inside the current job
   // current job
   const RangeFn* fn_ = nullptr;
   int64_t n_ = 0, chunk_ = 1, nchunks_ = 0;

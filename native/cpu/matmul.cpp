@@ -7,7 +7,8 @@
 //      registers, one broadcast of A and NR/W loads of B per k. Tiles are grouped (MC rows x NG columns) into tasks
 //      for the thread pool; inside a task the A sliver stays in L1 while the B panels stream from L2.
 // Packing absorbs the transposes, so the micro-kernel sees one layout. The first K block applies beta, the last one
-// adds the bias, stores the pre-activation and applies GELU, all while the tile is still in registers.
+// adds the bias while the tile is still in registers; GELU (and the stored pre-activation) follows as a second pass
+// over each finished task block while it is still in L2.
 // Micro-kernel shapes: AVX-512 6 x 32 (12 zmm accumulators), AVX2 6 x 16 (12 ymm), portable 4 x 16.
 #include <algorithm>
 #include <cstring>
@@ -22,9 +23,14 @@ using namespace sf::simd;
 
 namespace {
 
-constexpr int64_t KC = 256;  // depth of one packed block
-constexpr int64_t MC = 48;   // rows of C per task (a multiple of every MR)
-constexpr int64_t NG = 256;  // columns of C per task (a multiple of every NR)
+#ifndef SF_MM_KC
+#define SF_MM_KC 256
+#define SF_MM_MC 48
+#define SF_MM_NG 256
+#endif
+constexpr int64_t KC = SF_MM_KC;  // depth of one packed block
+constexpr int64_t MC = SF_MM_MC;  // rows of C per task (a multiple of every MR)
+constexpr int64_t NG = SF_MM_NG;  // columns of C per task (a multiple of every NR)
 
 template <typename V>
 struct Shape_;
@@ -96,44 +102,52 @@ struct Epilogue {
 };
 
 template <typename V>
-SF_INLINE V finish(V acc, const float* cold, const Epilogue& e, const float* bias_j, float* pre) {
+SF_INLINE V finish(V acc, const float* cold, const Epilogue& e, const float* bias_j) {
   V x = acc * e.alpha;
   if (e.first) {
     if (e.beta != 0.0f) x += e.beta * load<V>(cold);
   } else {
     x += load<V>(cold);
   }
-  if (e.last) {
-    if (bias_j) x += load<V>(bias_j);
-    if (e.act == Activation::Gelu) {
-      if (pre) store<V>(pre, x);
-      x = gelu(x);
-    }
-  }
+  if (e.last && bias_j) x += load<V>(bias_j);
   return x;
 }
 
-inline float finish_scalar(float acc, float cold, const Epilogue& e, const float* bias_j, float* pre) {
+inline float finish_scalar(float acc, float cold, const Epilogue& e, const float* bias_j) {
   float x = acc * e.alpha;
   if (e.first) {
     if (e.beta != 0.0f) x += e.beta * cold;
   } else {
     x += cold;
   }
-  if (e.last) {
-    if (bias_j) x += *bias_j;
-    if (e.act == Activation::Gelu) {
-      if (pre) *pre = x;
-      x = gelu_scalar(x);
+  if (e.last && bias_j) x += *bias_j;
+  return x;
+}
+
+// The activation runs as a second pass over a finished block of C (still in L2), not inside the micro-kernel:
+// its constants would otherwise take the registers the accumulators need.
+template <typename V>
+SF_INLINE void activation_pass(float* C, float* P, int64_t ldc, int64_t rows, int64_t cols) {
+  constexpr int W = Traits<V>::W;
+  for (int64_t i = 0; i < rows; ++i) {
+    float* c = C + i * ldc;
+    float* p = P ? P + i * ldc : nullptr;
+    int64_t j = 0;
+    for (; j + W <= cols; j += W) {
+      V x = load<V>(c + j);
+      if (p) store<V>(p + j, x);
+      store<V>(c + j, gelu(x));
+    }
+    for (; j < cols; ++j) {
+      if (p) p[j] = c[j];
+      c[j] = gelu_scalar(c[j]);
     }
   }
-  return x;
 }
 
 // One MR x NR tile: C[0:rows, 0:cols] (leading dimension ldc) from packed slivers a (kc x MR) and b (kc x NR).
 template <typename V>
-SF_INLINE void micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b, float* c, float* pre,
-                            int64_t ldc, int64_t rows, int64_t cols, const Epilogue& e, const float* bias) {
+SF_INLINE void micro_kernel(int64_t kc, const float* __restrict a, const float* __restrict b, float* c, int64_t ldc, int64_t rows, int64_t cols, const Epilogue& e, const float* bias) {
   constexpr int MR = Shape_<V>::MR, NR = Shape_<V>::NR, W = Traits<V>::W, NV = NR / W;
   V acc[MR][NV];
 #pragma GCC unroll 16
@@ -157,7 +171,7 @@ SF_INLINE void micro_kernel(int64_t kc, const float* __restrict a, const float* 
 #pragma GCC unroll 4
       for (int j = 0; j < NV; ++j) {
         float* cp = c + i * ldc + j * W;
-        store<V>(cp, finish<V>(acc[i][j], cp, e, bias ? bias + j * W : nullptr, pre ? pre + i * ldc + j * W : nullptr));
+        store<V>(cp, finish<V>(acc[i][j], cp, e, bias ? bias + j * W : nullptr));
       }
     return;
   }
@@ -166,8 +180,7 @@ SF_INLINE void micro_kernel(int64_t kc, const float* __restrict a, const float* 
     for (int j = 0; j < NV; ++j) store<V>(&tile[i][j * W], acc[i][j]);
   for (int64_t i = 0; i < rows; ++i)
     for (int64_t j = 0; j < cols; ++j)
-      c[i * ldc + j] = finish_scalar(tile[i][j], c[i * ldc + j], e, bias ? bias + j : nullptr,
-                                     pre ? pre + i * ldc + j : nullptr);
+      c[i * ldc + j] = finish_scalar(tile[i][j], c[i * ldc + j], e, bias ? bias + j : nullptr);
 }
 
 // Tasks [lo, hi) of the (MC x NG) task grid over C, for one packed K block.
@@ -185,9 +198,14 @@ void tile_tasks_body(int64_t lo, int64_t hi, const MatmulDesc& d, const float* A
       const int64_t i0 = s * MR, rows = std::min<int64_t>(MR, M - i0);
       for (int64_t p = nt * NG / NR; p < p_end; ++p) {
         const int64_t j0 = p * NR, cols = std::min<int64_t>(NR, N - j0);
-        micro_kernel<V>(kc, Ap + s * kc * MR, Bp + p * kc * NR, C + i0 * N + j0, P ? P + i0 * N + j0 : nullptr, N,
-                        rows, cols, e, d.bias ? d.bias + j0 : nullptr);
+        micro_kernel<V>(kc, Ap + s * kc * MR, Bp + p * kc * NR, C + i0 * N + j0, N, rows, cols, e,
+                        d.bias ? d.bias + j0 : nullptr);
       }
+    }
+    if (e.last && e.act == Activation::Gelu) {
+      const int64_t i0 = mt * MC, j0 = nt * NG;
+      activation_pass<V>(C + i0 * N + j0, P ? P + i0 * N + j0 : nullptr, N, std::min(MC, M - i0),
+                         std::min(NG, N - j0));
     }
   }
 }
@@ -249,9 +267,14 @@ void matmul(ThreadPool& pool, const MatmulDesc& d) {
       float* P = d.preact ? d.preact + b * d.c_stride : nullptr;
       pool.parallel_for(d.M, 16, [&](int64_t lo, int64_t hi) {
         for (int64_t i = lo; i < hi; ++i)
-          for (int64_t j = 0; j < d.N; ++j)
-            C[i * d.N + j] = finish_scalar(0.0f, C[i * d.N + j], e, d.bias ? d.bias + j : nullptr,
-                                           P ? P + i * d.N + j : nullptr);
+          for (int64_t j = 0; j < d.N; ++j) {
+            float x = finish_scalar(0.0f, C[i * d.N + j], e, d.bias ? d.bias + j : nullptr);
+            if (d.act == Activation::Gelu) {
+              if (P) P[i * d.N + j] = x;
+              x = gelu_scalar(x);
+            }
+            C[i * d.N + j] = x;
+          }
       });
     }
     return;

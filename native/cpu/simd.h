@@ -53,8 +53,9 @@ SF_INLINE void store(float* p, V v) {
 }
 template <typename V>
 SF_INLINE V splat(float s) {
-  V v = V{} + 1.0f;  // all ones, then scaled: exact for every s, and compiles to one broadcast
-  return v * s;
+  V v;  // element-wise fill: compiles to one broadcast (the arithmetic forms do not, with GCC 12)
+  for (int i = 0; i < Traits<V>::W; ++i) v[i] = s;
+  return v;
 }
 template <typename V>
 SF_INLINE float hsum(V v) {
@@ -82,16 +83,13 @@ SF_INLINE V vmin(V a, V b) {
 template <typename V>
 SF_INLINE V exp(V x) {
   using I = typename Traits<V>::I;
-  const V hi = splat<V>(88.7f), lo = splat<V>(-87.3f);
-  V over = x > hi ? splat<V>(INFINITY) : splat<V>(0.0f);
-  I overm = x > hi;
-  I underm = x < lo;
-  x = vmin(vmax(x, lo), hi);
+  const V lo = splat<V>(-87.3f), hi = splat<V>(88.7f);
+  V xc = vmin(vmax(x, lo), hi);
   const V magic = splat<V>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  V t = x * 1.44269504088896341f + magic;
+  V t = xc * 1.44269504088896341f + magic;
   V n = t - magic;
   I ni = (I)t - (I)magic;
-  V r = x - n * 0.693145751953125f;
+  V r = xc - n * 0.693145751953125f;
   r = r - n * 1.428606765330187045e-06f;
   V p = splat<V>(1.0f / 720);
   p = p * r + (1.0f / 120);
@@ -100,21 +98,18 @@ SF_INLINE V exp(V x) {
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  V scale = (V)((ni + 127) << 23);
-  V y = p * scale;
-  y = (V)(((I)y & ~underm) & ~overm) + (V)((I)over & overm);
-  return y;
+  V y = p * (V)((ni + 127) << 23);
+  y = x < lo ? splat<V>(0.0f) : y;  // (written as selects: GCC 12 scalarises mask arithmetic on 512-bit vectors)
+  return x > hi ? splat<V>(INFINITY) : y;
 }
 
 // tanh(x) = sign(x) (1 - 2 / (exp(2|x|) + 1)); absolute error < 2e-7.
 template <typename V>
 SF_INLINE V tanh(V x) {
-  using I = typename Traits<V>::I;
-  const I sign = (I)x & (I)splat<V>(-0.0f);
-  V ax = (V)((I)x & ~(I)splat<V>(-0.0f));
+  V ax = x < 0.0f ? -x : x;
   V e = exp(ax * 2.0f);
   V t = 1.0f - 2.0f / (e + 1.0f);
-  return (V)((I)t | sign);
+  return x < 0.0f ? -t : t;
 }
 
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)

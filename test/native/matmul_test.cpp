@@ -1,0 +1,253 @@
+// matmul_test.cpp — the packed matmul against a naive double-precision product: every transpose combination, odd
+// sizes, batches with broadcast operands, alpha/beta accumulation, bias and GELU epilogues; the linear layer's backward
+// (built from matmul with transposes and bias_grad) against central finite differences; determinism across thread
+// counts.
+#include <cstring>
+#include <random>
+
+#include "check.h"
+#include "core/context.h"
+#include "cpu/kernels.h"
+#include "cpu/simd.h"
+
+using namespace sf;
+
+namespace {
+
+std::vector<float> randvec(size_t n, std::mt19937& g, float scale = 1.0f) {
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+double gelu_d(double x) { return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))); }
+
+// op(A)[i][k], op(B)[k][j] for one batch entry
+double naive_entry(const float* A, const float* B, int64_t M, int64_t N, int64_t K, bool ta, bool tb, int64_t i,
+                   int64_t j) {
+  double s = 0;
+  for (int64_t k = 0; k < K; ++k) s += double(ta ? A[k * M + i] : A[i * K + k]) * double(tb ? B[j * K + k] : B[k * N + j]);
+  return s;
+}
+
+struct Case {
+  int64_t batch, M, N, K;
+  bool ta, tb, bcast_b, bias, gelu;
+  float alpha, beta;
+};
+
+void run_case(Context& ctx, const Case& c, std::mt19937& g) {
+  const int64_t a_n = c.M * c.K, b_n = c.K * c.N, c_n = c.M * c.N;
+  auto A = randvec(static_cast<size_t>(a_n * c.batch), g);
+  auto B = randvec(static_cast<size_t>(b_n * (c.bcast_b ? 1 : c.batch)), g);
+  auto bias = randvec(static_cast<size_t>(c.N), g);
+  auto C0 = randvec(static_cast<size_t>(c_n * c.batch), g);
+  std::vector<float> C = C0, P(C.size());
+  if (c.beta == 0.0f) std::memset(C.data(), 0xff, C.size() * 4);  // NaN: beta = 0 must ignore the old contents
+  std::memset(P.data(), 0xff, P.size() * 4);
+  cpu::MatmulDesc d;
+  d.batch = c.batch;
+  d.M = c.M;
+  d.N = c.N;
+  d.K = c.K;
+  d.trans_a = c.ta;
+  d.trans_b = c.tb;
+  d.a = A.data();
+  d.a_stride = a_n;
+  d.b = B.data();
+  d.b_stride = c.bcast_b ? 0 : b_n;
+  d.c = C.data();
+  d.c_stride = c_n;
+  d.alpha = c.alpha;
+  d.beta = c.beta;
+  d.bias = c.bias ? bias.data() : nullptr;
+  d.act = c.gelu ? cpu::Activation::Gelu : cpu::Activation::None;
+  d.preact = c.gelu ? P.data() : nullptr;
+  cpu::matmul(ctx.pool(), d);
+  double worst = 0;
+  bool finite = true;
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t i = 0; i < c.M; ++i)
+      for (int64_t j = 0; j < c.N; ++j) {
+        const float* Ab = A.data() + b * a_n;
+        const float* Bb = B.data() + (c.bcast_b ? 0 : b * b_n);
+        double pre = c.alpha * naive_entry(Ab, Bb, c.M, c.N, c.K, c.ta, c.tb, i, j);
+        size_t idx = static_cast<size_t>(b * c_n + i * c.N + j);
+        if (c.beta != 0.0f) pre += double(c.beta) * C0[idx];
+        if (c.bias) pre += bias[static_cast<size_t>(j)];
+        double want = c.gelu ? gelu_d(pre) : pre;
+        double tol_scale = 1.0 + std::sqrt(double(c.K)) + std::fabs(want);
+        finite = finite && std::isfinite(C[idx]);
+        worst = std::max(worst, std::fabs(C[idx] - want) / tol_scale);
+        if (c.gelu) worst = std::max(worst, std::fabs(P[idx] - pre) / tol_scale);
+      }
+  if (!(finite && worst < 1e-5))  // fp32 accumulation of K terms, scaled by 1 + sqrt(K) + |value|
+    sfcheck::fail(__FILE__, __LINE__,
+                  cat("matmul batch=", c.batch, " M=", c.M, " N=", c.N, " K=", c.K, " ta=", c.ta, " tb=", c.tb,
+                      " bcast=", c.bcast_b, " bias=", c.bias, " gelu=", c.gelu, " beta=", c.beta, ": worst scaled err ",
+                      worst, finite ? "" : " (non-finite output)"));
+}
+
+}  // namespace
+
+TEST(matmul_matches_naive_on_odd_shapes_and_all_transposes) {
+  Context ctx;
+  std::mt19937 g(1);
+  const int64_t sizes[] = {1, 7, 33, 129};
+  for (int64_t M : sizes)
+    for (int64_t N : sizes)
+      for (int64_t K : {int64_t{1}, int64_t{7}, int64_t{129}, int64_t{300}})
+        for (int t = 0; t < 4; ++t) run_case(ctx, {1, M, N, K, bool(t & 1), bool(t & 2), false, false, false, 1, 0}, g);
+}
+
+TEST(matmul_batches_broadcasts_and_epilogues) {
+  Context ctx;
+  std::mt19937 g(2);
+  for (int t = 0; t < 4; ++t) {
+    bool ta = t & 1, tb = t & 2;
+    run_case(ctx, {3, 33, 65, 17, ta, tb, false, false, false, 1, 0}, g);
+    run_case(ctx, {3, 33, 65, 17, ta, tb, true, false, false, 1, 0}, g);
+    run_case(ctx, {2, 45, 70, 260, ta, tb, true, true, false, 1, 0}, g);          // K spans two packed blocks
+    run_case(ctx, {2, 45, 70, 260, ta, tb, false, true, true, 1, 0}, g);          // bias + GELU + preact
+    run_case(ctx, {2, 19, 40, 530, ta, tb, false, false, false, 0.5f, 1.0f}, g);  // accumulate (gradients)
+    run_case(ctx, {1, 19, 40, 9, ta, tb, false, true, true, -2.0f, 0.25f}, g);
+  }
+}
+
+TEST(matmul_with_k_zero_applies_beta_and_epilogue) {
+  Context ctx;
+  std::mt19937 g(3);
+  run_case(ctx, {2, 5, 6, 0, false, false, false, true, true, 1, 0.5f}, g);
+  run_case(ctx, {1, 5, 6, 0, true, true, false, false, false, 1, 0}, g);
+}
+
+TEST(matmul_is_identical_for_any_thread_count) {
+  std::mt19937 g(4);
+  const int64_t M = 257, N = 131, K = 517;
+  auto A = randvec(M * K, g), B = randvec(K * N, g);
+  std::vector<float> C1(M * N), C3(M * N);
+  for (int threads : {1, 3}) {
+    ThreadPool pool(threads);
+    cpu::MatmulDesc d;
+    d.M = M;
+    d.N = N;
+    d.K = K;
+    d.trans_b = true;
+    d.a = A.data();
+    d.b = B.data();
+    d.c = threads == 1 ? C1.data() : C3.data();
+    cpu::matmul(pool, d);
+  }
+  CHECK(std::memcmp(C1.data(), C3.data(), C1.size() * 4) == 0);
+}
+
+// Linear layer with GELU: y = gelu(x W^T + b), loss = sum(y * R). Backward from matmul kernels:
+//   dpre = R * gelu'(pre);  dx += dpre W;  dW += dpre^T x;  db += colsum(dpre)
+TEST(linear_backward_from_matmul_matches_finite_differences) {
+  Context ctx;
+  std::mt19937 g(5);
+  const int64_t T = 6, Cin = 5, Cout = 7;
+  auto x = randvec(T * Cin, g), W = randvec(Cout * Cin, g), b = randvec(Cout, g), R = randvec(T * Cout, g);
+  auto loss = [&](const std::vector<float>& xx, const std::vector<float>& WW, const std::vector<float>& bb,
+                  int which, size_t idx, double delta) {
+    double s = 0;
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t o = 0; o < Cout; ++o) {
+        double pre = (which == 2 && size_t(o) == idx) ? double(bb[size_t(o)]) + delta : double(bb[size_t(o)]);
+        for (int64_t i = 0; i < Cin; ++i) {
+          double xv = xx[size_t(t * Cin + i)] + ((which == 0 && size_t(t * Cin + i) == idx) ? delta : 0.0);
+          double wv = WW[size_t(o * Cin + i)] + ((which == 1 && size_t(o * Cin + i) == idx) ? delta : 0.0);
+          pre += xv * wv;
+        }
+        s += gelu_d(pre) * R[size_t(t * Cout + o)];
+      }
+    return s;
+  };
+  // forward with the kernel (pre-activation saved)
+  std::vector<float> y(T * Cout), pre(T * Cout);
+  cpu::MatmulDesc f;
+  f.M = T;
+  f.N = Cout;
+  f.K = Cin;
+  f.trans_b = true;
+  f.a = x.data();
+  f.b = W.data();
+  f.c = y.data();
+  f.bias = b.data();
+  f.act = cpu::Activation::Gelu;
+  f.preact = pre.data();
+  cpu::matmul(ctx.pool(), f);
+  std::vector<float> dpre(T * Cout);
+  for (size_t i = 0; i < dpre.size(); ++i) dpre[i] = R[i] * simd::gelu_grad_scalar(pre[i]);
+  // gradients start from a known value to prove accumulation
+  std::vector<float> dx(T * Cin, 0.5f), dW(Cout * Cin, -0.25f), db(Cout, 1.0f);
+  cpu::MatmulDesc bx;  // dx (T, Cin) += dpre (T, Cout) @ W (Cout, Cin)
+  bx.M = T;
+  bx.N = Cin;
+  bx.K = Cout;
+  bx.a = dpre.data();
+  bx.b = W.data();
+  bx.c = dx.data();
+  bx.beta = 1.0f;
+  cpu::matmul(ctx.pool(), bx);
+  cpu::MatmulDesc bw;  // dW (Cout, Cin) += dpre^T (Cout, T) @ x (T, Cin)
+  bw.M = Cout;
+  bw.N = Cin;
+  bw.K = T;
+  bw.trans_a = true;
+  bw.a = dpre.data();
+  bw.b = x.data();
+  bw.c = dW.data();
+  bw.beta = 1.0f;
+  cpu::matmul(ctx.pool(), bw);
+  cpu::bias_grad(ctx.pool(), dpre.data(), T, Cout, db.data());
+  const double h = 1e-4;
+  auto fd = [&](int which, size_t idx) { return (loss(x, W, b, which, idx, h) - loss(x, W, b, which, idx, -h)) / (2 * h); };
+  double worst = 0;
+  for (size_t i = 0; i < dx.size(); ++i) worst = std::max(worst, std::fabs((dx[i] - 0.5) - fd(0, i)));
+  for (size_t i = 0; i < dW.size(); ++i) worst = std::max(worst, std::fabs((dW[i] + 0.25) - fd(1, i)));
+  for (size_t i = 0; i < db.size(); ++i) worst = std::max(worst, std::fabs((db[i] - 1.0) - fd(2, i)));
+  CHECK(worst < 2e-4);
+}
+
+TEST(bias_grad_accumulates_column_sums) {
+  Context ctx;
+  std::mt19937 g(6);
+  for (int64_t rows : {int64_t{1}, int64_t{33}, int64_t{1000}})
+    for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{300}}) {
+      auto dy = randvec(size_t(rows * n), g);
+      std::vector<float> db(size_t(n), 2.0f);
+      cpu::bias_grad(ctx.pool(), dy.data(), rows, n, db.data());
+      double worst = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 2.0;
+        for (int64_t r = 0; r < rows; ++r) s += dy[size_t(r * n + j)];
+        worst = std::max(worst, std::fabs(db[size_t(j)] - s) / (1 + std::sqrt(double(rows))));
+      }
+      CHECK(worst < 1e-5);
+    }
+}
+
+TEST(simd_exp_tanh_gelu_match_libm) {
+  double e_exp = 0, e_tanh = 0, e_gelu = 0, e_grad = 0;
+  for (float x = -90.0f; x <= 90.0f; x += 0.0137f) {
+    simd::f32x8 v = simd::splat<simd::f32x8>(x);
+    double ex = std::exp(double(x));
+    if (ex > 1e-37 && ex < 1e38) e_exp = std::max(e_exp, std::fabs(simd::exp(v)[0] - ex) / ex);
+    e_tanh = std::max(e_tanh, std::fabs(simd::tanh(v)[3] - std::tanh(double(x))));
+    if (std::fabs(x) < 20) {
+      e_gelu = std::max(e_gelu, std::fabs(simd::gelu(v)[5] - gelu_d(x)) / (1 + std::fabs(x)));
+      double h = 1e-5, gd = (gelu_d(x + h) - gelu_d(x - h)) / (2 * h);
+      e_grad = std::max(e_grad, std::fabs(simd::gelu_grad(v)[7] - gd));
+    }
+  }
+  CHECK(e_exp < 5e-7);
+  CHECK(e_tanh < 5e-7);
+  CHECK(e_gelu < 5e-7);
+  CHECK(e_grad < 5e-6);
+  CHECK(simd::exp(simd::splat<simd::f32x4>(-1000.0f))[0] == 0.0f);
+  CHECK(std::isinf(simd::exp(simd::splat<simd::f32x4>(1000.0f))[0]));
+}
+
+TEST_MAIN()
