@@ -1,0 +1,239 @@
+// kernels.ts — the kernel library as plain functions on Tensors: each is one native call, validated before any
+// memory is touched, queued on the device stream (nothing waits unless you read a result). Forward and backward sit
+// side by side. Backward functions ACCUMULATE into the gradient tensors you pass (+=), so a weight used by several
+// layers receives the sum of their contributions; zero a gradient before a step.
+//
+// The model layer (autograd, modules) is built from these; they are exported for people who compose their own
+// layers or benchmark kernels.
+import { native } from './native.ts';
+import { Tensor, handleOf } from './tensor.ts';
+
+const n = () => native() as unknown as Record<string, (...args: unknown[]) => any>;
+const h = (t: unknown, op: string, name: string) => handleOf(t, op, name);
+const maybe = (t: Tensor | null | undefined, op: string, name: string) => (t == null ? null : h(t, op, name));
+const wrap = (x: unknown) => new Tensor(x as never);
+/** The caller's `out` tensor when one was given (the op wrote into it), else a Tensor for the new result. */
+const outOr = (out: unknown, res: unknown) => (out ? (out as Tensor) : wrap(res));
+
+function opts(o: unknown, op: string): Record<string, unknown> {
+  if (o === undefined) return {};
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new TypeError(`${op}: options must be an object`);
+  return o as Record<string, unknown>;
+}
+
+/** Replaces Tensor-valued options by their native handles (checked), leaving the rest as given. */
+function nativeOpts(o: Record<string, unknown>, op: string, tensorKeys: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...o };
+  for (const k of tensorKeys) if (o[k] != null) out[k] = h(o[k], op, `option ${k}`);
+  return out;
+}
+
+// ---- matmul ---------------------------------------------------------------------------------------------------------
+
+export interface MatmulOptions {
+  /** Write (or, with beta, accumulate) into this tensor instead of a new one. */
+  out?: Tensor;
+  transA?: boolean;
+  transB?: boolean;
+  alpha?: number;
+  /** out = alpha * op(a) @ op(b) + beta * out (beta != 0 needs `out`). */
+  beta?: number;
+  /** Added to every row: shape [N]. */
+  bias?: Tensor;
+  activation?: 'none' | 'gelu';
+  /** With activation 'gelu': receives the value before GELU (for the backward pass). */
+  preact?: Tensor;
+}
+
+/**
+ * act(alpha * op(a) @ op(b) + beta * out + bias). a: [..., M, K] (or [..., K, M] with transA), b: [..., K, N] (or
+ * [..., N, K] with transB); batch dimensions match, or one operand is 2-D and is broadcast.
+ */
+export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
+  const o = opts(options, 'matmul');
+  const res = n().matmul(h(a, 'matmul', 'a'), h(b, 'matmul', 'b'), maybe(o.out as Tensor, 'matmul', 'out'),
+    nativeOpts(o, 'matmul', ['bias', 'preact']));
+  return outOr(o.out, res);
+}
+
+/** dbias += the sum of dy over every dimension but the last. */
+export function biasGrad(dy: Tensor, dbias: Tensor): Tensor {
+  n().biasGrad(h(dy, 'biasGrad', 'dy'), h(dbias, 'biasGrad', 'dbias'));
+  return dbias;
+}
+
+// ---- layer norm, GELU, softmax ----------------------------------------------------------------------------------------
+
+/** Layer norm over the last dimension; returns y and the saved mean and rstd (shape x.shape[:-1]). */
+export function layerNorm(x: Tensor, w: Tensor, b: Tensor, options?: { eps?: number }): { y: Tensor; mean: Tensor; rstd: Tensor } {
+  const op = 'layernorm';
+  const [y, mean, rstd] = n().layernormForward(h(x, op, 'x'), h(w, op, 'w'), h(b, op, 'b'), opts(options, op));
+  return { y: wrap(y), mean: wrap(mean), rstd: wrap(rstd) };
+}
+
+/** dx += ..., dw += ..., db += ... (pass only the gradients you want). */
+export function layerNormBackward(
+  dy: Tensor, x: Tensor, w: Tensor, mean: Tensor, rstd: Tensor, grads: { dx?: Tensor; dw?: Tensor; db?: Tensor },
+): void {
+  const op = 'layernormBackward';
+  const g = opts(grads, op);
+  n().layernormBackward(h(dy, op, 'dy'), h(x, op, 'x'), h(w, op, 'w'), h(mean, op, 'mean'), h(rstd, op, 'rstd'),
+    maybe(g.dx as Tensor, op, 'dx'), maybe(g.dw as Tensor, op, 'dw'), maybe(g.db as Tensor, op, 'db'));
+}
+
+/** GELU, tanh form (PyTorch's approximate='tanh'). */
+export function gelu(x: Tensor, options?: { out?: Tensor }): Tensor {
+  const o = opts(options, 'gelu');
+  return outOr(o.out, n().geluForward(h(x, 'gelu', 'x'), maybe(o.out as Tensor, 'gelu', 'out')));
+}
+/** dx += gelu'(x) * dy */
+export function geluBackward(x: Tensor, dy: Tensor, dx: Tensor): Tensor {
+  n().geluBackward(h(x, 'geluBackward', 'x'), h(dy, 'geluBackward', 'dy'), h(dx, 'geluBackward', 'dx'));
+  return dx;
+}
+
+/** Softmax over the last dimension. */
+export function softmax(x: Tensor, options?: { out?: Tensor }): Tensor {
+  const o = opts(options, 'softmax');
+  return outOr(o.out, n().softmaxForward(h(x, 'softmax', 'x'), maybe(o.out as Tensor, 'softmax', 'out')));
+}
+/** dx += softmax backward, from the forward's output y. */
+export function softmaxBackward(y: Tensor, dy: Tensor, dx: Tensor): Tensor {
+  n().softmaxBackward(h(y, 'softmaxBackward', 'y'), h(dy, 'softmaxBackward', 'dy'), h(dx, 'softmaxBackward', 'dx'));
+  return dx;
+}
+
+// ---- elementwise, dropout --------------------------------------------------------------------------------------------
+
+/** alpha * a + beta * b (residual add, scale); `out` may be a or b. */
+export function axpby(a: Tensor, alpha: number, b: Tensor, beta: number, options?: { out?: Tensor }): Tensor {
+  const o = opts(options, 'axpby');
+  return outOr(o.out, n().axpby(h(a, 'axpby', 'a'), alpha, h(b, 'axpby', 'b'), beta, maybe(o.out as Tensor, 'axpby', 'out')));
+}
+
+export interface DropoutOptions {
+  /** Probability of zeroing an element, in [0, 1). */
+  p: number;
+  seed: number | bigint;
+  /** First counter of the Philox stream (advance it by x.size per call). */
+  offset?: number | bigint;
+}
+/** Inverted dropout with a counter-based mask: the same (seed, offset) gives the same mask on every device. */
+export function dropout(x: Tensor, options: DropoutOptions & { out?: Tensor }): Tensor {
+  const o = opts(options, 'dropout');
+  return outOr(o.out, n().dropoutForward(h(x, 'dropout', 'x'), maybe(o.out as Tensor, 'dropout', 'out'), nativeOpts(o, 'dropout', [])));
+}
+/** dx += mask * dy / (1 - p), the mask regenerated from (seed, offset). */
+export function dropoutBackward(dy: Tensor, dx: Tensor, options: DropoutOptions): Tensor {
+  n().dropoutBackward(h(dy, 'dropoutBackward', 'dy'), h(dx, 'dropoutBackward', 'dx'), opts(options, 'dropoutBackward'));
+  return dx;
+}
+
+// ---- attention ---------------------------------------------------------------------------------------------------------
+
+export interface AttentionOptions {
+  causal?: boolean;
+  /** Default 1 / sqrt(D). */
+  scale?: number;
+  /** int32 [B]: keys at positions >= keyLengths[b] are masked (padding). */
+  keyLengths?: Tensor;
+}
+/**
+ * Fused scaled-dot-product attention (flash-attention scheme: no T x T matrix). q [B, Hq, Tq, D], k and v
+ * [B, Hkv, Tk, D] with Hq a multiple of Hkv (GQA; MQA when Hkv = 1). Returns o [B, Hq, Tq, D] and the log-sum-exp
+ * lse [B, Hq, Tq] that the backward pass needs.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, options?: AttentionOptions): { o: Tensor; lse: Tensor } {
+  const op = 'attention';
+  const [o, lse] = n().attentionForward(h(q, op, 'q'), h(k, op, 'k'), h(v, op, 'v'), nativeOpts(opts(options, op), op, ['keyLengths']));
+  return { o: wrap(o), lse: wrap(lse) };
+}
+/** dq += ..., dk += ..., dv += ..., recomputing the probabilities from q, k and lse. */
+export function attentionBackward(
+  q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, dout: Tensor,
+  grads: { dq: Tensor; dk: Tensor; dv: Tensor }, options?: AttentionOptions,
+): void {
+  const op = 'attentionBackward';
+  const g = opts(grads, op);
+  n().attentionBackward(h(q, op, 'q'), h(k, op, 'k'), h(v, op, 'v'), h(o, op, 'o'), h(lse, op, 'lse'), h(dout, op, 'dout'),
+    h(g.dq, op, 'dq'), h(g.dk, op, 'dk'), h(g.dv, op, 'dv'), nativeOpts(opts(options, op), op, ['keyLengths']));
+}
+
+// ---- embedding, loss ----------------------------------------------------------------------------------------------------
+
+/** table[ids]: ids int32 of any shape, table [V, C] → [...ids.shape, C]. An id outside [0, V) fails the op. */
+export function embedding(ids: Tensor, table: Tensor, options?: { out?: Tensor }): Tensor {
+  const o = opts(options, 'embedding');
+  return outOr(o.out, n().embeddingForward(h(ids, 'embedding', 'ids'), h(table, 'embedding', 'table'), maybe(o.out as Tensor, 'embedding', 'out')));
+}
+/** dtable += the scatter of dout by ids (deterministic). */
+export function embeddingBackward(ids: Tensor, dout: Tensor, dtable: Tensor): Tensor {
+  const op = 'embeddingBackward';
+  n().embeddingBackward(h(ids, op, 'ids'), h(dout, op, 'dout'), h(dtable, op, 'dtable'));
+  return dtable;
+}
+
+export interface CrossEntropyOptions {
+  /** Targets equal to this do not count (default -100, as PyTorch). */
+  ignoreIndex?: number;
+  /** Multiplies dlogits (e.g. 1 / gradient-accumulation steps). */
+  gradScale?: number;
+  /** Receives (softmax - onehot) * gradScale / count; may be the logits tensor itself. */
+  dlogits?: Tensor;
+}
+/** Fused softmax cross-entropy: the mean loss over counted rows as a scalar tensor, and dlogits in the same pass. */
+export function crossEntropy(logits: Tensor, targets: Tensor, options?: CrossEntropyOptions): Tensor {
+  const op = 'crossEntropy';
+  return wrap(n().crossEntropy(h(logits, op, 'logits'), h(targets, op, 'targets'), nativeOpts(opts(options, op), op, ['dlogits'])));
+}
+
+// ---- optimizers over flat buffers ----------------------------------------------------------------------------------------
+
+export interface AdamWOptions {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  /** 1-based step number, for bias correction. */
+  step: number;
+  /** Per-element multiplier of the weight decay (0 for norms, biases, embeddings). */
+  decayMask?: Tensor;
+}
+/** One AdamW step over a flat buffer, in place (param, m, v). */
+export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamWOptions): void {
+  const op = 'adamw';
+  n().adamw(h(param, op, 'param'), h(grad, op, 'grad'), h(m, op, 'm'), h(v, op, 'v'), nativeOpts(opts(options, op), op, ['decayMask']));
+}
+
+export interface SgdOptions {
+  lr: number;
+  momentum?: number;
+  dampening?: number;
+  weightDecay?: number;
+  nesterov?: boolean;
+  /**
+   * Required when momentum > 0 (the buffer itself cannot tell): true on the first step, which initialises the
+   * momentum buffer with the gradient, as PyTorch does.
+   */
+  firstStep?: boolean;
+}
+/** One SGD step (PyTorch's semantics), in place; `buf` is the momentum buffer (needed when momentum > 0). */
+export function sgd(param: Tensor, grad: Tensor, buf: Tensor | null, options: SgdOptions): void {
+  const op = 'sgd';
+  n().sgd(h(param, op, 'param'), h(grad, op, 'grad'), maybe(buf, op, 'buf'), opts(options, op));
+}
+
+/** The sum of squares as a scalar tensor (deterministic). */
+export function sumSquares(x: Tensor): Tensor {
+  return wrap(n().sumSquares(h(x, 'sumSquares', 'x')));
+}
+/** Scales grad in place so that its L2 norm is at most maxNorm; returns the norm before clipping (scalar tensor). */
+export function clipGradNorm(grad: Tensor, maxNorm: number, options?: { eps?: number }): Tensor {
+  return wrap(n().clipGradNorm(h(grad, 'clipGradNorm', 'grad'), maxNorm, opts(options, 'clipGradNorm')));
+}
+/** x *= s, in place. */
+export function scale(x: Tensor, s: number): Tensor {
+  n().scale(h(x, 'scale', 'x'), s);
+  return x;
+}

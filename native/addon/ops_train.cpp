@@ -1,0 +1,326 @@
+// ops_train.cpp — bindings for the training kernels: embedding, cross-entropy and the optimizer steps (kernels in
+// native/cpu/embedding.cpp, cross_entropy.cpp and optim.cpp).
+//
+//   embeddingForward(ids, table, out | null) -> out
+//     ids int32 (...) of rank >= 1, table float32 (V, C); out (..., C) = table[ids], allocated when null.
+//   embeddingBackward(ids, dout, dtable) -> dtable      dtable (V, C) += scatter of dout (..., C) by ids
+//   crossEntropy(logits, targets, {ignoreIndex = -100, gradScale = 1, dlogits = null}) -> loss
+//     logits float32 (..., V), targets int32 (...); loss is a float32 scalar (shape []): the mean over rows whose
+//     target is not ignoreIndex (0 when none). dlogits (logits' shape) is WRITTEN with the gradient of
+//     gradScale * loss; it may be the logits tensor itself (in place), but must not partly overlap it.
+//   adamw(param, grad, m, v, {lr, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01, step, decayMask})
+//     -> undefined; param, m and v are updated in place. lr and step (an integer >= 1) are required.
+//   sgd(param, grad, buf | null, {lr, momentum = 0, dampening = 0, weightDecay = 0, nesterov = false, firstStep})
+//     -> undefined; buf and firstStep (true on the step that starts the momentum buffer) are required when
+//     momentum > 0.
+//   sumSquares(x) -> float32 scalar tensor: sum of x^2 (computed in double).
+//   clipGradNorm(grad, maxNorm, {eps = 1e-6}) -> float32 scalar tensor: the norm before clipping; grad is scaled in
+//     place by min(1, maxNorm / (norm + eps)).
+//   scale(x, s) -> x, scaled in place.
+// Data-dependent errors (an id or a target out of range) are thrown by the kernel on the stream, before it writes
+// anything, and surface at the next synchronisation (await t.data(), synchronize()).
+#include <cmath>
+#include <limits>
+
+#include "../cpu/kernels.h"
+#include "ops.h"
+
+namespace sf::js {
+
+namespace {
+
+void check_f32_cpu(const Tensor& t, const char* op, const char* name) {
+  check_dtype(t, DType::f32, op, name);
+  check_cpu(t, op, name);
+}
+
+Shape with_last(const Shape& s, int64_t last) {
+  Shape r = s;
+  r.push_back(last);
+  return r;
+}
+
+// A required number option (TypeError when absent).
+double required_number(const OpArgs& args, const Napi::Object& o, const char* key) {
+  if (o.Get(key).IsUndefined()) type_error(args.op(), ": option ", key, " is required");
+  return args.opt_number(o, key, 0.0);
+}
+
+// A number option narrowed to float32, which must stay finite.
+float to_f32(double x, const char* op, const char* key) {
+  const float f = static_cast<float>(x);
+  if (!std::isfinite(f)) range_error(op, ": option ", key, " = ", x, " is out of float32 range");
+  return f;
+}
+
+Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "embeddingForward", 2);
+    const char* op = args.op();
+    Tensor ids = args.tensor(0, "ids");
+    Tensor table = args.tensor(1, "table");
+    std::optional<Tensor> out = args.maybe_tensor(2, "out");
+    check_dtype(ids, DType::i32, op, "ids");
+    check_cpu(ids, op, "ids");
+    check_f32_cpu(table, op, "table");
+    check_rank(ids, 1, kMaxRank - 1, op, "ids");
+    check_rank(table, 2, 2, op, "table");
+    const int64_t V = table.shape[0], C = table.shape[1];
+    const Shape oshape = with_last(ids.shape, C);
+    checked_numel(oshape, op);
+    Tensor o;
+    if (out) {
+      o = *out;
+      check_f32_cpu(o, op, "out");
+      check_shape(o, oshape, op, "out");
+      check_disjoint(o, "out", table, "table", op);
+      check_disjoint(o, "out", ids, "ids", op);
+    } else {
+      o = args.output(oshape, DType::f32, table.device());
+    }
+    const int64_t n = ids.numel();
+    args.run_cpu({ids, table, o}, [ids, table, o, n, V, C](ThreadPool& pool) {
+      cpu::embedding_forward(pool, ids.data<int32_t>(), n, table.data<float>(), V, C, o.data<float>());
+    });
+    return out ? args.arg(2) : args.wrap(o);
+  });
+}
+
+Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "embeddingBackward", 3);
+    const char* op = args.op();
+    Tensor ids = args.tensor(0, "ids");
+    Tensor dout = args.tensor(1, "dout");
+    Tensor dtable = args.tensor(2, "dtable");
+    check_dtype(ids, DType::i32, op, "ids");
+    check_cpu(ids, op, "ids");
+    check_f32_cpu(dout, op, "dout");
+    check_f32_cpu(dtable, op, "dtable");
+    check_rank(ids, 1, kMaxRank - 1, op, "ids");
+    check_rank(dtable, 2, 2, op, "dtable");
+    const int64_t V = dtable.shape[0], C = dtable.shape[1];
+    check_shape(dout, with_last(ids.shape, C), op, "dout");
+    check_disjoint(dtable, "dtable", dout, "dout", op);
+    check_disjoint(dtable, "dtable", ids, "ids", op);
+    const int64_t n = ids.numel();
+    args.run_cpu({ids, dout, dtable}, [ids, dout, dtable, n, V, C](ThreadPool& pool) {
+      cpu::embedding_backward(pool, ids.data<int32_t>(), n, dout.data<float>(), V, C, dtable.data<float>());
+    });
+    return args.arg(2);
+  });
+}
+
+Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "crossEntropy", 2);
+    const char* op = args.op();
+    Tensor logits = args.tensor(0, "logits");
+    Tensor targets = args.tensor(1, "targets");
+    Napi::Object o = args.options(2);
+    const int64_t ignore = args.opt_int(o, "ignoreIndex", -100, std::numeric_limits<int32_t>::min(),
+                                        std::numeric_limits<int32_t>::max());
+    const float grad_scale = to_f32(args.opt_number(o, "gradScale", 1.0), op, "gradScale");
+    std::optional<Tensor> dl = args.opt_tensor(o, "dlogits");
+
+    check_f32_cpu(logits, op, "logits");
+    check_dtype(targets, DType::i32, op, "targets");
+    check_cpu(targets, op, "targets");
+    check_rank(logits, 1, kMaxRank, op, "logits");
+    const int64_t V = logits.shape.back();
+    const Shape rows_shape(logits.shape.begin(), logits.shape.end() - 1);
+    check_shape(targets, rows_shape, op, "targets");
+    int64_t N = 1;
+    for (int64_t d : rows_shape) N *= d;
+    if (dl) {
+      check_f32_cpu(*dl, op, "option dlogits");
+      check_shape(*dl, logits.shape, op, "option dlogits");
+      const bool in_place = dl->storage == logits.storage && dl->offset == logits.offset;
+      if (!in_place && overlaps(*dl, logits))
+        range_error(op, ": option dlogits partly overlaps logits (it must be the logits tensor itself, for an in-place "
+                        "gradient, or not share memory with it)");
+      check_disjoint(*dl, "option dlogits", targets, "targets", op);
+    }
+    Tensor loss = args.output(Shape{}, DType::f32, logits.device());
+    std::vector<Tensor> keep{logits, targets, loss};
+    if (dl) keep.push_back(*dl);
+    const int32_t ig = static_cast<int32_t>(ignore);
+    args.run_cpu(std::move(keep), [logits, targets, loss, dl, N, V, ig, grad_scale](ThreadPool& pool) {
+      *loss.data<float>() = cpu::cross_entropy(pool, logits.data<float>(), targets.data<int32_t>(), N, V, ig,
+                                               dl ? dl->data<float>() : nullptr, grad_scale);
+    });
+    return args.wrap(loss);
+  });
+}
+
+Napi::Value AdamW(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "adamw", 5);
+    const char* op = args.op();
+    Tensor param = args.tensor(0, "param");
+    Tensor grad = args.tensor(1, "grad");
+    Tensor m = args.tensor(2, "m");
+    Tensor v = args.tensor(3, "v");
+    Napi::Object o = args.options(4);
+    cpu::AdamWDesc d;
+    d.lr = to_f32(required_number(args, o, "lr"), op, "lr");
+    d.beta1 = to_f32(args.opt_number(o, "beta1", 0.9), op, "beta1");
+    d.beta2 = to_f32(args.opt_number(o, "beta2", 0.999), op, "beta2");
+    d.eps = to_f32(args.opt_number(o, "eps", 1e-8), op, "eps");
+    d.weight_decay = to_f32(args.opt_number(o, "weightDecay", 0.01), op, "weightDecay");
+    if (o.Get("step").IsUndefined()) type_error(op, ": option step is required (the 1-based step count)");
+    d.step = args.opt_int(o, "step", 1, 1, (int64_t{1} << 53) - 1);
+    std::optional<Tensor> decay = args.opt_tensor(o, "decayMask");
+    if (!(d.lr >= 0)) range_error(op, ": option lr must be >= 0, got ", d.lr);
+    if (!(d.beta1 >= 0 && d.beta1 < 1)) range_error(op, ": option beta1 must be in [0, 1), got ", d.beta1);
+    if (!(d.beta2 >= 0 && d.beta2 < 1)) range_error(op, ": option beta2 must be in [0, 1), got ", d.beta2);
+    if (!(d.eps > 0)) range_error(op, ": option eps must be > 0, got ", d.eps);
+    if (!(d.weight_decay >= 0)) range_error(op, ": option weightDecay must be >= 0, got ", d.weight_decay);
+
+    check_f32_cpu(param, op, "param");
+    check_f32_cpu(grad, op, "grad");
+    check_f32_cpu(m, op, "m");
+    check_f32_cpu(v, op, "v");
+    check_shape(grad, param.shape, op, "grad");
+    check_shape(m, param.shape, op, "m");
+    check_shape(v, param.shape, op, "v");
+    if (decay) {
+      check_f32_cpu(*decay, op, "option decayMask");
+      check_shape(*decay, param.shape, op, "option decayMask");
+    }
+    // The three updated tensors must not share memory with each other or with the inputs.
+    check_disjoint(param, "param", grad, "grad", op);
+    check_disjoint(param, "param", m, "m", op);
+    check_disjoint(param, "param", v, "v", op);
+    check_disjoint(m, "m", grad, "grad", op);
+    check_disjoint(m, "m", v, "v", op);
+    check_disjoint(v, "v", grad, "grad", op);
+    if (decay) {
+      check_disjoint(param, "param", *decay, "option decayMask", op);
+      check_disjoint(m, "m", *decay, "option decayMask", op);
+      check_disjoint(v, "v", *decay, "option decayMask", op);
+    }
+    const int64_t n = param.numel();
+    std::vector<Tensor> keep{param, grad, m, v};
+    if (decay) keep.push_back(*decay);
+    args.run_cpu(std::move(keep), [d, param, grad, m, v, decay, n](ThreadPool& pool) {
+      cpu::adamw(pool, d, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
+                 decay ? decay->data<float>() : nullptr, n);
+    });
+    return args.env().Undefined();
+  });
+}
+
+Napi::Value Sgd(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "sgd", 4);
+    const char* op = args.op();
+    Tensor param = args.tensor(0, "param");
+    Tensor grad = args.tensor(1, "grad");
+    std::optional<Tensor> buf = args.maybe_tensor(2, "buf");
+    Napi::Object o = args.options(3);
+    cpu::SgdDesc d;
+    d.lr = to_f32(required_number(args, o, "lr"), op, "lr");
+    d.momentum = to_f32(args.opt_number(o, "momentum", 0.0), op, "momentum");
+    d.dampening = to_f32(args.opt_number(o, "dampening", 0.0), op, "dampening");
+    d.weight_decay = to_f32(args.opt_number(o, "weightDecay", 0.0), op, "weightDecay");
+    d.nesterov = args.opt_bool(o, "nesterov", false);
+    if (d.momentum > 0 && o.Get("firstStep").IsUndefined())
+      type_error(op, ": option firstStep is required with momentum (true on the step that starts the buffer)");
+    d.first_step = args.opt_bool(o, "firstStep", false);
+    if (!(d.lr >= 0)) range_error(op, ": option lr must be >= 0, got ", d.lr);
+    if (!(d.momentum >= 0)) range_error(op, ": option momentum must be >= 0, got ", d.momentum);
+    if (!(d.weight_decay >= 0)) range_error(op, ": option weightDecay must be >= 0, got ", d.weight_decay);
+    if (d.nesterov && (d.momentum <= 0 || d.dampening != 0))
+      range_error(op, ": nesterov needs momentum > 0 and dampening = 0, got momentum ", d.momentum, " and dampening ",
+                  d.dampening);
+
+    check_f32_cpu(param, op, "param");
+    check_f32_cpu(grad, op, "grad");
+    check_shape(grad, param.shape, op, "grad");
+    if (d.momentum > 0 && !buf)
+      range_error(op, ": momentum ", d.momentum, " needs a momentum buffer, but buf is null");
+    if (buf) {
+      check_f32_cpu(*buf, op, "buf");
+      check_shape(*buf, param.shape, op, "buf");
+      check_disjoint(*buf, "buf", param, "param", op);
+      check_disjoint(*buf, "buf", grad, "grad", op);
+    }
+    check_disjoint(param, "param", grad, "grad", op);
+    const int64_t n = param.numel();
+    std::optional<Tensor> b = d.momentum > 0 ? buf : std::nullopt;
+    std::vector<Tensor> keep{param, grad};
+    if (b) keep.push_back(*b);
+    args.run_cpu(std::move(keep), [d, param, grad, b, n](ThreadPool& pool) {
+      cpu::sgd(pool, d, param.data<float>(), grad.data<float>(), b ? b->data<float>() : nullptr, n);
+    });
+    return args.env().Undefined();
+  });
+}
+
+Napi::Value SumSquares(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "sumSquares", 1);
+    const char* op = args.op();
+    Tensor x = args.tensor(0, "x");
+    check_f32_cpu(x, op, "x");
+    Tensor out = args.output(Shape{}, DType::f32, x.device());
+    const int64_t n = x.numel();
+    args.run_cpu({x, out}, [x, out, n](ThreadPool& pool) {
+      *out.data<float>() = static_cast<float>(cpu::sum_squares(pool, x.data<float>(), n));
+    });
+    return args.wrap(out);
+  });
+}
+
+Napi::Value ClipGradNorm(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "clipGradNorm", 2);
+    const char* op = args.op();
+    Tensor grad = args.tensor(0, "grad");
+    const double max_norm = get_number(args[1], op, "maxNorm");
+    Napi::Object o = args.options(2);
+    const double eps = args.opt_number(o, "eps", 1e-6);
+    if (!(max_norm > 0)) range_error(op, ": maxNorm must be > 0, got ", max_norm);
+    if (!(eps >= 0)) range_error(op, ": option eps must be >= 0, got ", eps);
+    check_f32_cpu(grad, op, "grad");
+    Tensor out = args.output(Shape{}, DType::f32, grad.device());
+    const int64_t n = grad.numel();
+    args.run_cpu({grad, out}, [grad, out, n, max_norm, eps](ThreadPool& pool) {
+      const double norm = std::sqrt(cpu::sum_squares(pool, grad.data<float>(), n));
+      const double coef = max_norm / (norm + eps);
+      if (coef < 1.0) cpu::scale_inplace(pool, grad.data<float>(), n, static_cast<float>(coef));
+      *out.data<float>() = static_cast<float>(norm);
+    });
+    return args.wrap(out);
+  });
+}
+
+Napi::Value Scale(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "scale", 2);
+    const char* op = args.op();
+    Tensor x = args.tensor(0, "x");
+    const float s = static_cast<float>(get_number(args[1], op, "s"));
+    if (!std::isfinite(s)) range_error(op, ": s = ", get_number(args[1], op, "s"), " is out of float32 range");
+    check_f32_cpu(x, op, "x");
+    const int64_t n = x.numel();
+    args.run_cpu({x}, [x, n, s](ThreadPool& pool) { cpu::scale_inplace(pool, x.data<float>(), n, s); });
+    return args.arg(0);
+  });
+}
+
+}  // namespace
+
+void register_train_ops(Napi::Env env, Napi::Object exports) {
+  exports.Set("embeddingForward", Napi::Function::New(env, EmbeddingForward, "embeddingForward"));
+  exports.Set("embeddingBackward", Napi::Function::New(env, EmbeddingBackward, "embeddingBackward"));
+  exports.Set("crossEntropy", Napi::Function::New(env, CrossEntropy, "crossEntropy"));
+  exports.Set("adamw", Napi::Function::New(env, AdamW, "adamw"));
+  exports.Set("sgd", Napi::Function::New(env, Sgd, "sgd"));
+  exports.Set("sumSquares", Napi::Function::New(env, SumSquares, "sumSquares"));
+  exports.Set("clipGradNorm", Napi::Function::New(env, ClipGradNorm, "clipGradNorm"));
+  exports.Set("scale", Napi::Function::New(env, Scale, "scale"));
+}
+
+}  // namespace sf::js

@@ -1,0 +1,292 @@
+// optim.cpp — optimizer steps over one flat buffer: AdamW, SGD (momentum, Nesterov), the sum of squares behind
+// gradient-norm clipping, and an in-place scale (see kernels.h).
+//
+// Every kernel here is one streaming pass over a few float arrays (AdamW reads p, g, m, v and writes p, m, v: 28
+// bytes per parameter), so it is memory-bound: the hot loops are vectorised (SF_VARIANTS) to keep up with memory, and
+// the work is split into fixed blocks of kBlock elements handed to the pool. Each element's arithmetic is the same
+// whichever thread runs it, and the last partial vector goes through the same vector code (padded through a small
+// buffer), so results are bit-identical for any thread count. sum_squares adds squares in double, per fixed
+// 4096-element chunk, then adds the chunk sums in order: deterministic, and accurate far beyond float.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "kernels.h"
+#include "simd.h"
+
+#if SF_HAS_X86
+#include <immintrin.h>
+#endif
+
+namespace sf::cpu {
+
+using namespace sf::simd;
+
+namespace {
+
+constexpr int64_t kBlock = 16384;  // elements per pool task (a multiple of every vector width)
+constexpr int64_t kChunk = 4096;   // elements per partial sum of sum_squares (fixed by kernels.h)
+
+// Vector square root. The x86 versions are compiled for their ISA and reach the SF_VARIANTS entry points by flatten
+// inlining (an always_inline function with a target attribute could not be inlined into the ISA-neutral templates).
+// Arguments go by pointer so that a call that is not inlined (an -O0 build) does not pass vectors across an ABI edge.
+template <typename V>
+inline void sqrt_to(V* out, const V* x) {
+  for (int i = 0; i < Traits<V>::W; ++i) (*out)[i] = std::sqrt((*x)[i]);
+}
+#if SF_HAS_X86
+template <>
+__attribute__((target("avx512f"))) inline void sqrt_to(f32x16* out, const f32x16* x) {
+  // the masked form with every lane selected: _mm512_sqrt_ps trips -Wmaybe-uninitialized in GCC 12's header
+  *out = (f32x16)_mm512_mask_sqrt_ps((__m512)*x, static_cast<__mmask16>(0xffff), (__m512)*x);
+}
+template <>
+__attribute__((target("avx"))) inline void sqrt_to(f32x8* out, const f32x8* x) {
+  *out = (f32x8)_mm256_sqrt_ps((__m256)*x);
+}
+template <>
+inline void sqrt_to(f32x4* out, const f32x4* x) {
+  *out = (f32x4)_mm_sqrt_ps((__m128)*x);
+}
+#endif
+template <typename V>
+SF_INLINE V vsqrt(V x) {
+  V r;
+  sqrt_to<V>(&r, &x);
+  return r;
+}
+
+// The first k (< W) elements of p as a vector, the other lanes `fill`; and the inverse.
+template <typename V>
+SF_INLINE V load_part(const float* p, int64_t k, float fill) {
+  float b[Traits<V>::W];
+  for (int i = 0; i < Traits<V>::W; ++i) b[i] = fill;
+  std::memcpy(b, p, static_cast<size_t>(k) * sizeof(float));
+  return load<V>(b);
+}
+template <typename V>
+SF_INLINE void store_part(float* p, V v, int64_t k) {
+  float b[Traits<V>::W];
+  store<V>(b, v);
+  std::memcpy(p, b, static_cast<size_t>(k) * sizeof(float));
+}
+
+// ---- AdamW ------------------------------------------------------------------------------------------------------
+struct AdamWConst {
+  float beta1, beta2, one_minus_beta1, one_minus_beta2;
+  float step_size;     // lr / (1 - beta1^step)
+  float inv_bc2_sqrt;  // 1 / sqrt(1 - beta2^step)
+  float eps;
+  float lr_wd;         // lr * weight_decay (times decay[i] per element)
+  float keep;          // 1 - lr * weight_decay, when there is no decay mask
+};
+
+template <typename V>
+SF_INLINE void adamw_vec(const AdamWConst& c, V& p, V g, V& m, V& v, V dec, bool has_mask) {
+  p = has_mask ? p * (1.0f - c.lr_wd * dec) : p * c.keep;  // decoupled weight decay, on the old parameter
+  m = c.beta1 * m + c.one_minus_beta1 * g;
+  v = c.beta2 * v + c.one_minus_beta2 * (g * g);
+  V denom = vsqrt(v) * c.inv_bc2_sqrt + c.eps;
+  p = p - c.step_size * (m / denom);
+}
+
+template <typename V>
+void adamw_body(const AdamWConst& c, float* param, const float* grad, float* m, float* v, const float* decay,
+                int64_t lo, int64_t hi) {
+  constexpr int W = Traits<V>::W;
+  const bool mask = decay != nullptr;
+  const V one = splat<V>(1.0f);
+  int64_t i = lo;
+  for (; i + W <= hi; i += W) {
+    V p = load<V>(param + i), mm = load<V>(m + i), vv = load<V>(v + i);
+    adamw_vec<V>(c, p, load<V>(grad + i), mm, vv, mask ? load<V>(decay + i) : one, mask);
+    store<V>(param + i, p);
+    store<V>(m + i, mm);
+    store<V>(v + i, vv);
+  }
+  if (i < hi) {
+    const int64_t k = hi - i;
+    V p = load_part<V>(param + i, k, 0.0f), mm = load_part<V>(m + i, k, 0.0f), vv = load_part<V>(v + i, k, 0.0f);
+    adamw_vec<V>(c, p, load_part<V>(grad + i, k, 0.0f), mm, vv, mask ? load_part<V>(decay + i, k, 0.0f) : one, mask);
+    store_part<V>(param + i, p, k);
+    store_part<V>(m + i, mm, k);
+    store_part<V>(v + i, vv, k);
+  }
+}
+SF_VARIANTS(adamw_range,
+            (const AdamWConst& c, float* param, const float* grad, float* m, float* v, const float* decay, int64_t lo,
+             int64_t hi),
+            (c, param, grad, m, v, decay, lo, hi), adamw_body)
+
+// ---- SGD --------------------------------------------------------------------------------------------------------
+struct SgdConst {
+  float lr, momentum, one_minus_dampening, weight_decay;
+  bool nesterov, first_step, use_momentum;
+};
+
+template <typename V>
+SF_INLINE void sgd_vec(const SgdConst& c, V& p, V g, V& b) {
+  V d = c.weight_decay != 0.0f ? g + c.weight_decay * p : g;  // L2: the decay joins the gradient
+  if (c.use_momentum) {
+    b = c.first_step ? d : c.momentum * b + c.one_minus_dampening * d;
+    d = c.nesterov ? d + c.momentum * b : b;
+  }
+  p = p - c.lr * d;
+}
+
+template <typename V>
+void sgd_body(const SgdConst& c, float* param, const float* grad, float* buf, int64_t lo, int64_t hi) {
+  constexpr int W = Traits<V>::W;
+  int64_t i = lo;
+  for (; i + W <= hi; i += W) {
+    V p = load<V>(param + i), b = c.use_momentum ? load<V>(buf + i) : V{};
+    sgd_vec<V>(c, p, load<V>(grad + i), b);
+    store<V>(param + i, p);
+    if (c.use_momentum) store<V>(buf + i, b);
+  }
+  if (i < hi) {
+    const int64_t k = hi - i;
+    V p = load_part<V>(param + i, k, 0.0f), b = c.use_momentum ? load_part<V>(buf + i, k, 0.0f) : V{};
+    sgd_vec<V>(c, p, load_part<V>(grad + i, k, 0.0f), b);
+    store_part<V>(param + i, p, k);
+    if (c.use_momentum) store_part<V>(buf + i, b, k);
+  }
+}
+SF_VARIANTS(sgd_range, (const SgdConst& c, float* param, const float* grad, float* buf, int64_t lo, int64_t hi),
+            (c, param, grad, buf, lo, hi), sgd_body)
+
+// ---- sum of squares ---------------------------------------------------------------------------------------------
+// Half a vector of floats (H), widened to a full register of doubles (D): the accumulators stay in registers.
+template <typename V>
+struct Wide;
+template <>
+struct Wide<f32x16> {
+  typedef float H __attribute__((vector_size(32)));
+  typedef double D __attribute__((vector_size(64)));
+};
+template <>
+struct Wide<f32x8> {
+  typedef float H __attribute__((vector_size(16)));
+  typedef double D __attribute__((vector_size(32)));
+};
+template <>
+struct Wide<f32x4> {
+  typedef float H __attribute__((vector_size(8)));
+  typedef double D __attribute__((vector_size(16)));
+};
+
+// acc[k] += p[k HW .. (k+1) HW)^2 in double, k < 4.
+template <typename V>
+SF_INLINE void sumsq_step(const float* p, typename Wide<V>::D* acc) {
+  using H = typename Wide<V>::H;
+  using D = typename Wide<V>::D;
+  constexpr int HW = Traits<V>::W / 2;
+  for (int k = 0; k < 4; ++k) {
+    H h;
+    std::memcpy(&h, p + k * HW, sizeof h);
+    D u = __builtin_convertvector(h, D);
+    acc[k] += u * u;
+  }
+}
+
+// out[j] = sum of x^2 over chunk j (kChunk elements, the last one shorter), in double, for chunks [lo, hi).
+template <typename V>
+void sumsq_body(const float* x, int64_t n, int64_t lo, int64_t hi, double* out) {
+  using D = typename Wide<V>::D;
+  constexpr int HW = Traits<V>::W / 2, STEP = 4 * HW;  // floats per half vector, per step
+  for (int64_t j = lo; j < hi; ++j) {
+    const int64_t b = j * kChunk, e = std::min(n, b + kChunk);
+    D acc[4] = {};
+    int64_t i = b;
+    for (; i + STEP <= e; i += STEP) sumsq_step<V>(x + i, acc);
+    if (i < e) {  // the end of the last chunk, zero-padded
+      float pad[STEP] = {};
+      std::memcpy(pad, x + i, static_cast<size_t>(e - i) * sizeof(float));
+      sumsq_step<V>(pad, acc);
+    }
+    const D t = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    double s = 0.0;
+    for (int l = 0; l < HW; ++l) s += t[l];
+    out[j] = s;
+  }
+}
+SF_VARIANTS(sumsq_range, (const float* x, int64_t n, int64_t lo, int64_t hi, double* out), (x, n, lo, hi, out),
+            sumsq_body)
+
+// ---- scale ------------------------------------------------------------------------------------------------------
+template <typename V>
+void scale_body(float* x, float s, int64_t lo, int64_t hi) {
+  constexpr int W = Traits<V>::W;
+  int64_t i = lo;
+  for (; i + 4 * W <= hi; i += 4 * W) {
+    store<V>(x + i, load<V>(x + i) * s);
+    store<V>(x + i + W, load<V>(x + i + W) * s);
+    store<V>(x + i + 2 * W, load<V>(x + i + 2 * W) * s);
+    store<V>(x + i + 3 * W, load<V>(x + i + 3 * W) * s);
+  }
+  for (; i + W <= hi; i += W) store<V>(x + i, load<V>(x + i) * s);
+  if (i < hi) store_part<V>(x + i, load_part<V>(x + i, hi - i, 0.0f) * s, hi - i);
+}
+SF_VARIANTS(scale_range, (float* x, float s, int64_t lo, int64_t hi), (x, s, lo, hi), scale_body)
+
+// Runs fn(lo, hi) over [0, n) in fixed blocks of kBlock elements (so that block edges do not depend on the pool).
+template <typename F>
+void for_blocks(ThreadPool& pool, int64_t n, F&& fn) {
+  const int64_t blocks = (n + kBlock - 1) / kBlock;
+  pool.parallel_for(blocks, 1, [&](int64_t b0, int64_t b1) { fn(b0 * kBlock, std::min(n, b1 * kBlock)); });
+}
+
+}  // namespace
+
+void adamw(ThreadPool& pool, const AdamWDesc& d, float* param, const float* grad, float* m, float* v,
+           const float* decay, int64_t n) {
+  if (n <= 0) return;
+  const double step = static_cast<double>(d.step);
+  const double bc1 = 1.0 - std::pow(static_cast<double>(d.beta1), step);
+  const double bc2 = 1.0 - std::pow(static_cast<double>(d.beta2), step);
+  AdamWConst c;
+  c.beta1 = d.beta1;
+  c.beta2 = d.beta2;
+  c.one_minus_beta1 = static_cast<float>(1.0 - static_cast<double>(d.beta1));
+  c.one_minus_beta2 = static_cast<float>(1.0 - static_cast<double>(d.beta2));
+  c.step_size = static_cast<float>(static_cast<double>(d.lr) / bc1);
+  c.inv_bc2_sqrt = static_cast<float>(1.0 / std::sqrt(bc2));
+  c.eps = d.eps;
+  c.lr_wd = static_cast<float>(static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
+  c.keep = static_cast<float>(1.0 - static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
+  auto fn = SF_PICK(adamw_range);
+  for_blocks(pool, n, [&](int64_t lo, int64_t hi) { fn(c, param, grad, m, v, decay, lo, hi); });
+}
+
+void sgd(ThreadPool& pool, const SgdDesc& d, float* param, const float* grad, float* buf, int64_t n) {
+  if (n <= 0) return;
+  SgdConst c;
+  c.lr = d.lr;
+  c.momentum = d.momentum;
+  c.one_minus_dampening = static_cast<float>(1.0 - static_cast<double>(d.dampening));
+  c.weight_decay = d.weight_decay;
+  c.nesterov = d.nesterov;
+  c.first_step = d.first_step;
+  c.use_momentum = d.momentum != 0.0f && buf != nullptr;
+  auto fn = SF_PICK(sgd_range);
+  for_blocks(pool, n, [&](int64_t lo, int64_t hi) { fn(c, param, grad, buf, lo, hi); });
+}
+
+double sum_squares(ThreadPool& pool, const float* x, int64_t n) {
+  if (n <= 0) return 0.0;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  double* part = reinterpret_cast<double*>(pool.workspace(static_cast<size_t>(chunks) * 2));  // (chunks) doubles
+  auto fn = SF_PICK(sumsq_range);
+  pool.parallel_for(chunks, 4, [&](int64_t lo, int64_t hi) { fn(x, n, lo, hi, part); });
+  double s = 0.0;
+  for (int64_t j = 0; j < chunks; ++j) s += part[j];
+  return s;
+}
+
+void scale_inplace(ThreadPool& pool, float* x, int64_t n, float s) {
+  if (n <= 0) return;
+  auto fn = SF_PICK(scale_range);
+  for_blocks(pool, n, [&](int64_t lo, int64_t hi) { fn(x, s, lo, hi); });
+}
+
+}  // namespace sf::cpu
