@@ -6,6 +6,7 @@
 #include "addon.h"
 
 #include "../cpu/cpu_features.h"
+#include "../cpu/simd.h"
 
 #ifndef SHAREDFORMER_BUILDER
 #define SHAREDFORMER_BUILDER "unknown"
@@ -442,7 +443,8 @@ Napi::Value Addon::Backends(const Napi::CallbackInfo& info) {
   Napi::Object cpu = Napi::Object::New(env);
   CpuFeatures f = detect_cpu_features();
   cpu.Set("threads", ctx_->pool().threads());
-  cpu.Set("simd", f.level());
+  const simd::Isa isa = simd::best_isa();  // what the kernels run: the CPU's best, or SHAREDFORMER_ISA's choice
+  cpu.Set("simd", isa == simd::Isa::Avx512 ? "avx512" : isa == simd::Isa::Avx2 ? "avx2" : "portable");
   Napi::Array feats = Napi::Array::New(env);
   for (const auto& s : f.list()) feats.Set(feats.Length(), s);
   cpu.Set("features", feats);

@@ -8,7 +8,9 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "cpu_features.h"
 
@@ -115,18 +117,20 @@ SF_INLINE V tanh(V x) {
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluA = 0.044715f;
 
+// GELU through the identity 0.5 (1 + tanh(u)) = sigmoid(2u) = 1 / (1 + exp(-2u)): one exp and one division.
+// (For u -> -inf, exp overflows to +inf and the quotient goes to -0 / 0, the right limit.)
 template <typename V>
 SF_INLINE V gelu(V x) {
   V u = kGeluC * (x + kGeluA * x * x * x);
-  return 0.5f * x * (1.0f + tanh(u));
+  return x / (1.0f + exp(-2.0f * u));
 }
-// d gelu / dx
+// d gelu / dx = s + 2 x s (1 - s) u'(x), with s = sigmoid(2u) and u' = c (1 + 3 a x^2)
 template <typename V>
 SF_INLINE V gelu_grad(V x) {
   V x2 = x * x;
   V u = kGeluC * (x + kGeluA * x2 * x);
-  V t = tanh(u);
-  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * x2);
+  V sg = 1.0f / (1.0f + exp(-2.0f * u));
+  return sg + 2.0f * x * sg * (1.0f - sg) * kGeluC * (1.0f + 3.0f * kGeluA * x2);
 }
 
 inline float gelu_scalar(float x) { return 0.5f * x * (1.0f + std::tanh(kGeluC * (x + kGeluA * x * x * x))); }
@@ -137,12 +141,19 @@ inline float gelu_grad_scalar(float x) {
 
 enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2 };
 
-// The widest instruction set this CPU runs (detected once per process; cheap to call).
+// The widest instruction set this CPU runs, detected once per process (an immutable constant of the machine, not
+// mutable state). SHAREDFORMER_ISA=avx2|portable narrows it — for testing every variant on one machine; a request
+// wider than the CPU supports is ignored.
 inline Isa best_isa() {
-  static const Isa isa = [] {  // immutable after initialisation: a constant of the machine, not mutable state
+  static const Isa isa = [] {
     CpuFeatures f = detect_cpu_features();
     std::string l = f.level();
-    return l == "avx512" ? Isa::Avx512 : l == "avx2" ? Isa::Avx2 : Isa::Portable;
+    Isa hw = l == "avx512" ? Isa::Avx512 : l == "avx2" ? Isa::Avx2 : Isa::Portable;
+    const char* env = std::getenv("SHAREDFORMER_ISA");
+    Isa want = hw;
+    if (env && std::string(env) == "avx2") want = Isa::Avx2;
+    if (env && std::string(env) == "portable") want = Isa::Portable;
+    return static_cast<int>(want) < static_cast<int>(hw) ? want : hw;
   }();
   return isa;
 }

@@ -2,6 +2,10 @@
 //
 //   sf_bench [--json FILE] [--threads N] [--quick] [--only SUBSTRING]
 //
+// Memory-bound rows report GB/s of minimum traffic and, as `ratio`, their share of the measured copy bandwidth;
+// attention rows compare the fused kernel with matmul + softmax + matmul composed from the same kernels (ratio > 1:
+// fused is faster). The composed attention stores B x H x T x T probabilities; the fused one stores B x H x T.
+//
 // Measures, in one run: the machine's fp32 FMA peak (independent FMA chains on every thread) and copy bandwidth
 // (a large parallel memcpy), then every CPU kernel forward and backward at transformer shapes, reporting GFLOP/s or
 // GB/s and the share of the measured peak. Where OpenBLAS is installed (libopenblas.so.0, loaded at run time with
@@ -142,7 +146,7 @@ void bench_matmul(ThreadPool& pool, const Opts& o, double peak, OpenBlas& blas, 
   if (wanted(o, "matmul NT +bias+gelu")) {
     const int64_t M = 1024, N = 1024, K = 256;
     auto A = sfbench::randn(size_t(M * K), 3), B = sfbench::randn(size_t(K * N), 4), bias = sfbench::randn(size_t(N), 5);
-    std::vector<float> C(size_t(M * N)), P(size_t(M * N));
+    std::vector<float> C(static_cast<size_t>(M * N)), P(static_cast<size_t>(M * N));
     cpu::MatmulDesc d;
     d.M = M;
     d.N = N;
@@ -166,6 +170,171 @@ void bench_matmul(ThreadPool& pool, const Opts& o, double peak, OpenBlas& blas, 
     r.ref_ms = plain;
     r.ratio = plain / fused;
     rows.push_back(r);
+  }
+}
+
+
+// A memory-bound kernel row: `bytes` is the minimum traffic (reads + writes) of one call.
+Row mem_row(const std::string& name, const std::string& shape, double ms, double bytes, double copy_gbps) {
+  Row r;
+  r.name = name;
+  r.shape = shape;
+  r.ms = ms;
+  r.gbps = bytes / (ms * 1e6);
+  r.ref = "copy bandwidth";
+  r.ratio = r.gbps / copy_gbps;
+  return r;
+}
+
+void bench_memory_bound(ThreadPool& pool, const Opts& o, double copy, std::vector<Row>& rows) {
+  std::vector<std::pair<int64_t, int64_t>> shapes = {{1024, 256}, {4096, 768}, {4096, 1024}};
+  if (o.quick) shapes = {{4096, 768}};
+  for (auto [T, C] : shapes) {
+    const size_t N = static_cast<size_t>(T * C);
+    const std::string sh = std::to_string(T) + "x" + std::to_string(C);
+    const double n = static_cast<double>(N);
+    auto x = sfbench::randn(N, 1), dy = sfbench::randn(N, 2), w = sfbench::randn(size_t(C), 3), b = sfbench::randn(size_t(C), 4);
+    std::vector<float> y(N), dx(N), dw(static_cast<size_t>(C)), db(static_cast<size_t>(C)), mean(static_cast<size_t>(T)), rstd(static_cast<size_t>(T));
+    if (wanted(o, "layernorm")) {
+      double f = sfbench::time_ms([&] { cpu::layernorm_forward(pool, x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), T, C, 1e-5f); });
+      rows.push_back(mem_row("layernorm fwd", sh, f, 8 * n, copy));
+      double bw = sfbench::time_ms([&] { cpu::layernorm_backward(pool, dy.data(), x.data(), w.data(), mean.data(), rstd.data(), dx.data(), dw.data(), db.data(), T, C); });
+      rows.push_back(mem_row("layernorm bwd", sh, bw, 16 * n, copy));
+    }
+    if (wanted(o, "gelu")) {
+      rows.push_back(mem_row("gelu fwd", sh, sfbench::time_ms([&] { cpu::gelu_forward(pool, x.data(), y.data(), int64_t(N)); }), 8 * n, copy));
+      rows.push_back(mem_row("gelu bwd", sh, sfbench::time_ms([&] { cpu::gelu_backward(pool, x.data(), dy.data(), dx.data(), int64_t(N)); }), 16 * n, copy));
+    }
+    if (wanted(o, "softmax")) {
+      rows.push_back(mem_row("softmax fwd", sh, sfbench::time_ms([&] { cpu::softmax_forward(pool, x.data(), y.data(), T, C); }), 8 * n, copy));
+      rows.push_back(mem_row("softmax bwd", sh, sfbench::time_ms([&] { cpu::softmax_backward(pool, y.data(), dy.data(), dx.data(), T, C); }), 16 * n, copy));
+    }
+    if (wanted(o, "residual")) {
+      rows.push_back(mem_row("residual add (axpby)", sh, sfbench::time_ms([&] { cpu::axpby(pool, x.data(), 1.0f, dy.data(), 1.0f, y.data(), int64_t(N)); }), 12 * n, copy));
+    }
+    if (wanted(o, "dropout")) {
+      rows.push_back(mem_row("dropout fwd p=0.1", sh, sfbench::time_ms([&] { cpu::dropout_forward(pool, x.data(), y.data(), int64_t(N), 0.1f, 7, 0); }), 8 * n, copy));
+      rows.push_back(mem_row("dropout bwd p=0.1", sh, sfbench::time_ms([&] { cpu::dropout_backward(pool, dy.data(), dx.data(), int64_t(N), 0.1f, 7, 0); }), 16 * n, copy));
+    }
+    if (wanted(o, "embedding")) {
+      const int64_t V = 32000;
+      auto table = sfbench::randn(size_t(V * C), 5);
+      std::vector<float> dtable(static_cast<size_t>(V * C));
+      std::vector<int32_t> ids(static_cast<size_t>(T));
+      std::mt19937 g(6);
+      for (auto& id : ids) id = static_cast<int32_t>(g() % V);
+      rows.push_back(mem_row("embedding fwd V=32000", sh, sfbench::time_ms([&] { cpu::embedding_forward(pool, ids.data(), T, table.data(), V, C, y.data()); }), 8 * n, copy));
+      rows.push_back(mem_row("embedding bwd V=32000", sh, sfbench::time_ms([&] { cpu::embedding_backward(pool, ids.data(), T, dy.data(), V, C, dtable.data()); }), 12 * n, copy));
+    }
+  }
+  if (wanted(o, "cross_entropy")) {
+    for (auto [N, V] : std::vector<std::pair<int64_t, int64_t>>{{4096, 256}, {4096, 32000}}) {
+      if (o.quick && V > 256) continue;
+      auto logits = sfbench::randn(size_t(N * V), 7);
+      std::vector<float> dl(static_cast<size_t>(N * V));
+      std::vector<int32_t> tg(static_cast<size_t>(N));
+      std::mt19937 g(8);
+      for (auto& t : tg) t = static_cast<int32_t>(g() % V);
+      double ms = sfbench::time_ms([&] { cpu::cross_entropy(pool, logits.data(), tg.data(), N, V, -100, dl.data(), 1.0f); });
+      rows.push_back(mem_row("cross_entropy loss+dlogits", std::to_string(N) + "x" + std::to_string(V), ms, 8.0 * N * V, copy));
+    }
+  }
+  if (wanted(o, "adamw") || wanted(o, "norm")) {
+    const int64_t P = o.quick ? 4'000'000 : 16'000'000;
+    auto p = sfbench::randn(size_t(P), 9), g = sfbench::randn(size_t(P), 10);
+    std::vector<float> m(static_cast<size_t>(P)), v(static_cast<size_t>(P)), mask(size_t(P), 1.0f);
+    cpu::AdamWDesc d;
+    const std::string sh = std::to_string(P / 1'000'000) + "M params";
+    if (wanted(o, "adamw")) {
+      rows.push_back(mem_row("adamw", sh, sfbench::time_ms([&] { cpu::adamw(pool, d, p.data(), g.data(), m.data(), v.data(), nullptr, P); }), 28.0 * P, copy));
+      rows.push_back(mem_row("adamw + decay mask", sh, sfbench::time_ms([&] { cpu::adamw(pool, d, p.data(), g.data(), m.data(), v.data(), mask.data(), P); }), 32.0 * P, copy));
+    }
+    if (wanted(o, "norm")) {
+      rows.push_back(mem_row("global norm (sum of squares)", sh, sfbench::time_ms([&] { (void)cpu::sum_squares(pool, g.data(), P); }), 4.0 * P, copy));
+      rows.push_back(mem_row("clip (scale in place)", sh, sfbench::time_ms([&] { cpu::scale_inplace(pool, g.data(), P, 1.0f); }), 8.0 * P, copy));
+    }
+  }
+}
+
+// Fused flash attention against the same computation composed from matmul + softmax + matmul (which stores the
+// B x H x T x T probabilities), forward and backward, at B = 8, H = 4, D = 64.
+void bench_attention(ThreadPool& pool, const Opts& o, double peak, std::vector<Row>& rows) {
+  if (!wanted(o, "attention")) return;
+  const int64_t B = 8, H = 4, D = 64;
+  std::vector<int64_t> Ts = {128, 256, 512, 1024};
+  if (o.quick) Ts = {256};
+  for (int64_t T : Ts) {
+    for (bool causal : {false, true}) {
+      const size_t qn = size_t(B * H * T * D), sn = size_t(B * H * T * T);
+      auto q = sfbench::randn(qn, 11, 0.5f), k = sfbench::randn(qn, 12, 0.5f), v = sfbench::randn(qn, 13), dout = sfbench::randn(qn, 14);
+      std::vector<float> out(qn), lse(static_cast<size_t>(B * H * T)), dq(qn), dk(qn), dv(qn);
+      cpu::AttentionDesc a;
+      a.B = B;
+      a.Hq = H;
+      a.Hkv = H;
+      a.Tq = T;
+      a.Tk = T;
+      a.D = D;
+      a.scale = 1.0f / 8.0f;
+      a.causal = causal;
+      const double fwd_flops = 4.0 * B * H * T * T * D * (causal ? 0.5 : 1.0);
+      const std::string sh = "B8 H4 T" + std::to_string(T) + " D64" + (causal ? " causal" : "");
+      double f = sfbench::time_ms([&] { cpu::attention_forward(pool, a, q.data(), k.data(), v.data(), out.data(), lse.data()); });
+      double bw = sfbench::time_ms([&] { cpu::attention_backward(pool, a, q.data(), k.data(), v.data(), out.data(), lse.data(), dout.data(), dq.data(), dk.data(), dv.data()); });
+      // the composed reference (non-causal only: the composition has no mask kernel; causal rows compare to it too)
+      std::vector<float> S(sn), dP(sn), dS(sn);
+      auto mm = [&](const float* A, const float* Bm, float* Cm, int64_t M, int64_t N, int64_t K, bool ta, bool tb, float alpha, float beta) {
+        cpu::MatmulDesc d;
+        d.batch = B * H;
+        d.M = M;
+        d.N = N;
+        d.K = K;
+        d.trans_a = ta;
+        d.trans_b = tb;
+        d.a = A;
+        d.a_stride = M * K;
+        d.b = Bm;
+        d.b_stride = K * N;
+        d.c = Cm;
+        d.c_stride = M * N;
+        d.alpha = alpha;
+        d.beta = beta;
+        cpu::matmul(pool, d);
+      };
+      double cf = sfbench::time_ms([&] {
+        mm(q.data(), k.data(), S.data(), T, T, D, false, true, 0.125f, 0.0f);
+        cpu::softmax_forward(pool, S.data(), S.data(), B * H * T, T);
+        mm(S.data(), v.data(), out.data(), T, D, T, false, false, 1.0f, 0.0f);
+      });
+      double cb = sfbench::time_ms([&] {
+        mm(dout.data(), v.data(), dP.data(), T, T, D, false, true, 1.0f, 0.0f);      // dP = dO V^T
+        mm(S.data(), dout.data(), dv.data(), T, D, T, true, false, 1.0f, 1.0f);      // dV += P^T dO
+        std::fill(dS.begin(), dS.end(), 0.0f);
+        cpu::softmax_backward(pool, S.data(), dP.data(), dS.data(), B * H * T, T);  // dS
+        mm(dS.data(), k.data(), dq.data(), T, D, T, false, false, 0.125f, 1.0f);     // dQ += dS K
+        mm(dS.data(), q.data(), dk.data(), T, D, T, true, false, 0.125f, 1.0f);      // dK += dS^T Q
+      });
+      Row rf;
+      rf.name = "attention fwd (flash)";
+      rf.shape = sh;
+      rf.ms = f;
+      rf.gflops = fwd_flops / (f * 1e6);
+      rf.peak_share = rf.gflops / peak;
+      rf.ref = "matmul+softmax+matmul";
+      rf.ref_ms = cf;
+      rf.ratio = cf / f;
+      rows.push_back(rf);
+      Row rb;
+      rb.name = "attention bwd (flash)";
+      rb.shape = sh;
+      rb.ms = bw;
+      rb.gflops = 2.5 * fwd_flops / (bw * 1e6);
+      rb.peak_share = rb.gflops / peak;
+      rb.ref = "composed backward";
+      rb.ref_ms = cb;
+      rb.ratio = cb / bw;
+      rows.push_back(rb);
+    }
   }
 }
 
@@ -209,6 +378,8 @@ int main(int argc, char** argv) {
     rows.push_back(c);
   }
   bench_matmul(pool, o, peak, blas, rows);
+  bench_attention(pool, o, peak, rows);
+  bench_memory_bound(pool, o, copy, rows);
   sfbench::print_rows(rows);
   if (!o.json.empty()) sfbench::write_json(rows, o.json);
   return 0;
