@@ -155,11 +155,13 @@ test('memory() counts live tensors and bytes; dispose and `using` release them',
   t.is(now.tensors - before.tensors, 1);
   t.is(now.bytes - before.bytes, 4096, 'the view keeps the storage');
   v.dispose();
+  sf.synchronizeSync(); // ... and once the queued fill that used it has run, the storage goes too
   {
     using u = sf.ones([1000]);
     t.is(sf.memory().cpu.bytes - before.bytes, 4000);
     t.is(u.size, 1000);
   }
+  sf.synchronizeSync(); // a disposed tensor's storage lives until the queued work that uses it (the fill) has run
   now = sf.memory().cpu;
   t.is(now.tensors, before.tensors);
   t.is(now.storages, before.storages);
