@@ -20,32 +20,12 @@ import {
   zeros,
 } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
+import { throwsExactly, release, type ErrorClass } from './helpers/check.ts';
 
 // Serial: memory() counters, the default generator and the thread pool are shared by every test in this process.
 const test = anyTest.serial;
 
-type ErrorClass = ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor;
 type Counts = { tensors: number; storages: number; bytes: number };
-
-/** Anything a call returns that holds native memory is disposed, so a case that wrongly succeeds cannot leak. */
-function release(r: unknown): void {
-  if (r instanceof Tensor && !r.disposed) r.dispose();
-}
-
-/**
- * Asserts that fn throws exactly `cls` (a TypeError is not accepted where an Error is expected, nor the reverse) with
- * a message matching `message`.
- */
-function throwsExactly(t: ExecutionContext, fn: () => unknown, cls: ErrorClass, message: RegExp, label: string): void {
-  const err = t.throws(
-    () => {
-      release(fn());
-    },
-    { instanceOf: cls, message },
-    label,
-  );
-  if (err) t.is(err.constructor, cls, `${label}: expected exactly ${cls.name}, got ${err.constructor.name}: ${err.message}`);
-}
 
 function cpuCounts(): Counts {
   const c = memory().cpu;

@@ -6,48 +6,15 @@ import anyTest, { type ExecutionContext } from 'ava';
 
 import { Tensor, full, synchronizeSync, tensor, zeros } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
+import { lcg, near, throwsExactly, type ErrorClass } from './helpers/check.ts';
 
 const test = anyTest.serial;
 const n = native() as any;
 
-type ErrorClass = ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor;
-
-// A deterministic pseudo-random stream in [lo, hi).
-function lcg(seed: number): (lo?: number, hi?: number) => number {
-  let s = seed >>> 0;
-  return (lo = -1, hi = 1) => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return lo + ((hi - lo) * s) / 2 ** 32;
-  };
-}
 const randArray = (r: () => number, len: number) => Array.from({ length: len }, () => Math.fround(r())); // exact in float32
 const f32 = (data: number[], shape: number[]) => tensor(Float32Array.from(data), shape);
 const i32 = (data: number[], shape: number[]) => tensor(Int32Array.from(data), shape);
 const wrap = (h: unknown) => new Tensor(h as any);
-
-function near(t: ExecutionContext, got: ArrayLike<number>, want: ArrayLike<number>, atol: number, rtol: number, what: string): void {
-  t.is(got.length, want.length, `${what}: length`);
-  let worst = 0;
-  let at = -1;
-  for (let i = 0; i < want.length; i++) {
-    const diff = Math.abs(got[i] - want[i]);
-    const err = diff === 0 ? 0 : diff / (atol + rtol * Math.abs(want[i]));
-    if (!(err <= worst)) [worst, at] = [Number.isNaN(err) ? Infinity : err, i];
-  }
-  t.true(worst <= 1, `${what}: element ${at}: ${got[at]} vs ${want[at]}`);
-}
-
-function throwsExactly(t: ExecutionContext, fn: () => unknown, cls: ErrorClass, message: RegExp, label: string): void {
-  const err = t.throws(
-    () => {
-      const r = fn();
-      if (r && typeof r === 'object' && n.isHandle(r)) (r as any).dispose();
-    },
-    { instanceOf: cls, message },
-    label,
-  );
-  if (err) t.is(err.constructor, cls, `${label}: expected exactly ${cls.name}, got ${err.constructor.name}: ${err.message}`);
-}
 
 // ---- references ---------------------------------------------------------------------------------------------------
 

@@ -23,19 +23,6 @@ using namespace sf::simd;
 
 namespace {
 
-template <typename V>
-SF_INLINE V load_part(const float* p, int64_t k, float fill) {
-  float b[Traits<V>::W];
-  for (int i = 0; i < Traits<V>::W; ++i) b[i] = fill;
-  std::memcpy(b, p, static_cast<size_t>(k) * sizeof(float));
-  return load<V>(b);
-}
-template <typename V>
-SF_INLINE void store_part(float* p, V v, int64_t k) {
-  float b[Traits<V>::W];
-  store<V>(b, v);
-  std::memcpy(p, b, static_cast<size_t>(k) * sizeof(float));
-}
 
 struct CeArgs {
   const float* logits;     // (N, V)

@@ -53,6 +53,21 @@ template <typename V>
 SF_INLINE void store(float* p, V v) {
   std::memcpy(p, &v, sizeof v);
 }
+// The first k (< W) elements of p as a vector, the other lanes `fill`; and the inverse. For partial last vectors that
+// must go through the same vector arithmetic as full ones (the same rounding wherever a thread's range ends).
+template <typename V>
+SF_INLINE V load_part(const float* p, int64_t k, float fill) {
+  float b[Traits<V>::W];
+  for (int i = 0; i < Traits<V>::W; ++i) b[i] = fill;
+  std::memcpy(b, p, static_cast<size_t>(k) * sizeof(float));
+  return load<V>(b);
+}
+template <typename V>
+SF_INLINE void store_part(float* p, V v, int64_t k) {
+  float b[Traits<V>::W];
+  store<V>(b, v);
+  std::memcpy(p, b, static_cast<size_t>(k) * sizeof(float));
+}
 template <typename V>
 SF_INLINE V splat(float s) {
   V v;  // element-wise fill: compiles to one broadcast (the arithmetic forms do not, with GCC 12)
