@@ -5,4 +5,17 @@ export { backends, buildInfo, memory, setNumThreads, getNumThreads, synchronize,
 export { loadAddon, packageRoot } from './native.ts';
 export type { BackendsInfo, BuildInfo, DeviceMemory, LoadAttempt } from './native.ts';
 export * as kernels from './kernels.ts';
-export type { MatmulOptions, AttentionOptions, CrossEntropyOptions, AdamWOptions, SgdOptions, DropoutOptions } from './kernels.ts';
+export type { MatmulOptions, AttentionOptions, CrossEntropyOptions, AdamWOptions, SgdOptions, DropoutOptions, PermuteOptions } from './kernels.ts';
+export { backward, noGrad, isGradEnabled, releaseTape, type BackwardOptions } from './autograd.ts';
+export * as ops from './ops/index.ts';
+export { ParameterStore, ParameterBuilder, Parameter, type Init, type SlotRow } from './params.ts';
+export { Module } from './nn/module.ts';
+export { Linear, LayerNorm, Embedding, MultiHeadAttention, FeedForward, type AttentionConfig } from './nn/layers.ts';
+export { Decoder, type DecoderConfig } from './models/decoder.ts';
+export { AdamW, warmupCosine, warmupLinear, clipGradNorm, type AdamWConfig } from './optim/index.ts';
+export { makePlan, appliedLayers, STRATEGIES, type SharingConfig, type SharingPlan, type Strategy, type LayerPlan } from './sharing/plan.ts';
+export { accountDecoder, accountEncoder, type ModelDims, type Accounting } from './sharing/accounting.ts';
+export {
+  saveSafetensors, loadSafetensors, encodeSafetensors, decodeSafetensors, SafetensorsError,
+  type SafeTensor, type SafeFile, type SafeDType,
+} from './io/safetensors.ts';

@@ -237,3 +237,28 @@ export function scale(x: Tensor, s: number): Tensor {
   n().scale(h(x, 'scale', 'x'), s);
   return x;
 }
+
+// ---- head split / merge ----------------------------------------------------------------------------------------------
+
+export interface PermuteOptions {
+  /** Write (or, with accumulate, add) into this tensor instead of a new one. */
+  out?: Tensor;
+  /** out += the permuted input (a backward pass); needs `out`. */
+  accumulate?: boolean;
+}
+/** Swaps the two middle dimensions: src [A, B, C, D] → [A, C, B, D]. */
+export function permute0213(src: Tensor, options?: PermuteOptions): Tensor {
+  const op = 'permute0213';
+  const o = opts(options, op);
+  return outOr(o.out, n().permute0213(h(src, op, 'src'), maybe(o.out as Tensor, op, 'out'), nativeOpts(o, op, [])));
+}
+/** Splits attention heads: x [B, T, H * Dh] → [B, H, T, Dh], with heads = H dividing the last dimension. */
+export function splitHeads(x: Tensor, heads: number): Tensor {
+  return wrap(n().splitHeads(h(x, 'splitHeads', 'x'), heads));
+}
+/** Merges attention heads back: x [B, H, T, Dh] → [B, T, H * Dh] (with accumulate, out += ...: the split's backward). */
+export function mergeHeads(x: Tensor, options?: PermuteOptions): Tensor {
+  const op = 'mergeHeads';
+  const o = opts(options, op);
+  return outOr(o.out, n().mergeHeads(h(x, op, 'x'), maybe(o.out as Tensor, op, 'out'), nativeOpts(o, op, [])));
+}

@@ -90,6 +90,9 @@ export interface NativeAddon {
   synchronizeSync(): void;
   emptyCache(): void;
   isHandle(v: unknown): boolean;
+  randomInto(t: NativeTensor, kind: 'uniform' | 'normal', seed: number | bigint, offset: number | bigint, a: number, b: number): NativeTensor;
+  fillInto(t: NativeTensor, value: number): NativeTensor;
+  copyInto(dst: NativeTensor, src: NativeTensor): NativeTensor;
   TensorHandle: Function;
 }
 

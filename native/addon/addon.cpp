@@ -293,6 +293,9 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : ctx_(std::make_shared<Contex
                            InstanceMethod<&Addon::Synchronize>("synchronize"),
                            InstanceMethod<&Addon::EmptyCache>("emptyCache"),
                            InstanceMethod<&Addon::IsHandle>("isHandle"),
+                           InstanceMethod<&Addon::RandomInto>("randomInto"),
+                           InstanceMethod<&Addon::FillInto>("fillInto"),
+                           InstanceMethod<&Addon::CopyInto>("copyInto"),
                            InstanceValue("TensorHandle", ctor),
                        });
   register_ops(env, exports);
@@ -388,36 +391,107 @@ Napi::Value Addon::Full(const Napi::CallbackInfo& info) {
   });
 }
 
+namespace {
+struct RandomArgs {
+  RandomKind kind;
+  const char* op;
+  uint64_t seed, offset;
+  float a, b;
+};
+// (kind, seed, offset, a, b) at info[i], info[i+2..i+5]; the shape argument is read by the caller between kind and
+// seed, so that errors name rand / randn once the kind is known.
+RandomArgs parse_random_kind(const Napi::CallbackInfo& info, size_t i) {
+  std::string kind_s = get_string(info[i], "random", "kind");
+  RandomArgs r{};
+  if (kind_s == "uniform")
+    r.kind = RandomKind::Uniform;
+  else if (kind_s == "normal")
+    r.kind = RandomKind::Normal;
+  else
+    type_error("random: kind must be 'uniform' or 'normal', got '", kind_s, "'");
+  r.op = r.kind == RandomKind::Uniform ? "rand" : "randn";
+  return r;
+}
+void parse_random_params(const Napi::CallbackInfo& info, size_t i, RandomArgs& r) {
+  r.seed = get_u64(info[i], r.op, "seed");
+  r.offset = get_u64(info[i + 1], r.op, "offset");
+  const bool u = r.kind == RandomKind::Uniform;
+  double a = get_number(info[i + 2], r.op, u ? "low" : "mean");
+  double b = get_number(info[i + 3], r.op, u ? "high" : "std");
+  if (u && !(a <= b)) range_error(r.op, ": low (", a, ") must not exceed high (", b, ")");
+  if (!u && b < 0) range_error(r.op, ": std must be non-negative, got ", b);
+  r.a = static_cast<float>(a);
+  r.b = static_cast<float>(b);
+}
+void submit_random(Backend& b, const Tensor& t, const RandomArgs& r) {
+  if (t.numel())
+    b.stream().submit(r.op, [&b, t, r] { b.random(t, r.kind, r.seed, r.offset, r.a, r.b); });
+}
+}  // namespace
+
 // random(shape, kind: 'uniform' | 'normal', seed, offset, a, b, dtype, device)
 Napi::Value Addon::Random(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     expect_args(info, 8, "random");
-    std::string kind_s = get_string(info[1], "random", "kind");
-    RandomKind kind;
-    if (kind_s == "uniform")
-      kind = RandomKind::Uniform;
-    else if (kind_s == "normal")
-      kind = RandomKind::Normal;
-    else
-      type_error("random: kind must be 'uniform' or 'normal', got '", kind_s, "'");
-    const char* op = kind == RandomKind::Uniform ? "rand" : "randn";
-    Shape shape = get_shape(info[0], op, "shape");
-    uint64_t seed = get_u64(info[2], op, "seed");
-    uint64_t offset = get_u64(info[3], op, "offset");
-    double a = get_number(info[4], op, kind == RandomKind::Uniform ? "low" : "mean");
-    double bb = get_number(info[5], op, kind == RandomKind::Uniform ? "high" : "std");
-    if (kind == RandomKind::Uniform && !(a <= bb)) range_error(op, ": low (", a, ") must not exceed high (", bb, ")");
-    if (kind == RandomKind::Normal && bb < 0) range_error(op, ": std must be non-negative, got ", bb);
-    DType dt = get_dtype(info[6], op);
-    if (dt == DType::i32) type_error(op, ": dtype must be 'float32' or 'bfloat16', got 'int32'");
-    Device dev = get_device(info[7], op);
-    Backend& b = ctx_->backend(dev, op);
-    Tensor t = empty_tensor(b.allocator(), shape, dt, op);
-    if (t.numel()) {
-      float fa = static_cast<float>(a), fb = static_cast<float>(bb);
-      b.stream().submit(op, [&b, t, kind, seed, offset, fa, fb] { b.random(t, kind, seed, offset, fa, fb); });
-    }
+    RandomArgs r = parse_random_kind(info, 1);
+    Shape shape = get_shape(info[0], r.op, "shape");
+    parse_random_params(info, 2, r);
+    DType dt = get_dtype(info[6], r.op);
+    if (dt == DType::i32) type_error(r.op, ": dtype must be 'float32' or 'bfloat16', got 'int32'");
+    Device dev = get_device(info[7], r.op);
+    Backend& b = ctx_->backend(dev, r.op);
+    Tensor t = empty_tensor(b.allocator(), shape, dt, r.op);
+    submit_random(b, t, r);
     return wrap(info.Env(), std::move(t), true);
+  });
+}
+
+// randomInto(tensor, kind, seed, offset, a, b): fills an existing float tensor (a parameter's window, say) in place.
+Napi::Value Addon::RandomInto(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    expect_args(info, 6, "randomInto");
+    RandomArgs r = parse_random_kind(info, 1);
+    Tensor t = unwrap(info[0], r.op, "out");
+    if (t.dtype == DType::i32) type_error(r.op, ": out must be float32 or bfloat16, got ", t.describe());
+    parse_random_params(info, 2, r);
+    submit_random(ctx_->backend(t.device(), r.op), t, r);
+    return info[0];
+  });
+}
+
+// copyInto(dst, src): dst[:] = src, same dtype and element count, across devices too.
+Napi::Value Addon::CopyInto(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const char* op = "copyInto";
+    expect_args(info, 2, op);
+    Tensor dst = unwrap(info[0], op, "dst");
+    Tensor src = unwrap(info[1], op, "src");
+    if (dst.dtype != src.dtype) type_error(op, ": dst is ", dst.describe(), " but src is ", src.describe());
+    if (dst.numel() != src.numel())
+      range_error(op, ": dst has ", dst.numel(), " elements (", shape_str(dst.shape), ") but src has ", src.numel(), " (",
+                  shape_str(src.shape), ")");
+    if (dst.storage == src.storage && dst.raw() != src.raw()) {
+      const char* a = static_cast<const char*>(dst.raw());
+      const char* b = static_cast<const char*>(src.raw());
+      if (a < b + src.nbytes() && b < a + dst.nbytes()) range_error(op, ": dst and src overlap");
+    }
+    if (dst.numel()) copy_async(dst, src, op);
+    return info[0];
+  });
+}
+
+// fillInto(tensor, value): t[:] = value, in place.
+Napi::Value Addon::FillInto(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const char* op = "fill";
+    expect_args(info, 2, op);
+    Tensor t = unwrap(info[0], op, "out");
+    double v = get_number(info[1], op, "value", /*allow_nonfinite=*/t.dtype != DType::i32);
+    if (t.dtype == DType::i32 && (std::floor(v) != v || v < -2147483648.0 || v > 2147483647.0))
+      range_error(op, ": value for an int32 tensor must be an integer in [-2^31, 2^31), got ", describe(info[1]));
+    Backend& b = ctx_->backend(t.device(), op);
+    if (t.numel()) b.stream().submit(op, [&b, t, v] { b.fill(t, v); });
+    return info[0];
   });
 }
 

@@ -123,6 +123,9 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value SynchronizeSync(const Napi::CallbackInfo& info);
   Napi::Value EmptyCache(const Napi::CallbackInfo& info);
   Napi::Value IsHandle(const Napi::CallbackInfo& info);
+  Napi::Value RandomInto(const Napi::CallbackInfo& info);
+  Napi::Value FillInto(const Napi::CallbackInfo& info);
+  Napi::Value CopyInto(const Napi::CallbackInfo& info);
   Napi::Value Synchronize(const Napi::CallbackInfo& info);
 
   std::shared_ptr<Context> ctx_;

@@ -1,6 +1,6 @@
 // kernels.h — the CPU kernel library: the reference implementation of every op (the CUDA kernels are tested against
 // these) and the fast path on the CPU. One file per kind of layer (matmul.cpp, layernorm.cpp, gelu.cpp, softmax.cpp,
-// attention.cpp, embedding.cpp, cross_entropy.cpp, elementwise.cpp, optim.cpp), each opening with what it computes
+// attention.cpp, embedding.cpp, cross_entropy.cpp, elementwise.cpp, optim.cpp, permute.cpp), each opening with what it computes
 // and why it is shaped that way.
 //
 // Conventions, stated once:
@@ -128,5 +128,11 @@ void sgd(ThreadPool& pool, const SgdDesc& d, float* param, const float* grad, fl
 double sum_squares(ThreadPool& pool, const float* x, int64_t n);
 // x *= s
 void scale_inplace(ThreadPool& pool, float* x, int64_t n, float s);
+
+// ---- permute.cpp ------------------------------------------------------------------------------------------------
+// dst (A, C, B, D) (= or +=) src (A, B, C, D): swaps the two middle dimensions. Used to split attention heads,
+// (B, T, H, Dh) -> (B, H, T, Dh), and to merge them back. accumulate = true adds into dst (backward).
+void permute0213(ThreadPool& pool, const float* src, float* dst, int64_t A, int64_t B, int64_t C, int64_t D,
+                 bool accumulate);
 
 }  // namespace sf::cpu

@@ -1,0 +1,53 @@
+// checkpoint.ts — saving and loading a model's parameters as a standard safetensors file. Each unique parameter is
+// stored once under its stable name (e.g. 'attn.0.wq.weight'); the model config and the sharing plan go into
+// __metadata__, so that a checkpoint whose plan differs from the model's is refused. Writes are atomic
+// (safetensors.ts: temp file, fsync, rename), and a round trip is bit-exact.
+import { loadSafetensors, saveSafetensors, type SafeTensor } from './safetensors.ts';
+import { tensor } from '../tensor.ts';
+import { native } from '../native.ts';
+import type { ParameterStore } from '../params.ts';
+
+export interface CheckpointMeta {
+  /** What kind of model ('decoder', ...). */
+  model: string;
+  /** The model's config, as JSON. */
+  config: string;
+  /** The sharing plan's per-layer assignment, as JSON. */
+  plan: string;
+}
+
+/** Writes every parameter of `store` (waiting for queued work first) with `meta` in __metadata__. */
+export function saveCheckpoint(path: string, store: ParameterStore, meta: CheckpointMeta, extra: Record<string, string> = {}): void {
+  const tensors = new Map<string, SafeTensor>();
+  const all = store.values.dataSync() as Float32Array;
+  for (const p of store.parameters)
+    tensors.set(p.name, { dtype: 'F32', shape: p.shape, data: all.slice(p.offset, p.offset + p.size) });
+  saveSafetensors(path, tensors, { format: 'sharedformer', ...extra, ...meta });
+}
+
+/**
+ * Reads a checkpoint into `store`: the model kind, config and plan must equal `expect`, and every parameter must be
+ * present with its exact shape and dtype (no more, no less). Nothing is copied unless everything checks out.
+ */
+export function loadCheckpoint(path: string, store: ParameterStore, expect: CheckpointMeta): Record<string, string> {
+  const file = loadSafetensors(path);
+  const md = file.metadata;
+  if (md.format !== 'sharedformer') throw new Error(`loadCheckpoint: ${path} is not a sharedformer checkpoint (metadata format = ${JSON.stringify(md.format)})`);
+  for (const k of ['model', 'config', 'plan'] as const)
+    if (md[k] !== expect[k]) throw new Error(`loadCheckpoint: ${path} holds a different ${k}: ${md[k]} (the model has ${expect[k]})`);
+  const names = new Set(store.parameters.map((p) => p.name));
+  for (const k of file.tensors.keys()) if (!names.has(k)) throw new Error(`loadCheckpoint: ${path} has an unexpected tensor '${k}'`);
+  for (const p of store.parameters) {
+    const t = file.tensors.get(p.name);
+    if (!t) throw new Error(`loadCheckpoint: ${path} lacks the parameter '${p.name}'`);
+    if (t.dtype !== 'F32') throw new Error(`loadCheckpoint: '${p.name}' in ${path} is ${t.dtype}, expected F32`);
+    if (t.shape.join() !== p.shape.join())
+      throw new RangeError(`loadCheckpoint: '${p.name}' in ${path} has shape [${t.shape.join(', ')}], the model expects [${p.shape.join(', ')}]`);
+  }
+  for (const p of store.parameters) {
+    const src = tensor(file.tensors.get(p.name)!.data as Float32Array, p.shape, { device: store.device });
+    native().copyInto(p.value.handle, src.handle);
+    src.dispose();
+  }
+  return md;
+}

@@ -1,0 +1,205 @@
+// ops — differentiable operations. Each pairs its forward native call with the backward native calls, side by side.
+// Inputs that need gradients are parameters (views into the flat parameter buffer) or outputs of recorded ops; the
+// backward closures add into tape.gradFor(input), which for a parameter is its gradient view (so shared weights sum
+// their uses in place). Forward outputs and saved tensors are owned by the tape while it records, and freed when it is
+// released.
+import { Tensor, zeros } from '../tensor.ts';
+import * as K from '../kernels.ts';
+import { recording, tape, type Tape } from '../autograd.ts';
+
+/** Tensors made while recording belong to the tape (freed on release); others to the caller. */
+function own<T extends Tensor>(t: T, rec: boolean): T {
+  return rec ? tape().own(t) : t;
+}
+
+const rows = (t: Tensor) => t.shape.slice(0, -1).reduce((a, b) => a * b, 1);
+const as2d = (t: Tensor) => t.view([rows(t), t.shape[t.rank - 1]]);
+
+/** Adds g (viewed to t's shape) into t's gradient. */
+function addGrad(tp: Tape, t: Tensor, g: Tensor, scale = 1): void {
+  if (g.shape.length === t.shape.length && g.shape.every((d, i) => d === t.shape[i])) {
+    tp.accumulate(t, g, scale);
+    return;
+  }
+  const gv = g.view(t.shape);
+  tp.accumulate(t, gv, scale);
+  gv.dispose(); // a view holds its storage: release it now, not at garbage collection
+}
+
+// ---- reshape --------------------------------------------------------------------------------------------------------
+// forward: the same storage under another shape (no copy);  backward: dx += dout viewed as x
+export function reshape(x: Tensor, shape: number[]): Tensor {
+  const rec = recording(x);
+  const out = own(x.view(shape), rec);
+  if (rec)
+    tape().record('reshape', [out], (tp) => {
+      const g = tp.gradOf(out);
+      if (g) addGrad(tp, x, g);
+    });
+  return out;
+}
+
+// ---- embedding ------------------------------------------------------------------------------------------------------
+// forward: out = table[ids];  backward: dtable += scatter(dout, ids)
+export function embedding(ids: Tensor, table: Tensor): Tensor {
+  const rec = recording(table);
+  const out = own(K.embedding(ids, table), rec);
+  if (rec)
+    tape().record('embedding', [out], (tp) => {
+      const g = tp.gradOf(out);
+      if (g) K.embeddingBackward(ids, g, tp.gradFor(table));
+    });
+  return out;
+}
+
+// ---- add ------------------------------------------------------------------------------------------------------------
+// forward: out = a + b (same shape; the residual stream);  backward: da += dout, db += dout
+export function add(a: Tensor, b: Tensor): Tensor {
+  const rec = recording(a, b);
+  const out = own(K.axpby(a, 1, b, 1), rec);
+  if (rec)
+    tape().record('add', [out], (tp) => {
+      const g = tp.gradOf(out);
+      if (!g) return;
+      if (tp.requiresGrad(a)) addGrad(tp, a, g);
+      if (tp.requiresGrad(b)) addGrad(tp, b, g);
+    });
+  return out;
+}
+
+// ---- linear ---------------------------------------------------------------------------------------------------------
+// forward: y = act(x W^T + b), x (..., in), W (out, in) as PyTorch stores it, GELU fused into the matmul (saving the
+// pre-activation);  backward: dpre = gelu'(pre) dy;  dx += dpre W;  dW += dpre^T x;  db += colsum(dpre)
+export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none' | 'gelu' = 'none'): Tensor {
+  const rec = recording(x, w, b);
+  const preact = activation === 'gelu' && rec ? own(K.matmul(x, w, { transB: true, bias: b ?? undefined }), rec) : null;
+  let y: Tensor;
+  if (preact) y = own(K.gelu(preact), rec); // recording: keep the pre-activation for backward
+  else y = own(K.matmul(x, w, { transB: true, bias: b ?? undefined, activation }), rec);
+  if (rec)
+    tape().record('linear', [y], (tp) => {
+      const gy = tp.gradOf(y);
+      if (!gy) return;
+      let g = gy;
+      if (preact) {
+        g = tp.own(K.geluBackward(preact, gy, zeros(gy.shape, { device: gy.device })));
+      }
+      const g2 = as2d(g);
+      if (tp.requiresGrad(w)) {
+        const x2 = as2d(x);
+        K.matmul(g2, x2, { transA: true, beta: 1, out: tp.gradFor(w) });
+        x2.dispose();
+      }
+      if (b && tp.requiresGrad(b)) K.biasGrad(g2, tp.gradFor(b));
+      if (tp.requiresGrad(x)) {
+        const gx = as2d(tp.gradFor(x));
+        K.matmul(g2, w, { beta: 1, out: gx });
+        gx.dispose();
+      }
+      g2.dispose(); // views hold their storage: release them now, not at garbage collection
+    });
+  return y;
+}
+
+// ---- matmul (weights made from weights: basis and delta sharing) -----------------------------------------------------
+// forward: C = A B (2-D);  backward: dA += dC B^T;  dB += A^T dC
+export function matmul(a: Tensor, b: Tensor): Tensor {
+  const rec = recording(a, b);
+  const c = own(K.matmul(a, b), rec);
+  if (rec)
+    tape().record('matmul', [c], (tp) => {
+      const g = tp.gradOf(c);
+      if (!g) return;
+      if (tp.requiresGrad(a)) K.matmul(g, b, { transB: true, beta: 1, out: tp.gradFor(a) });
+      if (tp.requiresGrad(b)) K.matmul(a, g, { transA: true, beta: 1, out: tp.gradFor(b) });
+    });
+  return c;
+}
+
+// ---- layer norm -------------------------------------------------------------------------------------------------------
+// forward: y = (x - mean) rstd w + b, saving mean and rstd;  backward: dx, dw, db (+=)
+export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps = 1e-5): Tensor {
+  const rec = recording(x, w, b);
+  const { y, mean, rstd } = K.layerNorm(x, w, b, { eps });
+  own(y, rec);
+  if (!rec) {
+    mean.dispose();
+    rstd.dispose();
+    return y;
+  }
+  own(mean, rec);
+  own(rstd, rec);
+  tape().record('layerNorm', [y], (tp) => {
+    const g = tp.gradOf(y);
+    if (!g) return;
+    K.layerNormBackward(g, x, w, mean, rstd, {
+      dx: tp.requiresGrad(x) ? tp.gradFor(x) : undefined,
+      dw: tp.requiresGrad(w) ? tp.gradFor(w) : undefined,
+      db: tp.requiresGrad(b) ? tp.gradFor(b) : undefined,
+    });
+  });
+  return y;
+}
+
+// ---- attention heads -------------------------------------------------------------------------------------------------
+// forward: (B, T, H*Dh) -> (B, H, T, Dh);  backward: merge the gradient back (+=)
+export function splitHeads(x: Tensor, heads: number): Tensor {
+  const rec = recording(x);
+  const out = own(K.splitHeads(x, heads), rec);
+  if (rec)
+    tape().record('splitHeads', [out], (tp) => {
+      const g = tp.gradOf(out);
+      if (g) K.mergeHeads(g, { out: tp.gradFor(x), accumulate: true });
+    });
+  return out;
+}
+
+// forward: (B, H, T, Dh) -> (B, T, H*Dh);  backward: split the gradient back (+=)
+export function mergeHeads(x: Tensor): Tensor {
+  const rec = recording(x);
+  const out = own(K.mergeHeads(x), rec);
+  if (rec)
+    tape().record('mergeHeads', [out], (tp) => {
+      const g = tp.gradOf(out);
+      if (!g) return;
+      const [B, H, T, Dh] = x.shape;
+      const gv = g.view([B, T, H, Dh]);
+      K.permute0213(gv, { out: tp.gradFor(x), accumulate: true });
+      gv.dispose();
+    });
+  return out;
+}
+
+// ---- attention --------------------------------------------------------------------------------------------------------
+// forward: flash attention, saving the log-sum-exp;  backward: dq, dk, dv (+=), recomputing the probabilities
+export function attention(q: Tensor, k: Tensor, v: Tensor, options: K.AttentionOptions = {}): Tensor {
+  const rec = recording(q, k, v);
+  const { o, lse } = K.attention(q, k, v, options);
+  own(o, rec);
+  if (!rec) {
+    lse.dispose();
+    return o;
+  }
+  own(lse, rec);
+  tape().record('attention', [o], (tp) => {
+    const g = tp.gradOf(o);
+    if (!g) return;
+    K.attentionBackward(q, k, v, o, lse, g, { dq: tp.gradFor(q), dk: tp.gradFor(k), dv: tp.gradFor(v) }, options);
+  });
+  return o;
+}
+
+// ---- loss ---------------------------------------------------------------------------------------------------------------
+// forward: the mean cross-entropy over non-ignored targets, dlogits written in the same pass when recording;
+// backward: dlogits (scaled by backward()'s scale) becomes the logits' gradient — no second pass over the logits
+export function crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreIndex?: number } = {}): Tensor {
+  const rec = recording(logits);
+  const dlogits = rec ? own(zeros(logits.shape, { device: logits.device }), rec) : undefined;
+  const loss = own(K.crossEntropy(logits, targets, { ignoreIndex: options.ignoreIndex, dlogits }), rec);
+  if (rec)
+    tape().record('crossEntropy', [loss], (tp) => {
+      if (tp.seed !== loss) throw new Error('backward: a crossEntropy loss can only be the root of backward()');
+      tp.accumulate(logits, dlogits!, tp.seedScale, true);
+    });
+  return loss;
+}

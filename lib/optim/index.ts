@@ -1,0 +1,71 @@
+// optim — optimizers that update the ParameterStore's flat buffer in one kernel per step, learning-rate schedules,
+// and gradient clipping over the flat gradient buffer.
+import { full, type Tensor } from '../tensor.ts';
+import * as K from '../kernels.ts';
+import type { ParameterStore } from '../params.ts';
+
+export interface AdamWConfig {
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  /** Decoupled weight decay; applied only where the store's decay mask is 1 (not norms, biases, embeddings). */
+  weightDecay?: number;
+}
+
+/** AdamW over the flat parameter buffer: its two moment buffers mirror the store, offset for offset. */
+export class AdamW {
+  readonly m: Tensor;
+  readonly v: Tensor;
+  /** Steps taken (the next step() is step + 1, for bias correction). */
+  step = 0;
+  constructor(readonly store: ParameterStore, readonly config: AdamWConfig) {
+    if (typeof config?.lr !== 'number' || !Number.isFinite(config.lr) || config.lr < 0)
+      throw new RangeError(`AdamW: lr must be a finite number >= 0, got ${String(config?.lr)}`);
+    this.m = full([store.numel], 0, { device: store.device });
+    this.v = full([store.numel], 0, { device: store.device });
+  }
+  /** One update with the current gradients; `lr` overrides the configured rate (schedules). */
+  update(lr = this.config.lr): void {
+    this.step += 1;
+    K.adamw(this.store.values, this.store.grads, this.m, this.v, {
+      lr,
+      beta1: this.config.beta1 ?? 0.9,
+      beta2: this.config.beta2 ?? 0.999,
+      eps: this.config.eps ?? 1e-8,
+      weightDecay: this.config.weightDecay ?? 0.01,
+      step: this.step,
+      decayMask: this.store.decayMask,
+    });
+  }
+  /** Optimizer-state bytes (two moments). */
+  get bytes(): number {
+    return 2 * this.store.numel * 4;
+  }
+  dispose(): void {
+    this.m.dispose();
+    this.v.dispose();
+  }
+}
+
+/** Linear warmup to `lr`, then cosine decay to `minLr` at `total` steps (nanoGPT's schedule). `step` is 0-based. */
+export function warmupCosine(step: number, o: { lr: number; warmup: number; total: number; minLr?: number }): number {
+  const min = o.minLr ?? o.lr / 10;
+  if (step < o.warmup) return (o.lr * (step + 1)) / o.warmup;
+  if (step >= o.total) return min;
+  const p = (step - o.warmup) / Math.max(1, o.total - o.warmup);
+  return min + 0.5 * (1 + Math.cos(Math.PI * p)) * (o.lr - min);
+}
+
+/** Linear warmup, then linear decay to `minLr` (default 0) at `total` steps. */
+export function warmupLinear(step: number, o: { lr: number; warmup: number; total: number; minLr?: number }): number {
+  const min = o.minLr ?? 0;
+  if (step < o.warmup) return (o.lr * (step + 1)) / o.warmup;
+  if (step >= o.total) return min;
+  return o.lr - ((o.lr - min) * (step - o.warmup)) / Math.max(1, o.total - o.warmup);
+}
+
+/** Scales the store's gradients so that their global L2 norm is at most maxNorm; returns the norm before (scalar tensor). */
+export function clipGradNorm(store: ParameterStore, maxNorm: number): Tensor {
+  return K.clipGradNorm(store.grads, maxNorm);
+}

@@ -1,0 +1,235 @@
+// The model layer: whole-model gradients against finite differences for every sharing strategy; a shared weight's
+// gradient equals the sum of the per-layer gradients of the equivalent unshared model; unique-parameter counts equal
+// the closed form; tiny models overfit a batch; bad configurations and inputs are clear errors.
+import anyTest from 'ava';
+import { tensor, memory, synchronizeSync, type Tensor } from '../lib/index.ts';
+import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
+import { backward, noGrad, resetTape } from '../lib/autograd.ts';
+import { AdamW } from '../lib/optim/index.ts';
+import { accountDecoder } from '../lib/sharing/accounting.ts';
+import type { SharingConfig } from '../lib/sharing/plan.ts';
+import { lcg } from './helpers/check.ts';
+
+const test = anyTest.serial;
+
+const base: DecoderConfig = { vocab: 11, dModel: 8, heads: 2, dFF: 12, layers: 4, maxSeq: 8, seed: 3 };
+const strategies: [string, Partial<DecoderConfig>][] = [
+  ['none', { sharing: { strategy: 'none' } }],
+  ['all', { sharing: { strategy: 'all' } }],
+  ['attention', { sharing: { strategy: 'attention' } }],
+  ['ffn', { sharing: { strategy: 'ffn' } }],
+  ['sequence U=2', { sharing: { strategy: 'sequence', unique: 2 } }],
+  ['cycle U=2', { sharing: { strategy: 'cycle', unique: 2 } }],
+  ['cycle-rev U=3', { sharing: { strategy: 'cycle-rev', unique: 3 } }],
+  ['sandwich', { sharing: { strategy: 'sandwich' } }],
+  ['custom', { sharing: { strategy: 'custom', custom: { attention: [0, 1, 1, 0], ffn: [0, 0, 1, 2] } } }],
+  ['all + cross-layer KV (s=2)', { sharing: { strategy: 'all', kvShareGroup: 2 } }],
+  ['none + GQA (kvHeads=1) + untied head', { kvHeads: 1, tiedEmbeddings: false }],
+];
+
+function batch(seed: number, B = 2, T = 5, V = 11): { ids: Tensor; targets: Tensor } {
+  const r = lcg(seed);
+  const ids = Int32Array.from({ length: B * T }, () => Math.floor(r(0, V)));
+  const tg = Int32Array.from({ length: B * T }, () => Math.floor(r(0, V)));
+  return { ids: tensor(ids, [B, T]), targets: tensor(tg, [B, T]) };
+}
+
+function lossValue(m: Decoder, ids: Tensor, targets: Tensor): number {
+  return noGrad(() => {
+    const l = m.loss(ids, targets);
+    const v = l.dataSync()[0];
+    l.dispose();
+    return v;
+  });
+}
+
+for (const [name, extra] of strategies) {
+  test(`gradients match central finite differences: ${name}`, (t) => {
+    resetTape();
+    const m = new Decoder({ ...base, ...extra });
+    const { ids, targets } = batch(7);
+    m.zeroGrad();
+    const loss = m.loss(ids, targets);
+    backward(loss);
+    loss.dispose();
+    const grads = Float64Array.from(m.store.grads.dataSync());
+    const values = m.store.values.sharedData() as Float32Array;
+    const r = lcg(11);
+    let checked = 0;
+    for (const p of m.store.parameters) {
+      for (let s = 0; s < 2; s++) {
+        const i = p.offset + Math.floor(r(0, p.size));
+        const orig = values[i];
+        const central = (h: number) => {
+          values[i] = orig + h;
+          const up = lossValue(m, ids, targets);
+          values[i] = orig - h;
+          const down = lossValue(m, ids, targets);
+          values[i] = orig;
+          return (up - down) / (2 * h);
+        };
+        // Richardson extrapolation of two central differences cancels the h^2 term: layer norms over small
+        // weights curve sharply, and the float32 loss does not allow a tiny h.
+        const fd = (4 * central(5e-4) - central(1e-3)) / 3;
+        const err = Math.abs(grads[i] - fd);
+        t.true(err <= 5e-4 + 1e-2 * Math.abs(fd), `${p.name}[${i - p.offset}]: analytic ${grads[i]} vs finite difference ${fd}`);
+        checked++;
+      }
+    }
+    t.true(checked >= 2 * m.store.parameters.length);
+    m.store.dispose();
+  });
+}
+
+// For strategies that share whole blocks: the shared model's gradient of block i equals the sum, over the layers that
+// use block i, of those layers' gradients in an unshared model holding identical weights.
+for (const sharing of [{ strategy: 'all' }, { strategy: 'cycle', unique: 2 }, { strategy: 'sequence', unique: 2 }] as Partial<SharingConfig>[]) {
+  test(`a shared weight's gradient is the sum of the unshared per-layer gradients: ${sharing.strategy}`, (t) => {
+    resetTape();
+    const shared = new Decoder({ ...base, sharing });
+    const flat = new Decoder({ ...base, sharing: { strategy: 'none' } });
+    // copy every shared value into the unshared model, layer by layer according to the plan
+    const sv = shared.store.values.sharedData() as Float32Array;
+    const fv = flat.store.values.sharedData() as Float32Array;
+    const mapName = (n: string, l: number): string => {
+      const lp = shared.plan.layers[l];
+      return n.replace(/^attn\.\d+/, `attn.${lp.attention}`).replace(/^ffn\.\d+/, `ffn.${lp.ffn}`);
+    };
+    const layerOf = (n: string): number => Number(/^(attn|ffn)\.(\d+)/.exec(n)?.[2] ?? -1);
+    for (const p of flat.store.parameters) {
+      const l = layerOf(p.name);
+      const src = shared.store.byName(l >= 0 ? mapName(p.name, l) : p.name)!;
+      fv.set(sv.subarray(src.offset, src.offset + src.size), p.offset);
+    }
+    const { ids, targets } = batch(9);
+    for (const m of [shared, flat]) {
+      m.zeroGrad();
+      const l = m.loss(ids, targets);
+      backward(l);
+      l.dispose();
+    }
+    t.is(lossValue(shared, ids, targets), lossValue(flat, ids, targets), 'identical weights give the identical loss');
+    const sg = shared.store.grads.dataSync(), fg = flat.store.grads.dataSync();
+    for (const p of shared.store.parameters) {
+      const want = new Float64Array(p.size);
+      for (const q of flat.store.parameters) {
+        const l = layerOf(q.name);
+        if ((l >= 0 ? mapName(q.name, l) : q.name) !== p.name) continue;
+        for (let i = 0; i < p.size; i++) want[i] += fg[q.offset + i];
+      }
+      let worst = 0;
+      for (let i = 0; i < p.size; i++) worst = Math.max(worst, Math.abs(sg[p.offset + i] - want[i]) / (1e-6 + Math.abs(want[i])));
+      t.true(worst < 1e-3, `${p.name}: worst relative difference ${worst}`);
+    }
+    shared.store.dispose();
+    flat.store.dispose();
+  });
+}
+
+test('unique-parameter counts equal the closed form for every strategy', (t) => {
+  for (const [name, extra] of strategies) {
+    const cfg = { ...base, ...extra };
+    const m = new Decoder(cfg);
+    const acc = accountDecoder(
+      { vocab: cfg.vocab, dModel: cfg.dModel, heads: cfg.heads, kvHeads: cfg.kvHeads ?? cfg.heads, dFF: cfg.dFF, layers: cfg.layers, maxSeq: cfg.maxSeq, tiedEmbeddings: cfg.tiedEmbeddings ?? true, bias: true },
+      m.plan,
+    );
+    t.is(m.numParameters, acc.uniqueParameters, name);
+    t.is(m.store.bytes, 4 * acc.uniqueParameters, `${name}: bytes`);
+    m.store.dispose();
+  }
+  const none = new Decoder({ ...base, sharing: { strategy: 'none' } });
+  const all = new Decoder({ ...base, sharing: { strategy: 'all' } });
+  const embed = 11 * 8 + 8 * 8 + 2 * 8; // token + positions + final LayerNorm
+  t.is((none.numParameters - embed) / (all.numParameters - embed), 4, 'all over 4 layers holds a quarter of the block parameters');
+  none.store.dispose();
+  all.store.dispose();
+});
+
+for (const [name, extra] of strategies) {
+  test(`a tiny model overfits one batch: ${name}`, (t) => {
+    resetTape();
+    const m = new Decoder({ ...base, ...extra });
+    const opt = new AdamW(m.store, { lr: 3e-2, weightDecay: 0 });
+    const { ids, targets } = batch(5);
+    let last = Infinity;
+    for (let step = 0; step < 150; step++) {
+      m.zeroGrad();
+      const l = m.loss(ids, targets);
+      backward(l);
+      opt.update();
+      if (step === 149) last = l.dataSync()[0];
+      l.dispose();
+    }
+    t.true(last < 0.05, `final loss ${last}`);
+    opt.dispose();
+    m.store.dispose();
+  });
+}
+
+test('training steps release their activations: memory is flat across steps', (t) => {
+  resetTape();
+  const m = new Decoder({ ...base, sharing: { strategy: 'all' } });
+  const opt = new AdamW(m.store, { lr: 1e-3 });
+  const { ids, targets } = batch(5);
+  const step = () => {
+    m.zeroGrad();
+    const l = m.loss(ids, targets);
+    backward(l);
+    opt.update();
+    l.dispose();
+    synchronizeSync();
+  };
+  step();
+  const before = memory().cpu;
+  for (let i = 0; i < 20; i++) step();
+  const after = memory().cpu;
+  t.is(after.storages, before.storages);
+  t.is(after.bytes, before.bytes);
+  t.is(after.tensors, before.tensors);
+  opt.dispose();
+  m.store.dispose();
+});
+
+test('bad configurations and inputs are clear errors', (t) => {
+  t.throws(() => new Decoder({ ...base, dModel: 9 }), { instanceOf: RangeError, message: /dModel \(9\) must be a multiple of heads \(2\)/ });
+  t.throws(() => new Decoder({ ...base, kvHeads: 3, heads: 2 }), { instanceOf: RangeError, message: /multiple of kvHeads/ });
+  t.throws(() => new Decoder({ ...base, layers: 0 }), { instanceOf: RangeError, message: /layers must be at least 1/ });
+  t.throws(() => new Decoder({ ...base, vocab: 2.5 }), { instanceOf: TypeError, message: /vocab must be an integer/ });
+  t.throws(() => new Decoder({ ...base, sharing: { strategy: 'cycle' } }), { message: /sharing: / });
+  t.throws(() => new Decoder({ ...base, sharing: { strategy: 'bogus' as any } }), { instanceOf: TypeError, message: /sharing: / });
+  const m = new Decoder(base);
+  const long = tensor(new Int32Array(9), [1, 9]);
+  t.throws(() => m.forward(long), { instanceOf: RangeError, message: /sequence length 9 exceeds the model's maximum 8/ });
+  t.throws(() => m.forward(tensor(new Float32Array(4), [1, 4])), { instanceOf: TypeError, message: /ids must be int32/ });
+  m.store.dispose();
+});
+
+test('checkpoints: bit-exact round trip; a different plan, a corrupt or truncated file is refused', async (t) => {
+  const { mkdtempSync, rmSync, readFileSync, writeFileSync } = await import('node:fs');
+  const { join } = await import('node:path');
+  const { tmpdir } = await import('node:os');
+  const dir = mkdtempSync(join(tmpdir(), 'sf-ckpt-'));
+  try {
+    const a = new Decoder({ ...base, sharing: { strategy: 'cycle', unique: 2 }, seed: 1 });
+    const b = new Decoder({ ...base, sharing: { strategy: 'cycle', unique: 2 }, seed: 2 });
+    const path = join(dir, 'model.safetensors');
+    a.save(path);
+    t.notDeepEqual(Array.from(a.store.values.dataSync()), Array.from(b.store.values.dataSync()));
+    b.load(path);
+    t.deepEqual(Array.from(b.store.values.dataSync()), Array.from(a.store.values.dataSync()), 'bit-exact');
+    const other = new Decoder({ ...base, sharing: { strategy: 'sequence', unique: 2 } });
+    t.throws(() => other.load(path), { message: /different plan/ });
+    const bytes = readFileSync(path);
+    writeFileSync(join(dir, 'trunc.safetensors'), bytes.subarray(0, bytes.length - 7));
+    t.throws(() => b.load(join(dir, 'trunc.safetensors')), { name: 'SafetensorsError' });
+    const flipped = Buffer.from(bytes);
+    flipped[3] ^= 0x40; // header length
+    writeFileSync(join(dir, 'flip.safetensors'), flipped);
+    t.throws(() => b.load(join(dir, 'flip.safetensors')), { name: 'SafetensorsError' });
+    t.deepEqual(Array.from(b.store.values.dataSync()), Array.from(a.store.values.dataSync()), 'a refused load changes nothing');
+    for (const m of [a, b, other]) m.store.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
