@@ -25,6 +25,9 @@ const strategies: [string, Partial<DecoderConfig>][] = [
   ['custom', { sharing: { strategy: 'custom', custom: { attention: [0, 1, 1, 0], ffn: [0, 0, 1, 2] } } }],
   ['all + cross-layer KV (s=2)', { sharing: { strategy: 'all', kvShareGroup: 2 } }],
   ['none + GQA (kvHeads=1) + untied head', { kvHeads: 1, tiedEmbeddings: false }],
+  ['basis r=2', { sharing: { strategy: 'basis', rank: 2 } }],
+  ['delta r=2', { sharing: { strategy: 'delta', rank: 2 } }],
+  ['basis r=2 + cross-layer KV (s=2)', { sharing: { strategy: 'basis', rank: 2, kvShareGroup: 2 } }],
 ];
 
 function batch(seed: number, B = 2, T = 5, V = 11): { ids: Tensor; targets: Tensor } {
@@ -232,4 +235,23 @@ test('checkpoints: bit-exact round trip; a different plan, a corrupt or truncate
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('summary() lists each layer\'s blocks and the accounting, which matches the store', (t) => {
+  const m = new Decoder({ ...base, sharing: { strategy: 'cycle-rev', unique: 2, kvShareGroup: 2 } });
+  const s = m.summary();
+  t.regex(s, /cycle-rev, 2 unique blocks over 4 layers/);
+  t.regex(s, /layer  1: attention block 1 \(K\/V of layer 0\), ffn block 1/);
+  t.regex(s, new RegExp(`unique parameters +${m.numParameters.toLocaleString('en-US')}`));
+  t.regex(s, /applied depth +4/);
+  t.is(m.accounting().parameterBytes, m.store.bytes);
+  t.true(m.accounting().kvCacheBytesPerToken > 0);
+  m.store.dispose();
+  const all = new Decoder({ ...base, sharing: { strategy: 'all' } });
+  t.is(all.accounting({ depth: 8 }).appliedDepth, 8, 'a shared stack can be applied deeper at run time');
+  t.is(all.accounting({ depth: 8 }).uniqueParameters, all.numParameters);
+  const ids = tensor(Int32Array.from([1, 2, 3]), [1, 3]);
+  const deeper = all.forward(ids, { depth: 8 });
+  t.deepEqual(deeper.shape, [1, 3, 11]);
+  all.store.dispose();
 });

@@ -8,13 +8,14 @@
 // Unique blocks are built once; layers index them through the SharingPlan, so a shared block's parameters are one set
 // of views into the ParameterStore and its gradient views receive the sum of every use.
 import { Module } from '../nn/module.ts';
-import { Embedding, FeedForward, LayerNorm, Linear, MultiHeadAttention } from '../nn/layers.ts';
+import { BasisLinear, DeltaLinear, Embedding, FeedForward, LayerNorm, Linear, MultiHeadAttention, plainLinear, type LinearFactory } from '../nn/layers.ts';
 import { ParameterBuilder, ParameterStore } from '../params.ts';
 import { Tensor, tensor } from '../tensor.ts';
 import type { Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../io/checkpoint.ts';
 import { appliedLayers, kvProjectionBlocks, makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
+import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
 
 export interface DecoderConfig {
   vocab: number;
@@ -64,9 +65,7 @@ export class Decoder extends Module {
     const maxSeq = checkInt(config.maxSeq, 'maxSeq', 1);
     if (dModel % heads) throw new RangeError(`Decoder: dModel (${dModel}) must be a multiple of heads (${heads})`);
     if (heads % kvHeads) throw new RangeError(`Decoder: heads (${heads}) must be a multiple of kvHeads (${kvHeads})`);
-    this.plan = makePlan(config.sharing, layers, { dModel, dFF });
-    if (this.plan.strategy === 'basis' || this.plan.strategy === 'delta')
-      throw new RangeError(`Decoder: sharing strategy '${this.plan.strategy}' is not available in this version of the model layer`);
+    this.plan = makePlan(config.sharing, layers, { dModel, dFF, kvDim: kvHeads * (dModel / heads) });
     const tied = config.tiedEmbeddings ?? true;
     const bias = config.bias ?? true;
     this.config = { vocab, dModel, heads, kvHeads, dFF, layers, maxSeq, tiedEmbeddings: tied, bias, sharing: config.sharing ?? {} };
@@ -75,11 +74,19 @@ export class Decoder extends Module {
     this.tok = this.addModule('tok', new Embedding(b, 'tok', vocab, dModel));
     this.pos = this.addModule('pos', new Embedding(b, 'pos', maxSeq, dModel));
     const ownsKV = new Set(kvProjectionBlocks(this.plan));
+    // basis / delta: every block (one per layer) makes its projections from a weight shared across layers per role
+    const rank = this.plan.rank ?? 0;
+    const linear: LinearFactory =
+      this.plan.strategy === 'basis'
+        ? (bb, name, role, i, o, opts) => new BasisLinear(bb, name, role, i, o, rank, opts)
+        : this.plan.strategy === 'delta'
+          ? (bb, name, role, i, o, opts) => new DeltaLinear(bb, name, role, i, o, rank, opts)
+          : plainLinear;
     this.attn = [];
     for (let i = 0; i < this.plan.uniqueAttention; i++)
-      this.attn.push(this.addModule(`attn.${i}`, new MultiHeadAttention(b, `attn.${i}`, { dModel, heads, kvHeads, bias, causal: true, ownKV: ownsKV.has(i) })));
+      this.attn.push(this.addModule(`attn.${i}`, new MultiHeadAttention(b, `attn.${i}`, { dModel, heads, kvHeads, bias, causal: true, ownKV: ownsKV.has(i), linear })));
     this.ffn = [];
-    for (let i = 0; i < this.plan.uniqueFfn; i++) this.ffn.push(this.addModule(`ffn.${i}`, new FeedForward(b, `ffn.${i}`, dModel, dFF, bias)));
+    for (let i = 0; i < this.plan.uniqueFfn; i++) this.ffn.push(this.addModule(`ffn.${i}`, new FeedForward(b, `ffn.${i}`, dModel, dFF, bias, linear)));
     this.lnF = this.addModule('ln_f', new LayerNorm(b, 'ln_f', dModel));
     this.head = tied ? null : this.addModule('head', new Linear(b, 'head', dModel, vocab, { bias: false }));
     this.store = new ParameterStore(b, { device: config.device ?? 'cpu', seed: config.seed ?? 0 });
@@ -135,6 +142,33 @@ export class Decoder extends Module {
 
   zeroGrad(): void {
     this.store.zeroGrad();
+  }
+
+  /** Closed-form accounting of this model (optionally at a run-time depth): parameters, bytes, FLOPs, KV cache. */
+  accounting(options: { depth?: number } = {}): Accounting {
+    const c = this.config;
+    return accountDecoder(
+      { vocab: c.vocab, dModel: c.dModel, heads: c.heads, kvHeads: c.kvHeads, dFF: c.dFF, layers: c.layers, maxSeq: c.maxSeq, tiedEmbeddings: c.tiedEmbeddings, bias: c.bias },
+      this.plan,
+      options,
+    );
+  }
+
+  /**
+   * A printable summary: per applied layer, which attention block (and whose K/V) and which FFN block it uses; then
+   * unique parameters, parameter bytes, applied depth, FLOPs per token and KV-cache bytes per token.
+   */
+  summary(options: { depth?: number } = {}): string {
+    const a = this.accounting(options);
+    const lines = [`Decoder: ${this.plan.describe()}`];
+    for (const l of a.perLayer)
+      lines.push(`  layer ${String(l.layer).padStart(2)}: attention block ${l.attention}${l.kvSource !== l.layer ? ` (K/V of layer ${l.kvSource})` : ''}, ffn block ${l.ffn}`);
+    lines.push(`  unique parameters   ${a.uniqueParameters.toLocaleString('en-US')}`);
+    lines.push(`  parameter bytes     ${a.parameterBytes.toLocaleString('en-US')} (gradients the same; AdamW state twice that)`);
+    lines.push(`  applied depth       ${a.appliedDepth}`);
+    lines.push(`  FLOPs per token     ${a.flopsPerToken.toLocaleString('en-US')} (forward)`);
+    lines.push(`  KV cache per token  ${a.kvCacheBytesPerToken.toLocaleString('en-US')} bytes`);
+    return lines.join('\n');
   }
 
   private meta(): CheckpointMeta {

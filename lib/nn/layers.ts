@@ -19,6 +19,63 @@ export class Linear extends Module {
   }
 }
 
+/** Anything that maps (..., in) to (..., out) like a Linear layer. */
+export interface LinearLike extends Module {
+  forward(x: Tensor, activation?: 'none' | 'gelu'): Tensor;
+}
+
+/**
+ * Makes the linear layer for one weight role ('attn.wq', 'ffn.fc1', ...) of one block: a plain Linear, or a factored
+ * one whose weight is partly shared across layers (basis, delta).
+ */
+export type LinearFactory = (b: ParameterBuilder, name: string, role: string, inFeatures: number, outFeatures: number, opts: { bias: boolean }) => LinearLike;
+
+export const plainLinear: LinearFactory = (b, name, _role, i, o, opts) => new Linear(b, name, i, o, opts);
+
+/**
+ * Basis sharing: W_l = W_S · C_l, y = act((x W_S) C_l + b_l). W_S (in -> r) is shared by every layer for this role
+ * ('basis.<role>.weight'), C_l (r -> out) and the bias belong to the layer. Two thin products instead of one.
+ */
+export class BasisLinear extends Module implements LinearLike {
+  readonly basis: Parameter; // (r, in)
+  readonly coef: Parameter; // (out, r)
+  readonly bias: Parameter | null;
+  constructor(b: ParameterBuilder, name: string, role: string, inF: number, outF: number, rank: number, opts: { bias: boolean }) {
+    super();
+    this.basis = this.addParameter('basis', b.declare(`basis.${role}.weight`, [rank, inF], { kind: 'normal', std: 0.02 }, true));
+    this.coef = this.addParameter('coef', b.declare(`${name}.coef`, [outF, rank], { kind: 'normal', std: 1 / Math.sqrt(rank) }, true));
+    this.bias = opts.bias ? this.addParameter('bias', b.declare(`${name}.bias`, [outF], { kind: 'zeros' }, false)) : null;
+  }
+  forward(x: Tensor, activation: 'none' | 'gelu' = 'none'): Tensor {
+    return ops.linear(ops.linear(x, this.basis.value, null), this.coef.value, this.bias?.value ?? null, activation);
+  }
+}
+
+/**
+ * Shared weight plus a per-layer low-rank delta (Relaxed Recursive Transformers): W_l = W_S + B_l A_l,
+ * y = act(x W_S + (x B_l) A_l + b_l). W_S ('delta.<role>.weight') is shared; B_l (in -> r, random) and A_l
+ * (r -> out, zero: the delta starts at 0) and the bias belong to the layer.
+ */
+export class DeltaLinear extends Module implements LinearLike {
+  readonly shared: Parameter; // (out, in)
+  readonly down: Parameter; // B_l: (r, in)
+  readonly up: Parameter; // A_l: (out, r)
+  readonly bias: Parameter | null;
+  constructor(b: ParameterBuilder, name: string, role: string, inF: number, outF: number, rank: number, opts: { bias: boolean }) {
+    super();
+    this.shared = this.addParameter('shared', b.declare(`delta.${role}.weight`, [outF, inF], { kind: 'normal', std: 0.02 }, true));
+    this.down = this.addParameter('down', b.declare(`${name}.down`, [rank, inF], { kind: 'normal', std: 0.02 }, true));
+    this.up = this.addParameter('up', b.declare(`${name}.up`, [outF, rank], { kind: 'zeros' }, true));
+    this.bias = opts.bias ? this.addParameter('bias', b.declare(`${name}.bias`, [outF], { kind: 'zeros' }, false)) : null;
+  }
+  forward(x: Tensor, activation: 'none' | 'gelu' = 'none'): Tensor {
+    const base = ops.linear(x, this.shared.value, this.bias?.value ?? null);
+    const low = ops.linear(ops.linear(x, this.down.value, null), this.up.value, null);
+    const y = ops.add(base, low);
+    return activation === 'gelu' ? ops.gelu(y) : y;
+  }
+}
+
 export class LayerNorm extends Module {
   readonly weight: Parameter;
   readonly bias: Parameter;
@@ -50,6 +107,8 @@ export interface AttentionConfig {
   kvHeads?: number;
   bias?: boolean;
   causal?: boolean;
+  /** Makes the projections (default: plain Linear layers). */
+  linear?: LinearFactory;
   /** Whether this block has its own K/V projections (false for blocks used only by layers that reuse another
    * layer's K and V under cross-layer KV sharing). Default true. */
   ownKV?: boolean;
@@ -58,10 +117,10 @@ export interface AttentionConfig {
 /** Pre-LN self-attention sub-layer: LayerNorm, Q/K/V projections, flash attention, output projection. */
 export class MultiHeadAttention extends Module {
   readonly ln: LayerNorm;
-  readonly wq: Linear;
-  readonly wk: Linear | null;
-  readonly wv: Linear | null;
-  readonly wo: Linear;
+  readonly wq: LinearLike;
+  readonly wk: LinearLike | null;
+  readonly wv: LinearLike | null;
+  readonly wo: LinearLike;
   readonly heads: number;
   readonly kvHeads: number;
   readonly causal: boolean;
@@ -73,11 +132,12 @@ export class MultiHeadAttention extends Module {
     const dh = c.dModel / c.heads;
     const bias = c.bias ?? true;
     this.ln = this.addModule('ln', new LayerNorm(b, `${name}.ln`, c.dModel));
-    this.wq = this.addModule('wq', new Linear(b, `${name}.wq`, c.dModel, c.dModel, { bias }));
+    const mk = c.linear ?? plainLinear;
+    this.wq = this.addModule('wq', mk(b, `${name}.wq`, 'attn.wq', c.dModel, c.dModel, { bias }));
     const ownKV = c.ownKV ?? true;
-    this.wk = ownKV ? this.addModule('wk', new Linear(b, `${name}.wk`, c.dModel, this.kvHeads * dh, { bias })) : null;
-    this.wv = ownKV ? this.addModule('wv', new Linear(b, `${name}.wv`, c.dModel, this.kvHeads * dh, { bias })) : null;
-    this.wo = this.addModule('wo', new Linear(b, `${name}.wo`, c.dModel, c.dModel, { bias }));
+    this.wk = ownKV ? this.addModule('wk', mk(b, `${name}.wk`, 'attn.wk', c.dModel, this.kvHeads * dh, { bias })) : null;
+    this.wv = ownKV ? this.addModule('wv', mk(b, `${name}.wv`, 'attn.wv', c.dModel, this.kvHeads * dh, { bias })) : null;
+    this.wo = this.addModule('wo', mk(b, `${name}.wo`, 'attn.wo', c.dModel, c.dModel, { bias }));
   }
 
   /** K and V (B, Hkv, T, Dh) of the normalised input h = ln(x). */
@@ -102,13 +162,13 @@ export class MultiHeadAttention extends Module {
 /** Pre-LN feed-forward sub-layer: LayerNorm, Linear + GELU (fused), Linear. */
 export class FeedForward extends Module {
   readonly ln: LayerNorm;
-  readonly fc1: Linear;
-  readonly fc2: Linear;
-  constructor(b: ParameterBuilder, name: string, dModel: number, dFF: number, bias = true) {
+  readonly fc1: LinearLike;
+  readonly fc2: LinearLike;
+  constructor(b: ParameterBuilder, name: string, dModel: number, dFF: number, bias = true, linear: LinearFactory = plainLinear) {
     super();
     this.ln = this.addModule('ln', new LayerNorm(b, `${name}.ln`, dModel));
-    this.fc1 = this.addModule('fc1', new Linear(b, `${name}.fc1`, dModel, dFF, { bias }));
-    this.fc2 = this.addModule('fc2', new Linear(b, `${name}.fc2`, dFF, dModel, { bias }));
+    this.fc1 = this.addModule('fc1', linear(b, `${name}.fc1`, 'ffn.fc1', dModel, dFF, { bias }));
+    this.fc2 = this.addModule('fc2', linear(b, `${name}.fc2`, 'ffn.fc2', dFF, dModel, { bias }));
   }
   forward(x: Tensor): Tensor {
     return this.fc2.forward(this.fc1.forward(this.ln.forward(x), 'gelu'));

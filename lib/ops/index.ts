@@ -101,6 +101,19 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none
   return y;
 }
 
+// ---- gelu -----------------------------------------------------------------------------------------------------------
+// forward: y = gelu(x) (tanh form);  backward: dx += gelu'(x) dy
+export function gelu(x: Tensor): Tensor {
+  const rec = recording(x);
+  const y = own(K.gelu(x), rec);
+  if (rec)
+    tape().record('gelu', [y], (tp) => {
+      const g = tp.gradOf(y);
+      if (g) K.geluBackward(x, g, tp.gradFor(x));
+    });
+  return y;
+}
+
 // ---- matmul (weights made from weights: basis and delta sharing) -----------------------------------------------------
 // forward: C = A B (2-D);  backward: dA += dC B^T;  dB += A^T dC
 export function matmul(a: Tensor, b: Tensor): Tensor {
