@@ -19,3 +19,5 @@ export {
   saveSafetensors, loadSafetensors, encodeSafetensors, decodeSafetensors, SafetensorsError,
   type SafeTensor, type SafeFile, type SafeDType,
 } from './io/safetensors.ts';
+export { Encoder, type EncoderConfig, type EncodeOptions } from './models/encoder.ts';
+export { EncoderDecoder, type EncoderDecoderConfig } from './models/seq2seq.ts';

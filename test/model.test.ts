@@ -9,6 +9,7 @@ import { AdamW } from '../lib/optim/index.ts';
 import { accountDecoder } from '../lib/sharing/accounting.ts';
 import type { SharingConfig } from '../lib/sharing/plan.ts';
 import { lcg } from './helpers/check.ts';
+import { checkGradients } from './helpers/fd.ts';
 
 const test = anyTest.serial;
 
@@ -55,30 +56,7 @@ for (const [name, extra] of strategies) {
     const loss = m.loss(ids, targets);
     backward(loss);
     loss.dispose();
-    const grads = Float64Array.from(m.store.grads.dataSync());
-    const values = m.store.values.sharedData() as Float32Array;
-    const r = lcg(11);
-    let checked = 0;
-    for (const p of m.store.parameters) {
-      for (let s = 0; s < 2; s++) {
-        const i = p.offset + Math.floor(r(0, p.size));
-        const orig = values[i];
-        const central = (h: number) => {
-          values[i] = orig + h;
-          const up = lossValue(m, ids, targets);
-          values[i] = orig - h;
-          const down = lossValue(m, ids, targets);
-          values[i] = orig;
-          return (up - down) / (2 * h);
-        };
-        // Richardson extrapolation of two central differences cancels the h^2 term: layer norms over small
-        // weights curve sharply, and the float32 loss does not allow a tiny h.
-        const fd = (4 * central(5e-4) - central(1e-3)) / 3;
-        const err = Math.abs(grads[i] - fd);
-        t.true(err <= 5e-4 + 1e-2 * Math.abs(fd), `${p.name}[${i - p.offset}]: analytic ${grads[i]} vs finite difference ${fd}`);
-        checked++;
-      }
-    }
+    const checked = checkGradients(t, m.store, () => lossValue(m, ids, targets));
     t.true(checked >= 2 * m.store.parameters.length);
     m.store.dispose();
   });

@@ -150,11 +150,14 @@ export class MultiHeadAttention extends Module {
    * x (B, T, C) -> the sub-layer's output (B, T, C), without the residual. With `kv`, reuses those keys and values
    * (cross-layer K/V sharing) instead of computing its own; returns the K/V it used.
    */
-  forward(x: Tensor, kv?: { k: Tensor; v: Tensor }): { out: Tensor; kv: { k: Tensor; v: Tensor } } {
+  forward(x: Tensor, kv?: { k: Tensor; v: Tensor }, options: { keyLengths?: Tensor; memory?: Tensor; causal?: boolean } = {}): { out: Tensor; kv: { k: Tensor; v: Tensor } } {
     const h = this.ln.forward(x);
     const q = ops.splitHeads(this.wq.forward(h), this.heads);
-    const used = kv ?? this.keysValues(h);
-    const o = ops.attention(q, used.k, used.v, { causal: this.causal });
+    // keys and values: reused (cross-layer sharing), from `memory` (cross-attention over an encoder's output, which
+    // is already normalised), or from this input
+    const used = kv ?? this.keysValues(options.memory ?? h);
+    const causal = options.causal ?? (this.causal && !options.memory); // a block shared by encoder and decoder is told
+    const o = ops.attention(q, used.k, used.v, { causal, keyLengths: options.keyLengths });
     return { out: this.wo.forward(ops.mergeHeads(o)), kv: used };
   }
 }

@@ -1,0 +1,133 @@
+// encoder.ts — the bidirectional encoder (BERT/ALBERT-style, pre-LN) with cross-layer parameter sharing, a masked-LM
+// head (tied to the token embedding by default) and an optional sequence-classification head on the first position.
+//
+//   ids (B, T) -> token + position embedding -> plan-indexed blocks (no causal mask; keys past keyLengths[b] masked)
+//   -> final LayerNorm -> hidden (B, T, C) -> MLM logits (B, T, V) | class logits (B, classes) from position 0
+import { Module } from '../nn/module.ts';
+import { Embedding, LayerNorm, Linear } from '../nn/layers.ts';
+import { ParameterBuilder, ParameterStore } from '../params.ts';
+import { Tensor, tensor, type Device } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+import { isGradEnabled, tape } from '../autograd.ts';
+import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
+import { accountEncoder, type Accounting } from '../sharing/accounting.ts';
+import { BlockStack, InputEmbedding, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
+
+export interface EncoderConfig {
+  vocab: number;
+  dModel: number;
+  heads: number;
+  kvHeads?: number;
+  dFF: number;
+  layers: number;
+  maxSeq: number;
+  sharing?: Partial<SharingConfig>;
+  /** MLM head tied to the token embedding. Default true. */
+  tiedEmbeddings?: boolean;
+  /** Adds a classification head with this many classes (on the first position, as BERT's [CLS]). */
+  numClasses?: number;
+  bias?: boolean;
+  seed?: number;
+  device?: Device;
+}
+
+export interface EncodeOptions {
+  /** int32 [B] (or numbers): keys at positions >= keyLengths[b] are padding. */
+  keyLengths?: Tensor | number[];
+  depth?: number;
+}
+
+/** A tensor made for this forward pass: the tape keeps it for backward (and frees it on release); else freed now. */
+function scratch(t: Tensor): void {
+  if (isGradEnabled()) tape().own(t);
+  else t.dispose();
+}
+
+export class Encoder extends Module {
+  readonly dims: Dims & { layers: number; tiedEmbeddings: boolean; numClasses: number };
+  readonly plan: SharingPlan;
+  readonly store: ParameterStore;
+  readonly stack: BlockStack;
+  readonly lnF: LayerNorm;
+  readonly mlmHead: Linear | null;
+  readonly classifier: Linear | null;
+  private input: InputEmbedding;
+  private tok: Embedding;
+
+  constructor(config: EncoderConfig) {
+    super();
+    const d = checkDims('Encoder', config as unknown as Record<string, unknown>);
+    const layers = checkInt('Encoder', config.layers, 'layers', 1);
+    const numClasses = config.numClasses === undefined ? 0 : checkInt('Encoder', config.numClasses, 'numClasses', 2);
+    this.dims = { ...d, layers, tiedEmbeddings: config.tiedEmbeddings ?? true, numClasses };
+    this.plan = makePlan(config.sharing, layers, { dModel: d.dModel, dFF: d.dFF, kvDim: d.kvHeads * (d.dModel / d.heads) });
+    const b = new ParameterBuilder();
+    this.tok = this.addModule('tok', new Embedding(b, 'tok', d.vocab, d.dModel));
+    const pos = this.addModule('pos', new Embedding(b, 'pos', d.maxSeq, d.dModel));
+    this.stack = new BlockStack({ add: (n, m) => this.addModule(n, m) }, b, '', this.plan, d, false);
+    this.lnF = this.addModule('ln_f', new LayerNorm(b, 'ln_f', d.dModel));
+    this.mlmHead = this.dims.tiedEmbeddings ? null : this.addModule('head', new Linear(b, 'head', d.dModel, d.vocab, { bias: false }));
+    this.classifier = numClasses ? this.addModule('cls', new Linear(b, 'cls', d.dModel, numClasses)) : null;
+    this.store = new ParameterStore(b, { device: config.device ?? 'cpu', seed: config.seed ?? 0 });
+    this.input = new InputEmbedding(this.tok, pos, () => this.store.device);
+  }
+
+  private lengths(B: number, T: number, kl: Tensor | number[] | undefined): Tensor | undefined {
+    if (kl === undefined || kl instanceof Tensor) return kl;
+    if (!Array.isArray(kl) || kl.length !== B || kl.some((x) => !Number.isInteger(x) || x < 0 || x > T))
+      throw new RangeError(`Encoder: keyLengths must be ${B} integers in [0, ${T}], got ${JSON.stringify(kl)}`);
+    return tensor(Int32Array.from(kl), [B], { device: this.store.device });
+  }
+
+  /** ids (B, T) -> hidden states (B, T, C) after the final LayerNorm. */
+  encode(ids: Tensor, options: EncodeOptions = {}): Tensor {
+    const [B, T] = checkIds('Encoder', ids, this.dims.maxSeq);
+    const kl = this.lengths(B, T, options.keyLengths);
+    const h = this.stack.run(this.input.forward(ids), { depth: options.depth, keyLengths: kl });
+    if (kl && kl !== options.keyLengths) scratch(kl);
+    return this.lnF.forward(h);
+  }
+
+  /** Masked-LM logits (B, T, V). */
+  mlmLogits(ids: Tensor, options: EncodeOptions = {}): Tensor {
+    const h = this.encode(ids, options);
+    return this.mlmHead ? this.mlmHead.forward(h) : ops.linear(h, this.tok.weight.value, null);
+  }
+
+  /** Mean cross-entropy of the MLM logits over positions whose target is not -100 (the unmasked ones). */
+  mlmLoss(ids: Tensor, targets: Tensor, options: EncodeOptions = {}): Tensor {
+    const logits = this.mlmLogits(ids, options);
+    const [B, T, V] = logits.shape;
+    const flat = targets.view([B * T]);
+    const loss = ops.crossEntropy(ops.reshape(logits, [B * T, V]), flat);
+    flat.dispose();
+    return loss;
+  }
+
+  /** Class logits (B, numClasses) from the first position's hidden state. */
+  classify(ids: Tensor, options: EncodeOptions = {}): Tensor {
+    if (!this.classifier) throw new Error('Encoder.classify: this encoder has no classification head (set numClasses)');
+    const h = this.encode(ids, options);
+    const [B, T, C] = h.shape;
+    const first = tensor(Int32Array.from({ length: B }, (_, i) => i * T), [B], { device: this.store.device });
+    const cls = ops.embedding(first, ops.reshape(h, [B * T, C])); // row b * T of the flattened states
+    scratch(first);
+    return this.classifier.forward(cls);
+  }
+
+  /** Mean cross-entropy of classify() against labels int32 [B]. */
+  classificationLoss(ids: Tensor, labels: Tensor, options: EncodeOptions = {}): Tensor {
+    return ops.crossEntropy(this.classify(ids, options), labels);
+  }
+
+  get numParameters(): number {
+    return this.store.numel;
+  }
+  zeroGrad(): void {
+    this.store.zeroGrad();
+  }
+  accounting(options: { depth?: number } = {}): Accounting {
+    const d = this.dims;
+    return accountEncoder({ ...d, tiedEmbeddings: d.tiedEmbeddings }, this.plan, options);
+  }
+}

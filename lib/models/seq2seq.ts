@@ -1,0 +1,123 @@
+// seq2seq.ts — the encoder–decoder (sequence to sequence) with cross-attention, and encoder–decoder sharing (Tied
+// Transformers, Xia et al. 2019): with shareEncoderDecoder the decoder's self-attention and FFN blocks ARE the
+// encoder's blocks (run with a causal mask), so the two stacks hold one set of weights; each decoder layer keeps its
+// own cross-attention. One token embedding serves source, target and the output head (tied by default).
+//
+//   src (B, S) -> encoder stack (bidirectional, source padding masked) -> LayerNorm -> memory (B, S, C)
+//   tgt (B, T) -> for each decoder layer: causal self-attention, cross-attention over memory, FFN -> LayerNorm -> logits
+import { Module } from '../nn/module.ts';
+import { Embedding, LayerNorm, Linear, MultiHeadAttention } from '../nn/layers.ts';
+import { ParameterBuilder, ParameterStore } from '../params.ts';
+import { Tensor, tensor, type Device } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+import { isGradEnabled, tape } from '../autograd.ts';
+import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
+import { BlockStack, InputEmbedding, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
+
+export interface EncoderDecoderConfig {
+  vocab: number;
+  dModel: number;
+  heads: number;
+  kvHeads?: number;
+  dFF: number;
+  encoderLayers: number;
+  decoderLayers: number;
+  maxSeq: number;
+  /** The encoder's sharing plan. */
+  sharing?: Partial<SharingConfig>;
+  /** The decoder's own plan (not with shareEncoderDecoder, where the decoder follows the encoder's). */
+  decoderSharing?: Partial<SharingConfig>;
+  /** Decoder self-attention and FFN reuse the encoder's blocks (needs encoderLayers == decoderLayers). */
+  shareEncoderDecoder?: boolean;
+  tiedEmbeddings?: boolean;
+  bias?: boolean;
+  seed?: number;
+  device?: Device;
+}
+
+export class EncoderDecoder extends Module {
+  readonly dims: Dims & { encoderLayers: number; decoderLayers: number; tiedEmbeddings: boolean; shared: boolean };
+  readonly encoderPlan: SharingPlan;
+  readonly decoderPlan: SharingPlan;
+  readonly store: ParameterStore;
+  readonly encoder: BlockStack;
+  readonly decoder: BlockStack;
+  readonly cross: MultiHeadAttention[] = [];
+  readonly lnEnc: LayerNorm;
+  readonly lnDec: LayerNorm;
+  readonly head: Linear | null;
+  private tok: Embedding;
+  private input: InputEmbedding;
+
+  constructor(config: EncoderDecoderConfig) {
+    super();
+    const d = checkDims('EncoderDecoder', config as unknown as Record<string, unknown>);
+    const encoderLayers = checkInt('EncoderDecoder', config.encoderLayers, 'encoderLayers', 1);
+    const decoderLayers = checkInt('EncoderDecoder', config.decoderLayers, 'decoderLayers', 1);
+    const shared = config.shareEncoderDecoder ?? false;
+    if (shared && encoderLayers !== decoderLayers)
+      throw new RangeError(`EncoderDecoder: shareEncoderDecoder needs as many decoder as encoder layers, got ${encoderLayers} and ${decoderLayers}`);
+    if (shared && config.decoderSharing)
+      throw new TypeError('EncoderDecoder: decoderSharing cannot be combined with shareEncoderDecoder (the decoder follows the encoder\'s plan)');
+    this.dims = { ...d, encoderLayers, decoderLayers, tiedEmbeddings: config.tiedEmbeddings ?? true, shared };
+    const planDims = { dModel: d.dModel, dFF: d.dFF, kvDim: d.kvHeads * (d.dModel / d.heads) };
+    this.encoderPlan = makePlan(config.sharing, encoderLayers, planDims);
+    this.decoderPlan = shared ? this.encoderPlan : makePlan(config.decoderSharing, decoderLayers, planDims);
+    const b = new ParameterBuilder();
+    const add = { add: <M extends Module>(n: string, m: M) => this.addModule(n, m) };
+    this.tok = this.addModule('tok', new Embedding(b, 'tok', d.vocab, d.dModel));
+    const pos = this.addModule('pos', new Embedding(b, 'pos', d.maxSeq, d.dModel));
+    this.encoder = new BlockStack(add, b, 'enc.', this.encoderPlan, d, false);
+    this.decoder = shared ? this.encoder : new BlockStack(add, b, 'dec.', this.decoderPlan, d, true);
+    for (let l = 0; l < decoderLayers; l++)
+      this.cross.push(this.addModule(`cross.${l}`, new MultiHeadAttention(b, `cross.${l}`, { dModel: d.dModel, heads: d.heads, kvHeads: d.kvHeads, bias: d.bias, causal: false })));
+    this.lnEnc = this.addModule('ln_enc', new LayerNorm(b, 'ln_enc', d.dModel));
+    this.lnDec = this.addModule('ln_dec', new LayerNorm(b, 'ln_dec', d.dModel));
+    this.head = this.dims.tiedEmbeddings ? null : this.addModule('head', new Linear(b, 'head', d.dModel, d.vocab, { bias: false }));
+    this.store = new ParameterStore(b, { device: config.device ?? 'cpu', seed: config.seed ?? 0 });
+    this.input = new InputEmbedding(this.tok, pos, () => this.store.device);
+  }
+
+  /** src (B, S) -> memory (B, S, C). srcLengths: the unpadded length of each source. */
+  encode(src: Tensor, srcLengths?: Tensor): Tensor {
+    checkIds('EncoderDecoder.encode', src, this.dims.maxSeq);
+    return this.lnEnc.forward(this.encoder.run(this.input.forward(src), { keyLengths: srcLengths, causal: false }));
+  }
+
+  /** Logits (B, T, V) of the target tokens given the source. */
+  forward(src: Tensor, tgt: Tensor, options: { srcLengths?: number[] } = {}): Tensor {
+    const [B, S] = checkIds('EncoderDecoder.forward', src, this.dims.maxSeq);
+    const [Bt] = checkIds('EncoderDecoder.forward', tgt, this.dims.maxSeq);
+    if (B !== Bt) throw new RangeError(`EncoderDecoder.forward: source batch ${B} differs from target batch ${Bt}`);
+    let kl: Tensor | undefined;
+    if (options.srcLengths !== undefined) {
+      const sl = options.srcLengths;
+      if (!Array.isArray(sl) || sl.length !== B || sl.some((x) => !Number.isInteger(x) || x < 1 || x > S))
+        throw new RangeError(`EncoderDecoder.forward: srcLengths must be ${B} integers in [1, ${S}], got ${JSON.stringify(sl)}`);
+      kl = tensor(Int32Array.from(sl), [B], { device: this.store.device });
+      if (isGradEnabled()) tape().own(kl); // attention's backward needs it; the tape frees it on release
+    }
+    const memory = this.encode(src, kl);
+    const between = (l: number, h: Tensor) => ops.add(h, this.cross[l].forward(h, undefined, { memory, keyLengths: kl }).out);
+    const h = this.lnDec.forward(this.decoder.run(this.input.forward(tgt), { causal: true, between }));
+    if (kl && !isGradEnabled()) kl.dispose();
+    return this.head ? this.head.forward(h) : ops.linear(h, this.tok.weight.value, null);
+  }
+
+  /** Mean next-token cross-entropy of forward(src, tgtIn) against tgtOut (B, T) (ignoreIndex -100). */
+  loss(src: Tensor, tgtIn: Tensor, tgtOut: Tensor, options: { srcLengths?: number[] } = {}): Tensor {
+    const logits = this.forward(src, tgtIn, options);
+    const [B, T, V] = logits.shape;
+    const flat = tgtOut.view([B * T]);
+    const loss = ops.crossEntropy(ops.reshape(logits, [B * T, V]), flat);
+    flat.dispose();
+    return loss;
+  }
+
+  get numParameters(): number {
+    return this.store.numel;
+  }
+  zeroGrad(): void {
+    this.store.zeroGrad();
+  }
+}

@@ -1,0 +1,116 @@
+// stack.ts — what every model shares: checked dimensions, the token + learned-position input, and a stack of unique
+// attention and FFN blocks indexed per layer by a SharingPlan.
+import type { Module } from '../nn/module.ts';
+import { BasisLinear, DeltaLinear, Embedding, FeedForward, MultiHeadAttention, plainLinear, type LinearFactory } from '../nn/layers.ts';
+import type { ParameterBuilder } from '../params.ts';
+import { Tensor, tensor, type Device } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+import { appliedLayers, kvProjectionBlocks, type SharingPlan } from '../sharing/plan.ts';
+
+export interface Dims {
+  vocab: number;
+  dModel: number;
+  heads: number;
+  kvHeads: number;
+  dFF: number;
+  maxSeq: number;
+  bias: boolean;
+}
+
+export function checkInt(who: string, v: unknown, name: string, lo: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v)) throw new TypeError(`${who}: ${name} must be an integer, got ${String(v)}`);
+  if (v < lo) throw new RangeError(`${who}: ${name} must be at least ${lo}, got ${v}`);
+  return v;
+}
+
+/** Validates the dimensions every model has (integers, dModel % heads, heads % kvHeads). */
+export function checkDims(who: string, c: Partial<Dims> & Record<string, unknown>): Dims {
+  if (typeof c !== 'object' || c === null) throw new TypeError(`${who}: config must be an object`);
+  const heads = checkInt(who, c.heads, 'heads', 1);
+  const d: Dims = {
+    vocab: checkInt(who, c.vocab, 'vocab', 1),
+    dModel: checkInt(who, c.dModel, 'dModel', 1),
+    heads,
+    kvHeads: checkInt(who, c.kvHeads ?? heads, 'kvHeads', 1),
+    dFF: checkInt(who, c.dFF, 'dFF', 1),
+    maxSeq: checkInt(who, c.maxSeq, 'maxSeq', 1),
+    bias: c.bias ?? true,
+  };
+  if (d.dModel % d.heads) throw new RangeError(`${who}: dModel (${d.dModel}) must be a multiple of heads (${d.heads})`);
+  if (d.heads % d.kvHeads) throw new RangeError(`${who}: heads (${d.heads}) must be a multiple of kvHeads (${d.kvHeads})`);
+  return d;
+}
+
+/** Checks a batch of token ids: int32 (B, T), non-empty, T <= maxSeq. */
+export function checkIds(who: string, ids: unknown, maxSeq: number): [number, number] {
+  if (!(ids instanceof Tensor)) throw new TypeError(`${who}: ids must be a Tensor`);
+  if (ids.dtype !== 'int32' || ids.rank !== 2) throw new TypeError(`${who}: ids must be int32 of shape [B, T], got ${ids.toString()}`);
+  const [B, T] = ids.shape;
+  if (T > maxSeq) throw new RangeError(`${who}: sequence length ${T} exceeds the model's maximum ${maxSeq}`);
+  if (T === 0 || B === 0) throw new RangeError(`${who}: empty batch ${ids.toString()}`);
+  return [B, T];
+}
+
+/** Token embedding plus learned positions; position-id tensors are cached per (B, T). */
+export class InputEmbedding {
+  private positions = new Map<string, Tensor>();
+  constructor(readonly tok: Embedding, readonly pos: Embedding, private device: () => Device) {}
+  forward(ids: Tensor): Tensor {
+    const [B, T] = ids.shape;
+    const key = `${B}x${T}`;
+    let p = this.positions.get(key);
+    if (!p) {
+      const a = new Int32Array(B * T);
+      for (let i = 0; i < B * T; i++) a[i] = i % T;
+      p = tensor(a, [B, T], { device: this.device() });
+      this.positions.set(key, p);
+    }
+    return ops.add(this.tok.forward(ids), this.pos.forward(p));
+  }
+}
+
+/** The linear-layer factory a plan calls for: plain, or factored over a per-role shared weight (basis, delta). */
+export function linearFor(plan: SharingPlan): LinearFactory {
+  const r = plan.rank ?? 0;
+  if (plan.strategy === 'basis') return (b, name, role, i, o, opts) => new BasisLinear(b, name, role, i, o, r, opts);
+  if (plan.strategy === 'delta') return (b, name, role, i, o, opts) => new DeltaLinear(b, name, role, i, o, r, opts);
+  return plainLinear;
+}
+
+/** The unique blocks of one stack, registered on `owner` under `${prefix}attn.i` and `${prefix}ffn.i`. */
+export class BlockStack {
+  readonly attn: MultiHeadAttention[] = [];
+  readonly ffn: FeedForward[] = [];
+  constructor(
+    owner: { add: <M extends Module>(name: string, m: M) => M },
+    b: ParameterBuilder,
+    prefix: string,
+    readonly plan: SharingPlan,
+    d: Dims,
+    readonly causal: boolean,
+  ) {
+    const ownsKV = new Set(kvProjectionBlocks(plan));
+    const linear = linearFor(plan);
+    for (let i = 0; i < plan.uniqueAttention; i++)
+      this.attn.push(owner.add(`${prefix}attn.${i}`, new MultiHeadAttention(b, `${prefix}attn.${i}`, { dModel: d.dModel, heads: d.heads, kvHeads: d.kvHeads, bias: d.bias, causal, ownKV: ownsKV.has(i), linear })));
+    for (let i = 0; i < plan.uniqueFfn; i++)
+      this.ffn.push(owner.add(`${prefix}ffn.${i}`, new FeedForward(b, `${prefix}ffn.${i}`, d.dModel, d.dFF, d.bias, linear)));
+  }
+
+  /**
+   * Applies the plan's layers to h (B, T, C): pre-LN residual sub-layers. `between(l, h)` runs after layer l's
+   * attention (the encoder–decoder's cross-attention goes there).
+   */
+  run(h: Tensor, o: { depth?: number; keyLengths?: Tensor; causal?: boolean; between?: (l: number, h: Tensor) => Tensor } = {}): Tensor {
+    const kvOf: { k: Tensor; v: Tensor }[] = [];
+    appliedLayers(this.plan, o.depth).forEach((lp, l) => {
+      const reuse = lp.kvSource !== l ? kvOf[lp.kvSource] : undefined;
+      const { out, kv } = this.attn[lp.attention].forward(h, reuse, { keyLengths: o.keyLengths, causal: o.causal ?? this.causal });
+      kvOf[l] = kv;
+      h = ops.add(h, out);
+      if (o.between) h = o.between(l, h);
+      h = ops.add(h, this.ffn[lp.ffn].forward(h));
+    });
+    return h;
+  }
+}

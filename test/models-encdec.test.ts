@@ -1,0 +1,185 @@
+// Encoder (bidirectional, MLM and classification heads, padding) and EncoderDecoder (cross-attention, encoder–decoder
+// sharing): finite-difference gradients, the shared-equals-sum property for encoder–decoder sharing, closed-form
+// counts, overfitting, and errors.
+import anyTest from 'ava';
+import { tensor, type Tensor } from '../lib/index.ts';
+import { Encoder, type EncoderConfig } from '../lib/models/encoder.ts';
+import { EncoderDecoder, type EncoderDecoderConfig } from '../lib/models/seq2seq.ts';
+import { backward, noGrad, resetTape } from '../lib/autograd.ts';
+import { AdamW } from '../lib/optim/index.ts';
+import { lcg } from './helpers/check.ts';
+import { checkGradients } from './helpers/fd.ts';
+
+const test = anyTest.serial;
+
+const ints = (seed: number, n: number, hi: number) => {
+  const r = lcg(seed);
+  return Int32Array.from({ length: n }, () => Math.floor(r(0, hi)));
+};
+const scalar = (f: () => Tensor) =>
+  noGrad(() => {
+    const l = f();
+    const v = l.dataSync()[0];
+    l.dispose();
+    return v;
+  });
+
+const enc: EncoderConfig = { vocab: 11, dModel: 8, heads: 2, dFF: 12, layers: 3, maxSeq: 8, seed: 4, numClasses: 3 };
+
+for (const [name, extra] of [
+  ['none', {}],
+  ['all', { sharing: { strategy: 'all' } }],
+  ['cycle-rev U=2 + GQA', { sharing: { strategy: 'cycle-rev', unique: 2 }, kvHeads: 1 }],
+  ['delta r=2', { sharing: { strategy: 'delta', rank: 2 } }],
+] as [string, Partial<EncoderConfig>][]) {
+  test(`Encoder MLM + padding: gradients match finite differences (${name})`, (t) => {
+    resetTape();
+    const m = new Encoder({ ...enc, ...extra });
+    const ids = tensor(ints(1, 12, 11), [2, 6]);
+    const tg = ints(2, 12, 11);
+    for (const i of [0, 3, 7, 10]) tg[i] = -100; // only some positions are masked-LM targets
+    const targets = tensor(tg, [2, 6]);
+    const opts = { keyLengths: [6, 4] };
+    m.zeroGrad();
+    const l = m.mlmLoss(ids, targets, opts);
+    backward(l);
+    l.dispose();
+    t.true(checkGradients(t, m.store, () => scalar(() => m.mlmLoss(ids, targets, opts)), 1) > 0);
+    m.store.dispose();
+  });
+}
+
+test('Encoder classification: gradients match finite differences; padding keys do not matter', (t) => {
+  resetTape();
+  const m = new Encoder({ ...enc, sharing: { strategy: 'all' } });
+  const ids = tensor(ints(3, 12, 11), [2, 6]);
+  const labels = tensor(Int32Array.from([2, 0]), [2]);
+  const opts = { keyLengths: [6, 3] };
+  m.zeroGrad();
+  const l = m.classificationLoss(ids, labels, opts);
+  backward(l);
+  l.dispose();
+  checkGradients(t, m.store, () => scalar(() => m.classificationLoss(ids, labels, opts)), 1);
+  // changing a padded token of sequence 1 (position >= 3) does not change its class logits
+  const a = noGrad(() => m.classify(ids, opts)).dataSync();
+  const other = ints(3, 12, 11);
+  other[6 + 4] = (other[6 + 4] + 1) % 11;
+  const b = noGrad(() => m.classify(tensor(other, [2, 6]), opts)).dataSync();
+  t.deepEqual(Array.from(b.slice(3, 6)), Array.from(a.slice(3, 6)));
+  m.store.dispose();
+});
+
+test('Encoder unique-parameter count equals the closed form', (t) => {
+  for (const sharing of [{ strategy: 'none' }, { strategy: 'all' }, { strategy: 'cycle', unique: 2 }] as const) {
+    const m = new Encoder({ ...enc, numClasses: undefined, sharing });
+    t.is(m.numParameters, m.accounting().uniqueParameters, sharing.strategy);
+    m.store.dispose();
+  }
+});
+
+const s2s: EncoderDecoderConfig = { vocab: 11, dModel: 8, heads: 2, dFF: 12, encoderLayers: 2, decoderLayers: 2, maxSeq: 8, seed: 5 };
+const batch = () => ({
+  src: tensor(ints(4, 12, 11), [2, 6]),
+  tin: tensor(ints(5, 10, 11), [2, 5]),
+  tout: tensor(ints(6, 10, 11), [2, 5]),
+});
+
+for (const [name, extra] of [
+  ['separate stacks', {}],
+  ['encoder–decoder sharing', { shareEncoderDecoder: true }],
+  ['encoder–decoder sharing over an all-shared encoder', { shareEncoderDecoder: true, sharing: { strategy: 'all' } }],
+] as [string, Partial<EncoderDecoderConfig>][]) {
+  test(`EncoderDecoder: gradients match finite differences (${name})`, (t) => {
+    resetTape();
+    const m = new EncoderDecoder({ ...s2s, ...extra });
+    const { src, tin, tout } = batch();
+    const opts = { srcLengths: [6, 4] };
+    m.zeroGrad();
+    const l = m.loss(src, tin, tout, opts);
+    backward(l);
+    l.dispose();
+    checkGradients(t, m.store, () => scalar(() => m.loss(src, tin, tout, opts)), 1);
+    m.store.dispose();
+  });
+}
+
+test("encoder–decoder sharing: a shared block's gradient is the encoder's plus the decoder's use of it", (t) => {
+  resetTape();
+  const shared = new EncoderDecoder({ ...s2s, shareEncoderDecoder: true });
+  const apart = new EncoderDecoder({ ...s2s });
+  const sv = shared.store.values.sharedData() as Float32Array;
+  const av = apart.store.values.sharedData() as Float32Array;
+  // the separate model's decoder blocks get the encoder blocks' values
+  for (const p of apart.store.parameters) {
+    const src = shared.store.byName(p.name.replace(/^dec\./, 'enc.'))!;
+    av.set(sv.subarray(src.offset, src.offset + src.size), p.offset);
+  }
+  const { src, tin, tout } = batch();
+  for (const m of [shared, apart]) {
+    m.zeroGrad();
+    const l = m.loss(src, tin, tout);
+    backward(l);
+    l.dispose();
+  }
+  t.is(scalar(() => shared.loss(src, tin, tout)), scalar(() => apart.loss(src, tin, tout)));
+  const sg = shared.store.grads.dataSync(), ag = apart.store.grads.dataSync();
+  for (const p of shared.store.parameters) {
+    const want = new Float64Array(p.size);
+    for (const q of apart.store.parameters) {
+      if (q.name.replace(/^dec\./, 'enc.') !== p.name) continue;
+      for (let i = 0; i < p.size; i++) want[i] += ag[q.offset + i];
+    }
+    let worst = 0;
+    for (let i = 0; i < p.size; i++) worst = Math.max(worst, Math.abs(sg[p.offset + i] - want[i]) / (1e-6 + Math.abs(want[i])));
+    t.true(worst < 1e-3, `${p.name}: worst relative difference ${worst}`);
+  }
+  t.true(shared.numParameters < apart.numParameters);
+  shared.store.dispose();
+  apart.store.dispose();
+});
+
+test('EncoderDecoder and Encoder overfit a batch', (t) => {
+  resetTape();
+  const m = new EncoderDecoder({ ...s2s, shareEncoderDecoder: true });
+  const opt = new AdamW(m.store, { lr: 3e-2, weightDecay: 0 });
+  const { src, tin, tout } = batch();
+  let last = Infinity;
+  for (let step = 0; step < 150; step++) {
+    m.zeroGrad();
+    const l = m.loss(src, tin, tout);
+    backward(l);
+    opt.update();
+    if (step === 149) last = l.dataSync()[0];
+    l.dispose();
+  }
+  t.true(last < 0.05, `seq2seq final loss ${last}`);
+  const e = new Encoder({ ...enc, sharing: { strategy: 'all' } });
+  const eo = new AdamW(e.store, { lr: 3e-2, weightDecay: 0 });
+  const ids = tensor(ints(7, 12, 11), [2, 6]);
+  const labels = tensor(Int32Array.from([1, 2]), [2]);
+  for (let step = 0; step < 100; step++) {
+    e.zeroGrad();
+    const l = e.classificationLoss(ids, labels);
+    backward(l);
+    eo.update();
+    if (step === 99) last = l.dataSync()[0];
+    l.dispose();
+  }
+  t.true(last < 0.05, `classification final loss ${last}`);
+  for (const x of [opt, eo]) x.dispose();
+  m.store.dispose();
+  e.store.dispose();
+});
+
+test('bad configurations and inputs are clear errors', (t) => {
+  t.throws(() => new EncoderDecoder({ ...s2s, decoderLayers: 3, shareEncoderDecoder: true }), { instanceOf: RangeError, message: /as many decoder as encoder layers/ });
+  t.throws(() => new Encoder({ ...enc, numClasses: 1 }), { instanceOf: RangeError, message: /numClasses must be at least 2/ });
+  const e = new Encoder(enc);
+  t.throws(() => e.encode(tensor(Int32Array.from([1, 2]), [1, 2]), { keyLengths: [5] }), { instanceOf: RangeError, message: /keyLengths must be 1 integers in \[0, 2\]/ });
+  const m = new EncoderDecoder(s2s);
+  const { src, tin } = batch();
+  t.throws(() => m.forward(src, tensor(Int32Array.from([1]), [1, 1])), { instanceOf: RangeError, message: /source batch 2 differs from target batch 1/ });
+  t.throws(() => m.forward(src, tin, { srcLengths: [0, 3] }), { instanceOf: RangeError, message: /srcLengths must be 2 integers/ });
+  e.store.dispose();
+  m.store.dispose();
+});
