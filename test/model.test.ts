@@ -233,3 +233,49 @@ test('summary() lists each layer\'s blocks and the accounting, which matches the
   t.deepEqual(deeper.shape, [1, 3, 11]);
   all.store.dispose();
 });
+
+test('gradient accumulation: two half-batches with backward({scale: 0.5}) equal one full batch', (t) => {
+  resetTape();
+  const m = new Decoder({ ...base, sharing: { strategy: 'cycle', unique: 2 } });
+  const r = lcg(21);
+  const ids = Int32Array.from({ length: 20 }, () => Math.floor(r(0, 11)));
+  const tg = Int32Array.from({ length: 20 }, () => Math.floor(r(0, 11)));
+  m.zeroGrad();
+  const full = m.loss(tensor(ids, [4, 5]), tensor(tg, [4, 5]));
+  backward(full);
+  const whole = Array.from(m.store.grads.dataSync());
+  m.zeroGrad();
+  for (const half of [0, 1]) {
+    const l = m.loss(tensor(ids.slice(half * 10, half * 10 + 10), [2, 5]), tensor(tg.slice(half * 10, half * 10 + 10), [2, 5]));
+    backward(l, { scale: 0.5 });
+  }
+  const acc = m.store.grads.dataSync();
+  let worst = 0;
+  for (let i = 0; i < whole.length; i++) worst = Math.max(worst, Math.abs(acc[i] - whole[i]) / (1e-6 + Math.abs(whole[i])));
+  t.true(worst < 1e-3, `worst relative difference ${worst}`);
+  m.store.dispose();
+});
+
+test('clipping by global norm, stateDict round trip, parameters() lists each shared weight once', async (t) => {
+  resetTape();
+  const { clipGradNorm } = await import('../lib/optim/index.ts');
+  const m = new Decoder({ ...base, sharing: { strategy: 'all' } });
+  const { ids, targets } = batch(3);
+  m.zeroGrad();
+  backward(m.loss(ids, targets));
+  const g = m.store.grads.dataSync();
+  const norm = Math.sqrt(g.reduce((s, x) => s + x * x, 0));
+  const reported = clipGradNorm(m.store, norm / 4).dataSync()[0];
+  t.true(Math.abs(reported - norm) / norm < 1e-5);
+  const after = Math.sqrt(m.store.grads.dataSync().reduce((s, x) => s + x * x, 0));
+  t.true(Math.abs(after - norm / 4) / (norm / 4) < 1e-4, `norm after clipping ${after}, wanted ${norm / 4}`);
+  t.is(m.parameters().length, m.store.parameters.length);
+  const sd = m.stateDict();
+  const other = new Decoder({ ...base, sharing: { strategy: 'all' }, seed: 99 });
+  other.loadStateDict(sd);
+  t.deepEqual(Array.from(other.store.values.dataSync()), Array.from(m.store.values.dataSync()));
+  t.throws(() => other.loadStateDict({}), { message: /missing key 'tok.weight'/ });
+  for (const x of Object.values(sd)) x.dispose();
+  m.store.dispose();
+  other.store.dispose();
+});
