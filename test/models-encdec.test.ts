@@ -31,6 +31,8 @@ for (const [name, extra] of [
   ['all', { sharing: { strategy: 'all' } }],
   ['cycle-rev U=2 + GQA', { sharing: { strategy: 'cycle-rev', unique: 2 }, kvHeads: 1 }],
   ['delta r=2', { sharing: { strategy: 'delta', rank: 2 } }],
+  ['all + factorized embedding E=4 (tied)', { sharing: { strategy: 'all' }, factorizedEmbedding: 4 }],
+  ['factorized embedding E=4, untied head', { factorizedEmbedding: 4, tiedEmbeddings: false }],
 ] as [string, Partial<EncoderConfig>][]) {
   test(`Encoder MLM + padding: gradients match finite differences (${name})`, (t) => {
     resetTape();
@@ -71,9 +73,11 @@ test('Encoder classification: gradients match finite differences; padding keys d
 
 test('Encoder unique-parameter count equals the closed form', (t) => {
   for (const sharing of [{ strategy: 'none' }, { strategy: 'all' }, { strategy: 'cycle', unique: 2 }] as const) {
-    const m = new Encoder({ ...enc, numClasses: undefined, sharing });
-    t.is(m.numParameters, m.accounting().uniqueParameters, sharing.strategy);
-    m.store.dispose();
+    for (const extra of [{}, { factorizedEmbedding: 4 }, { factorizedEmbedding: 4, tiedEmbeddings: false }]) {
+      const m = new Encoder({ ...enc, numClasses: undefined, sharing, ...extra });
+      t.is(m.numParameters, m.accounting().uniqueParameters, `${sharing.strategy} ${JSON.stringify(extra)}`);
+      m.store.dispose();
+    }
   }
 });
 

@@ -4,14 +4,14 @@
 //   ids (B, T) -> token + position embedding -> plan-indexed blocks (no causal mask; keys past keyLengths[b] masked)
 //   -> final LayerNorm -> hidden (B, T, C) -> MLM logits (B, T, V) | class logits (B, classes) from position 0
 import { Module } from '../nn/module.ts';
-import { Embedding, LayerNorm, Linear } from '../nn/layers.ts';
+import { LayerNorm, Linear } from '../nn/layers.ts';
 import { ParameterBuilder, ParameterStore } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { accountEncoder, type Accounting } from '../sharing/accounting.ts';
-import { BlockStack, InputEmbedding, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
+import { BlockStack, TokenIO, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
 
 export interface EncoderConfig {
   vocab: number;
@@ -24,6 +24,8 @@ export interface EncoderConfig {
   sharing?: Partial<SharingConfig>;
   /** MLM head tied to the token embedding. Default true. */
   tiedEmbeddings?: boolean;
+  /** Factorized embedding size E (ALBERT): a V x E table and an E -> dModel projection. */
+  factorizedEmbedding?: number;
   /** Adds a classification head with this many classes (on the first position, as BERT's [CLS]). */
   numClasses?: number;
   bias?: boolean;
@@ -44,32 +46,29 @@ function scratch(t: Tensor): void {
 }
 
 export class Encoder extends Module {
-  readonly dims: Dims & { layers: number; tiedEmbeddings: boolean; numClasses: number };
+  readonly dims: Dims & { layers: number; tiedEmbeddings: boolean; numClasses: number; factorizedEmbedding?: number };
   readonly plan: SharingPlan;
   readonly store: ParameterStore;
   readonly stack: BlockStack;
   readonly lnF: LayerNorm;
-  readonly mlmHead: Linear | null;
+  readonly io: TokenIO;
   readonly classifier: Linear | null;
-  private input: InputEmbedding;
-  private tok: Embedding;
 
   constructor(config: EncoderConfig) {
     super();
     const d = checkDims('Encoder', config as unknown as Record<string, unknown>);
     const layers = checkInt('Encoder', config.layers, 'layers', 1);
     const numClasses = config.numClasses === undefined ? 0 : checkInt('Encoder', config.numClasses, 'numClasses', 2);
-    this.dims = { ...d, layers, tiedEmbeddings: config.tiedEmbeddings ?? true, numClasses };
+    const E = config.factorizedEmbedding === undefined ? undefined : checkInt('Encoder', config.factorizedEmbedding, 'factorizedEmbedding', 1);
+    this.dims = { ...d, layers, tiedEmbeddings: config.tiedEmbeddings ?? true, numClasses, factorizedEmbedding: E };
     this.plan = makePlan(config.sharing, layers, { dModel: d.dModel, dFF: d.dFF, kvDim: d.kvHeads * (d.dModel / d.heads) });
     const b = new ParameterBuilder();
-    this.tok = this.addModule('tok', new Embedding(b, 'tok', d.vocab, d.dModel));
-    const pos = this.addModule('pos', new Embedding(b, 'pos', d.maxSeq, d.dModel));
-    this.stack = new BlockStack({ add: (n, m) => this.addModule(n, m) }, b, '', this.plan, d, false);
+    const add = { add: <M extends Module>(n: string, m: M) => this.addModule(n, m) };
+    this.io = new TokenIO(add, b, d, { tied: this.dims.tiedEmbeddings, factorized: E }, () => this.store.device);
+    this.stack = new BlockStack(add, b, '', this.plan, d, false);
     this.lnF = this.addModule('ln_f', new LayerNorm(b, 'ln_f', d.dModel));
-    this.mlmHead = this.dims.tiedEmbeddings ? null : this.addModule('head', new Linear(b, 'head', d.dModel, d.vocab, { bias: false }));
     this.classifier = numClasses ? this.addModule('cls', new Linear(b, 'cls', d.dModel, numClasses)) : null;
     this.store = new ParameterStore(b, { device: config.device ?? 'cpu', seed: config.seed ?? 0 });
-    this.input = new InputEmbedding(this.tok, pos, () => this.store.device);
   }
 
   private lengths(B: number, T: number, kl: Tensor | number[] | undefined): Tensor | undefined {
@@ -83,15 +82,14 @@ export class Encoder extends Module {
   encode(ids: Tensor, options: EncodeOptions = {}): Tensor {
     const [B, T] = checkIds('Encoder', ids, this.dims.maxSeq);
     const kl = this.lengths(B, T, options.keyLengths);
-    const h = this.stack.run(this.input.forward(ids), { depth: options.depth, keyLengths: kl });
+    const h = this.stack.run(this.io.embed(ids), { depth: options.depth, keyLengths: kl });
     if (kl && kl !== options.keyLengths) scratch(kl);
     return this.lnF.forward(h);
   }
 
   /** Masked-LM logits (B, T, V). */
   mlmLogits(ids: Tensor, options: EncodeOptions = {}): Tensor {
-    const h = this.encode(ids, options);
-    return this.mlmHead ? this.mlmHead.forward(h) : ops.linear(h, this.tok.weight.value, null);
+    return this.io.logits(this.encode(ids, options));
   }
 
   /** Mean cross-entropy of the MLM logits over positions whose target is not -100 (the unmasked ones). */
@@ -128,6 +126,6 @@ export class Encoder extends Module {
   }
   accounting(options: { depth?: number } = {}): Accounting {
     const d = this.dims;
-    return accountEncoder({ ...d, tiedEmbeddings: d.tiedEmbeddings }, this.plan, options);
+    return accountEncoder({ ...d, tiedEmbeddings: d.tiedEmbeddings, factorizedEmbedding: d.factorizedEmbedding }, this.plan, options);
   }
 }

@@ -6,13 +6,13 @@
 //   src (B, S) -> encoder stack (bidirectional, source padding masked) -> LayerNorm -> memory (B, S, C)
 //   tgt (B, T) -> for each decoder layer: causal self-attention, cross-attention over memory, FFN -> LayerNorm -> logits
 import { Module } from '../nn/module.ts';
-import { Embedding, LayerNorm, Linear, MultiHeadAttention } from '../nn/layers.ts';
+import { LayerNorm, MultiHeadAttention } from '../nn/layers.ts';
 import { ParameterBuilder, ParameterStore } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, InputEmbedding, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
+import { BlockStack, TokenIO, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
 
 export interface EncoderDecoderConfig {
   vocab: number;
@@ -45,9 +45,7 @@ export class EncoderDecoder extends Module {
   readonly cross: MultiHeadAttention[] = [];
   readonly lnEnc: LayerNorm;
   readonly lnDec: LayerNorm;
-  readonly head: Linear | null;
-  private tok: Embedding;
-  private input: InputEmbedding;
+  readonly io: TokenIO;
 
   constructor(config: EncoderDecoderConfig) {
     super();
@@ -65,23 +63,20 @@ export class EncoderDecoder extends Module {
     this.decoderPlan = shared ? this.encoderPlan : makePlan(config.decoderSharing, decoderLayers, planDims);
     const b = new ParameterBuilder();
     const add = { add: <M extends Module>(n: string, m: M) => this.addModule(n, m) };
-    this.tok = this.addModule('tok', new Embedding(b, 'tok', d.vocab, d.dModel));
-    const pos = this.addModule('pos', new Embedding(b, 'pos', d.maxSeq, d.dModel));
+    this.io = new TokenIO(add, b, d, { tied: this.dims.tiedEmbeddings }, () => this.store.device);
     this.encoder = new BlockStack(add, b, 'enc.', this.encoderPlan, d, false);
     this.decoder = shared ? this.encoder : new BlockStack(add, b, 'dec.', this.decoderPlan, d, true);
     for (let l = 0; l < decoderLayers; l++)
       this.cross.push(this.addModule(`cross.${l}`, new MultiHeadAttention(b, `cross.${l}`, { dModel: d.dModel, heads: d.heads, kvHeads: d.kvHeads, bias: d.bias, causal: false })));
     this.lnEnc = this.addModule('ln_enc', new LayerNorm(b, 'ln_enc', d.dModel));
     this.lnDec = this.addModule('ln_dec', new LayerNorm(b, 'ln_dec', d.dModel));
-    this.head = this.dims.tiedEmbeddings ? null : this.addModule('head', new Linear(b, 'head', d.dModel, d.vocab, { bias: false }));
     this.store = new ParameterStore(b, { device: config.device ?? 'cpu', seed: config.seed ?? 0 });
-    this.input = new InputEmbedding(this.tok, pos, () => this.store.device);
   }
 
   /** src (B, S) -> memory (B, S, C). srcLengths: the unpadded length of each source. */
   encode(src: Tensor, srcLengths?: Tensor): Tensor {
     checkIds('EncoderDecoder.encode', src, this.dims.maxSeq);
-    return this.lnEnc.forward(this.encoder.run(this.input.forward(src), { keyLengths: srcLengths, causal: false }));
+    return this.lnEnc.forward(this.encoder.run(this.io.embed(src), { keyLengths: srcLengths, causal: false }));
   }
 
   /** Logits (B, T, V) of the target tokens given the source. */
@@ -99,9 +94,9 @@ export class EncoderDecoder extends Module {
     }
     const memory = this.encode(src, kl);
     const between = (l: number, h: Tensor) => ops.add(h, this.cross[l].forward(h, undefined, { memory, keyLengths: kl }).out);
-    const h = this.lnDec.forward(this.decoder.run(this.input.forward(tgt), { causal: true, between }));
+    const h = this.lnDec.forward(this.decoder.run(this.io.embed(tgt), { causal: true, between }));
     if (kl && !isGradEnabled()) kl.dispose();
-    return this.head ? this.head.forward(h) : ops.linear(h, this.tok.weight.value, null);
+    return this.io.logits(h);
   }
 
   /** Mean next-token cross-entropy of forward(src, tgtIn) against tgtOut (B, T) (ignoreIndex -100). */

@@ -1,7 +1,7 @@
 // stack.ts — what every model shares: checked dimensions, the token + learned-position input, and a stack of unique
 // attention and FFN blocks indexed per layer by a SharingPlan.
 import type { Module } from '../nn/module.ts';
-import { BasisLinear, DeltaLinear, Embedding, FeedForward, MultiHeadAttention, plainLinear, type LinearFactory } from '../nn/layers.ts';
+import { BasisLinear, DeltaLinear, Embedding, FeedForward, Linear, MultiHeadAttention, plainLinear, type LinearFactory } from '../nn/layers.ts';
 import type { ParameterBuilder } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
@@ -51,11 +51,34 @@ export function checkIds(who: string, ids: unknown, maxSeq: number): [number, nu
   return [B, T];
 }
 
-/** Token embedding plus learned positions; position-id tensors are cached per (B, T). */
-export class InputEmbedding {
+/**
+ * The model's edges: token embedding (optionally factorized, ALBERT: V x E then a projection E -> d), learned
+ * positions, and the output head — tied to the token embedding by default (Press & Wolf), through an own d -> E
+ * projection when factorized, or an untied V x d matrix. Position-id tensors are cached per (B, T).
+ */
+export class TokenIO {
+  readonly tok: Embedding;
+  readonly pos: Embedding;
+  readonly inProj: Linear | null; // E -> d, factorized only
+  readonly outProj: Linear | null; // d -> E, factorized and tied only
+  readonly head: Linear | null; // d -> V, untied only
   private positions = new Map<string, Tensor>();
-  constructor(readonly tok: Embedding, readonly pos: Embedding, private device: () => Device) {}
-  forward(ids: Tensor): Tensor {
+  constructor(
+    owner: { add: <M extends Module>(name: string, m: M) => M },
+    b: ParameterBuilder,
+    d: Dims,
+    o: { tied: boolean; factorized?: number },
+    private device: () => Device,
+  ) {
+    const E = o.factorized;
+    this.tok = owner.add('tok', new Embedding(b, 'tok', d.vocab, E ?? d.dModel));
+    this.pos = owner.add('pos', new Embedding(b, 'pos', d.maxSeq, d.dModel));
+    this.inProj = E !== undefined ? owner.add('tok_proj', new Linear(b, 'tok_proj', E, d.dModel, { bias: d.bias })) : null;
+    this.outProj = E !== undefined && o.tied ? owner.add('head_proj', new Linear(b, 'head_proj', d.dModel, E, { bias: d.bias })) : null;
+    this.head = o.tied ? null : owner.add('head', new Linear(b, 'head', d.dModel, d.vocab, { bias: false }));
+  }
+  /** ids (B, T) -> token + position embeddings (B, T, d). */
+  embed(ids: Tensor): Tensor {
     const [B, T] = ids.shape;
     const key = `${B}x${T}`;
     let p = this.positions.get(key);
@@ -65,7 +88,13 @@ export class InputEmbedding {
       p = tensor(a, [B, T], { device: this.device() });
       this.positions.set(key, p);
     }
-    return ops.add(this.tok.forward(ids), this.pos.forward(p));
+    const t = this.tok.forward(ids);
+    return ops.add(this.inProj ? this.inProj.forward(t) : t, this.pos.forward(p));
+  }
+  /** h (..., d) -> logits (..., V). */
+  logits(h: Tensor): Tensor {
+    if (this.head) return this.head.forward(h);
+    return ops.linear(this.outProj ? this.outProj.forward(h) : h, this.tok.weight.value, null);
   }
 }
 
