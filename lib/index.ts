@@ -21,3 +21,4 @@ export {
 } from './io/safetensors.ts';
 export { Encoder, type EncoderConfig, type EncodeOptions } from './models/encoder.ts';
 export { EncoderDecoder, type EncoderDecoderConfig } from './models/seq2seq.ts';
+export { decodeLogits, DecodeSession, type GenerateOptions } from './models/generate.ts';

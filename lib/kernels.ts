@@ -262,3 +262,15 @@ export function mergeHeads(x: Tensor, options?: PermuteOptions): Tensor {
   const o = opts(options, op);
   return outOr(o.out, n().mergeHeads(h(x, op, 'x'), maybe(o.out as Tensor, op, 'out'), nativeOpts(o, op, [])));
 }
+
+// ---- KV cache ----------------------------------------------------------------------------------------------------------
+
+/**
+ * Appends n positions to a KV cache in place: cache [B, H, Tmax, D][:, :, pos:pos+n, :] = src [B, H, n, D], with
+ * 0 <= pos and pos + n <= Tmax (incremental decoding). Returns cache.
+ */
+export function kvAppend(cache: Tensor, src: Tensor, pos: number): Tensor {
+  const op = 'kvAppend';
+  n().kvAppend(h(cache, op, 'cache'), h(src, op, 'src'), pos);
+  return cache;
+}

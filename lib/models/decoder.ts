@@ -16,6 +16,7 @@ import * as ops from '../ops/index.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../io/checkpoint.ts';
 import { appliedLayers, kvProjectionBlocks, makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
+import { generate, type GenerateOptions } from './generate.ts';
 
 export interface DecoderConfig {
   vocab: number;
@@ -133,6 +134,16 @@ export class Decoder extends Module {
     const loss = ops.crossEntropy(ops.reshape(logits, [B * T, V]), flat);
     flat.dispose();
     return loss;
+  }
+
+  /**
+   * Generates up to options.maxNewTokens token ids after `prompt` (int32 [T0] or [1, T0], or an array of ids) over a
+   * KV cache, under noGrad: greedy with temperature 0, else sampled (topK, topP, seeded). Stops early after options.eos.
+   * The prompt plus maxNewTokens must fit in maxSeq (else RangeError). Resolves to the new ids, without the prompt.
+   * See lib/models/generate.ts.
+   */
+  generate(prompt: Tensor | number[], options: GenerateOptions): Promise<number[]> {
+    return generate(this, prompt, options);
   }
 
   /** Unique parameters (the store's size). */

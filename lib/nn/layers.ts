@@ -5,6 +5,7 @@ import { Module } from './module.ts';
 import type { Parameter, ParameterBuilder } from '../params.ts';
 import type { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
+import { kvAppend } from '../kernels.ts';
 
 export class Linear extends Module {
   readonly weight: Parameter; // (out, in), as PyTorch
@@ -160,6 +161,72 @@ export class MultiHeadAttention extends Module {
     const o = ops.attention(q, used.k, used.v, { causal, keyLengths: options.keyLengths });
     return { out: this.wo.forward(ops.mergeHeads(o)), kv: used };
   }
+
+  // ---- incremental decoding (lib/models/generate.ts): inference only, run under noGrad; intermediates are freed ----
+
+  /**
+   * The prompt of one sequence (B = 1) at positions [0, T): as forward(x, kv), causal. Without `kv` (this layer
+   * computes its own K/V), the K and V (1, Hkv, T, Dh) are also written into `cache` (1, Hkv, Tmax, Dh) at position 0
+   * and returned for the layers that reuse them in the same pass (the caller frees them); with `kv`, kv is null.
+   */
+  forwardPrefill(x: Tensor, cache: { k: Tensor; v: Tensor } | null, kv?: { k: Tensor; v: Tensor }): { out: Tensor; kv: { k: Tensor; v: Tensor } | null } {
+    const h = this.ln.forward(x);
+    const q = this.headsFreeing(this.wq, h, this.heads);
+    const own = kv ? null : this.keysValuesFreeing(h);
+    h.dispose();
+    const used = kv ?? own!;
+    if (own && cache) {
+      kvAppend(cache.k, own.k, 0);
+      kvAppend(cache.v, own.v, 0);
+    }
+    const o = ops.attention(q, used.k, used.v, { causal: this.causal });
+    q.dispose();
+    return { out: this.outFreeing(o), kv: own };
+  }
+
+  /**
+   * One new position `pos` of one sequence, x (1, 1, C), attending to the first pos + 1 keys of `cache`
+   * (1, Hkv, Tmax, Dh); keyLengths is int32 [1] holding pos + 1 (no causal mask is needed: the cache holds no later
+   * position). With `append` (this layer computes its own K/V), this position's K and V are first written into the
+   * cache at pos; without, the cache is the one of the layer whose K/V this layer reuses, already holding pos.
+   * Returns the output (1, 1, C), without the residual.
+   */
+  forwardStep(x: Tensor, cache: { k: Tensor; v: Tensor }, pos: number, append: boolean, keyLengths: Tensor): Tensor {
+    const h = this.ln.forward(x);
+    const q = this.headsFreeing(this.wq, h, this.heads);
+    if (append) {
+      const kv = this.keysValuesFreeing(h);
+      kvAppend(cache.k, kv.k, pos);
+      kvAppend(cache.v, kv.v, pos);
+      kv.k.dispose();
+      kv.v.dispose();
+    }
+    h.dispose();
+    const o = ops.attention(q, cache.k, cache.v, { causal: false, keyLengths });
+    q.dispose();
+    return this.outFreeing(o);
+  }
+
+  // With one position (T = 1) the head split and merge are reshapes: a view, no copy.
+  private headsFreeing(lin: LinearLike, h: Tensor, heads: number): Tensor {
+    const y = linearInference(lin, h);
+    const [B, T, HD] = y.shape;
+    const out = T === 1 ? y.view([B, heads, 1, HD / heads]) : ops.splitHeads(y, heads);
+    y.dispose();
+    return out;
+  }
+  private keysValuesFreeing(h: Tensor): { k: Tensor; v: Tensor } {
+    if (!this.wk || !this.wv) throw new Error('MultiHeadAttention: this block has no K/V projections (it reuses another layer\'s K and V)');
+    return { k: this.headsFreeing(this.wk, h, this.kvHeads), v: this.headsFreeing(this.wv, h, this.kvHeads) };
+  }
+  private outFreeing(o: Tensor): Tensor {
+    const [B, H, T, Dh] = o.shape;
+    const m = T === 1 ? o.view([B, 1, H * Dh]) : ops.mergeHeads(o);
+    o.dispose();
+    const out = linearInference(this.wo, m);
+    m.dispose();
+    return out;
+  }
 }
 
 /** Pre-LN feed-forward sub-layer: LayerNorm, Linear + GELU (fused), Linear. */
@@ -176,4 +243,30 @@ export class FeedForward extends Module {
   forward(x: Tensor): Tensor {
     return this.fc2.forward(this.fc1.forward(this.ln.forward(x), 'gelu'));
   }
+}
+
+/**
+ * lin.forward(x, activation) for inference (under noGrad), freeing the temporaries that factored layers (basis,
+ * delta) compute through; a LinearLike of another kind goes through its forward().
+ */
+export function linearInference(lin: LinearLike, x: Tensor, activation: 'none' | 'gelu' = 'none'): Tensor {
+  if (lin instanceof Linear) return lin.forward(x, activation);
+  if (lin instanceof BasisLinear) {
+    const t = ops.linear(x, lin.basis.value, null);
+    const y = ops.linear(t, lin.coef.value, lin.bias?.value ?? null, activation);
+    t.dispose();
+    return y;
+  }
+  if (lin instanceof DeltaLinear) {
+    const base = ops.linear(x, lin.shared.value, lin.bias?.value ?? null);
+    const down = ops.linear(x, lin.down.value, null);
+    const low = ops.linear(down, lin.up.value, null);
+    const y = ops.add(base, low);
+    for (const t of [base, down, low]) t.dispose();
+    if (activation !== 'gelu') return y;
+    const g = ops.gelu(y);
+    y.dispose();
+    return g;
+  }
+  return lin.forward(x, activation);
 }

@@ -5,6 +5,7 @@ namespace sf::js {
 
 // Each ops_*.cpp defines one of these; add a line here when adding a file.
 void register_matmul_ops(Napi::Env env, Napi::Object exports);
+void register_kvcache_ops(Napi::Env env, Napi::Object exports);
 void register_permute_ops(Napi::Env env, Napi::Object exports);
 void register_norm_ops(Napi::Env env, Napi::Object exports);
 void register_train_ops(Napi::Env env, Napi::Object exports);
@@ -12,6 +13,7 @@ void register_attention_ops(Napi::Env env, Napi::Object exports);
 
 void register_ops(Napi::Env env, Napi::Object exports) {
   register_matmul_ops(env, exports);
+  register_kvcache_ops(env, exports);
   register_permute_ops(env, exports);
   register_norm_ops(env, exports);
   register_train_ops(env, exports);

@@ -1,6 +1,6 @@
 // kernels.h — the CPU kernel library: the reference implementation of every op (the CUDA kernels are tested against
 // these) and the fast path on the CPU. One file per kind of layer (matmul.cpp, layernorm.cpp, gelu.cpp, softmax.cpp,
-// attention.cpp, embedding.cpp, cross_entropy.cpp, elementwise.cpp, optim.cpp, permute.cpp), each opening with what it computes
+// attention.cpp, embedding.cpp, cross_entropy.cpp, elementwise.cpp, optim.cpp, permute.cpp, kvcache.cpp), each opening with what it computes
 // and why it is shaped that way.
 //
 // Conventions, stated once:
@@ -134,5 +134,12 @@ void scale_inplace(ThreadPool& pool, float* x, int64_t n, float s);
 // (B, T, H, Dh) -> (B, H, T, Dh), and to merge them back. accumulate = true adds into dst (backward).
 void permute0213(ThreadPool& pool, const float* src, float* dst, int64_t A, int64_t B, int64_t C, int64_t D,
                  bool accumulate);
+
+// ---- kvcache.cpp ------------------------------------------------------------------------------------------------
+// cache (B, H, Tmax, D)[:, :, pos:pos+n, :] = src (B, H, n, D): appends n positions of keys or values to a KV cache
+// for incremental decoding. The caller guarantees 0 <= pos, pos + n <= Tmax and that src and cache do not overlap;
+// nothing outside the window is written.
+void kv_append(ThreadPool& pool, const float* src, float* cache, int64_t B, int64_t H, int64_t n, int64_t Tmax,
+               int64_t D, int64_t pos);
 
 }  // namespace sf::cpu

@@ -1,0 +1,406 @@
+// generate.ts — text generation from a Decoder over a KV cache (incremental decoding), and the token sampler.
+//
+//   prefill: the prompt (positions [0, T0)) goes through every applied layer in one causal pass, exactly as
+//     Decoder.forward computes it; each layer that computes its own K and V (plan.layers[l].kvSource == l) also writes
+//     them into its cache (1, Hkv, capacity, Dh) with kvAppend.
+//   step t: the new token alone, x (1, 1, C) with the positional embedding of position t; in each layer q (1, H, 1, Dh)
+//     attends to the cache with attention(q, cacheK, cacheV, {causal: false, keyLengths: [t + 1]}), after the layer
+//     appended its own K/V at t; a layer reusing another layer's K/V (cross-layer KV sharing) reads that layer's cache
+//     and appends nothing. The logits of a step equal those of a full forward over the sequence at that position.
+//   sampling, in JavaScript on the last position's logits: greedy (temperature 0), else softmax(logits / temperature)
+//     restricted to the topK most likely tokens, then to the smallest most-likely set whose probability reaches topP
+//     (nucleus), drawn with a seeded PRNG (sfc32): the same seed gives the same tokens.
+//
+// Everything runs under noGrad and frees its temporaries as it goes (caches included, when the call ends): memory()
+// returns to where it was. The caches are CPU tensors (kvAppend is a CPU kernel).
+import type { Decoder } from './decoder.ts';
+import { Tensor, tensor, zeros } from '../tensor.ts';
+import * as ops from '../ops/index.ts';
+import { noGrad } from '../autograd.ts';
+import { appliedLayers, type LayerPlan } from '../sharing/plan.ts';
+import { linearInference, type FeedForward } from '../nn/layers.ts';
+
+export interface GenerateOptions {
+  /** How many tokens to generate at most (0 returns []). The prompt plus these must fit in the model's maxSeq. */
+  maxNewTokens: number;
+  /** Softmax temperature, >= 0. Default 1; 0 is greedy decoding (argmax, no randomness). */
+  temperature?: number;
+  /** Sample among the topK most likely tokens only (an integer >= 1; default: all). */
+  topK?: number;
+  /** Nucleus sampling: among the smallest set of most likely tokens whose probability reaches topP, in (0, 1]. Default 1. */
+  topP?: number;
+  /** PRNG seed, a non-negative safe integer: the same seed gives the same tokens. Default: a fresh random seed per call. */
+  seed?: number;
+  /** Stop after generating this token id (it is included in the result). */
+  eos?: number;
+  /** Apply a shared stack for another number of layers (strategies all and cycle), as Decoder.forward's depth. */
+  depth?: number;
+}
+
+type KV = { k: Tensor; v: Tensor };
+
+const OP = 'Decoder.generate';
+const OPTION_KEYS = ['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'eos', 'depth'];
+
+/** h + d as a new tensor, freeing both. */
+function residual(h: Tensor, d: Tensor): Tensor {
+  const r = ops.add(h, d);
+  h.dispose();
+  d.dispose();
+  return r;
+}
+
+/** FeedForward.forward for inference, freeing its intermediates. */
+function feedForward(f: FeedForward, x: Tensor): Tensor {
+  const a = f.ln.forward(x);
+  const b = linearInference(f.fc1, a, 'gelu');
+  a.dispose();
+  const c = linearInference(f.fc2, b);
+  b.dispose();
+  return c;
+}
+
+/**
+ * One sequence (B = 1) being decoded incrementally: per-layer K/V caches of `capacity` positions and the number of
+ * positions fed so far. Call prefill() once, then step() per token; dispose() frees the caches. Every method runs
+ * under noGrad and frees its temporaries.
+ */
+export class DecodeSession {
+  readonly capacity: number;
+  private readonly layers: LayerPlan[];
+  private readonly caches: (KV | null)[]; // per applied layer; null for layers that reuse another layer's K/V
+  private fed = 0;
+
+  constructor(readonly model: Decoder, capacity: number, depth?: number) {
+    const { dModel, heads, kvHeads, maxSeq } = model.config;
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > maxSeq)
+      throw new RangeError(`DecodeSession: capacity must be an integer in [1, ${maxSeq}] (the model's maxSeq), got ${capacity}`);
+    this.capacity = capacity;
+    this.layers = appliedLayers(model.plan, depth);
+    const device = model.store.device;
+    const shape = [1, kvHeads, capacity, dModel / heads];
+    this.caches = this.layers.map((lp, l) => (lp.kvSource === l ? { k: zeros(shape, { device }), v: zeros(shape, { device }) } : null));
+  }
+
+  /** Positions fed so far (the position of the next token). */
+  get position(): number {
+    return this.fed;
+  }
+
+  /**
+   * Feeds the prompt at positions [0, T) in one causal pass, filling the caches. Returns the logits (1, 1, vocab) of
+   * the last position, or (1, T, vocab) of every position with `all`.
+   */
+  prefill(ids: ArrayLike<number>, all = false): Tensor {
+    const T = ids.length;
+    if (this.fed !== 0) throw new Error('DecodeSession.prefill: the session has already been fed');
+    if (T < 1 || T > this.capacity) throw new RangeError(`DecodeSession.prefill: ${T} positions do not fit the capacity ${this.capacity}`);
+    return noGrad(() => {
+      const m = this.model;
+      let h = this.embed(Int32Array.from(ids), Int32Array.from({ length: T }, (_, i) => i));
+      const fresh: (KV | null)[] = [];
+      try {
+        this.layers.forEach((lp, l) => {
+          const reuse = lp.kvSource !== l ? fresh[lp.kvSource] ?? undefined : undefined;
+          const { out, kv } = m.attn[lp.attention].forwardPrefill(h, this.caches[l], reuse);
+          fresh[l] = kv;
+          h = residual(h, out);
+          h = residual(h, feedForward(m.ffn[lp.ffn], h));
+        });
+      } finally {
+        for (const kv of fresh) {
+          kv?.k.dispose();
+          kv?.v.dispose();
+        }
+      }
+      this.fed = T;
+      if (!all && T > 1) {
+        const C = m.config.dModel;
+        const last = h.window((T - 1) * C, [1, 1, C]); // layer norm and head are per position: the last one suffices
+        h.dispose();
+        h = last;
+      }
+      return this.logits(h);
+    });
+  }
+
+  /** Feeds one token at the next position; returns its logits (1, 1, vocab). */
+  step(id: number): Tensor {
+    const t = this.fed;
+    if (t === 0) throw new Error('DecodeSession.step: call prefill() first');
+    if (t >= this.capacity) throw new RangeError(`DecodeSession.step: the cache is full (capacity ${this.capacity} positions)`);
+    return noGrad(() => {
+      const m = this.model;
+      let h = this.embed(Int32Array.of(id), Int32Array.of(t));
+      const keyLengths = tensor(Int32Array.of(t + 1), [1], { device: m.store.device });
+      this.layers.forEach((lp, l) => {
+        const cache = this.caches[lp.kvSource]!;
+        h = residual(h, m.attn[lp.attention].forwardStep(h, cache, t, lp.kvSource === l, keyLengths));
+        h = residual(h, feedForward(m.ffn[lp.ffn], h));
+      });
+      keyLengths.dispose();
+      this.fed = t + 1;
+      return this.logits(h);
+    });
+  }
+
+  /** Frees the caches. Idempotent. */
+  dispose(): void {
+    for (const c of this.caches) {
+      c?.k.dispose();
+      c?.v.dispose();
+    }
+  }
+
+  /** Token + positional embeddings (1, n, C) of ids at positions. */
+  private embed(ids: Int32Array, positions: Int32Array): Tensor {
+    const m = this.model;
+    const device = m.store.device;
+    const idT = tensor(ids, [1, ids.length], { device });
+    const posT = tensor(positions, [1, positions.length], { device });
+    const h = residual(m.tok.forward(idT), m.pos.forward(posT));
+    idT.dispose();
+    posT.dispose();
+    return h;
+  }
+
+  /** Final layer norm and head over h (1, n, C), freeing h: logits (1, n, vocab). */
+  private logits(h: Tensor): Tensor {
+    const m = this.model;
+    const n = m.lnF.forward(h);
+    h.dispose();
+    const y = m.head ? linearInference(m.head, n) : ops.linear(n, m.tok.weight.value, null);
+    n.dispose();
+    return y;
+  }
+}
+
+// ---- options ---------------------------------------------------------------------------------------------------------
+
+function describe(v: unknown): string {
+  if (typeof v === 'string') return `'${v}'`;
+  if (Array.isArray(v)) return `an array of length ${v.length}`;
+  if (v instanceof Tensor) return v.toString();
+  if (typeof v === 'object' && v !== null) return 'an object';
+  return typeof v === 'bigint' ? `${v}n` : String(v);
+}
+
+function checkInteger(v: unknown, name: string, lo: number, hi: number): number {
+  if (typeof v !== 'number') throw new TypeError(`${OP}: ${name} must be an integer, got ${describe(v)}`);
+  if (!Number.isInteger(v) || v < lo || v > hi)
+    throw new RangeError(`${OP}: ${name} must be an integer in [${lo}, ${hi === Number.MAX_SAFE_INTEGER ? '2^53 - 1' : hi}], got ${v}`);
+  return v;
+}
+
+function checkNumber(v: unknown, name: string): number {
+  if (typeof v !== 'number') throw new TypeError(`${OP}: ${name} must be a number, got ${describe(v)}`);
+  if (!Number.isFinite(v)) throw new RangeError(`${OP}: ${name} must be finite, got ${v}`);
+  return v;
+}
+
+interface Resolved {
+  maxNewTokens: number;
+  temperature: number;
+  topK?: number;
+  topP?: number;
+  seed: number;
+  eos?: number;
+  depth?: number;
+}
+
+function resolveOptions(options: unknown, vocab: number): Resolved {
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw new TypeError(`${OP}: options must be an object with at least maxNewTokens, got ${describe(options)}`);
+  const o = options as Record<string, unknown>;
+  for (const k of Object.keys(o))
+    if (!OPTION_KEYS.includes(k)) throw new TypeError(`${OP}: unknown option '${k}' (the options are ${OPTION_KEYS.join(', ')})`);
+  const r: Resolved = { maxNewTokens: checkInteger(o.maxNewTokens, 'maxNewTokens', 0, Number.MAX_SAFE_INTEGER), temperature: 1, seed: 0 };
+  if (o.temperature !== undefined) {
+    r.temperature = checkNumber(o.temperature, 'temperature');
+    if (r.temperature < 0) throw new RangeError(`${OP}: temperature must be >= 0 (0 is greedy), got ${r.temperature}`);
+  }
+  if (o.topK !== undefined) r.topK = checkInteger(o.topK, 'topK', 1, Number.MAX_SAFE_INTEGER);
+  if (o.topP !== undefined) {
+    r.topP = checkNumber(o.topP, 'topP');
+    if (!(r.topP > 0 && r.topP <= 1)) throw new RangeError(`${OP}: topP must be in (0, 1], got ${r.topP}`);
+  }
+  r.seed = o.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : checkInteger(o.seed, 'seed', 0, Number.MAX_SAFE_INTEGER);
+  if (o.eos !== undefined) r.eos = checkInteger(o.eos, 'eos', 0, vocab - 1);
+  if (o.depth !== undefined) r.depth = checkInteger(o.depth, 'depth', 1, Number.MAX_SAFE_INTEGER);
+  return r;
+}
+
+/** The prompt's token ids: int32 Tensor [T0] or [1, T0], or an array of integers, each in [0, vocab). */
+async function promptIds(prompt: unknown, vocab: number, op: string): Promise<number[]> {
+  let ids: number[];
+  if (prompt instanceof Tensor) {
+    if (prompt.disposed) throw new Error(`${op}: prompt has been disposed`);
+    if (prompt.dtype !== 'int32') throw new TypeError(`${op}: prompt must be an int32 tensor, got ${prompt.toString()}`);
+    if (!(prompt.rank === 1 || (prompt.rank === 2 && prompt.shape[0] === 1)))
+      throw new RangeError(`${op}: prompt must have shape [T] or [1, T] (one sequence), got [${prompt.shape.join(', ')}]`);
+    ids = Array.from(await prompt.data());
+  } else if (Array.isArray(prompt)) {
+    prompt.forEach((x, i) => {
+      if (typeof x !== 'number') throw new TypeError(`${op}: prompt[${i}] must be an integer token id, got ${describe(x)}`);
+    });
+    ids = prompt as number[];
+  } else {
+    throw new TypeError(`${op}: prompt must be an int32 Tensor or an array of token ids, got ${describe(prompt)}`);
+  }
+  if (ids.length === 0) throw new RangeError(`${op}: prompt is empty (it needs at least one token)`);
+  ids.forEach((x, i) => {
+    if (!Number.isInteger(x) || x < 0 || x >= vocab) throw new RangeError(`${op}: prompt[${i}] = ${x} is not a token id in [0, ${vocab})`);
+  });
+  return ids.slice();
+}
+
+// ---- sampling ----------------------------------------------------------------------------------------------------------
+
+/** A deterministic PRNG in [0, 1): sfc32 seeded from both 32-bit halves of a safe integer. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  let b = Math.floor(seed / 2 ** 32) >>> 0;
+  let c = 0x9e3779b9;
+  let d = 0x6a09e667;
+  const next = (): number => {
+    const t = (((a + b) | 0) + d) | 0;
+    d = (d + 1) | 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) | 0;
+    c = (c << 21) | (c >>> 11);
+    c = (c + t) | 0;
+    return t >>> 0;
+  };
+  for (let i = 0; i < 15; i++) next(); // mix the seed into every word
+  return () => next() / 2 ** 32;
+}
+
+export interface SamplingOptions {
+  /** >= 0; 0 is greedy. */
+  temperature: number;
+  topK?: number;
+  topP?: number;
+}
+
+/** The index of the largest logit (the first one on ties). */
+function argmax(x: ArrayLike<number>): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+/**
+ * The next token from one position's logits: argmax when temperature is 0, else a draw (using `random`, in [0, 1))
+ * from softmax(logits / temperature) restricted to the topK most likely tokens, then to the smallest most-likely set
+ * of those whose renormalised probability reaches topP. Ties in probability keep the lower token id first.
+ */
+export function sampleToken(logits: ArrayLike<number>, o: SamplingOptions, random: () => number): number {
+  const V = logits.length;
+  for (let i = 0; i < V; i++)
+    if (!Number.isFinite(logits[i])) throw new Error(`${OP}: the model produced a non-finite logit (${logits[i]} for token ${i})`);
+  if (o.temperature === 0) return argmax(logits);
+  const m = logits[argmax(logits)];
+  const p = new Float64Array(V);
+  for (let i = 0; i < V; i++) p[i] = Math.exp((logits[i] - m) / o.temperature); // unnormalised: the max is 1
+  const k = Math.min(o.topK ?? V, V);
+  const nucleus = o.topP !== undefined && o.topP < 1;
+  if (k === V && !nucleus) {
+    let total = 0;
+    for (let i = 0; i < V; i++) total += p[i];
+    let u = random() * total;
+    for (let i = 0; i < V; i++) if ((u -= p[i]) < 0) return i;
+    return argmax(logits); // rounding left u >= 0 at the end: the mass there is negligible
+  }
+  const order = Int32Array.from({ length: V }, (_, i) => i).sort((i, j) => p[j] - p[i] || i - j);
+  let kept = k;
+  if (nucleus) {
+    let total = 0;
+    for (let j = 0; j < k; j++) total += p[order[j]];
+    let cum = 0;
+    for (let j = 0; j < k; j++) {
+      cum += p[order[j]];
+      if (cum >= o.topP! * total) {
+        kept = j + 1;
+        break;
+      }
+    }
+  }
+  let total = 0;
+  for (let j = 0; j < kept; j++) total += p[order[j]];
+  let u = random() * total;
+  for (let j = 0; j < kept; j++) if ((u -= p[order[j]]) < 0) return order[j];
+  return order[kept - 1];
+}
+
+// ---- entry points ------------------------------------------------------------------------------------------------------
+
+/** Decoder.generate: see GenerateOptions. Returns the generated ids (without the prompt). */
+export async function generate(model: Decoder, prompt: Tensor | number[], options: GenerateOptions): Promise<number[]> {
+  const { vocab, maxSeq } = model.config;
+  const o = resolveOptions(options, vocab);
+  appliedLayers(model.plan, o.depth); // a depth the plan cannot apply fails here, before any work
+  const ids = await promptIds(prompt, vocab, OP);
+  const T0 = ids.length;
+  if (T0 + o.maxNewTokens > maxSeq)
+    throw new RangeError(`${OP}: the prompt (${T0} tokens) plus maxNewTokens (${o.maxNewTokens}) exceeds the model's maxSeq (${maxSeq})`);
+  if (o.maxNewTokens === 0) return [];
+  const random = seededRandom(o.seed);
+  // The last generated token is never fed back: T0 + maxNewTokens - 1 positions go through the model.
+  const session = new DecodeSession(model, T0 + o.maxNewTokens - 1, o.depth);
+  const out: number[] = [];
+  let logits: Tensor | null = null;
+  try {
+    logits = session.prefill(ids);
+    for (;;) {
+      const row = await logits.data();
+      logits.dispose();
+      logits = null;
+      const next = sampleToken(row, o, random);
+      out.push(next);
+      if (out.length === o.maxNewTokens || next === o.eos) break;
+      logits = session.step(next);
+    }
+  } finally {
+    logits?.dispose();
+    session.dispose();
+  }
+  return out;
+}
+
+/**
+ * The logits (vocab each) of every position of `ids` computed incrementally: positions [0, prefill) in one prefill
+ * pass, then one step per remaining token, each over the KV cache. For checking the cache against a full forward.
+ */
+export async function decodeLogits(model: Decoder, ids: Tensor | number[], options: { prefill: number; depth?: number }): Promise<Float32Array[]> {
+  const op = 'decodeLogits';
+  const seq = await promptIds(ids, model.config.vocab, op);
+  const T = seq.length;
+  if (typeof options !== 'object' || options === null) throw new TypeError(`${op}: options must be an object`);
+  const P = options.prefill;
+  if (!Number.isInteger(P) || P < 1 || P > T) throw new RangeError(`${op}: prefill must be an integer in [1, ${T}], got ${String(P)}`);
+  if (T > model.config.maxSeq) throw new RangeError(`${op}: ${T} positions exceed the model's maxSeq (${model.config.maxSeq})`);
+  const V = model.config.vocab;
+  const session = new DecodeSession(model, T, options.depth);
+  const rows: Float32Array[] = [];
+  try {
+    const first = session.prefill(seq.slice(0, P), true);
+    let a: Float32Array;
+    try {
+      a = (await first.data()) as Float32Array;
+    } finally {
+      first.dispose();
+    }
+    for (let t = 0; t < P; t++) rows.push(a.slice(t * V, (t + 1) * V));
+    for (let t = P; t < T; t++) {
+      const l = session.step(seq[t]);
+      try {
+        rows.push((await l.data()) as Float32Array);
+      } finally {
+        l.dispose();
+      }
+    }
+  } finally {
+    session.dispose();
+  }
+  return rows;
+}

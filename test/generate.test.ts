@@ -1,0 +1,352 @@
+// generate.test.ts — incremental decoding over a KV cache (lib/models/generate.ts, Decoder.generate): for several
+// sharing strategies (none, all, cycle, cross-layer KV sharing, MQA, basis, delta, run-time depth) the logits of every
+// position computed incrementally (prefill + one step per token) equal those of a full forward over the whole
+// sequence, and greedy generation equals greedy decoding by repeated full forwards on the growing sequence; sampling
+// is deterministic per seed and differs across seeds; topK = 1, a tiny topP and temperature 0 are greedy; the sampler
+// draws from the right (top-k / nucleus-restricted) distribution; eos stops early; bad prompts and options reject with
+// exact error classes naming Decoder.generate; memory() counts return to where they were after every call.
+import anyTest, { type ExecutionContext } from 'ava';
+
+import { memory, synchronizeSync, tensor } from '../lib/index.ts';
+import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
+import { DecodeSession, decodeLogits, sampleToken, seededRandom } from '../lib/models/generate.ts';
+import { noGrad } from '../lib/autograd.ts';
+import { lcg, near, type ErrorClass } from './helpers/check.ts';
+
+const test = anyTest.serial;
+
+const base: DecoderConfig = { vocab: 13, dModel: 16, heads: 4, dFF: 24, layers: 4, maxSeq: 24, seed: 5 };
+const strategies: [string, Partial<DecoderConfig>, { depth?: number }][] = [
+  ['none', { sharing: { strategy: 'none' } }, {}],
+  ['all', { sharing: { strategy: 'all' } }, {}],
+  ['cycle U=2', { sharing: { strategy: 'cycle', unique: 2 } }, {}],
+  ['all + cross-layer KV (s=2)', { sharing: { strategy: 'all', kvShareGroup: 2 } }, {}],
+  ['none + MQA (kvHeads=1) + untied head', { kvHeads: 1, tiedEmbeddings: false }, {}],
+  ['cycle U=2 + GQA (kvHeads=2) + cross-layer KV (s=3)', { kvHeads: 2, sharing: { strategy: 'cycle', unique: 2, kvShareGroup: 3 } }, {}],
+  ['basis r=4', { sharing: { strategy: 'basis', rank: 4 } }, {}],
+  ['delta r=3', { sharing: { strategy: 'delta', rank: 3 } }, {}],
+  ['all, run-time depth 6', { sharing: { strategy: 'all' } }, { depth: 6 }],
+  ['cycle U=2 + cross-layer KV (s=2), run-time depth 5', { sharing: { strategy: 'cycle', unique: 2, kvShareGroup: 2 } }, { depth: 5 }],
+];
+
+/** A model whose parameters are all uniform in [-0.4, 0.4): attention far from uniform, logits of order 1. */
+function model(extra: Partial<DecoderConfig> = {}, seed = 1): Decoder {
+  const m = new Decoder({ ...base, ...extra });
+  const v = m.store.values.sharedData() as Float32Array;
+  const r = lcg(seed);
+  for (let i = 0; i < v.length; i++) v[i] = r(-0.4, 0.4);
+  return m;
+}
+
+function tokens(seed: number, n: number, V = base.vocab): number[] {
+  const r = lcg(seed);
+  return Array.from({ length: n }, () => Math.floor(r(0, V)));
+}
+
+/** The logits (1, T, V) of a full forward over ids, as a flat array. */
+function fullLogits(m: Decoder, ids: number[], depth?: number): Float32Array {
+  return noGrad(() => {
+    const x = tensor(Int32Array.from(ids), [1, ids.length]);
+    const y = m.forward(x, { depth });
+    const a = y.dataSync() as Float32Array;
+    x.dispose();
+    y.dispose();
+    return a;
+  });
+}
+
+/** Greedy decoding by full forwards on the growing sequence (no cache). */
+function greedyByFullForward(m: Decoder, prompt: number[], n: number, depth?: number): number[] {
+  const seq = prompt.slice();
+  const V = m.config.vocab;
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const a = fullLogits(m, seq, depth);
+    const row = a.subarray((seq.length - 1) * V, seq.length * V);
+    let best = 0;
+    for (let j = 1; j < V; j++) if (row[j] > row[best]) best = j;
+    out.push(best);
+    seq.push(best);
+  }
+  return out;
+}
+
+const cpuCounts = () => {
+  synchronizeSync(); // queued kernels hold their tensors' storages until they have run
+  const c = memory().cpu;
+  return { tensors: c.tensors, storages: c.storages, bytes: c.bytes };
+};
+
+/** Collects garbage left by earlier tests (Decoder.forward leaves its intermediates to the finalizers) before a baseline. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    synchronizeSync();
+    (globalThis as { gc?: () => void }).gc?.();
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+async function rejectsExactly(t: ExecutionContext, p: () => Promise<unknown>, cls: ErrorClass, message: RegExp, label: string): Promise<void> {
+  const err = await t.throwsAsync(p, { instanceOf: cls, message }, label);
+  if (err) t.is(err.constructor, cls, `${label}: expected exactly ${cls.name}, got ${err.constructor.name}: ${err.message}`);
+}
+
+// ---- the cache against the full forward ----------------------------------------------------------------------------
+
+for (const [name, extra, { depth }] of strategies) {
+  test(`incremental logits equal the full forward at every position, and greedy tokens match: ${name}`, async (t) => {
+    const m = model(extra, 3);
+    const V = m.config.vocab;
+    const seq = tokens(11, 17);
+    const want = fullLogits(m, seq, depth);
+    for (const prefill of [1, 5, 17]) {
+      const rows = await decodeLogits(m, seq, { prefill, depth });
+      t.is(rows.length, seq.length);
+      rows.forEach((row, pos) => near(t, row, want.subarray(pos * V, (pos + 1) * V), 1e-5, 1e-4, `prefill ${prefill}, position ${pos}`));
+    }
+    const prompt = tokens(12, 4);
+    const greedy = greedyByFullForward(m, prompt, 12, depth);
+    t.deepEqual(await m.generate(prompt, { maxNewTokens: 12, temperature: 0, depth }), greedy, 'greedy generate = greedy full forwards');
+    t.deepEqual(await m.generate(prompt, { maxNewTokens: 12, topK: 1, seed: 9, depth }), greedy, 'topK = 1 is greedy');
+    m.store.dispose();
+  });
+}
+
+test('a layer that reuses K/V reads the source layer\'s cache: the session allocates caches for K/V-computing layers only', async (t) => {
+  const m = model({ sharing: { strategy: 'all', kvShareGroup: 2 } });
+  await settle();
+  const before = cpuCounts();
+  const s = new DecodeSession(m, 10);
+  const after = cpuCounts();
+  t.is(after.tensors - before.tensors, 4, 'two K/V-computing layers of four: two K and two V caches');
+  t.is(after.bytes - before.bytes, 4 * (1 * 4 * 10 * 4) * 4, '(1, Hkv, capacity, Dh) floats each');
+  t.is(s.position, 0);
+  s.dispose();
+  t.deepEqual(cpuCounts(), before);
+  m.store.dispose();
+});
+
+test('the prompt may be an int32 tensor [T] or [1, T], and the result has the prompt excluded', async (t) => {
+  const m = model();
+  const prompt = tokens(21, 6);
+  const want = await m.generate(prompt, { maxNewTokens: 7, temperature: 0 });
+  t.is(want.length, 7);
+  const p1 = tensor(Int32Array.from(prompt), [6]), p2 = tensor(Int32Array.from(prompt), [1, 6]);
+  t.deepEqual(await m.generate(p1, { maxNewTokens: 7, temperature: 0 }), want);
+  t.deepEqual(await m.generate(p2, { maxNewTokens: 7, temperature: 0 }), want);
+  t.deepEqual(Array.from(p1.dataSync()), prompt, 'the prompt tensor is not changed');
+  p1.dispose();
+  p2.dispose();
+  t.deepEqual(await m.generate(prompt, { maxNewTokens: 0 }), [], 'maxNewTokens 0');
+  m.store.dispose();
+});
+
+test('a prompt plus maxNewTokens up to maxSeq is accepted; beyond it is a RangeError', async (t) => {
+  const m = model();
+  const prompt = tokens(31, 20);
+  const out = await m.generate(prompt, { maxNewTokens: 4, temperature: 0 }); // exactly maxSeq = 24
+  t.deepEqual(out, greedyByFullForward(m, prompt, 4));
+  await rejectsExactly(t, () => m.generate(prompt, { maxNewTokens: 5 }), RangeError,
+    /^Decoder\.generate: the prompt \(20 tokens\) plus maxNewTokens \(5\) exceeds the model's maxSeq \(24\)$/, 'past maxSeq');
+  await rejectsExactly(t, () => m.generate(tokens(1, 25), { maxNewTokens: 0 }), RangeError, /exceeds the model's maxSeq \(24\)/, 'prompt past maxSeq');
+  m.store.dispose();
+});
+
+// ---- sampling ----------------------------------------------------------------------------------------------------------
+
+test('sampling is deterministic per seed and differs across seeds; temperature 0 and a tiny topP are greedy', async (t) => {
+  const m = model({}, 7);
+  const prompt = tokens(41, 3);
+  const greedy = greedyByFullForward(m, prompt, 15);
+  const a = await m.generate(prompt, { maxNewTokens: 15, seed: 1 });
+  t.deepEqual(await m.generate(prompt, { maxNewTokens: 15, seed: 1 }), a, 'same seed, same tokens');
+  const others = await Promise.all([2, 3, 4, 5].map((seed) => m.generate(prompt, { maxNewTokens: 15, seed })));
+  t.true(others.some((o) => o.join() !== a.join()), 'other seeds give other tokens');
+  t.true(new Set([a, ...others].map((o) => o.join())).size >= 3, 'the seeds give mostly different samples');
+  t.deepEqual(await m.generate(prompt, { maxNewTokens: 15, temperature: 0, seed: 1 }), greedy, 'temperature 0');
+  t.deepEqual(await m.generate(prompt, { maxNewTokens: 15, topP: 1e-9, seed: 2 }), greedy, 'topP tiny');
+  t.deepEqual(await m.generate(prompt, { maxNewTokens: 15, temperature: 1e-6, seed: 3 }), greedy, 'temperature -> 0');
+  const b = await m.generate(prompt, { maxNewTokens: 15, seed: 1, temperature: 0.7, topK: 5, topP: 0.9 });
+  t.deepEqual(await m.generate(prompt, { maxNewTokens: 15, seed: 1, temperature: 0.7, topK: 5, topP: 0.9 }), b, 'same seed with every option');
+  for (const o of [a, b, ...others]) t.true(o.every((x) => Number.isInteger(x) && x >= 0 && x < base.vocab));
+  m.store.dispose();
+});
+
+test('eos stops generation after the eos token', async (t) => {
+  const m = model({}, 8);
+  const prompt = tokens(51, 4);
+  const greedy = greedyByFullForward(m, prompt, 10);
+  const eos = greedy[3];
+  const stop = greedy.indexOf(eos);
+  t.deepEqual(await m.generate(prompt, { maxNewTokens: 10, temperature: 0, eos }), greedy.slice(0, stop + 1));
+  m.store.dispose();
+});
+
+test('sampleToken draws from softmax(logits / T) restricted by topK and topP', (t) => {
+  const logits = Float32Array.from([1.0, 2.5, -0.5, 2.0, 0.3, 1.7, -2.0, 2.5]);
+  const draws = 40000;
+  const freq = (o: { temperature: number; topK?: number; topP?: number }, seed: number) => {
+    const r = seededRandom(seed);
+    const f = new Float64Array(logits.length);
+    for (let i = 0; i < draws; i++) f[sampleToken(logits, o, r)]++;
+    return Array.from(f, (x) => x / draws);
+  };
+  /** The exact distribution: softmax over the tokens in `keep`. */
+  const exact = (T: number, keep: number[]) => {
+    const p = Array.from(logits, (l, i) => (keep.includes(i) ? Math.exp(l / T) : 0));
+    const s = p.reduce((a, b) => a + b, 0);
+    return p.map((x) => x / s);
+  };
+  const all = [0, 1, 2, 3, 4, 5, 6, 7];
+  // sorted by probability (ties by id): 1, 7, 3, 5, 0, 4, 2, 6
+  const cases: [string, { temperature: number; topK?: number; topP?: number }, number[]][] = [
+    ['T = 1', { temperature: 1 }, exact(1, all)],
+    ['T = 0.5', { temperature: 0.5 }, exact(0.5, all)],
+    ['T = 2, topK 3', { temperature: 2, topK: 3 }, exact(2, [1, 7, 3])],
+    ['topK larger than the vocabulary', { temperature: 1, topK: 100 }, exact(1, all)],
+    // T = 1: p(1) = p(7) = 0.272, p(3) = 0.165, p(5) = 0.122, ...: 0.5 needs {1, 7}; 0.6 needs {1, 7, 3}
+    ['topP 0.5', { temperature: 1, topP: 0.5 }, exact(1, [1, 7])],
+    ['topP 0.6', { temperature: 1, topP: 0.6 }, exact(1, [1, 7, 3])],
+    // after topK 4 the nucleus renormalises over {1, 7, 3, 5}: 0.8 of that needs {1, 7, 3}
+    ['topK 4 then topP 0.8', { temperature: 1, topK: 4, topP: 0.8 }, exact(1, [1, 7, 3])],
+  ];
+  cases.forEach(([label, o, want], i) => {
+    const got = freq(o, 100 + i);
+    got.forEach((g, j) => t.true(Math.abs(g - want[j]) < 0.012, `${label}: token ${j}: frequency ${g} vs probability ${want[j]}`));
+    want.forEach((w, j) => {
+      if (w === 0) t.is(got[j], 0, `${label}: token ${j} is never drawn`);
+    });
+  });
+  t.is(sampleToken(logits, { temperature: 0 }, () => 0.5), 1, 'greedy takes the first maximum');
+  t.is(sampleToken(logits, { temperature: 1, topK: 1 }, () => 0.999), 1, 'topK 1 ties: the lower id');
+  t.throws(() => sampleToken(Float32Array.from([0, NaN]), { temperature: 1 }, () => 0), { instanceOf: Error, message: /non-finite logit \(NaN for token 1\)/ });
+});
+
+test('the seeded PRNG is deterministic, in [0, 1), and uses every bit of the seed', (t) => {
+  const seq = (seed: number) => Array.from({ length: 8 }, seededRandom(seed));
+  t.deepEqual(seq(42), seq(42));
+  t.notDeepEqual(seq(42), seq(43));
+  t.notDeepEqual(seq(1), seq(1 + 2 ** 32), 'the high bits count');
+  const r = seededRandom(7);
+  let sum = 0;
+  for (let i = 0; i < 10000; i++) {
+    const u = r();
+    t.true(u >= 0 && u < 1);
+    sum += u;
+  }
+  t.true(Math.abs(sum / 10000 - 0.5) < 0.02);
+});
+
+// ---- errors --------------------------------------------------------------------------------------------------------------
+
+test('bad prompts and options reject with the right class, naming Decoder.generate', async (t) => {
+  const m = model();
+  const p = [1, 2, 3];
+  const pf = tensor(Float32Array.from([1, 2]), [2]), p2 = tensor(Int32Array.from([1, 2, 3, 4]), [2, 2]);
+  const p3 = tensor(Int32Array.from([1, 2]), [1, 1, 2]), pe = tensor(new Int32Array(0), [0]), pbig = tensor(Int32Array.from([1, 13]), [2]);
+  const gone = tensor(Int32Array.from([1]), [1]);
+  gone.dispose();
+  const G = (prompt: unknown, options: unknown) => () => m.generate(prompt as any, options as any);
+  const cases: [string, () => Promise<unknown>, ErrorClass, RegExp][] = [
+    ['no options', G(p, undefined), TypeError, /^Decoder\.generate: options must be an object with at least maxNewTokens, got undefined$/],
+    ['options a number', G(p, 5), TypeError, /^Decoder\.generate: options must be an object/],
+    ['options an array', G(p, []), TypeError, /^Decoder\.generate: options must be an object/],
+    ['unknown option', G(p, { maxNewTokens: 2, top_k: 3 }), TypeError, /^Decoder\.generate: unknown option 'top_k' \(the options are maxNewTokens, temperature, topK, topP, seed, eos, depth\)$/],
+    ['maxNewTokens missing', G(p, {}), TypeError, /^Decoder\.generate: maxNewTokens must be an integer, got undefined$/],
+    ['maxNewTokens a string', G(p, { maxNewTokens: '3' }), TypeError, /^Decoder\.generate: maxNewTokens must be an integer, got '3'$/],
+    ['maxNewTokens NaN', G(p, { maxNewTokens: NaN }), RangeError, /^Decoder\.generate: maxNewTokens must be an integer in \[0, 2\^53 - 1\], got NaN$/],
+    ['maxNewTokens -1', G(p, { maxNewTokens: -1 }), RangeError, /^Decoder\.generate: maxNewTokens must be an integer in \[0, 2\^53 - 1\], got -1$/],
+    ['maxNewTokens 2.5', G(p, { maxNewTokens: 2.5 }), RangeError, /^Decoder\.generate: maxNewTokens must be an integer/],
+    ['temperature a string', G(p, { maxNewTokens: 2, temperature: 'hot' }), TypeError, /^Decoder\.generate: temperature must be a number, got 'hot'$/],
+    ['temperature NaN', G(p, { maxNewTokens: 2, temperature: NaN }), RangeError, /^Decoder\.generate: temperature must be finite, got NaN$/],
+    ['temperature Infinity', G(p, { maxNewTokens: 2, temperature: Infinity }), RangeError, /^Decoder\.generate: temperature must be finite, got Infinity$/],
+    ['temperature -1', G(p, { maxNewTokens: 2, temperature: -1 }), RangeError, /^Decoder\.generate: temperature must be >= 0 \(0 is greedy\), got -1$/],
+    ['topK 0', G(p, { maxNewTokens: 2, topK: 0 }), RangeError, /^Decoder\.generate: topK must be an integer in \[1, 2\^53 - 1\], got 0$/],
+    ['topK 1.5', G(p, { maxNewTokens: 2, topK: 1.5 }), RangeError, /^Decoder\.generate: topK must be an integer/],
+    ['topK null', G(p, { maxNewTokens: 2, topK: null }), TypeError, /^Decoder\.generate: topK must be an integer, got null$/],
+    ['topP 0', G(p, { maxNewTokens: 2, topP: 0 }), RangeError, /^Decoder\.generate: topP must be in \(0, 1\], got 0$/],
+    ['topP 1.5', G(p, { maxNewTokens: 2, topP: 1.5 }), RangeError, /^Decoder\.generate: topP must be in \(0, 1\], got 1\.5$/],
+    ['topP NaN', G(p, { maxNewTokens: 2, topP: NaN }), RangeError, /^Decoder\.generate: topP must be finite, got NaN$/],
+    ['topP a boolean', G(p, { maxNewTokens: 2, topP: true }), TypeError, /^Decoder\.generate: topP must be a number, got true$/],
+    ['seed -1', G(p, { maxNewTokens: 2, seed: -1 }), RangeError, /^Decoder\.generate: seed must be an integer in \[0, 2\^53 - 1\], got -1$/],
+    ['seed a bigint', G(p, { maxNewTokens: 2, seed: 3n }), TypeError, /^Decoder\.generate: seed must be an integer, got 3n$/],
+    ['seed 0.5', G(p, { maxNewTokens: 2, seed: 0.5 }), RangeError, /^Decoder\.generate: seed must be an integer/],
+    ['eos out of the vocabulary', G(p, { maxNewTokens: 2, eos: 13 }), RangeError, /^Decoder\.generate: eos must be an integer in \[0, 12\], got 13$/],
+    ['eos a string', G(p, { maxNewTokens: 2, eos: 'x' }), TypeError, /^Decoder\.generate: eos must be an integer, got 'x'$/],
+    ['depth 0', G(p, { maxNewTokens: 2, depth: 0 }), RangeError, /^Decoder\.generate: depth must be an integer in \[1, 2\^53 - 1\], got 0$/],
+    ['depth on a plan without run-time depth', G(p, { maxNewTokens: 2, depth: 3 }), RangeError, /^sharing: a run-time depth override needs strategy all or cycle/],
+    ['a string prompt', G('hello', { maxNewTokens: 2 }), TypeError, /^Decoder\.generate: prompt must be an int32 Tensor or an array of token ids, got 'hello'$/],
+    ['a null prompt', G(null, { maxNewTokens: 2 }), TypeError, /^Decoder\.generate: prompt must be an int32 Tensor or an array of token ids, got null$/],
+    ['an empty prompt', G([], { maxNewTokens: 2 }), RangeError, /^Decoder\.generate: prompt is empty \(it needs at least one token\)$/],
+    ['a prompt with a string', G([1, '2'], { maxNewTokens: 2 }), TypeError, /^Decoder\.generate: prompt\[1\] must be an integer token id, got '2'$/],
+    ['a prompt id past the vocabulary', G([1, 13], { maxNewTokens: 2 }), RangeError, /^Decoder\.generate: prompt\[1\] = 13 is not a token id in \[0, 13\)$/],
+    ['a negative prompt id', G([-1], { maxNewTokens: 2 }), RangeError, /^Decoder\.generate: prompt\[0\] = -1 is not a token id in \[0, 13\)$/],
+    ['a fractional prompt id', G([1.5], { maxNewTokens: 2 }), RangeError, /^Decoder\.generate: prompt\[0\] = 1\.5 is not a token id/],
+    ['a float32 prompt tensor', G(pf, { maxNewTokens: 2 }), TypeError, /^Decoder\.generate: prompt must be an int32 tensor, got Tensor\(float32\[2\] on cpu\)$/],
+    ['a prompt tensor of two sequences', G(p2, { maxNewTokens: 2 }), RangeError, /^Decoder\.generate: prompt must have shape \[T\] or \[1, T\] \(one sequence\), got \[2, 2\]$/],
+    ['a rank-3 prompt tensor', G(p3, { maxNewTokens: 2 }), RangeError, /^Decoder\.generate: prompt must have shape \[T\] or \[1, T\]/],
+    ['an empty prompt tensor', G(pe, { maxNewTokens: 2 }), RangeError, /^Decoder\.generate: prompt is empty/],
+    ['a prompt tensor id past the vocabulary', G(pbig, { maxNewTokens: 2 }), RangeError, /^Decoder\.generate: prompt\[1\] = 13 is not a token id in \[0, 13\)$/],
+    ['a disposed prompt tensor', G(gone, { maxNewTokens: 2 }), Error, /^Decoder\.generate: prompt has been disposed$/],
+  ];
+  await settle();
+  const before = cpuCounts();
+  for (const [label, fn, cls, msg] of cases) await rejectsExactly(t, fn, cls, msg, `generate with ${label}`);
+  t.deepEqual(cpuCounts(), before, 'failed calls allocate nothing');
+  for (const z of [pf, p2, p3, pe, pbig]) z.dispose();
+  m.store.dispose();
+});
+
+// ---- memory --------------------------------------------------------------------------------------------------------------
+
+test('memory() counts return to where they were after every call, and do not grow across calls', async (t) => {
+  for (const [name, extra, { depth }] of strategies) {
+    const m = model(extra, 4);
+    const prompt = tokens(61, 5);
+    const warm = await m.generate(prompt, { maxNewTokens: 6, temperature: 0, depth }); // nothing to warm up, but cheap
+    t.is(warm.length, 6);
+    await settle();
+    const before = cpuCounts();
+    for (let i = 0; i < 3; i++) {
+      await m.generate(prompt, { maxNewTokens: 10, seed: i, topK: 4, topP: 0.9, depth });
+      t.deepEqual(cpuCounts(), before, `${name}: after sampling call ${i}`);
+      await m.generate(prompt, { maxNewTokens: 10, temperature: 0, eos: warm[2], depth });
+      t.deepEqual(cpuCounts(), before, `${name}: after greedy call ${i} (stopped early)`);
+    }
+    await decodeLogits(m, tokens(62, 9), { prefill: 4, depth });
+    t.deepEqual(cpuCounts(), before, `${name}: after decodeLogits`);
+    const s = new DecodeSession(m, 6, depth);
+    s.prefill([1, 2, 3]).dispose();
+    s.step(4).dispose();
+    s.dispose();
+    s.dispose();
+    t.deepEqual(cpuCounts(), before, `${name}: a session freed twice`);
+    m.store.dispose();
+  }
+});
+
+test('DecodeSession misuse is a clear error', (t) => {
+  const m = model();
+  const s = new DecodeSession(m, 3);
+  t.throws(() => s.step(1), { instanceOf: Error, message: /^DecodeSession\.step: call prefill\(\) first$/ });
+  t.throws(() => s.prefill([1, 2, 3, 4]), { instanceOf: RangeError, message: /^DecodeSession\.prefill: 4 positions do not fit the capacity 3$/ });
+  s.prefill([1, 2]).dispose();
+  t.is(s.position, 2);
+  t.throws(() => s.prefill([1]), { instanceOf: Error, message: /already been fed/ });
+  s.step(3).dispose();
+  t.throws(() => s.step(4), { instanceOf: RangeError, message: /^DecodeSession\.step: the cache is full \(capacity 3 positions\)$/ });
+  s.dispose();
+  t.throws(() => new DecodeSession(m, 25), { instanceOf: RangeError, message: /capacity must be an integer in \[1, 24\]/ });
+  m.store.dispose();
+});
+
+test('the model\'s forward and loss are unchanged by generation (no tape, parameters untouched)', async (t) => {
+  const m = model({ sharing: { strategy: 'cycle', unique: 2 } });
+  const seq = tokens(71, 8);
+  const before = fullLogits(m, seq);
+  const values = Float32Array.from(m.store.values.dataSync());
+  await m.generate(seq, { maxNewTokens: 8, seed: 1 });
+  t.deepEqual(Array.from(fullLogits(m, seq)), Array.from(before));
+  t.deepEqual(Array.from(m.store.values.dataSync()), Array.from(values));
+  m.store.dispose();
+});
