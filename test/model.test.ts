@@ -29,6 +29,7 @@ const strategies: [string, Partial<DecoderConfig>][] = [
   ['basis r=2', { sharing: { strategy: 'basis', rank: 2 } }],
   ['delta r=2', { sharing: { strategy: 'delta', rank: 2 } }],
   ['basis r=2 + cross-layer KV (s=2)', { sharing: { strategy: 'basis', rank: 2, kvShareGroup: 2 } }],
+  ['all + factorized embedding E=4 (tied)', { sharing: { strategy: 'all' }, factorizedEmbedding: 4 }],
 ];
 
 function batch(seed: number, B = 2, T = 5, V = 11): { ids: Tensor; targets: Tensor } {
@@ -112,7 +113,7 @@ test('unique-parameter counts equal the closed form for every strategy', (t) => 
     const cfg = { ...base, ...extra };
     const m = new Decoder(cfg);
     const acc = accountDecoder(
-      { vocab: cfg.vocab, dModel: cfg.dModel, heads: cfg.heads, kvHeads: cfg.kvHeads ?? cfg.heads, dFF: cfg.dFF, layers: cfg.layers, maxSeq: cfg.maxSeq, tiedEmbeddings: cfg.tiedEmbeddings ?? true, bias: true },
+      { vocab: cfg.vocab, dModel: cfg.dModel, heads: cfg.heads, kvHeads: cfg.kvHeads ?? cfg.heads, dFF: cfg.dFF, layers: cfg.layers, maxSeq: cfg.maxSeq, tiedEmbeddings: cfg.tiedEmbeddings ?? true, bias: true, factorizedEmbedding: cfg.factorizedEmbedding },
       m.plan,
     );
     t.is(m.numParameters, acc.uniqueParameters, name);

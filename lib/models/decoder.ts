@@ -8,13 +8,14 @@
 // Unique blocks are built once; layers index them through the SharingPlan, so a shared block's parameters are one set
 // of views into the ParameterStore and its gradient views receive the sum of every use.
 import { Module } from '../nn/module.ts';
-import { BasisLinear, DeltaLinear, Embedding, FeedForward, LayerNorm, Linear, MultiHeadAttention, plainLinear, type LinearFactory } from '../nn/layers.ts';
+import { LayerNorm, type Embedding, type FeedForward, type Linear, type MultiHeadAttention } from '../nn/layers.ts';
 import { ParameterBuilder, ParameterStore } from '../params.ts';
-import { Tensor, tensor } from '../tensor.ts';
+import { Tensor } from '../tensor.ts';
 import type { Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../io/checkpoint.ts';
-import { appliedLayers, kvProjectionBlocks, makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
+import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
+import { BlockStack, TokenIO, checkDims, checkIds, checkInt } from './stack.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
 import { generate, type GenerateOptions } from './generate.ts';
 
@@ -30,100 +31,65 @@ export interface DecoderConfig {
   sharing?: Partial<SharingConfig>;
   /** Output head tied to the token embedding (Press & Wolf). Default true. */
   tiedEmbeddings?: boolean;
+  /** Factorized embedding size E (ALBERT): a V x E table and an E -> dModel projection. */
+  factorizedEmbedding?: number;
   bias?: boolean;
   /** Parameter initialisation seed (Philox; the same values on every device). */
   seed?: number;
   device?: Device;
 }
 
-function checkInt(v: unknown, name: string, lo: number): number {
-  if (typeof v !== 'number' || !Number.isInteger(v)) throw new TypeError(`Decoder: ${name} must be an integer, got ${String(v)}`);
-  if (v < lo) throw new RangeError(`Decoder: ${name} must be at least ${lo}, got ${v}`);
-  return v;
-}
-
 export class Decoder extends Module {
-  readonly config: Required<Omit<DecoderConfig, 'sharing' | 'seed' | 'device'>> & { sharing: Partial<SharingConfig> };
+  readonly config: Required<Omit<DecoderConfig, 'sharing' | 'seed' | 'device' | 'factorizedEmbedding'>> & {
+    sharing: Partial<SharingConfig>;
+    factorizedEmbedding?: number;
+  };
   readonly plan: SharingPlan;
   readonly store: ParameterStore;
-  readonly tok: Embedding;
-  readonly pos: Embedding;
-  readonly attn: MultiHeadAttention[];
-  readonly ffn: FeedForward[];
+  /** Token embedding, positions and output head. */
+  readonly io: TokenIO;
+  /** The unique blocks, indexed per layer by the plan. */
+  readonly stack: BlockStack;
   readonly lnF: LayerNorm;
-  readonly head: Linear | null;
-  private positions = new Map<string, Tensor>();
 
   constructor(config: DecoderConfig) {
     super();
-    if (typeof config !== 'object' || config === null) throw new TypeError('Decoder: config must be an object');
-    const vocab = checkInt(config.vocab, 'vocab', 1);
-    const dModel = checkInt(config.dModel, 'dModel', 1);
-    const heads = checkInt(config.heads, 'heads', 1);
-    const kvHeads = checkInt(config.kvHeads ?? heads, 'kvHeads', 1);
-    const dFF = checkInt(config.dFF, 'dFF', 1);
-    const layers = checkInt(config.layers, 'layers', 1);
-    const maxSeq = checkInt(config.maxSeq, 'maxSeq', 1);
-    if (dModel % heads) throw new RangeError(`Decoder: dModel (${dModel}) must be a multiple of heads (${heads})`);
-    if (heads % kvHeads) throw new RangeError(`Decoder: heads (${heads}) must be a multiple of kvHeads (${kvHeads})`);
-    this.plan = makePlan(config.sharing, layers, { dModel, dFF, kvDim: kvHeads * (dModel / heads) });
+    const d = checkDims('Decoder', config as unknown as Record<string, unknown>);
+    const layers = checkInt('Decoder', config.layers, 'layers', 1);
+    const E = config.factorizedEmbedding === undefined ? undefined : checkInt('Decoder', config.factorizedEmbedding, 'factorizedEmbedding', 1);
+    this.plan = makePlan(config.sharing, layers, { dModel: d.dModel, dFF: d.dFF, kvDim: d.kvHeads * (d.dModel / d.heads) });
     const tied = config.tiedEmbeddings ?? true;
-    const bias = config.bias ?? true;
-    this.config = { vocab, dModel, heads, kvHeads, dFF, layers, maxSeq, tiedEmbeddings: tied, bias, sharing: config.sharing ?? {} };
-
+    this.config = { ...d, layers, tiedEmbeddings: tied, sharing: config.sharing ?? {}, ...(E !== undefined ? { factorizedEmbedding: E } : {}) };
     const b = new ParameterBuilder();
-    this.tok = this.addModule('tok', new Embedding(b, 'tok', vocab, dModel));
-    this.pos = this.addModule('pos', new Embedding(b, 'pos', maxSeq, dModel));
-    const ownsKV = new Set(kvProjectionBlocks(this.plan));
-    // basis / delta: every block (one per layer) makes its projections from a weight shared across layers per role
-    const rank = this.plan.rank ?? 0;
-    const linear: LinearFactory =
-      this.plan.strategy === 'basis'
-        ? (bb, name, role, i, o, opts) => new BasisLinear(bb, name, role, i, o, rank, opts)
-        : this.plan.strategy === 'delta'
-          ? (bb, name, role, i, o, opts) => new DeltaLinear(bb, name, role, i, o, rank, opts)
-          : plainLinear;
-    this.attn = [];
-    for (let i = 0; i < this.plan.uniqueAttention; i++)
-      this.attn.push(this.addModule(`attn.${i}`, new MultiHeadAttention(b, `attn.${i}`, { dModel, heads, kvHeads, bias, causal: true, ownKV: ownsKV.has(i), linear })));
-    this.ffn = [];
-    for (let i = 0; i < this.plan.uniqueFfn; i++) this.ffn.push(this.addModule(`ffn.${i}`, new FeedForward(b, `ffn.${i}`, dModel, dFF, bias, linear)));
-    this.lnF = this.addModule('ln_f', new LayerNorm(b, 'ln_f', dModel));
-    this.head = tied ? null : this.addModule('head', new Linear(b, 'head', dModel, vocab, { bias: false }));
+    const add = { add: <M extends Module>(n: string, m: M) => this.addModule(n, m) };
+    this.io = new TokenIO(add, b, d, { tied, factorized: E }, () => this.store.device);
+    this.stack = new BlockStack(add, b, '', this.plan, d, true);
+    this.lnF = this.addModule('ln_f', new LayerNorm(b, 'ln_f', d.dModel));
+    this.io.declareOutput(add, b);
     this.store = new ParameterStore(b, { device: config.device ?? 'cpu', seed: config.seed ?? 0 });
   }
 
-  private positionIds(B: number, T: number): Tensor {
-    const key = `${B}x${T}`;
-    let p = this.positions.get(key);
-    if (!p) {
-      const a = new Int32Array(B * T);
-      for (let i = 0; i < B * T; i++) a[i] = i % T;
-      p = tensor(a, [B, T], { device: this.store.device });
-      this.positions.set(key, p);
-    }
-    return p;
+  get tok(): Embedding {
+    return this.io.tok;
+  }
+  get pos(): Embedding {
+    return this.io.pos;
+  }
+  get head(): Linear | null {
+    return this.io.head;
+  }
+  get attn(): MultiHeadAttention[] {
+    return this.stack.attn;
+  }
+  get ffn(): FeedForward[] {
+    return this.stack.ffn;
   }
 
   /** ids int32 (B, T) -> logits (B, T, vocab). `depth` applies a shared stack for another number of layers. */
   forward(ids: Tensor, options: { depth?: number } = {}): Tensor {
-    if (!(ids instanceof Tensor)) throw new TypeError('Decoder.forward: ids must be a Tensor');
-    if (ids.dtype !== 'int32' || ids.rank !== 2) throw new TypeError(`Decoder.forward: ids must be int32 of shape [B, T], got ${ids.toString()}`);
-    const [B, T] = ids.shape;
-    if (T > this.config.maxSeq) throw new RangeError(`Decoder.forward: sequence length ${T} exceeds the model's maximum ${this.config.maxSeq}`);
-    if (T === 0 || B === 0) throw new RangeError(`Decoder.forward: empty batch ${ids.toString()}`);
-    let h = ops.add(this.tok.forward(ids), this.pos.forward(this.positionIds(B, T)));
-    const layers = appliedLayers(this.plan, options.depth);
-    const kvOf: { k: Tensor; v: Tensor }[] = [];
-    layers.forEach((lp, l) => {
-      const reuse = lp.kvSource !== l ? kvOf[lp.kvSource] : undefined;
-      const { out, kv } = this.attn[lp.attention].forward(h, reuse);
-      kvOf[l] = kv;
-      h = ops.add(h, out);
-      h = ops.add(h, this.ffn[lp.ffn].forward(h));
-    });
-    h = this.lnF.forward(h);
-    return this.head ? this.head.forward(h) : ops.linear(h, this.tok.weight.value, null);
+    checkIds('Decoder.forward', ids, this.config.maxSeq);
+    const h = this.stack.run(this.io.embed(ids), { depth: options.depth });
+    return this.io.logits(this.lnF.forward(h));
   }
 
   /** The mean next-token cross-entropy of logits(ids) against targets (B, T) (ignoreIndex -100). */
@@ -159,7 +125,7 @@ export class Decoder extends Module {
   accounting(options: { depth?: number } = {}): Accounting {
     const c = this.config;
     return accountDecoder(
-      { vocab: c.vocab, dModel: c.dModel, heads: c.heads, kvHeads: c.kvHeads, dFF: c.dFF, layers: c.layers, maxSeq: c.maxSeq, tiedEmbeddings: c.tiedEmbeddings, bias: c.bias },
+      { vocab: c.vocab, dModel: c.dModel, heads: c.heads, kvHeads: c.kvHeads, dFF: c.dFF, layers: c.layers, maxSeq: c.maxSeq, tiedEmbeddings: c.tiedEmbeddings, bias: c.bias, factorizedEmbedding: c.factorizedEmbedding },
       this.plan,
       options,
     );

@@ -67,6 +67,7 @@ export class Encoder extends Module {
     this.io = new TokenIO(add, b, d, { tied: this.dims.tiedEmbeddings, factorized: E }, () => this.store.device);
     this.stack = new BlockStack(add, b, '', this.plan, d, false);
     this.lnF = this.addModule('ln_f', new LayerNorm(b, 'ln_f', d.dModel));
+    this.io.declareOutput(add, b);
     this.classifier = numClasses ? this.addModule('cls', new Linear(b, 'cls', d.dModel, numClasses)) : null;
     this.store = new ParameterStore(b, { device: config.device ?? 'cpu', seed: config.seed ?? 0 });
   }

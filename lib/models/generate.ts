@@ -158,7 +158,7 @@ export class DecodeSession {
     const device = m.store.device;
     const idT = tensor(ids, [1, ids.length], { device });
     const posT = tensor(positions, [1, positions.length], { device });
-    const h = residual(m.tok.forward(idT), m.pos.forward(posT));
+    const h = m.io.embed(idT, posT);
     idT.dispose();
     posT.dispose();
     return h;
@@ -169,7 +169,7 @@ export class DecodeSession {
     const m = this.model;
     const n = m.lnF.forward(h);
     h.dispose();
-    const y = m.head ? linearInference(m.head, n) : ops.linear(n, m.tok.weight.value, null);
+    const y = m.io.logits(n);
     n.dispose();
     return y;
   }

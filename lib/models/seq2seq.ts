@@ -70,6 +70,7 @@ export class EncoderDecoder extends Module {
       this.cross.push(this.addModule(`cross.${l}`, new MultiHeadAttention(b, `cross.${l}`, { dModel: d.dModel, heads: d.heads, kvHeads: d.kvHeads, bias: d.bias, causal: false })));
     this.lnEnc = this.addModule('ln_enc', new LayerNorm(b, 'ln_enc', d.dModel));
     this.lnDec = this.addModule('ln_dec', new LayerNorm(b, 'ln_dec', d.dModel));
+    this.io.declareOutput(add, b);
     this.store = new ParameterStore(b, { device: config.device ?? 'cpu', seed: config.seed ?? 0 });
   }
 

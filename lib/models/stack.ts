@@ -5,6 +5,7 @@ import { BasisLinear, DeltaLinear, Embedding, FeedForward, Linear, MultiHeadAtte
 import type { ParameterBuilder } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
+import { tape } from '../autograd.ts';
 import { appliedLayers, kvProjectionBlocks, type SharingPlan } from '../sharing/plan.ts';
 
 export interface Dims {
@@ -41,6 +42,11 @@ export function checkDims(who: string, c: Partial<Dims> & Record<string, unknown
   return d;
 }
 
+/** Intermediates of a forward pass that recorded nothing (inference) are freed at once; recorded ones belong to the tape. */
+export function scratchDone(...ts: Tensor[]): void {
+  for (const t of ts) if (!tape().requiresGrad(t)) t.dispose();
+}
+
 /** Checks a batch of token ids: int32 (B, T), non-empty, T <= maxSeq. */
 export function checkIds(who: string, ids: unknown, maxSeq: number): [number, number] {
   if (!(ids instanceof Tensor)) throw new TypeError(`${who}: ids must be a Tensor`);
@@ -60,41 +66,56 @@ export class TokenIO {
   readonly tok: Embedding;
   readonly pos: Embedding;
   readonly inProj: Linear | null; // E -> d, factorized only
-  readonly outProj: Linear | null; // d -> E, factorized and tied only
-  readonly head: Linear | null; // d -> V, untied only
+  outProj: Linear | null = null; // d -> E, factorized and tied only
+  head: Linear | null = null; // d -> V, untied only
   private positions = new Map<string, Tensor>();
+  /** Declares the input side (tok, pos, tok_proj); declareOutput() declares the head after the blocks. */
   constructor(
     owner: { add: <M extends Module>(name: string, m: M) => M },
     b: ParameterBuilder,
-    d: Dims,
-    o: { tied: boolean; factorized?: number },
+    private d: Dims,
+    private o: { tied: boolean; factorized?: number },
     private device: () => Device,
   ) {
     const E = o.factorized;
     this.tok = owner.add('tok', new Embedding(b, 'tok', d.vocab, E ?? d.dModel));
     this.pos = owner.add('pos', new Embedding(b, 'pos', d.maxSeq, d.dModel));
     this.inProj = E !== undefined ? owner.add('tok_proj', new Linear(b, 'tok_proj', E, d.dModel, { bias: d.bias })) : null;
-    this.outProj = E !== undefined && o.tied ? owner.add('head_proj', new Linear(b, 'head_proj', d.dModel, E, { bias: d.bias })) : null;
-    this.head = o.tied ? null : owner.add('head', new Linear(b, 'head', d.dModel, d.vocab, { bias: false }));
   }
-  /** ids (B, T) -> token + position embeddings (B, T, d). */
-  embed(ids: Tensor): Tensor {
+  /** Declares the output side: head_proj (factorized and tied) or head (untied); nothing when simply tied. */
+  declareOutput(owner: { add: <M extends Module>(name: string, m: M) => M }, b: ParameterBuilder): void {
+    const { d, o } = this;
+    if (o.factorized !== undefined && o.tied) this.outProj = owner.add('head_proj', new Linear(b, 'head_proj', d.dModel, o.factorized, { bias: d.bias }));
+    if (!o.tied) this.head = owner.add('head', new Linear(b, 'head', d.dModel, d.vocab, { bias: false }));
+  }
+  /** ids (B, T) -> token + position embeddings (B, T, d); positions 0..T-1 unless given (int32 (B, T)). */
+  embed(ids: Tensor, positions?: Tensor): Tensor {
     const [B, T] = ids.shape;
-    const key = `${B}x${T}`;
-    let p = this.positions.get(key);
+    let p = positions;
     if (!p) {
-      const a = new Int32Array(B * T);
-      for (let i = 0; i < B * T; i++) a[i] = i % T;
-      p = tensor(a, [B, T], { device: this.device() });
-      this.positions.set(key, p);
+      const key = `${B}x${T}`;
+      p = this.positions.get(key);
+      if (!p) {
+        const a = new Int32Array(B * T);
+        for (let i = 0; i < B * T; i++) a[i] = i % T;
+        p = tensor(a, [B, T], { device: this.device() });
+        this.positions.set(key, p);
+      }
     }
     const t = this.tok.forward(ids);
-    return ops.add(this.inProj ? this.inProj.forward(t) : t, this.pos.forward(p));
+    const e = this.inProj ? this.inProj.forward(t) : t;
+    const pe = this.pos.forward(p);
+    const out = ops.add(e, pe);
+    scratchDone(t, e, pe);
+    return out;
   }
   /** h (..., d) -> logits (..., V). */
   logits(h: Tensor): Tensor {
     if (this.head) return this.head.forward(h);
-    return ops.linear(this.outProj ? this.outProj.forward(h) : h, this.tok.weight.value, null);
+    const mid = this.outProj ? this.outProj.forward(h) : h;
+    const y = ops.linear(mid, this.tok.weight.value, null);
+    if (mid !== h) scratchDone(mid);
+    return y;
   }
 }
 
