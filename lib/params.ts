@@ -77,13 +77,13 @@ export class ParameterStore {
   /** Every unique parameter, in declaration order (offsets increase). */
   readonly parameters: Parameter[];
   /** The flat parameter buffer: float32 [numel]. */
-  readonly values: Tensor;
+  values: Tensor;
   /** The flat gradient buffer, offset for offset. */
-  readonly grads: Tensor;
+  grads: Tensor;
   /** Per-element weight-decay multiplier (1 where p.decay, else 0). */
-  readonly decayMask: Tensor;
+  decayMask: Tensor;
   readonly numel: number;
-  readonly device: Device;
+  device: Device;
 
   constructor(builder: ParameterBuilder, options: StoreOptions = {}) {
     this.parameters = builder.parameters;
@@ -111,6 +111,26 @@ export class ParameterStore {
         m.dispose();
       }
     }
+  }
+
+  /**
+   * Moves the flat buffers (values, gradients, decay mask) to `device`: three copies, then every parameter's views
+   * are re-made over the new buffers. Optimizer state made for the old buffers must be made anew.
+   */
+  moveTo(device: Device): void {
+    if (device === this.device) return;
+    const [values, grads, mask] = [this.values.to(device), this.grads.to(device), this.decayMask.to(device)];
+    for (const p of this.parameters) {
+      p._value?.dispose();
+      p._grad?.dispose();
+      p._value = values.window(p.offset, p.shape);
+      p._grad = grads.window(p.offset, p.shape);
+      registerParameter(p._value, p._grad);
+    }
+    this.values.dispose();
+    this.grads.dispose();
+    this.decayMask.dispose();
+    [this.values, this.grads, this.decayMask, this.device] = [values, grads, mask, device];
   }
 
   /** Zeroes every gradient: one fill over the flat gradient buffer. */

@@ -113,6 +113,13 @@ export class Decoder extends Module {
   }
 
   /** Unique parameters (the store's size). */
+  /** Moves every parameter (the one flat buffer, its gradients and decay mask) to `device`, like nn.Module.to. */
+  to(device: Device): this {
+    this.store.moveTo(device);
+    this.io.clearCache();
+    return this;
+  }
+
   get numParameters(): number {
     return this.store.numel;
   }

@@ -119,6 +119,13 @@ export class Encoder extends Module {
     return ops.crossEntropy(this.classify(ids, options), labels);
   }
 
+  /** Moves every parameter (the one flat buffer, its gradients and decay mask) to `device`, like nn.Module.to. */
+  to(device: Device): this {
+    this.store.moveTo(device);
+    this.io.clearCache();
+    return this;
+  }
+
   get numParameters(): number {
     return this.store.numel;
   }

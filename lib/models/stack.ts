@@ -88,6 +88,12 @@ export class TokenIO {
     if (o.factorized !== undefined && o.tied) this.outProj = owner.add('head_proj', new Linear(b, 'head_proj', d.dModel, o.factorized, { bias: d.bias }));
     if (!o.tied) this.head = owner.add('head', new Linear(b, 'head', d.dModel, d.vocab, { bias: false }));
   }
+  /** Forgets cached position ids (after the model moved to another device). */
+  clearCache(): void {
+    for (const p of this.positions.values()) p.dispose();
+    this.positions.clear();
+  }
+
   /** ids (B, T) -> token + position embeddings (B, T, d); positions 0..T-1 unless given (int32 (B, T)). */
   embed(ids: Tensor, positions?: Tensor): Tensor {
     const [B, T] = ids.shape;
