@@ -15,7 +15,7 @@ import type { Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../io/checkpoint.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, TokenIO, checkDims, checkIds, checkInt } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkDims, checkIds, checkInt } from './stack.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
 import { generate, type GenerateOptions } from './generate.ts';
 
@@ -39,7 +39,7 @@ export interface DecoderConfig {
   device?: Device;
 }
 
-export class Decoder extends Module {
+export class Decoder extends Model {
   readonly config: Required<Omit<DecoderConfig, 'sharing' | 'seed' | 'device' | 'factorizedEmbedding'>> & {
     sharing: Partial<SharingConfig>;
     factorizedEmbedding?: number;
@@ -94,12 +94,7 @@ export class Decoder extends Module {
 
   /** The mean next-token cross-entropy of logits(ids) against targets (B, T) (ignoreIndex -100). */
   loss(ids: Tensor, targets: Tensor, options: { depth?: number } = {}): Tensor {
-    const logits = this.forward(ids, options);
-    const [B, T, V] = logits.shape;
-    const flat = targets.view([B * T]);
-    const loss = ops.crossEntropy(ops.reshape(logits, [B * T, V]), flat);
-    flat.dispose();
-    return loss;
+    return this.tokenLoss(this.forward(ids, options), targets);
   }
 
   /**
@@ -112,21 +107,6 @@ export class Decoder extends Module {
     return generate(this, prompt, options);
   }
 
-  /** Unique parameters (the store's size). */
-  /** Moves every parameter (the one flat buffer, its gradients and decay mask) to `device`, like nn.Module.to. */
-  to(device: Device): this {
-    this.store.moveTo(device);
-    this.io.clearCache();
-    return this;
-  }
-
-  get numParameters(): number {
-    return this.store.numel;
-  }
-
-  zeroGrad(): void {
-    this.store.zeroGrad();
-  }
 
   /** Closed-form accounting of this model (optionally at a run-time depth): parameters, bytes, FLOPs, KV cache. */
   accounting(options: { depth?: number } = {}): Accounting {

@@ -11,7 +11,7 @@ import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { accountEncoder, type Accounting } from '../sharing/accounting.ts';
-import { BlockStack, TokenIO, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
 
 export interface EncoderConfig {
   vocab: number;
@@ -45,7 +45,7 @@ function scratch(t: Tensor): void {
   else t.dispose();
 }
 
-export class Encoder extends Module {
+export class Encoder extends Model {
   readonly dims: Dims & { layers: number; tiedEmbeddings: boolean; numClasses: number; factorizedEmbedding?: number };
   readonly plan: SharingPlan;
   readonly store: ParameterStore;
@@ -95,12 +95,7 @@ export class Encoder extends Module {
 
   /** Mean cross-entropy of the MLM logits over positions whose target is not -100 (the unmasked ones). */
   mlmLoss(ids: Tensor, targets: Tensor, options: EncodeOptions = {}): Tensor {
-    const logits = this.mlmLogits(ids, options);
-    const [B, T, V] = logits.shape;
-    const flat = targets.view([B * T]);
-    const loss = ops.crossEntropy(ops.reshape(logits, [B * T, V]), flat);
-    flat.dispose();
-    return loss;
+    return this.tokenLoss(this.mlmLogits(ids, options), targets);
   }
 
   /** Class logits (B, numClasses) from the first position's hidden state. */
@@ -119,19 +114,6 @@ export class Encoder extends Module {
     return ops.crossEntropy(this.classify(ids, options), labels);
   }
 
-  /** Moves every parameter (the one flat buffer, its gradients and decay mask) to `device`, like nn.Module.to. */
-  to(device: Device): this {
-    this.store.moveTo(device);
-    this.io.clearCache();
-    return this;
-  }
-
-  get numParameters(): number {
-    return this.store.numel;
-  }
-  zeroGrad(): void {
-    this.store.zeroGrad();
-  }
   accounting(options: { depth?: number } = {}): Accounting {
     const d = this.dims;
     return accountEncoder({ ...d, tiedEmbeddings: d.tiedEmbeddings, factorizedEmbedding: d.factorizedEmbedding }, this.plan, options);

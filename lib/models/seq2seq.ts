@@ -12,7 +12,7 @@ import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, TokenIO, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
 
 export interface EncoderDecoderConfig {
   vocab: number;
@@ -35,7 +35,7 @@ export interface EncoderDecoderConfig {
   device?: Device;
 }
 
-export class EncoderDecoder extends Module {
+export class EncoderDecoder extends Model {
   readonly dims: Dims & { encoderLayers: number; decoderLayers: number; tiedEmbeddings: boolean; shared: boolean };
   readonly encoderPlan: SharingPlan;
   readonly decoderPlan: SharingPlan;
@@ -102,25 +102,7 @@ export class EncoderDecoder extends Module {
 
   /** Mean next-token cross-entropy of forward(src, tgtIn) against tgtOut (B, T) (ignoreIndex -100). */
   loss(src: Tensor, tgtIn: Tensor, tgtOut: Tensor, options: { srcLengths?: number[] } = {}): Tensor {
-    const logits = this.forward(src, tgtIn, options);
-    const [B, T, V] = logits.shape;
-    const flat = tgtOut.view([B * T]);
-    const loss = ops.crossEntropy(ops.reshape(logits, [B * T, V]), flat);
-    flat.dispose();
-    return loss;
+    return this.tokenLoss(this.forward(src, tgtIn, options), tgtOut);
   }
 
-  /** Moves every parameter (the one flat buffer, its gradients and decay mask) to `device`, like nn.Module.to. */
-  to(device: Device): this {
-    this.store.moveTo(device);
-    this.io.clearCache();
-    return this;
-  }
-
-  get numParameters(): number {
-    return this.store.numel;
-  }
-  zeroGrad(): void {
-    this.store.zeroGrad();
-  }
 }

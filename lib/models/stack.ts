@@ -1,6 +1,7 @@
 // stack.ts — what every model shares: checked dimensions, the token + learned-position input, and a stack of unique
 // attention and FFN blocks indexed per layer by a SharingPlan.
-import type { Module } from '../nn/module.ts';
+import { Module } from '../nn/module.ts';
+import type { ParameterStore } from '../params.ts';
 import { BasisLinear, DeltaLinear, Embedding, FeedForward, Linear, MultiHeadAttention, plainLinear, type LinearFactory } from '../nn/layers.ts';
 import type { ParameterBuilder } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
@@ -168,5 +169,39 @@ export class BlockStack {
       h = ops.add(h, this.ffn[lp.ffn].forward(h));
     });
     return h;
+  }
+}
+
+/** What every model shares: its ParameterStore and TokenIO, moving, counting, zeroing, and the token loss. */
+export abstract class Model extends Module {
+  abstract readonly store: ParameterStore;
+  abstract readonly io: TokenIO;
+
+  /** Moves every parameter (the one flat buffer, its gradients and decay mask) to `device`, like nn.Module.to. */
+  to(device: Device): this {
+    this.store.moveTo(device);
+    this.io.clearCache();
+    return this;
+  }
+
+  /** Unique parameters (the store's size). */
+  get numParameters(): number {
+    return this.store.numel;
+  }
+
+  /** Zeroes every gradient: one fill over the flat gradient buffer. */
+  zeroGrad(): void {
+    this.store.zeroGrad();
+  }
+
+  /** Mean cross-entropy of logits (B, T, V) against targets (B, T); targets equal to -100 do not count. */
+  protected tokenLoss(logits: Tensor, targets: Tensor): Tensor {
+    const [B, T, V] = logits.shape;
+    if (targets.dtype !== 'int32' || targets.size !== B * T)
+      throw new TypeError(`loss: targets must be int32 of shape [${B}, ${T}], got ${targets.toString()}`);
+    const flat = targets.view([B * T]);
+    const loss = ops.crossEntropy(ops.reshape(logits, [B * T, V]), flat);
+    flat.dispose();
+    return loss;
   }
 }
