@@ -16,12 +16,21 @@ export interface CheckpointMeta {
   plan: string;
 }
 
-/** Writes every parameter of `store` (waiting for queued work first) with `meta` in __metadata__. */
-export function saveCheckpoint(path: string, store: ParameterStore, meta: CheckpointMeta, extra: Record<string, string> = {}): void {
+/**
+ * Writes every parameter of `store` (waiting for queued work first) with `meta` in __metadata__, plus optional extra
+ * metadata and extra flat tensors (a trainer's optimizer moments, say; their names must not collide with parameters).
+ */
+export function saveCheckpoint(
+  path: string, store: ParameterStore, meta: CheckpointMeta, extra: Record<string, string> = {}, extraTensors: Map<string, Float32Array> = new Map(),
+): void {
   const tensors = new Map<string, SafeTensor>();
   const all = store.values.dataSync() as Float32Array;
   for (const p of store.parameters)
     tensors.set(p.name, { dtype: 'F32', shape: p.shape, data: all.slice(p.offset, p.offset + p.size) });
+  for (const [k, v] of extraTensors) {
+    if (tensors.has(k)) throw new Error(`saveCheckpoint: extra tensor '${k}' collides with a parameter`);
+    tensors.set(k, { dtype: 'F32', shape: [v.length], data: v });
+  }
   saveSafetensors(path, tensors, { format: 'sharedformer', ...extra, ...meta });
 }
 
@@ -29,14 +38,22 @@ export function saveCheckpoint(path: string, store: ParameterStore, meta: Checkp
  * Reads a checkpoint into `store`: the model kind, config and plan must equal `expect`, and every parameter must be
  * present with its exact shape and dtype (no more, no less). Nothing is copied unless everything checks out.
  */
-export function loadCheckpoint(path: string, store: ParameterStore, expect: CheckpointMeta): Record<string, string> {
+export function loadCheckpoint(
+  path: string, store: ParameterStore, expect: CheckpointMeta, extraTensors: Map<string, Float32Array> = new Map(),
+): Record<string, string> {
   const file = loadSafetensors(path);
   const md = file.metadata;
   if (md.format !== 'sharedformer') throw new Error(`loadCheckpoint: ${path} is not a sharedformer checkpoint (metadata format = ${JSON.stringify(md.format)})`);
   for (const k of ['model', 'config', 'plan'] as const)
     if (md[k] !== expect[k]) throw new Error(`loadCheckpoint: ${path} holds a different ${k}: ${md[k]} (the model has ${expect[k]})`);
   const names = new Set(store.parameters.map((p) => p.name));
-  for (const k of file.tensors.keys()) if (!names.has(k)) throw new Error(`loadCheckpoint: ${path} has an unexpected tensor '${k}'`);
+  for (const k of file.tensors.keys())
+    if (!names.has(k) && !extraTensors.has(k)) throw new Error(`loadCheckpoint: ${path} has an unexpected tensor '${k}'`);
+  for (const [k, dst] of extraTensors) {
+    const t = file.tensors.get(k);
+    if (!t || t.dtype !== 'F32' || t.shape.length !== 1 || t.shape[0] !== dst.length)
+      throw new Error(`loadCheckpoint: ${path} lacks '${k}' as F32 [${dst.length}]`);
+  }
   for (const p of store.parameters) {
     const t = file.tensors.get(p.name);
     if (!t) throw new Error(`loadCheckpoint: ${path} lacks the parameter '${p.name}'`);
@@ -49,5 +66,6 @@ export function loadCheckpoint(path: string, store: ParameterStore, expect: Chec
     native().copyInto(p.value.handle, src.handle);
     src.dispose();
   }
+  for (const [k, dst] of extraTensors) dst.set(file.tensors.get(k)!.data as Float32Array);
   return md;
 }

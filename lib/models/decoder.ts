@@ -135,7 +135,8 @@ export class Decoder extends Model {
     return lines.join('\n');
   }
 
-  private meta(): CheckpointMeta {
+  /** @internal The checkpoint identity of this model: kind, config and plan. */
+  meta(): CheckpointMeta {
     const { sharing, ...dims } = this.config;
     return {
       model: 'decoder',

@@ -1,0 +1,252 @@
+// trainer.ts — the training loop for a language model: batches by index, gradient accumulation, a schedule, clipping,
+// AdamW over the flat buffer, evaluation, checkpoints that resume bit-exactly on the CPU, AbortSignal cancellation, and
+// per-step events. Each step queues its kernels and then awaits the loss, so the event loop keeps running while the
+// step computes: a server that trains in the background keeps answering requests.
+import { EventEmitter } from 'node:events';
+import { backward, noGrad, releaseTape } from '../autograd.ts';
+import { AdamW, clipGradNorm, warmupCosine, warmupLinear } from '../optim/index.ts';
+import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.ts';
+import type { Decoder } from '../models/decoder.ts';
+import type { TokenDataset } from '../data/index.ts';
+import { tensor } from '../tensor.ts';
+import { native } from '../native.ts';
+
+export interface TrainerOptions {
+  /** Optimizer steps to reach. */
+  steps: number;
+  batchSize: number;
+  /** Tokens per sequence (at most the model's maxSeq). */
+  seqLen: number;
+  lr: number;
+  /** Final learning rate of the schedule (default lr / 10). */
+  minLr?: number;
+  /** Linear warmup steps (default 0). */
+  warmup?: number;
+  schedule?: 'cosine' | 'linear' | 'constant';
+  weightDecay?: number;
+  beta1?: number;
+  beta2?: number;
+  /** Clip the global gradient norm to this (default 1; 0 turns clipping off). */
+  clip?: number;
+  /** Micro-batches per optimizer step (gradient accumulation; default 1). */
+  accumulate?: number;
+  /** Evaluate every this many steps (0: only when asked). */
+  evalEvery?: number;
+  /** Validation batches per evaluation (default 20). */
+  evalBatches?: number;
+  /** Seed of the batch sampler. */
+  seed?: number;
+  /** Write a checkpoint to `path` every `every` steps and at the end (and when aborted). */
+  checkpoint?: { path: string; every?: number };
+  /** Stops training cleanly between steps (after writing a checkpoint when configured). */
+  signal?: AbortSignal;
+}
+
+export interface StepInfo {
+  /** 1-based optimizer step just completed. */
+  step: number;
+  loss: number;
+  lr: number;
+  /** Gradient norm before clipping (when clipping is on). */
+  gradNorm?: number;
+  tokensPerSec: number;
+  elapsedMs: number;
+  etaMs: number;
+}
+
+export interface EvalInfo {
+  step: number;
+  /** Mean validation cross-entropy, nats per token. */
+  loss: number;
+  /** The same in bits per token (bits per character for a character model). */
+  bpc: number;
+}
+
+export interface TrainResult {
+  steps: number;
+  loss: number;
+  val?: EvalInfo;
+  aborted: boolean;
+  tokensPerSec: number;
+}
+
+function positiveInt(v: unknown, name: string, allowZero = false): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < (allowZero ? 0 : 1))
+    throw new RangeError(`Trainer: ${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${String(v)}`);
+  return v;
+}
+function finite(v: unknown, name: string, lo = -Infinity): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo) throw new RangeError(`Trainer: ${name} must be a finite number >= ${lo}, got ${String(v)}`);
+  return v;
+}
+
+export class Trainer extends EventEmitter {
+  readonly opt: AdamW;
+  readonly options: Required<Omit<TrainerOptions, 'checkpoint' | 'signal'>> & Pick<TrainerOptions, 'checkpoint' | 'signal'>;
+  /** Optimizer steps completed. */
+  step = 0;
+  private lastLoss = NaN;
+
+  constructor(readonly model: Decoder, readonly data: TokenDataset, options: TrainerOptions) {
+    super();
+    if (typeof options !== 'object' || options === null) throw new TypeError('Trainer: options must be an object');
+    const o = options;
+    const steps = positiveInt(o.steps, 'steps');
+    const batchSize = positiveInt(o.batchSize, 'batchSize');
+    const seqLen = positiveInt(o.seqLen, 'seqLen');
+    if (seqLen > model.config.maxSeq) throw new RangeError(`Trainer: seqLen ${seqLen} exceeds the model's maxSeq ${model.config.maxSeq}`);
+    if (data.vocabSize !== model.config.vocab) throw new RangeError(`Trainer: the data has ${data.vocabSize} token kinds, the model's vocabulary ${model.config.vocab}`);
+    const lr = finite(o.lr, 'lr', 0);
+    const schedule = o.schedule ?? 'cosine';
+    if (!['cosine', 'linear', 'constant'].includes(schedule)) throw new TypeError(`Trainer: schedule must be 'cosine', 'linear' or 'constant', got ${String(schedule)}`);
+    if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new TypeError('Trainer: signal must be an AbortSignal');
+    if (o.checkpoint !== undefined && (typeof o.checkpoint?.path !== 'string' || o.checkpoint.path === ''))
+      throw new TypeError('Trainer: checkpoint.path must be a non-empty string');
+    this.options = {
+      steps, batchSize, seqLen, lr, schedule,
+      minLr: finite(o.minLr ?? lr / 10, 'minLr', 0),
+      warmup: positiveInt(o.warmup ?? 0, 'warmup', true),
+      weightDecay: finite(o.weightDecay ?? 0.1, 'weightDecay', 0),
+      beta1: finite(o.beta1 ?? 0.9, 'beta1', 0),
+      beta2: finite(o.beta2 ?? 0.99, 'beta2', 0),
+      clip: finite(o.clip ?? 1, 'clip', 0),
+      accumulate: positiveInt(o.accumulate ?? 1, 'accumulate'),
+      evalEvery: positiveInt(o.evalEvery ?? 0, 'evalEvery', true),
+      evalBatches: positiveInt(o.evalBatches ?? 20, 'evalBatches'),
+      seed: positiveInt(o.seed ?? 1337, 'seed', true),
+      checkpoint: o.checkpoint,
+      signal: o.signal,
+    };
+    this.opt = new AdamW(model.store, { lr, beta1: this.options.beta1, beta2: this.options.beta2, weightDecay: this.options.weightDecay });
+  }
+
+  /** The learning rate of 0-based step `s`. */
+  lrAt(s: number): number {
+    const o = this.options;
+    const sched = { lr: o.lr, warmup: o.warmup, total: o.steps, minLr: o.minLr };
+    if (o.schedule === 'cosine') return warmupCosine(s, sched);
+    if (o.schedule === 'linear') return warmupLinear(s, sched);
+    return s < o.warmup ? (o.lr * (s + 1)) / o.warmup : o.lr;
+  }
+
+  /** One optimizer step (accumulating micro-batches); resolves with its loss once the kernels have run. */
+  private async trainStep(): Promise<{ loss: number; lr: number; gradNorm?: number }> {
+    const o = this.options;
+    const m = this.model;
+    m.zeroGrad();
+    const losses = [];
+    for (let k = 0; k < o.accumulate; k++) {
+      const { ids, targets } = this.data.batch('train', o.batchSize, o.seqLen, o.seed, this.step * o.accumulate + k, m.store.device);
+      const loss = m.loss(ids, targets);
+      backward(loss, { scale: 1 / o.accumulate });
+      ids.dispose();
+      targets.dispose();
+      losses.push(loss);
+    }
+    const norm = o.clip > 0 ? clipGradNorm(m.store, o.clip) : undefined;
+    const lr = this.lrAt(this.step);
+    this.opt.update(lr);
+    let sum = 0;
+    for (const l of losses) {
+      sum += (await l.data())[0]; // awaiting: the event loop runs while the step computes
+      l.dispose();
+    }
+    const gradNorm = norm ? (await norm.data())[0] : undefined;
+    norm?.dispose();
+    const loss = sum / o.accumulate;
+    if (!Number.isFinite(loss)) throw new Error(`Trainer: the loss is ${loss} at step ${this.step + 1}; stopping (no checkpoint written for this step)`);
+    this.step += 1;
+    return { loss, lr, gradNorm };
+  }
+
+  /** Mean validation loss over `batches` fixed validation batches (the same batches every time). */
+  async evaluate(batches = this.options.evalBatches): Promise<EvalInfo> {
+    const o = this.options;
+    let sum = 0;
+    for (let i = 0; i < batches; i++) {
+      const { ids, targets } = this.data.batch('val', o.batchSize, o.seqLen, o.seed, i, this.model.store.device);
+      const l = noGrad(() => this.model.loss(ids, targets));
+      sum += (await l.data())[0];
+      for (const t of [l, ids, targets]) t.dispose();
+    }
+    const loss = sum / batches;
+    const info = { step: this.step, loss, bpc: loss / Math.LN2 };
+    this.emit('eval', info);
+    return info;
+  }
+
+  /** Runs the remaining steps, yielding after each one. Stops early, cleanly, when the signal aborts. */
+  async *steps(): AsyncGenerator<StepInfo> {
+    const o = this.options;
+    const t0 = performance.now();
+    const start = this.step;
+    const tokensPerStep = o.batchSize * o.seqLen * o.accumulate;
+    while (this.step < o.steps) {
+      if (o.signal?.aborted) break;
+      const { loss, lr, gradNorm } = await this.trainStep();
+      this.lastLoss = loss;
+      const elapsedMs = performance.now() - t0;
+      const done = this.step - start;
+      const info: StepInfo = {
+        step: this.step, loss, lr, gradNorm,
+        tokensPerSec: (done * tokensPerStep) / (elapsedMs / 1000),
+        elapsedMs,
+        etaMs: (elapsedMs / done) * (o.steps - this.step),
+      };
+      this.emit('step', info);
+      yield info;
+      if (o.evalEvery && this.step % o.evalEvery === 0) await this.evaluate();
+      if (o.checkpoint?.every && this.step % o.checkpoint.every === 0) this.save(o.checkpoint.path);
+    }
+  }
+
+  /** Trains to options.steps (or until aborted), evaluates, writes the final checkpoint when configured. */
+  async run(): Promise<TrainResult> {
+    const t0 = performance.now();
+    const start = this.step;
+    for await (const _ of this.steps());
+    const aborted = this.step < this.options.steps;
+    const tokens = (this.step - start) * this.options.batchSize * this.options.seqLen * this.options.accumulate;
+    const tokensPerSec = tokens / ((performance.now() - t0) / 1000);
+    const val = aborted ? undefined : await this.evaluate();
+    if (this.options.checkpoint) this.save(this.options.checkpoint.path);
+    releaseTape();
+    return { steps: this.step, loss: this.lastLoss, val, aborted, tokensPerSec };
+  }
+
+  /** Writes model, optimizer moments and the step atomically (safetensors); resume() continues bit-exactly. */
+  save(path: string, extra: Record<string, string> = {}): void {
+    const moments = new Map<string, Float32Array>([
+      ['optimizer.m', this.opt.m.dataSync() as Float32Array],
+      ['optimizer.v', this.opt.v.dataSync() as Float32Array],
+    ]);
+    saveCheckpoint(path, this.model.store, this.model.meta(), { ...extra, trainer: JSON.stringify({ step: this.step, adamStep: this.opt.step }) }, moments);
+    this.emit('checkpoint', { step: this.step, path });
+  }
+
+  /** Restores what save() wrote into this trainer's model and optimizer; returns the file's metadata. */
+  resume(path: string): Record<string, string> {
+    const m = new Float32Array(this.model.store.numel), v = new Float32Array(this.model.store.numel);
+    const md = loadCheckpoint(path, this.model.store, this.model.meta(), new Map([['optimizer.m', m], ['optimizer.v', v]]));
+    let t: { step?: unknown; adamStep?: unknown };
+    try {
+      t = JSON.parse(md.trainer ?? 'null') ?? {};
+    } catch {
+      throw new Error(`Trainer.resume: ${path} has unreadable trainer metadata`);
+    }
+    if (!Number.isInteger(t.step) || !Number.isInteger(t.adamStep)) throw new Error(`Trainer.resume: ${path} was not written by a Trainer (no step in its metadata)`);
+    const n = native();
+    for (const [dst, src] of [[this.opt.m, m], [this.opt.v, v]] as const) {
+      const t = tensor(src, [src.length], { device: this.model.store.device });
+      n.copyInto(dst.handle, t.handle);
+      t.dispose();
+    }
+    this.step = t.step as number;
+    this.opt.step = t.adamStep as number;
+    return md;
+  }
+
+  dispose(): void {
+    this.opt.dispose();
+  }
+}

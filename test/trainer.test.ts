@@ -1,0 +1,122 @@
+// The Trainer: loss goes down, evaluation, events and the async iterator, AbortSignal, bit-exact resumption on the
+// CPU, and clear errors for bad options; plus the character tokenizer and the batch sampler.
+import anyTest from 'ava';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
+import { CharTokenizer, TokenDataset } from '../lib/data/index.ts';
+import { Trainer, type StepInfo } from '../lib/train/trainer.ts';
+import { resetTape } from '../lib/autograd.ts';
+
+const test = anyTest.serial;
+const text = 'the cat sat on the mat. the dog sat on the log. a cat and a dog sat on a mat and a log. '.repeat(40);
+const tok = CharTokenizer.fromText(text);
+const data = new TokenDataset(tok.encode(text), tok.vocabSize);
+const cfg: DecoderConfig = { vocab: tok.vocabSize, dModel: 32, heads: 4, dFF: 64, layers: 4, maxSeq: 32, sharing: { strategy: 'all' }, seed: 3 };
+
+test('the character tokenizer round-trips and refuses unknown characters', (t) => {
+  t.is(tok.decode(tok.encode('the mat.')), 'the mat.');
+  t.throws(() => tok.encode('the zebra'), { instanceOf: RangeError, message: /character "z" at position 4/ });
+  t.throws(() => tok.decode([999]), { instanceOf: RangeError, message: /id 999/ });
+  t.deepEqual(CharTokenizer.fromJSON(JSON.parse(JSON.stringify(tok))).chars, tok.chars);
+});
+
+test('batches are a pure function of (split, seed, index) and targets are ids shifted by one', (t) => {
+  const a = data.batch('train', 3, 8, 5, 7), b = data.batch('train', 3, 8, 5, 7), c = data.batch('train', 3, 8, 5, 8);
+  t.deepEqual(Array.from(a.ids.dataSync()), Array.from(b.ids.dataSync()));
+  t.notDeepEqual(Array.from(a.ids.dataSync()), Array.from(c.ids.dataSync()));
+  const ids = a.ids.dataSync(), tg = a.targets.dataSync();
+  for (let i = 0; i < 7; i++) t.is(tg[i], ids[i + 1]);
+  t.throws(() => data.batch('val', 1, 100000, 1, 0), { instanceOf: RangeError, message: /fewer than a window/ });
+});
+
+test('training lowers the loss; events, the async iterator and evaluation report it', async (t) => {
+  resetTape();
+  const model = new Decoder(cfg);
+  const trainer = new Trainer(model, data, { steps: 40, batchSize: 8, seqLen: 32, lr: 3e-3, warmup: 5, evalEvery: 20, evalBatches: 4 });
+  const events: StepInfo[] = [];
+  let evals = 0;
+  trainer.on('step', (s: StepInfo) => events.push(s));
+  trainer.on('eval', () => evals++);
+  const before = await trainer.evaluate(4);
+  const seen: number[] = [];
+  for await (const s of trainer.steps()) seen.push(s.step);
+  t.deepEqual(seen, Array.from({ length: 40 }, (_, i) => i + 1));
+  t.is(events.length, 40);
+  t.true(events.every((e) => e.tokensPerSec > 0 && Number.isFinite(e.loss) && e.gradNorm! > 0));
+  t.true(events[0].lr < events[5].lr, 'warmup raises the learning rate');
+  t.true(events[39].lr < events[10].lr, 'cosine decay lowers it');
+  const after = await trainer.evaluate(4);
+  t.true(after.loss < before.loss - 0.5, `validation loss ${before.loss} -> ${after.loss}`);
+  t.is(after.bpc, after.loss / Math.LN2);
+  t.is(evals, 2 + 2, 'two scheduled evaluations and two asked for');
+  trainer.dispose();
+  model.store.dispose();
+});
+
+test('an AbortSignal stops training cleanly between steps and writes the checkpoint', async (t) => {
+  resetTape();
+  const dir = mkdtempSync(join(tmpdir(), 'sf-trainer-'));
+  try {
+    const model = new Decoder(cfg);
+    const ac = new AbortController();
+    const path = join(dir, 'ckpt.safetensors');
+    const trainer = new Trainer(model, data, { steps: 100, batchSize: 4, seqLen: 16, lr: 1e-3, signal: ac.signal, checkpoint: { path } });
+    trainer.on('step', (s: StepInfo) => s.step === 3 && ac.abort());
+    const r = await trainer.run();
+    t.true(r.aborted);
+    t.is(r.steps, 3);
+    const again = new Trainer(new Decoder(cfg), data, { steps: 100, batchSize: 4, seqLen: 16, lr: 1e-3 });
+    again.resume(path);
+    t.is(again.step, 3);
+    trainer.dispose();
+    again.dispose();
+    model.store.dispose();
+    again.model.store.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('resuming from a checkpoint continues bit-exactly on the CPU', async (t) => {
+  resetTape();
+  const dir = mkdtempSync(join(tmpdir(), 'sf-resume-'));
+  try {
+    const opts = { steps: 8, batchSize: 4, seqLen: 16, lr: 2e-3, warmup: 2, accumulate: 2 };
+    const straight = new Trainer(new Decoder(cfg), data, opts);
+    const lossesA: number[] = [];
+    for await (const s of straight.steps()) lossesA.push(s.loss);
+
+    const path = join(dir, 'half.safetensors');
+    const first = new Trainer(new Decoder(cfg), data, { ...opts });
+    const lossesB: number[] = [];
+    for await (const s of first.steps()) {
+      lossesB.push(s.loss);
+      if (s.step === 4) break;
+    }
+    first.save(path);
+    const second = new Trainer(new Decoder({ ...cfg, seed: 77 }), data, opts); // different init: resume overwrites it
+    second.resume(path);
+    for await (const s of second.steps()) lossesB.push(s.loss);
+    t.deepEqual(lossesB, lossesA);
+    t.deepEqual(Array.from(second.model.store.values.dataSync()), Array.from(straight.model.store.values.dataSync()));
+    for (const tr of [straight, first, second]) {
+      tr.dispose();
+      tr.model.store.dispose();
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('bad trainer options are clear errors', (t) => {
+  const model = new Decoder(cfg);
+  const base = { steps: 1, batchSize: 1, seqLen: 8, lr: 1e-3 };
+  t.throws(() => new Trainer(model, data, { ...base, steps: 0 }), { instanceOf: RangeError, message: /steps must be a positive integer/ });
+  t.throws(() => new Trainer(model, data, { ...base, seqLen: 64 }), { instanceOf: RangeError, message: /seqLen 64 exceeds the model's maxSeq 32/ });
+  t.throws(() => new Trainer(model, data, { ...base, lr: NaN }), { instanceOf: RangeError, message: /lr must be a finite number/ });
+  t.throws(() => new Trainer(model, data, { ...base, schedule: 'steep' as any }), { instanceOf: TypeError, message: /schedule/ });
+  t.throws(() => new Trainer(model, new TokenDataset(new Int32Array(100), 3), base), { instanceOf: RangeError, message: /3 token kinds/ });
+  model.store.dispose();
+});
