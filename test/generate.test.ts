@@ -25,6 +25,7 @@ const strategies: [string, Partial<DecoderConfig>, { depth?: number }][] = [
   ['cycle U=2 + GQA (kvHeads=2) + cross-layer KV (s=3)', { kvHeads: 2, sharing: { strategy: 'cycle', unique: 2, kvShareGroup: 3 } }, {}],
   ['basis r=4', { sharing: { strategy: 'basis', rank: 4 } }, {}],
   ['delta r=3', { sharing: { strategy: 'delta', rank: 3 } }, {}],
+  ['post-LN, cycle U=2 + cross-layer KV (s=2)', { norm: 'post', sharing: { strategy: 'cycle', unique: 2, kvShareGroup: 2 } }, {}],
   ['all + factorized embedding E=8 (tied)', { sharing: { strategy: 'all' }, factorizedEmbedding: 8 }, {}],
   ['factorized embedding E=8, untied head', { factorizedEmbedding: 8, tiedEmbeddings: false }, {}],
   ['all, run-time depth 6', { sharing: { strategy: 'all' } }, { depth: 6 }],

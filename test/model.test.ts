@@ -30,6 +30,7 @@ const strategies: [string, Partial<DecoderConfig>][] = [
   ['delta r=2', { sharing: { strategy: 'delta', rank: 2 } }],
   ['basis r=2 + cross-layer KV (s=2)', { sharing: { strategy: 'basis', rank: 2, kvShareGroup: 2 } }],
   ['all + factorized embedding E=4 (tied)', { sharing: { strategy: 'all' }, factorizedEmbedding: 4 }],
+  ['post-LN, cycle U=2', { norm: 'post', sharing: { strategy: 'cycle', unique: 2 } }],
 ];
 
 function batch(seed: number, B = 2, T = 5, V = 11): { ids: Tensor; targets: Tensor } {
@@ -180,6 +181,7 @@ test('bad configurations and inputs are clear errors', (t) => {
   t.throws(() => new Decoder({ ...base, vocab: 2.5 }), { instanceOf: TypeError, message: /vocab must be an integer/ });
   t.throws(() => new Decoder({ ...base, sharing: { strategy: 'cycle' } }), { message: /sharing: / });
   t.throws(() => new Decoder({ ...base, sharing: { strategy: 'bogus' as any } }), { instanceOf: TypeError, message: /sharing: / });
+  t.throws(() => new Decoder({ ...base, norm: 'middle' as any }), { instanceOf: TypeError, message: /norm must be 'pre' or 'post'/ });
   const m = new Decoder(base);
   const long = tensor(new Int32Array(9), [1, 9]);
   t.throws(() => m.forward(long), { instanceOf: RangeError, message: /sequence length 9 exceeds the model's maximum 8/ });
@@ -279,4 +281,48 @@ test('clipping by global norm, stateDict round trip, parameters() lists each sha
   for (const x of Object.values(sd)) x.dispose();
   m.store.dispose();
   other.store.dispose();
+});
+
+test('SGD over the flat buffer trains; TransformerBlock composes a shared stack by hand', async (t) => {
+  resetTape();
+  const { SGD } = await import('../lib/optim/index.ts');
+  const m = new Decoder({ ...base, sharing: { strategy: 'all' } });
+  const opt = new SGD(m.store, { lr: 0.05, momentum: 0.9, nesterov: true });
+  const { ids, targets } = batch(13);
+  let first = 0, last = 0;
+  for (let s = 0; s < 60; s++) {
+    m.zeroGrad();
+    const l = m.loss(ids, targets);
+    backward(l);
+    opt.update();
+    const v = l.dataSync()[0];
+    if (s === 0) first = v;
+    last = v;
+    l.dispose();
+  }
+  t.true(last < first / 2, `SGD loss ${first} -> ${last}`);
+  opt.dispose();
+  m.store.dispose();
+
+  const { ParameterBuilder, ParameterStore } = await import('../lib/params.ts');
+  const { TransformerBlock } = await import('../lib/nn/layers.ts');
+  const { randn } = await import('../lib/index.ts');
+  const b = new ParameterBuilder();
+  const block = new TransformerBlock(b, 'block', { dModel: 8, heads: 2, dFF: 16 });
+  const store = new ParameterStore(b, { seed: 1 });
+  const x = randn([2, 5, 8], { seed: 2 });
+  const once = block.forward(block.forward(x)); // the same block applied twice: a 2-layer all-shared stack
+  t.deepEqual(once.shape, [2, 5, 8]);
+  t.is(block.parameters().length, store.parameters.length);
+  store.dispose();
+});
+
+test('token ids outside the vocabulary fail the forward pass with the id and its position', async (t) => {
+  resetTape();
+  const m = new Decoder(base);
+  const bad = tensor(Int32Array.from([1, 2, 11, 3]), [1, 4]);
+  const logits = noGrad(() => m.forward(bad));
+  const err = await t.throwsAsync(() => logits.data());
+  t.regex(err!.message, /embedding: token id 11 at position 2 is out of range \[0, 11\)/);
+  m.store.dispose();
 });

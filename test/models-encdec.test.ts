@@ -33,6 +33,7 @@ for (const [name, extra] of [
   ['delta r=2', { sharing: { strategy: 'delta', rank: 2 } }],
   ['all + factorized embedding E=4 (tied)', { sharing: { strategy: 'all' }, factorizedEmbedding: 4 }],
   ['factorized embedding E=4, untied head', { factorizedEmbedding: 4, tiedEmbeddings: false }],
+  ['post-LN, all', { norm: 'post', sharing: { strategy: 'all' } }],
 ] as [string, Partial<EncoderConfig>][]) {
   test(`Encoder MLM + padding: gradients match finite differences (${name})`, (t) => {
     resetTape();
@@ -184,6 +185,18 @@ test('bad configurations and inputs are clear errors', (t) => {
   const { src, tin } = batch();
   t.throws(() => m.forward(src, tensor(Int32Array.from([1]), [1, 1])), { instanceOf: RangeError, message: /source batch 2 differs from target batch 1/ });
   t.throws(() => m.forward(src, tin, { srcLengths: [0, 3] }), { instanceOf: RangeError, message: /srcLengths must be 2 integers/ });
+  e.store.dispose();
+  m.store.dispose();
+});
+
+test('summaries of the encoder and the encoder–decoder', (t) => {
+  const e = new Encoder({ ...enc, sharing: { strategy: 'cycle', unique: 2 } });
+  t.regex(e.summary(), /Encoder: cycle, 2 unique blocks over 3 layers/);
+  t.regex(e.summary(), /KV cache per token +0 bytes/);
+  t.is(e.parameterStore, e.store);
+  const m = new EncoderDecoder({ ...s2s, shareEncoderDecoder: true });
+  t.regex(m.summary(), /decoder: self-attention and FFN blocks are the encoder's/);
+  t.regex(m.summary(), new RegExp(`unique parameters +${m.numParameters.toLocaleString('en-US')}`));
   e.store.dispose();
   m.store.dispose();
 });

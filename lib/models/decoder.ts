@@ -15,7 +15,7 @@ import type { Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../io/checkpoint.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, Model, TokenIO, checkDims, checkIds, checkInt } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkDims, checkIds, checkInt, checkNorm, formatSummary } from './stack.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
 import { generate, type GenerateOptions } from './generate.ts';
 
@@ -33,6 +33,8 @@ export interface DecoderConfig {
   tiedEmbeddings?: boolean;
   /** Factorized embedding size E (ALBERT): a V x E table and an E -> dModel projection. */
   factorizedEmbedding?: number;
+  /** Where the LayerNorms sit: 'pre' (default; the sub-layer normalises its input) or 'post' (after each residual sum). */
+  norm?: 'pre' | 'post';
   bias?: boolean;
   /** Parameter initialisation seed (Philox; the same values on every device). */
   seed?: number;
@@ -59,11 +61,12 @@ export class Decoder extends Model {
     const E = config.factorizedEmbedding === undefined ? undefined : checkInt('Decoder', config.factorizedEmbedding, 'factorizedEmbedding', 1);
     this.plan = makePlan(config.sharing, layers, { dModel: d.dModel, dFF: d.dFF, kvDim: d.kvHeads * (d.dModel / d.heads) });
     const tied = config.tiedEmbeddings ?? true;
-    this.config = { ...d, layers, tiedEmbeddings: tied, sharing: config.sharing ?? {}, ...(E !== undefined ? { factorizedEmbedding: E } : {}) };
+    const norm = checkNorm('Decoder', config.norm);
+    this.config = { ...d, layers, tiedEmbeddings: tied, norm, sharing: config.sharing ?? {}, ...(E !== undefined ? { factorizedEmbedding: E } : {}) };
     const b = new ParameterBuilder();
     const add = { add: <M extends Module>(n: string, m: M) => this.addModule(n, m) };
     this.io = new TokenIO(add, b, d, { tied, factorized: E }, () => this.store.device);
-    this.stack = new BlockStack(add, b, '', this.plan, d, true);
+    this.stack = new BlockStack(add, b, '', this.plan, d, true, norm);
     this.lnF = this.addModule('ln_f', new LayerNorm(b, 'ln_f', d.dModel));
     this.io.declareOutput(add, b);
     this.store = new ParameterStore(b, { device: config.device ?? 'cpu', seed: config.seed ?? 0 });
@@ -123,17 +126,9 @@ export class Decoder extends Model {
    * unique parameters, parameter bytes, applied depth, FLOPs per token and KV-cache bytes per token.
    */
   summary(options: { depth?: number } = {}): string {
-    const a = this.accounting(options);
-    const lines = [`Decoder: ${this.plan.describe()}`];
-    for (const l of a.perLayer)
-      lines.push(`  layer ${String(l.layer).padStart(2)}: attention block ${l.attention}${l.kvSource !== l.layer ? ` (K/V of layer ${l.kvSource})` : ''}, ffn block ${l.ffn}`);
-    lines.push(`  unique parameters   ${a.uniqueParameters.toLocaleString('en-US')}`);
-    lines.push(`  parameter bytes     ${a.parameterBytes.toLocaleString('en-US')} (gradients the same; AdamW state twice that)`);
-    lines.push(`  applied depth       ${a.appliedDepth}`);
-    lines.push(`  FLOPs per token     ${a.flopsPerToken.toLocaleString('en-US')} (forward)`);
-    lines.push(`  KV cache per token  ${a.kvCacheBytesPerToken.toLocaleString('en-US')} bytes`);
-    return lines.join('\n');
+    return formatSummary('Decoder', this.plan, this.accounting(options));
   }
+
 
   /** @internal The checkpoint identity of this model: kind, config and plan. */
   meta(): CheckpointMeta {

@@ -11,7 +11,7 @@ import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { accountEncoder, type Accounting } from '../sharing/accounting.ts';
-import { BlockStack, Model, TokenIO, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkDims, checkIds, checkInt, checkNorm, formatSummary, type Dims } from './stack.ts';
 
 export interface EncoderConfig {
   vocab: number;
@@ -26,6 +26,8 @@ export interface EncoderConfig {
   tiedEmbeddings?: boolean;
   /** Factorized embedding size E (ALBERT): a V x E table and an E -> dModel projection. */
   factorizedEmbedding?: number;
+  /** Where the LayerNorms sit: 'pre' (default; the sub-layer normalises its input) or 'post' (after each residual sum). */
+  norm?: 'pre' | 'post';
   /** Adds a classification head with this many classes (on the first position, as BERT's [CLS]). */
   numClasses?: number;
   bias?: boolean;
@@ -46,7 +48,7 @@ function scratch(t: Tensor): void {
 }
 
 export class Encoder extends Model {
-  readonly dims: Dims & { layers: number; tiedEmbeddings: boolean; numClasses: number; factorizedEmbedding?: number };
+  readonly dims: Dims & { layers: number; tiedEmbeddings: boolean; numClasses: number; factorizedEmbedding?: number; norm: 'pre' | 'post' };
   readonly plan: SharingPlan;
   readonly store: ParameterStore;
   readonly stack: BlockStack;
@@ -60,12 +62,12 @@ export class Encoder extends Model {
     const layers = checkInt('Encoder', config.layers, 'layers', 1);
     const numClasses = config.numClasses === undefined ? 0 : checkInt('Encoder', config.numClasses, 'numClasses', 2);
     const E = config.factorizedEmbedding === undefined ? undefined : checkInt('Encoder', config.factorizedEmbedding, 'factorizedEmbedding', 1);
-    this.dims = { ...d, layers, tiedEmbeddings: config.tiedEmbeddings ?? true, numClasses, factorizedEmbedding: E };
+    this.dims = { ...d, layers, tiedEmbeddings: config.tiedEmbeddings ?? true, numClasses, factorizedEmbedding: E, norm: checkNorm('Encoder', config.norm) };
     this.plan = makePlan(config.sharing, layers, { dModel: d.dModel, dFF: d.dFF, kvDim: d.kvHeads * (d.dModel / d.heads) });
     const b = new ParameterBuilder();
     const add = { add: <M extends Module>(n: string, m: M) => this.addModule(n, m) };
     this.io = new TokenIO(add, b, d, { tied: this.dims.tiedEmbeddings, factorized: E }, () => this.store.device);
-    this.stack = new BlockStack(add, b, '', this.plan, d, false);
+    this.stack = new BlockStack(add, b, '', this.plan, d, false, this.dims.norm);
     this.lnF = this.addModule('ln_f', new LayerNorm(b, 'ln_f', d.dModel));
     this.io.declareOutput(add, b);
     this.classifier = numClasses ? this.addModule('cls', new Linear(b, 'cls', d.dModel, numClasses)) : null;
@@ -117,5 +119,10 @@ export class Encoder extends Model {
   accounting(options: { depth?: number } = {}): Accounting {
     const d = this.dims;
     return accountEncoder({ ...d, tiedEmbeddings: d.tiedEmbeddings, factorizedEmbedding: d.factorizedEmbedding }, this.plan, options);
+  }
+
+  /** Per-layer blocks, unique parameters, bytes, applied depth, FLOPs per token (KV cache: none, an encoder caches nothing). */
+  summary(options: { depth?: number } = {}): string {
+    return formatSummary('Encoder', this.plan, this.accounting(options));
   }
 }

@@ -50,11 +50,20 @@ function residual(h: Tensor, d: Tensor): Tensor {
   return r;
 }
 
+/** The residual of a sub-layer (normalised after the sum for post-LN), freeing h, d and the sum. */
+function subResidual(sub: { norm: 'pre' | 'post'; ln: { forward(x: Tensor): Tensor } }, h: Tensor, d: Tensor): Tensor {
+  const r = residual(h, d);
+  if (sub.norm === 'pre') return r;
+  const n = sub.ln.forward(r);
+  r.dispose();
+  return n;
+}
+
 /** FeedForward.forward for inference, freeing its intermediates. */
 function feedForward(f: FeedForward, x: Tensor): Tensor {
-  const a = f.ln.forward(x);
+  const a = f.norm === 'pre' ? f.ln.forward(x) : x;
   const b = linearInference(f.fc1, a, 'gelu');
-  a.dispose();
+  if (a !== x) a.dispose();
   const c = linearInference(f.fc2, b);
   b.dispose();
   return c;
@@ -104,8 +113,8 @@ export class DecodeSession {
           const reuse = lp.kvSource !== l ? fresh[lp.kvSource] ?? undefined : undefined;
           const { out, kv } = m.attn[lp.attention].forwardPrefill(h, this.caches[l], reuse);
           fresh[l] = kv;
-          h = residual(h, out);
-          h = residual(h, feedForward(m.ffn[lp.ffn], h));
+          h = subResidual(m.attn[lp.attention], h, out);
+          h = subResidual(m.ffn[lp.ffn], h, feedForward(m.ffn[lp.ffn], h));
         });
       } finally {
         for (const kv of fresh) {
@@ -135,8 +144,8 @@ export class DecodeSession {
       const keyLengths = tensor(Int32Array.of(t + 1), [1], { device: m.store.device });
       this.layers.forEach((lp, l) => {
         const cache = this.caches[lp.kvSource]!;
-        h = residual(h, m.attn[lp.attention].forwardStep(h, cache, t, lp.kvSource === l, keyLengths));
-        h = residual(h, feedForward(m.ffn[lp.ffn], h));
+        h = subResidual(m.attn[lp.attention], h, m.attn[lp.attention].forwardStep(h, cache, t, lp.kvSource === l, keyLengths));
+        h = subResidual(m.ffn[lp.ffn], h, feedForward(m.ffn[lp.ffn], h));
       });
       keyLengths.dispose();
       this.fed = t + 1;

@@ -105,4 +105,14 @@ export class EncoderDecoder extends Model {
     return this.tokenLoss(this.forward(src, tgtIn, options), tgtOut);
   }
 
+
+  /** Both stacks' per-layer blocks (and which are the encoder's), then unique parameters and bytes. */
+  summary(): string {
+    const lines = [`EncoderDecoder: encoder ${this.encoderPlan.describe()}`];
+    lines.push(this.dims.shared ? '  decoder: self-attention and FFN blocks are the encoder\'s (run causally), own cross-attention per layer' : `  decoder: ${this.decoderPlan.describe()}, own cross-attention per layer`);
+    lines.push(`  unique parameters   ${this.numParameters.toLocaleString('en-US')}`);
+    lines.push(`  parameter bytes     ${this.store.bytes.toLocaleString('en-US')}`);
+    lines.push(`  applied depth       ${this.dims.encoderLayers} encoder + ${this.dims.decoderLayers} decoder layers`);
+    return lines.join('\n');
+  }
 }

@@ -8,6 +8,7 @@ import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { tape } from '../autograd.ts';
 import { appliedLayers, kvProjectionBlocks, type SharingPlan } from '../sharing/plan.ts';
+import type { Accounting } from '../sharing/accounting.ts';
 
 export interface Dims {
   vocab: number;
@@ -46,6 +47,13 @@ export function checkDims(who: string, c: Partial<Dims> & Record<string, unknown
 /** Intermediates of a forward pass that recorded nothing (inference) are freed at once; recorded ones belong to the tape. */
 export function scratchDone(...ts: Tensor[]): void {
   for (const t of ts) if (!tape().requiresGrad(t)) t.dispose();
+}
+
+/** 'pre' (default) or 'post', else a TypeError naming the model. */
+export function checkNorm(who: string, v: unknown): 'pre' | 'post' {
+  if (v === undefined) return 'pre';
+  if (v !== 'pre' && v !== 'post') throw new TypeError(`${who}: norm must be 'pre' or 'post', got ${JSON.stringify(v)}`);
+  return v;
 }
 
 /** Checks a batch of token ids: int32 (B, T), non-empty, T <= maxSeq. */
@@ -145,17 +153,18 @@ export class BlockStack {
     readonly plan: SharingPlan,
     d: Dims,
     readonly causal: boolean,
+    readonly norm: 'pre' | 'post' = 'pre',
   ) {
     const ownsKV = new Set(kvProjectionBlocks(plan));
     const linear = linearFor(plan);
     for (let i = 0; i < plan.uniqueAttention; i++)
-      this.attn.push(owner.add(`${prefix}attn.${i}`, new MultiHeadAttention(b, `${prefix}attn.${i}`, { dModel: d.dModel, heads: d.heads, kvHeads: d.kvHeads, bias: d.bias, causal, ownKV: ownsKV.has(i), linear })));
+      this.attn.push(owner.add(`${prefix}attn.${i}`, new MultiHeadAttention(b, `${prefix}attn.${i}`, { dModel: d.dModel, heads: d.heads, kvHeads: d.kvHeads, bias: d.bias, causal, ownKV: ownsKV.has(i), linear, norm })));
     for (let i = 0; i < plan.uniqueFfn; i++)
-      this.ffn.push(owner.add(`${prefix}ffn.${i}`, new FeedForward(b, `${prefix}ffn.${i}`, d.dModel, d.dFF, d.bias, linear)));
+      this.ffn.push(owner.add(`${prefix}ffn.${i}`, new FeedForward(b, `${prefix}ffn.${i}`, d.dModel, d.dFF, d.bias, linear, norm)));
   }
 
   /**
-   * Applies the plan's layers to h (B, T, C): pre-LN residual sub-layers. `between(l, h)` runs after layer l's
+   * Applies the plan's layers to h (B, T, C): residual sub-layers, pre-LN or post-LN. `between(l, h)` runs after layer l's
    * attention (the encoder–decoder's cross-attention goes there).
    */
   run(h: Tensor, o: { depth?: number; keyLengths?: Tensor; causal?: boolean; between?: (l: number, h: Tensor) => Tensor } = {}): Tensor {
@@ -164,9 +173,10 @@ export class BlockStack {
       const reuse = lp.kvSource !== l ? kvOf[lp.kvSource] : undefined;
       const { out, kv } = this.attn[lp.attention].forward(h, reuse, { keyLengths: o.keyLengths, causal: o.causal ?? this.causal });
       kvOf[l] = kv;
-      h = ops.add(h, out);
+      h = this.attn[lp.attention].residual(h, out);
       if (o.between) h = o.between(l, h);
-      h = ops.add(h, this.ffn[lp.ffn].forward(h));
+      const f = this.ffn[lp.ffn];
+      h = f.residual(h, f.forward(h));
     });
     return h;
   }
@@ -182,6 +192,11 @@ export abstract class Model extends Module {
     this.store.moveTo(device);
     this.io.clearCache();
     return this;
+  }
+
+  /** The one flat buffer of unique parameters (and gradients): `.bytes`, `.table()`, `.parameters`. */
+  get parameterStore(): ParameterStore {
+    return this.store;
   }
 
   /** Unique parameters (the store's size). */
@@ -204,4 +219,20 @@ export abstract class Model extends Module {
     flat.dispose();
     return loss;
   }
+}
+
+/**
+ * A printable summary: per applied layer, which attention block (and whose K/V) and which FFN block it uses; then
+ * unique parameters, parameter bytes, applied depth, FLOPs per token and KV-cache bytes per token.
+ */
+export function formatSummary(title: string, plan: SharingPlan, a: Accounting): string {
+  const lines = [`${title}: ${plan.describe()}`];
+  for (const l of a.perLayer)
+    lines.push(`  layer ${String(l.layer).padStart(2)}: attention block ${l.attention}${l.kvSource !== l.layer ? ` (K/V of layer ${l.kvSource})` : ''}, ffn block ${l.ffn}`);
+  lines.push(`  unique parameters   ${a.uniqueParameters.toLocaleString('en-US')}`);
+  lines.push(`  parameter bytes     ${a.parameterBytes.toLocaleString('en-US')} (gradients the same; AdamW state twice that)`);
+  lines.push(`  applied depth       ${a.appliedDepth}`);
+  lines.push(`  FLOPs per token     ${a.flopsPerToken.toLocaleString('en-US')} (forward)`);
+  lines.push(`  KV cache per token  ${a.kvCacheBytesPerToken.toLocaleString('en-US')} bytes`);
+  return lines.join('\n');
 }

@@ -77,6 +77,12 @@ export class DeltaLinear extends Module implements LinearLike {
   }
 }
 
+/** A residual connection: h + out, normalised afterwards for post-LN sub-layers. */
+function postResidual(norm: 'pre' | 'post', ln: LayerNorm, h: Tensor, out: Tensor): Tensor {
+  const sum = ops.add(h, out);
+  return norm === 'pre' ? sum : ln.forward(sum);
+}
+
 export class LayerNorm extends Module {
   readonly weight: Parameter;
   readonly bias: Parameter;
@@ -110,6 +116,8 @@ export interface AttentionConfig {
   causal?: boolean;
   /** Makes the projections (default: plain Linear layers). */
   linear?: LinearFactory;
+  /** 'pre' (default): the sub-layer normalises its input; 'post': the residual sum is normalised after it. */
+  norm?: 'pre' | 'post';
   /** Whether this block has its own K/V projections (false for blocks used only by layers that reuse another
    * layer's K and V under cross-layer KV sharing). Default true. */
   ownKV?: boolean;
@@ -125,8 +133,10 @@ export class MultiHeadAttention extends Module {
   readonly heads: number;
   readonly kvHeads: number;
   readonly causal: boolean;
+  readonly norm: 'pre' | 'post';
   constructor(b: ParameterBuilder, name: string, c: AttentionConfig) {
     super();
+    this.norm = c.norm ?? 'pre';
     this.heads = c.heads;
     this.kvHeads = c.kvHeads ?? c.heads;
     this.causal = c.causal ?? true;
@@ -152,7 +162,7 @@ export class MultiHeadAttention extends Module {
    * (cross-layer K/V sharing) instead of computing its own; returns the K/V it used.
    */
   forward(x: Tensor, kv?: { k: Tensor; v: Tensor }, options: { keyLengths?: Tensor; memory?: Tensor; causal?: boolean } = {}): { out: Tensor; kv: { k: Tensor; v: Tensor } } {
-    const h = this.ln.forward(x);
+    const h = this.norm === 'pre' ? this.ln.forward(x) : x;
     const q = ops.splitHeads(this.wq.forward(h), this.heads);
     // keys and values: reused (cross-layer sharing), from `memory` (cross-attention over an encoder's output, which
     // is already normalised), or from this input
@@ -160,6 +170,11 @@ export class MultiHeadAttention extends Module {
     const causal = options.causal ?? (this.causal && !options.memory); // a block shared by encoder and decoder is told
     const o = ops.attention(q, used.k, used.v, { causal, keyLengths: options.keyLengths });
     return { out: this.wo.forward(ops.mergeHeads(o)), kv: used };
+  }
+
+  /** The residual connection of this sub-layer: h + out (pre-LN), or LayerNorm(h + out) (post-LN). */
+  residual(h: Tensor, out: Tensor): Tensor {
+    return postResidual(this.norm, this.ln, h, out);
   }
 
   // ---- incremental decoding (lib/models/generate.ts): inference only, run under noGrad; intermediates are freed ----
@@ -170,10 +185,10 @@ export class MultiHeadAttention extends Module {
    * and returned for the layers that reuse them in the same pass (the caller frees them); with `kv`, kv is null.
    */
   forwardPrefill(x: Tensor, cache: { k: Tensor; v: Tensor } | null, kv?: { k: Tensor; v: Tensor }): { out: Tensor; kv: { k: Tensor; v: Tensor } | null } {
-    const h = this.ln.forward(x);
+    const h = this.norm === 'pre' ? this.ln.forward(x) : x;
     const q = this.headsFreeing(this.wq, h, this.heads);
     const own = kv ? null : this.keysValuesFreeing(h);
-    h.dispose();
+    if (h !== x) h.dispose();
     const used = kv ?? own!;
     if (own && cache) {
       kvAppend(cache.k, own.k, 0);
@@ -192,7 +207,7 @@ export class MultiHeadAttention extends Module {
    * Returns the output (1, 1, C), without the residual.
    */
   forwardStep(x: Tensor, cache: { k: Tensor; v: Tensor }, pos: number, append: boolean, keyLengths: Tensor): Tensor {
-    const h = this.ln.forward(x);
+    const h = this.norm === 'pre' ? this.ln.forward(x) : x;
     const q = this.headsFreeing(this.wq, h, this.heads);
     if (append) {
       const kv = this.keysValuesFreeing(h);
@@ -201,7 +216,7 @@ export class MultiHeadAttention extends Module {
       kv.k.dispose();
       kv.v.dispose();
     }
-    h.dispose();
+    if (h !== x) h.dispose();
     const o = ops.attention(q, cache.k, cache.v, { causal: false, keyLengths });
     q.dispose();
     return this.outFreeing(o);
@@ -229,19 +244,26 @@ export class MultiHeadAttention extends Module {
   }
 }
 
-/** Pre-LN feed-forward sub-layer: LayerNorm, Linear + GELU (fused), Linear. */
+/** Feed-forward sub-layer: (pre-LN: LayerNorm,) Linear + GELU (fused), Linear. */
 export class FeedForward extends Module {
   readonly ln: LayerNorm;
   readonly fc1: LinearLike;
   readonly fc2: LinearLike;
-  constructor(b: ParameterBuilder, name: string, dModel: number, dFF: number, bias = true, linear: LinearFactory = plainLinear) {
+  constructor(
+    b: ParameterBuilder, name: string, dModel: number, dFF: number, bias = true, linear: LinearFactory = plainLinear,
+    readonly norm: 'pre' | 'post' = 'pre',
+  ) {
     super();
     this.ln = this.addModule('ln', new LayerNorm(b, `${name}.ln`, dModel));
     this.fc1 = this.addModule('fc1', linear(b, `${name}.fc1`, 'ffn.fc1', dModel, dFF, { bias }));
     this.fc2 = this.addModule('fc2', linear(b, `${name}.fc2`, 'ffn.fc2', dFF, dModel, { bias }));
   }
   forward(x: Tensor): Tensor {
-    return this.fc2.forward(this.fc1.forward(this.ln.forward(x), 'gelu'));
+    return this.fc2.forward(this.fc1.forward(this.norm === 'pre' ? this.ln.forward(x) : x, 'gelu'));
+  }
+  /** h + out (pre-LN), or LayerNorm(h + out) (post-LN). */
+  residual(h: Tensor, out: Tensor): Tensor {
+    return postResidual(this.norm, this.ln, h, out);
   }
 }
 
@@ -269,4 +291,28 @@ export function linearInference(lin: LinearLike, x: Tensor, activation: 'none' |
     return g;
   }
   return lin.forward(x, activation);
+}
+
+export interface TransformerBlockConfig extends AttentionConfig {
+  dFF: number;
+}
+
+/**
+ * One Transformer layer: self-attention then feed-forward, each with its residual connection, pre-LN by default or
+ * post-LN (`norm: 'post'`). The models index attention and FFN sub-layers separately (so that a plan can share one
+ * without the other); this block is for composing layers by hand — using one block at several depths shares it.
+ */
+export class TransformerBlock extends Module {
+  readonly attn: MultiHeadAttention;
+  readonly ffn: FeedForward;
+  constructor(b: ParameterBuilder, name: string, c: TransformerBlockConfig) {
+    super();
+    this.attn = this.addModule('attn', new MultiHeadAttention(b, `${name}.attn`, c));
+    this.ffn = this.addModule('ffn', new FeedForward(b, `${name}.ffn`, c.dModel, c.dFF, c.bias ?? true, c.linear ?? plainLinear, c.norm ?? 'pre'));
+  }
+  /** h (B, T, C) -> (B, T, C). */
+  forward(h: Tensor, options: { keyLengths?: Tensor } = {}): Tensor {
+    const a = this.attn.residual(h, this.attn.forward(h, undefined, options).out);
+    return this.ffn.residual(a, this.ffn.forward(a));
+  }
 }

@@ -48,6 +48,40 @@ export class AdamW {
   }
 }
 
+export interface SGDConfig {
+  lr: number;
+  momentum?: number;
+  dampening?: number;
+  /** L2 penalty added to the gradient (PyTorch's SGD weight_decay), on every parameter. */
+  weightDecay?: number;
+  nesterov?: boolean;
+}
+
+/** SGD (PyTorch's semantics) over the flat parameter buffer; the momentum buffer mirrors the store. */
+export class SGD {
+  readonly buf: Tensor | null;
+  step = 0;
+  constructor(readonly store: ParameterStore, readonly config: SGDConfig) {
+    if (typeof config?.lr !== 'number' || !Number.isFinite(config.lr) || config.lr < 0)
+      throw new RangeError(`SGD: lr must be a finite number >= 0, got ${String(config?.lr)}`);
+    this.buf = (config.momentum ?? 0) > 0 ? full([store.numel], 0, { device: store.device }) : null;
+  }
+  update(lr = this.config.lr): void {
+    this.step += 1;
+    K.sgd(this.store.values, this.store.grads, this.buf, {
+      lr,
+      momentum: this.config.momentum ?? 0,
+      dampening: this.config.dampening ?? 0,
+      weightDecay: this.config.weightDecay ?? 0,
+      nesterov: this.config.nesterov ?? false,
+      firstStep: this.step === 1,
+    });
+  }
+  dispose(): void {
+    this.buf?.dispose();
+  }
+}
+
 /** Linear warmup to `lr`, then cosine decay to `minLr` at `total` steps (nanoGPT's schedule). `step` is 0-based. */
 export function warmupCosine(step: number, o: { lr: number; warmup: number; total: number; minLr?: number }): number {
   const min = o.minLr ?? o.lr / 10;
