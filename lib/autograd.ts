@@ -130,6 +130,44 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
+// Tensors made by ops while nothing records, inside tidy(): freed when tidy() returns.
+let scratch: Tensor[] | null = null;
+
+/** @internal Hands a tensor made by an op that recorded nothing to the enclosing tidy() (if any). */
+export function collect<T extends Tensor>(t: T): T {
+  scratch?.push(t);
+  return t;
+}
+
+/**
+ * Runs fn and then frees every tensor that ops made during it without recording (an inference pass's
+ * intermediates), except the ones fn returns (a Tensor, or an array or object of them) — like tf.tidy. Recorded
+ * tensors belong to the tape, not to tidy().
+ */
+export function tidy<T>(fn: () => T): T {
+  const outer = scratch;
+  const mine: Tensor[] = [];
+  scratch = mine;
+  let result: T;
+  try {
+    result = fn();
+  } finally {
+    scratch = outer;
+  }
+  const keep = new Set<Tensor>();
+  const visit = (v: unknown) => {
+    if (v instanceof Tensor) keep.add(v);
+    else if (Array.isArray(v)) v.forEach(visit);
+    else if (v && typeof v === 'object') Object.values(v).forEach(visit);
+  };
+  visit(result);
+  for (const t of mine) {
+    if (keep.has(t)) outer?.push(t);
+    else t.dispose();
+  }
+  return result;
+}
+
 /** Whether grad mode is on. */
 export function isGradEnabled(): boolean {
   return gradEnabled;

@@ -6,7 +6,7 @@ export { loadAddon, packageRoot } from './native.ts';
 export type { BackendsInfo, BuildInfo, DeviceMemory, LoadAttempt } from './native.ts';
 export * as kernels from './kernels.ts';
 export type { MatmulOptions, AttentionOptions, CrossEntropyOptions, AdamWOptions, SgdOptions, DropoutOptions, PermuteOptions } from './kernels.ts';
-export { backward, noGrad, isGradEnabled, releaseTape, type BackwardOptions } from './autograd.ts';
+export { backward, noGrad, tidy, isGradEnabled, releaseTape, type BackwardOptions } from './autograd.ts';
 export * as ops from './ops/index.ts';
 export { ParameterStore, ParameterBuilder, Parameter, type Init, type SlotRow } from './params.ts';
 export { Module } from './nn/module.ts';

@@ -120,3 +120,24 @@ test('bad trainer options are clear errors', (t) => {
   t.throws(() => new Trainer(model, new TokenDataset(new Int32Array(100), 3), base), { instanceOf: RangeError, message: /3 token kinds/ });
   model.store.dispose();
 });
+
+test('evaluation and tidy() free an inference pass\'s intermediates at once (no garbage collection needed)', async (t) => {
+  resetTape();
+  const { memory, synchronizeSync, tidy, noGrad } = await import('../lib/index.ts');
+  const model = new Decoder(cfg);
+  const trainer = new Trainer(model, data, { steps: 1, batchSize: 2, seqLen: 16, lr: 1e-3 });
+  await trainer.evaluate(1);
+  synchronizeSync();
+  const before = memory().cpu;
+  await trainer.evaluate(3);
+  const { ids, targets } = data.batch('val', 2, 16, 1, 0);
+  const loss = noGrad(() => tidy(() => model.loss(ids, targets)));
+  t.true(Number.isFinite(loss.dataSync()[0]), 'the returned tensor survives tidy()');
+  for (const x of [loss, ids, targets]) x.dispose();
+  synchronizeSync();
+  const after = memory().cpu;
+  t.is(after.tensors, before.tensors);
+  t.is(after.storages, before.storages);
+  trainer.dispose();
+  model.store.dispose();
+});

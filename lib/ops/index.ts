@@ -5,11 +5,11 @@
 // released.
 import { Tensor, zeros } from '../tensor.ts';
 import * as K from '../kernels.ts';
-import { recording, tape, type Tape } from '../autograd.ts';
+import { collect, recording, tape, type Tape } from '../autograd.ts';
 
-/** Tensors made while recording belong to the tape (freed on release); others to the caller. */
+/** Tensors made while recording belong to the tape (freed on release); others to the caller (or an enclosing tidy()). */
 function own<T extends Tensor>(t: T, rec: boolean): T {
-  return rec ? tape().own(t) : t;
+  return rec ? tape().own(t) : collect(t);
 }
 
 const rows = (t: Tensor) => t.shape.slice(0, -1).reduce((a, b) => a * b, 1);

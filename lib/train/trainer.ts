@@ -3,7 +3,7 @@
 // per-step events. Each step queues its kernels and then awaits the loss, so the event loop keeps running while the
 // step computes: a server that trains in the background keeps answering requests.
 import { EventEmitter } from 'node:events';
-import { backward, noGrad, releaseTape } from '../autograd.ts';
+import { backward, noGrad, releaseTape, tidy } from '../autograd.ts';
 import { AdamW, clipGradNorm, warmupCosine, warmupLinear } from '../optim/index.ts';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.ts';
 import type { Decoder } from '../models/decoder.ts';
@@ -165,7 +165,7 @@ export class Trainer extends EventEmitter {
     let sum = 0;
     for (let i = 0; i < batches; i++) {
       const { ids, targets } = this.data.batch('val', o.batchSize, o.seqLen, o.seed, i, this.model.store.device);
-      const l = noGrad(() => this.model.loss(ids, targets));
+      const l = noGrad(() => tidy(() => this.model.loss(ids, targets))); // frees the pass's intermediates
       sum += (await l.data())[0];
       for (const t of [l, ids, targets]) t.dispose();
     }
