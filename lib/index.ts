@@ -24,3 +24,4 @@ export { EncoderDecoder, type EncoderDecoderConfig } from './models/seq2seq.ts';
 export { decodeLogits, DecodeSession, type GenerateOptions } from './models/generate.ts';
 export { CharTokenizer, TokenDataset, type Batch } from './data/index.ts';
 export { Trainer, type TrainerOptions, type StepInfo, type EvalInfo, type TrainResult } from './train/trainer.ts';
+export { generateCorpus, describeCorpus } from './data/corpus.ts';

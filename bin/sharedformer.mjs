@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+// The `sharedformer` command. Runs the compiled CLI (dist/cli.js, from `npm run build:ts`) when it exists; otherwise,
+// in a checkout, the TypeScript source (lib/cli.ts) through tsx. SHAREDFORMER_CLI_SOURCE=1 forces the source.
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+// `sharedformer help | head`: a closed pipe ends the output quietly.
+process.stdout.on('error', (e) => {
+  if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+  throw e;
+});
+
+const dist = new URL('../dist/cli.js', import.meta.url);
+const source = new URL('../lib/cli.ts', import.meta.url);
+const useSource = process.env.SHAREDFORMER_CLI_SOURCE === '1' || !existsSync(fileURLToPath(dist));
+
+let cli;
+if (useSource) {
+  let register;
+  try {
+    ({ register } = await import('tsx/esm/api'));
+  } catch {
+    process.stderr.write('sharedformer: dist/cli.js is missing and tsx is not installed to run lib/cli.ts; run `npm run build:ts` (or `npm ci` in a checkout)\n');
+    process.exit(1);
+  }
+  register();
+  cli = await import(source.href);
+} else {
+  cli = await import(dist.href);
+}
+process.exitCode = await cli.main(process.argv.slice(2));

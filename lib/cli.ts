@@ -1,0 +1,1102 @@
+// cli.ts — the `sharedformer` command line: demo, train, eval, generate, info, bench, help (docs/cli.md).
+//
+// main(argv, io) runs one command and resolves to its exit code; it never calls process.exit. Results go to
+// io.stdout (human text, or one JSON object per line with --json); progress bars, notices and errors go to io.stderr.
+// Exit codes: 0 success; 2 usage errors (unknown command or flag, a missing or malformed value, a missing required
+// flag, an invalid model or training configuration); 1 runtime errors (a file that cannot be read or is not a
+// checkpoint, text the tokenizer cannot encode, data too small, a failure while training); 130 interrupted (SIGINT,
+// or io.signal aborted), after writing the checkpoint. Errors are one line on stderr: `sharedformer CMD: message`
+// (SHAREDFORMER_DEBUG=1 adds the stack).
+import { existsSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { Decoder, type DecoderConfig } from './models/decoder.ts';
+import { Trainer, type EvalInfo, type StepInfo, type TrainerOptions } from './train/trainer.ts';
+import { CharTokenizer, TokenDataset } from './data/index.ts';
+import { describeCorpus, generateCorpus } from './data/corpus.ts';
+import { loadSafetensors } from './io/safetensors.ts';
+import { loadCheckpoint } from './io/checkpoint.ts';
+import { backends, buildInfo, getNumThreads, setNumThreads } from './runtime.ts';
+import { packageRoot } from './native.ts';
+import { STRATEGIES, type SharingConfig } from './sharing/plan.ts';
+import { noGrad, releaseTape } from './autograd.ts';
+import type { Device } from './tensor.ts';
+
+// ---------------------------------------------------------------------------------------------------------------------
+// I/O and errors
+
+/** Where the CLI writes: anything with write(); isTTY decides between a redrawn progress bar and periodic lines. */
+export interface CliStream {
+  write(chunk: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
+export interface CliIO {
+  stdout: CliStream;
+  stderr: CliStream;
+  /**
+   * Interrupts `train` and `demo` when aborted, as Ctrl-C does (train writes its checkpoint and exits 130). When
+   * given, main() installs no SIGINT handler of its own.
+   */
+  signal?: AbortSignal;
+}
+
+/** A mistake in how the command was called: exit code 2. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** A failure while doing the work (I/O, bad file contents): exit code 1, the message printed without a stack. */
+export class CliError extends Error {
+  override name = 'CliError';
+}
+
+const EXIT_OK = 0;
+const EXIT_RUNTIME = 1;
+const EXIT_USAGE = 2;
+const EXIT_INTERRUPTED = 130;
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function firstLine(s: string): string {
+  const i = s.indexOf('\n');
+  return i < 0 ? s : s.slice(0, i);
+}
+
+/** The package version, from package.json next to lib/ (or dist/). */
+export function version(): string {
+  try {
+    return (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+const fmt = (n: number): string => Math.round(n).toLocaleString('en-US');
+const fixed = (n: number | undefined, d: number): string => (n === undefined || !Number.isFinite(n) ? '-' : n.toFixed(d));
+
+function clock(ms: number): string {
+  if (!Number.isFinite(ms) || ms < 0) return '--:--';
+  const s = Math.round(ms / 1000);
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), ss = s % 60;
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${String(ss).padStart(2, '0')}` : `${m}:${String(ss).padStart(2, '0')}`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Flags
+
+interface FlagSpec {
+  kind: 'bool' | 'string' | 'int' | 'number';
+  /** Placeholder for the value in the usage text. */
+  arg?: string;
+  help: string;
+  min?: number;
+  max?: number;
+  /** The minimum is exclusive. */
+  above?: boolean;
+  choices?: readonly string[];
+  /** Left out of the usage text (test and tuning switches). */
+  hidden?: boolean;
+}
+
+type Specs = Record<string, FlagSpec>;
+type Flags = Record<string, string | number | boolean | undefined>;
+
+const COMMON: Specs = {
+  json: { kind: 'bool', help: 'print results as JSON, one object per line' },
+  threads: { kind: 'int', arg: 'N', min: 1, max: 1024, help: 'CPU threads (default: all; or SHAREDFORMER_NUM_THREADS)' },
+  help: { kind: 'bool', help: 'show this command\'s usage' },
+};
+const QUIET: Specs = { quiet: { kind: 'bool', help: 'no progress bar' } };
+
+const MODEL_FLAGS: Specs = {
+  'd-model': { kind: 'int', arg: 'N', min: 1, help: 'model width (default 128)' },
+  heads: { kind: 'int', arg: 'N', min: 1, help: 'attention heads (default 4)' },
+  'kv-heads': { kind: 'int', arg: 'N', min: 1, help: 'K/V heads, fewer than heads for GQA/MQA (default: heads)' },
+  'd-ff': { kind: 'int', arg: 'N', min: 1, help: 'feed-forward width (default 512)' },
+  layers: { kind: 'int', arg: 'N', min: 1, help: 'applied layers (default 6)' },
+  'max-seq': { kind: 'int', arg: 'N', min: 2, help: 'context length in characters (default 64)' },
+  strategy: { kind: 'string', arg: 'S', choices: STRATEGIES, help: `sharing strategy (default all): ${STRATEGIES.join(', ')}` },
+  unique: { kind: 'int', arg: 'U', min: 1, help: 'unique blocks, for sequence, cycle and cycle-rev' },
+  rank: { kind: 'int', arg: 'R', min: 1, help: 'rank, for basis and delta' },
+  'kv-share': { kind: 'int', arg: 'S', min: 1, help: 'cross-layer K/V sharing: groups of S layers reuse one K/V (default 1, off)' },
+  norm: { kind: 'string', arg: 'N', choices: ['pre', 'post'], help: 'LayerNorm placement, pre or post (default pre)' },
+  device: { kind: 'string', arg: 'D', choices: ['cpu', 'cuda'], help: 'cpu or cuda (default cpu)' },
+};
+
+const TRAIN_FLAGS: Specs = {
+  steps: { kind: 'int', arg: 'N', min: 1, help: 'optimizer steps to reach, counted from 0 even when resuming (default 1000)' },
+  batch: { kind: 'int', arg: 'B', min: 1, help: 'sequences per batch (default 16)' },
+  seq: { kind: 'int', arg: 'T', min: 1, help: 'characters per sequence (default: max-seq)' },
+  lr: { kind: 'number', arg: 'X', min: 0, above: true, help: 'peak learning rate (default 0.003)' },
+  'min-lr': { kind: 'number', arg: 'X', min: 0, help: 'final learning rate (default lr/10)' },
+  warmup: { kind: 'int', arg: 'N', min: 0, help: 'linear warmup steps (default 5% of steps, at most 100)' },
+  schedule: { kind: 'string', arg: 'S', choices: ['cosine', 'linear', 'constant'], help: 'cosine, linear or constant (default cosine)' },
+  'weight-decay': { kind: 'number', arg: 'X', min: 0, help: 'AdamW weight decay (default 0.1)' },
+  clip: { kind: 'number', arg: 'X', min: 0, help: 'clip the gradient norm to X; 0 turns clipping off (default 1)' },
+  accumulate: { kind: 'int', arg: 'N', min: 1, help: 'micro-batches per step (default 1)' },
+  'eval-every': { kind: 'int', arg: 'N', min: 0, help: 'evaluate every N steps; 0 only at the end (default steps/4)' },
+  'eval-batches': { kind: 'int', arg: 'N', min: 1, help: 'validation batches per evaluation (default 20)' },
+  seed: { kind: 'int', arg: 'N', min: 0, max: 0xffffffff, help: 'seed of the initialisation and the batches (default 1)' },
+};
+
+const DATA_FLAGS: Specs = {
+  data: { kind: 'string', arg: 'FILE', help: 'a UTF-8 text file' },
+  corpus: { kind: 'string', arg: 'NAME', choices: ['default'], help: 'the embedded corpus instead of a file' },
+  'corpus-chars': { kind: 'int', arg: 'N', min: 1000, help: 'characters of the embedded corpus (default 400000)' },
+};
+
+interface Command {
+  summary: string;
+  usage: string;
+  specs: Specs;
+  examples: string[];
+  run(flags: Flags, io: CliIO, signal: AbortSignal): Promise<number>;
+  /** Takes SIGINT (train, demo). */
+  interruptible?: boolean;
+}
+
+/** Parses `--name value`, `--name=value` and boolean `--name` against specs; throws UsageError for anything else. */
+export function parseFlags(argv: string[], specs: Specs): Flags {
+  const out: Flags = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (!a.startsWith('--') || a === '--') throw new UsageError(`unexpected argument '${a}' (flags start with --)`);
+    const eq = a.indexOf('=');
+    const name = eq < 0 ? a.slice(2) : a.slice(2, eq);
+    const spec = Object.hasOwn(specs, name) ? specs[name] : undefined;
+    if (!spec) {
+      const near = Object.keys(specs).filter((k) => !specs[k].hidden && (k.includes(name) || name.includes(k)));
+      throw new UsageError(`unknown flag --${name}${near.length ? ` (did you mean --${near[0]}?)` : ''}`);
+    }
+    let raw: string | undefined;
+    if (spec.kind === 'bool') {
+      if (eq >= 0) {
+        const v = a.slice(eq + 1);
+        if (v !== 'true' && v !== 'false') throw new UsageError(`--${name} takes no value (or =true / =false), got '${v}'`);
+        out[name] = v === 'true';
+      } else out[name] = true;
+      continue;
+    }
+    if (eq >= 0) raw = a.slice(eq + 1);
+    else if (i + 1 < argv.length && !argv[i + 1].startsWith('--')) raw = argv[++i];
+    if (raw === undefined) throw new UsageError(`--${name} needs a value${spec.arg ? ` (${spec.arg})` : ''}`);
+    out[name] = parseValue(name, spec, raw);
+  }
+  return out;
+}
+
+function parseValue(name: string, spec: FlagSpec, raw: string): string | number {
+  if (spec.kind === 'string') {
+    if (spec.choices && !spec.choices.includes(raw)) throw new UsageError(`--${name} must be one of ${spec.choices.join(', ')}; got '${raw}'`);
+    return raw;
+  }
+  const v = raw.trim() === '' ? NaN : Number(raw);
+  if (!Number.isFinite(v)) throw new UsageError(`--${name} expects a number, got '${raw}'`);
+  if (spec.kind === 'int' && !Number.isSafeInteger(v)) throw new UsageError(`--${name} expects an integer, got '${raw}'`);
+  if (spec.min !== undefined && (spec.above ? v <= spec.min : v < spec.min))
+    throw new UsageError(`--${name} must be ${spec.above ? '>' : '>='} ${spec.min}, got ${raw}`);
+  if (spec.max !== undefined && v > spec.max) throw new UsageError(`--${name} must be <= ${spec.max}, got ${raw}`);
+  return v;
+}
+
+function str(f: Flags, k: string): string | undefined {
+  return f[k] as string | undefined;
+}
+function num(f: Flags, k: string): number | undefined {
+  return f[k] as number | undefined;
+}
+
+function readText(path: string, what: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : firstLine(message(e));
+    throw new CliError(`cannot read ${what} ${path}: ${why}`);
+  }
+  if (text.length === 0) throw new CliError(`${what} ${path} is empty`);
+  return text;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Progress
+
+/** A progress bar: redrawn in place with \r when the stream is a terminal, otherwise a line every `every` steps. */
+export class Progress {
+  private drawn = false;
+  private lastDraw = 0;
+  private readonly every: number;
+  constructor(
+    private readonly out: CliStream,
+    private readonly label: string,
+    private readonly total: number,
+    private readonly quiet = false,
+  ) {
+    this.every = Math.max(1, Math.round(total / 10));
+  }
+
+  line(s: StepInfo): string {
+    const width = 24;
+    const filled = Math.min(width, Math.round((width * s.step) / this.total));
+    const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
+    const w = String(this.total).length;
+    return `${this.label} [${bar}] ${String(s.step).padStart(w)}/${this.total}  loss ${s.loss.toFixed(3)}  ${fmt(s.tokensPerSec)} tok/s  ETA ${clock(s.etaMs)}`;
+  }
+
+  update(s: StepInfo): void {
+    if (this.quiet) return;
+    if (this.out.isTTY) {
+      const now = performance.now();
+      if (s.step < this.total && now - this.lastDraw < 80) return;
+      this.lastDraw = now;
+      let l = this.line(s);
+      if (this.out.columns && l.length >= this.out.columns) l = l.slice(0, this.out.columns - 1);
+      this.out.write(`\r${l}\x1b[K`);
+      this.drawn = true;
+    } else if (s.step === 1 || s.step % this.every === 0 || s.step === this.total) {
+      this.out.write(`${this.line(s)}\n`);
+    }
+  }
+
+  /** Erases the bar before other output (it comes back on the next update). */
+  clear(): void {
+    if (this.drawn) this.out.write('\r\x1b[K');
+    this.drawn = false;
+  }
+
+  /** Ends the bar's line. */
+  done(): void {
+    if (this.drawn) this.out.write('\n');
+    this.drawn = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Models, data, checkpoints
+
+type ModelConfig = Omit<DecoderConfig, 'vocab' | 'device'>;
+type TrainConfig = Omit<TrainerOptions, 'checkpoint' | 'signal' | 'beta1' | 'beta2'>;
+/** Where the training text came from (recorded in checkpoints, so that resume and eval can default to it). */
+type DataSource = { corpus: 'default'; chars: number } | { file: string };
+
+const DEFAULT_MODEL: ModelConfig = { dModel: 128, heads: 4, dFF: 512, layers: 6, maxSeq: 64, sharing: { strategy: 'all' } };
+const MODEL_KEYS = ['dModel', 'heads', 'kvHeads', 'dFF', 'layers', 'maxSeq', 'sharing', 'tiedEmbeddings', 'factorizedEmbedding', 'bias', 'norm'] as const;
+const TRAIN_KEYS = ['steps', 'batchSize', 'seqLen', 'lr', 'minLr', 'warmup', 'schedule', 'weightDecay', 'clip', 'accumulate', 'evalEvery', 'evalBatches', 'seed'] as const;
+const FLAG_TO_MODEL: Record<string, (typeof MODEL_KEYS)[number]> = {
+  'd-model': 'dModel', heads: 'heads', 'kv-heads': 'kvHeads', 'd-ff': 'dFF', layers: 'layers', 'max-seq': 'maxSeq', norm: 'norm',
+};
+const FLAG_TO_TRAIN: Record<string, (typeof TRAIN_KEYS)[number]> = {
+  steps: 'steps', batch: 'batchSize', seq: 'seqLen', lr: 'lr', 'min-lr': 'minLr', warmup: 'warmup', schedule: 'schedule',
+  'weight-decay': 'weightDecay', clip: 'clip', accumulate: 'accumulate', 'eval-every': 'evalEvery', 'eval-batches': 'evalBatches', seed: 'seed',
+};
+
+/** Printable ASCII, tab and newline: the default vocabulary, so any ASCII prompt can be given to the trained model. */
+function defaultChars(): string[] {
+  const cs = ['\t', '\n'];
+  for (let c = 32; c < 127; c++) cs.push(String.fromCharCode(c));
+  return cs;
+}
+
+function parseJSON(text: string, what: string, err: (m: string) => Error): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw err(`${what} is not valid JSON: ${firstLine(message(e))}`);
+  }
+}
+
+/** Reads a --config file: a flat JSON object of model keys (DecoderConfig) and training keys (TrainerOptions). */
+function readConfigFile(path: string): { model: Partial<ModelConfig>; train: Partial<TrainConfig> } {
+  const o = parseJSON(readText(path, '--config'), `--config ${path}`, (m) => new UsageError(m));
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new UsageError(`--config ${path} must hold a JSON object`);
+  const model: Record<string, unknown> = {}, train: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) {
+    if ((MODEL_KEYS as readonly string[]).includes(k)) model[k] = v;
+    else if ((TRAIN_KEYS as readonly string[]).includes(k)) train[k] = v;
+    else
+      throw new UsageError(
+        `--config ${path}: unknown key '${k}'${k === 'vocab' ? ' (the vocabulary comes from the data)' : ''}; model keys: ${MODEL_KEYS.join(', ')}; training keys: ${TRAIN_KEYS.join(', ')}`,
+      );
+  }
+  return { model: model as Partial<ModelConfig>, train: train as Partial<TrainConfig> };
+}
+
+/** base, then the --config file's keys, then flags. */
+function modelConfigFrom(base: ModelConfig, file: Partial<ModelConfig>, f: Flags): ModelConfig {
+  const c: ModelConfig = { ...base, ...file, sharing: { ...(file.sharing ?? base.sharing ?? {}) } };
+  for (const [flag, key] of Object.entries(FLAG_TO_MODEL)) if (f[flag] !== undefined) (c as Record<string, unknown>)[key] = f[flag];
+  const s: Partial<SharingConfig> = c.sharing ?? {};
+  if (f.strategy !== undefined && f.strategy !== s.strategy) {
+    // A new strategy drops the old one's options (unique, rank, custom); K/V sharing works with every strategy.
+    c.sharing = { strategy: f.strategy as SharingConfig['strategy'], ...(s.kvShareGroup !== undefined ? { kvShareGroup: s.kvShareGroup } : {}) };
+  }
+  if (f.unique !== undefined) c.sharing = { ...c.sharing, unique: f.unique as number };
+  if (f.rank !== undefined) c.sharing = { ...c.sharing, rank: f.rank as number };
+  if (f['kv-share'] !== undefined) c.sharing = { ...c.sharing, kvShareGroup: f['kv-share'] as number };
+  return c;
+}
+
+function trainConfigFrom(base: Partial<TrainConfig> & { data?: DataSource }, file: Partial<TrainConfig>, f: Flags, maxSeq: number): TrainConfig {
+  const { data: _recorded, ...stored } = base;
+  const c: Partial<TrainConfig> = { ...stored, ...file };
+  for (const [flag, key] of Object.entries(FLAG_TO_TRAIN)) if (f[flag] !== undefined) (c as Record<string, unknown>)[key] = f[flag];
+  const steps = c.steps ?? 1000;
+  return {
+    ...c,
+    steps,
+    batchSize: c.batchSize ?? 16,
+    seqLen: c.seqLen ?? maxSeq,
+    lr: c.lr ?? 3e-3,
+    warmup: c.warmup ?? Math.min(100, Math.round(steps * 0.05)),
+    schedule: c.schedule ?? 'cosine',
+    evalEvery: c.evalEvery ?? (steps >= 20 ? Math.floor(steps / 4) : 0),
+    evalBatches: c.evalBatches ?? 20,
+    seed: c.seed ?? 1,
+  };
+}
+
+function checkDevice(device: string | undefined): Device {
+  if (device === undefined || device === 'cpu') return 'cpu';
+  const cuda = backends().cuda;
+  if (!cuda.available) throw new CliError(`--device cuda: CUDA is not available here (${cuda.reason ?? (cuda.compiled ? 'no usable GPU' : 'the addon was built without CUDA')})`);
+  return 'cuda';
+}
+
+/** Builds a Decoder; the library's validation errors become usage errors (the configuration came from the user). */
+function buildModel(cfg: ModelConfig, vocab: number, device: Device): Decoder {
+  try {
+    return new Decoder({ ...cfg, vocab, device });
+  } catch (e) {
+    if (e instanceof TypeError || e instanceof RangeError) throw new UsageError(`invalid model configuration: ${firstLine(message(e))}`);
+    throw e;
+  }
+}
+
+interface Loaded {
+  model: Decoder;
+  tokenizer: CharTokenizer;
+  modelConfig: ModelConfig;
+  trainConfig?: Partial<TrainConfig> & { data?: DataSource };
+  metadata: Record<string, string>;
+}
+
+/** The metadata of a checkpoint written by `sharedformer train`: tokenizer, model and training configuration. */
+function readCheckpointMeta(path: string, what: string): Omit<Loaded, 'model'> & { hasMoments: boolean } {
+  let file: ReturnType<typeof loadSafetensors>;
+  try {
+    file = loadSafetensors(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError(`cannot read ${what} ${path}: ${code === 'ENOENT' ? 'no such file' : firstLine(message(e))}`);
+  }
+  const md = file.metadata;
+  if (md.format !== 'sharedformer' || md.model !== 'decoder') throw new CliError(`${what} ${path} is not a sharedformer decoder checkpoint`);
+  if (!md.tokenizer) throw new CliError(`${what} ${path} has no tokenizer in its metadata (it was not written by 'sharedformer train')`);
+  const bad = (m: string) => new CliError(m);
+  let tokenizer: CharTokenizer;
+  try {
+    tokenizer = CharTokenizer.fromJSON(parseJSON(md.tokenizer, `the tokenizer in ${path}`, bad));
+  } catch (e) {
+    throw new CliError(`${what} ${path}: ${firstLine(message(e))}`);
+  }
+  const modelConfig = md.modelConfig
+    ? (parseJSON(md.modelConfig, `the model configuration in ${path}`, bad) as ModelConfig)
+    : ({ ...(parseJSON(md.config, `the config in ${path}`, bad) as object), sharing: (parseJSON(md.plan, `the plan in ${path}`, bad) as { sharing: Partial<SharingConfig> }).sharing } as ModelConfig);
+  delete (modelConfig as { vocab?: number }).vocab;
+  const trainConfig = md.trainConfig ? (parseJSON(md.trainConfig, `the training configuration in ${path}`, bad) as Loaded['trainConfig']) : undefined;
+  return { tokenizer, modelConfig, trainConfig, metadata: md, hasMoments: file.tensors.has('optimizer.m') };
+}
+
+/** Loads a model for inference from a checkpoint written by `sharedformer train` (optimizer moments are skipped). */
+export function loadModel(path: string, device: Device = 'cpu', meta = readCheckpointMeta(path, '--model')): Loaded {
+  const model = buildModel(meta.modelConfig, meta.tokenizer.vocabSize, device);
+  const extra = new Map<string, Float32Array>();
+  if (meta.hasMoments) for (const k of ['optimizer.m', 'optimizer.v']) extra.set(k, new Float32Array(model.store.numel));
+  try {
+    loadCheckpoint(path, model.store, model.meta(), extra);
+  } catch (e) {
+    model.store.dispose();
+    throw new CliError(firstLine(message(e)));
+  }
+  model.eval();
+  return { model, ...meta };
+}
+
+function loadData(f: Flags, recorded: DataSource | undefined, needed: string): { text: string; source: DataSource; label: string } {
+  const file = str(f, 'data'), corpus = str(f, 'corpus');
+  if (file !== undefined && corpus !== undefined) throw new UsageError('give either --data FILE or --corpus default, not both');
+  let source: DataSource;
+  if (file !== undefined) source = { file: resolve(file) };
+  else if (corpus !== undefined) source = { corpus: 'default', chars: num(f, 'corpus-chars') ?? 400_000 };
+  else if (recorded) source = recorded;
+  else throw new UsageError(`${needed} needs --data FILE or --corpus default`);
+  if ('file' in source) return { text: readText(source.file, '--data'), source, label: source.file };
+  return { text: generateCorpus(source.chars), source, label: `the embedded corpus (${fmt(source.chars)} characters)` };
+}
+
+function encode(tok: CharTokenizer, text: string, what: string): Int32Array {
+  try {
+    return tok.encode(text);
+  } catch (e) {
+    throw new CliError(`${what}: ${firstLine(message(e)).replace(/^CharTokenizer\.encode: /, '')} of the model`);
+  }
+}
+
+function makeDataset(tokens: Int32Array, vocab: number, seqLen: number, label: string): TokenDataset {
+  const data = new TokenDataset(tokens, vocab);
+  const need = seqLen + 1;
+  if (data.train.length < need || data.val.length < need)
+    throw new CliError(
+      `${label} is too small: ${fmt(tokens.length)} characters give ${fmt(data.train.length)} for training and ${fmt(data.val.length)} for validation (the last 10%); each needs at least seq + 1 = ${need}`,
+    );
+  return data;
+}
+
+/** Mean validation loss over `batches` fixed batches, exactly as Trainer.evaluate computes it. */
+async function evaluate(model: Decoder, data: TokenDataset, batches: number, B: number, T: number, seed: number): Promise<number> {
+  let sum = 0;
+  for (let i = 0; i < batches; i++) {
+    const { ids, targets } = data.batch('val', B, T, seed, i, model.store.device);
+    const l = noGrad(() => model.loss(ids, targets));
+    sum += (await l.data())[0];
+    for (const t of [l, ids, targets]) t.dispose();
+  }
+  return sum / batches;
+}
+
+/**
+ * Generates `n` characters after `prompt`, sliding the context window when prompt + n exceeds the model's maxSeq
+ * (each window is a fresh KV-cache pass over the last characters). onText receives the text as it is made.
+ */
+export async function generateText(
+  model: Decoder, tok: CharTokenizer, prompt: string, n: number,
+  o: { temperature?: number; topK?: number; topP?: number; seed: number; onText?: (s: string) => void },
+): Promise<string> {
+  const W = model.config.maxSeq;
+  if (W < 2) throw new CliError(`the model's context (maxSeq ${W}) is too short to generate from`);
+  let ctx = Array.from(encode(tok, prompt, 'the prompt'));
+  if (ctx.length === 0) {
+    const start = tok.chars.indexOf('\n');
+    ctx = [start >= 0 ? start : 0];
+  }
+  const out: number[] = [];
+  for (let round = 0; out.length < n; round++) {
+    const step = Math.min(n - out.length, Math.max(1, Math.floor(W / 2)));
+    const context = ctx.slice(-(W - step));
+    const ids = await model.generate(context, {
+      maxNewTokens: step, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: (o.seed + round * 0x9e3779b1) >>> 0,
+    });
+    out.push(...ids);
+    ctx = ctx.concat(ids);
+    o.onText?.(tok.decode(ids));
+  }
+  return tok.decode(out);
+}
+
+/** SIGINT -> abort (a second Ctrl-C exits at once); or io.signal when the caller gives one. */
+function interrupts(io: CliIO): { signal: AbortSignal; dispose(): void } {
+  if (io.signal) return { signal: io.signal, dispose() {} };
+  const ac = new AbortController();
+  const onInt = () => {
+    if (ac.signal.aborted) process.exit(EXIT_INTERRUPTED);
+    io.stderr.write('\ninterrupted: stopping after the current step (Ctrl-C again to quit at once)\n');
+    ac.abort();
+  };
+  process.on('SIGINT', onInt);
+  return { signal: ac.signal, dispose: () => void process.off('SIGINT', onInt) };
+}
+
+const jsonLine = (io: CliIO, o: object) => io.stdout.write(`${JSON.stringify(o)}\n`);
+const say = (io: CliIO, s = '') => io.stdout.write(`${s}\n`);
+
+// ---------------------------------------------------------------------------------------------------------------------
+// train
+
+async function trainCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<number> {
+  const json = f.json === true;
+  const out = str(f, 'out');
+  if (out === undefined) throw new UsageError('--out FILE.safetensors is required');
+  if (!existsSync(dirname(resolve(out)))) throw new CliError(`cannot write --out ${out}: the folder ${dirname(resolve(out))} does not exist`);
+  const resumePath = str(f, 'resume');
+  const file = str(f, 'config') !== undefined ? readConfigFile(str(f, 'config')!) : { model: {}, train: {} };
+  const device = checkDevice(str(f, 'device'));
+  if (f.threads !== undefined) setNumThreads(f.threads as number);
+
+  const prior = resumePath !== undefined ? readCheckpointMeta(resumePath, '--resume') : undefined;
+  if (prior && f['vocab-from-data']) throw new UsageError('--vocab-from-data cannot be used with --resume (the vocabulary comes from the checkpoint)');
+  if (prior && !prior.hasMoments) throw new CliError(`--resume ${resumePath} holds no optimizer state (it was not written by a Trainer)`);
+  const { text, source, label } = loadData(f, prior?.trainConfig?.data, 'train');
+  const tok = prior?.tokenizer ?? (f['vocab-from-data'] ? CharTokenizer.fromText(text) : new CharTokenizer([...new Set([...defaultChars(), ...text])].sort()));
+  const tokens = encode(tok, text, label);
+
+  const mcfg = modelConfigFrom(prior?.modelConfig ?? DEFAULT_MODEL, file.model, f);
+  const tcfg = trainConfigFrom(prior?.trainConfig ?? {}, file.train, f, mcfg.maxSeq ?? 64);
+  const data = makeDataset(tokens, tok.vocabSize, tcfg.seqLen, label);
+  const model = buildModel({ ...mcfg, seed: mcfg.seed ?? tcfg.seed }, tok.vocabSize, device);
+  let trainer: Trainer;
+  try {
+    trainer = new Trainer(model, data, { ...tcfg, signal });
+  } catch (e) {
+    model.store.dispose();
+    if (e instanceof TypeError || e instanceof RangeError) throw new UsageError(`invalid training configuration: ${firstLine(message(e)).replace(/^Trainer: /, '')}`);
+    throw e;
+  }
+  try {
+    if (resumePath !== undefined) {
+      try {
+        trainer.resume(resumePath);
+      } catch (e) {
+        throw new CliError(`cannot resume from ${resumePath}: ${firstLine(message(e)).replace(/^(loadCheckpoint|Trainer\.resume): /, '')}`);
+      }
+    }
+    const extra = {
+      tokenizer: JSON.stringify(tok.toJSON()),
+      modelConfig: JSON.stringify({ ...mcfg, seed: mcfg.seed ?? tcfg.seed }),
+      trainConfig: JSON.stringify({ ...tcfg, data: source }),
+      cli: `sharedformer ${version()}`,
+    };
+    const save = () => {
+      try {
+        trainer.save(out, extra);
+      } catch (e) {
+        throw new CliError(`cannot write the checkpoint ${out}: ${firstLine(message(e))}`);
+      }
+    };
+    const acc = model.accounting();
+    const start = trainer.step;
+    if (json) {
+      jsonLine(io, {
+        type: 'start', model: { ...mcfg, vocab: tok.vocabSize }, plan: model.plan.describe(), uniqueParameters: acc.uniqueParameters,
+        parameterBytes: acc.parameterBytes, train: tcfg, data: source, characters: tokens.length, startStep: start, device,
+      });
+    } else {
+      say(io, `model     ${model.plan.describe()}; ${fmt(acc.uniqueParameters)} unique parameters (${fmt(acc.parameterBytes)} bytes)`);
+      say(io, `          dModel ${model.config.dModel}, ${model.config.heads} heads, dFF ${model.config.dFF}, context ${model.config.maxSeq}, vocabulary ${tok.vocabSize}, on ${device}`);
+      say(io, `data      ${label}: ${fmt(tokens.length)} characters (${fmt(data.train.length)} train, ${fmt(data.val.length)} validation)`);
+      say(io, `training  steps ${start} -> ${tcfg.steps}, batch ${tcfg.batchSize} x ${tcfg.seqLen}${(tcfg.accumulate ?? 1) > 1 ? ` x ${tcfg.accumulate}` : ''}, lr ${tcfg.lr} (${tcfg.schedule}, warmup ${tcfg.warmup}), ${getNumThreads()} CPU threads`);
+      if (resumePath !== undefined) say(io, `resumed   from ${resumePath} at step ${start}`);
+    }
+
+    const progress = new Progress(io.stderr, 'train', tcfg.steps, f.quiet === true);
+    let lastEval: EvalInfo | undefined;
+    trainer.on('eval', (e: EvalInfo) => {
+      lastEval = e;
+      progress.clear();
+      if (json) jsonLine(io, { type: 'eval', step: e.step, loss: e.loss, bpc: e.bpc });
+      else say(io, `step ${String(e.step).padStart(String(tcfg.steps).length)}  validation loss ${e.loss.toFixed(4)}  ${e.bpc.toFixed(3)} bits/char`);
+    });
+    const every = num(f, 'checkpoint-every');
+    const t0 = performance.now();
+    let last: StepInfo | undefined;
+    try {
+      for await (const s of trainer.steps()) {
+        last = s;
+        progress.update(s);
+        if (every && s.step % every === 0 && s.step < tcfg.steps) save();
+      }
+    } catch (e) {
+      progress.done();
+      // A failed step (say, a non-finite loss) leaves the last checkpoint in place.
+      throw new CliError(firstLine(message(e)).replace(/^Trainer: /, ''));
+    }
+    progress.done();
+    const seconds = (performance.now() - t0) / 1000;
+    if (trainer.step < tcfg.steps && signal.aborted) {
+      save();
+      releaseTape();
+      if (json) jsonLine(io, { type: 'interrupted', step: trainer.step, steps: tcfg.steps, checkpoint: out });
+      else say(io, `interrupted at step ${trainer.step} of ${tcfg.steps}; checkpoint written to ${out} (continue with --resume ${out})`);
+      return EXIT_INTERRUPTED;
+    }
+    // The final evaluation (unless --eval-every just made it).
+    const val = lastEval?.step === trainer.step ? lastEval : await trainer.evaluate();
+    save();
+    releaseTape();
+    const tokensPerSec = last ? last.tokensPerSec : 0;
+    if (json)
+      jsonLine(io, { type: 'train', steps: trainer.step, loss: last?.loss ?? null, valLoss: val.loss, bpc: val.bpc, tokensPerSec, seconds, checkpoint: out });
+    else {
+      say(io, `done      ${trainer.step} steps in ${seconds.toFixed(1)} s (${fmt(tokensPerSec)} tokens/s); train loss ${fixed(last?.loss, 4)}, validation loss ${val.loss.toFixed(4)} (${val.bpc.toFixed(3)} bits/char)`);
+      say(io, `saved     ${out}`);
+    }
+    return EXIT_OK;
+  } finally {
+    trainer.removeAllListeners();
+    trainer.dispose();
+    model.store.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// eval, generate
+
+async function evalCommand(f: Flags, io: CliIO): Promise<number> {
+  const path = str(f, 'model');
+  if (path === undefined) throw new UsageError('--model FILE.safetensors is required');
+  if (f.threads !== undefined) setNumThreads(f.threads as number);
+  const device = checkDevice(str(f, 'device'));
+  const meta = readCheckpointMeta(path, '--model');
+  const { text, label } = loadData(f, meta.trainConfig?.data, 'eval');
+  const tc = meta.trainConfig ?? {};
+  const maxSeq = meta.modelConfig.maxSeq ?? 64;
+  const B = num(f, 'batch') ?? tc.batchSize ?? 16;
+  const T = num(f, 'seq') ?? Math.min(tc.seqLen ?? maxSeq, maxSeq);
+  if (T > maxSeq) throw new UsageError(`--seq ${T} exceeds the model's context (maxSeq ${maxSeq})`);
+  const seed = num(f, 'seed') ?? tc.seed ?? 1;
+  const batches = num(f, 'batches') ?? 20;
+  const tokens = encode(meta.tokenizer, text, label);
+  const data = makeDataset(tokens, meta.tokenizer.vocabSize, T, label);
+  const { model } = loadModel(path, device, meta);
+  try {
+    const loss = await evaluate(model, data, batches, B, T, seed);
+    const bpc = loss / Math.LN2;
+    if (f.json) jsonLine(io, { type: 'eval', model: path, data: label, loss, bpc, batches, batchSize: B, seqLen: T, characters: batches * B * T });
+    else {
+      say(io, `validation loss ${loss.toFixed(4)} nats/char  ${bpc.toFixed(3)} bits/char`);
+      say(io, `(${batches} batches of ${B} x ${T} characters from the validation split, the last 10%, of ${label})`);
+    }
+    return EXIT_OK;
+  } finally {
+    releaseTape();
+    model.store.dispose();
+  }
+}
+
+async function generateCommand(f: Flags, io: CliIO): Promise<number> {
+  const path = str(f, 'model');
+  if (path === undefined) throw new UsageError('--model FILE.safetensors is required');
+  if (f.threads !== undefined) setNumThreads(f.threads as number);
+  const prompt = str(f, 'prompt') ?? '';
+  const n = num(f, 'tokens') ?? 200;
+  const seed = num(f, 'seed') ?? Math.floor(Math.random() * 0x7fffffff);
+  const temperature = num(f, 'temperature') ?? 0.8;
+  const topK = num(f, 'top-k'), topP = num(f, 'top-p');
+  const { model, tokenizer } = loadModel(path, checkDevice(str(f, 'device')));
+  try {
+    encode(tokenizer, prompt, 'the prompt'); // before anything is printed
+    if (f.json) {
+      const text = await generateText(model, tokenizer, prompt, n, { temperature, topK, topP, seed });
+      jsonLine(io, { type: 'generate', prompt, text, tokens: n, temperature, topK: topK ?? null, topP: topP ?? null, seed });
+    } else {
+      io.stdout.write(prompt);
+      await generateText(model, tokenizer, prompt, n, { temperature, topK, topP, seed, onText: (s) => io.stdout.write(s) });
+      io.stdout.write('\n');
+    }
+    return EXIT_OK;
+  } finally {
+    model.store.dispose();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// info, bench
+
+async function infoCommand(f: Flags, io: CliIO): Promise<number> {
+  const b = buildInfo();
+  const be = backends();
+  const info = {
+    version: version(),
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    addon: b.path,
+    build: { builder: b.builder, version: b.version, napiVersion: b.napiVersion, compiler: b.compiler ?? null, cuda: b.cuda },
+    cuda: { compiled: be.cuda.compiled, available: be.cuda.available, reason: be.cuda.reason ?? null, devices: be.cuda.devices, architectures: be.cuda.architectures },
+    cpu: { threads: getNumThreads(), simd: be.cpu.simd, features: be.cpu.features },
+  };
+  if (f.json) {
+    jsonLine(io, info);
+    return EXIT_OK;
+  }
+  say(io, `sharedformer ${info.version} (Node ${info.node}, ${info.platform})`);
+  say(io, `addon   ${info.addon}`);
+  say(io, `build   ${b.builder}, N-API ${b.napiVersion}${b.compiler ? `, ${b.compiler}` : ''}; CUDA kernels ${be.cuda.compiled ? 'compiled' : 'not compiled'}`);
+  if (be.cuda.available)
+    for (const d of be.cuda.devices) say(io, `CUDA    device ${d.index}: ${d.name} (sm_${d.computeCapability.replace('.', '')}, ${(d.totalMemory / 2 ** 30).toFixed(1)} GiB)`);
+  else say(io, `CUDA    unavailable${be.cuda.reason ? `: ${be.cuda.reason}` : ''}`);
+  say(io, `CPU     ${info.cpu.threads} threads, ${info.cpu.simd}${be.cpu.features.length ? ` (${be.cpu.features.join(' ')})` : ''}`);
+  return EXIT_OK;
+}
+
+/** How `sharedformer bench ARGS` runs scripts/bench.ts, or why it cannot (the script ships only in a checkout). */
+export function benchInvocation(args: string[], root: string = packageRoot): { command: string; args: string[]; cwd: string } {
+  const script = join(root, 'scripts', 'bench.ts');
+  if (!existsSync(script))
+    throw new CliError(`bench runs scripts/bench.ts, which only a checkout of the repository has (not found in ${root}); clone it, run npm ci, then npm run bench`);
+  if (!existsSync(join(root, 'node_modules', 'tsx')))
+    throw new CliError(`bench needs tsx, a development dependency: run npm ci in ${root}`);
+  return { command: process.execPath, args: ['--import', 'tsx', script, ...args], cwd: root };
+}
+
+async function benchCommand(args: string[], io: CliIO): Promise<number> {
+  const inv = benchInvocation(args);
+  const inherit = io.stdout === process.stdout && io.stderr === process.stderr;
+  return new Promise((done, fail) => {
+    const child = spawn(inv.command, inv.args, { cwd: inv.cwd, stdio: inherit ? 'inherit' : ['ignore', 'pipe', 'pipe'] });
+    child.stdout?.on('data', (d: Buffer) => io.stdout.write(d.toString()));
+    child.stderr?.on('data', (d: Buffer) => io.stderr.write(d.toString()));
+    child.on('error', (e) => fail(new CliError(`could not start the benchmark: ${e.message}`)));
+    child.on('close', (code, sig) => done(code ?? (sig === 'SIGINT' ? EXIT_INTERRUPTED : EXIT_RUNTIME)));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// demo
+
+/** The demo's models: small enough that a few hundred steps fit in half a minute on two CPU cores. */
+const DEMO_MODEL = { dModel: 64, heads: 4, dFF: 256, layers: 6, maxSeq: 32 };
+const DEMO_BATCH = 16;
+const DEMO_LR = 5e-3;
+
+interface DemoRow {
+  strategy: string;
+  plan: string;
+  uniqueParameters: number;
+  parameterBytes: number;
+  steps: number;
+  valLoss: number;
+  bpc: number;
+  tokensPerSec: number;
+  trainSeconds: number;
+}
+
+async function demoCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<number> {
+  const began = performance.now();
+  const json = f.json === true;
+  const tiny = f.tiny === true;
+  const seconds = num(f, 'seconds') ?? 60;
+  const seed = num(f, 'seed') ?? 1;
+  if (f.threads !== undefined) setNumThreads(f.threads as number);
+  const base = tiny ? { dModel: 16, heads: 2, dFF: 32, layers: 2, maxSeq: 16 } : DEMO_MODEL;
+  const dims = {
+    dModel: num(f, 'd-model') ?? base.dModel, heads: num(f, 'heads') ?? base.heads, dFF: num(f, 'd-ff') ?? base.dFF,
+    layers: num(f, 'layers') ?? base.layers, maxSeq: num(f, 'max-seq') ?? base.maxSeq,
+  };
+  const shared: Partial<SharingConfig> = { strategy: (str(f, 'strategy') ?? 'all') as SharingConfig['strategy'] };
+  if (f.unique !== undefined) shared.unique = f.unique as number;
+  if (f.rank !== undefined) shared.rank = f.rank as number;
+  if (shared.strategy === 'none') throw new UsageError('--strategy none is what the shared model is compared with; pick a sharing strategy');
+  const B = num(f, 'batch') ?? (tiny ? 4 : DEMO_BATCH), T = dims.maxSeq, lr = num(f, 'lr') ?? DEMO_LR;
+  buildModel({ ...dims, sharing: shared }, 64, 'cpu').store.dispose(); // a bad combination of flags fails before any output
+  const evalBatches = tiny ? 2 : 20;
+  const sampleChars = tiny ? 24 : 160;
+
+  const corpus = describeCorpus(tiny ? 30_000 : 400_000, 1);
+  const tok = CharTokenizer.fromText(corpus.text);
+  const data = new TokenDataset(tok.encode(corpus.text), tok.vocabSize);
+  const progressQuiet = f.quiet === true;
+  const line = (s = '') => { if (!json) say(io, s); };
+  if (json)
+    jsonLine(io, {
+      type: 'corpus', characters: corpus.text.length, stories: corpus.stories, alphabet: corpus.alphabet,
+      unigramBitsPerChar: corpus.unigramBitsPerChar, sourceBitsPerChar: corpus.sourceBitsPerChar,
+    });
+  line(`sharedformer demo: a shared model (${shared.strategy}) vs. an unshared one of the same depth, on the embedded corpus`);
+  line(`corpus   ${fmt(corpus.text.length)} characters of generated stories (${fmt(corpus.stories)} stories, ${corpus.alphabet} distinct characters)`);
+  line(`         unigram entropy ${corpus.unigramBitsPerChar.toFixed(2)} bits/char; the generator's own entropy ${corpus.sourceBitsPerChar.toFixed(2)} bits/char`);
+  line(`model    ${dims.layers} layers, dModel ${dims.dModel}, ${dims.heads} heads, dFF ${dims.dFF}, context ${dims.maxSeq}; batch ${B} x ${T}, AdamW lr ${lr}, cosine; ${getNumThreads()} CPU threads`);
+
+  const build = (which: 'shared' | 'none') => buildModel({ ...dims, sharing: which === 'shared' ? shared : { strategy: 'none' }, seed }, tok.vocabSize, 'cpu');
+  const options = (steps: number): TrainerOptions => ({
+    steps, batchSize: B, seqLen: T, lr, warmup: Math.max(1, Math.round(steps * 0.05)), evalBatches, seed, signal,
+  });
+
+  // Steps: time a few steps of a throwaway copy of the shared model, then give each model half of --seconds (the
+  // calibration, evaluations and samples add a few seconds).
+  let steps = num(f, 'steps');
+  if (steps === undefined) {
+    const probe = build('shared');
+    const pt = new Trainer(probe, data, options(8));
+    const times: number[] = [];
+    let t = performance.now();
+    for await (const _ of pt.steps()) {
+      const now = performance.now();
+      times.push(now - t);
+      t = now;
+      if (signal.aborted) break;
+    }
+    pt.dispose();
+    probe.store.dispose();
+    releaseTape();
+    const timed = times.slice(3).sort((a, b) => a - b); // the first steps warm the allocator up
+    const ms = timed.length ? timed[Math.floor(timed.length / 2)] : 1000;
+    steps = Math.max(10, Math.floor((seconds * 1000 * 0.5) / ms));
+    line(`steps    ${steps} per model (${ms.toFixed(0)} ms per step measured; --seconds ${seconds})`);
+  }
+
+  const rows: DemoRow[] = [];
+  for (const [i, which] of (['shared', 'none'] as const).entries()) {
+    if (signal.aborted) break;
+    const model = build(which);
+    const strategy = model.plan.strategy;
+    const acc = model.accounting();
+    line();
+    line(`[${i + 1}/2] ${which === 'shared' ? 'shared' : 'unshared'}: ${model.plan.describe()}; ${fmt(acc.uniqueParameters)} unique parameters, ${fmt(acc.parameterBytes)} bytes`);
+    const trainer = new Trainer(model, data, options(steps));
+    const progress = new Progress(io.stderr, which === 'shared' ? 'shared  ' : 'unshared', steps, progressQuiet);
+    const t0 = performance.now();
+    let last: StepInfo | undefined;
+    try {
+      for await (const s of trainer.steps()) {
+        last = s;
+        progress.update(s);
+      }
+    } finally {
+      progress.done();
+    }
+    const trainSeconds = (performance.now() - t0) / 1000;
+    if (signal.aborted) {
+      trainer.dispose();
+      model.store.dispose();
+      releaseTape();
+      break;
+    }
+    const val = await trainer.evaluate();
+    const row: DemoRow = {
+      strategy, plan: model.plan.describe(), uniqueParameters: acc.uniqueParameters, parameterBytes: acc.parameterBytes,
+      steps, valLoss: val.loss, bpc: val.bpc, tokensPerSec: last?.tokensPerSec ?? 0, trainSeconds,
+    };
+    rows.push(row);
+    if (json) jsonLine(io, { type: 'model', ...row });
+    line(`        trained ${steps} steps in ${trainSeconds.toFixed(1)} s; train loss ${fixed(last?.loss, 3)}; validation loss ${val.loss.toFixed(3)} nats/char = ${val.bpc.toFixed(2)} bits/char`);
+    if (which === 'shared') {
+      model.eval();
+      line('        samples (temperature 0.8, top-k 40):');
+      const prompts = ['Once upon a time', '"Where is', 'The old fisherman'];
+      for (const [k, prompt] of prompts.entries()) {
+        const text = await generateText(model, tok, prompt, sampleChars, { temperature: 0.8, topK: 40, seed: seed + k });
+        if (json) jsonLine(io, { type: 'sample', strategy, prompt, text, temperature: 0.8, topK: 40, seed: seed + k });
+        line(`        ${k + 1}> ${(prompt + text).replace(/\n/g, '\n           ')}`);
+      }
+    }
+    trainer.dispose();
+    model.store.dispose();
+    releaseTape();
+  }
+  if (signal.aborted) {
+    io.stderr.write('demo interrupted\n');
+    return EXIT_INTERRUPTED;
+  }
+  if (!json) {
+    line();
+    line(`comparison (${steps} steps each; the same data, batches, schedule and seed)`);
+    const head = ['strategy', 'unique parameters', 'parameter bytes', 'val loss', 'bits/char', 'tokens/s'];
+    const cells = rows.map((r) => [r.strategy, fmt(r.uniqueParameters), fmt(r.parameterBytes), r.valLoss.toFixed(3), r.bpc.toFixed(2), fmt(r.tokensPerSec)]);
+    const w = head.map((h, j) => Math.max(h.length, ...cells.map((c) => c[j].length)));
+    const row = (c: string[]) => `  ${c.map((x, j) => (j === 0 ? x.padEnd(w[j]) : x.padStart(w[j]))).join('  ')}`;
+    line(row(head));
+    for (const c of cells) line(row(c));
+    if (rows.length === 2) {
+      const [a, n] = rows;
+      line(`  the shared model keeps ${(a.uniqueParameters / n.uniqueParameters * 100).toFixed(0)}% of the parameters (${(n.uniqueParameters / a.uniqueParameters).toFixed(1)}x fewer) at ${(a.bpc - n.bpc >= 0 ? '+' : '')}${(a.bpc - n.bpc).toFixed(2)} bits/char`);
+    }
+    line(`  reference: uniform ${Math.log2(tok.vocabSize).toFixed(2)} bits/char; unigram ${corpus.unigramBitsPerChar.toFixed(2)}; the generator's entropy ${corpus.sourceBitsPerChar.toFixed(2)}`);
+    line(`total ${((performance.now() - began) / 1000).toFixed(1)} s`);
+  }
+  return EXIT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// commands and help
+
+const TRAIN_SPECS: Specs = {
+  ...DATA_FLAGS,
+  config: { kind: 'string', arg: 'FILE', help: 'a JSON object of model and training keys (flags override it)' },
+  'vocab-from-data': { kind: 'bool', help: 'vocabulary: only the characters of the data (default: printable ASCII, tab, newline and the data\'s characters)' },
+  out: { kind: 'string', arg: 'FILE', help: 'the checkpoint to write (.safetensors; required)' },
+  resume: { kind: 'string', arg: 'FILE', help: 'continue from a checkpoint written by train (model, optimizer, step, tokenizer and settings)' },
+  'checkpoint-every': { kind: 'int', arg: 'N', min: 1, help: 'also write the checkpoint every N steps' },
+  ...MODEL_FLAGS,
+  ...TRAIN_FLAGS,
+  ...QUIET,
+  ...COMMON,
+};
+
+const COMMANDS: Record<string, Command> = {
+  demo: {
+    summary: 'train a shared and an unshared model on the embedded corpus and compare them',
+    usage: 'sharedformer demo [--seconds 60] [--json]',
+    specs: {
+      seconds: { kind: 'number', arg: 'S', min: 0, above: true, help: 'about how long the whole demo takes (default 60)' },
+      seed: { kind: 'int', arg: 'N', min: 0, max: 0xffffffff, help: 'seed of the initialisation, batches and samples (default 1)' },
+      tiny: { kind: 'bool', help: 'tiny model and corpus (tests)', hidden: true },
+      steps: { kind: 'int', arg: 'N', min: 1, help: 'fixed steps per model instead of timing the first steps' },
+      strategy: { ...MODEL_FLAGS.strategy, help: 'the shared model\'s strategy (default all); compared with none' },
+      unique: MODEL_FLAGS.unique,
+      rank: MODEL_FLAGS.rank,
+      'd-model': { ...MODEL_FLAGS['d-model'], help: `model width (default ${DEMO_MODEL.dModel})` },
+      heads: { ...MODEL_FLAGS.heads, help: `attention heads (default ${DEMO_MODEL.heads})` },
+      'd-ff': { ...MODEL_FLAGS['d-ff'], help: `feed-forward width (default ${DEMO_MODEL.dFF})` },
+      layers: { ...MODEL_FLAGS.layers, help: `layers of both models (default ${DEMO_MODEL.layers})` },
+      'max-seq': { ...MODEL_FLAGS['max-seq'], help: `context, and characters per training sequence (default ${DEMO_MODEL.maxSeq})` },
+      batch: { ...TRAIN_FLAGS.batch, help: `sequences per batch (default ${DEMO_BATCH})` },
+      lr: { ...TRAIN_FLAGS.lr, help: `peak learning rate (default ${DEMO_LR})` },
+      ...QUIET,
+      ...COMMON,
+    },
+    examples: ['sharedformer demo', 'sharedformer demo --seconds 180 --json > demo.jsonl'],
+    interruptible: true,
+    run: demoCommand,
+  },
+  train: {
+    summary: 'train a character-level language model and write a checkpoint',
+    usage: 'sharedformer train (--data FILE | --corpus default) --out FILE.safetensors [options]',
+    specs: TRAIN_SPECS,
+    examples: [
+      'sharedformer train --corpus default --steps 2000 --out story.safetensors',
+      'sharedformer train --data notes.txt --strategy cycle-rev --unique 3 --layers 6 --out notes.safetensors --checkpoint-every 200',
+      'sharedformer train --resume notes.safetensors --steps 4000 --out notes.safetensors',
+    ],
+    interruptible: true,
+    run: trainCommand,
+  },
+  eval: {
+    summary: 'validation loss and bits per character of a checkpoint',
+    usage: 'sharedformer eval --model FILE.safetensors [--data FILE | --corpus default] [--batches N]',
+    specs: {
+      model: { kind: 'string', arg: 'FILE', help: 'a checkpoint written by train (required)' },
+      ...DATA_FLAGS,
+      batches: { kind: 'int', arg: 'N', min: 1, help: 'validation batches (default 20)' },
+      batch: { kind: 'int', arg: 'B', min: 1, help: 'sequences per batch (default: as trained)' },
+      seq: { kind: 'int', arg: 'T', min: 1, help: 'characters per sequence (default: as trained)' },
+      seed: { kind: 'int', arg: 'N', min: 0, max: 0xffffffff, help: 'which batches (default: as trained)' },
+      device: MODEL_FLAGS.device,
+      ...COMMON,
+    },
+    examples: ['sharedformer eval --model story.safetensors', 'sharedformer eval --model notes.safetensors --data more-notes.txt --batches 50'],
+    run: (f, io) => evalCommand(f, io),
+  },
+  generate: {
+    summary: 'continue a prompt with a trained model',
+    usage: 'sharedformer generate --model FILE.safetensors --prompt TEXT [--tokens N] [sampling options]',
+    specs: {
+      model: { kind: 'string', arg: 'FILE', help: 'a checkpoint written by train (required)' },
+      prompt: { kind: 'string', arg: 'TEXT', help: 'the text to continue (default: empty, as at the start of a line)' },
+      tokens: { kind: 'int', arg: 'N', min: 0, help: 'characters to generate (default 200)' },
+      temperature: { kind: 'number', arg: 'T', min: 0, help: 'softmax temperature; 0 is greedy (default 0.8)' },
+      'top-k': { kind: 'int', arg: 'K', min: 1, help: 'sample among the K most likely characters' },
+      'top-p': { kind: 'number', arg: 'P', min: 0, above: true, max: 1, help: 'nucleus sampling, in (0, 1]' },
+      seed: { kind: 'int', arg: 'N', min: 0, max: 0x7fffffff, help: 'sampling seed (default: random)' },
+      device: MODEL_FLAGS.device,
+      ...COMMON,
+    },
+    examples: ['sharedformer generate --model story.safetensors --prompt "Once upon a time" --tokens 300 --top-k 40 --seed 7'],
+    run: (f, io) => generateCommand(f, io),
+  },
+  info: {
+    summary: 'version, how the addon was built, CUDA, CPU threads and SIMD level',
+    usage: 'sharedformer info [--json]',
+    specs: { json: COMMON.json, help: COMMON.help },
+    examples: ['sharedformer info', 'sharedformer info --json'],
+    run: (f, io) => infoCommand(f, io),
+  },
+  bench: {
+    summary: 'the benchmarks (npm run bench); from a checkout of the repository only',
+    usage: 'sharedformer bench [kernels] [tensors] [--json FILE]',
+    specs: {},
+    examples: ['sharedformer bench kernels', 'sharedformer bench tensors --json rows.json'],
+    run: async () => EXIT_USAGE, // argv goes to scripts/bench.ts unparsed (see main)
+  },
+};
+
+function flagLines(specs: Specs): string[] {
+  const rows = Object.entries(specs)
+    .filter(([, s]) => !s.hidden)
+    .map(([k, s]) => [`--${k}${s.kind === 'bool' ? '' : ` ${s.arg ?? 'V'}`}`, s.help]);
+  const w = Math.max(0, ...rows.map((r) => r[0].length));
+  return rows.map(([a, b]) => `    ${a.padEnd(w)}  ${b}`);
+}
+
+/** Usage of one command, or of all of them. */
+export function usage(cmd?: string): string {
+  if (cmd !== undefined && COMMANDS[cmd]) {
+    const c = COMMANDS[cmd];
+    const lines = [`${c.usage}`, '', `${c.summary}.`, ''];
+    if (cmd === 'bench') lines.push('  Runs `node --import tsx scripts/bench.ts ARGS` in the package folder; the arguments go to it unchanged.', '  Suites: kernels, tensors (default both); --json FILE writes the rows.');
+    else lines.push('  flags:', ...flagLines(c.specs));
+    lines.push('', '  examples:', ...c.examples.map((e) => `    ${e}`));
+    return lines.join('\n');
+  }
+  const lines = [
+    `sharedformer ${version()}: Transformers with cross-layer parameter sharing`,
+    '',
+    'usage: sharedformer <command> [flags]     (sharedformer help <command> for one command)',
+    '',
+    'commands:',
+    ...Object.entries(COMMANDS).map(([k, c]) => `  ${k.padEnd(9)} ${c.summary}`),
+    `  ${'help'.padEnd(9)} this text; help <command> for one command`,
+    '',
+  ];
+  for (const [k, c] of Object.entries(COMMANDS)) {
+    lines.push(`${c.usage}`);
+    if (k === 'bench') lines.push('    arguments go to scripts/bench.ts unchanged: suites kernels, tensors; --json FILE');
+    else lines.push(...flagLines(c.specs));
+    lines.push('');
+  }
+  lines.push('exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted (train writes its checkpoint first)');
+  lines.push('docs: docs/cli.md');
+  return lines.join('\n');
+}
+
+function report(e: unknown, io: CliIO, cmd: string | undefined): number {
+  const where = cmd && COMMANDS[cmd] ? `sharedformer ${cmd}` : 'sharedformer';
+  const debug = process.env.SHAREDFORMER_DEBUG && process.env.SHAREDFORMER_DEBUG !== '0';
+  if (e instanceof UsageError) {
+    io.stderr.write(`${where}: ${e.message} (see: sharedformer help${cmd && COMMANDS[cmd] ? ` ${cmd}` : ''})\n`);
+    return EXIT_USAGE;
+  }
+  const m = message(e);
+  const more = m.includes('\n') && !debug ? ' (SHAREDFORMER_DEBUG=1 shows the details)' : '';
+  io.stderr.write(`${where}: ${firstLine(m)}${more}\n`);
+  if (debug && e instanceof Error && e.stack) io.stderr.write(`${e.stack}\n`);
+  return EXIT_RUNTIME;
+}
+
+/** Runs the command line `argv` (without node and the script); resolves to the exit code. */
+export async function main(argv: string[], io: CliIO = { stdout: process.stdout, stderr: process.stderr }): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    if (cmd === undefined || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+      const topic = cmd === 'help' ? rest[0] : undefined;
+      if (topic !== undefined && !COMMANDS[topic]) throw new UsageError(`no such command '${topic}'; commands: ${Object.keys(COMMANDS).join(', ')}`);
+      io.stdout.write(`${usage(topic)}\n`);
+      return EXIT_OK;
+    }
+    if (cmd === '--version' || cmd === 'version') {
+      io.stdout.write(`${version()}\n`);
+      return EXIT_OK;
+    }
+    const c = COMMANDS[cmd];
+    if (!c) throw new UsageError(`unknown command '${cmd}'; commands: ${Object.keys(COMMANDS).join(', ')}, help`);
+    if (cmd === 'bench') {
+      if (rest.includes('--help') || rest.includes('-h')) {
+        io.stdout.write(`${usage('bench')}\n`);
+        return EXIT_OK;
+      }
+      return await benchCommand(rest, io);
+    }
+    const flags = parseFlags(rest, c.specs);
+    if (flags.help) {
+      io.stdout.write(`${usage(cmd)}\n`);
+      return EXIT_OK;
+    }
+    if (!c.interruptible) return await c.run(flags, io, new AbortController().signal);
+    const int = interrupts(io);
+    try {
+      return await c.run(flags, io, int.signal);
+    } finally {
+      int.dispose();
+    }
+  } catch (e) {
+    return report(e, io, cmd);
+  }
+}
+
+/** train as a function: the exit code, with `signal` standing in for Ctrl-C (an aborted signal stops at once). */
+export function train(argv: string[], io: CliIO, signal?: AbortSignal): Promise<number> {
+  return main(['train', ...argv], signal ? { ...io, signal } : io);
+}
