@@ -7,10 +7,21 @@
 //   tensors — memory-bound tensor kernels (fill, copy, random) against a reference measured in the same run: the
 //             plain JavaScript typed-array equivalent, and the machine's copy bandwidth (one large memcpy on the
 //             native thread pool). Ratios, never absolute thresholds.
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+//   train   — one training step (forward + backward + AdamW, fp32) of a pre-LN decoder LM, small (d=256, 4 heads,
+//             6 layers, seq 128, batch 8) and medium (d=512, 8 heads, 12 layers, seq 256, batch 4), vocab 256, dFF 4d,
+//             sharing 'none' and 'all': ms per step (median of N steps after warm-up), tokens/s, a forward /
+//             backward / optimizer breakdown (separate, synchronized steps), and the same model trained by PyTorch
+//             in the same run as the reference (scripts/torch_train_ref.py under /usr/bin/python3, with OpenBLAS
+//             verified, at our thread count): ratio = our ms / PyTorch ms. Without PyTorch or OpenBLAS the suite
+//             runs without the reference and says why. Not part of the default suites (minutes): name it.
+//             SF_TRAIN_CONFIGS=small|medium restricts it; SF_TRAIN_STEPS=N sets the timed steps (default 10 small,
+//             5 medium; 2 warm-up steps, 3 phase steps).
+//
+// With no SUITE: kernels and tensors.
+import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { loadavg, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import * as sf from '../lib/index.ts';
 
 interface Row {
@@ -111,6 +122,211 @@ async function benchTensors(): Promise<Row[]> {
   return rows;
 }
 
+// ---- train: one training step of a decoder LM, against PyTorch in the same run -------------------------------------
+
+interface TrainConfig {
+  vocab: number;
+  dModel: number;
+  heads: number;
+  dFF: number;
+  layers: number;
+  seq: number;
+  batch: number;
+}
+
+const TRAIN_CONFIGS: Record<string, TrainConfig> = {
+  small: { vocab: 256, dModel: 256, heads: 4, dFF: 1024, layers: 6, seq: 128, batch: 8 },
+  medium: { vocab: 256, dModel: 512, heads: 8, dFF: 2048, layers: 12, seq: 256, batch: 4 },
+};
+
+interface TrainRow {
+  suite: 'train';
+  config: string;
+  share: 'none' | 'all';
+  parameters: number;
+  ms_per_step: number;
+  tokens_per_s: number;
+  /** Model FLOPs per second: 3 × the forward FLOPs per token (sharing/accounting.ts) × tokens/s, in GFLOP/s. */
+  gflops: number;
+  fwd_ms: number;
+  bwd_ms: number;
+  opt_ms: number;
+  ref: string;
+  ref_ms_per_step?: number;
+  ref_tokens_per_s?: number;
+  ref_fwd_ms?: number;
+  ref_bwd_ms?: number;
+  ref_opt_ms?: number;
+  ratio?: number;
+  /** Every timed step, ms (ours, and PyTorch's): the spread shows interference from other processes. */
+  steps_ms: number[];
+  ref_steps_ms?: number[];
+  /** The 1-minute load average after the row (above the thread count: other processes shared the CPU). */
+  loadavg: number;
+}
+
+const PY = '/usr/bin/python3';
+const TORCH_REF = join(import.meta.dirname, 'torch_train_ref.py');
+
+/** The OpenBLAS builds of the reference BLAS (libblas.so.3) that Debian's alternatives can select, existing here. */
+function openblasCandidates(): string[] {
+  const triplet = process.arch === 'arm64' ? 'aarch64-linux-gnu' : 'x86_64-linux-gnu';
+  const out: string[] = [];
+  for (const v of ['openblas-openmp', 'openblas-pthread', 'openblas-serial', 'openblas']) {
+    const p = join('/usr/lib', triplet, v, 'libblas.so.3');
+    if (existsSync(p)) out.push(realpathSync(p));
+  }
+  return out;
+}
+
+type TorchEnv = { ok: true; env: NodeJS.ProcessEnv; how: string; probe: Record<string, unknown> } | { ok: false; reason: string };
+
+/**
+ * Finds a PyTorch that runs on OpenBLAS: Debian's python3-torch (BLAS_INFO=generic) calls whatever libblas.so.3 the
+ * alternatives system selects, so the probe reads the library actually mapped after an sgemm. When that is not
+ * OpenBLAS, LD_LIBRARY_PATH and then LD_PRELOAD point at an OpenBLAS libblas.so.3, each verified by probing again.
+ */
+function findTorch(threads: number): TorchEnv {
+  if (!existsSync(PY)) return { ok: false, reason: `${PY} not found` };
+  const base: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) };
+  const probe = (env: NodeJS.ProcessEnv) => {
+    const r = spawnSync(PY, [TORCH_REF, '--probe'], { env, encoding: 'utf8', timeout: 120_000 });
+    let j: Record<string, unknown> | undefined;
+    try {
+      j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
+    } catch {
+      j = undefined;
+    }
+    return { status: r.status, json: j, err: (r.stderr || r.error?.message || '').trim().split('\n').pop() ?? '' };
+  };
+  const first = probe(base);
+  if (!first.json) return { ok: false, reason: `PyTorch under ${PY} is not usable: ${first.err || `exit ${first.status}`}` };
+  if (first.json.openblas) return { ok: true, env: base, how: 'system libblas.so.3 alternative', probe: first.json };
+  for (const lib of openblasCandidates()) {
+    const dir = dirname(lib);
+    const tries: [string, NodeJS.ProcessEnv][] = [
+      [`LD_LIBRARY_PATH=${dir}`, { ...base, LD_LIBRARY_PATH: [dir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') }],
+      [`LD_PRELOAD=${lib}`, { ...base, LD_PRELOAD: [lib, process.env.LD_PRELOAD].filter(Boolean).join(' ') }],
+    ];
+    for (const [how, env] of tries) {
+      const p = probe(env);
+      if (p.json?.openblas) return { ok: true, env, how, probe: p.json };
+    }
+  }
+  return { ok: false, reason: `PyTorch uses ${JSON.stringify(first.json.blas_libs)}, not OpenBLAS, and no OpenBLAS libblas.so.3 could be selected` };
+}
+
+async function benchTrain(): Promise<TrainRow[]> {
+  const threads = sf.getNumThreads();
+  const only = process.env.SF_TRAIN_CONFIGS?.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const c of only ?? []) if (!TRAIN_CONFIGS[c]) throw new Error(`bench train: unknown config '${c}' in SF_TRAIN_CONFIGS; known: ${Object.keys(TRAIN_CONFIGS).join(', ')}`);
+  const stepsEnv = process.env.SF_TRAIN_STEPS ? Number(process.env.SF_TRAIN_STEPS) : undefined;
+  if (stepsEnv !== undefined && !(Number.isInteger(stepsEnv) && stepsEnv >= 1)) throw new Error(`bench train: SF_TRAIN_STEPS must be a positive integer, got ${process.env.SF_TRAIN_STEPS}`);
+  const warmup = 2, phaseSteps = 3;
+
+  const torch = findTorch(threads);
+  if (torch.ok) {
+    const p = torch.probe;
+    console.log(`\ntrain: reference PyTorch ${p.torch} (BLAS_INFO=${p.blas_info}; loaded ${(p.blas_libs as string[]).join(', ')} via ${torch.how}), ` +
+      `${p.threads} threads, OPENBLAS_NUM_THREADS=${p.openblas_num_threads}, sgemm 1024³ ${p.sgemm_1024_gflops} GFLOP/s`);
+  } else console.log(`\ntrain: no PyTorch reference — ${torch.reason}`);
+
+  const rows: TrainRow[] = [];
+  for (const [name, c] of Object.entries(TRAIN_CONFIGS)) {
+    if (only && !only.includes(name)) continue;
+    const steps = stepsEnv ?? (name === 'small' ? 10 : 5);
+    for (const share of ['none', 'all'] as const) {
+      const model = new sf.Decoder({ vocab: c.vocab, dModel: c.dModel, heads: c.heads, dFF: c.dFF, layers: c.layers, maxSeq: c.seq, sharing: { strategy: share }, seed: 1 });
+      const opt = new sf.AdamW(model.store, { lr: 1e-4, beta1: 0.9, beta2: 0.99, weightDecay: 0.1 });
+      const n = c.batch * c.seq;
+      const idsArr = new Int32Array(n), tgArr = new Int32Array(n);
+      for (let i = 0; i < n; i++) {
+        idsArr[i] = (i * 7919 + 13) % c.vocab;
+        tgArr[i] = (i * 104729 + 7) % c.vocab;
+      }
+      const ids = sf.tensor(idsArr, [c.batch, c.seq]), targets = sf.tensor(tgArr, [c.batch, c.seq]);
+      const step = async () => {
+        model.zeroGrad();
+        const loss = model.loss(ids, targets);
+        sf.backward(loss);
+        opt.update();
+        await loss.data();
+        loss.dispose();
+        await sf.synchronize();
+      };
+      for (let i = 0; i < warmup; i++) await step();
+      const ms: number[] = [];
+      for (let i = 0; i < steps; i++) {
+        const t0 = performance.now();
+        await step();
+        ms.push(performance.now() - t0);
+      }
+      const fwd: number[] = [], bwd: number[] = [], upd: number[] = [];
+      for (let i = 0; i < phaseSteps; i++) {
+        const t0 = performance.now();
+        model.zeroGrad();
+        const loss = model.loss(ids, targets);
+        await loss.data();
+        const t1 = performance.now();
+        sf.backward(loss);
+        await sf.synchronize();
+        const t2 = performance.now();
+        opt.update();
+        await sf.synchronize();
+        const t3 = performance.now();
+        loss.dispose();
+        fwd.push(t1 - t0);
+        bwd.push(t2 - t1);
+        upd.push(t3 - t2);
+      }
+      const flopsPerToken = model.accounting().flopsPerToken;
+      const parameters = model.numParameters;
+      sf.releaseTape();
+      opt.dispose();
+      ids.dispose();
+      targets.dispose();
+      model.store.dispose();
+
+      const med = median(ms);
+      const row: TrainRow = {
+        suite: 'train', config: name, share, parameters, ms_per_step: med, tokens_per_s: n / (med / 1000),
+        gflops: (3 * flopsPerToken * n) / (med / 1000) / 1e9,
+        fwd_ms: median(fwd), bwd_ms: median(bwd), opt_ms: median(upd), ref: torch.ok ? 'PyTorch (same run)' : 'none',
+        steps_ms: ms, loadavg: 0,
+      };
+      if (torch.ok) {
+        const cfg = JSON.stringify({ ...c, threads });
+        const r = spawnSync(PY, [TORCH_REF, '--config', cfg, '--share', share, '--steps', String(steps), '--warmup', String(warmup), '--phase-steps', String(phaseSteps)],
+          { env: torch.env, encoding: 'utf8', timeout: 1_800_000 });
+        try {
+          const j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
+          if (j.parameters !== parameters) throw new Error(`PyTorch model has ${j.parameters} parameters, ours ${parameters}`);
+          if (!(j.blas_libs as string[]).some((l) => /openblas/i.test(l))) throw new Error(`PyTorch ran on ${JSON.stringify(j.blas_libs)}, not OpenBLAS`);
+          Object.assign(row, {
+            ref_ms_per_step: j.ms_per_step, ref_tokens_per_s: j.tokens_per_s, ref_fwd_ms: j.fwd_ms, ref_bwd_ms: j.bwd_ms, ref_opt_ms: j.opt_ms,
+            ratio: med / j.ms_per_step, ref_steps_ms: j.steps_ms,
+          });
+        } catch (e) {
+          row.ref = `PyTorch failed: ${(e as Error).message}; ${(r.stderr || '').trim().split('\n').pop() ?? ''}`;
+        }
+      }
+      row.loadavg = loadavg()[0];
+      rows.push(row);
+      const f = (x?: number) => (x === undefined ? '-' : x.toFixed(1));
+      console.log(`  ${name}/${share}: ${f(row.ms_per_step)} ms/step (fwd ${f(row.fwd_ms)}, bwd ${f(row.bwd_ms)}, opt ${f(row.opt_ms)}); ` +
+        `PyTorch ${f(row.ref_ms_per_step)} (fwd ${f(row.ref_fwd_ms)}, bwd ${f(row.ref_bwd_ms)}, opt ${f(row.ref_opt_ms)}); ratio ${row.ratio?.toFixed(2) ?? '-'}`);
+    }
+  }
+  console.log('\ntrain');
+  console.table(rows.map((r) => ({
+    config: r.config, share: r.share, params: r.parameters, 'ms/step': r.ms_per_step.toFixed(1), 'tokens/s': Math.round(r.tokens_per_s),
+    'GFLOP/s': r.gflops.toFixed(1), 'fwd/bwd/opt ms': `${r.fwd_ms.toFixed(0)}/${r.bwd_ms.toFixed(0)}/${r.opt_ms.toFixed(0)}`,
+    'ref ms/step': r.ref_ms_per_step?.toFixed(1), 'ref fwd/bwd/opt': r.ref_fwd_ms === undefined ? undefined : `${r.ref_fwd_ms.toFixed(0)}/${r.ref_bwd_ms!.toFixed(0)}/${r.ref_opt_ms!.toFixed(0)}`,
+    ratio: r.ratio?.toFixed(2), load: r.loadavg.toFixed(1),
+  })));
+  return rows;
+}
+
 const args = process.argv.slice(2);
 const jsonIdx = args.indexOf('--json');
 const jsonFile = jsonIdx >= 0 ? args[jsonIdx + 1] : undefined;
@@ -118,9 +334,9 @@ if (jsonIdx >= 0 && !jsonFile) {
   console.error('bench: --json needs a file name');
   process.exit(2);
 }
-const suites = args.filter((a, i) => !a.startsWith('--') && i !== jsonIdx + 1);
-const known: Record<string, () => Promise<Row[]>> = { kernels: benchKernels, tensors: benchTensors };
-const chosen = suites.length ? suites : Object.keys(known);
+const suites = args.filter((a, i) => !a.startsWith('--') && (jsonIdx < 0 || i !== jsonIdx + 1));
+const known: Record<string, () => Promise<object[]>> = { kernels: benchKernels, tensors: benchTensors, train: benchTrain };
+const chosen = suites.length ? suites : ['kernels', 'tensors'];
 for (const s of chosen) {
   if (!known[s]) {
     console.error(`bench: unknown suite '${s}'; known: ${Object.keys(known).join(', ')}`);
@@ -130,12 +346,12 @@ for (const s of chosen) {
 
 const b = sf.backends();
 console.log(`sharedformer bench — ${b.cpu.threads} CPU threads, ${b.cpu.simd}; CUDA ${b.cuda.available ? 'available' : 'unavailable'}`);
-const all: Row[] = [];
+const all: object[] = [];
 for (const s of chosen) {
   const rows = await known[s]();
   all.push(...rows);
-  if (s === 'kernels') continue; // sf_bench printed its own table
+  if (s === 'kernels' || s === 'train') continue; // sf_bench and benchTrain printed their own tables
   console.log(`\n${s}`);
-  console.table(rows.map((r) => ({ name: r.name, shape: Array.isArray(r.shape) ? `[${r.shape.join(', ')}]` : r.shape, ms: r.ms.toFixed(2), 'GB/s': r.gbps?.toFixed(1), ref: r.ref, 'ref ms': r.ref_ms?.toFixed(2), ratio: r.ratio?.toFixed(2) })));
+  console.table((rows as Row[]).map((r) => ({ name: r.name, shape: Array.isArray(r.shape) ? `[${r.shape.join(', ')}]` : r.shape, ms: r.ms.toFixed(2), 'GB/s': r.gbps?.toFixed(1), ref: r.ref, 'ref ms': r.ref_ms?.toFixed(2), ratio: r.ratio?.toFixed(2) })));
 }
 if (jsonFile) writeFileSync(jsonFile, JSON.stringify(all, null, 2) + '\n');
