@@ -181,7 +181,7 @@ function markdown(rows: EvalRow[], o: ReturnType<typeof parseArgs>, command: str
     `Every run: pre-LN decoder, dModel ${HP.dModel}, ${HP.heads} heads, dFF ${HP.dFF}, context ${HP.context}, tied embeddings, no dropout;`,
     `batch ${HP.batch}, **${o.steps} steps** (${fmtInt(o.steps * HP.batch * HP.context)} training tokens), AdamW lr ${HP.lr} (beta2 ${HP.beta2},`,
     `weight decay ${HP.weightDecay}), ${HP.warmup} warmup steps then cosine to ${HP.minLr} at step ${o.steps}, clip ${HP.clip}; the same batches for every run.`,
-    `Validation: the last 10% of the text, ${o.evalBatches} fixed batches of ${HP.batch}×${HP.context} characters (${fmtInt(o.evalBatches * HP.batch * HP.context)} predictions).`,
+    `Validation: the last 10% of the text, ${o.evalBatches} fixed batch${o.evalBatches === 1 ? '' : 'es'} of ${HP.batch}×${HP.context} characters (${fmtInt(o.evalBatches * HP.batch * HP.context)} predictions).`,
     'Parameter bytes are fp32 unique parameters (gradients the same again, AdamW state twice that).',
     'Tokens/s counts training steps only; wall time includes model construction and the final evaluation.',
     '',
