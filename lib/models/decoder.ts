@@ -16,30 +16,12 @@ import * as ops from '../ops/index.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../io/checkpoint.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { BlockStack, Model, TokenIO, checkDims, checkIds, checkInt, checkNorm, formatSummary } from './stack.ts';
+import type { StackConfig } from './stack.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
 import { generate, type GenerateOptions } from './generate.ts';
 
-export interface DecoderConfig {
-  vocab: number;
-  dModel: number;
-  heads: number;
-  /** K/V heads: fewer than heads shares each K/V head among a group of query heads (GQA; 1 = MQA). */
-  kvHeads?: number;
-  dFF: number;
-  layers: number;
-  maxSeq: number;
-  sharing?: Partial<SharingConfig>;
-  /** Output head tied to the token embedding (Press & Wolf). Default true. */
-  tiedEmbeddings?: boolean;
-  /** Factorized embedding size E (ALBERT): a V x E table and an E -> dModel projection. */
-  factorizedEmbedding?: number;
-  /** Where the LayerNorms sit: 'pre' (default; the sub-layer normalises its input) or 'post' (after each residual sum). */
-  norm?: 'pre' | 'post';
-  bias?: boolean;
-  /** Parameter initialisation seed (Philox; the same values on every device). */
-  seed?: number;
-  device?: Device;
-}
+/** A decoder's configuration: the shared StackConfig fields (vocab, dModel, heads, sharing, ...). */
+export type DecoderConfig = StackConfig;
 
 export class Decoder extends Model {
   readonly config: Required<Omit<DecoderConfig, 'sharing' | 'seed' | 'device' | 'factorizedEmbedding'>> & {

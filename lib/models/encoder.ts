@@ -12,27 +12,12 @@ import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { accountEncoder, type Accounting } from '../sharing/accounting.ts';
 import { BlockStack, Model, TokenIO, checkDims, checkIds, checkInt, checkNorm, formatSummary, type Dims } from './stack.ts';
+import type { StackConfig } from './stack.ts';
 
-export interface EncoderConfig {
-  vocab: number;
-  dModel: number;
-  heads: number;
-  kvHeads?: number;
-  dFF: number;
-  layers: number;
-  maxSeq: number;
-  sharing?: Partial<SharingConfig>;
-  /** MLM head tied to the token embedding. Default true. */
-  tiedEmbeddings?: boolean;
-  /** Factorized embedding size E (ALBERT): a V x E table and an E -> dModel projection. */
-  factorizedEmbedding?: number;
-  /** Where the LayerNorms sit: 'pre' (default; the sub-layer normalises its input) or 'post' (after each residual sum). */
-  norm?: 'pre' | 'post';
+/** An encoder's configuration: the shared StackConfig fields, plus an optional classification head. */
+export interface EncoderConfig extends StackConfig {
   /** Adds a classification head with this many classes (on the first position, as BERT's [CLS]). */
   numClasses?: number;
-  bias?: boolean;
-  seed?: number;
-  device?: Device;
 }
 
 export interface EncodeOptions {

@@ -7,8 +7,31 @@ import type { ParameterBuilder } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { tape } from '../autograd.ts';
-import { appliedLayers, kvProjectionBlocks, type SharingPlan } from '../sharing/plan.ts';
+import { appliedLayers, kvProjectionBlocks, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import type { Accounting } from '../sharing/accounting.ts';
+
+/** The configuration every single-stack model (Decoder, Encoder) shares. */
+export interface StackConfig {
+  vocab: number;
+  dModel: number;
+  heads: number;
+  /** K/V heads: fewer than heads shares each K/V head among a group of query heads (GQA; 1 = MQA). */
+  kvHeads?: number;
+  dFF: number;
+  layers: number;
+  maxSeq: number;
+  sharing?: Partial<SharingConfig>;
+  /** Output head tied to the token embedding (Press & Wolf). Default true. */
+  tiedEmbeddings?: boolean;
+  /** Factorized embedding size E (ALBERT): a V x E table and an E -> dModel projection. */
+  factorizedEmbedding?: number;
+  /** Where the LayerNorms sit: 'pre' (default; the sub-layer normalises its input) or 'post' (after each residual sum). */
+  norm?: 'pre' | 'post';
+  bias?: boolean;
+  /** Parameter initialisation seed (Philox; the same values on every device). */
+  seed?: number;
+  device?: Device;
+}
 
 export interface Dims {
   vocab: number;
