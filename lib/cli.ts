@@ -1,4 +1,4 @@
-// cli.ts — the `sharedformer` command line: demo, train, eval, generate, info, bench, help (docs/cli.md).
+// cli.ts — the `sharedformer` command line: demo, train, eval, generate, compare, info, bench, help (docs/cli.md).
 //
 // main(argv, io) runs one command and resolves to its exit code; it never calls process.exit. Results go to
 // io.stdout (human text, or one JSON object per line with --json); progress bars, notices and errors go to io.stderr.
@@ -7,14 +7,15 @@
 // checkpoint, text the tokenizer cannot encode, data too small, a failure while training); 130 interrupted (SIGINT,
 // or io.signal aborted), after writing the checkpoint. Errors are one line on stderr: `sharedformer CMD: message`
 // (SHAREDFORMER_DEBUG=1 adds the stack).
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { Decoder, type DecoderConfig } from './models/decoder.ts';
 import { Trainer, type EvalInfo, type StepInfo, type TrainerOptions } from './train/trainer.ts';
 import { CharTokenizer, TokenDataset } from './data/index.ts';
 import { describeCorpus, generateCorpus } from './data/corpus.ts';
-import { loadSafetensors } from './io/safetensors.ts';
+import { loadSafetensors, writeFileAtomic } from './io/safetensors.ts';
+import { lossCurveSvg } from './plot.ts';
 import { loadCheckpoint } from './io/checkpoint.ts';
 import { backends, buildInfo, getNumThreads, setNumThreads } from './runtime.ts';
 import { packageRoot } from './native.ts';
@@ -169,7 +170,8 @@ export function parseFlags(argv: string[], specs: Specs): Flags {
     const name = eq < 0 ? a.slice(2) : a.slice(2, eq);
     const spec = Object.hasOwn(specs, name) ? specs[name] : undefined;
     if (!spec) {
-      const near = Object.keys(specs).filter((k) => !specs[k].hidden && (k.includes(name) || name.includes(k)));
+      const prefix = (a: string, b: string) => { let i = 0; while (i < a.length && a[i] === b[i]) i++; return i; };
+      const near = Object.keys(specs).filter((k) => !specs[k].hidden && (k.includes(name) || name.includes(k) || prefix(k, name) >= Math.max(4, Math.min(k.length, name.length) - 1)));
       throw new UsageError(`unknown flag --${name}${near.length ? ` (did you mean --${near[0]}?)` : ''}`);
     }
     let raw: string | undefined;
@@ -886,10 +888,7 @@ async function demoCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<nu
     line(`comparison (${steps} steps each; the same data, batches, schedule and seed)`);
     const head = ['strategy', 'unique parameters', 'parameter bytes', 'val loss', 'bits/char', 'tokens/s'];
     const cells = rows.map((r) => [r.strategy, fmt(r.uniqueParameters), fmt(r.parameterBytes), r.valLoss.toFixed(3), r.bpc.toFixed(2), fmt(r.tokensPerSec)]);
-    const w = head.map((h, j) => Math.max(h.length, ...cells.map((c) => c[j].length)));
-    const row = (c: string[]) => `  ${c.map((x, j) => (j === 0 ? x.padEnd(w[j]) : x.padStart(w[j]))).join('  ')}`;
-    line(row(head));
-    for (const c of cells) line(row(c));
+    for (const l of tableLines(head, cells)) line(l);
     if (rows.length === 2) {
       const [a, n] = rows;
       line(`  the shared model keeps ${(a.uniqueParameters / n.uniqueParameters * 100).toFixed(0)}% of the parameters (${(n.uniqueParameters / a.uniqueParameters).toFixed(1)}x fewer) at ${(a.bpc - n.bpc >= 0 ? '+' : '')}${(a.bpc - n.bpc).toFixed(2)} bits/char`);
@@ -897,6 +896,187 @@ async function demoCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<nu
     line(`  reference: uniform ${Math.log2(tok.vocabSize).toFixed(2)} bits/char; unigram ${corpus.unigramBitsPerChar.toFixed(2)}; the generator's entropy ${corpus.sourceBitsPerChar.toFixed(2)}`);
     line(`total ${((performance.now() - began) / 1000).toFixed(1)} s`);
   }
+  return EXIT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// compare
+
+/** Right-aligned columns (the first left-aligned), two spaces apart, indented by two. */
+function tableLines(head: string[], cells: string[][]): string[] {
+  const w = head.map((h, j) => Math.max(h.length, ...cells.map((c) => c[j].length)));
+  const row = (c: string[]) => `  ${c.map((x, j) => (j === 0 ? x.padEnd(w[j]) : x.padStart(w[j]))).join('  ')}`.trimEnd();
+  return [row(head), ...cells.map(row)];
+}
+
+const TAKES_UNIQUE = new Set(['sequence', 'cycle', 'cycle-rev']);
+const TAKES_RANK = new Set(['basis', 'delta']);
+
+/** One entry of --strategies: `none`, `all`, `cycle-rev:3` (unique blocks), `delta:8` (rank), ... */
+export function parseStrategyList(list: string, layers: number): { name: string; sharing: Partial<SharingConfig> }[] {
+  const entries = list.split(',').map((s) => s.trim());
+  if (entries.some((e) => e === '')) throw new UsageError(`--strategies has an empty entry in '${list}' (a comma-separated list like none,all,cycle-rev:3)`);
+  const seen = new Set<string>();
+  return entries.map((entry) => {
+    const m = /^([a-z-]+)(?::(\d+))?$/.exec(entry);
+    const strategy = m?.[1] ?? entry;
+    if (!m || !STRATEGIES.includes(strategy as SharingConfig['strategy']) || strategy === 'custom')
+      throw new UsageError(`--strategies: unknown entry '${entry}'; use ${STRATEGIES.filter((s) => s !== 'custom').join(', ')}, with :U (unique blocks) for sequence, cycle and cycle-rev and :R (rank) for basis and delta`);
+    const n = m[2] === undefined ? undefined : Number(m[2]);
+    const sharing: Partial<SharingConfig> = { strategy: strategy as SharingConfig['strategy'] };
+    if (TAKES_UNIQUE.has(strategy)) {
+      if (n === undefined) throw new UsageError(`--strategies: '${entry}' needs the number of unique blocks, e.g. ${strategy}:${Math.max(1, Math.floor(layers / 2))}`);
+      if (n < 1 || n > layers) throw new UsageError(`--strategies: '${entry}': unique blocks must be in [1, ${layers}] (--layers ${layers})`);
+      sharing.unique = n;
+    } else if (TAKES_RANK.has(strategy)) {
+      if (n === undefined) throw new UsageError(`--strategies: '${entry}' needs a rank, e.g. ${strategy}:8`);
+      if (n < 1) throw new UsageError(`--strategies: '${entry}': the rank must be >= 1`);
+      sharing.rank = n;
+    } else if (n !== undefined) {
+      throw new UsageError(`--strategies: '${entry}': ${strategy} takes no number`);
+    }
+    if (seen.has(entry)) throw new UsageError(`--strategies: '${entry}' is listed twice`);
+    seen.add(entry);
+    return { name: entry, sharing };
+  });
+}
+
+/** A row of the comparison (and of compare.json). */
+export interface CompareRow {
+  name: string;
+  plan: string;
+  uniqueParameters: number;
+  parameterBytes: number;
+  steps: number;
+  trainLoss: number | null;
+  valLoss: number;
+  bpc: number;
+  tokensPerSec: number;
+  trainSeconds: number;
+  curve: { train: [number, number][]; val: [number, number][] };
+}
+
+async function compareCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<number> {
+  const began = performance.now();
+  const json = f.json === true;
+  const outDir = resolve(str(f, 'out') ?? 'sharedformer-compare');
+  if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new CliError(`cannot write --out ${outDir}: it exists and is not a folder`);
+  const file = str(f, 'config') !== undefined ? readConfigFile(str(f, 'config')!) : { model: {}, train: {} };
+  const device = checkDevice(str(f, 'device'));
+  if (f.threads !== undefined) setNumThreads(f.threads as number);
+  if (file.model.sharing !== undefined) throw new UsageError(`--config: 'sharing' does not apply to compare; list the strategies with --strategies`);
+
+  const base = modelConfigFrom(DEFAULT_MODEL, file.model, f);
+  const layers = base.layers;
+  const entries = parseStrategyList(str(f, 'strategies') ?? `none,all,cycle-rev:${Math.max(1, Math.floor(layers / 2))}`, layers);
+  const tcfg = trainConfigFrom({ steps: 300 }, file.train, f, base.maxSeq ?? 64);
+  const evalEvery = tcfg.evalEvery || Math.max(1, Math.floor(tcfg.steps / 10));
+  const { text, source, label } = loadData(f.data === undefined && f.corpus === undefined ? { ...f, corpus: 'default' } : f, undefined, 'compare');
+  const tok = f['vocab-from-data'] ? CharTokenizer.fromText(text) : new CharTokenizer([...new Set([...defaultChars(), ...text])].sort());
+  const data = makeDataset(encode(tok, text, label), tok.vocabSize, tcfg.seqLen, label);
+  const configs = entries.map((e) => ({ ...e, model: { ...base, sharing: { ...e.sharing, ...(base.sharing?.kvShareGroup ? { kvShareGroup: base.sharing.kvShareGroup } : {}) }, seed: base.seed ?? tcfg.seed } }));
+  // Every model is built once before any training, so that a bad combination fails at once; and the options too.
+  for (const c of configs) {
+    const m = buildModel(c.model, tok.vocabSize, device);
+    try {
+      new Trainer(m, data, { ...tcfg, evalEvery: 0 }).dispose();
+    } catch (e) {
+      if (e instanceof TypeError || e instanceof RangeError) throw new UsageError(`invalid training configuration: ${firstLine(message(e)).replace(/^Trainer: /, '')}`);
+      throw e;
+    } finally {
+      m.store.dispose();
+    }
+  }
+  try {
+    mkdirSync(outDir, { recursive: true });
+  } catch (e) {
+    throw new CliError(`cannot create --out ${outDir}: ${firstLine(message(e))}`);
+  }
+
+  const settings = {
+    model: { ...base, sharing: undefined, vocab: tok.vocabSize }, train: tcfg, evalEvery, data: source, device,
+    threads: getNumThreads(), version: version(), date: new Date().toISOString(),
+  };
+  const line = (s = '') => { if (!json) say(io, s); };
+  if (json) jsonLine(io, { type: 'start', strategies: entries.map((e) => e.name), ...settings });
+  line(`compare   ${entries.length} sharing strategies at ${tcfg.steps} steps each: ${entries.map((e) => e.name).join(', ')}`);
+  line(`model     ${layers} layers, dModel ${base.dModel}, ${base.heads} heads, dFF ${base.dFF}, context ${base.maxSeq}, vocabulary ${tok.vocabSize}, on ${device}`);
+  line(`data      ${label}: ${fmt(data.train.length)} train / ${fmt(data.val.length)} validation characters; the same batches for every run`);
+  line(`training  batch ${tcfg.batchSize} x ${tcfg.seqLen}, lr ${tcfg.lr} (${tcfg.schedule}, warmup ${tcfg.warmup}), validation every ${evalEvery} steps on ${tcfg.evalBatches} batches, ${getNumThreads()} CPU threads`);
+
+  const rows: CompareRow[] = [];
+  const write = (partial: boolean) => {
+    const report = { ...settings, partial, rows };
+    writeFileAtomic(join(outDir, 'compare.json'), `${JSON.stringify(report, null, 2)}\n`);
+    if (rows.length)
+      writeFileAtomic(join(outDir, 'loss.svg'), lossCurveSvg(rows.map((r) => ({ name: r.name, train: r.curve.train, val: r.curve.val })), {
+        title: `sharedformer compare: ${layers} layers, dModel ${base.dModel}, ${tcfg.steps} steps`,
+        subtitle: `${label.replace(/^the /, '')}; batch ${tcfg.batchSize} x ${tcfg.seqLen}; ${settings.date.slice(0, 10)}`,
+      }));
+  };
+  for (const [i, c] of configs.entries()) {
+    if (signal.aborted) break;
+    const model = buildModel(c.model, tok.vocabSize, device);
+    const acc = model.accounting();
+    const trainer = new Trainer(model, data, { ...tcfg, evalEvery, signal });
+    const curve: CompareRow['curve'] = { train: [], val: [] };
+    trainer.on('eval', (e: EvalInfo) => void curve.val.push([e.step, e.loss]));
+    line();
+    line(`[${i + 1}/${configs.length}] ${c.name}: ${model.plan.describe()}; ${fmt(acc.uniqueParameters)} unique parameters, ${fmt(acc.parameterBytes)} bytes`);
+    const progress = new Progress(io.stderr, c.name.padEnd(Math.max(...entries.map((e) => e.name.length))), tcfg.steps, f.quiet === true);
+    const t0 = performance.now();
+    let last: StepInfo | undefined;
+    try {
+      for await (const s of trainer.steps()) {
+        last = s;
+        curve.train.push([s.step, s.loss]);
+        progress.update(s);
+      }
+      progress.done();
+      if (signal.aborted) break;
+      const trainSeconds = (performance.now() - t0) / 1000;
+      const val = curve.val.at(-1)?.[0] === trainer.step ? { loss: curve.val.at(-1)![1], bpc: curve.val.at(-1)![1] / Math.LN2 } : await trainer.evaluate();
+      const row: CompareRow = {
+        name: c.name, plan: model.plan.describe(), uniqueParameters: acc.uniqueParameters, parameterBytes: acc.parameterBytes,
+        steps: trainer.step, trainLoss: last?.loss ?? null, valLoss: val.loss, bpc: val.bpc, tokensPerSec: last?.tokensPerSec ?? 0, trainSeconds, curve,
+      };
+      rows.push(row);
+      write(true);
+      if (json) jsonLine(io, { type: 'result', ...row, curve: undefined });
+      else line(`        validation loss ${row.valLoss.toFixed(4)} nats/char = ${row.bpc.toFixed(3)} bits/char; ${fmt(row.tokensPerSec)} tokens/s; ${trainSeconds.toFixed(1)} s`);
+    } catch (e) {
+      progress.done();
+      throw new CliError(`${c.name}: ${firstLine(message(e)).replace(/^Trainer: /, '')}`);
+    } finally {
+      trainer.removeAllListeners();
+      trainer.dispose();
+      model.store.dispose();
+      releaseTape();
+    }
+  }
+  write(signal.aborted);
+  const files = { json: join(outDir, 'compare.json'), plot: rows.length ? join(outDir, 'loss.svg') : null };
+  if (signal.aborted) {
+    if (json) jsonLine(io, { type: 'interrupted', completed: rows.length, of: entries.length, ...files });
+    else io.stderr.write(`compare interrupted after ${rows.length} of ${entries.length} runs; partial results in ${files.json}\n`);
+    return EXIT_INTERRUPTED;
+  }
+  if (json) {
+    jsonLine(io, { type: 'compare', ...files, seconds: (performance.now() - began) / 1000 });
+    return EXIT_OK;
+  }
+  const ref = rows.find((r) => r.name === 'none');
+  const head = ['strategy', 'unique params', 'bytes', ...(ref ? ['vs none'] : []), 'val loss', 'bits/char', 'tokens/s'];
+  const cells = rows.map((r) => [
+    r.name, fmt(r.uniqueParameters), fmt(r.parameterBytes), ...(ref ? [`${((100 * r.uniqueParameters) / ref.uniqueParameters).toFixed(0)}%`] : []),
+    r.valLoss.toFixed(4), r.bpc.toFixed(3), fmt(r.tokensPerSec),
+  ]);
+  line();
+  line(`comparison (${tcfg.steps} steps each; the same data, batches, schedule, initialisation seed and validation batches)`);
+  for (const l of tableLines(head, cells)) line(l);
+  line(`wrote     ${files.json}`);
+  line(`          ${files.plot} (loss curves; open it in a browser)`);
+  line(`total     ${((performance.now() - began) / 1000).toFixed(1)} s`);
   return EXIT_OK;
 }
 
@@ -986,6 +1166,31 @@ const COMMANDS: Record<string, Command> = {
     },
     examples: ['sharedformer generate --model story.safetensors --prompt "Once upon a time" --tokens 300 --top-k 40 --seed 7'],
     run: (f, io) => generateCommand(f, io),
+  },
+  compare: {
+    summary: 'train one model per sharing strategy at equal steps; one table, compare.json and a loss-curve SVG',
+    usage: 'sharedformer compare [--strategies none,all,cycle-rev:3] [--data FILE | --corpus default] [--out DIR] [options]',
+    specs: {
+      strategies: { kind: 'string', arg: 'LIST', help: 'comma-separated: none, all, attention, ffn, sandwich, sequence:U, cycle:U, cycle-rev:U, basis:R, delta:R (default none,all,cycle-rev:layers/2)' },
+      ...DATA_FLAGS,
+      data: { ...DATA_FLAGS.data, help: 'a UTF-8 text file (default: the embedded corpus)' },
+      'vocab-from-data': TRAIN_SPECS['vocab-from-data'],
+      config: { kind: 'string', arg: 'FILE', help: 'a JSON object of model and training keys, as for train (no sharing key)' },
+      out: { kind: 'string', arg: 'DIR', help: 'folder for compare.json and loss.svg (default ./sharedformer-compare)' },
+      ...Object.fromEntries(Object.entries(MODEL_FLAGS).filter(([k]) => !['strategy', 'unique', 'rank'].includes(k))),
+      ...TRAIN_FLAGS,
+      steps: { ...TRAIN_FLAGS.steps, help: 'optimizer steps of every run (default 300)' },
+      'eval-every': { ...TRAIN_FLAGS['eval-every'], help: 'validation points of the curves every N steps (default steps/10)' },
+      ...QUIET,
+      ...COMMON,
+    },
+    examples: [
+      'sharedformer compare',
+      'sharedformer compare --strategies none,all,cycle:3,cycle-rev:3,delta:8 --layers 6 --steps 1000 --out runs/six',
+      'sharedformer compare --data notes.txt --strategies none,all --steps 500 --json > compare.jsonl',
+    ],
+    interruptible: true,
+    run: compareCommand,
   },
   info: {
     summary: 'version, how the addon was built, CUDA, CPU threads and SIMD level',

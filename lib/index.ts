@@ -25,3 +25,4 @@ export { decodeLogits, DecodeSession, type GenerateOptions } from './models/gene
 export { CharTokenizer, TokenDataset, type Batch } from './data/index.ts';
 export { Trainer, type TrainerOptions, type StepInfo, type EvalInfo, type TrainResult } from './train/trainer.ts';
 export { generateCorpus, describeCorpus } from './data/corpus.ts';
+export { lossCurveSvg, type LossSeries, type LossPlotOptions } from './plot.ts';

@@ -7,7 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { main, train, parseFlags, benchInvocation, usage, Progress, CliError, UsageError, type CliIO } from '../lib/cli.ts';
+import { main, train, parseFlags, benchInvocation, usage, Progress, CliError, UsageError } from '../lib/cli.ts';
+import { capture, run, jsonLines } from './helpers/cli.ts';
 import { describeCorpus, generateCorpus } from '../lib/data/corpus.ts';
 import { loadSafetensors } from '../lib/io/safetensors.ts';
 import { backends } from '../lib/runtime.ts';
@@ -23,25 +24,6 @@ const textFile = join(dir, 'small.txt');
 writeFileSync(textFile, Array.from({ length: 200 }, (_, i) => sentences[(i * 7 + (i >> 3)) % 4]).join(''));
 const TINY = ['--d-model', '16', '--heads', '2', '--d-ff', '32', '--layers', '2', '--max-seq', '16', '--batch', '4', '--quiet'];
 
-interface Captured {
-  io: CliIO;
-  out: () => string;
-  err: () => string;
-}
-function capture(tty = false): Captured {
-  let out = '', err = '';
-  return {
-    io: { stdout: { write: (s: string) => (out += s) }, stderr: { write: (s: string) => (err += s), isTTY: tty, columns: 200 } },
-    out: () => out,
-    err: () => err,
-  };
-}
-async function run(argv: string[], signal?: AbortSignal) {
-  const c = capture();
-  const code = await main(argv, signal ? { ...c.io, signal } : c.io);
-  return { code, out: c.out(), err: c.err() };
-}
-const jsonLines = (s: string) => s.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
 const trainerStep = (path: string) => (JSON.parse(loadSafetensors(path).metadata.trainer) as { step: number }).step;
 
 // ----------------------------------------------------------------------------------------------------------------- corpus
@@ -74,7 +56,7 @@ test('help, --help and no arguments print the usage of every command and flag', 
   for (const argv of [[], ['help'], ['--help'], ['-h']]) {
     const r = await run(argv);
     t.is(r.code, 0);
-    for (const cmd of ['demo', 'train', 'eval', 'generate', 'info', 'bench', 'help']) t.true(r.out.includes(`  ${cmd} `), `${cmd} listed`);
+    for (const cmd of ['demo', 'train', 'eval', 'generate', 'compare', 'info', 'bench', 'help']) t.true(r.out.includes(`  ${cmd} `), `${cmd} listed`);
     for (const flag of ['--seconds', '--data', '--corpus', '--config', '--vocab-from-data', '--d-model', '--kv-heads', '--kv-share', '--rank',
       '--device', '--min-lr', '--schedule', '--weight-decay', '--accumulate', '--eval-every', '--resume', '--checkpoint-every', '--batches',
       '--prompt', '--tokens', '--temperature', '--top-k', '--top-p', '--json'])

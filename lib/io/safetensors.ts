@@ -250,12 +250,20 @@ export function saveSafetensors(
     throw new TypeError(`saveSafetensors: path must be a non-empty string, got ${typeOf(path)} ${show(path)}`);
   }
   const { head, parts } = prepare('saveSafetensors', tensors, metadata);
+  writeFileAtomic(path, [head, ...parts]);
+}
+
+/**
+ * Writes a file atomically: to `${path}.tmp-<pid>-<random>` in the same folder, fsynced, renamed over `path`, then
+ * the folder is fsynced. On any error the temporary file is removed and an existing `path` is left as it was.
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array | readonly Uint8Array[]): void {
+  const parts = typeof data === 'string' ? [Buffer.from(data, 'utf8')] : data instanceof Uint8Array ? [data] : data;
   const dir = dirname(path);
   const tmp = join(dir, `${basename(path)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
   let fd: number | undefined;
   try {
     fd = openSync(tmp, 'wx', 0o666);
-    writeAll(fd, head);
     for (const p of parts) writeAll(fd, p);
     fsyncSync(fd);
     closeSync(fd);
