@@ -150,10 +150,13 @@ export function lossCurveSvg(series: readonly LossSeries[], o: LossPlotOptions =
   // Legend.
   const lx = m.left + pw + 16;
   out.push(`<g class="legend">`);
-  out.push(`<text x="${lx}" y="${m.top + 4}" fill="#555555">thin: training (average)</text>`);
-  out.push(`<text x="${lx}" y="${m.top + 20}" fill="#555555">thick, dots: validation</text>`);
+  const keys = [
+    ...(curves.some((c) => c.train.length > 1) ? ['thin: training (average)'] : []),
+    ...(curves.some((c) => c.val.length) ? ['thick, dots: validation'] : []),
+  ];
+  keys.forEach((k, i) => out.push(`<text x="${lx}" y="${m.top + 4 + 16 * i}" fill="#555555">${k}</text>`));
   curves.forEach((c, i) => {
-    const y = m.top + 44 + i * 18;
+    const y = m.top + 12 + 16 * keys.length + i * 18;
     out.push(`<line x1="${lx}" y1="${y - 4}" x2="${lx + 22}" y2="${y - 4}" stroke="${c.color}" stroke-width="2.4"${c.dash ? ` stroke-dasharray="${c.dash}"` : ''}/>`);
     out.push(`<text x="${lx + 28}" y="${y}">${xmlEscape(c.name)}</text>`);
   });
