@@ -74,6 +74,9 @@ class CudaCachingAllocator final : public Allocator {
     cudaSetDevice(device().index);
     cudaDeviceSynchronize();
     cache_.drain([](void* p) { cudaFree(p); });
+    cudaMemPool_t pool = nullptr;  // and the kernels' workspace pool (cuda/scratch.cuh)
+    if (cudaDeviceGetDefaultMemPool(&pool, device().index) == cudaSuccess) cudaMemPoolTrimTo(pool, 0);
+    cudaGetLastError();
     if (prev >= 0) cudaSetDevice(prev);
   }
   size_t cached_bytes() override { return cache_.cached_bytes(); }
@@ -121,6 +124,17 @@ class CudaBackend final : public Backend {
       : Backend(std::make_shared<CudaCachingAllocator>(dev), "cuda:" + std::to_string(dev)), dev_(dev) {
     DeviceGuard g(dev_);
     SF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    // The kernels' workspaces (cuda/scratch.cuh) come from the device's stream-ordered pool: keep what it has
+    // reserved instead of returning it at every synchronisation, so a steady-state step makes no cudaMalloc call.
+    // (A device without pools makes the workspaces fall back to cudaMalloc; see scratch.cuh.)
+    int pools = 0;
+    cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, dev_);
+    cudaMemPool_t pool = nullptr;
+    if (pools && cudaDeviceGetDefaultMemPool(&pool, dev_) == cudaSuccess) {
+      uint64_t threshold = UINT64_MAX;
+      SF_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    }
+    cudaGetLastError();
   }
   ~CudaBackend() override {
     stream().wait_done(stream().last_ticket());
@@ -168,6 +182,12 @@ class CudaBackend final : public Backend {
   void copy(const Tensor& dst, const Tensor& src) override {
     DeviceGuard g(dev_);
     SF_CUDA_CHECK(cudaMemcpyAsync(dst.raw(), src.raw(), dst.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+  }
+
+  void* native_stream() override { return stream_; }
+  void make_current() override {
+    int cur = -1;
+    if (cudaGetDevice(&cur) != cudaSuccess || cur != dev_) SF_CUDA_CHECK(cudaSetDevice(dev_));
   }
 
  private:

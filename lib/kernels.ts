@@ -30,6 +30,14 @@ function nativeOpts(o: Record<string, unknown>, op: string, tensorKeys: string[]
 
 // ---- matmul ---------------------------------------------------------------------------------------------------------
 
+/**
+ * Arithmetic of matmul and attention on CUDA: 'fp32' (default; exact fp32 FMA), 'tf32' or 'bf16' (tensor cores: the
+ * operands are rounded to tf32 / bf16 as tiles are loaded, products are accumulated in fp32; inputs, outputs, master
+ * weights and gradients stay fp32 in memory). On the CPU every precision computes in fp32.
+ */
+export type Precision = 'fp32' | 'tf32' | 'bf16';
+
+/** Options of kernels.matmul(): transposes, scaling, accumulation, a fused bias and GELU epilogue. */
 export interface MatmulOptions {
   /** Write (or, with beta, accumulate) into this tensor instead of a new one. */
   out?: Tensor;
@@ -43,6 +51,8 @@ export interface MatmulOptions {
   activation?: 'none' | 'gelu';
   /** With activation 'gelu': receives the value before GELU (for the backward pass). */
   preact?: Tensor;
+  /** CUDA arithmetic (default 'fp32'); the CPU computes in fp32 whatever this says. */
+  precision?: Precision;
 }
 
 /**
@@ -111,6 +121,7 @@ export function axpby(a: Tensor, alpha: number, b: Tensor, beta: number, options
   return outOr(o.out, n().axpby(h(a, 'axpby', 'a'), alpha, h(b, 'axpby', 'b'), beta, maybe(o.out as Tensor, 'axpby', 'out')));
 }
 
+/** Options of kernels.dropout(): the probability and the Philox stream that makes the mask. */
 export interface DropoutOptions {
   /** Probability of zeroing an element, in [0, 1). */
   p: number;
@@ -131,12 +142,15 @@ export function dropoutBackward(dy: Tensor, dx: Tensor, options: DropoutOptions)
 
 // ---- attention ---------------------------------------------------------------------------------------------------------
 
+/** Options of kernels.attention() and kernels.attentionBackward(). */
 export interface AttentionOptions {
   causal?: boolean;
   /** Default 1 / sqrt(D). */
   scale?: number;
   /** int32 [B]: keys at positions >= keyLengths[b] are masked (padding). */
   keyLengths?: Tensor;
+  /** CUDA arithmetic (default 'fp32'); the CPU computes in fp32 whatever this says. */
+  precision?: Precision;
 }
 /**
  * Fused scaled-dot-product attention (flash-attention scheme: no T x T matrix). q [B, Hq, Tq, D], k and v
@@ -173,6 +187,7 @@ export function embeddingBackward(ids: Tensor, dout: Tensor, dtable: Tensor): Te
   return dtable;
 }
 
+/** Options of kernels.crossEntropy(). */
 export interface CrossEntropyOptions {
   /** Targets equal to this do not count (default -100, as PyTorch). */
   ignoreIndex?: number;
@@ -189,6 +204,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options?: CrossEnt
 
 // ---- optimizers over flat buffers ----------------------------------------------------------------------------------------
 
+/** Hyperparameters of one kernels.adamw() step. */
 export interface AdamWOptions {
   lr: number;
   beta1?: number;
@@ -206,6 +222,7 @@ export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options
   n().adamw(h(param, op, 'param'), h(grad, op, 'grad'), h(m, op, 'm'), h(v, op, 'v'), nativeOpts(opts(options, op), op, ['decayMask']));
 }
 
+/** Hyperparameters of one kernels.sgd() step. */
 export interface SgdOptions {
   lr: number;
   momentum?: number;
@@ -240,6 +257,7 @@ export function scale(x: Tensor, s: number): Tensor {
 
 // ---- head split / merge ----------------------------------------------------------------------------------------------
 
+/** Options of the head split / merge permutations. */
 export interface PermuteOptions {
   /** Write (or, with accumulate, add) into this tensor instead of a new one. */
   out?: Tensor;
@@ -273,4 +291,19 @@ export function kvAppend(cache: Tensor, src: Tensor, pos: number): Tensor {
   const op = 'kvAppend';
   n().kvAppend(h(cache, op, 'cache'), h(src, op, 'src'), pos);
   return cache;
+}
+
+// ---- shared weights on chip ----------------------------------------------------------------------------------------
+
+/**
+ * Marks the bytes of `t` (or the span of several tensors of one buffer, e.g. a block's parameters) as persisting in
+ * the L2 cache of their CUDA device, for the work queued after it, until `persistL2(null)` ends the window on every
+ * CUDA device. Used by the layer stack while consecutive layers apply the same block, so the second and later layers
+ * read the shared weights from L2. Returns whether a CUDA device was affected (false for CPU tensors: a no-op).
+ */
+export function persistL2(t: Tensor | readonly Tensor[] | null): boolean {
+  const op = 'persistL2';
+  if (t == null) return n().persistL2(null) as boolean;
+  if (Array.isArray(t)) return n().persistL2(t.map((x, i) => h(x, op, `tensors[${i}]`))) as boolean;
+  return n().persistL2(h(t, op, 't')) as boolean;
 }

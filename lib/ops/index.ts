@@ -7,6 +7,32 @@ import { Tensor, zeros } from '../tensor.ts';
 import * as K from '../kernels.ts';
 import { collect, recording, tape, type Tape } from '../autograd.ts';
 
+// ---- precision scope ------------------------------------------------------------------------------------------------
+// The arithmetic of the matmuls (linear, matmul) and of attention on CUDA: 'fp32' unless a withPrecision() scope says
+// otherwise. Each op reads it when it runs forward and its backward uses the same precision, so a step recorded inside
+// withPrecision('bf16', ...) is bf16 in both directions even when backward() is called after the scope has ended.
+// On the CPU every precision computes in fp32. (The scope is synchronous: it ends when fn returns.)
+let precisionNow: K.Precision = 'fp32';
+const PRECISIONS: readonly K.Precision[] = ['fp32', 'tf32', 'bf16'];
+
+/** Runs fn with matmuls and attention in `precision` on CUDA (fp32 master weights and gradients either way). */
+export function withPrecision<T>(precision: K.Precision, fn: () => T): T {
+  if (!PRECISIONS.includes(precision))
+    throw new TypeError(`withPrecision: precision must be one of 'fp32', 'tf32', 'bf16', got ${String(precision)}`);
+  const before = precisionNow;
+  precisionNow = precision;
+  try {
+    return fn();
+  } finally {
+    precisionNow = before;
+  }
+}
+
+/** The precision ops use now (see withPrecision). */
+export function currentPrecision(): K.Precision {
+  return precisionNow;
+}
+
 /** Tensors made while recording belong to the tape (freed on release); others to the caller (or an enclosing tidy()). */
 function own<T extends Tensor>(t: T, rec: boolean): T {
   return rec ? tape().own(t) : collect(t);
@@ -28,6 +54,7 @@ function addGrad(tp: Tape, t: Tensor, g: Tensor, scale = 1): void {
 
 // ---- reshape --------------------------------------------------------------------------------------------------------
 // forward: the same storage under another shape (no copy);  backward: dx += dout viewed as x
+/** The same storage under another shape (no copy); differentiable. */
 export function reshape(x: Tensor, shape: number[]): Tensor {
   const rec = recording(x);
   const out = own(x.view(shape), rec);
@@ -41,6 +68,7 @@ export function reshape(x: Tensor, shape: number[]): Tensor {
 
 // ---- embedding ------------------------------------------------------------------------------------------------------
 // forward: out = table[ids];  backward: dtable += scatter(dout, ids)
+/** Rows of `table` picked by int32 `ids`; differentiable in the table. */
 export function embedding(ids: Tensor, table: Tensor): Tensor {
   const rec = recording(table);
   const out = own(K.embedding(ids, table), rec);
@@ -54,6 +82,7 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
 
 // ---- add ------------------------------------------------------------------------------------------------------------
 // forward: out = a + b (same shape; the residual stream);  backward: da += dout, db += dout
+/** Element-wise a + b of two tensors of the same shape; differentiable. */
 export function add(a: Tensor, b: Tensor): Tensor {
   const rec = recording(a, b);
   const out = own(K.axpby(a, 1, b, 1), rec);
@@ -70,12 +99,14 @@ export function add(a: Tensor, b: Tensor): Tensor {
 // ---- linear ---------------------------------------------------------------------------------------------------------
 // forward: y = act(x W^T + b), x (..., in), W (out, in) as PyTorch stores it, GELU fused into the matmul (saving the
 // pre-activation);  backward: dpre = gelu'(pre) dy;  dx += dpre W;  dW += dpre^T x;  db += colsum(dpre)
+/** x W^T + b with an optional fused GELU; differentiable in x, W and b. */
 export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none' | 'gelu' = 'none'): Tensor {
   const rec = recording(x, w, b);
-  const preact = activation === 'gelu' && rec ? own(K.matmul(x, w, { transB: true, bias: b ?? undefined }), rec) : null;
+  const precision = precisionNow;
+  const preact = activation === 'gelu' && rec ? own(K.matmul(x, w, { transB: true, bias: b ?? undefined, precision }), rec) : null;
   let y: Tensor;
   if (preact) y = own(K.gelu(preact), rec); // recording: keep the pre-activation for backward
-  else y = own(K.matmul(x, w, { transB: true, bias: b ?? undefined, activation }), rec);
+  else y = own(K.matmul(x, w, { transB: true, bias: b ?? undefined, activation, precision }), rec);
   if (rec)
     tape().record('linear', [y], (tp) => {
       const gy = tp.gradOf(y);
@@ -87,13 +118,13 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none
       const g2 = as2d(g);
       if (tp.requiresGrad(w)) {
         const x2 = as2d(x);
-        K.matmul(g2, x2, { transA: true, beta: 1, out: tp.gradFor(w) });
+        K.matmul(g2, x2, { transA: true, beta: 1, out: tp.gradFor(w), precision });
         x2.dispose();
       }
       if (b && tp.requiresGrad(b)) K.biasGrad(g2, tp.gradFor(b));
       if (tp.requiresGrad(x)) {
         const gx = as2d(tp.gradFor(x));
-        K.matmul(g2, w, { beta: 1, out: gx });
+        K.matmul(g2, w, { beta: 1, out: gx, precision });
         gx.dispose();
       }
       g2.dispose(); // views hold their storage: release them now, not at garbage collection
@@ -103,6 +134,7 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none
 
 // ---- gelu -----------------------------------------------------------------------------------------------------------
 // forward: y = gelu(x) (tanh form);  backward: dx += gelu'(x) dy
+/** GELU (tanh form); differentiable. */
 export function gelu(x: Tensor): Tensor {
   const rec = recording(x);
   const y = own(K.gelu(x), rec);
@@ -116,21 +148,24 @@ export function gelu(x: Tensor): Tensor {
 
 // ---- matmul (weights made from weights: basis and delta sharing) -----------------------------------------------------
 // forward: C = A B (2-D);  backward: dA += dC B^T;  dB += A^T dC
+/** The 2-D matrix product A B; differentiable. */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   const rec = recording(a, b);
-  const c = own(K.matmul(a, b), rec);
+  const precision = precisionNow;
+  const c = own(K.matmul(a, b, { precision }), rec);
   if (rec)
     tape().record('matmul', [c], (tp) => {
       const g = tp.gradOf(c);
       if (!g) return;
-      if (tp.requiresGrad(a)) K.matmul(g, b, { transB: true, beta: 1, out: tp.gradFor(a) });
-      if (tp.requiresGrad(b)) K.matmul(a, g, { transA: true, beta: 1, out: tp.gradFor(b) });
+      if (tp.requiresGrad(a)) K.matmul(g, b, { transB: true, beta: 1, out: tp.gradFor(a), precision });
+      if (tp.requiresGrad(b)) K.matmul(a, g, { transA: true, beta: 1, out: tp.gradFor(b), precision });
     });
   return c;
 }
 
 // ---- layer norm -------------------------------------------------------------------------------------------------------
 // forward: y = (x - mean) rstd w + b, saving mean and rstd;  backward: dx, dw, db (+=)
+/** Layer normalization over the last dimension; differentiable in x, w and b. */
 export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps = 1e-5): Tensor {
   const rec = recording(x, w, b);
   const { y, mean, rstd } = K.layerNorm(x, w, b, { eps });
@@ -156,6 +191,7 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps = 1e-5): Tensor {
 
 // ---- attention heads -------------------------------------------------------------------------------------------------
 // forward: (B, T, H*Dh) -> (B, H, T, Dh);  backward: merge the gradient back (+=)
+/** (B, T, H*Dh) -> (B, H, T, Dh); differentiable. */
 export function splitHeads(x: Tensor, heads: number): Tensor {
   const rec = recording(x);
   const out = own(K.splitHeads(x, heads), rec);
@@ -168,6 +204,7 @@ export function splitHeads(x: Tensor, heads: number): Tensor {
 }
 
 // forward: (B, H, T, Dh) -> (B, T, H*Dh);  backward: split the gradient back (+=)
+/** (B, H, T, Dh) -> (B, T, H*Dh); differentiable. */
 export function mergeHeads(x: Tensor): Tensor {
   const rec = recording(x);
   const out = own(K.mergeHeads(x), rec);
@@ -185,8 +222,10 @@ export function mergeHeads(x: Tensor): Tensor {
 
 // ---- attention --------------------------------------------------------------------------------------------------------
 // forward: flash attention, saving the log-sum-exp;  backward: dq, dk, dv (+=), recomputing the probabilities
+/** Scaled dot-product attention (flash-attention scheme; causal, padding, GQA); differentiable in q, k and v. */
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: K.AttentionOptions = {}): Tensor {
   const rec = recording(q, k, v);
+  if (options.precision === undefined && precisionNow !== 'fp32') options = { ...options, precision: precisionNow };
   const { o, lse } = K.attention(q, k, v, options);
   own(o, rec);
   if (!rec) {
@@ -205,6 +244,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: K.AttentionO
 // ---- loss ---------------------------------------------------------------------------------------------------------------
 // forward: the mean cross-entropy over non-ignored targets, dlogits written in the same pass when recording;
 // backward: dlogits (scaled by backward()'s scale) becomes the logits' gradient — no second pass over the logits
+/** Mean cross-entropy of logits against int32 targets, as a scalar tensor; differentiable in the logits. */
 export function crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreIndex?: number } = {}): Tensor {
   const rec = recording(logits);
   const dlogits = rec ? own(zeros(logits.shape, { device: logits.device }), rec) : undefined;

@@ -10,6 +10,7 @@ void register_permute_ops(Napi::Env env, Napi::Object exports);
 void register_norm_ops(Napi::Env env, Napi::Object exports);
 void register_train_ops(Napi::Env env, Napi::Object exports);
 void register_attention_ops(Napi::Env env, Napi::Object exports);
+void register_device_ops(Napi::Env env, Napi::Object exports);
 
 void register_ops(Napi::Env env, Napi::Object exports) {
   register_matmul_ops(env, exports);
@@ -18,6 +19,7 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   register_norm_ops(env, exports);
   register_train_ops(env, exports);
   register_attention_ops(env, exports);
+  register_device_ops(env, exports);
 }
 
 OpArgs::OpArgs(const Napi::CallbackInfo& info, const char* op, size_t min_args)
@@ -93,6 +95,32 @@ void OpArgs::run_cpu(std::vector<Tensor> keep, std::function<void(ThreadPool&)> 
   addon_.ctx().cpu().stream().submit(op_, [keep = std::move(keep), fn = std::move(fn), pool] { fn(*pool); });
 }
 
+void OpArgs::same_device(const Tensor& t, const char* name) const {
+  if (!dev_name_) {
+    dev_ = t.device();
+    dev_name_ = name;
+    return;
+  }
+  if (t.device() != dev_)
+    type_error(op_, ": all tensors of one call must be on the same device, but ", dev_name_, " is on ", dev_.str(),
+               " and ", name, " is on ", t.device().str(), "; move them with .to('", dev_.str(), "') or .to('",
+               t.device().str(), "')");
+}
+
+void OpArgs::run(std::vector<Tensor> keep, std::function<void(ThreadPool&)> cpu_fn,
+                 std::function<void(cuda::Stream)> cuda_fn) const {
+  if (dev_.is_cpu()) {
+    run_cpu(std::move(keep), std::move(cpu_fn));
+    return;
+  }
+  if (!cuda_fn) error(op_, ": this build has no CUDA kernel for ", op_, " (tensors are on ", dev_.str(), ")");
+  Backend* be = &addon_.ctx().backend(dev_, op_);
+  be->stream().submit(op_, [keep = std::move(keep), fn = std::move(cuda_fn), be] {
+    be->make_current();
+    fn(static_cast<cuda::Stream>(be->native_stream()));
+  });
+}
+
 void check_dtype(const Tensor& t, DType d, const char* op, const char* name) {
   if (t.dtype != d) type_error(op, ": ", name, " must be ", dtype_name(d), ", got ", t.describe());
 }
@@ -108,12 +136,6 @@ void check_rank(const Tensor& t, size_t lo, size_t hi, const char* op, const cha
   }
 }
 
-void check_cpu(const Tensor& t, const char* op, const char* name) {
-  if (!t.device().is_cpu())
-    type_error(op, ": ", name, " is on ", t.device().str(), ", but this build has the ", op,
-               " kernel on the CPU only; move the tensors with .to('cpu')");
-}
-
 bool overlaps(const Tensor& a, const Tensor& b) {
   if (a.storage != b.storage) return false;
   const char* a0 = static_cast<const char*>(a.raw());
@@ -126,5 +148,21 @@ void check_disjoint(const Tensor& out, const char* out_name, const Tensor& in, c
 }
 
 std::string shape_of(const Tensor& t) { return shape_str(t.shape); }
+
+#if SHAREDFORMER_WITH_CUDA
+// On CUDA: the first id of ids (n) outside [0, hi) and != skip (when has_skip), found by cuda::check_ids, and its
+// value; {-1, 0} when all are valid. Runs inside the op's stream task (it synchronises the device stream).
+std::pair<int64_t, int32_t> bad_id(Backend& be, cuda::Stream s, const Tensor& ids, int64_t n, int32_t hi,
+                                   bool has_skip, int32_t skip, const char* op) {
+  if (n <= 0) return {-1, 0};
+  // Without an ignored value, "skip" 0 skips nothing that could be invalid (0 is in range when hi > 0); an empty
+  // range with nothing ignored makes the first id the offending one.
+  const int64_t at = hi <= 0 && !has_skip ? 0 : cuda::check_ids(s, ids.data<int32_t>(), n, 0, hi, has_skip ? skip : 0);
+  if (at < 0) return {-1, 0};
+  int32_t v = 0;
+  be.copy_to_host(&v, view_of(ids, at, {1}, op));
+  return {at, v};
+}
+#endif
 
 }  // namespace sf::js

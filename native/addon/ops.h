@@ -8,8 +8,22 @@
 #include <initializer_list>
 #include <optional>
 #include <string>
+#include <utility>
 
+#include "../../cuda/kernels.h"
 #include "addon.h"
+
+// SF_CUDA(lambda): the CUDA half of an op (a callable taking the device's sf::cuda::Stream) in a build with CUDA, and
+// nullptr in a build without it (node-gyp, or cmake-js with SHAREDFORMER_CUDA=OFF), so that such a build never
+// references, hence never links, a sf::cuda:: kernel. No tensor can live on a CUDA device in that build.
+// SF_CUDA_ONLY(statements): statements compiled only in a build with CUDA.
+#if SHAREDFORMER_WITH_CUDA
+#define SF_CUDA(...) __VA_ARGS__
+#define SF_CUDA_ONLY(...) __VA_ARGS__
+#else
+#define SF_CUDA(...) nullptr
+#define SF_CUDA_ONLY(...)
+#endif
 
 namespace sf::js {
 
@@ -47,22 +61,40 @@ class OpArgs {
   // Submits fn(pool) to the CPU stream. `keep` holds every tensor the kernel touches until it has run.
   void run_cpu(std::vector<Tensor> keep, std::function<void(ThreadPool&)> fn) const;
 
+  // The device of the call. The first tensor passed to same_device() sets it; every later one must be on it (else an
+  // error naming the op, both arguments and both devices). Before any tensor, the CPU.
+  void same_device(const Tensor& t, const char* name) const;
+  Device device() const { return dev_; }
+  // Submits the op's kernel to the stream of the call's device: cpu_fn(pool) on the CPU, cuda_fn(stream) on a CUDA
+  // device (after making that device current on the stream's thread; the kernels only enqueue work on the device's
+  // one cudaStream). `keep` holds every tensor the kernel touches until it has been submitted; on CUDA, memory
+  // released afterwards is reused only by later work on the same stream, hence after the kernel.
+  void run(std::vector<Tensor> keep, std::function<void(ThreadPool&)> cpu_fn,
+           std::function<void(cuda::Stream)> cuda_fn) const;
+
  private:
   const Napi::CallbackInfo& info_;
   const char* op_;
   Addon& addon_;
+  mutable Device dev_{};
+  mutable const char* dev_name_ = nullptr;  // the argument that set dev_
 };
 
 void check_dtype(const Tensor& t, DType d, const char* op, const char* name);
 void check_shape(const Tensor& t, const Shape& s, const char* op, const char* name);
 void check_rank(const Tensor& t, size_t lo, size_t hi, const char* op, const char* name);
-// The kernels of this op exist on the CPU; CUDA tensors are refused with a clear error until the CUDA kernels land.
-void check_cpu(const Tensor& t, const char* op, const char* name);
 // Whether the two tensors' element ranges share any byte of one storage.
 bool overlaps(const Tensor& a, const Tensor& b);
 // An output must not overlap an input it is computed from (unless the kernel says it may alias).
 void check_disjoint(const Tensor& out, const char* out_name, const Tensor& in, const char* in_name, const char* op);
 // Every element of x is finite? (reads memory: only for host-side checks after synchronisation)
 std::string shape_of(const Tensor& t);
+
+#if SHAREDFORMER_WITH_CUDA
+// On CUDA: the first id of ids (n) outside [0, hi) and != skip (when has_skip), found by cuda::check_ids, and its
+// value; {-1, 0} when all are valid. Runs inside the op's stream task (it synchronises the device stream).
+std::pair<int64_t, int32_t> bad_id(Backend& be, cuda::Stream s, const Tensor& ids, int64_t n, int32_t hi,
+                                   bool has_skip, int32_t skip, const char* op);
+#endif
 
 }  // namespace sf::js

@@ -1,6 +1,6 @@
 // ops_attention.cpp — bindings for fused scaled-dot-product attention (kernels in native/cpu/attention.cpp).
 //
-//   attentionForward(q, k, v, {causal = false, scale = 1 / sqrt(D), keyLengths = null}) -> [o, lse]
+//   attentionForward(q, k, v, {causal = false, scale = 1 / sqrt(D), keyLengths = null, precision = 'fp32'}) -> [o, lse]
 //     q (B, Hq, Tq, D), k and v (B, Hkv, Tk, D) with Hq % Hkv == 0 (grouped-query attention; Hkv = 1 is multi-query).
 //     o (B, Hq, Tq, D) and lse (B, Hq, Tq) (the log-sum-exp of each query's scaled scores, for the backward) are new.
 //     causal: query i sees keys j <= i + (Tk - Tq). keyLengths (B) int32: batch element b sees keys j < keyLengths[b]
@@ -8,6 +8,11 @@
 //     A query that sees no key gets o = 0 and lse = -Infinity.
 //   attentionBackward(q, k, v, o, lse, dout, dq, dk, dv, {causal, scale, keyLengths}) -> undefined
 //     dq (shape of q), dk, dv (shape of k) += the gradients of sum(o * dout); the options must be the forward's.
+//   precision 'fp32' | 'tf32' | 'bf16' selects the CUDA kernel (tensor cores with operands rounded to tf32 / bf16,
+//   fp32 accumulation, fp32 in memory); on the CPU every precision computes in fp32. All tensors (keyLengths too) are
+//   on one device; on CUDA keyLengths is read by the kernel from device memory.
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <limits>
 
@@ -18,9 +23,21 @@ namespace sf::js {
 
 namespace {
 
+#if SHAREDFORMER_WITH_CUDA
+// The CPU kernel refuses key lengths outside [0, Tk]; the CUDA kernels would clamp them, so the CUDA path checks them
+// first (in the stream task, before the kernel) and throws the CPU kernel's error.
+void check_key_lengths_cuda(Backend& be, cuda::Stream s, const std::optional<Tensor>& kl, const cpu::AttentionDesc& d,
+                            const char* what) {
+  if (!kl) return;
+  auto [at, len] = bad_id(be, s, *kl, d.B, static_cast<int32_t>(std::min<int64_t>(d.Tk + 1, INT32_MAX)), false, 0, what);
+  if (at >= 0) range_error(what, ": key_lengths[", at, "] = ", len, " is outside [0, Tk = ", d.Tk, "]");
+}
+#endif
+
 struct AttnOpts {
   cpu::AttentionDesc d;
   std::optional<Tensor> key_lengths;
+  int precision = 0;  // cuda::Precision
 };
 
 // Checks q, k, v and the options; fills the descriptor (pointers are set when the kernel runs).
@@ -31,13 +48,14 @@ AttnOpts check_qkv(const OpArgs& args, const Tensor& q, const Tensor& k, const T
   const bool has_scale = !o.Get("scale").IsUndefined();
   const double scale_in = args.opt_number(o, "scale", 1.0);
   std::optional<Tensor> kl = args.opt_tensor(o, "keyLengths");
+  const std::string prec = args.opt_string(o, "precision", "fp32", {"fp32", "tf32", "bf16"});
 
   check_dtype(q, DType::f32, op, "q");
   check_dtype(k, DType::f32, op, "k");
   check_dtype(v, DType::f32, op, "v");
-  check_cpu(q, op, "q");
-  check_cpu(k, op, "k");
-  check_cpu(v, op, "v");
+  args.same_device(q, "q");
+  args.same_device(k, "k");
+  args.same_device(v, "v");
   check_rank(q, 4, 4, op, "q");
   check_rank(k, 4, 4, op, "k");
   check_rank(v, 4, 4, op, "v");
@@ -58,7 +76,7 @@ AttnOpts check_qkv(const OpArgs& args, const Tensor& q, const Tensor& k, const T
     range_error(op, ": option scale must be a finite number > 0, got ", scale);
   if (kl) {
     check_dtype(*kl, DType::i32, op, "option keyLengths");
-    check_cpu(*kl, op, "option keyLengths");
+    args.same_device(*kl, "option keyLengths");
     check_shape(*kl, {B}, op, "option keyLengths");
   }
   AttnOpts r;
@@ -71,6 +89,7 @@ AttnOpts check_qkv(const OpArgs& args, const Tensor& q, const Tensor& k, const T
   r.d.scale = static_cast<float>(scale);
   r.d.causal = causal;
   r.key_lengths = kl;
+  r.precision = prec == "bf16" ? 2 : prec == "tf32" ? 1 : 0;
   return r;
 }
 
@@ -82,15 +101,27 @@ Napi::Value AttentionForward(const Napi::CallbackInfo& info) {
     Tensor v = args.tensor(2, "v");
     AttnOpts a = check_qkv(args, q, k, v, 3);
     const cpu::AttentionDesc& d = a.d;
-    Tensor o = args.output(q.shape, DType::f32, Device{});
-    Tensor lse = args.output({d.B, d.Hq, d.Tq}, DType::f32, Device{});
+    Tensor o = args.output(q.shape, DType::f32, args.device());
+    Tensor lse = args.output({d.B, d.Hq, d.Tq}, DType::f32, args.device());
     std::vector<Tensor> keep{q, k, v, o, lse};
     if (a.key_lengths) keep.push_back(*a.key_lengths);
-    args.run_cpu(std::move(keep), [desc = a.d, q, k, v, o, lse, kl = a.key_lengths](ThreadPool& pool) mutable {
-      desc.key_lengths = kl ? kl->data<int32_t>() : nullptr;
-      cpu::attention_forward(pool, desc, q.data<float>(), k.data<float>(), v.data<float>(), o.data<float>(),
-                             lse.data<float>());
-    });
+    cpu::AttentionDesc desc = a.d;
+    desc.key_lengths = a.key_lengths ? a.key_lengths->data<int32_t>() : nullptr;
+    const int prec = a.precision;
+    (void)prec;  // used by the CUDA kernel only
+    SF_CUDA_ONLY(Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), "attentionForward");
+                 std::optional<Tensor> kl = a.key_lengths;)
+    args.run(
+        std::move(keep),
+        [desc, q, k, v, o, lse](ThreadPool& pool) {
+          cpu::attention_forward(pool, desc, q.data<float>(), k.data<float>(), v.data<float>(), o.data<float>(),
+                                 lse.data<float>());
+        },
+        SF_CUDA([desc, q, k, v, o, lse, prec, be, kl](cuda::Stream s) {
+          check_key_lengths_cuda(*be, s, kl, desc, "attention_forward");
+          cuda::attention_forward(s, desc, q.data<float>(), k.data<float>(), v.data<float>(), o.data<float>(),
+                                  lse.data<float>(), static_cast<cuda::Precision>(prec));
+        }));
     Napi::Array out = Napi::Array::New(args.env(), 2);
     out.Set(uint32_t{0}, args.wrap(o));
     out.Set(uint32_t{1}, args.wrap(lse));
@@ -117,16 +148,16 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
     const std::pair<const Tensor*, const char*> qshaped[] = {{&o, "o"}, {&dout, "dout"}, {&dq, "dq"}};
     for (auto [t, name] : qshaped) {
       check_dtype(*t, DType::f32, op, name);
-      check_cpu(*t, op, name);
+      args.same_device(*t, name);
       check_shape(*t, q.shape, op, name);
     }
     check_dtype(lse, DType::f32, op, "lse");
-    check_cpu(lse, op, "lse");
+    args.same_device(lse, "lse");
     check_shape(lse, {d.B, d.Hq, d.Tq}, op, "lse");
     const std::pair<const Tensor*, const char*> kshaped[] = {{&dk, "dk"}, {&dv, "dv"}};
     for (auto [t, name] : kshaped) {
       check_dtype(*t, DType::f32, op, name);
-      check_cpu(*t, op, name);
+      args.same_device(*t, name);
       check_shape(*t, k.shape, op, name);
     }
     const std::pair<const Tensor*, const char*> grads[] = {{&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}};
@@ -141,13 +172,25 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
 
     std::vector<Tensor> keep{q, k, v, o, lse, dout, dq, dk, dv};
     if (a.key_lengths) keep.push_back(*a.key_lengths);
-    args.run_cpu(std::move(keep),
-                 [desc = a.d, q, k, v, o, lse, dout, dq, dk, dv, kl = a.key_lengths](ThreadPool& pool) mutable {
-                   desc.key_lengths = kl ? kl->data<int32_t>() : nullptr;
-                   cpu::attention_backward(pool, desc, q.data<float>(), k.data<float>(), v.data<float>(),
-                                           o.data<float>(), lse.data<float>(), dout.data<float>(), dq.data<float>(),
-                                           dk.data<float>(), dv.data<float>());
-                 });
+    cpu::AttentionDesc desc = a.d;
+    desc.key_lengths = a.key_lengths ? a.key_lengths->data<int32_t>() : nullptr;
+    const int prec = a.precision;
+    (void)prec;  // used by the CUDA kernel only
+    SF_CUDA_ONLY(Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);
+                 std::optional<Tensor> kl = a.key_lengths;)
+    args.run(
+        std::move(keep),
+        [desc, q, k, v, o, lse, dout, dq, dk, dv](ThreadPool& pool) {
+          cpu::attention_backward(pool, desc, q.data<float>(), k.data<float>(), v.data<float>(), o.data<float>(),
+                                  lse.data<float>(), dout.data<float>(), dq.data<float>(), dk.data<float>(),
+                                  dv.data<float>());
+        },
+        SF_CUDA([desc, q, k, v, o, lse, dout, dq, dk, dv, prec, be, kl](cuda::Stream s) {
+          check_key_lengths_cuda(*be, s, kl, desc, "attention_backward");
+          cuda::attention_backward(s, desc, q.data<float>(), k.data<float>(), v.data<float>(), o.data<float>(),
+                                   lse.data<float>(), dout.data<float>(), dq.data<float>(), dk.data<float>(),
+                                   dv.data<float>(), static_cast<cuda::Precision>(prec));
+        }));
     return args.env().Undefined();
   });
 }

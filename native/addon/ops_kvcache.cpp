@@ -22,8 +22,8 @@ Napi::Value KvAppend(const Napi::CallbackInfo& info) {
     const int64_t pos = get_int(args[2], op, "pos", 0, kMaxSafeInt);
     check_dtype(cache, DType::f32, op, "cache");
     check_dtype(src, DType::f32, op, "src");
-    check_cpu(cache, op, "cache");
-    check_cpu(src, op, "src");
+    args.same_device(cache, "cache");
+    args.same_device(src, "src");
     check_rank(cache, 4, 4, op, "cache");
     check_rank(src, 4, 4, op, "src");
     const int64_t B = cache.shape[0], H = cache.shape[1], Tmax = cache.shape[2], D = cache.shape[3];
@@ -35,9 +35,14 @@ Napi::Value KvAppend(const Napi::CallbackInfo& info) {
       range_error(op, ": pos + n = ", pos, " + ", n, " exceeds the cache length Tmax = ", Tmax, " (cache ",
                   shape_of(cache), ", src ", shape_of(src), ")");
     check_disjoint(cache, "cache", src, "src", op);
-    args.run_cpu({src, cache}, [src, cache, B, H, n, Tmax, D, pos](ThreadPool& pool) {
-      cpu::kv_append(pool, src.data<float>(), cache.data<float>(), B, H, n, Tmax, D, pos);
-    });
+    args.run(
+        {src, cache},
+        [src, cache, B, H, n, Tmax, D, pos](ThreadPool& pool) {
+          cpu::kv_append(pool, src.data<float>(), cache.data<float>(), B, H, n, Tmax, D, pos);
+        },
+        SF_CUDA([src, cache, B, H, n, Tmax, D, pos](cuda::Stream s) {
+          cuda::kv_append(s, src.data<float>(), cache.data<float>(), B, H, n, Tmax, D, pos);
+        }));
     return args.arg(0);
   });
 }

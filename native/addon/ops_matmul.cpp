@@ -1,11 +1,15 @@
 // ops_matmul.cpp — bindings for matmul and biasGrad (kernels in native/cpu/matmul.cpp).
 //
-//   matmul(a, b, out | null, {transA, transB, alpha, beta, bias, activation: 'none' | 'gelu', preact}) -> out
+//   matmul(a, b, out | null, {transA, transB, alpha, beta, bias, activation: 'none' | 'gelu', preact,
+//          precision: 'fp32' | 'tf32' | 'bf16'}) -> out
 //     a (..., M, K) or (..., K, M) with transA; b (..., K, N) or (..., N, K) with transB. Batch dimensions (all but
 //     the last two) must match, or one operand is 2-D and is broadcast over the other's batch. out (..., M, N) is
 //     allocated when null; beta != 0 needs an out to accumulate into. preact (same shape as out) receives the value
 //     before GELU, for the backward pass.
+//     precision (default 'fp32') selects the CUDA kernel: exact fp32, or tensor cores with operands rounded to tf32 /
+//     bf16 and fp32 accumulation (inputs and outputs stay fp32). On the CPU every precision computes in fp32.
 //   biasGrad(dy, dbias): dbias (N) += the sum of dy (..., N) over all leading dimensions.
+// Every tensor of a call is on one device; the kernel runs there (native/cpu or cuda/).
 #include "../cpu/kernels.h"
 #include "ops.h"
 
@@ -28,11 +32,14 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     std::optional<Tensor> bias = args.opt_tensor(o, "bias");
     const std::string act = args.opt_string(o, "activation", "none", {"none", "gelu"});
     std::optional<Tensor> pre = args.opt_tensor(o, "preact");
+    const std::string prec = args.opt_string(o, "precision", "fp32", {"fp32", "tf32", "bf16"});
+    const int prec_i = prec == "bf16" ? 2 : prec == "tf32" ? 1 : 0;
+    (void)prec_i;  // used by the CUDA kernel only
 
     check_dtype(a, DType::f32, op, "a");
     check_dtype(b, DType::f32, op, "b");
-    check_cpu(a, op, "a");
-    check_cpu(b, op, "b");
+    args.same_device(a, "a");
+    args.same_device(b, "b");
     check_rank(a, 2, kMaxRank, op, "a");
     check_rank(b, 2, kMaxRank, op, "b");
     const int64_t M = ta ? a.shape[a.rank() - 1] : a.shape[a.rank() - 2];
@@ -59,7 +66,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
 
     if (bias) {
       check_dtype(*bias, DType::f32, op, "bias");
-      check_cpu(*bias, op, "bias");
+      args.same_device(*bias, "bias");
       check_shape(*bias, {N}, op, "bias");
     }
     if (pre && act != "gelu") type_error(op, ": option preact is only written with activation 'gelu'");
@@ -68,17 +75,17 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     if (out) {
       c = *out;
       check_dtype(c, DType::f32, op, "out");
-      check_cpu(c, op, "out");
+      args.same_device(c, "out");
       check_shape(c, oshape, op, "out");
       check_disjoint(c, "out", a, "a", op);
       check_disjoint(c, "out", b, "b", op);
       if (bias) check_disjoint(c, "out", *bias, "bias", op);
     } else {
-      c = args.output(oshape, DType::f32, Device{});
+      c = args.output(oshape, DType::f32, args.device());
     }
     if (pre) {
       check_dtype(*pre, DType::f32, op, "preact");
-      check_cpu(*pre, op, "preact");
+      args.same_device(*pre, "preact");
       check_shape(*pre, oshape, op, "preact");
       check_disjoint(*pre, "preact", c, "out", op);
       check_disjoint(*pre, "preact", a, "a", op);
@@ -105,14 +112,14 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     std::vector<Tensor> keep{a, b, c};
     if (bias) keep.push_back(*bias);
     if (pre) keep.push_back(*pre);
-    args.run_cpu(std::move(keep), [d, a, b, c, bias, pre](ThreadPool& pool) mutable {
-      d.a = a.data<float>();
-      d.b = b.data<float>();
-      d.c = c.data<float>();
-      d.bias = bias ? bias->data<float>() : nullptr;
-      d.preact = pre ? pre->data<float>() : nullptr;
-      cpu::matmul(pool, d);
-    });
+    d.a = a.data<float>();
+    d.b = b.data<float>();
+    d.c = c.data<float>();
+    d.bias = bias ? bias->data<float>() : nullptr;
+    d.preact = pre ? pre->data<float>() : nullptr;
+    args.run(
+        std::move(keep), [d](ThreadPool& pool) { cpu::matmul(pool, d); },
+        SF_CUDA([d, prec_i](cuda::Stream s) { cuda::matmul(s, d, static_cast<cuda::Precision>(prec_i)); }));
     return out ? args.arg(2) : args.wrap(c);
   });
 }
@@ -125,16 +132,16 @@ Napi::Value BiasGrad(const Napi::CallbackInfo& info) {
     Tensor db = args.tensor(1, "dbias");
     check_dtype(dy, DType::f32, op, "dy");
     check_dtype(db, DType::f32, op, "dbias");
-    check_cpu(dy, op, "dy");
-    check_cpu(db, op, "dbias");
+    args.same_device(dy, "dy");
+    args.same_device(db, "dbias");
     check_rank(dy, 1, kMaxRank, op, "dy");
     const int64_t n = dy.shape.back();
     check_shape(db, {n}, op, "dbias");
     check_disjoint(db, "dbias", dy, "dy", op);
     const int64_t rows = n ? dy.numel() / n : 0;
-    args.run_cpu({dy, db}, [dy, db, rows, n](ThreadPool& pool) {
-      cpu::bias_grad(pool, dy.data<float>(), rows, n, db.data<float>());
-    });
+    args.run(
+        {dy, db}, [dy, db, rows, n](ThreadPool& pool) { cpu::bias_grad(pool, dy.data<float>(), rows, n, db.data<float>()); },
+        SF_CUDA([dy, db, rows, n](cuda::Stream s) { cuda::bias_grad(s, dy.data<float>(), rows, n, db.data<float>()); }));
     return args.arg(1);
   });
 }

@@ -1,5 +1,5 @@
 // ops_norm.cpp — bindings for layer norm, GELU, softmax, axpby and dropout (kernels in native/cpu/layernorm.cpp,
-// gelu.cpp, softmax.cpp and elementwise.cpp). Every tensor is float32 on the CPU; backward ops ACCUMULATE (+=).
+// gelu.cpp, softmax.cpp and elementwise.cpp). Every tensor is float32, all on one device (CPU or CUDA); backward ops ACCUMULATE (+=).
 //
 //   layernormForward(x, w, b, {eps = 1e-5}) -> [y, mean, rstd]
 //     x (..., C) with C >= 1, w and b (C); y has x's shape, mean and rstd have x.shape[:-1]. eps is finite and > 0.
@@ -26,9 +26,10 @@ namespace sf::js {
 
 namespace {
 
-void check_f32_cpu(const Tensor& t, const char* op, const char* name) {
-  check_dtype(t, DType::f32, op, name);
-  check_cpu(t, op, name);
+// float32, and on the call's device (args.same_device)
+void check_f32_dev(const OpArgs& args, const Tensor& t, const char* name) {
+  check_dtype(t, DType::f32, args.op(), name);
+  args.same_device(t, name);
 }
 
 Shape leading(const Shape& s) { return Shape(s.begin(), s.end() - 1); }
@@ -39,12 +40,12 @@ void rows_cols(const Tensor& t, int64_t* rows, int64_t* cols) {
   *rows = *cols ? t.numel() / *cols : 0;
 }
 
-// An optional output: checked (float32, CPU, `shape`, disjoint from `inputs`) when given, allocated when null.
+// An optional output: checked (float32, the call's device, `shape`, disjoint from `inputs`) when given, allocated when null.
 Tensor output_or_new(const OpArgs& args, const std::optional<Tensor>& out, const Shape& shape, const Tensor& like,
                      std::initializer_list<std::pair<const Tensor*, const char*>> inputs) {
   const char* op = args.op();
   if (!out) return args.output(shape, DType::f32, like.device());
-  check_f32_cpu(*out, op, "out");
+  check_f32_dev(args, *out, "out");
   check_shape(*out, shape, op, "out");
   for (auto& [t, name] : inputs) check_disjoint(*out, "out", *t, name, op);
   return *out;
@@ -80,9 +81,9 @@ Napi::Value LayernormForward(const Napi::CallbackInfo& info) {
     const double eps = args.opt_number(o, "eps", 1e-5);
     if (!(eps > 0) || !(static_cast<float>(eps) > 0) || !std::isfinite(static_cast<float>(eps)))
       range_error(op, ": option eps must be > 0 and within float32 range, got ", eps);
-    check_f32_cpu(x, op, "x");
-    check_f32_cpu(w, op, "w");
-    check_f32_cpu(b, op, "b");
+    check_f32_dev(args, x, "x");
+    check_f32_dev(args, w, "w");
+    check_f32_dev(args, b, "b");
     check_rank(x, 1, kMaxRank, op, "x");
     int64_t rows, C;
     rows_cols(x, &rows, &C);
@@ -93,10 +94,16 @@ Napi::Value LayernormForward(const Napi::CallbackInfo& info) {
     Tensor mean = args.output(leading(x.shape), DType::f32, x.device());
     Tensor rstd = args.output(leading(x.shape), DType::f32, x.device());
     const float e = static_cast<float>(eps);
-    args.run_cpu({x, w, b, y, mean, rstd}, [x, w, b, y, mean, rstd, rows, C, e](ThreadPool& pool) {
-      cpu::layernorm_forward(pool, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(),
-                             mean.data<float>(), rstd.data<float>(), rows, C, e);
-    });
+    args.run(
+        {x, w, b, y, mean, rstd},
+        [x, w, b, y, mean, rstd, rows, C, e](ThreadPool& pool) {
+          cpu::layernorm_forward(pool, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(),
+                                 mean.data<float>(), rstd.data<float>(), rows, C, e);
+        },
+        SF_CUDA([x, w, b, y, mean, rstd, rows, C, e](cuda::Stream s) {
+          cuda::layernorm_forward(s, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(),
+                                  mean.data<float>(), rstd.data<float>(), rows, C, e);
+        }));
     Napi::Array result = Napi::Array::New(info.Env(), 3);
     result.Set(0u, args.wrap(y));
     result.Set(1u, args.wrap(mean));
@@ -117,15 +124,15 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
     std::optional<Tensor> dx = args.maybe_tensor(5, "dx");
     std::optional<Tensor> dw = args.maybe_tensor(6, "dw");
     std::optional<Tensor> db = args.maybe_tensor(7, "db");
-    check_f32_cpu(x, op, "x");
+    check_f32_dev(args, x, "x");
     check_rank(x, 1, kMaxRank, op, "x");
     int64_t rows, C;
     rows_cols(x, &rows, &C);
     if (C < 1) range_error(op, ": x must have a last dimension (C) of at least 1, got shape ", shape_of(x));
-    check_f32_cpu(dy, op, "dy");
-    check_f32_cpu(w, op, "w");
-    check_f32_cpu(mean, op, "mean");
-    check_f32_cpu(rstd, op, "rstd");
+    check_f32_dev(args, dy, "dy");
+    check_f32_dev(args, w, "w");
+    check_f32_dev(args, mean, "mean");
+    check_f32_dev(args, rstd, "rstd");
     check_shape(dy, x.shape, op, "dy");
     check_shape(w, {C}, op, "w");
     check_shape(mean, leading(x.shape), op, "mean");
@@ -134,17 +141,17 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
                                                             {&rstd, "rstd"}};
     std::vector<std::pair<const Tensor*, const char*>> grads;
     if (dx) {
-      check_f32_cpu(*dx, op, "dx");
+      check_f32_dev(args, *dx, "dx");
       check_shape(*dx, x.shape, op, "dx");
       grads.emplace_back(&*dx, "dx");
     }
     if (dw) {
-      check_f32_cpu(*dw, op, "dw");
+      check_f32_dev(args, *dw, "dw");
       check_shape(*dw, {C}, op, "dw");
       grads.emplace_back(&*dw, "dw");
     }
     if (db) {
-      check_f32_cpu(*db, op, "db");
+      check_f32_dev(args, *db, "db");
       check_shape(*db, {C}, op, "db");
       grads.emplace_back(&*db, "db");
     }
@@ -155,11 +162,18 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
     }
     std::vector<Tensor> keep{dy, x, w, mean, rstd};
     for (auto& g : grads) keep.push_back(*g.first);
-    args.run_cpu(std::move(keep), [dy, x, w, mean, rstd, dx, dw, db, rows, C](ThreadPool& pool) {
-      cpu::layernorm_backward(pool, dy.data<float>(), x.data<float>(), w.data<float>(), mean.data<float>(),
-                              rstd.data<float>(), dx ? dx->data<float>() : nullptr, dw ? dw->data<float>() : nullptr,
-                              db ? db->data<float>() : nullptr, rows, C);
-    });
+    args.run(
+        std::move(keep),
+        [dy, x, w, mean, rstd, dx, dw, db, rows, C](ThreadPool& pool) {
+          cpu::layernorm_backward(pool, dy.data<float>(), x.data<float>(), w.data<float>(), mean.data<float>(),
+                                  rstd.data<float>(), dx ? dx->data<float>() : nullptr,
+                                  dw ? dw->data<float>() : nullptr, db ? db->data<float>() : nullptr, rows, C);
+        },
+        SF_CUDA([dy, x, w, mean, rstd, dx, dw, db, rows, C](cuda::Stream s) {
+          cuda::layernorm_backward(s, dy.data<float>(), x.data<float>(), w.data<float>(), mean.data<float>(),
+                                   rstd.data<float>(), dx ? dx->data<float>() : nullptr,
+                                   dw ? dw->data<float>() : nullptr, db ? db->data<float>() : nullptr, rows, C);
+        }));
     return info.Env().Undefined();
   });
 }
@@ -169,13 +183,14 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
 Napi::Value GeluForward(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     OpArgs args(info, "geluForward", 1);
-    const char* op = args.op();
     Tensor x = args.tensor(0, "x");
     std::optional<Tensor> out = args.maybe_tensor(1, "out");
-    check_f32_cpu(x, op, "x");
+    check_f32_dev(args, x, "x");
     Tensor y = output_or_new(args, out, x.shape, x, {{&x, "x"}});
     const int64_t n = x.numel();
-    args.run_cpu({x, y}, [x, y, n](ThreadPool& pool) { cpu::gelu_forward(pool, x.data<float>(), y.data<float>(), n); });
+    args.run(
+        {x, y}, [x, y, n](ThreadPool& pool) { cpu::gelu_forward(pool, x.data<float>(), y.data<float>(), n); },
+        SF_CUDA([x, y, n](cuda::Stream s) { cuda::gelu_forward(s, x.data<float>(), y.data<float>(), n); }));
     return out ? args.arg(1) : args.wrap(y);
   });
 }
@@ -187,17 +202,22 @@ Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
     Tensor x = args.tensor(0, "x");
     Tensor dy = args.tensor(1, "dy");
     Tensor dx = args.tensor(2, "dx");
-    check_f32_cpu(x, op, "x");
-    check_f32_cpu(dy, op, "dy");
-    check_f32_cpu(dx, op, "dx");
+    check_f32_dev(args, x, "x");
+    check_f32_dev(args, dy, "dy");
+    check_f32_dev(args, dx, "dx");
     check_shape(dy, x.shape, op, "dy");
     check_shape(dx, x.shape, op, "dx");
     check_disjoint(dx, "dx", x, "x", op);
     check_disjoint(dx, "dx", dy, "dy", op);
     const int64_t n = x.numel();
-    args.run_cpu({x, dy, dx}, [x, dy, dx, n](ThreadPool& pool) {
-      cpu::gelu_backward(pool, x.data<float>(), dy.data<float>(), dx.data<float>(), n);
-    });
+    args.run(
+        {x, dy, dx},
+        [x, dy, dx, n](ThreadPool& pool) {
+          cpu::gelu_backward(pool, x.data<float>(), dy.data<float>(), dx.data<float>(), n);
+        },
+        SF_CUDA([x, dy, dx, n](cuda::Stream s) {
+          cuda::gelu_backward(s, x.data<float>(), dy.data<float>(), dx.data<float>(), n);
+        }));
     return args.arg(2);
   });
 }
@@ -210,14 +230,16 @@ Napi::Value SoftmaxForward(const Napi::CallbackInfo& info) {
     const char* op = args.op();
     Tensor x = args.tensor(0, "x");
     std::optional<Tensor> out = args.maybe_tensor(1, "out");
-    check_f32_cpu(x, op, "x");
+    check_f32_dev(args, x, "x");
     check_rank(x, 1, kMaxRank, op, "x");
     Tensor y = output_or_new(args, out, x.shape, x, {{&x, "x"}});
     int64_t rows, n;
     rows_cols(x, &rows, &n);
-    args.run_cpu({x, y}, [x, y, rows, n](ThreadPool& pool) {
-      cpu::softmax_forward(pool, x.data<float>(), y.data<float>(), rows, n);
-    });
+    args.run(
+        {x, y}, [x, y, rows, n](ThreadPool& pool) { cpu::softmax_forward(pool, x.data<float>(), y.data<float>(), rows, n); },
+        SF_CUDA([x, y, rows, n](cuda::Stream s) {
+          cuda::softmax_forward(s, x.data<float>(), y.data<float>(), rows, n);
+        }));
     return out ? args.arg(1) : args.wrap(y);
   });
 }
@@ -229,9 +251,9 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
     Tensor y = args.tensor(0, "y");
     Tensor dy = args.tensor(1, "dy");
     Tensor dx = args.tensor(2, "dx");
-    check_f32_cpu(y, op, "y");
-    check_f32_cpu(dy, op, "dy");
-    check_f32_cpu(dx, op, "dx");
+    check_f32_dev(args, y, "y");
+    check_f32_dev(args, dy, "dy");
+    check_f32_dev(args, dx, "dx");
     check_rank(y, 1, kMaxRank, op, "y");
     check_shape(dy, y.shape, op, "dy");
     check_shape(dx, y.shape, op, "dx");
@@ -239,9 +261,14 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
     check_disjoint(dx, "dx", dy, "dy", op);
     int64_t rows, n;
     rows_cols(y, &rows, &n);
-    args.run_cpu({y, dy, dx}, [y, dy, dx, rows, n](ThreadPool& pool) {
-      cpu::softmax_backward(pool, y.data<float>(), dy.data<float>(), dx.data<float>(), rows, n);
-    });
+    args.run(
+        {y, dy, dx},
+        [y, dy, dx, rows, n](ThreadPool& pool) {
+          cpu::softmax_backward(pool, y.data<float>(), dy.data<float>(), dx.data<float>(), rows, n);
+        },
+        SF_CUDA([y, dy, dx, rows, n](cuda::Stream s) {
+          cuda::softmax_backward(s, y.data<float>(), dy.data<float>(), dx.data<float>(), rows, n);
+        }));
     return args.arg(2);
   });
 }
@@ -260,14 +287,14 @@ Napi::Value Axpby(const Napi::CallbackInfo& info) {
     const float fa = static_cast<float>(alpha), fb = static_cast<float>(beta);
     if (!std::isfinite(fa)) range_error(op, ": alpha = ", alpha, " is out of float32 range");
     if (!std::isfinite(fb)) range_error(op, ": beta = ", beta, " is out of float32 range");
-    check_f32_cpu(a, op, "a");
-    check_f32_cpu(b, op, "b");
+    check_f32_dev(args, a, "a");
+    check_f32_dev(args, b, "b");
     if (a.shape != b.shape)
       range_error(op, ": a and b must have the same shape, got ", shape_of(a), " and ", shape_of(b));
     Tensor o;
     if (out) {
       o = *out;
-      check_f32_cpu(o, op, "out");
+      check_f32_dev(args, o, "out");
       check_shape(o, a.shape, op, "out");
       // out may be a or b itself (the same elements: an in-place update), but not a partly overlapping window
       for (auto& [t, name] : {std::pair<const Tensor*, const char*>{&a, "a"}, {&b, "b"}}) {
@@ -280,9 +307,14 @@ Napi::Value Axpby(const Napi::CallbackInfo& info) {
       o = args.output(a.shape, DType::f32, a.device());
     }
     const int64_t n = a.numel();
-    args.run_cpu({a, b, o}, [a, b, o, fa, fb, n](ThreadPool& pool) {
-      cpu::axpby(pool, a.data<float>(), fa, b.data<float>(), fb, o.data<float>(), n);
-    });
+    args.run(
+        {a, b, o},
+        [a, b, o, fa, fb, n](ThreadPool& pool) {
+          cpu::axpby(pool, a.data<float>(), fa, b.data<float>(), fb, o.data<float>(), n);
+        },
+        SF_CUDA([a, b, o, fa, fb, n](cuda::Stream s) {
+          cuda::axpby(s, a.data<float>(), fa, b.data<float>(), fb, o.data<float>(), n);
+        }));
     return out ? args.arg(4) : args.wrap(o);
   });
 }
@@ -292,16 +324,20 @@ Napi::Value Axpby(const Napi::CallbackInfo& info) {
 Napi::Value DropoutForward(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     OpArgs args(info, "dropoutForward", 3);
-    const char* op = args.op();
     Tensor x = args.tensor(0, "x");
     std::optional<Tensor> out = args.maybe_tensor(1, "out");
     const DropoutOpts d = dropout_opts(args, args.options(2));
-    check_f32_cpu(x, op, "x");
+    check_f32_dev(args, x, "x");
     Tensor y = output_or_new(args, out, x.shape, x, {{&x, "x"}});
     const int64_t n = x.numel();
-    args.run_cpu({x, y}, [x, y, n, d](ThreadPool& pool) {
-      cpu::dropout_forward(pool, x.data<float>(), y.data<float>(), n, d.p, d.seed, d.offset);
-    });
+    args.run(
+        {x, y},
+        [x, y, n, d](ThreadPool& pool) {
+          cpu::dropout_forward(pool, x.data<float>(), y.data<float>(), n, d.p, d.seed, d.offset);
+        },
+        SF_CUDA([x, y, n, d](cuda::Stream s) {
+          cuda::dropout_forward(s, x.data<float>(), y.data<float>(), n, d.p, d.seed, d.offset);
+        }));
     return out ? args.arg(1) : args.wrap(y);
   });
 }
@@ -313,14 +349,19 @@ Napi::Value DropoutBackward(const Napi::CallbackInfo& info) {
     Tensor dy = args.tensor(0, "dy");
     Tensor dx = args.tensor(1, "dx");
     const DropoutOpts d = dropout_opts(args, args.options(2));
-    check_f32_cpu(dy, op, "dy");
-    check_f32_cpu(dx, op, "dx");
+    check_f32_dev(args, dy, "dy");
+    check_f32_dev(args, dx, "dx");
     check_shape(dx, dy.shape, op, "dx");
     check_disjoint(dx, "dx", dy, "dy", op);
     const int64_t n = dy.numel();
-    args.run_cpu({dy, dx}, [dy, dx, n, d](ThreadPool& pool) {
-      cpu::dropout_backward(pool, dy.data<float>(), dx.data<float>(), n, d.p, d.seed, d.offset);
-    });
+    args.run(
+        {dy, dx},
+        [dy, dx, n, d](ThreadPool& pool) {
+          cpu::dropout_backward(pool, dy.data<float>(), dx.data<float>(), n, d.p, d.seed, d.offset);
+        },
+        SF_CUDA([dy, dx, n, d](cuda::Stream s) {
+          cuda::dropout_backward(s, dy.data<float>(), dx.data<float>(), n, d.p, d.seed, d.offset);
+        }));
     return args.arg(1);
   });
 }

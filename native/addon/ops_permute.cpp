@@ -22,9 +22,9 @@ Tensor out_or_new(const OpArgs& args, const std::optional<Tensor>& out, const Sh
                   const char* src_name, bool accumulate) {
   const char* op = args.op();
   if (accumulate && !out) range_error(op, ": accumulate = true adds into out, but no out was given");
-  if (!out) return args.output(oshape, DType::f32, Device{});
+  if (!out) return args.output(oshape, DType::f32, args.device());
   check_dtype(*out, DType::f32, op, "out");
-  check_cpu(*out, op, "out");
+  args.same_device(*out, "out");
   check_shape(*out, oshape, op, "out");
   check_disjoint(*out, "out", src, src_name, op);
   return *out;
@@ -33,9 +33,14 @@ Tensor out_or_new(const OpArgs& args, const std::optional<Tensor>& out, const Sh
 // Submits dst (A, C, B, D) (= or +=) src (A, B, C, D).
 void submit(const OpArgs& args, const Tensor& src, const Tensor& dst, int64_t A, int64_t B, int64_t C, int64_t D,
             bool accumulate) {
-  args.run_cpu({src, dst}, [src, dst, A, B, C, D, accumulate](ThreadPool& pool) {
-    cpu::permute0213(pool, src.data<float>(), dst.data<float>(), A, B, C, D, accumulate);
-  });
+  args.run(
+      {src, dst},
+      [src, dst, A, B, C, D, accumulate](ThreadPool& pool) {
+        cpu::permute0213(pool, src.data<float>(), dst.data<float>(), A, B, C, D, accumulate);
+      },
+      SF_CUDA([src, dst, A, B, C, D, accumulate](cuda::Stream s) {
+        cuda::permute0213(s, src.data<float>(), dst.data<float>(), A, B, C, D, accumulate);
+      }));
 }
 
 Napi::Value Permute0213(const Napi::CallbackInfo& info) {
@@ -47,7 +52,7 @@ Napi::Value Permute0213(const Napi::CallbackInfo& info) {
     Napi::Object o = args.options(2);
     const bool acc = args.opt_bool(o, "accumulate", false);
     check_dtype(src, DType::f32, op, "src");
-    check_cpu(src, op, "src");
+    args.same_device(src, "src");
     check_rank(src, 4, 4, op, "src");
     const int64_t A = src.shape[0], B = src.shape[1], C = src.shape[2], D = src.shape[3];
     Tensor dst = out_or_new(args, out, {A, C, B, D}, src, "src", acc);
@@ -63,13 +68,13 @@ Napi::Value SplitHeads(const Napi::CallbackInfo& info) {
     Tensor x = args.tensor(0, "x");
     const int64_t H = get_int(args[1], op, "heads", 1, std::numeric_limits<int32_t>::max());
     check_dtype(x, DType::f32, op, "x");
-    check_cpu(x, op, "x");
+    args.same_device(x, "x");
     check_rank(x, 3, 3, op, "x");
     const int64_t B = x.shape[0], T = x.shape[1], HD = x.shape[2];
     if (HD % H != 0)
       range_error(op, ": heads = ", H, " must divide the last dimension of x (B, T, H * Dh), got x ", shape_of(x));
     const int64_t Dh = HD / H;
-    Tensor dst = args.output({B, H, T, Dh}, DType::f32, Device{});
+    Tensor dst = args.output({B, H, T, Dh}, DType::f32, args.device());
     submit(args, x, dst, B, T, H, Dh, false);  // (B, T, H, Dh) -> (B, H, T, Dh)
     return args.wrap(dst);
   });
@@ -84,7 +89,7 @@ Napi::Value MergeHeads(const Napi::CallbackInfo& info) {
     Napi::Object o = args.options(2);
     const bool acc = args.opt_bool(o, "accumulate", false);
     check_dtype(x, DType::f32, op, "x");
-    check_cpu(x, op, "x");
+    args.same_device(x, "x");
     check_rank(x, 4, 4, op, "x");
     const int64_t B = x.shape[0], H = x.shape[1], T = x.shape[2], Dh = x.shape[3];
     const int64_t HD = checked_numel({H, Dh}, op);  // H * Dh, bounded even when x is empty

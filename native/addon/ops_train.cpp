@@ -18,9 +18,14 @@
 //     place by min(1, maxNorm / (norm + eps)).
 //   scale(x, s) -> x, scaled in place.
 // Data-dependent errors (an id or a target out of range) are thrown by the kernel on the stream, before it writes
-// anything, and surface at the next synchronisation (await t.data(), synchronize()).
+// anything, and surface at the next synchronisation (await t.data(), synchronize()). On CUDA the ids are checked by
+// cuda::check_ids in the op's stream task before the kernel, with the CPU kernel's error text.
+// All tensors of a call are on one device; the kernels run there (native/cpu or cuda/). On CUDA, clipGradNorm is
+// one sum-of-squares reduction and one scaling kernel with no host round trip (cuda::clip_by_norm).
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "../cpu/kernels.h"
 #include "ops.h"
@@ -29,10 +34,12 @@ namespace sf::js {
 
 namespace {
 
-void check_f32_cpu(const Tensor& t, const char* op, const char* name) {
-  check_dtype(t, DType::f32, op, name);
-  check_cpu(t, op, name);
+// float32, and on the call's device (args.same_device)
+void check_f32_dev(const OpArgs& args, const Tensor& t, const char* name) {
+  check_dtype(t, DType::f32, args.op(), name);
+  args.same_device(t, name);
 }
+
 
 Shape with_last(const Shape& s, int64_t last) {
   Shape r = s;
@@ -61,8 +68,8 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
     Tensor table = args.tensor(1, "table");
     std::optional<Tensor> out = args.maybe_tensor(2, "out");
     check_dtype(ids, DType::i32, op, "ids");
-    check_cpu(ids, op, "ids");
-    check_f32_cpu(table, op, "table");
+    args.same_device(ids, "ids");
+    check_f32_dev(args, table, "table");
     check_rank(ids, 1, kMaxRank - 1, op, "ids");
     check_rank(table, 2, 2, op, "table");
     const int64_t V = table.shape[0], C = table.shape[1];
@@ -71,7 +78,7 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
     Tensor o;
     if (out) {
       o = *out;
-      check_f32_cpu(o, op, "out");
+      check_f32_dev(args, o, "out");
       check_shape(o, oshape, op, "out");
       check_disjoint(o, "out", table, "table", op);
       check_disjoint(o, "out", ids, "ids", op);
@@ -79,9 +86,18 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
       o = args.output(oshape, DType::f32, table.device());
     }
     const int64_t n = ids.numel();
-    args.run_cpu({ids, table, o}, [ids, table, o, n, V, C](ThreadPool& pool) {
-      cpu::embedding_forward(pool, ids.data<int32_t>(), n, table.data<float>(), V, C, o.data<float>());
-    });
+    SF_CUDA_ONLY(Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);)
+    args.run(
+        {ids, table, o},
+        [ids, table, o, n, V, C](ThreadPool& pool) {
+          cpu::embedding_forward(pool, ids.data<int32_t>(), n, table.data<float>(), V, C, o.data<float>());
+        },
+        SF_CUDA([ids, table, o, n, V, C, be](cuda::Stream s) {
+          auto [at, id] = bad_id(*be, s, ids, n, static_cast<int32_t>(std::min<int64_t>(V, INT32_MAX)), false, 0,
+                                 "embeddingForward");
+          if (at >= 0) range_error("embedding: token id ", id, " at position ", at, " is out of range [0, ", V, ")");
+          cuda::embedding_forward(s, ids.data<int32_t>(), n, table.data<float>(), V, C, o.data<float>());
+        }));
     return out ? args.arg(2) : args.wrap(o);
   });
 }
@@ -94,9 +110,9 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
     Tensor dout = args.tensor(1, "dout");
     Tensor dtable = args.tensor(2, "dtable");
     check_dtype(ids, DType::i32, op, "ids");
-    check_cpu(ids, op, "ids");
-    check_f32_cpu(dout, op, "dout");
-    check_f32_cpu(dtable, op, "dtable");
+    args.same_device(ids, "ids");
+    check_f32_dev(args, dout, "dout");
+    check_f32_dev(args, dtable, "dtable");
     check_rank(ids, 1, kMaxRank - 1, op, "ids");
     check_rank(dtable, 2, 2, op, "dtable");
     const int64_t V = dtable.shape[0], C = dtable.shape[1];
@@ -104,9 +120,18 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
     check_disjoint(dtable, "dtable", dout, "dout", op);
     check_disjoint(dtable, "dtable", ids, "ids", op);
     const int64_t n = ids.numel();
-    args.run_cpu({ids, dout, dtable}, [ids, dout, dtable, n, V, C](ThreadPool& pool) {
-      cpu::embedding_backward(pool, ids.data<int32_t>(), n, dout.data<float>(), V, C, dtable.data<float>());
-    });
+    SF_CUDA_ONLY(Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);)
+    args.run(
+        {ids, dout, dtable},
+        [ids, dout, dtable, n, V, C](ThreadPool& pool) {
+          cpu::embedding_backward(pool, ids.data<int32_t>(), n, dout.data<float>(), V, C, dtable.data<float>());
+        },
+        SF_CUDA([ids, dout, dtable, n, V, C, be](cuda::Stream s) {
+          auto [at, id] = bad_id(*be, s, ids, n, static_cast<int32_t>(std::min<int64_t>(V, INT32_MAX)), false, 0,
+                                 "embeddingBackward");
+          if (at >= 0) range_error("embedding: token id ", id, " at position ", at, " is out of range [0, ", V, ")");
+          cuda::embedding_backward(s, ids.data<int32_t>(), n, dout.data<float>(), V, C, dtable.data<float>());
+        }));
     return args.arg(2);
   });
 }
@@ -123,9 +148,9 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
     const float grad_scale = to_f32(args.opt_number(o, "gradScale", 1.0), op, "gradScale");
     std::optional<Tensor> dl = args.opt_tensor(o, "dlogits");
 
-    check_f32_cpu(logits, op, "logits");
+    check_f32_dev(args, logits, "logits");
     check_dtype(targets, DType::i32, op, "targets");
-    check_cpu(targets, op, "targets");
+    args.same_device(targets, "targets");
     check_rank(logits, 1, kMaxRank, op, "logits");
     const int64_t V = logits.shape.back();
     const Shape rows_shape(logits.shape.begin(), logits.shape.end() - 1);
@@ -133,7 +158,7 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
     int64_t N = 1;
     for (int64_t d : rows_shape) N *= d;
     if (dl) {
-      check_f32_cpu(*dl, op, "option dlogits");
+      check_f32_dev(args, *dl, "option dlogits");
       check_shape(*dl, logits.shape, op, "option dlogits");
       const bool in_place = dl->storage == logits.storage && dl->offset == logits.offset;
       if (!in_place && overlaps(*dl, logits))
@@ -145,10 +170,22 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
     std::vector<Tensor> keep{logits, targets, loss};
     if (dl) keep.push_back(*dl);
     const int32_t ig = static_cast<int32_t>(ignore);
-    args.run_cpu(std::move(keep), [logits, targets, loss, dl, N, V, ig, grad_scale](ThreadPool& pool) {
-      *loss.data<float>() = cpu::cross_entropy(pool, logits.data<float>(), targets.data<int32_t>(), N, V, ig,
-                                               dl ? dl->data<float>() : nullptr, grad_scale);
-    });
+    SF_CUDA_ONLY(Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);)
+    args.run(
+        std::move(keep),
+        [logits, targets, loss, dl, N, V, ig, grad_scale](ThreadPool& pool) {
+          *loss.data<float>() = cpu::cross_entropy(pool, logits.data<float>(), targets.data<int32_t>(), N, V, ig,
+                                                   dl ? dl->data<float>() : nullptr, grad_scale);
+        },
+        SF_CUDA([logits, targets, loss, dl, N, V, ig, grad_scale, be](cuda::Stream s) {
+          auto [at, t] = bad_id(*be, s, targets, N, static_cast<int32_t>(std::min<int64_t>(V, INT32_MAX)), true, ig,
+                                "crossEntropy");
+          if (at >= 0)
+            range_error("cross_entropy: target ", t, " at row ", at, " is out of range [0, ", V,
+                        ") and is not ignore_index (", ig, ")");
+          cuda::cross_entropy(s, logits.data<float>(), targets.data<int32_t>(), N, V, ig,
+                              dl ? dl->data<float>() : nullptr, grad_scale, loss.data<float>());
+        }));
     return args.wrap(loss);
   });
 }
@@ -177,15 +214,15 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
     if (!(d.eps > 0)) range_error(op, ": option eps must be > 0, got ", d.eps);
     if (!(d.weight_decay >= 0)) range_error(op, ": option weightDecay must be >= 0, got ", d.weight_decay);
 
-    check_f32_cpu(param, op, "param");
-    check_f32_cpu(grad, op, "grad");
-    check_f32_cpu(m, op, "m");
-    check_f32_cpu(v, op, "v");
+    check_f32_dev(args, param, "param");
+    check_f32_dev(args, grad, "grad");
+    check_f32_dev(args, m, "m");
+    check_f32_dev(args, v, "v");
     check_shape(grad, param.shape, op, "grad");
     check_shape(m, param.shape, op, "m");
     check_shape(v, param.shape, op, "v");
     if (decay) {
-      check_f32_cpu(*decay, op, "option decayMask");
+      check_f32_dev(args, *decay, "option decayMask");
       check_shape(*decay, param.shape, op, "option decayMask");
     }
     // The three updated tensors must not share memory with each other or with the inputs.
@@ -203,10 +240,16 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
     const int64_t n = param.numel();
     std::vector<Tensor> keep{param, grad, m, v};
     if (decay) keep.push_back(*decay);
-    args.run_cpu(std::move(keep), [d, param, grad, m, v, decay, n](ThreadPool& pool) {
-      cpu::adamw(pool, d, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
-                 decay ? decay->data<float>() : nullptr, n);
-    });
+    args.run(
+        std::move(keep),
+        [d, param, grad, m, v, decay, n](ThreadPool& pool) {
+          cpu::adamw(pool, d, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
+                     decay ? decay->data<float>() : nullptr, n);
+        },
+        SF_CUDA([d, param, grad, m, v, decay, n](cuda::Stream s) {
+          cuda::adamw(s, d, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
+                      decay ? decay->data<float>() : nullptr, n);
+        }));
     return args.env().Undefined();
   });
 }
@@ -235,13 +278,13 @@ Napi::Value Sgd(const Napi::CallbackInfo& info) {
       range_error(op, ": nesterov needs momentum > 0 and dampening = 0, got momentum ", d.momentum, " and dampening ",
                   d.dampening);
 
-    check_f32_cpu(param, op, "param");
-    check_f32_cpu(grad, op, "grad");
+    check_f32_dev(args, param, "param");
+    check_f32_dev(args, grad, "grad");
     check_shape(grad, param.shape, op, "grad");
     if (d.momentum > 0 && !buf)
       range_error(op, ": momentum ", d.momentum, " needs a momentum buffer, but buf is null");
     if (buf) {
-      check_f32_cpu(*buf, op, "buf");
+      check_f32_dev(args, *buf, "buf");
       check_shape(*buf, param.shape, op, "buf");
       check_disjoint(*buf, "buf", param, "param", op);
       check_disjoint(*buf, "buf", grad, "grad", op);
@@ -251,9 +294,14 @@ Napi::Value Sgd(const Napi::CallbackInfo& info) {
     std::optional<Tensor> b = d.momentum > 0 ? buf : std::nullopt;
     std::vector<Tensor> keep{param, grad};
     if (b) keep.push_back(*b);
-    args.run_cpu(std::move(keep), [d, param, grad, b, n](ThreadPool& pool) {
-      cpu::sgd(pool, d, param.data<float>(), grad.data<float>(), b ? b->data<float>() : nullptr, n);
-    });
+    args.run(
+        std::move(keep),
+        [d, param, grad, b, n](ThreadPool& pool) {
+          cpu::sgd(pool, d, param.data<float>(), grad.data<float>(), b ? b->data<float>() : nullptr, n);
+        },
+        SF_CUDA([d, param, grad, b, n](cuda::Stream s) {
+          cuda::sgd(s, d, param.data<float>(), grad.data<float>(), b ? b->data<float>() : nullptr, n);
+        }));
     return args.env().Undefined();
   });
 }
@@ -261,14 +309,24 @@ Napi::Value Sgd(const Napi::CallbackInfo& info) {
 Napi::Value SumSquares(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     OpArgs args(info, "sumSquares", 1);
-    const char* op = args.op();
     Tensor x = args.tensor(0, "x");
-    check_f32_cpu(x, op, "x");
+    check_f32_dev(args, x, "x");
     Tensor out = args.output(Shape{}, DType::f32, x.device());
     const int64_t n = x.numel();
-    args.run_cpu({x, out}, [x, out, n](ThreadPool& pool) {
-      *out.data<float>() = static_cast<float>(cpu::sum_squares(pool, x.data<float>(), n));
-    });
+    SF_CUDA_ONLY(Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), args.op());
+            Tensor sum = args.device().is_cpu() ? out : args.output({2}, DType::f32, args.device());)  // 1 double
+    args.run(
+        {x, out}, [x, out, n](ThreadPool& pool) {
+          *out.data<float>() = static_cast<float>(cpu::sum_squares(pool, x.data<float>(), n));
+        },
+        SF_CUDA([x, out, n, sum, be](cuda::Stream s) {
+          // the double is narrowed on the host (a small synchronising read inside the stream task)
+          cuda::sum_squares(s, x.data<float>(), n, static_cast<double*>(sum.raw()));
+          double host = 0.0;
+          be->copy_to_host(&host, sum);
+          const float f = static_cast<float>(host);
+          be->copy_from_host(out, &f);
+        }));
     return args.wrap(out);
   });
 }
@@ -283,15 +341,24 @@ Napi::Value ClipGradNorm(const Napi::CallbackInfo& info) {
     const double eps = args.opt_number(o, "eps", 1e-6);
     if (!(max_norm > 0)) range_error(op, ": maxNorm must be > 0, got ", max_norm);
     if (!(eps >= 0)) range_error(op, ": option eps must be >= 0, got ", eps);
-    check_f32_cpu(grad, op, "grad");
+    check_f32_dev(args, grad, "grad");
     Tensor out = args.output(Shape{}, DType::f32, grad.device());
     const int64_t n = grad.numel();
-    args.run_cpu({grad, out}, [grad, out, n, max_norm, eps](ThreadPool& pool) {
-      const double norm = std::sqrt(cpu::sum_squares(pool, grad.data<float>(), n));
-      const double coef = max_norm / (norm + eps);
-      if (coef < 1.0) cpu::scale_inplace(pool, grad.data<float>(), n, static_cast<float>(coef));
-      *out.data<float>() = static_cast<float>(norm);
-    });
+    SF_CUDA_ONLY(Tensor sum = args.device().is_cpu() ? out : args.output({2}, DType::f32, args.device());)  // 1 double
+    args.run(
+        {grad, out},
+        [grad, out, n, max_norm, eps](ThreadPool& pool) {
+          const double norm = std::sqrt(cpu::sum_squares(pool, grad.data<float>(), n));
+          const double coef = max_norm / (norm + eps);
+          if (coef < 1.0) cpu::scale_inplace(pool, grad.data<float>(), n, static_cast<float>(coef));
+          *out.data<float>() = static_cast<float>(norm);
+        },
+        SF_CUDA([grad, out, n, max_norm, eps, sum](cuda::Stream s) {
+          double* ss = static_cast<double*>(sum.raw());
+          cuda::sum_squares(s, grad.data<float>(), n, ss);
+          cuda::clip_by_norm(s, grad.data<float>(), n, ss, static_cast<float>(max_norm), static_cast<float>(eps),
+                             out.data<float>());
+        }));
     return args.wrap(out);
   });
 }
@@ -303,9 +370,11 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
     Tensor x = args.tensor(0, "x");
     const float s = static_cast<float>(get_number(args[1], op, "s"));
     if (!std::isfinite(s)) range_error(op, ": s = ", get_number(args[1], op, "s"), " is out of float32 range");
-    check_f32_cpu(x, op, "x");
+    check_f32_dev(args, x, "x");
     const int64_t n = x.numel();
-    args.run_cpu({x}, [x, n, s](ThreadPool& pool) { cpu::scale_inplace(pool, x.data<float>(), n, s); });
+    args.run(
+        {x}, [x, n, s](ThreadPool& pool) { cpu::scale_inplace(pool, x.data<float>(), n, s); },
+        SF_CUDA([x, n, s](cuda::Stream st) { cuda::scale_inplace(st, x.data<float>(), n, s); }));
     return args.arg(0);
   });
 }

@@ -42,6 +42,13 @@ class Backend {
   // dst <- src, both on this device, same dtype and element count
   virtual void copy(const Tensor& dst, const Tensor& src) = 0;
 
+  // The device's native queue for kernels launched by the op bindings: the cudaStream_t of a CUDA backend (cast to
+  // void*), null on the CPU. Work enqueued on it from this backend's Stream tasks runs in submission order.
+  virtual void* native_stream() { return nullptr; }
+  // Makes this backend's device current on the calling thread (cudaSetDevice); called by every op task before it
+  // launches kernels. A no-op on the CPU.
+  virtual void make_current() {}
+
  private:
   std::shared_ptr<Allocator> alloc_;
   Stream stream_;

@@ -1,0 +1,817 @@
+// attention.cu — flash attention, forward and backward: the CUDA twin of cpu::attention_forward/backward (same
+// AttentionDesc and semantics: GQA, causal aligned at the end, key_lengths padding — a DEVICE pointer here — lse
+// saved, fully masked rows give o = 0 and lse = -inf; backward accumulates into dq, dk, dv). Design (docs/gpu.md,
+// "Kernels: GEMM and attention"):
+//
+//  * Head dimension: the kernels are templates on DP in {32, 64, 128}; a D below DP is zero-padded in shared memory
+//    and registers (loads past D read 0, stores past D are skipped). D > 128 is refused.
+//  * Forward, F32 (also used for TF32): SIMT fp32. One block of 4 warps per (b, head, 16 queries); each warp owns 4
+//    query rows. K and V tiles of 32 keys in shared memory; lane j scores key j against the warp's rows (one exact
+//    fp32 dot product each), then an online softmax (running max and sum, exp(m_old - m_new) rescaling of the
+//    accumulator), then O += P V with lanes over the head dimension.
+//  * Forward, BF16: tensor cores. One block of 4 warps per (b, head, 64 queries); each warp owns 16 query rows whose
+//    Q fragments stay in registers (bf16) for the whole kernel. Per tile of 64 keys: K (bf16, row-major) and V^T
+//    (bf16, transposed while staged) in shared memory; S = Q K^T by mma.sync m16n8k16 into fp32, scale, mask and
+//    online softmax in fp32 on the accumulator fragments (row max / sum over the 4 lanes of a quad), P rounded to
+//    bf16 straight from the S accumulators into A fragments (FlashAttention-2 register reuse), O += P V by mma.sync.
+//  * Backward: FlashAttention-2 style, P recomputed from lse, delta = rowsum(dO * O) recomputed per query tile (no
+//    scratch buffer), two passes with no atomics, so the results are deterministic:
+//      pass 1, one block per (b, kv head, key tile): walks every query head of its GQA group and every query tile
+//        that sees its keys, accumulates dV += P^T dO and dK += dS^T Q in registers, adds them to dk, dv once;
+//      pass 2, one block per (b, query head, query tile): walks the key tiles it sees, dQ += dS K in registers.
+//    F32 (and TF32): SIMT fp32, tiles of 32 keys x 32 queries, one lane per key (pass 1) or query (pass 2).
+//    BF16: tensor cores, 4 warps each owning 16 keys (pass 1: 64 keys x 32-query tiles) or 16 queries (pass 2: 64
+//    queries x 64-key tiles); Q, K, V, dO staged as bf16 in shared memory, row-major and (for the second product's
+//    B operand) transposed; S and dP by mma.sync into fp32, P and dS in fp32, then rounded into A fragments for dV,
+//    dK (pass 1) or dQ (pass 2). Shared memory at D = 128: 73 KB (pass 1), 87 KB (pass 2): fits sm_86/89 too.
+//  * Causal and padding: a block only visits key tiles some of its queries see, and masks per (query, key) inside.
+#include <cmath>
+
+#include "cuda_common.cuh"
+
+namespace sf::cuda {
+
+namespace {
+
+struct AttnArgs {
+  int64_t B, Hq, Hkv, Tq, Tk, D;
+  float scale;
+  bool causal;
+  const int32_t* key_lengths;  // device (B) or null
+  const float *q, *k, *v, *o, *lse, *dout;
+  float *out, *out_lse, *dq, *dk, *dv;
+};
+
+// Keys of batch element b that are not padding, clamped to [0, Tk].
+__device__ __forceinline__ int64_t key_len(const AttnArgs& a, int64_t b) {
+  int64_t L = a.key_lengths ? static_cast<int64_t>(a.key_lengths[b]) : a.Tk;
+  return L < 0 ? 0 : (L > a.Tk ? a.Tk : L);
+}
+// Keys query i sees: [0, visible(i)). Non-decreasing in i.
+__device__ __forceinline__ int64_t visible(const AttnArgs& a, int64_t L, int64_t i) {
+  int64_t n = L;
+  if (a.causal) {
+    int64_t c = i + (a.Tk - a.Tq) + 1;
+    if (c < 0) c = 0;
+    if (c < n) n = c;
+  }
+  return n;
+}
+
+constexpr float kNegInf = -INFINITY;
+
+// ---- forward, fp32 SIMT -----------------------------------------------------------------------------------------
+constexpr int kFQ = 16;  // queries per block
+constexpr int kFK = 32;  // keys per tile (one per lane)
+
+template <int DP>
+__global__ void __launch_bounds__(128) attn_fwd_f32_kernel(AttnArgs a) {
+  constexpr int C = DP / 32;  // head-dimension values per lane
+  __shared__ float Qs[kFQ][DP];
+  __shared__ float Ks[kFK][DP + 1];
+  __shared__ float Vs[kFK][DP];
+  __shared__ float Ps[4][4][kFK];
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int64_t BH = a.B * a.Hq, nqb = (a.Tq + kFQ - 1) / kFQ;
+  const int64_t bh = static_cast<int64_t>(blockIdx.x) % BH, qb = nqb - 1 - static_cast<int64_t>(blockIdx.x) / BH;
+  const int64_t b = bh / a.Hq, h = bh % a.Hq, hk = h / (a.Hq / a.Hkv);
+  const int64_t i0 = qb * kFQ, D = a.D, Tk = a.Tk;
+  const float* Q = a.q + bh * a.Tq * D;
+  const float* K = a.k + (b * a.Hkv + hk) * Tk * D;
+  const float* V = a.v + (b * a.Hkv + hk) * Tk * D;
+  const int64_t L = key_len(a, b);
+
+  for (int idx = tid; idx < kFQ * DP; idx += 128) {
+    const int r = idx / DP, d = idx % DP;
+    Qs[r][d] = (i0 + r < a.Tq && d < D) ? a.scale * Q[(i0 + r) * D + d] : 0.0f;
+  }
+  float o[4][C], m[4], l[4];
+  int64_t nv[4];
+#pragma unroll
+  for (int rr = 0; rr < 4; ++rr) {
+    m[rr] = kNegInf;
+    l[rr] = 0.0f;
+    nv[rr] = visible(a, L, i0 + warp * 4 + rr);
+#pragma unroll
+    for (int c = 0; c < C; ++c) o[rr][c] = 0.0f;
+  }
+  const int64_t last = (i0 + kFQ <= a.Tq ? i0 + kFQ : a.Tq) - 1;
+  const int64_t nmax = visible(a, L, last);
+  __syncthreads();
+
+  for (int64_t j0 = 0; j0 < nmax; j0 += kFK) {
+    for (int idx = tid; idx < kFK * DP; idx += 128) {
+      const int j = idx / DP, d = idx % DP;
+      const bool in = j0 + j < Tk && d < D;
+      Ks[j][d] = in ? K[(j0 + j) * D + d] : 0.0f;
+      Vs[j][d] = in ? V[(j0 + j) * D + d] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int rr = 0; rr < 4; ++rr) {
+      const int r = warp * 4 + rr;
+      float s = 0.0f;
+#pragma unroll 16
+      for (int d = 0; d < DP; ++d) s = fmaf(Qs[r][d], Ks[lane][d], s);
+      if (j0 + lane >= nv[rr]) s = kNegInf;
+      const float mnew = fmaxf(m[rr], warp_max(s));
+      const float base = mnew == kNegInf ? 0.0f : mnew;  // nothing seen yet: exp(-inf - 0) = 0
+      const float alpha = expf(m[rr] - base);
+      const float p = expf(s - base);
+      l[rr] = l[rr] * alpha + warp_sum(p);
+      m[rr] = mnew;
+#pragma unroll
+      for (int c = 0; c < C; ++c) o[rr][c] *= alpha;
+      Ps[warp][rr][lane] = p;
+    }
+    __syncwarp();
+#pragma unroll
+    for (int rr = 0; rr < 4; ++rr)
+#pragma unroll 8
+      for (int j = 0; j < kFK; ++j) {
+        const float p = Ps[warp][rr][j];
+#pragma unroll
+        for (int c = 0; c < C; ++c) o[rr][c] = fmaf(p, Vs[j][lane + 32 * c], o[rr][c]);
+      }
+    __syncthreads();  // Ks, Vs and Ps are rewritten by the next tile
+  }
+
+#pragma unroll
+  for (int rr = 0; rr < 4; ++rr) {
+    const int64_t i = i0 + warp * 4 + rr;
+    if (i >= a.Tq) continue;
+    const bool any = l[rr] > 0.0f;
+    const float inv = any ? 1.0f / l[rr] : 0.0f;
+    float* O = a.out + (bh * a.Tq + i) * D;
+#pragma unroll
+    for (int c = 0; c < C; ++c)
+      if (lane + 32 * c < D) O[lane + 32 * c] = o[rr][c] * inv;
+    if (lane == 0 && a.out_lse) a.out_lse[bh * a.Tq + i] = any ? m[rr] + logf(l[rr]) : kNegInf;
+  }
+}
+
+// ---- forward, bf16 tensor cores ---------------------------------------------------------------------------------
+constexpr int kBQ = 64;  // queries per block (16 per warp)
+constexpr int kBK = 64;  // keys per tile
+
+template <int DP>
+__global__ void __launch_bounds__(128) attn_fwd_bf16_kernel(AttnArgs a) {
+  constexpr int KS = DP / 2 + 4;    // words per K row (bf16 pairs along d), padded: conflict-free fragment loads
+  constexpr int VS = kBK / 2 + 4;   // words per V^T row (bf16 pairs along keys), padded
+  constexpr int NF = kBK / 8;       // n-fragments of S (8 keys each)
+  constexpr int ND = DP / 8;        // n-fragments of O (8 dims each)
+  constexpr int KD = DP / 16;       // k-steps of Q K^T
+  __shared__ uint32_t Ks[kBK * KS];  // Ks[key][d pair]
+  __shared__ uint32_t Vt[DP * VS];   // Vt[d][key pair]
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, gq = lane / 4, tq = lane % 4;
+  const int64_t BH = a.B * a.Hq, nqb = (a.Tq + kBQ - 1) / kBQ;
+  const int64_t bh = static_cast<int64_t>(blockIdx.x) % BH, qb = nqb - 1 - static_cast<int64_t>(blockIdx.x) / BH;
+  const int64_t b = bh / a.Hq, h = bh % a.Hq, hk = h / (a.Hq / a.Hkv);
+  const int64_t i0 = qb * kBQ, D = a.D, Tk = a.Tk, Tq = a.Tq;
+  const float* Q = a.q + bh * Tq * D;
+  const float* K = a.k + (b * a.Hkv + hk) * Tk * D;
+  const float* V = a.v + (b * a.Hkv + hk) * Tk * D;
+  const int64_t L = key_len(a, b);
+  const int64_t r0 = i0 + warp * 16 + gq, r1 = r0 + 8;  // this thread's two query rows
+
+  auto qval = [&](int64_t r, int d) { return (r < Tq && d < D) ? Q[r * D + d] : 0.0f; };
+  uint32_t qa[KD][4];
+#pragma unroll
+  for (int ks = 0; ks < KD; ++ks) {
+    const int d = ks * 16 + 2 * tq;
+    qa[ks][0] = pack_bf16x2(qval(r0, d), qval(r0, d + 1));
+    qa[ks][1] = pack_bf16x2(qval(r1, d), qval(r1, d + 1));
+    qa[ks][2] = pack_bf16x2(qval(r0, d + 8), qval(r0, d + 9));
+    qa[ks][3] = pack_bf16x2(qval(r1, d + 8), qval(r1, d + 9));
+  }
+  float oacc[ND][4];
+#pragma unroll
+  for (int n = 0; n < ND; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) oacc[n][e] = 0.0f;
+  float m[2] = {kNegInf, kNegInf}, l[2] = {0.0f, 0.0f};  // l: this lane's partial sums (quad-summed at the end)
+  const int64_t nv[2] = {visible(a, L, r0), visible(a, L, r1)};
+  const int64_t last = (i0 + kBQ <= Tq ? i0 + kBQ : Tq) - 1;
+  const int64_t nmax = visible(a, L, last);
+
+  for (int64_t j0 = 0; j0 < nmax; j0 += kBK) {
+    for (int idx = tid; idx < kBK * (DP / 2); idx += 128) {  // K: pairs along d
+      const int j = idx / (DP / 2), w = idx % (DP / 2), d = 2 * w;
+      const int64_t kj = j0 + j;
+      const float x0 = (kj < Tk && d < D) ? K[kj * D + d] : 0.0f;
+      const float x1 = (kj < Tk && d + 1 < D) ? K[kj * D + d + 1] : 0.0f;
+      Ks[j * KS + w] = pack_bf16x2(x0, x1);
+    }
+    for (int idx = tid; idx < DP * (kBK / 2); idx += 128) {  // V^T: pairs along keys
+      const int d = idx % DP, w = idx / DP;
+      const int64_t kj = j0 + 2 * w;
+      const float x0 = (kj < Tk && d < D) ? V[kj * D + d] : 0.0f;
+      const float x1 = (kj + 1 < Tk && d < D) ? V[(kj + 1) * D + d] : 0.0f;
+      Vt[d * VS + w] = pack_bf16x2(x0, x1);
+    }
+    __syncthreads();
+
+    float s[NF][4];
+#pragma unroll
+    for (int n = 0; n < NF; ++n) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[n][e] = 0.0f;
+      const uint32_t* kr = Ks + (n * 8 + gq) * KS;
+#pragma unroll
+      for (int ks = 0; ks < KD; ++ks)
+        mma_bf16(s[n], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], kr[ks * 8 + tq], kr[ks * 8 + tq + 4]);
+    }
+    // scale, mask, online softmax; element e of fragment n: row (e < 2 ? r0 : r1), key j0 + 8n + 2tq + (e & 1)
+    float mx[2] = {kNegInf, kNegInf};
+#pragma unroll
+    for (int n = 0; n < NF; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = j0 + n * 8 + 2 * tq + (e & 1);
+        float x = s[n][e] * a.scale;
+        if (key >= nv[e >> 1]) x = kNegInf;
+        s[n][e] = x;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    float alpha[2], base[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float mnew = fmaxf(m[r], mx[r]);
+      base[r] = mnew == kNegInf ? 0.0f : mnew;
+      alpha[r] = expf(m[r] - base[r]);
+      m[r] = mnew;
+      l[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int n = 0; n < NF; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = expf(s[n][e] - base[e >> 1]);
+        s[n][e] = p;
+        l[e >> 1] += p;
+      }
+#pragma unroll
+    for (int n = 0; n < ND; ++n) {
+      oacc[n][0] *= alpha[0];
+      oacc[n][1] *= alpha[0];
+      oacc[n][2] *= alpha[1];
+      oacc[n][3] *= alpha[1];
+    }
+    // O += P V: k-step kk covers keys 16kk .. 16kk + 15 = S fragments 2kk and 2kk + 1
+#pragma unroll
+    for (int kk = 0; kk < kBK / 16; ++kk) {
+      const uint32_t p0 = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+      const uint32_t p1 = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+      const uint32_t p2 = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+      const uint32_t p3 = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+      for (int n = 0; n < ND; ++n) {
+        const uint32_t* vr = Vt + (n * 8 + gq) * VS + kk * 8;
+        mma_bf16(oacc[n], p0, p1, p2, p3, vr[tq], vr[tq + 4]);
+      }
+    }
+    __syncthreads();  // Ks and Vt are rewritten by the next tile
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t i = r == 0 ? r0 : r1;
+    if (i >= Tq) continue;
+    const bool any = l[r] > 0.0f;
+    const float inv = any ? 1.0f / l[r] : 0.0f;
+    float* O = a.out + (bh * Tq + i) * D;
+#pragma unroll
+    for (int n = 0; n < ND; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int d = n * 8 + 2 * tq + e;
+        if (d < D) O[d] = oacc[n][2 * r + e] * inv;
+      }
+    if (tq == 0 && a.out_lse) a.out_lse[bh * Tq + i] = any ? m[r] + logf(l[r]) : kNegInf;
+  }
+}
+
+// ---- backward, fp32 SIMT ----------------------------------------------------------------------------------------
+constexpr int kT = 32;  // queries per query tile and keys per key tile in the backward
+
+// Shared memory of the backward kernels (dynamic): K, V, Q, dO tiles (rows padded to DP + 1), P and dS, and per
+// query row lse, delta and the number of visible keys.
+template <int DP>
+struct BwdSmem {
+  float K[kT][DP + 1], V[kT][DP + 1], Q[kT][DP + 1], dO[kT][DP + 1];
+  float P[kT][kT + 1], dS[kT][kT + 1];
+  float lse[kT], delta[kT];
+  int64_t nv[kT];
+};
+
+// Loads rows [i0, i0 + kT) of query head bh: Q, dO, lse, delta = rowsum(dO * O), visible keys (0 past Tq).
+template <int DP>
+__device__ void load_query_tile(const AttnArgs& a, BwdSmem<DP>& sm, int64_t bh, int64_t L, int64_t i0) {
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int64_t D = a.D;
+  for (int idx = tid; idx < kT * DP; idx += 128) {
+    const int r = idx / DP, d = idx % DP;
+    const int64_t i = i0 + r;
+    const bool in = i < a.Tq && d < D;
+    sm.Q[r][d] = in ? a.q[(bh * a.Tq + i) * D + d] : 0.0f;
+    sm.dO[r][d] = in ? a.dout[(bh * a.Tq + i) * D + d] : 0.0f;
+  }
+  for (int r = warp; r < kT; r += 4) {
+    const int64_t i = i0 + r;
+    float s = 0.0f;
+    if (i < a.Tq)
+      for (int64_t d = lane; d < D; d += 32) s += a.dout[(bh * a.Tq + i) * D + d] * a.o[(bh * a.Tq + i) * D + d];
+    s = warp_sum(s);
+    if (lane == 0) {
+      sm.delta[r] = s;
+      sm.lse[r] = i < a.Tq ? a.lse[bh * a.Tq + i] : 0.0f;
+      sm.nv[r] = i < a.Tq ? visible(a, L, i) : 0;
+    }
+  }
+}
+
+// Loads keys [j0, j0 + kT) of kv head (b, hk) into K, V (zero past Tk and D).
+template <int DP>
+__device__ void load_key_tile(const AttnArgs& a, BwdSmem<DP>& sm, int64_t bhk, int64_t j0) {
+  const int64_t D = a.D;
+  for (int idx = threadIdx.x; idx < kT * DP; idx += 128) {
+    const int j = idx / DP, d = idx % DP;
+    const bool in = j0 + j < a.Tk && d < D;
+    sm.K[j][d] = in ? a.k[(bhk * a.Tk + j0 + j) * D + d] : 0.0f;
+    sm.V[j][d] = in ? a.v[(bhk * a.Tk + j0 + j) * D + d] : 0.0f;
+  }
+}
+
+// P = exp(scale Q K^T - lse) (0 where masked) and dS = P (dO V^T - delta) for the tiles in shared memory.
+template <int DP>
+__device__ void tile_scores(const AttnArgs& a, BwdSmem<DP>& sm, int64_t j0) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll 2
+  for (int r = warp; r < kT; r += 4) {
+    float s = 0.0f, dp = 0.0f;
+#pragma unroll 16
+    for (int d = 0; d < DP; ++d) {
+      s = fmaf(sm.Q[r][d], sm.K[lane][d], s);
+      dp = fmaf(sm.dO[r][d], sm.V[lane][d], dp);
+    }
+    const float p = j0 + lane < sm.nv[r] ? expf(s * a.scale - sm.lse[r]) : 0.0f;
+    sm.P[r][lane] = p;
+    sm.dS[r][lane] = p * (dp - sm.delta[r]);
+  }
+}
+
+// Pass 1: dK, dV of keys [j0, j0 + kT) of kv head (b, hk), over every query head of the group.
+template <int DP>
+__global__ void __launch_bounds__(128) attn_bwd_dkv_kernel(AttnArgs a) {
+  constexpr int C = DP / 4;  // head dims per thread: d = warp + 4 c
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  BwdSmem<DP>& sm = *reinterpret_cast<BwdSmem<DP>*>(smem_raw);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t BHk = a.B * a.Hkv, bhk = static_cast<int64_t>(blockIdx.x) % BHk;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) / BHk * kT;
+  const int64_t b = bhk / a.Hkv, hk = bhk % a.Hkv, G = a.Hq / a.Hkv;
+  const int64_t L = key_len(a, b);
+  if (j0 >= L) return;  // no query sees these keys: their gradients get nothing
+  float dk[C], dv[C];
+#pragma unroll
+  for (int c = 0; c < C; ++c) dk[c] = dv[c] = 0.0f;
+  load_key_tile<DP>(a, sm, bhk, j0);
+  int64_t first = 0;  // the first query that sees key j0
+  if (a.causal) {
+    first = j0 - (a.Tk - a.Tq);
+    if (first < 0) first = 0;
+  }
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t bh = b * a.Hq + hk * G + g;
+    for (int64_t i0 = first; i0 < a.Tq; i0 += kT) {
+      load_query_tile<DP>(a, sm, bh, L, i0);
+      __syncthreads();
+      tile_scores<DP>(a, sm, j0);
+      __syncthreads();
+#pragma unroll 4
+      for (int r = 0; r < kT; ++r) {
+        const float p = sm.P[r][lane], ds = sm.dS[r][lane];
+#pragma unroll
+        for (int c = 0; c < C; ++c) {
+          dv[c] = fmaf(p, sm.dO[r][warp + 4 * c], dv[c]);
+          dk[c] = fmaf(ds, sm.Q[r][warp + 4 * c], dk[c]);
+        }
+      }
+      __syncthreads();  // the next query tile overwrites Q, dO, P, dS
+    }
+  }
+  const int64_t j = j0 + lane;
+  if (j < a.Tk) {
+    float* dK = a.dk + (bhk * a.Tk + j) * a.D;
+    float* dV = a.dv + (bhk * a.Tk + j) * a.D;
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const int d = warp + 4 * c;
+      if (d < a.D) {
+        dK[d] += a.scale * dk[c];
+        dV[d] += dv[c];
+      }
+    }
+  }
+}
+
+// Pass 2: dQ of queries [i0, i0 + kT) of query head bh, over the key tiles they see.
+template <int DP>
+__global__ void __launch_bounds__(128) attn_bwd_dq_kernel(AttnArgs a) {
+  constexpr int C = DP / 4;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  BwdSmem<DP>& sm = *reinterpret_cast<BwdSmem<DP>*>(smem_raw);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t BH = a.B * a.Hq, nqb = (a.Tq + kT - 1) / kT;
+  const int64_t bh = static_cast<int64_t>(blockIdx.x) % BH, qb = nqb - 1 - static_cast<int64_t>(blockIdx.x) / BH;
+  const int64_t b = bh / a.Hq, hk = (bh % a.Hq) / (a.Hq / a.Hkv), bhk = b * a.Hkv + hk;
+  const int64_t i0 = qb * kT;
+  const int64_t L = key_len(a, b);
+  float dq[C];
+#pragma unroll
+  for (int c = 0; c < C; ++c) dq[c] = 0.0f;
+  load_query_tile<DP>(a, sm, bh, L, i0);
+  const int64_t last = (i0 + kT <= a.Tq ? i0 + kT : a.Tq) - 1;
+  const int64_t nmax = visible(a, L, last);
+  for (int64_t j0 = 0; j0 < nmax; j0 += kT) {
+    load_key_tile<DP>(a, sm, bhk, j0);
+    __syncthreads();
+    tile_scores<DP>(a, sm, j0);
+    __syncthreads();
+#pragma unroll 4
+    for (int j = 0; j < kT; ++j) {
+      const float ds = sm.dS[lane][j];
+#pragma unroll
+      for (int c = 0; c < C; ++c) dq[c] = fmaf(ds, sm.K[j][warp + 4 * c], dq[c]);
+    }
+    __syncthreads();  // the next key tile overwrites K, V, P, dS
+  }
+  const int64_t i = i0 + lane;
+  if (i < a.Tq) {
+    float* dQ = a.dq + (bh * a.Tq + i) * a.D;
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const int d = warp + 4 * c;
+      if (d < a.D) dQ[d] += a.scale * dq[c];
+    }
+  }
+}
+
+// ---- backward, bf16 tensor cores --------------------------------------------------------------------------------
+// 4 warps of 16 keys (pass 1) or queries (pass 2); operands are staged in shared memory as bf16 pairs, either
+// row-major (rows of keys or queries, pairs along d) or transposed (rows of d, pairs along the keys or queries),
+// padded so that every fragment load is conflict-free. Products by mma.sync m16n8k16
+// with fp32 accumulators; softmax recomputation, masking and dS in fp32 on the accumulator fragments; P and dS go
+// from those accumulators straight into A fragments (rounded to bf16) for the next product.
+constexpr int kBT = 64;  // keys per tile (pass 1) and queries per tile (pass 2), 16 per warp
+constexpr int kBU = 32;  // queries per tile in pass 1, keys per step in pass 2 (keeps pass 1 under 99 KB of smem)
+
+// Words per row of a row-major tile (pairs along d) and of a transposed tile of R rows (pairs along the rows).
+template <int DP>
+__host__ __device__ constexpr int row_words() { return DP / 2 + 4; }
+template <int R>
+__host__ __device__ constexpr int col_words() { return R / 2 + 4; }
+
+// dst (row-major, R rows) = rows [r0, r0 + R) of src (n, D) fp32, zero past n and D.
+template <int DP, int R>
+__device__ __forceinline__ void stage_rows(uint32_t* dst, const float* src, int64_t r0, int64_t n, int64_t D) {
+  constexpr int RS = row_words<DP>();
+  for (int idx = threadIdx.x; idx < R * (DP / 2); idx += 128) {
+    const int j = idx / (DP / 2), w = idx % (DP / 2), d = 2 * w;
+    const int64_t r = r0 + j;
+    const float x0 = (r < n && d < D) ? src[r * D + d] : 0.0f;
+    const float x1 = (r < n && d + 1 < D) ? src[r * D + d + 1] : 0.0f;
+    dst[j * RS + w] = pack_bf16x2(x0, x1);
+  }
+}
+// dst (transposed: DP rows of R values) = rows [r0, r0 + R) of src (n, D) fp32, transposed, zero past n and D.
+template <int DP, int R>
+__device__ __forceinline__ void stage_cols(uint32_t* dst, const float* src, int64_t r0, int64_t n, int64_t D) {
+  constexpr int TS = col_words<R>();
+  for (int idx = threadIdx.x; idx < DP * (R / 2); idx += 128) {
+    const int d = idx % DP, w = idx / DP;
+    const int64_t r = r0 + 2 * w;
+    const float x0 = (r < n && d < D) ? src[r * D + d] : 0.0f;
+    const float x1 = (r + 1 < n && d < D) ? src[(r + 1) * D + d] : 0.0f;
+    dst[d * TS + w] = pack_bf16x2(x0, x1);
+  }
+}
+
+// Per query row of an R-query tile: lse, delta = rowsum(dO * O) (fp32, from global memory), visible keys.
+template <int R>
+__device__ __forceinline__ void stage_query_stats(const AttnArgs& a, float* lse_s, float* delta_s, int* nv_s,
+                                                  int64_t bh, int64_t L, int64_t i0) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  for (int r = warp; r < R; r += 4) {
+    const int64_t i = i0 + r;
+    float s = 0.0f;
+    if (i < a.Tq)
+      for (int64_t d = lane; d < a.D; d += 32) s += a.dout[(bh * a.Tq + i) * a.D + d] * a.o[(bh * a.Tq + i) * a.D + d];
+    s = warp_sum(s);
+    if (lane == 0) {
+      delta_s[r] = s;
+      lse_s[r] = i < a.Tq ? a.lse[bh * a.Tq + i] : 0.0f;
+      nv_s[r] = i < a.Tq ? static_cast<int>(visible(a, L, i)) : 0;
+    }
+  }
+}
+
+// acc[n] (n < 4: 32 columns from c0) += A (the warp's 16 rows of the row-major tile `as`, rows a0..a0+15) times the
+// row-major tile `bs`'s rows c0 .. c0 + 31 transposed: acc = A_rows . B_rows^T over d.
+template <int DP>
+__device__ __forceinline__ void mma_rows_rows(float (&acc)[4][4], const uint32_t* as, int a0, const uint32_t* bs,
+                                              int c0) {
+  constexpr int RS = row_words<DP>();
+  const int lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+#pragma unroll
+  for (int n = 0; n < 4; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[n][e] = 0.0f;
+#pragma unroll
+  for (int ks = 0; ks < DP / 16; ++ks) {
+    const uint32_t* ar = as + (a0 + gq) * RS + ks * 8 + tq;
+    const uint32_t f0 = ar[0], f1 = ar[8 * RS], f2 = ar[4], f3 = ar[8 * RS + 4];
+#pragma unroll
+    for (int n = 0; n < 4; ++n) {
+      const uint32_t* br = bs + (c0 + n * 8 + gq) * RS + ks * 8 + tq;
+      mma_bf16(acc[n], f0, f1, f2, f3, br[0], br[4]);
+    }
+  }
+}
+
+// out[nd] += X (16 rows x 32 columns, as fp32 accumulator fragments x[4][4]) times the transposed tile `ts` (of R
+// values per row) columns c0 .. c0 + 31 (the contraction index), for every d: out (16 x DP) += X . T[c0 .. c0 + 31][d].
+template <int DP, int R>
+__device__ __forceinline__ void mma_frag_cols(float (&out)[DP / 8][4], const float (&x)[4][4], const uint32_t* ts,
+                                              int c0) {
+  const int lane = threadIdx.x % 32, gq = lane / 4, tq = lane % 4;
+#pragma unroll
+  for (int kk = 0; kk < 2; ++kk) {
+    const uint32_t p0 = pack_bf16x2(x[2 * kk][0], x[2 * kk][1]);
+    const uint32_t p1 = pack_bf16x2(x[2 * kk][2], x[2 * kk][3]);
+    const uint32_t p2 = pack_bf16x2(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+    const uint32_t p3 = pack_bf16x2(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+#pragma unroll
+    for (int nd = 0; nd < DP / 8; ++nd) {
+      const uint32_t* tr = ts + (nd * 8 + gq) * col_words<R>() + c0 / 2 + kk * 8 + tq;
+      mma_bf16(out[nd], p0, p1, p2, p3, tr[0], tr[4]);
+    }
+  }
+}
+
+// Shared-memory words of the two passes (a word per bf16 pair, plus lse, delta and visible keys per query row).
+template <int DP>
+constexpr int dkv_bf16_words() {
+  return 2 * kBT * row_words<DP>() + 2 * kBU * row_words<DP>() + 2 * DP * col_words<kBU>() + 3 * kBU;
+}
+template <int DP>
+constexpr int dq_bf16_words() {
+  return 4 * kBT * row_words<DP>() + DP * col_words<kBT>() + 3 * kBT;
+}
+
+// Pass 1: dK, dV of keys [j0, j0 + 64) of kv head (b, hk); warp w owns keys j0 + 16w .. j0 + 16w + 15. Query tiles
+// of 32.
+template <int DP>
+__global__ void __launch_bounds__(128) attn_bwd_dkv_bf16_kernel(AttnArgs a) {
+  constexpr int ND = DP / 8, RW = row_words<DP>(), CW = col_words<kBU>();
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  uint32_t* Ks = reinterpret_cast<uint32_t*>(smem_raw);  // (64 keys, d pairs)
+  uint32_t* Vs = Ks + kBT * RW;                          // (64 keys, d pairs)
+  uint32_t* Qs = Vs + kBT * RW;                          // (32 queries, d pairs)
+  uint32_t* dOs = Qs + kBU * RW;                         // (32 queries, d pairs)
+  uint32_t* Qt = dOs + kBU * RW;                         // (DP, query pairs)
+  uint32_t* dOt = Qt + DP * CW;                          // (DP, query pairs)
+  float* lse_s = reinterpret_cast<float*>(dOt + DP * CW);
+  float* delta_s = lse_s + kBU;
+  int* nv_s = reinterpret_cast<int*>(delta_s + kBU);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, gq = lane / 4, tq = lane % 4;
+  const int64_t BHk = a.B * a.Hkv, bhk = static_cast<int64_t>(blockIdx.x) % BHk;
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) / BHk * kBT;
+  const int64_t b = bhk / a.Hkv, hk = bhk % a.Hkv, G = a.Hq / a.Hkv, D = a.D;
+  const int64_t L = key_len(a, b);
+  if (j0 >= L) return;  // no query sees these keys
+  stage_rows<DP, kBT>(Ks, a.k + bhk * a.Tk * D, j0, a.Tk, D);
+  stage_rows<DP, kBT>(Vs, a.v + bhk * a.Tk * D, j0, a.Tk, D);
+  float dk[ND][4], dv[ND][4];
+#pragma unroll
+  for (int n = 0; n < ND; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.0f;
+  int64_t first = 0;  // the first query that sees key j0
+  if (a.causal) {
+    first = j0 - (a.Tk - a.Tq);
+    if (first < 0) first = 0;
+  }
+  const int kl0 = warp * 16 + gq;  // this thread's keys (local): kl0 and kl0 + 8
+  for (int64_t g = 0; g < G; ++g) {
+    const int64_t bh = b * a.Hq + hk * G + g;
+    const float* Q = a.q + bh * a.Tq * D;
+    const float* dO = a.dout + bh * a.Tq * D;
+    for (int64_t i0 = first; i0 < a.Tq; i0 += kBU) {
+      stage_rows<DP, kBU>(Qs, Q, i0, a.Tq, D);
+      stage_rows<DP, kBU>(dOs, dO, i0, a.Tq, D);
+      stage_cols<DP, kBU>(Qt, Q, i0, a.Tq, D);
+      stage_cols<DP, kBU>(dOt, dO, i0, a.Tq, D);
+      stage_query_stats<kBU>(a, lse_s, delta_s, nv_s, bh, L, i0);
+      __syncthreads();
+      float s[4][4], dp[4][4];
+      mma_rows_rows<DP>(s, Ks, warp * 16, Qs, 0);    // S^T = K Q^T (16 keys x 32 queries per warp)
+      mma_rows_rows<DP>(dp, Vs, warp * 16, dOs, 0);  // dP^T = V dO^T
+#pragma unroll
+      for (int n = 0; n < 4; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int ql = n * 8 + 2 * tq + (e & 1);
+          const int64_t key = j0 + kl0 + (e >> 1) * 8;
+          const float p = key < nv_s[ql] ? expf(s[n][e] * a.scale - lse_s[ql]) : 0.0f;
+          s[n][e] = p;
+          dp[n][e] = p * (dp[n][e] - delta_s[ql]);
+        }
+      mma_frag_cols<DP, kBU>(dv, s, dOt, 0);  // dV += P^T dO
+      mma_frag_cols<DP, kBU>(dk, dp, Qt, 0);  // dK += dS^T Q
+      __syncthreads();  // the next query tile overwrites the staged tiles
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < ND; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t key = j0 + kl0 + (e >> 1) * 8;
+      const int d = n * 8 + 2 * tq + (e & 1);
+      if (key < a.Tk && d < D) {
+        a.dk[(bhk * a.Tk + key) * D + d] += a.scale * dk[n][e];
+        a.dv[(bhk * a.Tk + key) * D + d] += dv[n][e];
+      }
+    }
+}
+
+// Pass 2: dQ of queries [i0, i0 + 64) of query head bh; warp w owns queries i0 + 16w .. i0 + 16w + 15. Key tiles of
+// 64, taken 32 keys at a time.
+template <int DP>
+__global__ void __launch_bounds__(128) attn_bwd_dq_bf16_kernel(AttnArgs a) {
+  constexpr int ND = DP / 8, RW = row_words<DP>();
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  uint32_t* Qs = reinterpret_cast<uint32_t*>(smem_raw);  // (64 queries, d pairs)
+  uint32_t* dOs = Qs + kBT * RW;                         // (64 queries, d pairs)
+  uint32_t* Ks = dOs + kBT * RW;                         // (64 keys, d pairs)
+  uint32_t* Vs = Ks + kBT * RW;                          // (64 keys, d pairs)
+  uint32_t* Kt = Vs + kBT * RW;                          // (DP, key pairs)
+  float* lse_s = reinterpret_cast<float*>(Kt + DP * col_words<kBT>());
+  float* delta_s = lse_s + kBT;
+  int* nv_s = reinterpret_cast<int*>(delta_s + kBT);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, gq = lane / 4, tq = lane % 4;
+  const int64_t BH = a.B * a.Hq, nqb = (a.Tq + kBT - 1) / kBT;
+  const int64_t bh = static_cast<int64_t>(blockIdx.x) % BH, qb = nqb - 1 - static_cast<int64_t>(blockIdx.x) / BH;
+  const int64_t b = bh / a.Hq, hk = (bh % a.Hq) / (a.Hq / a.Hkv), bhk = b * a.Hkv + hk, D = a.D;
+  const int64_t i0 = qb * kBT;
+  const int64_t L = key_len(a, b);
+  stage_rows<DP, kBT>(Qs, a.q + bh * a.Tq * D, i0, a.Tq, D);
+  stage_rows<DP, kBT>(dOs, a.dout + bh * a.Tq * D, i0, a.Tq, D);
+  stage_query_stats<kBT>(a, lse_s, delta_s, nv_s, bh, L, i0);
+  float dq[ND][4];
+#pragma unroll
+  for (int n = 0; n < ND; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dq[n][e] = 0.0f;
+  const int ql0 = warp * 16 + gq;  // this thread's queries (local): ql0 and ql0 + 8
+  const int64_t last = (i0 + kBT <= a.Tq ? i0 + kBT : a.Tq) - 1;
+  const int64_t nmax = visible(a, L, last);
+  const float* K = a.k + bhk * a.Tk * D;
+  const float* V = a.v + bhk * a.Tk * D;
+  for (int64_t j0 = 0; j0 < nmax; j0 += kBT) {
+    stage_rows<DP, kBT>(Ks, K, j0, a.Tk, D);
+    stage_rows<DP, kBT>(Vs, V, j0, a.Tk, D);
+    stage_cols<DP, kBT>(Kt, K, j0, a.Tk, D);
+    __syncthreads();
+#pragma unroll 1
+    for (int kh = 0; kh < kBT; kh += kBU) {  // 32 keys at a time
+      float s[4][4], dp[4][4];
+      mma_rows_rows<DP>(s, Qs, warp * 16, Ks, kh);    // S = Q K^T
+      mma_rows_rows<DP>(dp, dOs, warp * 16, Vs, kh);  // dP = dO V^T
+#pragma unroll
+      for (int n = 0; n < 4; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int ql = ql0 + (e >> 1) * 8;
+          const int64_t key = j0 + kh + n * 8 + 2 * tq + (e & 1);
+          const float p = key < nv_s[ql] ? expf(s[n][e] * a.scale - lse_s[ql]) : 0.0f;
+          dp[n][e] = p * (dp[n][e] - delta_s[ql]);
+        }
+      mma_frag_cols<DP, kBT>(dq, dp, Kt, kh);  // dQ += dS K
+    }
+    __syncthreads();  // the next key tile overwrites Ks, Vs, Kt
+  }
+#pragma unroll
+  for (int n = 0; n < ND; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t i = i0 + ql0 + (e >> 1) * 8;
+      const int d = n * 8 + 2 * tq + (e & 1);
+      if (i < a.Tq && d < D) a.dq[(bh * a.Tq + i) * D + d] += a.scale * dq[n][e];
+    }
+}
+
+// ---- host side ----------------------------------------------------------------------------------------------------
+void check_desc(const cpu::AttentionDesc& d, const char* what) {
+  if (d.B < 0 || d.Hq < 0 || d.Hkv <= 0 || d.Tq < 0 || d.Tk < 0 || d.D < 0)
+    range_error(what, ": bad shape B = ", d.B, ", Hq = ", d.Hq, ", Hkv = ", d.Hkv, ", Tq = ", d.Tq, ", Tk = ", d.Tk,
+                ", D = ", d.D);
+  if (d.Hq % d.Hkv != 0) range_error(what, ": Hq = ", d.Hq, " is not a multiple of Hkv = ", d.Hkv);
+  if (d.D > 128) range_error(what, ": head dimension D = ", d.D, " is above the CUDA kernels' limit of 128");
+}
+
+int padded_d(int64_t D) { return D <= 32 ? 32 : (D <= 64 ? 64 : 128); }
+
+unsigned blocks(int64_t n, const char* what) {
+  if (n > 0x7fffffffLL) range_error(what, ": ", n, " blocks, more than a grid holds");
+  return static_cast<unsigned>(n);
+}
+
+AttnArgs make_args(const cpu::AttentionDesc& d) {
+  AttnArgs a{};
+  a.B = d.B, a.Hq = d.Hq, a.Hkv = d.Hkv, a.Tq = d.Tq, a.Tk = d.Tk, a.D = d.D;
+  a.scale = d.scale;
+  a.causal = d.causal;
+  a.key_lengths = d.key_lengths;
+  return a;
+}
+
+template <int DP>
+void launch_forward(Stream s, const AttnArgs& a, Precision p) {
+  if (p == Precision::BF16) {
+    const unsigned n = blocks(a.B * a.Hq * ceil_div(a.Tq, kBQ), "attention_forward");
+    attn_fwd_bf16_kernel<DP><<<n, 128, 0, s>>>(a);
+    check_launch("attn_fwd_bf16_kernel");
+  } else {
+    const unsigned n = blocks(a.B * a.Hq * ceil_div(a.Tq, kFQ), "attention_forward");
+    attn_fwd_f32_kernel<DP><<<n, 128, 0, s>>>(a);
+    check_launch("attn_fwd_f32_kernel");
+  }
+}
+
+template <typename Kernel>
+void allow_smem(Kernel* kernel, int bytes, const char* name) {
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), name);
+}
+
+template <int DP>
+void launch_backward(Stream s, const AttnArgs& a, Precision p) {
+  if (p == Precision::BF16) {
+    const int dkv_bytes = static_cast<int>(sizeof(uint32_t)) * dkv_bf16_words<DP>();
+    const int dq_bytes = static_cast<int>(sizeof(uint32_t)) * dq_bf16_words<DP>();
+    allow_smem(attn_bwd_dkv_bf16_kernel<DP>, dkv_bytes, "cudaFuncSetAttribute(attn_bwd_dkv_bf16_kernel)");
+    allow_smem(attn_bwd_dq_bf16_kernel<DP>, dq_bytes, "cudaFuncSetAttribute(attn_bwd_dq_bf16_kernel)");
+    attn_bwd_dkv_bf16_kernel<DP>
+        <<<blocks(a.B * a.Hkv * ceil_div(a.Tk, kBT), "attention_backward"), 128, dkv_bytes, s>>>(a);
+    check_launch("attn_bwd_dkv_bf16_kernel");
+    attn_bwd_dq_bf16_kernel<DP>
+        <<<blocks(a.B * a.Hq * ceil_div(a.Tq, kBT), "attention_backward"), 128, dq_bytes, s>>>(a);
+    check_launch("attn_bwd_dq_bf16_kernel");
+    return;
+  }
+  const int bytes = static_cast<int>(sizeof(BwdSmem<DP>));
+  allow_smem(attn_bwd_dkv_kernel<DP>, bytes, "cudaFuncSetAttribute(attn_bwd_dkv_kernel)");
+  allow_smem(attn_bwd_dq_kernel<DP>, bytes, "cudaFuncSetAttribute(attn_bwd_dq_kernel)");
+  attn_bwd_dkv_kernel<DP><<<blocks(a.B * a.Hkv * ceil_div(a.Tk, kT), "attention_backward"), 128, bytes, s>>>(a);
+  check_launch("attn_bwd_dkv_kernel");
+  attn_bwd_dq_kernel<DP><<<blocks(a.B * a.Hq * ceil_div(a.Tq, kT), "attention_backward"), 128, bytes, s>>>(a);
+  check_launch("attn_bwd_dq_kernel");
+}
+
+}  // namespace
+
+void attention_forward(Stream s, const cpu::AttentionDesc& d, const float* q, const float* k, const float* v,
+                       float* o, float* lse, Precision p) {
+  check_desc(d, "attention_forward");
+  if (d.B == 0 || d.Hq == 0 || d.Tq == 0) return;
+  AttnArgs a = make_args(d);
+  a.q = q, a.k = k, a.v = v, a.out = o, a.out_lse = lse;
+  switch (padded_d(d.D)) {
+    case 32: launch_forward<32>(s, a, p); break;
+    case 64: launch_forward<64>(s, a, p); break;
+    default: launch_forward<128>(s, a, p); break;
+  }
+}
+
+void attention_backward(Stream s, const cpu::AttentionDesc& d, const float* q, const float* k, const float* v,
+                        const float* o, const float* lse, const float* dout, float* dq, float* dk, float* dv,
+                        Precision p) {
+  check_desc(d, "attention_backward");
+  if (d.B == 0 || d.Hq == 0 || d.Tq == 0 || d.Tk == 0) return;  // no query sees a key: every gradient is 0
+  AttnArgs a = make_args(d);
+  a.q = q, a.k = k, a.v = v, a.o = o, a.lse = lse, a.dout = dout, a.dq = dq, a.dk = dk, a.dv = dv;
+  switch (padded_d(d.D)) {
+    case 32: launch_backward<32>(s, a, p); break;
+    case 64: launch_backward<64>(s, a, p); break;
+    default: launch_backward<128>(s, a, p); break;
+  }
+}
+
+}  // namespace sf::cuda

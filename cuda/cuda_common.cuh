@@ -1,0 +1,99 @@
+// cuda_common.cuh — device helpers shared by the kernel files of cuda/ (gemm.cu, attention.cu, pointwise.cu, ...):
+// launch/error checking that turns CUDA errors into sf::Error naming the kernel, grid sizing, tf32/bf16 rounding,
+// and the tanh-form GELU used by the matmul epilogue and the pointwise kernels (same formula as native/cpu/simd.h).
+//
+// Header only, no mutable state. Include it from .cu files only (it needs cuda_runtime.h / cuda_bf16.h).
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "../native/core/error.h"
+#include "kernels.h"
+
+namespace sf::cuda {
+
+// Throws sf::Error naming `what` if `e` is not cudaSuccess.
+inline void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    error("CUDA error in ", what, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
+  }
+}
+
+// Call right after a <<<...>>> launch: a launch-configuration error (bad grid, too much shared memory, no kernel
+// image for this GPU) becomes sf::Error naming the kernel. Asynchronous faults surface at the next stream sync.
+inline void check_launch(const char* kernel) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) {
+    error("CUDA kernel launch failed: ", kernel, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")");
+  }
+}
+
+#define SF_CUDA_CALL(expr) ::sf::cuda::check((expr), #expr)
+
+// Number of blocks of `threads` threads that cover n items, capped so that grid-stride loops take the rest
+// (cap: 65535 * 32 blocks, far below the 2^31-1 limit of gridDim.x). n <= 0 gives 1 (callers skip empty launches).
+inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 32) {
+  if (n <= 0) return 1;
+  int64_t b = (n + threads - 1) / threads;
+  if (b > max_blocks) b = max_blocks;
+  return static_cast<unsigned>(b);
+}
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// ---- device helpers -----------------------------------------------------------------------------------------------
+
+// fp32 -> tf32 (round to nearest, ties away, as the tensor cores expect); returned as the 32-bit register pattern.
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
+
+// Two fp32 -> a packed bf16x2 register (lo in the low half), round to nearest even.
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// tanh-form GELU, same constants as native/cpu/simd.h: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+__device__ __forceinline__ float gelu_tanh(float x) {
+  const float k0 = 0.7978845608028654f, k1 = 0.044715f;
+  float u = k0 * (x + k1 * x * x * x);
+  return 0.5f * x * (1.0f + tanhf(u));
+}
+
+// D (16x8, fp32) += A (16x8, tf32, row) * B (8x8, tf32, col). Fragments (g = lane / 4, t = lane % 4):
+//   a0 = A[g][t], a1 = A[g+8][t], a2 = A[g][t+4], a3 = A[g+8][t+4];  b0 = B[t][g], b1 = B[t+4][g];
+//   c0 = C[g][2t], c1 = C[g][2t+1], c2 = C[g+8][2t], c3 = C[g+8][2t+1].
+__device__ __forceinline__ void mma_tf32(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// D (16x8, fp32) += A (16x16, bf16, row) * B (16x8, bf16, col). Each register holds two bf16 along k (low half first):
+//   a0 = A[g][2t..2t+1], a1 = A[g+8][2t..2t+1], a2 = A[g][2t+8..2t+9], a3 = A[g+8][2t+8..2t+9];
+//   b0 = B[2t..2t+1][g], b1 = B[2t+8..2t+9][g];  c as for mma_tf32.
+__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+}  // namespace sf::cuda

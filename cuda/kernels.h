@@ -1,0 +1,92 @@
+// kernels.h — the CUDA kernel library: one launch function per CPU kernel of native/cpu/kernels.h, with the same
+// arguments and the same meaning (read that file's conventions first; they hold here too), except:
+//
+//  * The first argument is the CUDA stream (the device's one stream, owned by its Backend). Every function only
+//    ENQUEUES work on that stream and returns; pointers are device pointers. Launch errors are turned into sf::Error
+//    (naming the kernel) at once; asynchronous faults surface at the next synchronisation of the stream.
+//  * Backward kernels accumulate (dx += ...), as on the CPU.
+//  * Data-dependent checks (token ids, class targets) are done by check_ids() BEFORE the kernel that trusts them,
+//    so that an out-of-range id throws the CPU kernel's error and nothing is written.
+//  * Results that are scalars on the CPU (cross-entropy loss, sum of squares) are written to device memory.
+//  * Matmul and attention take a Precision: F32 (exact fp32 FMA, the reference-grade path), TF32 or BF16 (tensor
+//    cores via mma.sync; operands rounded to tf32/bf16 while tiles are loaded, products accumulated in fp32). Inputs
+//    and outputs stay fp32 in memory: master weights and gradients are fp32 whatever the precision.
+//
+// This header has no CUDA types, so that the C++ bindings (compiled by the host compiler) can include it. The
+// functions are defined in cuda/*.cu when the addon is built with CUDA; a build without CUDA never calls them (no
+// tensor can live on a CUDA device there) and links native/core/no_cuda.cpp instead, which does not define them.
+#pragma once
+#include <cstdint>
+
+#include "../native/cpu/kernels.h"
+
+struct CUstream_st;
+
+namespace sf::cuda {
+
+using Stream = CUstream_st*;
+
+enum class Precision : int { F32 = 0, TF32 = 1, BF16 = 2 };
+
+// ---- gemm.cu ----------------------------------------------------------------------------------------------------
+// Same descriptor as cpu::matmul (batch strides, transposes, alpha/beta, bias, GELU epilogue with preact).
+void matmul(Stream s, const cpu::MatmulDesc& d, Precision p);
+void bias_grad(Stream s, const float* dy, int64_t rows, int64_t n, float* dbias);  // dbias += column sums
+
+// ---- attention.cu -----------------------------------------------------------------------------------------------
+// Flash attention, same descriptor and semantics as cpu::attention_forward/backward (GQA, causal aligned at the
+// end, key_lengths as a DEVICE pointer or null, lse saved, recompute in backward, fully masked rows give o = 0 and
+// lse = -inf). D <= 128.
+void attention_forward(Stream s, const cpu::AttentionDesc& d, const float* q, const float* k, const float* v,
+                       float* o, float* lse, Precision p);
+void attention_backward(Stream s, const cpu::AttentionDesc& d, const float* q, const float* k, const float* v,
+                        const float* o, const float* lse, const float* dout, float* dq, float* dk, float* dv,
+                        Precision p);
+
+// ---- pointwise.cu -----------------------------------------------------------------------------------------------
+void layernorm_forward(Stream s, const float* x, const float* w, const float* b, float* y, float* mean, float* rstd,
+                       int64_t rows, int64_t C, float eps);
+void layernorm_backward(Stream s, const float* dy, const float* x, const float* w, const float* mean,
+                        const float* rstd, float* dx, float* dw, float* db, int64_t rows, int64_t C);
+void gelu_forward(Stream s, const float* x, float* y, int64_t n);
+void gelu_backward(Stream s, const float* x, const float* dy, float* dx, int64_t n);
+void softmax_forward(Stream s, const float* x, float* y, int64_t rows, int64_t n);
+void softmax_backward(Stream s, const float* y, const float* dy, float* dx, int64_t rows, int64_t n);
+void axpby(Stream s, const float* a, float alpha, const float* b, float beta, float* out, int64_t n);
+void dropout_forward(Stream s, const float* x, float* y, int64_t n, float p, uint64_t seed, uint64_t offset);
+void dropout_backward(Stream s, const float* dy, float* dx, int64_t n, float p, uint64_t seed, uint64_t offset);
+void permute0213(Stream s, const float* src, float* dst, int64_t A, int64_t B, int64_t C, int64_t D,
+                 bool accumulate);
+void kv_append(Stream s, const float* src, float* cache, int64_t B, int64_t H, int64_t n, int64_t Tmax, int64_t D,
+               int64_t pos);
+
+// ---- embedding.cu -----------------------------------------------------------------------------------------------
+// Returns the index of the first id (in order) outside [lo, hi) and != skip, or -1: enqueues a reduction, then
+// synchronises the stream and reads one integer back. The bindings call it before embedding / cross_entropy.
+int64_t check_ids(Stream s, const int32_t* ids, int64_t n, int32_t lo, int32_t hi, int32_t skip);
+void embedding_forward(Stream s, const int32_t* ids, int64_t n, const float* table, int64_t V, int64_t C, float* out);
+// Deterministic (no float atomics whose order varies): rows of dtable gathered by sorted id, summed in id order.
+void embedding_backward(Stream s, const int32_t* ids, int64_t n, const float* dout, int64_t V, int64_t C,
+                        float* dtable);
+// loss (1 float, device) = mean over counted rows; dlogits as in cpu::cross_entropy (written, may alias logits).
+void cross_entropy(Stream s, const float* logits, const int32_t* targets, int64_t N, int64_t V, int32_t ignore_index,
+                   float* dlogits, float grad_scale, float* loss);
+
+// ---- optim.cu ---------------------------------------------------------------------------------------------------
+void adamw(Stream s, const cpu::AdamWDesc& d, float* param, const float* grad, float* m, float* v, const float* decay,
+           int64_t n);
+void sgd(Stream s, const cpu::SgdDesc& d, float* param, const float* grad, float* buf, int64_t n);
+// out (1 double, device) = sum of squares, in fixed chunks in a fixed order: deterministic run to run.
+void sum_squares(Stream s, const float* x, int64_t n, double* out);
+void scale_inplace(Stream s, float* x, int64_t n, float scale);
+// Global-norm clipping without a host round trip: norm = sqrt(*sumsq); x *= min(1, max_norm / (norm + eps));
+// norm_out (1 float, device, may be null) receives the norm.
+void clip_by_norm(Stream s, float* x, int64_t n, const double* sumsq, float max_norm, float eps, float* norm_out);
+
+// ---- l2.cu ------------------------------------------------------------------------------------------------------
+// The shared-weight path: while consecutive layers reuse one block, the block's bytes [base, base + bytes) are
+// marked persisting in L2 for this stream (cudaAccessPolicyWindow), so the second and later layers read them from
+// L2 instead of HBM. persist_l2(s, nullptr, 0) ends the window. A no-op where the device has no persisting L2.
+void persist_l2(Stream s, const void* base, int64_t bytes);
+
+}  // namespace sf::cuda

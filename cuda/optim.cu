@@ -1,0 +1,176 @@
+// optim.cu — the optimizer kernels over one flat buffer on CUDA: AdamW, SGD, the deterministic sum of squares, an
+// in-place scale, and global-norm clipping without a host round trip (see kernels.h; native/cpu/optim.cpp is the
+// reference, and the per-element arithmetic below is its formula in its order, with the same host-side constants).
+//
+// sum_squares: squares are added in double per fixed 4096-element chunk (one block per chunk, a fixed tree inside
+// the block), then the chunk sums are added by one block in a fixed order: the same bits on every run. clip_by_norm
+// reads that sum from device memory, so clipping the gradients never waits for the host.
+#include <cmath>
+#include <cstdint>
+
+#include "cuda_common.cuh"
+#include "scratch.cuh"
+
+namespace sf::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int64_t kChunk = 4096;  // elements per partial sum of sum_squares (as the CPU's)
+
+struct AdamWConst {
+  float beta1, beta2, one_minus_beta1, one_minus_beta2, step_size, inv_bc2_sqrt, eps, lr_wd, keep;
+};
+
+__global__ void adamw_kernel(AdamWConst c, float* __restrict__ param, const float* __restrict__ grad,
+                             float* __restrict__ m, float* __restrict__ v, const float* __restrict__ decay, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float p = param[i];
+    const float g = grad[i];
+    p = decay ? p * (1.0f - c.lr_wd * decay[i]) : p * c.keep;  // decoupled weight decay, on the old parameter
+    const float mm = c.beta1 * m[i] + c.one_minus_beta1 * g;
+    const float vv = c.beta2 * v[i] + c.one_minus_beta2 * (g * g);
+    const float denom = sqrtf(vv) * c.inv_bc2_sqrt + c.eps;
+    p = p - c.step_size * (mm / denom);
+    param[i] = p;
+    m[i] = mm;
+    v[i] = vv;
+  }
+}
+
+struct SgdConst {
+  float lr, momentum, one_minus_dampening, weight_decay;
+  bool nesterov, first_step, use_momentum;
+};
+
+__global__ void sgd_kernel(SgdConst c, float* __restrict__ param, const float* __restrict__ grad,
+                           float* __restrict__ buf, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float p = param[i];
+    float d = c.weight_decay != 0.0f ? grad[i] + c.weight_decay * p : grad[i];
+    if (c.use_momentum) {
+      const float b = c.first_step ? d : c.momentum * buf[i] + c.one_minus_dampening * d;
+      buf[i] = b;
+      d = c.nesterov ? d + c.momentum * b : b;
+    }
+    param[i] = p - c.lr * d;
+  }
+}
+
+// part[chunk] = sum of x^2 over the chunk, in double; one block of kThreads per chunk.
+__global__ void sumsq_chunks_kernel(const float* __restrict__ x, int64_t n, double* __restrict__ part) {
+  __shared__ double red[kThreads];
+  const int64_t b = blockIdx.x * kChunk, e = min(n, b + kChunk);
+  double s = 0.0;
+  for (int64_t i = b + threadIdx.x; i < e; i += blockDim.x) {
+    const double u = x[i];
+    s += u * u;
+  }
+  red[threadIdx.x] = s;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w >>= 1) {
+    if (static_cast<int>(threadIdx.x) < w) red[threadIdx.x] += red[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) part[blockIdx.x] = red[0];
+}
+
+// *out = sum of part[0, chunks) in a fixed order (strided per thread, then a fixed tree); one block.
+__global__ void sum_parts_kernel(const double* __restrict__ part, int64_t chunks, double* __restrict__ out) {
+  __shared__ double red[kThreads];
+  double s = 0.0;
+  for (int64_t i = threadIdx.x; i < chunks; i += blockDim.x) s += part[i];
+  red[threadIdx.x] = s;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w >>= 1) {
+    if (static_cast<int>(threadIdx.x) < w) red[threadIdx.x] += red[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *out = red[0];
+}
+
+__global__ void scale_kernel(float* __restrict__ x, int64_t n, float s) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] *= s;
+}
+
+// norm = sqrt(*sumsq); coef = max_norm / (norm + eps) (double, as the CPU binding); x *= coef when coef < 1.
+__global__ void clip_kernel(float* __restrict__ x, int64_t n, const double* __restrict__ sumsq, double max_norm,
+                            double eps, float* __restrict__ norm_out) {
+  const double norm = sqrt(*sumsq);
+  const double coef = max_norm / (norm + eps);
+  if (norm_out && blockIdx.x == 0 && threadIdx.x == 0) *norm_out = static_cast<float>(norm);
+  if (!(coef < 1.0)) return;
+  const float f = static_cast<float>(coef);
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] *= f;
+}
+
+}  // namespace
+
+void adamw(Stream s, const cpu::AdamWDesc& d, float* param, const float* grad, float* m, float* v, const float* decay,
+           int64_t n) {
+  if (n <= 0) return;
+  // The constants exactly as native/cpu/optim.cpp computes them.
+  const double step = static_cast<double>(d.step);
+  const double bc1 = 1.0 - std::pow(static_cast<double>(d.beta1), step);
+  const double bc2 = 1.0 - std::pow(static_cast<double>(d.beta2), step);
+  AdamWConst c;
+  c.beta1 = d.beta1;
+  c.beta2 = d.beta2;
+  c.one_minus_beta1 = static_cast<float>(1.0 - static_cast<double>(d.beta1));
+  c.one_minus_beta2 = static_cast<float>(1.0 - static_cast<double>(d.beta2));
+  c.step_size = static_cast<float>(static_cast<double>(d.lr) / bc1);
+  c.inv_bc2_sqrt = static_cast<float>(1.0 / std::sqrt(bc2));
+  c.eps = d.eps;
+  c.lr_wd = static_cast<float>(static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
+  c.keep = static_cast<float>(1.0 - static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
+  adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(c, param, grad, m, v, decay, n);
+  check_launch("adamw");
+}
+
+void sgd(Stream s, const cpu::SgdDesc& d, float* param, const float* grad, float* buf, int64_t n) {
+  if (n <= 0) return;
+  SgdConst c;
+  c.lr = d.lr;
+  c.momentum = d.momentum;
+  c.one_minus_dampening = static_cast<float>(1.0 - static_cast<double>(d.dampening));
+  c.weight_decay = d.weight_decay;
+  c.nesterov = d.nesterov;
+  c.first_step = d.first_step;
+  c.use_momentum = d.momentum != 0.0f && buf != nullptr;
+  sgd_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(c, param, grad, buf, n);
+  check_launch("sgd");
+}
+
+void sum_squares(Stream s, const float* x, int64_t n, double* out) {
+  if (n <= 0) {
+    SF_CUDA_CALL(cudaMemsetAsync(out, 0, sizeof(double), s));
+    return;
+  }
+  const int64_t chunks = ceil_div(n, kChunk);
+  if (chunks > INT32_MAX) error("sum_squares: ", n, " elements is more than the CUDA kernel handles");
+  Scratch part(s, static_cast<size_t>(chunks) * sizeof(double), "sum_squares");
+  sumsq_chunks_kernel<<<static_cast<unsigned>(chunks), kThreads, 0, s>>>(x, n, part.as<double>());
+  check_launch("sum_squares (chunks)");
+  sum_parts_kernel<<<1, kThreads, 0, s>>>(part.as<double>(), chunks, out);
+  check_launch("sum_squares");
+}
+
+void scale_inplace(Stream s, float* x, int64_t n, float scale) {
+  if (n <= 0) return;
+  scale_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, n, scale);
+  check_launch("scale_inplace");
+}
+
+void clip_by_norm(Stream s, float* x, int64_t n, const double* sumsq, float max_norm, float eps, float* norm_out) {
+  clip_kernel<<<grid_for(n > 0 ? n : 1, kThreads), kThreads, 0, s>>>(x, n, sumsq, static_cast<double>(max_norm),
+                                                                      static_cast<double>(eps), norm_out);
+  check_launch("clip_by_norm");
+}
+
+}  // namespace sf::cuda

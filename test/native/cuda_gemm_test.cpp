@@ -1,0 +1,256 @@
+// cuda_gemm_test.cpp — cuda::matmul (fp32 SIMT, tf32 and bf16 tensor cores) and cuda::bias_grad against the CPU
+// kernels on fresh random inputs: sizes that are not multiples of the 128 x 128 tiles (nor of the k stages), all four
+// transpose combinations, batches with a broadcast operand (stride 0) and padded strides, alpha, beta = 0 over a
+// NaN-poisoned C, beta = 1 accumulation, bias + GELU with the pre-activation stored, K = 0. Every output is poisoned
+// first and followed by a guard zone that must come back untouched. Relative error (max |gpu - cpu| / max |cpu|):
+// fp32 <= 1e-5, tf32 <= 1e-3, bf16 <= 1e-2; NaN never passes. Skips (exit 77) without CUDA or a GPU.
+#include <cstdio>
+
+#include "check.h"
+
+#ifndef SHAREDFORMER_WITH_CUDA
+int main() {
+  std::printf("SKIP: this build has no CUDA kernels (SHAREDFORMER_CUDA=OFF or nvcc not found)\n");
+  return 77;
+}
+#else
+#include "../../cuda/kernels.h"
+#include "core/backend.h"
+#include "core/context.h"
+#include "cuda_util.h"
+
+using namespace sf;
+using sfcuda::DeviceBuf;
+
+namespace {
+
+const char* name_of(cuda::Precision p) {
+  return p == cuda::Precision::F32 ? "f32" : (p == cuda::Precision::TF32 ? "tf32" : "bf16");
+}
+double tol_of(cuda::Precision p) {
+  return p == cuda::Precision::F32 ? 1e-5 : (p == cuda::Precision::TF32 ? 1e-3 : 1e-2);
+}
+
+void expect(const char* file, int line, const std::string& what, double err, double tol) {
+  const bool ok = err <= tol;  // false for NaN
+  std::printf("  %s %s: rel err %.3g (tol %.0e)\n", ok ? "ok" : "FAIL", what.c_str(), err, tol);
+  if (!ok) sfcheck::fail(file, line, what);
+}
+#define EXPECT_ERR(what, err, tol) expect(__FILE__, __LINE__, (what), (err), (tol))
+
+struct Case {
+  int64_t batch, M, N, K;
+  bool ta, tb;
+  int a_mode = 0, b_mode = 0;  // 0: dense per batch, 1: broadcast (stride 0), 2: padded stride
+  float alpha = 1.0f, beta = 0.0f;
+  bool bias = false, gelu = false, preact = false;
+  int64_t c_pad = 0;  // extra elements between batch entries of C (left untouched: checked)
+};
+
+std::string describe(const Case& c, cuda::Precision p) {
+  return cat(name_of(p), " batch=", c.batch, " M=", c.M, " N=", c.N, " K=", c.K, c.ta ? " At" : "", c.tb ? " Bt" : "",
+             c.a_mode == 1 ? " A-bcast" : (c.a_mode == 2 ? " A-padded" : ""),
+             c.b_mode == 1 ? " B-bcast" : (c.b_mode == 2 ? " B-padded" : ""), " alpha=", c.alpha, " beta=", c.beta,
+             c.bias ? " bias" : "", c.gelu ? " gelu" : "", c.preact ? " preact" : "", c.c_pad ? " C-padded" : "");
+}
+
+void run_case(const Case& c, cuda::Precision p, std::mt19937& rng, Context& ctx, const sfcuda::TestStream& st) {
+  const int64_t a_elems = c.M * c.K, b_elems = c.K * c.N;
+  const int64_t sa = c.a_mode == 1 ? 0 : a_elems + (c.a_mode == 2 ? 13 : 0);
+  const int64_t sb = c.b_mode == 1 ? 0 : b_elems + (c.b_mode == 2 ? 5 : 0);
+  const int64_t sc = c.M * c.N + c.c_pad;
+  const int64_t na = c.a_mode == 1 ? a_elems : sa * c.batch, nb = c.b_mode == 1 ? b_elems : sb * c.batch;
+  const int64_t nc = sc * c.batch;
+  std::vector<float> A = sfcuda::uniform(na, rng), B = sfcuda::uniform(nb, rng), bias = sfcuda::uniform(c.N, rng);
+  // C: NaN when beta = 0 (it must be ignored), random otherwise; the padding between batch entries is a marker
+  std::vector<float> C0 = c.beta == 0.0f ? sfcuda::nans(nc) : sfcuda::uniform(nc, rng, -2.0f, 2.0f);
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t x = c.M * c.N; x < sc; ++x) C0[static_cast<size_t>(b * sc + x)] = -777.0f;
+  std::vector<float> P0 = sfcuda::nans(nc);
+  for (int64_t b = 0; b < c.batch; ++b)
+    for (int64_t x = c.M * c.N; x < sc; ++x) P0[static_cast<size_t>(b * sc + x)] = -777.0f;
+
+  DeviceBuf<float> dA(A), dB(B), dbias(bias), dC(C0), dP(P0);
+  cpu::MatmulDesc d;
+  d.batch = c.batch, d.M = c.M, d.N = c.N, d.K = c.K, d.trans_a = c.ta, d.trans_b = c.tb;
+  d.a_stride = sa, d.b_stride = sb, d.c_stride = sc, d.alpha = c.alpha, d.beta = c.beta;
+  d.act = c.gelu ? cpu::Activation::Gelu : cpu::Activation::None;
+  d.a = dA.get(), d.b = dB.get(), d.c = dC.get();
+  d.bias = c.bias ? dbias.get() : nullptr;
+  d.preact = c.preact ? dP.get() : nullptr;
+  cuda::matmul(st.get(), d, p);
+  st.sync();
+  std::vector<float> Cg = dC.download(), Pg = dP.download();
+
+  std::vector<float> Cc = C0, Pc = P0;
+  d.a = A.data(), d.b = B.data(), d.c = Cc.data();
+  d.bias = c.bias ? bias.data() : nullptr;
+  d.preact = c.preact ? Pc.data() : nullptr;
+  cpu::matmul(ctx.pool(), d);
+
+  const std::string what = describe(c, p);
+  // The padding between batch entries must be untouched; the error is measured over the M x N entries only (the
+  // -777 markers would otherwise dominate max |ref| and hide errors).
+  auto dense = [&](std::vector<float>& x, const char* name) {
+    std::vector<float> out;
+    out.reserve(static_cast<size_t>(c.batch * c.M * c.N));
+    for (int64_t b = 0; b < c.batch; ++b) {
+      for (int64_t e = 0; e < c.M * c.N; ++e) out.push_back(x[static_cast<size_t>(b * sc + e)]);
+      for (int64_t e = c.M * c.N; e < sc; ++e)
+        if (x[static_cast<size_t>(b * sc + e)] != -777.0f)
+          sfcheck::fail(__FILE__, __LINE__, what + ": padding of " + name + " overwritten");
+    }
+    return out;
+  };
+  EXPECT_ERR(what + " C", sfcuda::rel_err(dense(Cg, "C"), dense(Cc, "C")), tol_of(p));
+  if (c.preact) EXPECT_ERR(what + " preact", sfcuda::rel_err(dense(Pg, "preact"), dense(Pc, "preact")), tol_of(p));
+  if (!c.preact && !std::equal(Pg.begin(), Pg.end(), Pc.begin(), [](float x, float y) {
+        return (std::isnan(x) && std::isnan(y)) || x == y;
+      }))
+    sfcheck::fail(__FILE__, __LINE__, what + ": preact written although null");
+  if (!dA.guard_intact() || !dB.guard_intact() || !dC.guard_intact() || !dP.guard_intact() || !dbias.guard_intact())
+    sfcheck::fail(__FILE__, __LINE__, what + ": a guard zone was overwritten");
+}
+
+const cuda::Precision kAll[] = {cuda::Precision::F32, cuda::Precision::TF32, cuda::Precision::BF16};
+
+TEST(gemm_odd_sizes_all_transposes) {
+  Context ctx;
+  sfcuda::TestStream st;
+  std::mt19937 rng(1);
+  const int64_t shapes[][3] = {{77, 129, 65}, {1, 1, 1}, {128, 128, 32}, {300, 257, 515}, {5, 300, 17}, {129, 3, 200}};
+  for (cuda::Precision p : kAll)
+    for (const auto& s : shapes)
+      for (int t = 0; t < 4; ++t) run_case(Case{1, s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0}, p, rng, ctx, st);
+}
+
+TEST(gemm_batch_broadcast_and_strides) {
+  Context ctx;
+  sfcuda::TestStream st;
+  std::mt19937 rng(2);
+  for (cuda::Precision p : kAll)
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = (t & 1) != 0, tb = (t & 2) != 0;
+      Case c{3, 77, 129, 65, ta, tb};
+      c.b_mode = 1;  // a weight shared by the batch
+      c.a_mode = 2;
+      run_case(c, p, rng, ctx, st);
+      c.a_mode = 1;
+      c.b_mode = 2;
+      c.c_pad = 9;
+      run_case(c, p, rng, ctx, st);
+    }
+}
+
+TEST(gemm_alpha_beta_accumulate) {
+  Context ctx;
+  sfcuda::TestStream st;
+  std::mt19937 rng(3);
+  for (cuda::Precision p : kAll)
+    for (int t = 0; t < 4; ++t) {
+      Case c{2, 100, 70, 130, (t & 1) != 0, (t & 2) != 0};
+      c.beta = 1.0f;  // gradient accumulation
+      run_case(c, p, rng, ctx, st);
+      c.alpha = 0.5f;
+      c.beta = -0.75f;
+      run_case(c, p, rng, ctx, st);
+      c.alpha = 2.0f;
+      c.beta = 0.0f;  // C poisoned with NaN: must be ignored
+      run_case(c, p, rng, ctx, st);
+    }
+}
+
+TEST(gemm_bias_gelu_preact) {
+  Context ctx;
+  sfcuda::TestStream st;
+  std::mt19937 rng(4);
+  for (cuda::Precision p : kAll)
+    for (int t = 0; t < 4; ++t) {
+      Case c{2, 77, 129, 65, (t & 1) != 0, (t & 2) != 0};
+      c.bias = true;
+      run_case(c, p, rng, ctx, st);
+      c.gelu = true;
+      c.preact = true;
+      run_case(c, p, rng, ctx, st);
+      c.preact = false;
+      c.beta = 1.0f;
+      c.alpha = 0.7f;
+      run_case(c, p, rng, ctx, st);
+    }
+}
+
+TEST(gemm_k_zero) {
+  Context ctx;
+  sfcuda::TestStream st;
+  std::mt19937 rng(5);
+  for (cuda::Precision p : kAll) {
+    Case c{2, 33, 7, 0, false, false};
+    c.beta = 0.5f;
+    c.bias = true;
+    run_case(c, p, rng, ctx, st);
+    c.beta = 0.0f;
+    c.gelu = true;
+    c.preact = true;
+    run_case(c, p, rng, ctx, st);
+  }
+}
+
+// The tensor-core paths must really round: bf16 products differ from fp32 ones (the test above could otherwise pass
+// an fp32 kernel under every name), and tf32 differs from fp32 and is closer than bf16.
+TEST(gemm_precisions_are_distinct) {
+  sfcuda::TestStream st;
+  std::mt19937 rng(6);
+  const int64_t M = 64, N = 64, K = 256;
+  std::vector<float> A = sfcuda::uniform(M * K, rng), B = sfcuda::uniform(K * N, rng);
+  DeviceBuf<float> dA(A), dB(B);
+  std::vector<float> out[3];
+  for (int i = 0; i < 3; ++i) {
+    DeviceBuf<float> dC(sfcuda::nans(M * N));
+    cpu::MatmulDesc d;
+    d.M = M, d.N = N, d.K = K, d.a = dA.get(), d.b = dB.get(), d.c = dC.get();
+    d.a_stride = M * K, d.b_stride = K * N, d.c_stride = M * N;
+    cuda::matmul(st.get(), d, kAll[i]);
+    st.sync();
+    out[i] = dC.download();
+  }
+  const double e_tf32 = sfcuda::rel_err(out[1], out[0]), e_bf16 = sfcuda::rel_err(out[2], out[0]);
+  std::printf("  tf32 vs f32 %.3g, bf16 vs f32 %.3g\n", e_tf32, e_bf16);
+  CHECK(e_tf32 > 0.0);
+  CHECK(e_bf16 > e_tf32);
+}
+
+TEST(bias_grad_matches_cpu_and_is_deterministic) {
+  Context ctx;
+  sfcuda::TestStream st;
+  std::mt19937 rng(7);
+  const int64_t shapes[][2] = {{1, 1}, {1000, 77}, {33, 129}, {4097, 31}};
+  for (const auto& s : shapes) {
+    const int64_t rows = s[0], n = s[1];
+    std::vector<float> dy = sfcuda::uniform(rows * n, rng), db0 = sfcuda::uniform(n, rng);
+    DeviceBuf<float> ddy(dy), ddb(db0);
+    cuda::bias_grad(st.get(), ddy.get(), rows, n, ddb.get());
+    st.sync();
+    std::vector<float> g1 = ddb.download();
+    ddb.upload(db0);
+    cuda::bias_grad(st.get(), ddy.get(), rows, n, ddb.get());
+    st.sync();
+    std::vector<float> g2 = ddb.download();
+    std::vector<float> c = db0;
+    cpu::bias_grad(ctx.pool(), dy.data(), rows, n, c.data());
+    EXPECT_ERR(cat("bias_grad rows=", rows, " n=", n), sfcuda::rel_err(g1, c, &db0), 1e-5);
+    CHECK(g1 == g2);
+    CHECK(ddy.guard_intact() && ddb.guard_intact());
+  }
+}
+
+}  // namespace
+
+int main() {
+  const CudaInfo info = cuda_probe();
+  if (!info.available) {
+    std::printf("SKIP: no usable CUDA device: %s\n", info.reason.c_str());
+    return 77;
+  }
+  return sfcheck::run_all();
+}
+#endif
