@@ -1,8 +1,10 @@
 // native.ts — finds and loads the addon, and types the surface it exports.
 //
 // Search order (the first that loads wins; every attempt is recorded):
-//   1. SHAREDFORMER_BINARY — an explicit path to a sharedformer.node
-//   2. @sharedformer/linux-x64-cuda — the opt-in CUDA build (falls back to the CPU at run time when no GPU/driver)
+//   1. SHAREDFORMER_BINARY — an explicit path to a sharedformer.node (if it fails, nothing else is tried)
+//   2. @sharedformer/linux-x64-cuda — the opt-in CUDA build. Without a driver or GPU it still loads and runs on the
+//      CPU (backends().cuda.reason says why); if it cannot be loaded at all, the CPU package below is used and
+//      backends().cuda.reason says that, and why.
 //   3. @sharedformer/<platform>-<arch> — the prebuilt CPU build from optionalDependencies
 //   4. build/Release/sharedformer.node — a local build (`npm run build` with cmake-js, or `npm run build:gyp`)
 // If nothing loads, one error lists every place tried, why it failed, and how to fix it.
@@ -16,7 +18,9 @@ const require = createRequire(import.meta.url);
 /** The package root: the folder holding package.json (lib/ or dist/ sit one level below it). */
 export const packageRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
+/** The element types the addon stores. */
 export type DTypeName = 'float32' | 'int32' | 'bfloat16';
+/** What reading a tensor returns: float32 and bfloat16 as Float32Array, int32 as Int32Array. */
 export type HostArray = Float32Array | Int32Array;
 
 /** The native object behind a Tensor. Made only by the addon's functions. */
@@ -74,6 +78,7 @@ export interface BuildInfo {
   compiler?: string;
 }
 
+/** The functions the native addon exports (the surface lib/ is built on). */
 export interface NativeAddon {
   fromArray(data: Float32Array | Int32Array | Uint16Array, shape: number[], dtype: DTypeName, device: string): NativeTensor;
   full(shape: number[], value: number, dtype: DTypeName, device: string, op?: 'full' | 'zeros' | 'ones'): NativeTensor;
@@ -104,28 +109,58 @@ export interface LoadAttempt {
   fix: string;
 }
 
-function platformPackages(): { name: string; fix: string }[] {
+/** The prebuilt packages for this platform, in the order they are tried; `fix` is the advice when one is missing. */
+function platformPackages(): { name: string; cuda: boolean; fix: string }[] {
   const plat = `${process.platform}-${process.arch}`;
-  const out: { name: string; fix: string }[] = [];
+  const out: { name: string; cuda: boolean; fix: string }[] = [];
   if (plat === 'linux-x64') {
     out.push({
       name: '@sharedformer/linux-x64-cuda',
+      cuda: true,
       fix: 'for NVIDIA GPUs: npm install @sharedformer/linux-x64-cuda (needs only the NVIDIA driver)',
     });
   }
   out.push({
     name: `@sharedformer/${plat}`,
-    fix: `npm install @sharedformer/${plat} (installed automatically as an optional dependency unless --omit=optional or --no-optional was used)`,
+    cuda: false,
+    fix: plat === 'linux-x64'
+      ? `npm install @sharedformer/${plat} (installed automatically as an optional dependency unless --omit=optional or --no-optional was used)`
+      : `no prebuilt package exists for ${plat} (only linux-x64 with glibc): build from source (below)`,
   });
   return out;
+}
+
+/** Advice for a package that is installed but whose binary did not load. */
+function brokenPackageFix(name: string): string {
+  return `${name} is installed but its binary did not load: it needs Linux x64 with glibc 2.32+ (2.34+ with CUDA), ` +
+    `the C++ runtime of GCC 12+ (GLIBCXX_3.4.30) and Node-API 8 (Node.js 20+); reinstall it (npm install ${name}), ` +
+    'or remove it to use the next option';
+}
+
+/** Why the installed CUDA package was passed over for another binary (shown in backends().cuda.reason), if it was. */
+export function cudaFallbackReason(): string | undefined {
+  native();
+  return loaded!.cudaNote;
 }
 
 function tryLoad(path: string): NativeAddon {
   return require(path) as NativeAddon;
 }
 
+/** What loadAddon() found. */
+export interface LoadResult {
+  /** The loaded addon. */
+  addon: NativeAddon;
+  /** The file it was loaded from. */
+  path: string;
+  /** Every place tried, in order; the last one is the one that loaded. */
+  attempts: LoadAttempt[];
+  /** Set when the CUDA package is installed but another binary was loaded instead, and why. */
+  cudaNote?: string;
+}
+
 /** Loads the addon, trying each place in order; throws one error that lists all of them. */
-export function loadAddon(env: NodeJS.ProcessEnv = process.env): { addon: NativeAddon; path: string; attempts: LoadAttempt[] } {
+export function loadAddon(env: NodeJS.ProcessEnv = process.env): LoadResult {
   const attempts: LoadAttempt[] = [];
   const attempt = (source: string, path: string, fix: string): NativeAddon | undefined => {
     try {
@@ -147,27 +182,39 @@ export function loadAddon(env: NodeJS.ProcessEnv = process.env): { addon: Native
     throw loadError(attempts);
   }
 
+  let cudaFailure: string | undefined;
   for (const pkg of platformPackages()) {
-    let p: string;
+    let dir: string;
     try {
-      p = require.resolve(`${pkg.name}/sharedformer.node`, { paths: [packageRoot] });
+      dir = dirname(require.resolve(`${pkg.name}/package.json`, { paths: [packageRoot] }));
     } catch {
       attempts.push({ source: `package ${pkg.name}`, path: `${pkg.name}/sharedformer.node`, error: 'not installed', fix: pkg.fix });
       continue;
     }
-    const a = attempt(`package ${pkg.name}`, p, pkg.fix);
-    if (a) return { addon: a, path: p, attempts };
+    const p = join(dir, 'sharedformer.node');
+    if (!existsSync(p)) {
+      attempts.push({ source: `package ${pkg.name}`, path: p, error: 'installed without its sharedformer.node', fix: brokenPackageFix(pkg.name) });
+      if (pkg.cuda) cudaFailure = `${pkg.name} is installed without its sharedformer.node`;
+      continue;
+    }
+    const a = attempt(`package ${pkg.name}`, p, brokenPackageFix(pkg.name));
+    if (a) {
+      const cudaNote = cudaFailure && `${cudaFailure}; using the CPU-only binary of ${pkg.name} instead`;
+      return { addon: a, path: p, attempts, cudaNote };
+    }
+    if (pkg.cuda) cudaFailure = `${pkg.name} is installed but could not be loaded (${attempts.at(-1)!.error})`;
   }
 
   const local = join(packageRoot, 'build', 'Release', 'sharedformer.node');
-  const buildFix = 'build from source in the package folder: `npm run build` (cmake-js; CMake and a C++17 compiler, plus CUDA when nvcc is found) or `npm run build:gyp` (node-gyp, CPU only)';
+  const buildFix = `build from source: in ${packageRoot} run \`npm run build\` (cmake-js: install it with \`npm install --save-dev cmake-js\` ` +
+    'in your project; needs CMake 3.18+ and a C++17 compiler, and builds the CUDA kernels too when nvcc is on the PATH)';
   if (existsSync(local)) {
     try {
       // `bindings` resolves the module root's build/Release (and its other conventional places).
       const bindings = require('bindings') as (opts: { bindings: string; module_root: string }) => NativeAddon;
       const a = bindings({ bindings: 'sharedformer.node', module_root: packageRoot });
       attempts.push({ source: 'local build', path: local, fix: buildFix });
-      return { addon: a, path: local, attempts };
+      return { addon: a, path: local, attempts, cudaNote: cudaFailure && `${cudaFailure}; using the local build instead` };
     } catch (e) {
       attempts.push({ source: 'local build', path: local, error: (e as Error).message.split('\n')[0], fix: buildFix });
     }
@@ -185,7 +232,7 @@ function loadError(attempts: LoadAttempt[]): Error {
   );
 }
 
-let loaded: { addon: NativeAddon; path: string; attempts: LoadAttempt[] } | undefined;
+let loaded: LoadResult | undefined;
 
 /** The addon for this thread (loaded on first use). */
 export function native(): NativeAddon {

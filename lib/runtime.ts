@@ -1,9 +1,15 @@
 // runtime.ts — what the loaded addon reports about itself and the machine, and process-wide knobs.
-import { native, nativeLocation, type BackendsInfo, type BuildInfo, type DeviceMemory } from './native.ts';
+import { native, nativeLocation, cudaFallbackReason, type BackendsInfo, type BuildInfo, type DeviceMemory } from './native.ts';
 
-/** CPU threads and SIMD level; whether CUDA is compiled in and usable here, and if not, why. */
+/**
+ * CPU threads and SIMD level; whether CUDA is compiled in and usable here, and if not, why (including, when the
+ * CUDA package is installed but could not be loaded, that the loader used another binary and why).
+ */
 export function backends(): BackendsInfo {
-  return native().backends();
+  const info = native().backends();
+  const note = cudaFallbackReason();
+  if (note && !info.cuda.available) info.cuda.reason = info.cuda.reason ? `${note}. ${info.cuda.reason}` : note;
+  return info;
 }
 
 /** How the loaded binary was built, and where it was loaded from. */
