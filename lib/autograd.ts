@@ -121,6 +121,7 @@ export function recording(...inputs: (Tensor | null | undefined)[]): boolean {
 
 /** Runs fn with recording off (inference, optimizer updates), like torch.no_grad(). */
 export function noGrad<T>(fn: () => T): T {
+  if (typeof fn !== 'function') throw new TypeError(`noGrad: expected a function, got ${fn === null ? 'null' : typeof fn}`);
   const prev = gradEnabled;
   gradEnabled = false;
   try {
@@ -145,6 +146,7 @@ export function collect<T extends Tensor>(t: T): T {
  * tensors belong to the tape, not to tidy().
  */
 export function tidy<T>(fn: () => T): T {
+  if (typeof fn !== 'function') throw new TypeError(`tidy: expected a function, got ${fn === null ? 'null' : typeof fn}`);
   const outer = scratch;
   const mine: Tensor[] = [];
   scratch = mine;
@@ -173,6 +175,7 @@ export function isGradEnabled(): boolean {
   return gradEnabled;
 }
 
+/** Options of backward(). */
 export interface BackwardOptions {
   /** Multiplies every gradient (e.g. 1 / micro-batches for gradient accumulation). Default 1. */
   scale?: number;
@@ -201,6 +204,7 @@ export function backward(loss: Tensor, options: BackwardOptions = {}): void {
 
 /** Discards the current tape without running it (e.g. after an evaluation that recorded by accident). */
 export function releaseTape(keep: Tensor[] = []): void {
+  if (!Array.isArray(keep) || !keep.every((t) => t instanceof Tensor)) throw new TypeError('releaseTape: keep must be an array of Tensors');
   current.release(keep);
 }
 

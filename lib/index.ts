@@ -3,10 +3,15 @@ export { Tensor, tensor, full, zeros, ones, rand, randn, manualSeed } from './te
 export type { DType, Device, TensorOptions, RandomOptions, NestedNumbers } from './tensor.ts';
 export { backends, buildInfo, memory, setNumThreads, getNumThreads, synchronize, synchronizeSync, emptyCache } from './runtime.ts';
 export { loadAddon, packageRoot } from './native.ts';
-export type { BackendsInfo, BuildInfo, DeviceMemory, LoadAttempt } from './native.ts';
+export type { BackendsInfo, BuildInfo, DeviceMemory, LoadAttempt, LoadResult, DTypeName, HostArray } from './native.ts';
+/**
+ * The kernel library as plain functions on tensors, forward and backward side by side (backward functions add into
+ * the gradients they are given).
+ */
 export * as kernels from './kernels.ts';
-export type { MatmulOptions, AttentionOptions, CrossEntropyOptions, AdamWOptions, SgdOptions, DropoutOptions, PermuteOptions } from './kernels.ts';
+export type { Precision, MatmulOptions, AttentionOptions, CrossEntropyOptions, AdamWOptions, SgdOptions, DropoutOptions, PermuteOptions } from './kernels.ts';
 export { backward, noGrad, tidy, isGradEnabled, releaseTape, type BackwardOptions } from './autograd.ts';
+/** Differentiable operations: each records its backward on the autograd tape while gradients are enabled. */
 export * as ops from './ops/index.ts';
 export { ParameterStore, ParameterBuilder, Parameter, type Init, type SlotRow } from './params.ts';
 export { Module } from './nn/module.ts';
@@ -26,3 +31,11 @@ export { CharTokenizer, TokenDataset, type Batch } from './data/index.ts';
 export { Trainer, type TrainerOptions, type StepInfo, type EvalInfo, type TrainResult } from './train/trainer.ts';
 export { generateCorpus, describeCorpus } from './data/corpus.ts';
 export { lossCurveSvg, type LossSeries, type LossPlotOptions } from './plot.ts';
+// Types that appear in the signatures above (documented with them).
+export type { StackConfig, Dims, TokenIO, BlockStack } from './models/stack.ts';
+export type { LinearLike, LinearFactory } from './nn/layers.ts';
+export type { CorpusInfo } from './data/corpus.ts';
+export type { AccountingOptions } from './sharing/accounting.ts';
+export type { DecodeOptions } from './io/safetensors.ts';
+export type { PlanDims } from './sharing/plan.ts';
+export type { StoreOptions } from './params.ts';

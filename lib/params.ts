@@ -8,6 +8,7 @@ import { native } from './native.ts';
 import { registerParameter } from './autograd.ts';
 import type { Device } from './tensor.ts';
 
+/** How a parameter is initialised. */
 export type Init = { kind: 'normal'; std: number } | { kind: 'zeros' } | { kind: 'ones' };
 
 /** One unique parameter: a window into the store's flat buffers. */
@@ -24,6 +25,7 @@ export class Parameter {
     /** Whether AdamW's weight decay applies (not to norms, biases, embeddings by default). */
     readonly decay: boolean,
   ) {}
+  /** The number of elements. */
   get size(): number {
     return this.shape.reduce((a, b) => a * b, 1);
   }
@@ -42,6 +44,10 @@ export class Parameter {
 /** Collects parameter declarations, then builds the store. Declaring a name twice returns the same Parameter. */
 export class ParameterBuilder {
   private byName = new Map<string, Parameter>();
+  /**
+   * Declares a parameter, or returns the one already declared under this name (the same shape is required): how layers
+   * share weights.
+   */
   declare(name: string, shape: number[], init: Init, decay: boolean): Parameter {
     if (this.byName.has(name)) {
       const p = this.byName.get(name)!;
@@ -53,11 +59,13 @@ export class ParameterBuilder {
     this.byName.set(name, p);
     return p;
   }
+  /** Every parameter declared so far, in declaration order. */
   get parameters(): Parameter[] {
     return [...this.byName.values()];
   }
 }
 
+/** Options of a ParameterStore. */
 export interface StoreOptions {
   device?: Device;
   /** Seed of the Philox stream that initialises every parameter (parameter p uses counters p.offset ...). */
@@ -73,6 +81,10 @@ export interface SlotRow {
   decay: boolean;
 }
 
+/**
+ * Every unique parameter of a model in one flat device buffer, with a gradient buffer that mirrors it; parameters are
+ * views into both.
+ */
 export class ParameterStore {
   /** Every unique parameter, in declaration order (offsets increase). */
   readonly parameters: Parameter[];
@@ -148,6 +160,7 @@ export class ParameterStore {
     return this.parameters.map((p) => ({ name: p.name, shape: p.shape, offset: p.offset, size: p.size, decay: p.decay }));
   }
 
+  /** The parameter with this name, if any. */
   byName(name: string): Parameter | undefined {
     return this.parameters.find((p) => p.name === name);
   }

@@ -7,6 +7,7 @@
 // dropped without either.
 import { native, type DTypeName, type HostArray, type NativeTensor } from './native.ts';
 
+/** Element types: float32, int32, and bfloat16 (stored as bf16, read back as float32). */
 export type DType = DTypeName;
 /** 'cpu', 'cuda' (the first GPU) or 'cuda:N'. */
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
@@ -55,6 +56,10 @@ export function handleOf(t: unknown, op: string, name: string): NativeTensor {
   return t.handle;
 }
 
+/**
+ * An n-dimensional array on a device (CPU or CUDA): a handle to native memory, read with data() or dataSync(), freed by
+ * dispose() (or `using`, or a finalizer).
+ */
 export class Tensor {
   /** @internal The native object; use the methods of Tensor instead. */
   readonly handle: NativeTensor;
@@ -70,9 +75,11 @@ export class Tensor {
   get shape(): number[] {
     return this.handle.shape;
   }
+  /** The element type. */
   get dtype(): DType {
     return this.handle.dtype;
   }
+  /** The device holding the data: 'cpu' or 'cuda:N'. */
   get device(): Device {
     return this.handle.device as Device;
   }
@@ -80,9 +87,11 @@ export class Tensor {
   get size(): number {
     return this.handle.size;
   }
+  /** The number of dimensions (shape.length). */
   get rank(): number {
     return this.handle.shape.length;
   }
+  /** Whether dispose() has been called; a disposed tensor refuses every operation. */
   get disposed(): boolean {
     return this.handle.disposed;
   }
@@ -153,10 +162,12 @@ export class Tensor {
   dispose(): void {
     this.handle.dispose();
   }
+  /** dispose(), for `using` declarations. */
   [Symbol.dispose](): void {
     this.dispose();
   }
 
+  /** A short description: dtype, shape and device (no data). */
   toString(): string {
     if (this.disposed) return 'Tensor(disposed)';
     return `Tensor(${this.dtype}[${this.shape.join(', ')}] on ${this.device})`;
@@ -228,10 +239,12 @@ export function full(shape: readonly number[], value: number, opts?: TensorOptio
   isOptions(opts, 'full');
   return new Tensor(native().full(shape as number[], value, opts?.dtype ?? 'float32', opts?.device ?? 'cpu'));
 }
+/** A new tensor of the given shape filled with 0. */
 export function zeros(shape: readonly number[], opts?: TensorOptions): Tensor {
   isOptions(opts, 'zeros');
   return new Tensor(native().full(shape as number[], 0, opts?.dtype ?? 'float32', opts?.device ?? 'cpu', 'zeros'));
 }
+/** A new tensor of the given shape filled with 1. */
 export function ones(shape: readonly number[], opts?: TensorOptions): Tensor {
   isOptions(opts, 'ones');
   return new Tensor(native().full(shape as number[], 1, opts?.dtype ?? 'float32', opts?.device ?? 'cpu', 'ones'));

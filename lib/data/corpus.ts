@@ -348,6 +348,7 @@ class Grammar {
   }
 }
 
+/** What describeCorpus() reports about a generated corpus. */
 export interface CorpusInfo {
   /** The text, exactly `chars` characters long. */
   text: string;
@@ -364,6 +365,8 @@ export interface CorpusInfo {
 function check(chars: unknown, seed: unknown, who: string): void {
   if (typeof chars !== 'number' || !Number.isSafeInteger(chars) || chars < 1)
     throw new RangeError(`${who}: chars must be a positive integer, got ${String(chars)}`);
+  // A JavaScript string holds at most 2^29 - 24 UTF-16 units: more is an error here, not an out-of-memory abort.
+  if (chars > 2 ** 28) throw new RangeError(`${who}: chars must be at most 2^28 (${2 ** 28}), got ${chars}`);
   if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed > 0xffffffff)
     throw new RangeError(`${who}: seed must be an integer in [0, 2^32), got ${String(seed)}`);
 }

@@ -13,10 +13,12 @@ export class CharTokenizer {
       this.index.set(c, i);
     });
   }
+  /** A tokenizer whose vocabulary is the sorted set of characters in `text`. */
   static fromText(text: string): CharTokenizer {
     if (typeof text !== 'string' || text.length === 0) throw new TypeError('CharTokenizer.fromText: text must be a non-empty string');
     return new CharTokenizer([...new Set([...text])].sort());
   }
+  /** The number of distinct characters (ids are 0 .. vocabSize - 1). */
   get vocabSize(): number {
     return this.chars.length;
   }
@@ -31,6 +33,7 @@ export class CharTokenizer {
     });
     return out;
   }
+  /** The text of the ids; an id outside the vocabulary is an error naming it and its position. */
   decode(ids: ArrayLike<number>): string {
     let s = '';
     for (let i = 0; i < ids.length; i++) {
@@ -40,9 +43,11 @@ export class CharTokenizer {
     }
     return s;
   }
+  /** A JSON description (stored in checkpoints); CharTokenizer.fromJSON() reads it back. */
   toJSON(): { type: 'char'; chars: string[] } {
     return { type: 'char', chars: this.chars };
   }
+  /** Rebuilds a tokenizer from toJSON() output; anything else is a TypeError. */
   static fromJSON(j: unknown): CharTokenizer {
     const o = j as { type?: string; chars?: string[] };
     if (!o || o.type !== 'char' || !Array.isArray(o.chars)) throw new TypeError('CharTokenizer.fromJSON: not a character tokenizer description');
@@ -61,6 +66,12 @@ function hash32(a: number, b: number, c: number): number {
   return h >>> 0;
 }
 
+/** A value for an error message (a symbol cannot go through a template string). */
+function show(v: unknown): string {
+  return typeof v === 'symbol' ? 'a symbol' : typeof v === 'string' ? JSON.stringify(v) : String(v);
+}
+
+/** One training batch: input ids and the next-token targets. */
 export interface Batch {
   /** int32 (B, T) */
   ids: Tensor;
@@ -74,7 +85,9 @@ export class TokenDataset {
   readonly val: Int32Array;
   constructor(tokens: Int32Array, readonly vocabSize: number, trainFraction = 0.9) {
     if (!(tokens instanceof Int32Array)) throw new TypeError('TokenDataset: tokens must be an Int32Array');
-    if (!(trainFraction > 0 && trainFraction < 1)) throw new RangeError(`TokenDataset: trainFraction must be in (0, 1), got ${trainFraction}`);
+    if (typeof vocabSize !== 'number' || !Number.isInteger(vocabSize) || vocabSize < 1 || vocabSize > 2 ** 31)
+      throw new RangeError(`TokenDataset: vocabSize must be an integer in [1, 2^31], got ${show(vocabSize)}`);
+    if (typeof trainFraction !== 'number' || !(trainFraction > 0 && trainFraction < 1)) throw new RangeError(`TokenDataset: trainFraction must be a number in (0, 1), got ${show(trainFraction)}`);
     for (let i = 0; i < tokens.length; i++)
       if (tokens[i] < 0 || tokens[i] >= vocabSize) throw new RangeError(`TokenDataset: token ${tokens[i]} at position ${i} is outside [0, ${vocabSize})`);
     const n = Math.floor(tokens.length * trainFraction);
@@ -87,8 +100,12 @@ export class TokenDataset {
    * batch for the same arguments, always.
    */
   batch(split: 'train' | 'val', B: number, T: number, seed: number, index: number, device: Device = 'cpu'): Batch {
+    if (split !== 'train' && split !== 'val') throw new TypeError(`TokenDataset.batch: split must be 'train' or 'val', got ${show(split)}`);
     const src = split === 'train' ? this.train : this.val;
-    if (!Number.isInteger(B) || B < 1 || !Number.isInteger(T) || T < 1) throw new RangeError(`TokenDataset.batch: batch ${B} and sequence ${T} must be positive integers`);
+    if (!Number.isInteger(B) || B < 1 || !Number.isInteger(T) || T < 1) throw new RangeError(`TokenDataset.batch: batch ${show(B)} and sequence ${show(T)} must be positive integers`);
+    if (B * T > 2 ** 30) throw new RangeError(`TokenDataset.batch: a batch of ${B} x ${T} tokens is over the 2^30 limit`);
+    for (const [name, v] of [['seed', seed], ['index', index]] as const)
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new RangeError(`TokenDataset.batch: ${name} must be a non-negative integer, got ${show(v)}`);
     if (src.length < T + 1) throw new RangeError(`TokenDataset.batch: the ${split} split has ${src.length} tokens, fewer than a window of ${T + 1}`);
     const ids = new Int32Array(B * T), tg = new Int32Array(B * T);
     const span = src.length - T;

@@ -1,7 +1,10 @@
 // checkpoint.ts — saving and loading a model's parameters as a standard safetensors file. Each unique parameter is
 // stored once under its stable name (e.g. 'attn.0.wq.weight'); the model config and the sharing plan go into
 // __metadata__, so that a checkpoint whose plan differs from the model's is refused. Writes are atomic
-// (safetensors.ts: temp file, fsync, rename), and a round trip is bit-exact.
+// (safetensors.ts: temp file, fsync, rename), and a round trip is bit-exact. The safetensors format has no checksum, so
+// a checkpoint also records the SHA-256 of its tensors (names, dtypes, shapes and bytes) in __metadata__.data_sha256,
+// and loading refuses a file whose tensors no longer match it (a flipped bit, a file patched by hand).
+import { createHash } from 'node:crypto';
 import { loadSafetensors, saveSafetensors, type SafeTensor } from './safetensors.ts';
 import { tensor } from '../tensor.ts';
 import { native } from '../native.ts';
@@ -14,6 +17,24 @@ export interface CheckpointMeta {
   config: string;
   /** The sharing plan's per-layer assignment, as JSON. */
   plan: string;
+}
+
+/** The metadata key of the tensors' checksum. */
+export const CHECKSUM_KEY = 'data_sha256';
+
+/**
+ * SHA-256 over every tensor, in name order (by UTF-8 bytes): name, dtype, shape, then the little-endian element bytes.
+ * The same for a map built to be written and for one read back from the file.
+ */
+export function tensorsDigest(tensors: Map<string, SafeTensor>): string {
+  const h = createHash('sha256');
+  const names = [...tensors.keys()].sort((a, b) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')));
+  for (const name of names) {
+    const t = tensors.get(name)!;
+    h.update(`${name}\0${t.dtype}\0${t.shape.join(',')}\0`);
+    h.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)); // host order; little-endian hosts
+  }
+  return h.digest('hex');
 }
 
 /**
@@ -31,7 +52,7 @@ export function saveCheckpoint(
     if (tensors.has(k)) throw new Error(`saveCheckpoint: extra tensor '${k}' collides with a parameter`);
     tensors.set(k, { dtype: 'F32', shape: [v.length], data: v });
   }
-  saveSafetensors(path, tensors, { format: 'sharedformer', ...extra, ...meta });
+  saveSafetensors(path, tensors, { format: 'sharedformer', ...extra, ...meta, [CHECKSUM_KEY]: tensorsDigest(tensors) });
 }
 
 /**
@@ -44,6 +65,9 @@ export function loadCheckpoint(
   const file = loadSafetensors(path);
   const md = file.metadata;
   if (md.format !== 'sharedformer') throw new Error(`loadCheckpoint: ${path} is not a sharedformer checkpoint (metadata format = ${JSON.stringify(md.format)})`);
+  // Files written before the checksum existed have none; a file that has one must match it.
+  if (md[CHECKSUM_KEY] !== undefined && md[CHECKSUM_KEY] !== tensorsDigest(file.tensors))
+    throw new Error(`loadCheckpoint: ${path} is corrupt: its tensors do not match the SHA-256 recorded when it was written (${CHECKSUM_KEY} ${md[CHECKSUM_KEY].slice(0, 16)}...)`);
   for (const k of ['model', 'config', 'plan'] as const)
     if (md[k] !== expect[k]) throw new Error(`loadCheckpoint: ${path} holds a different ${k}: ${md[k]} (the model has ${expect[k]})`);
   const names = new Set(store.parameters.map((p) => p.name));

@@ -16,8 +16,10 @@ import { randomBytes } from 'node:crypto';
 import { endianness } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 
+/** The safetensors dtypes sharedformer reads and writes. */
 export type SafeDType = 'F32' | 'I32' | 'BF16';
 
+/** One tensor of a safetensors file, on the host. */
 export interface SafeTensor {
   dtype: SafeDType;
   shape: number[];
@@ -25,11 +27,13 @@ export interface SafeTensor {
   data: Float32Array | Int32Array | Uint16Array;
 }
 
+/** A whole safetensors file: named tensors and the string metadata of `__metadata__`. */
 export interface SafeFile {
   tensors: Map<string, SafeTensor>;
   metadata: Record<string, string>;
 }
 
+/** Options of decodeSafetensors(). */
 export interface DecodeOptions {
   /** Largest header accepted, in bytes (default 100_000_000, the reference implementation's limit). */
   maxHeaderBytes?: number;
@@ -461,6 +465,7 @@ function checkHeader(bytes: Uint8Array, dataBytes: number, source: string): Head
       for (const k of Object.keys(info)) {
         const v = info[k];
         if (typeof v !== 'string') fail(source, `__metadata__ value ${show(k)} must be a string, got ${typeOf(v)} ${show(v)}`);
+        if (hasLoneSurrogate(k) || hasLoneSurrogate(v)) fail(source, `__metadata__ entry ${show(k)} has an unpaired surrogate escape (not valid UTF-8)`);
         pairs.push([k, v]);
       }
       metadata = Object.fromEntries(pairs); // defines own properties, "__proto__" included
@@ -468,6 +473,8 @@ function checkHeader(bytes: Uint8Array, dataBytes: number, source: string): Head
     }
     const what = `tensor ${show(name)}`;
     if (name.length === 0) fail(source, 'a tensor has an empty name');
+    // JSON can escape a lone surrogate ("\ud800"); such a name is not Unicode text, and the writer refuses it too.
+    if (hasLoneSurrogate(name)) fail(source, `${what}: the name has an unpaired surrogate escape (not valid UTF-8)`);
     if (!isPlainObject(info)) fail(source, `${what}: entry must be an object {dtype, shape, data_offsets}, got ${typeOf(info)} ${show(info)}`);
     for (const k of Object.keys(info)) {
       if (!TENSOR_FIELDS.includes(k)) fail(source, `${what}: unexpected field ${show(k)} (expected dtype, shape, data_offsets)`);

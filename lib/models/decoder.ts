@@ -23,6 +23,10 @@ import { generate, type GenerateOptions } from './generate.ts';
 /** A decoder's configuration: the shared StackConfig fields (vocab, dModel, heads, sharing, ...). */
 export type DecoderConfig = StackConfig;
 
+/**
+ * A causal (GPT-style) language model whose blocks are shared across layers as its sharing plan says; trains with
+ * loss() and generates over a KV cache.
+ */
 export class Decoder extends Model {
   readonly config: Required<Omit<DecoderConfig, 'sharing' | 'seed' | 'device' | 'factorizedEmbedding'>> & {
     sharing: Partial<SharingConfig>;
@@ -54,18 +58,23 @@ export class Decoder extends Model {
     this.store = new ParameterStore(b, { device: config.device ?? 'cpu', seed: config.seed ?? 0 });
   }
 
+  /** The token embedding. */
   get tok(): Embedding {
     return this.io.tok;
   }
+  /** The learned position embedding. */
   get pos(): Embedding {
     return this.io.pos;
   }
+  /** The output projection, or null when it is tied to the token embedding. */
   get head(): Linear | null {
     return this.io.head;
   }
+  /** The unique attention blocks (layers that share a block share its entry). */
   get attn(): MultiHeadAttention[] {
     return this.stack.attn;
   }
+  /** The unique feed-forward blocks. */
   get ffn(): FeedForward[] {
     return this.stack.ffn;
   }

@@ -20,6 +20,7 @@ export interface EncoderConfig extends StackConfig {
   numClasses?: number;
 }
 
+/** Options of Encoder.encode() and the losses built on it. */
 export interface EncodeOptions {
   /** int32 [B] (or numbers): keys at positions >= keyLengths[b] are padding. */
   keyLengths?: Tensor | number[];
@@ -32,6 +33,10 @@ function scratch(t: Tensor): void {
   else t.dispose();
 }
 
+/**
+ * A bidirectional (BERT / ALBERT-style) encoder with padding masks, masked-LM and classification heads, and cross-layer
+ * sharing.
+ */
 export class Encoder extends Model {
   readonly dims: Dims & { layers: number; tiedEmbeddings: boolean; numClasses: number; factorizedEmbedding?: number; norm: 'pre' | 'post' };
   readonly plan: SharingPlan;
@@ -101,6 +106,7 @@ export class Encoder extends Model {
     return ops.crossEntropy(this.classify(ids, options), labels);
   }
 
+  /** Unique parameters, bytes, applied depth and FLOPs per token of this encoder (at `depth` layers when given). */
   accounting(options: { depth?: number } = {}): Accounting {
     const d = this.dims;
     return accountEncoder({ ...d, tiedEmbeddings: d.tiedEmbeddings, factorizedEmbedding: d.factorizedEmbedding }, this.plan, options);

@@ -20,6 +20,7 @@ import { noGrad } from '../autograd.ts';
 import { appliedLayers, type LayerPlan } from '../sharing/plan.ts';
 import { linearInference, type FeedForward } from '../nn/layers.ts';
 
+/** How generate() picks tokens: length, temperature, top-k / top-p, seed. */
 export interface GenerateOptions {
   /** How many tokens to generate at most (0 returns []). The prompt plus these must fit in the model's maxSeq. */
   maxNewTokens: number;
@@ -81,9 +82,11 @@ export class DecodeSession {
   private fed = 0;
 
   constructor(readonly model: Decoder, capacity: number, depth?: number) {
+    if (typeof model !== 'object' || model === null || typeof model.config !== 'object' || !model.store)
+      throw new TypeError('DecodeSession: model must be a Decoder');
     const { dModel, heads, kvHeads, maxSeq } = model.config;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > maxSeq)
-      throw new RangeError(`DecodeSession: capacity must be an integer in [1, ${maxSeq}] (the model's maxSeq), got ${capacity}`);
+      throw new RangeError(`DecodeSession: capacity must be an integer in [1, ${maxSeq}] (the model's maxSeq), got ${String(capacity)}`);
     this.capacity = capacity;
     this.layers = appliedLayers(model.plan, depth);
     const device = model.store.device;

@@ -14,6 +14,10 @@ import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { BlockStack, Model, TokenIO, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
 
+/**
+ * The shape of an EncoderDecoder: sizes, depths, sharing of each side and whether the decoder reuses the encoder
+ * blocks.
+ */
 export interface EncoderDecoderConfig {
   vocab: number;
   dModel: number;
@@ -35,6 +39,10 @@ export interface EncoderDecoderConfig {
   device?: Device;
 }
 
+/**
+ * A sequence-to-sequence Transformer (encoder, decoder with cross-attention) with cross-layer and optional encoder-
+ * decoder sharing.
+ */
 export class EncoderDecoder extends Model {
   readonly dims: Dims & { encoderLayers: number; decoderLayers: number; tiedEmbeddings: boolean; shared: boolean };
   readonly encoderPlan: SharingPlan;

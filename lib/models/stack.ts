@@ -6,6 +6,7 @@ import { BasisLinear, DeltaLinear, Embedding, FeedForward, Linear, MultiHeadAtte
 import type { ParameterBuilder } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
+import * as K from '../kernels.ts';
 import { tape } from '../autograd.ts';
 import { appliedLayers, kvProjectionBlocks, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import type { Accounting } from '../sharing/accounting.ts';
@@ -33,6 +34,7 @@ export interface StackConfig {
   device?: Device;
 }
 
+/** The sizes shared by the models: vocabulary, widths, heads and sequence length. */
 export interface Dims {
   vocab: number;
   dModel: number;
@@ -192,7 +194,25 @@ export class BlockStack {
    */
   run(h: Tensor, o: { depth?: number; keyLengths?: Tensor; causal?: boolean; between?: (l: number, h: Tensor) => Tensor } = {}): Tensor {
     const kvOf: { k: Tensor; v: Tensor }[] = [];
-    appliedLayers(this.plan, o.depth).forEach((lp, l) => {
+    const layers = appliedLayers(this.plan, o.depth);
+    // Shared weights on chip (CUDA): while consecutive layers apply the same attention and FFN blocks (plans 'all',
+    // 'sequence'), those blocks' parameters — one span of the flat parameter buffer — persist in L2 for the run of
+    // layers, so the second and later layers read them from L2 instead of HBM. A no-op on the CPU.
+    const onCuda = h.device !== 'cpu';
+    const same = (a: { attention: number; ffn: number } | undefined, b: { attention: number; ffn: number } | undefined) =>
+      !!a && !!b && a.attention === b.attention && a.ffn === b.ffn;
+    let persisting = false;
+    layers.forEach((lp, l) => {
+      if (onCuda) {
+        const inRun = same(layers[l - 1], lp) || same(lp, layers[l + 1]);
+        if (inRun && !same(layers[l - 1], lp)) {
+          const params = [...this.attn[lp.attention].parameters(), ...this.ffn[lp.ffn].parameters()].map((p) => p.value);
+          persisting = K.persistL2(params) || persisting;
+        } else if (!inRun && persisting) {
+          K.persistL2(null);
+          persisting = false;
+        }
+      }
       const reuse = lp.kvSource !== l ? kvOf[lp.kvSource] : undefined;
       const { out, kv } = this.attn[lp.attention].forward(h, reuse, { keyLengths: o.keyLengths, causal: o.causal ?? this.causal });
       kvOf[l] = kv;
@@ -201,6 +221,7 @@ export class BlockStack {
       const f = this.ffn[lp.ffn];
       h = f.residual(h, f.forward(h));
     });
+    if (persisting) K.persistL2(null);
     return h;
   }
 }
@@ -235,6 +256,7 @@ export abstract class Model extends Module {
   /** Mean cross-entropy of logits (B, T, V) against targets (B, T); targets equal to -100 do not count. */
   protected tokenLoss(logits: Tensor, targets: Tensor): Tensor {
     const [B, T, V] = logits.shape;
+    if (!(targets instanceof Tensor)) throw new TypeError(`loss: targets must be an int32 Tensor of shape [${B}, ${T}]`);
     if (targets.dtype !== 'int32' || targets.size !== B * T)
       throw new TypeError(`loss: targets must be int32 of shape [${B}, ${T}], got ${targets.toString()}`);
     const flat = targets.view([B * T]);

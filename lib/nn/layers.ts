@@ -7,6 +7,7 @@ import type { Tensor } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { kvAppend } from '../kernels.ts';
 
+/** A fully connected layer y = x W^T + b (W stored as (out, in), as PyTorch), optionally with a fused GELU. */
 export class Linear extends Module {
   readonly weight: Parameter; // (out, in), as PyTorch
   readonly bias: Parameter | null;
@@ -15,6 +16,7 @@ export class Linear extends Module {
     this.weight = this.addParameter('weight', b.declare(`${name}.weight`, [outFeatures, inFeatures], { kind: 'normal', std: opts.std ?? 0.02 }, true));
     this.bias = opts.bias === false ? null : this.addParameter('bias', b.declare(`${name}.bias`, [outFeatures], { kind: 'zeros' }, false));
   }
+  /** x W^T + b over the last dimension of x, with GELU applied when `activation` is gelu (fused into the product). */
   forward(x: Tensor, activation: 'none' | 'gelu' = 'none'): Tensor {
     return ops.linear(x, this.weight.value, this.bias?.value ?? null, activation);
   }
@@ -22,6 +24,7 @@ export class Linear extends Module {
 
 /** Anything that maps (..., in) to (..., out) like a Linear layer. */
 export interface LinearLike extends Module {
+  /** The layer applied to x (..., in) -> (..., out), with an optional fused GELU. */
   forward(x: Tensor, activation?: 'none' | 'gelu'): Tensor;
 }
 
@@ -47,6 +50,7 @@ export class BasisLinear extends Module implements LinearLike {
     this.coef = this.addParameter('coef', b.declare(`${name}.coef`, [outF, rank], { kind: 'normal', std: 1 / Math.sqrt(rank) }, true));
     this.bias = opts.bias ? this.addParameter('bias', b.declare(`${name}.bias`, [outF], { kind: 'zeros' }, false)) : null;
   }
+  /** (x B^T) C^T + b: the shared basis, then the per-layer coefficients; an optional fused GELU. */
   forward(x: Tensor, activation: 'none' | 'gelu' = 'none'): Tensor {
     return ops.linear(ops.linear(x, this.basis.value, null), this.coef.value, this.bias?.value ?? null, activation);
   }
@@ -69,6 +73,7 @@ export class DeltaLinear extends Module implements LinearLike {
     this.up = this.addParameter('up', b.declare(`${name}.up`, [outF, rank], { kind: 'zeros' }, true));
     this.bias = opts.bias ? this.addParameter('bias', b.declare(`${name}.bias`, [outF], { kind: 'zeros' }, false)) : null;
   }
+  /** x (W + A B)^T + b, computed as x W^T + b + (x B^T) A^T; then GELU when `activation` is gelu. */
   forward(x: Tensor, activation: 'none' | 'gelu' = 'none'): Tensor {
     const base = ops.linear(x, this.shared.value, this.bias?.value ?? null);
     const low = ops.linear(ops.linear(x, this.down.value, null), this.up.value, null);
@@ -83,6 +88,7 @@ function postResidual(norm: 'pre' | 'post', ln: LayerNorm, h: Tensor, out: Tenso
   return norm === 'pre' ? sum : ln.forward(sum);
 }
 
+/** Layer normalization over the last dimension, with a weight and a bias. */
 export class LayerNorm extends Module {
   readonly weight: Parameter;
   readonly bias: Parameter;
@@ -91,22 +97,26 @@ export class LayerNorm extends Module {
     this.weight = this.addParameter('weight', b.declare(`${name}.weight`, [dim], { kind: 'ones' }, false));
     this.bias = this.addParameter('bias', b.declare(`${name}.bias`, [dim], { kind: 'zeros' }, false));
   }
+  /** Normalizes x over its last dimension, then scales by weight and adds bias. */
   forward(x: Tensor): Tensor {
     return ops.layerNorm(x, this.weight.value, this.bias.value, this.eps);
   }
 }
 
+/** A lookup table of `num` vectors of size `dim`. */
 export class Embedding extends Module {
   readonly weight: Parameter; // (num, dim)
   constructor(b: ParameterBuilder, name: string, readonly num: number, readonly dim: number, std = 0.02) {
     super();
     this.weight = this.addParameter('weight', b.declare(`${name}.weight`, [num, dim], { kind: 'normal', std }, false));
   }
+  /** The rows of the table for int32 ids: (...) -> (..., dim). */
   forward(ids: Tensor): Tensor {
     return ops.embedding(ids, this.weight.value);
   }
 }
 
+/** The shape of a MultiHeadAttention block. */
 export interface AttentionConfig {
   dModel: number;
   heads: number;
@@ -258,6 +268,7 @@ export class FeedForward extends Module {
     this.fc1 = this.addModule('fc1', linear(b, `${name}.fc1`, 'ffn.fc1', dModel, dFF, { bias }));
     this.fc2 = this.addModule('fc2', linear(b, `${name}.fc2`, 'ffn.fc2', dFF, dModel, { bias }));
   }
+  /** The feed-forward sub-layer applied to x (B, T, C); returns its output (the caller adds the residual). */
   forward(x: Tensor): Tensor {
     return this.fc2.forward(this.fc1.forward(this.norm === 'pre' ? this.ln.forward(x) : x, 'gelu'));
   }
@@ -293,6 +304,7 @@ export function linearInference(lin: LinearLike, x: Tensor, activation: 'none' |
   return lin.forward(x, activation);
 }
 
+/** The shape of a TransformerBlock: attention plus a feed-forward width. */
 export interface TransformerBlockConfig extends AttentionConfig {
   dFF: number;
 }

@@ -4,6 +4,10 @@ import type { Parameter } from '../params.ts';
 import { Tensor } from '../tensor.ts';
 import { native } from '../native.ts';
 
+/**
+ * The base of every layer and model, as PyTorch's nn.Module: owns parameters and child modules, train/eval mode, state
+ * dicts.
+ */
 export abstract class Module {
   private _children = new Map<string, Module>();
   private _params = new Map<string, Parameter>();
@@ -42,15 +46,18 @@ export abstract class Module {
     return this.namedParameters().map(([, p]) => p);
   }
 
+  /** The direct child modules with their names, in registration order. */
   children(): [string, Module][] {
     return [...this._children];
   }
 
+  /** Sets training mode (dropout active) on this module and every descendant; returns this. */
   train(mode = true): this {
     this.training = mode;
     for (const [, c] of this._children) c.train(mode);
     return this;
   }
+  /** Sets inference mode (no dropout) on this module and every descendant; returns this. */
   eval(): this {
     return this.train(false);
   }

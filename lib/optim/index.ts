@@ -2,8 +2,9 @@
 // and gradient clipping over the flat gradient buffer.
 import { full, type Tensor } from '../tensor.ts';
 import * as K from '../kernels.ts';
-import type { ParameterStore } from '../params.ts';
+import { ParameterStore } from '../params.ts';
 
+/** Hyperparameters of AdamW. */
 export interface AdamWConfig {
   lr: number;
   beta1?: number;
@@ -20,6 +21,7 @@ export class AdamW {
   /** Steps taken (the next step() is step + 1, for bias correction). */
   step = 0;
   constructor(readonly store: ParameterStore, readonly config: AdamWConfig) {
+    if (!(store instanceof ParameterStore)) throw new TypeError('AdamW: store must be a ParameterStore (a model\'s .store)');
     if (typeof config?.lr !== 'number' || !Number.isFinite(config.lr) || config.lr < 0)
       throw new RangeError(`AdamW: lr must be a finite number >= 0, got ${String(config?.lr)}`);
     this.m = full([store.numel], 0, { device: store.device });
@@ -42,12 +44,14 @@ export class AdamW {
   get bytes(): number {
     return 2 * this.store.numel * 4;
   }
+  /** Frees the optimizer's moment buffers. */
   dispose(): void {
     this.m.dispose();
     this.v.dispose();
   }
 }
 
+/** Hyperparameters of SGD. */
 export interface SGDConfig {
   lr: number;
   momentum?: number;
@@ -62,10 +66,12 @@ export class SGD {
   readonly buf: Tensor | null;
   step = 0;
   constructor(readonly store: ParameterStore, readonly config: SGDConfig) {
+    if (!(store instanceof ParameterStore)) throw new TypeError('SGD: store must be a ParameterStore (a model\'s .store)');
     if (typeof config?.lr !== 'number' || !Number.isFinite(config.lr) || config.lr < 0)
       throw new RangeError(`SGD: lr must be a finite number >= 0, got ${String(config?.lr)}`);
     this.buf = (config.momentum ?? 0) > 0 ? full([store.numel], 0, { device: store.device }) : null;
   }
+  /** One update with the current gradients; `lr` overrides the configured rate (schedules). */
   update(lr = this.config.lr): void {
     this.step += 1;
     K.sgd(this.store.values, this.store.grads, this.buf, {
@@ -77,13 +83,33 @@ export class SGD {
       firstStep: this.step === 1,
     });
   }
+  /** Frees the momentum buffer. */
   dispose(): void {
     this.buf?.dispose();
   }
 }
 
+/** The arguments of a schedule: step and warmup non-negative integers, total a positive integer, rates finite >= 0. */
+function checkSchedule(fn: string, step: unknown, o: unknown): { lr: number; warmup: number; total: number; minLr?: number } {
+  const int = (v: unknown, name: string, lo: number) => {
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < lo) throw new RangeError(`${fn}: ${name} must be an integer >= ${lo}, got ${typeof v === 'symbol' ? 'a symbol' : String(v)}`);
+  };
+  const rate = (v: unknown, name: string) => {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new RangeError(`${fn}: ${name} must be a finite number >= 0, got ${typeof v === 'symbol' ? 'a symbol' : String(v)}`);
+  };
+  int(step, 'step', 0);
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new TypeError(`${fn}: options must be an object { lr, warmup, total, minLr? }`);
+  const s = o as { lr: number; warmup: number; total: number; minLr?: number };
+  rate(s.lr, 'lr');
+  int(s.warmup, 'warmup', 0);
+  int(s.total, 'total', 1);
+  if (s.minLr !== undefined) rate(s.minLr, 'minLr');
+  return s;
+}
+
 /** Linear warmup to `lr`, then cosine decay to `minLr` at `total` steps (nanoGPT's schedule). `step` is 0-based. */
 export function warmupCosine(step: number, o: { lr: number; warmup: number; total: number; minLr?: number }): number {
+  checkSchedule('warmupCosine', step, o);
   const min = o.minLr ?? o.lr / 10;
   if (step < o.warmup) return (o.lr * (step + 1)) / o.warmup;
   if (step >= o.total) return min;
@@ -93,6 +119,7 @@ export function warmupCosine(step: number, o: { lr: number; warmup: number; tota
 
 /** Linear warmup, then linear decay to `minLr` (default 0) at `total` steps. */
 export function warmupLinear(step: number, o: { lr: number; warmup: number; total: number; minLr?: number }): number {
+  checkSchedule('warmupLinear', step, o);
   const min = o.minLr ?? 0;
   if (step < o.warmup) return (o.lr * (step + 1)) / o.warmup;
   if (step >= o.total) return min;
@@ -101,5 +128,6 @@ export function warmupLinear(step: number, o: { lr: number; warmup: number; tota
 
 /** Scales the store's gradients so that their global L2 norm is at most maxNorm; returns the norm before (scalar tensor). */
 export function clipGradNorm(store: ParameterStore, maxNorm: number): Tensor {
+  if (!(store instanceof ParameterStore)) throw new TypeError('clipGradNorm: store must be a ParameterStore (a model\'s .store)');
   return K.clipGradNorm(store.grads, maxNorm);
 }

@@ -50,6 +50,7 @@
 
 import { appliedLayers, checkRank, kvProjectionBlocks, type SharingPlan } from './plan.ts';
 
+/** The sizes accounting needs: vocabulary, widths, heads, depth, sequence length. */
 export interface ModelDims {
   vocab: number;
   dModel: number;
@@ -64,6 +65,7 @@ export interface ModelDims {
   bias: boolean;
 }
 
+/** What a model costs: unique parameters and bytes, applied depth, FLOPs and KV-cache bytes per token. */
 export interface Accounting {
   uniqueParameters: number;
   parameterBytes: number;
@@ -75,6 +77,7 @@ export interface Accounting {
   breakdown: Record<string, number>;
 }
 
+/** Options of the accounting functions. */
 export interface AccountingOptions {
   /** Run-time depth override (all / cycle plans only). Default: the plan's L. */
   depth?: number;

@@ -54,6 +54,7 @@
 //   Options a strategy does not use are errors, not silently ignored: unique is accepted only by sequence, cycle and
 //   cycle-rev; rank only by basis and delta; custom only by custom.
 
+/** The cross-layer sharing strategies. */
 export type Strategy =
   | 'none'
   | 'all'
@@ -67,6 +68,7 @@ export type Strategy =
   | 'basis'
   | 'delta';
 
+/** Every Strategy, in documentation order. */
 export const STRATEGIES: readonly Strategy[] = Object.freeze([
   'none',
   'all',
@@ -81,6 +83,7 @@ export const STRATEGIES: readonly Strategy[] = Object.freeze([
   'delta',
 ] as Strategy[]);
 
+/** How a stack shares its blocks: the strategy and its parameters. */
 export interface SharingConfig {
   /** Default 'none'. */
   strategy: Strategy;
@@ -94,6 +97,7 @@ export interface SharingConfig {
   kvShareGroup?: number;
 }
 
+/** Which unique blocks one layer applies. */
 export interface LayerPlan {
   /** Attention block index (for basis/delta: the layer's own factor slot, = the layer index). */
   attention: number;
@@ -103,6 +107,7 @@ export interface LayerPlan {
   kvSource: number;
 }
 
+/** The result of makePlan(): the block each layer applies and the counts of unique blocks. */
 export interface SharingPlan {
   strategy: Strategy;
   layers: LayerPlan[];
@@ -133,6 +138,9 @@ function typeName(v: unknown): string {
   if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
   return typeof v === 'object' ? 'an object' : `${typeof v} ${String(v)}`;
 }
+
+/** The most layers a plan may have (its arrays are this long): an absurd count is an error, not an out-of-memory crash. */
+export const MAX_LAYERS = 1 << 16;
 
 /** A number that must be an integer in [min, max]: TypeError when not a number, RangeError otherwise. */
 function checkInt(v: unknown, what: string, min: number, max: number, hint = ''): number {
@@ -214,7 +222,7 @@ function plural(n: number, word: string): string {
  * without it those checks are skipped (accounting.ts repeats them with the full model dims).
  */
 export function makePlan(config: Partial<SharingConfig> | undefined, numLayers: number, dims?: PlanDims): SharingPlan {
-  const L = checkInt(numLayers, 'numLayers', 1, Infinity);
+  const L = checkInt(numLayers, 'numLayers', 1, MAX_LAYERS);
   if (config === undefined) config = {};
   if (typeof config !== 'object' || config === null || Array.isArray(config)) {
     throw new TypeError(`sharing: the config must be an object like { strategy: 'cycle', unique: 3 }, got ${typeName(config)}`);
@@ -385,12 +393,13 @@ export function checkRank(strategy: 'basis' | 'delta', r: number, n: number, mat
  * l mod U); kvSource keeps its rule l - (l mod s) over the applied layers.
  */
 export function appliedLayers(plan: SharingPlan, depth?: number): LayerPlan[] {
+  if (typeof plan !== 'object' || plan === null || !Array.isArray(plan.layers)) throw new TypeError('sharing: appliedLayers needs a plan made by makePlan()');
   const L = plan.layers.length;
   if (depth === undefined || depth === L) {
-    if (depth !== undefined) checkInt(depth, 'depth', 1, Infinity);
+    if (depth !== undefined) checkInt(depth, 'depth', 1, MAX_LAYERS);
     return plan.layers.slice();
   }
-  checkInt(depth, 'depth', 1, Infinity);
+  checkInt(depth, 'depth', 1, MAX_LAYERS);
   if (plan.strategy !== 'all' && plan.strategy !== 'cycle') {
     throw new RangeError(
       `sharing: a run-time depth override needs strategy all or cycle (the plan is '${plan.strategy}' over ${L} layers, depth ${depth} asked)`,

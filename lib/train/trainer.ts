@@ -5,12 +5,16 @@
 import { EventEmitter } from 'node:events';
 import { backward, noGrad, releaseTape, tidy } from '../autograd.ts';
 import { AdamW, clipGradNorm, warmupCosine, warmupLinear } from '../optim/index.ts';
+import { sumSquares } from '../kernels.ts';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.ts';
 import type { Decoder } from '../models/decoder.ts';
 import type { TokenDataset } from '../data/index.ts';
 import { tensor } from '../tensor.ts';
 import { native } from '../native.ts';
+import { withPrecision } from '../ops/index.ts';
+import type { Precision } from '../kernels.ts';
 
+/** Options of a Trainer: steps, batch shape, optimizer, schedule, clipping, evaluation, checkpoints, cancellation. */
 export interface TrainerOptions {
   /** Optimizer steps to reach. */
   steps: number;
@@ -40,8 +44,20 @@ export interface TrainerOptions {
   checkpoint?: { path: string; every?: number };
   /** Stops training cleanly between steps (after writing a checkpoint when configured). */
   signal?: AbortSignal;
+  /**
+   * What a NaN or infinite loss or gradient norm does (checked before the optimizer update, so the parameters and the
+   * optimizer state are never touched by it): 'error' (default) rejects with an Error naming the step; 'skip' drops
+   * the step (no update; the step still counts, so the next one sees the next batch) and emits 'skip'.
+   */
+  nonFinite?: 'error' | 'skip';
+  /**
+   * Arithmetic of the matmuls and attention on CUDA (ops.withPrecision): 'fp32' (default), 'tf32' or 'bf16' (tensor
+   * cores, fp32 accumulation; parameters, gradients and optimizer state stay fp32). The CPU computes in fp32 always.
+   */
+  precision?: Precision;
 }
 
+/** What each optimizer step reports (the 'step' event and steps()). */
 export interface StepInfo {
   /** 1-based optimizer step just completed. */
   step: number;
@@ -52,8 +68,11 @@ export interface StepInfo {
   tokensPerSec: number;
   elapsedMs: number;
   etaMs: number;
+  /** True when the step was dropped for a non-finite loss or gradient (nonFinite: 'skip'); loss is then that value. */
+  skipped?: boolean;
 }
 
+/** What an evaluation on the validation split reports (the 'eval' event). */
 export interface EvalInfo {
   step: number;
   /** Mean validation cross-entropy, nats per token. */
@@ -62,12 +81,15 @@ export interface EvalInfo {
   bpc: number;
 }
 
+/** What run() returns when training ends or is aborted. */
 export interface TrainResult {
   steps: number;
   loss: number;
   val?: EvalInfo;
   aborted: boolean;
   tokensPerSec: number;
+  /** Steps dropped for a non-finite loss or gradient (nonFinite: 'skip'). */
+  skipped: number;
 }
 
 function positiveInt(v: unknown, name: string, allowZero = false): number {
@@ -80,11 +102,17 @@ function finite(v: unknown, name: string, lo = -Infinity): number {
   return v;
 }
 
+/**
+ * Trains a model on a TokenDataset with AdamW: schedules, accumulation, clipping, evaluation, checkpoints and bit-exact
+ * resume.
+ */
 export class Trainer extends EventEmitter {
   readonly opt: AdamW;
   readonly options: Required<Omit<TrainerOptions, 'checkpoint' | 'signal'>> & Pick<TrainerOptions, 'checkpoint' | 'signal'>;
   /** Optimizer steps completed. */
   step = 0;
+  /** Steps dropped for a non-finite loss or gradient so far (nonFinite: 'skip'). */
+  skipped = 0;
   private lastLoss = NaN;
 
   constructor(readonly model: Decoder, readonly data: TokenDataset, options: TrainerOptions) {
@@ -102,6 +130,10 @@ export class Trainer extends EventEmitter {
     if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw new TypeError('Trainer: signal must be an AbortSignal');
     if (o.checkpoint !== undefined && (typeof o.checkpoint?.path !== 'string' || o.checkpoint.path === ''))
       throw new TypeError('Trainer: checkpoint.path must be a non-empty string');
+    const nonFinite = o.nonFinite ?? 'error';
+    const precision = o.precision ?? 'fp32';
+    if (!['fp32', 'tf32', 'bf16'].includes(precision)) throw new TypeError(`Trainer: precision must be 'fp32', 'tf32' or 'bf16', got ${String(precision)}`);
+    if (nonFinite !== 'error' && nonFinite !== 'skip') throw new TypeError(`Trainer: nonFinite must be 'error' or 'skip', got ${String(nonFinite)}`);
     this.options = {
       steps, batchSize, seqLen, lr, schedule,
       minLr: finite(o.minLr ?? lr / 10, 'minLr', 0),
@@ -116,6 +148,8 @@ export class Trainer extends EventEmitter {
       seed: positiveInt(o.seed ?? 1337, 'seed', true),
       checkpoint: o.checkpoint,
       signal: o.signal,
+      nonFinite,
+      precision,
     };
     this.opt = new AdamW(model.store, { lr, beta1: this.options.beta1, beta2: this.options.beta2, weightDecay: this.options.weightDecay });
   }
@@ -130,31 +164,43 @@ export class Trainer extends EventEmitter {
   }
 
   /** One optimizer step (accumulating micro-batches); resolves with its loss once the kernels have run. */
-  private async trainStep(): Promise<{ loss: number; lr: number; gradNorm?: number }> {
+  private async trainStep(): Promise<{ loss: number; lr: number; gradNorm?: number; skipped?: boolean }> {
     const o = this.options;
     const m = this.model;
     m.zeroGrad();
     const losses = [];
     for (let k = 0; k < o.accumulate; k++) {
       const { ids, targets } = this.data.batch('train', o.batchSize, o.seqLen, o.seed, this.step * o.accumulate + k, m.store.device);
-      const loss = m.loss(ids, targets);
+      const loss = withPrecision(o.precision, () => m.loss(ids, targets));
       backward(loss, { scale: 1 / o.accumulate });
       ids.dispose();
       targets.dispose();
       losses.push(loss);
     }
-    const norm = o.clip > 0 ? clipGradNorm(m.store, o.clip) : undefined;
+    // The norm before clipping, or (clipping off) the sum of squares: either is finite exactly when every gradient is.
+    const norm = o.clip > 0 ? clipGradNorm(m.store, o.clip) : sumSquares(m.store.grads);
     const lr = this.lrAt(this.step);
-    this.opt.update(lr);
     let sum = 0;
     for (const l of losses) {
       sum += (await l.data())[0]; // awaiting: the event loop runs while the step computes
       l.dispose();
     }
-    const gradNorm = norm ? (await norm.data())[0] : undefined;
-    norm?.dispose();
+    const normValue = (await norm.data())[0];
+    norm.dispose();
+    const gradNorm = o.clip > 0 ? normValue : undefined;
     const loss = sum / o.accumulate;
-    if (!Number.isFinite(loss)) throw new Error(`Trainer: the loss is ${loss} at step ${this.step + 1}; stopping (no checkpoint written for this step)`);
+    // Checked before the update: a NaN/Infinity never reaches the parameters or the AdamW moments.
+    if (!Number.isFinite(loss) || !Number.isFinite(normValue)) {
+      const what = !Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient ${o.clip > 0 ? 'norm' : 'sum of squares'} is ${normValue} (loss ${loss})`;
+      if (o.nonFinite === 'error')
+        throw new Error(`Trainer: ${what} at step ${this.step + 1}; stopping before the update (parameters and checkpoints keep step ${this.step})`);
+      m.zeroGrad();
+      this.step += 1;
+      this.skipped += 1;
+      this.emit('skip', { step: this.step, loss, gradNorm: normValue, reason: what });
+      return { loss, lr, gradNorm, skipped: true };
+    }
+    this.opt.update(lr);
     this.step += 1;
     return { loss, lr, gradNorm };
   }
@@ -183,8 +229,8 @@ export class Trainer extends EventEmitter {
     const tokensPerStep = o.batchSize * o.seqLen * o.accumulate;
     while (this.step < o.steps) {
       if (o.signal?.aborted) break;
-      const { loss, lr, gradNorm } = await this.trainStep();
-      this.lastLoss = loss;
+      const { loss, lr, gradNorm, skipped } = await this.trainStep();
+      if (!skipped) this.lastLoss = loss;
       const elapsedMs = performance.now() - t0;
       const done = this.step - start;
       const info: StepInfo = {
@@ -192,6 +238,7 @@ export class Trainer extends EventEmitter {
         tokensPerSec: (done * tokensPerStep) / (elapsedMs / 1000),
         elapsedMs,
         etaMs: (elapsedMs / done) * (o.steps - this.step),
+        ...(skipped ? { skipped: true } : {}),
       };
       this.emit('step', info);
       yield info;
@@ -211,7 +258,7 @@ export class Trainer extends EventEmitter {
     const val = aborted ? undefined : await this.evaluate();
     if (this.options.checkpoint) this.save(this.options.checkpoint.path);
     releaseTape();
-    return { steps: this.step, loss: this.lastLoss, val, aborted, tokensPerSec };
+    return { steps: this.step, loss: this.lastLoss, val, aborted, tokensPerSec, skipped: this.skipped };
   }
 
   /** Writes model, optimizer moments and the step atomically (safetensors); resume() continues bit-exactly. */
@@ -220,6 +267,16 @@ export class Trainer extends EventEmitter {
       ['optimizer.m', this.opt.m.dataSync() as Float32Array],
       ['optimizer.v', this.opt.v.dataSync() as Float32Array],
     ]);
+    // Never replace a good checkpoint with a corrupted one: every value written must be finite.
+    const check: [string, Float32Array][] = [['parameters', this.model.store.values.dataSync() as Float32Array], ...moments];
+    for (const [what, a] of check) {
+      for (let i = 0; i < a.length; i++) {
+        if (!Number.isFinite(a[i])) {
+          const p = what === 'parameters' ? this.model.store.parameters.find((q) => i >= q.offset && i < q.offset + q.size) : undefined;
+          throw new Error(`Trainer.save: ${what}${p ? ` (${p.name})` : ''} element ${i} is ${a[i]} at step ${this.step}; not writing ${path} (the previous checkpoint is kept)`);
+        }
+      }
+    }
     saveCheckpoint(path, this.model.store, this.model.meta(), { ...extra, trainer: JSON.stringify({ step: this.step, adamStep: this.opt.step }) }, moments);
     this.emit('checkpoint', { step: this.step, path });
   }
@@ -246,6 +303,7 @@ export class Trainer extends EventEmitter {
     return md;
   }
 
+  /** Frees the optimizer's state tensors. */
   dispose(): void {
     this.opt.dispose();
   }

@@ -201,15 +201,15 @@ inline Isa best_isa() {
   struct name##_variant;                                                                        \
   template <>                                                                                   \
   struct name##_variant<::sf::simd::f32x16> {                                                   \
-    static constexpr auto fn = &name##_avx512;                                                  \
+    [[maybe_unused]] static constexpr auto fn = &name##_avx512;                                 \
   };                                                                                            \
   template <>                                                                                   \
   struct name##_variant<::sf::simd::f32x8> {                                                    \
-    static constexpr auto fn = &name##_avx2;                                                    \
+    [[maybe_unused]] static constexpr auto fn = &name##_avx2;                                   \
   };                                                                                            \
   template <>                                                                                   \
   struct name##_variant<::sf::simd::f32x4> {                                                    \
-    static constexpr auto fn = &name##_portable;                                                \
+    [[maybe_unused]] static constexpr auto fn = &name##_portable;                               \
   };
 #define SF_VARIANT(V, name) (name##_variant<V>::fn)
 #define SF_PICK(name)                                                                                    \

@@ -49,7 +49,7 @@ std::vector<float> randvec(size_t n, std::mt19937& g, float lo = -1.0f, float hi
 }
 std::vector<float> poisoned(size_t n) {
   std::vector<float> v(n);
-  std::memset(v.data(), 0xff, n * sizeof(float));  // NaN: an unwritten element fails every check
+  if (n > 0) std::memset(v.data(), 0xff, n * sizeof(float));  // NaN: an unwritten element fails every check (memset(nullptr) is UB)
   return v;
 }
 template <typename T>

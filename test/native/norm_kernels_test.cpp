@@ -184,7 +184,7 @@ TEST(layernorm_backward_matches_finite_differences) {
                             db.data(), rows, C);
 
     DVec xd = to_d(x), wd = to_d(w), bd = to_d(b), Rd = to_d(R);
-    auto L = [&] {
+    auto L = [&, rows = rows, C = C] {  // structured bindings are captured by copy: C++17 (clang) cannot capture them
       DVec yy, mm, rr;
       ref_layernorm(xd, wd, bd, rows, C, eps, yy, mm, rr);
       return dot(yy, Rd);
@@ -297,7 +297,7 @@ TEST(softmax_backward_matches_finite_differences) {
     Vec dx0 = rng.vec(rows * n, -1.0f, 1.0f), dx = dx0;
     cpu::softmax_backward(pool, y.data(), R.data(), dx.data(), rows, n);
     DVec xd = to_d(x), Rd = to_d(R);
-    auto L = [&] {
+    auto L = [&, rows = rows, n = n] {  // see above
       DVec yy;
       ref_softmax(xd, rows, n, yy);
       return dot(yy, Rd);

@@ -1,0 +1,44 @@
+// npm run reliability — the reliability suite (test/reliability, issue 8) at its full counts: 100,000 tensor cycles
+// and 1,000 training steps for memory, 60 SIGKILLs, 12,000 fuzzed files, hostile calls plus seeded double faults,
+// 200-step concurrency and determinism runs. `npm test` (and CI) runs the same tests at reduced counts.
+//   npm run reliability [-- --json FILE] [-- --match PATTERN]   (needs a built addon; SHAREDFORMER_BINARY is honoured)
+// One test file at a time, so that the timings and RSS figures are not disturbed by the others. Prints a table of the
+// figures each test recorded, and exits non-zero when any test failed.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = resolve(fileURLToPath(new URL('..', import.meta.url)));
+const args = process.argv.slice(2);
+const opt = (name: string) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const jsonOut = opt('--json');
+const match = opt('--match');
+
+const out = mkdtempSync(join(tmpdir(), 'sf-reliability-'));
+const t0 = performance.now();
+const ava = spawnSync(
+  process.execPath,
+  [join(root, 'node_modules/ava/entrypoints/cli.mjs'), 'test/reliability/*.test.ts', '--concurrency=1', '--timeout=60m', '--verbose', ...(match ? ['--match', match] : [])],
+  { cwd: root, stdio: 'inherit', env: { ...process.env, SHAREDFORMER_RELIABILITY: 'full', SHAREDFORMER_RELIABILITY_OUT: out } },
+);
+const seconds = (performance.now() - t0) / 1000;
+
+const figures: Record<string, Record<string, unknown>> = {};
+for (const f of readdirSync(out).sort()) figures[f.replace(/\.json$/, '')] = JSON.parse(readFileSync(join(out, f), 'utf8'));
+rmSync(out, { recursive: true, force: true });
+
+const fmt = (v: unknown): string => (typeof v === 'number' ? (Number.isInteger(v) ? v.toLocaleString('en-US') : v.toFixed(2)) : typeof v === 'object' ? JSON.stringify(v) : String(v));
+const skip = new Set(['name', 'full', 'problems', 'params']);
+console.log('\nreliability figures (full counts):');
+for (const [name, f] of Object.entries(figures)) {
+  const parts = Object.entries(f).filter(([k]) => !skip.has(k)).map(([k, v]) => `${k} ${k === 'seed' ? String(v) : fmt(v)}`);
+  console.log(`  ${name.padEnd(18)} ${parts.join(', ')}`);
+}
+console.log(`  total: ${seconds.toFixed(0)} s, ava exit code ${ava.status}`);
+if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ seconds, status: ava.status, figures }, null, 2));
+process.exit(ava.status ?? 1);
