@@ -78,26 +78,6 @@ __global__ void count_kernel(const int32_t* __restrict__ targets, int64_t N, int
   if (c) atomicAdd(count, c);
 }
 
-__device__ __forceinline__ float block_sum_f(float v, float* red) {
-  v = warp_sum(v);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  __syncthreads();
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  float s = 0.0f;
-  for (int w = 0; w < nw; ++w) s += red[w];
-  return s;
-}
-__device__ __forceinline__ float block_max_f(float v, float* red) {
-  v = warp_max(v);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  __syncthreads();
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  float m = red[0];
-  for (int w = 1; w < nw; ++w) m = fmaxf(m, red[w]);
-  return m;
-}
 
 // One block per row: losses[r] (double) and, when d != null, d_r = (softmax(x_r) - onehot(t_r)) * scale, scale =
 // grad_scale / count; ignored rows get loss 0 and d = 0. d may be x itself: every thread reads x[t] before the first
@@ -121,14 +101,14 @@ __global__ void cross_entropy_rows_kernel(const float* logits, const int32_t* __
     const float xt = x[t];
     float m = -INFINITY;
     for (int64_t j = threadIdx.x; j < V; j += blockDim.x) m = fmaxf(m, x[j]);
-    m = block_max_f(m, red);
+    m = block_max(m, red);
     float s = 0.0f;
     for (int64_t j = threadIdx.x; j < V; j += blockDim.x) {
       const float e = expf(x[j] - m);
       s += e;
       if (d) d[j] = e;
     }
-    s = block_sum_f(s, red);
+    s = block_sum(s, red);
     if (threadIdx.x == 0) losses[r] = static_cast<double>(m) + log(static_cast<double>(s)) - static_cast<double>(xt);
     if (!d) continue;
     const float f = scale / s;

@@ -27,27 +27,6 @@ constexpr float kGeluA = 0.044715f;
 
 // Sum of v over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result. `red` holds 32
 // floats. The warps' partial sums are added in warp order: the same bits on every run.
-__device__ __forceinline__ float block_sum(float v, float* red) {
-  v = warp_sum(v);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  __syncthreads();  // red may still be read by a previous reduction
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  float s = 0.0f;
-  for (int w = 0; w < nw; ++w) s += red[w];
-  return s;
-}
-
-__device__ __forceinline__ float block_max(float v, float* red) {
-  v = warp_max(v);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  __syncthreads();
-  if (lane == 0) red[warp] = v;
-  __syncthreads();
-  float m = red[0];
-  for (int w = 1; w < nw; ++w) m = fmaxf(m, red[w]);
-  return m;
-}
 
 // ---- layer norm ---------------------------------------------------------------------------------------------------
 

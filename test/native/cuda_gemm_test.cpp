@@ -24,19 +24,8 @@ using sfcuda::DeviceBuf;
 
 namespace {
 
-const char* name_of(cuda::Precision p) {
-  return p == cuda::Precision::F32 ? "f32" : (p == cuda::Precision::TF32 ? "tf32" : "bf16");
-}
-double tol_of(cuda::Precision p) {
-  return p == cuda::Precision::F32 ? 1e-5 : (p == cuda::Precision::TF32 ? 1e-3 : 1e-2);
-}
-
-void expect(const char* file, int line, const std::string& what, double err, double tol) {
-  const bool ok = err <= tol;  // false for NaN
-  std::printf("  %s %s: rel err %.3g (tol %.0e)\n", ok ? "ok" : "FAIL", what.c_str(), err, tol);
-  if (!ok) sfcheck::fail(file, line, what);
-}
-#define EXPECT_ERR(what, err, tol) expect(__FILE__, __LINE__, (what), (err), (tol))
+using sfcuda::name_of;
+using sfcuda::tol_of;
 
 struct Case {
   int64_t batch, M, N, K;

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "../../cuda/kernels.h"
+#include "check.h"
 #include "core/error.h"
 
 namespace sfcuda {
@@ -113,3 +115,21 @@ inline double rel_err(const std::vector<float>& got, const std::vector<float>& r
 }
 
 }  // namespace sfcuda
+
+namespace sfcuda {
+
+inline const char* name_of(sf::cuda::Precision p) {
+  return p == sf::cuda::Precision::F32 ? "f32" : (p == sf::cuda::Precision::TF32 ? "tf32" : "bf16");
+}
+// The tolerances: fp32 1e-5, tf32 1e-3, bf16 1e-2 (relative error as measured by rel_err).
+inline double tol_of(sf::cuda::Precision p) {
+  return p == sf::cuda::Precision::F32 ? 1e-5 : (p == sf::cuda::Precision::TF32 ? 1e-3 : 1e-2);
+}
+inline void expect(const char* file, int line, const std::string& what, double err, double tol) {
+  const bool ok = err <= tol;  // false for NaN
+  std::printf("  %s %s: rel err %.3g (tol %.0e)\n", ok ? "ok" : "FAIL", what.c_str(), err, tol);
+  if (!ok) sfcheck::fail(file, line, what);
+}
+
+}  // namespace sfcuda
+#define EXPECT_ERR(what, err, tol) sfcuda::expect(__FILE__, __LINE__, (what), (err), (tol))

@@ -11,19 +11,10 @@ import { spawn } from 'node:child_process';
 import { CharTokenizer, Decoder, SafetensorsError, TokenDataset, Trainer, loadSafetensors } from '../../lib/index.ts';
 import { tensorsDigest } from '../../lib/io/checkpoint.ts';
 import { FULL, record, script } from './child.ts';
+import { mulberry32 } from './rng.ts';
 
 const KILLS = FULL ? 60 : 20;
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // The trainer writer's model, rebuilt here to load its checkpoints through Trainer.resume.
 const text = 'checkpoints must survive a kill at any moment, the previous one intact. '.repeat(40);

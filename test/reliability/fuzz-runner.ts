@@ -9,20 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeLine } from './child.ts';
 import { SafetensorsError, decodeSafetensors, encodeSafetensors, loadSafetensors, type SafeFile, type SafeTensor } from '../../lib/index.ts';
+import { mulberry32 } from './rng.ts';
 
 const [seed, from, count] = process.argv.slice(2).map(Number);
 const say = (o: object) => writeLine(JSON.stringify(o));
 
-function mulberry32(s: number): () => number {
-  let a = s >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Seeds: a few valid files (several dtypes, an empty tensor, a scalar, metadata with odd characters).
 const bases: Buffer[] = [

@@ -16,6 +16,7 @@ import * as sf from '../../lib/index.ts';
 import { Tensor } from '../../lib/index.ts';
 import { ParameterBuilder } from '../../lib/params.ts';
 import { main as cliMain, usage as cliUsage } from '../../lib/cli.ts';
+import { mulberry32 } from './rng.ts';
 
 const K = sf.kernels;
 const ops = sf.ops;
@@ -550,17 +551,6 @@ function cliCases(): Case[] {
 
 // ---- the case list -------------------------------------------------------------------------------------------------------
 
-/** A deterministic PRNG for the full run's random pairs. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Every case: each bad value of each argument with the others valid; with `pairs`, that many seeded random double faults per function. */
 export function buildCases(pairs = 0): Case[] {
