@@ -486,7 +486,7 @@ function fns(): Fn[] {
 
 /** Flags of each command, read from its usage text: name -> the value placeholder (undefined for a boolean flag). */
 function cliFlags(): Record<string, Record<string, string | undefined>> {
-  const cmds = ['demo', 'train', 'eval', 'generate', 'info'];
+  const cmds = ['demo', 'train', 'eval', 'generate', 'compare', 'info'];
   const out: Record<string, Record<string, string | undefined>> = {};
   for (const cmd of cmds) {
     // usage() is the CLI's own help: each flag line is "  --name ARG   help".
@@ -508,8 +508,13 @@ function cliCases(): Case[] {
     if (code !== 1 && code !== 2) throw new Error(`sharedformer: unexpected exit code ${code}: ${err}`);
     throw new Error(err.trim() || `sharedformer: exit ${code} with nothing on stderr`);
   };
+  // compare has a default for every flag, so a value that parses (a huge but legal --clip, say) would start a real
+  // comparison: its cases end with an impossible model, which is refused (exit 2) before any training.
   const add = (id: string, cmd: string | undefined, argv: (c: Ctx) => string[]) =>
-    cases.push({ id: `cli ${id}`, expect: cmd ? new RegExp(`^sharedformer ${cmd}: \\S`) : /^sharedformer: \S/, run: run(argv) });
+    cases.push({
+      id: `cli ${id}`, expect: cmd ? new RegExp(`^sharedformer ${cmd}: \\S`) : /^sharedformer: \S/,
+      run: run(cmd === 'compare' ? (c) => [...argv(c), '--d-model', '8', '--heads', '3'] : argv),
+    });
   for (const [cmd, flags] of Object.entries(cliFlags())) {
     for (const [flag, arg] of Object.entries(flags)) {
       if (flag === 'help') continue;
@@ -524,9 +529,9 @@ function cliCases(): Case[] {
       } else if (arg === 'FILE') {
         // Hostile files for the flags that read one (eval --model, generate --model, train --data/--config/--resume).
         const files = flag === 'out' ? [] : ['garbage.safetensors', 'empty.safetensors', 'huge-header.safetensors', 'other.safetensors', 'a-folder.safetensors', 'bad.json', 'array.json', 'absurd.json', 'empty.txt', 'missing.file'];
-        const need = cmd === 'train' ? (flag === 'data' ? ['--out', 'OUT'] : ['--corpus', 'default', '--out', 'OUT']) : cmd === 'eval' || cmd === 'generate' ? (flag === 'model' ? ['--corpus', 'default', '--prompt', 'ab'] : []) : [];
+        const need = cmd === 'train' ? (flag === 'data' ? ['--out', 'OUT'] : ['--corpus', 'default', '--out', 'OUT']) : cmd === 'eval' || cmd === 'generate' ? (flag === 'model' ? ['--corpus', 'default', '--prompt', 'ab'] : []) : cmd === 'compare' ? ['--out', 'OUTDIR'] : [];
         for (const f of files) {
-          add(`${cmd} --${flag} ${f}`, cmd, (c) => [cmd, `--${flag}`, join(c.dir(), f), ...need.map((x) => (x === 'OUT' ? join(c.dir(), 'never-written.safetensors') : x))]);
+          add(`${cmd} --${flag} ${f}`, cmd, (c) => [cmd, `--${flag}`, join(c.dir(), f), ...need.map((x) => (x === 'OUT' ? join(c.dir(), 'never-written.safetensors') : x === 'OUTDIR' ? join(c.dir(), 'never-written') : x))]);
         }
       } else {
         add(`${cmd} --${flag}=bogus-choice`, cmd, () => [cmd, `--${flag}=bogus-choice-\u0000`]);
