@@ -326,3 +326,15 @@ test('token ids outside the vocabulary fail the forward pass with the id and its
   t.regex(err!.message, /embedding: token id 11 at position 2 is out of range \[0, 11\)/);
   m.store.dispose();
 });
+
+test('a config key the model does not have is refused, naming it and the valid keys (no silent typo)', async (t) => {
+  const { Encoder } = await import('../lib/models/encoder.ts');
+  const { EncoderDecoder } = await import('../lib/models/seq2seq.ts');
+  const base = { vocab: 10, dModel: 8, heads: 2, dFF: 16, maxSeq: 8 };
+  t.throws(() => new Decoder({ ...base, layers: 2, layer: 3 } as DecoderConfig), { instanceOf: TypeError, message: /^Decoder: unknown config key 'layer'; the keys are vocab, dModel, .*layers/ });
+  t.throws(() => new Encoder({ ...base, layers: 2, numClass: 3 } as never), { instanceOf: TypeError, message: /^Encoder: unknown config key 'numClass'; .*numClasses/ });
+  t.throws(() => new EncoderDecoder({ ...base, encoderLayers: 2, decoderLayers: 2, layers: 2 } as never), { instanceOf: TypeError, message: /^EncoderDecoder: unknown config key 'layers'; .*encoderLayers, decoderLayers/ });
+  const m = new Decoder({ ...base, layers: 2, kvHeads: 1, sharing: { strategy: 'all' }, tiedEmbeddings: true, norm: 'pre', bias: true, seed: 3, device: 'cpu' });
+  t.is(m.config.layers, 2, 'every documented key is accepted');
+  m.store.dispose();
+});

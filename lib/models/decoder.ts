@@ -15,7 +15,7 @@ import type { Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../io/checkpoint.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, Model, TokenIO, checkDims, checkIds, checkInt, checkNorm, formatSummary } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, formatSummary } from './stack.ts';
 import type { StackConfig } from './stack.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
 import { generate, type GenerateOptions } from './generate.ts';
@@ -43,6 +43,7 @@ export class Decoder extends Model {
   constructor(config: DecoderConfig) {
     super();
     const d = checkDims('Decoder', config as unknown as Record<string, unknown>);
+    checkConfigKeys('Decoder', config, STACK_CONFIG_KEYS);
     const layers = checkInt('Decoder', config.layers, 'layers', 1);
     const E = config.factorizedEmbedding === undefined ? undefined : checkInt('Decoder', config.factorizedEmbedding, 'factorizedEmbedding', 1);
     this.plan = makePlan(config.sharing, layers, { dModel: d.dModel, dFF: d.dFF, kvDim: d.kvHeads * (d.dModel / d.heads) });

@@ -51,6 +51,18 @@ export function checkInt(who: string, v: unknown, name: string, lo: number): num
   return v;
 }
 
+/** The keys of StackConfig (Decoder's config; Encoder adds numClasses). */
+export const STACK_CONFIG_KEYS = [
+  'vocab', 'dModel', 'heads', 'kvHeads', 'dFF', 'layers', 'maxSeq', 'sharing', 'tiedEmbeddings', 'factorizedEmbedding',
+  'norm', 'bias', 'seed', 'device',
+] as const;
+
+/** Refuses keys a model's config does not have: a misspelt key (`layer: 12`) would otherwise be ignored silently. */
+export function checkConfigKeys(who: string, c: object, allowed: readonly string[]): void {
+  for (const k of Object.keys(c))
+    if (!allowed.includes(k)) throw new TypeError(`${who}: unknown config key '${k}'; the keys are ${allowed.join(', ')}`);
+}
+
 /** Validates the dimensions every model has (integers, dModel % heads, heads % kvHeads). */
 export function checkDims(who: string, c: Partial<Dims> & Record<string, unknown>): Dims {
   if (typeof c !== 'object' || c === null) throw new TypeError(`${who}: config must be an object`);
