@@ -338,3 +338,22 @@ test('a config key the model does not have is refused, naming it and the valid k
   t.is(m.config.layers, 2, 'every documented key is accepted');
   m.store.dispose();
 });
+
+test('options that are not an object are a TypeError naming the method (forward, encode)', async (t) => {
+  const { Encoder } = await import('../lib/models/encoder.ts');
+  const { EncoderDecoder } = await import('../lib/models/seq2seq.ts');
+  const base = { vocab: 10, dModel: 8, heads: 2, dFF: 16, maxSeq: 8 };
+  const dec = new Decoder({ ...base, layers: 1 });
+  const enc = new Encoder({ ...base, layers: 1 });
+  const s2s = new EncoderDecoder({ ...base, encoderLayers: 1, decoderLayers: 1 });
+  const ids = tensor([1, 2, 3], [1, 3], { dtype: 'int32' });
+  for (const bad of [null, 5, 'x', [1]]) {
+    t.throws(() => noGrad(() => dec.forward(ids, bad as never)), { instanceOf: TypeError, message: /^Decoder\.forward: options must be an object \(or left out\), got / });
+    t.throws(() => noGrad(() => enc.encode(ids, bad as never)), { instanceOf: TypeError, message: /^Encoder\.encode: options must be an object/ });
+    t.throws(() => noGrad(() => s2s.forward(ids, ids, bad as never)), { instanceOf: TypeError, message: /^EncoderDecoder\.forward: options must be an object/ });
+  }
+  const logits = noGrad(() => dec.forward(ids));
+  t.deepEqual(logits.shape, [1, 3, 10], 'no options still works');
+  for (const x of [logits, ids]) x.dispose();
+  for (const m of [dec, enc, s2s]) m.store.dispose();
+});

@@ -15,7 +15,7 @@ import type { Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../io/checkpoint.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, formatSummary } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, formatSummary } from './stack.ts';
 import type { StackConfig } from './stack.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
 import { generate, type GenerateOptions } from './generate.ts';
@@ -81,7 +81,8 @@ export class Decoder extends Model {
   }
 
   /** ids int32 (B, T) -> logits (B, T, vocab). `depth` applies a shared stack for another number of layers. */
-  forward(ids: Tensor, options: { depth?: number } = {}): Tensor {
+  forward(ids: Tensor, options?: { depth?: number }): Tensor {
+    options = checkOptions('Decoder.forward', options);
     checkIds('Decoder.forward', ids, this.config.maxSeq);
     const h = this.stack.run(this.io.embed(ids), { depth: options.depth });
     return this.io.logits(this.lnF.forward(h));

@@ -11,7 +11,7 @@ import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { accountEncoder, type Accounting } from '../sharing/accounting.ts';
-import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, formatSummary, type Dims } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, formatSummary, type Dims } from './stack.ts';
 import type { StackConfig } from './stack.ts';
 
 /** An encoder's configuration: the shared StackConfig fields, plus an optional classification head. */
@@ -73,7 +73,8 @@ export class Encoder extends Model {
   }
 
   /** ids (B, T) -> hidden states (B, T, C) after the final LayerNorm. */
-  encode(ids: Tensor, options: EncodeOptions = {}): Tensor {
+  encode(ids: Tensor, options?: EncodeOptions): Tensor {
+    options = checkOptions('Encoder.encode', options);
     const [B, T] = checkIds('Encoder', ids, this.dims.maxSeq);
     const kl = this.lengths(B, T, options.keyLengths);
     const h = this.stack.run(this.io.embed(ids), { depth: options.depth, keyLengths: kl });

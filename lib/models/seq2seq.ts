@@ -12,7 +12,7 @@ import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkIds, checkInt, type Dims } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, checkIds, checkInt, type Dims } from './stack.ts';
 
 /**
  * The shape of an EncoderDecoder: sizes, depths, sharing of each side and whether the decoder reuses the encoder
@@ -93,7 +93,8 @@ export class EncoderDecoder extends Model {
   }
 
   /** Logits (B, T, V) of the target tokens given the source. */
-  forward(src: Tensor, tgt: Tensor, options: { srcLengths?: number[] } = {}): Tensor {
+  forward(src: Tensor, tgt: Tensor, options?: { srcLengths?: number[] }): Tensor {
+    options = checkOptions('EncoderDecoder.forward', options);
     const [B, S] = checkIds('EncoderDecoder.forward', src, this.dims.maxSeq);
     const [Bt] = checkIds('EncoderDecoder.forward', tgt, this.dims.maxSeq);
     if (B !== Bt) throw new RangeError(`EncoderDecoder.forward: source batch ${B} differs from target batch ${Bt}`);

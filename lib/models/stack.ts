@@ -63,6 +63,14 @@ export function checkConfigKeys(who: string, c: object, allowed: readonly string
     if (!allowed.includes(k)) throw new TypeError(`${who}: unknown config key '${k}'; the keys are ${allowed.join(', ')}`);
 }
 
+/** An options argument: undefined (no options) or an object, else a TypeError naming the method. */
+export function checkOptions<T extends object>(who: string, o: T | undefined): T {
+  if (o === undefined) return {} as T;
+  if (typeof o !== 'object' || o === null || Array.isArray(o))
+    throw new TypeError(`${who}: options must be an object (or left out), got ${o === null ? 'null' : Array.isArray(o) ? 'an array' : typeof o}`);
+  return o;
+}
+
 /** Validates the dimensions every model has (integers, dModel % heads, heads % kvHeads). */
 export function checkDims(who: string, c: Partial<Dims> & Record<string, unknown>): Dims {
   if (typeof c !== 'object' || c === null) throw new TypeError(`${who}: config must be an object`);
