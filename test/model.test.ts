@@ -2,7 +2,7 @@
 // gradient equals the sum of the per-layer gradients of the equivalent unshared model; unique-parameter counts equal
 // the closed form; tiny models overfit a batch; bad configurations and inputs are clear errors.
 import anyTest from 'ava';
-import { tensor, memory, synchronizeSync, type Tensor } from '../lib/index.ts';
+import { tensor, zeros, ops, memory, synchronizeSync, type Tensor } from '../lib/index.ts';
 import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
 import { backward, noGrad, resetTape } from '../lib/autograd.ts';
 import { AdamW } from '../lib/optim/index.ts';
@@ -339,7 +339,7 @@ test('a config key the model does not have is refused, naming it and the valid k
   m.store.dispose();
 });
 
-test('options that are not an object are a TypeError naming the method (forward, encode)', async (t) => {
+test('options that are not an object are a TypeError naming the method (forward, encode, crossEntropy)', async (t) => {
   const { Encoder } = await import('../lib/models/encoder.ts');
   const { EncoderDecoder } = await import('../lib/models/seq2seq.ts');
   const base = { vocab: 10, dModel: 8, heads: 2, dFF: 16, maxSeq: 8 };
@@ -351,6 +351,7 @@ test('options that are not an object are a TypeError naming the method (forward,
     t.throws(() => noGrad(() => dec.forward(ids, bad as never)), { instanceOf: TypeError, message: /^Decoder\.forward: options must be an object \(or left out\), got / });
     t.throws(() => noGrad(() => enc.encode(ids, bad as never)), { instanceOf: TypeError, message: /^Encoder\.encode: options must be an object/ });
     t.throws(() => noGrad(() => s2s.forward(ids, ids, bad as never)), { instanceOf: TypeError, message: /^EncoderDecoder\.forward: options must be an object/ });
+    t.throws(() => ops.crossEntropy(zeros([3, 10]), tensor([1, 2, 3], [3], { dtype: 'int32' }), bad as never), { instanceOf: TypeError, message: /^ops\.crossEntropy: options must be an object/ });
   }
   const logits = noGrad(() => dec.forward(ids));
   t.deepEqual(logits.shape, [1, 3, 10], 'no options still works');

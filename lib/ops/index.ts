@@ -246,6 +246,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: K.AttentionO
 // backward: dlogits (scaled by backward()'s scale) becomes the logits' gradient — no second pass over the logits
 /** Mean cross-entropy of logits against int32 targets, as a scalar tensor; differentiable in the logits. */
 export function crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreIndex?: number } = {}): Tensor {
+  if (typeof options !== 'object' || options === null || Array.isArray(options))
+    throw new TypeError(`ops.crossEntropy: options must be an object (or left out), got ${options === null ? 'null' : Array.isArray(options) ? 'an array' : typeof options}`);
   const rec = recording(logits);
   const dlogits = rec ? own(zeros(logits.shape, { device: logits.device }), rec) : undefined;
   const loss = own(K.crossEntropy(logits, targets, { ignoreIndex: options.ignoreIndex, dlogits }), rec);
