@@ -304,6 +304,11 @@ function defaultChars(): string[] {
   return cs;
 }
 
+/** The tokenizer of a new model: the data's characters only, or (default) printable ASCII plus the data's characters. */
+function vocabulary(text: string, fromData: boolean): CharTokenizer {
+  return fromData ? CharTokenizer.fromText(text) : new CharTokenizer([...new Set([...defaultChars(), ...text])].sort());
+}
+
 function parseJSON(text: string, what: string, err: (m: string) => Error): unknown {
   try {
     return JSON.parse(text);
@@ -533,7 +538,7 @@ async function trainCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<n
   if (prior && f['vocab-from-data']) throw new UsageError('--vocab-from-data cannot be used with --resume (the vocabulary comes from the checkpoint)');
   if (prior && !prior.hasMoments) throw new CliError(`--resume ${resumePath} holds no optimizer state (it was not written by a Trainer)`);
   const { text, source, label } = loadData(f, prior?.trainConfig?.data, 'train');
-  const tok = prior?.tokenizer ?? (f['vocab-from-data'] ? CharTokenizer.fromText(text) : new CharTokenizer([...new Set([...defaultChars(), ...text])].sort()));
+  const tok = prior?.tokenizer ?? vocabulary(text, f['vocab-from-data'] === true);
   const tokens = encode(tok, text, label);
 
   const mcfg = modelConfigFrom(prior?.modelConfig ?? DEFAULT_MODEL, file.model, f);
@@ -972,7 +977,7 @@ async function compareCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise
   const tcfg = trainConfigFrom({ steps: 300 }, file.train, f, base.maxSeq ?? 64);
   const evalEvery = tcfg.evalEvery || Math.max(1, Math.floor(tcfg.steps / 10));
   const { text, source, label } = loadData(f.data === undefined && f.corpus === undefined ? { ...f, corpus: 'default' } : f, undefined, 'compare');
-  const tok = f['vocab-from-data'] ? CharTokenizer.fromText(text) : new CharTokenizer([...new Set([...defaultChars(), ...text])].sort());
+  const tok = vocabulary(text, f['vocab-from-data'] === true);
   const data = makeDataset(encode(tok, text, label), tok.vocabSize, tcfg.seqLen, label);
   const configs = entries.map((e) => ({ ...e, model: { ...base, sharing: { ...e.sharing, ...(base.sharing?.kvShareGroup ? { kvShareGroup: base.sharing.kvShareGroup } : {}) }, seed: base.seed ?? tcfg.seed } }));
   // Every model is built once before any training, so that a bad combination fails at once; and the options too.
@@ -1020,7 +1025,11 @@ async function compareCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise
     const acc = model.accounting();
     const trainer = new Trainer(model, data, { ...tcfg, evalEvery, signal });
     const curve: CompareRow['curve'] = { train: [], val: [] };
-    trainer.on('eval', (e: EvalInfo) => void curve.val.push([e.step, e.loss]));
+    let lastEval: EvalInfo | undefined;
+    trainer.on('eval', (e: EvalInfo) => {
+      lastEval = e;
+      curve.val.push([e.step, e.loss]);
+    });
     line();
     line(`[${i + 1}/${configs.length}] ${c.name}: ${model.plan.describe()}; ${fmt(acc.uniqueParameters)} unique parameters, ${fmt(acc.parameterBytes)} bytes`);
     const progress = new Progress(io.stderr, c.name.padEnd(Math.max(...entries.map((e) => e.name.length))), tcfg.steps, f.quiet === true);
@@ -1035,7 +1044,7 @@ async function compareCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise
       progress.done();
       if (signal.aborted) break;
       const trainSeconds = (performance.now() - t0) / 1000;
-      const val = curve.val.at(-1)?.[0] === trainer.step ? { loss: curve.val.at(-1)![1], bpc: curve.val.at(-1)![1] / Math.LN2 } : await trainer.evaluate();
+      const val = lastEval?.step === trainer.step ? lastEval : await trainer.evaluate();
       const row: CompareRow = {
         name: c.name, plan: model.plan.describe(), uniqueParameters: acc.uniqueParameters, parameterBytes: acc.parameterBytes,
         steps: trainer.step, trainLoss: last?.loss ?? null, valLoss: val.loss, bpc: val.bpc, tokensPerSec: last?.tokensPerSec ?? 0, trainSeconds, curve,

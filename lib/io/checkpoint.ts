@@ -40,12 +40,23 @@ export function tensorsDigest(tensors: Map<string, SafeTensor>): string {
 /**
  * Writes every parameter of `store` (waiting for queued work first) with `meta` in __metadata__, plus optional extra
  * metadata and extra flat tensors (a trainer's optimizer moments, say; their names must not collide with parameters).
+ * With `requireFinite`, a NaN or infinity in the parameters or the extra tensors throws before anything is written
+ * (the message starts with requireFinite.who and ends with requireFinite.when), so an existing file is kept.
  */
 export function saveCheckpoint(
   path: string, store: ParameterStore, meta: CheckpointMeta, extra: Record<string, string> = {}, extraTensors: Map<string, Float32Array> = new Map(),
+  requireFinite?: { who: string; when: string },
 ): void {
   const tensors = new Map<string, SafeTensor>();
   const all = store.values.dataSync() as Float32Array;
+  if (requireFinite) {
+    for (const [what, a] of [['parameters', all], ...extraTensors] as [string, Float32Array][]) {
+      const i = a.findIndex((x) => !Number.isFinite(x));
+      if (i < 0) continue;
+      const q = what === 'parameters' ? store.parameters.find((r) => i >= r.offset && i < r.offset + r.size) : undefined;
+      throw new Error(`${requireFinite.who}: ${what}${q ? ` (${q.name})` : ''} element ${i} is ${a[i]} ${requireFinite.when}; not writing ${path} (the previous checkpoint is kept)`);
+    }
+  }
   for (const p of store.parameters)
     tensors.set(p.name, { dtype: 'F32', shape: p.shape, data: all.slice(p.offset, p.offset + p.size) });
   for (const [k, v] of extraTensors) {

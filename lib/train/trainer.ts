@@ -268,16 +268,8 @@ export class Trainer extends EventEmitter {
       ['optimizer.v', this.opt.v.dataSync() as Float32Array],
     ]);
     // Never replace a good checkpoint with a corrupted one: every value written must be finite.
-    const check: [string, Float32Array][] = [['parameters', this.model.store.values.dataSync() as Float32Array], ...moments];
-    for (const [what, a] of check) {
-      for (let i = 0; i < a.length; i++) {
-        if (!Number.isFinite(a[i])) {
-          const p = what === 'parameters' ? this.model.store.parameters.find((q) => i >= q.offset && i < q.offset + q.size) : undefined;
-          throw new Error(`Trainer.save: ${what}${p ? ` (${p.name})` : ''} element ${i} is ${a[i]} at step ${this.step}; not writing ${path} (the previous checkpoint is kept)`);
-        }
-      }
-    }
-    saveCheckpoint(path, this.model.store, this.model.meta(), { ...extra, trainer: JSON.stringify({ step: this.step, adamStep: this.opt.step }) }, moments);
+    saveCheckpoint(path, this.model.store, this.model.meta(), { ...extra, trainer: JSON.stringify({ step: this.step, adamStep: this.opt.step }) }, moments,
+      { who: 'Trainer.save', when: `at step ${this.step}` });
     this.emit('checkpoint', { step: this.step, path });
   }
 
