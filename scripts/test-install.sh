@@ -17,8 +17,11 @@
 #      back on the PATH (nvcc still hidden, so CMake builds the CPU kernels only) `npm run build` inside
 #      node_modules/sharedformer; then step 2's smoke test passes against node_modules/sharedformer/build/Release.
 #
-# Ends with `N passed, N failed`. The installs are offline: the dependencies (bindings, node-addon-api, cmake-js and
-# its dependencies) come from the npm cache, which the repository's own `npm ci` has filled.
+# Ends with `N passed, N failed`. The test owns its npm cache: npm_config_cache points into its temporary folder for
+# every npm command it runs, so it never reads or writes ~/.npm and behaves the same on a new machine. It first fills
+# that cache online with exactly what a user's `npm install` fetches — the main package's dependencies at their
+# pinned versions (bindings, node-addon-api) and cmake-js@8.0.0 for the source build, each with its whole dependency
+# tree (registry metadata and tarballs) — then runs every install `--offline` against it.
 #
 # Environment: everything prebuild.sh reads (SHAREDFORMER_PREBUILT_CPU / SHAREDFORMER_PREBUILT_CUDA pass already-built
 # binaries, SHAREDFORMER_PREBUILD_CUDA=off skips the CUDA package); SHAREDFORMER_KEEP_TMP=1 keeps the temporary folder.
@@ -29,6 +32,8 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/sf-install-test.XXXXXX")
 [ "${SHAREDFORMER_KEEP_TMP:-0}" = 1 ] || trap 'rm -rf "$tmp"' EXIT
 pass=0 fail=0
 t_start=$SECONDS
+# The test's own npm cache (see the header): nothing in the home folder is read or written.
+export npm_config_cache="$tmp/npm-cache" npm_config_update_notifier=false npm_config_fund=false npm_config_audit=false
 
 ok() { echo "ok - $*"; pass=$((pass + 1)); }
 notok() { echo "not ok - $*"; fail=$((fail + 1)); }
@@ -78,6 +83,23 @@ masked_path() {
 compilers='^((x86_64-(pc|linux)-(linux-)?gnu-)?(cc|c\+\+|gcc|g\+\+|cpp|c89|c99|clang|clang\+\+|clang-cpp|icc|icpc|icx|icpx|tcc|nvcc)(-[0-9.]+)?)$'
 nocc=$(masked_path nocc "$compilers")
 nocuda=$(masked_path nocuda '^nvcc$')
+
+echo "=== test:install: filling its own npm cache ($npm_config_cache), online"
+# What the installs below need from the registry, at the versions a user gets: the main package's dependencies as
+# pinned in package.json, and cmake-js at the version the README's source build names. An online install into a
+# throwaway project fetches each with its dependency tree (metadata and tarballs) into the cache; `npm cache add`
+# alone would not fetch the dependencies of cmake-js.
+cmakejs_version=8.0.0
+mapfile -t cache_specs < <(node -e '
+  const p = require("./package.json");
+  for (const [n, v] of Object.entries(p.dependencies)) console.log(`${n}@${v}`);
+  console.log(`cmake-js@${process.argv[1]}`);' "$cmakejs_version")
+fill_cache() {
+  local d="$tmp/cache-fill"
+  mkdir -p "$d" && echo '{ "name": "sf-cache-fill", "private": true }' >"$d/package.json"
+  (cd "$d" && npm cache add "${cache_specs[@]}" && npm install --ignore-scripts --no-save "${cache_specs[@]}") && rm -rf "$d"
+}
+check "npm cache add + online install of ${cache_specs[*]} into the test's own cache" fill_cache
 
 echo "=== test:install: packing (scripts/prebuild.sh)"
 if bash scripts/prebuild.sh "$tmp/packages"; then ok "prebuild.sh packed the packages"; else
@@ -163,7 +185,7 @@ check "no @sharedformer package got installed" test ! -e "$app/node_modules/@sha
 smoke "$app" missing
 
 echo "=== build from source in that install (C/C++ compiler back on the PATH; nvcc hidden: CPU kernels only)"
-check "npm install --offline --save-dev cmake-js@8.0.0 (from the npm cache)" npm_offline "$app" --save-dev cmake-js@8.0.0
+check "npm install --offline --save-dev cmake-js@$cmakejs_version (from the test's npm cache)" npm_offline "$app" --save-dev "cmake-js@$cmakejs_version"
 t0=$SECONDS
 build() { (cd "$app/node_modules/sharedformer" && PATH="$nocuda" npm run build); }
 check "npm run build in node_modules/sharedformer (cmake-js)" build
