@@ -137,7 +137,7 @@ class CudaBackend final : public Backend {
     cudaGetLastError();
   }
   ~CudaBackend() override {
-    stream().wait_done(stream().last_ticket());
+    stream().wait_all();
     DeviceGuard g(dev_);
     cudaStreamSynchronize(stream_);
     cudaStreamDestroy(stream_);

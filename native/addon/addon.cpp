@@ -5,6 +5,8 @@
 // TypeError / RangeError / Error whose message names the function and the offending values.
 #include "addon.h"
 
+#include <unordered_map>
+
 #include "../cpu/cpu_features.h"
 #include "../cpu/simd.h"
 
@@ -19,18 +21,27 @@ namespace sf::js {
 
 namespace {
 
-// Copies src into host memory at dst (src.numel() floats for bf16, src.nbytes() otherwise), after all work that
-// was submitted before it on src's stream.
-void read_into(Context& ctx, const Tensor& src, void* dst) {
-  Backend& b = ctx.backend(src.device());
-  if (src.dtype == DType::bf16) {
-    std::vector<uint16_t> tmp(static_cast<size_t>(src.numel()));
-    b.stream().run_sync("read", [&] { b.copy_to_host(tmp.data(), src); });
-    float* out = static_cast<float*>(dst);
-    for (size_t i = 0; i < tmp.size(); ++i) out[i] = bf16_to_f32(tmp[i]);
-  } else {
-    b.stream().run_sync("read", [&] { b.copy_to_host(dst, src); });
+// On src's stream thread, after the work before it: copies src into host memory at dst (src.numel() floats for bf16,
+// src.nbytes() otherwise), unless the op that wrote src failed; returns that failure, or the copy's own, or null.
+FailurePtr copy_out(Backend& b, const Tensor& src, void* dst, const char* what) {
+  FailurePtr f = src.failure();
+  if (f) return std::make_shared<Failure>(Failure{f->kind, cat(what, ": this tensor holds the output of a failed op: ", f->message)});
+  try {
+    if (src.numel() == 0) return nullptr;
+    if (src.dtype == DType::bf16) {
+      std::vector<uint16_t> tmp(static_cast<size_t>(src.numel()));
+      b.copy_to_host(tmp.data(), src);
+      float* out = static_cast<float*>(dst);
+      for (size_t i = 0; i < tmp.size(); ++i) out[i] = bf16_to_f32(tmp[i]);
+    } else {
+      b.copy_to_host(dst, src);
+    }
+  } catch (const Error& e) {
+    return std::make_shared<Failure>(Failure{e.kind(), cat(what, " (", b.stream().name(), " stream): ", e.what())});
+  } catch (const std::exception& e) {
+    return std::make_shared<Failure>(Failure{ErrorKind::Generic, cat(what, " (", b.stream().name(), " stream): ", e.what())});
   }
+  return nullptr;
 }
 
 // Bytes of the host array that a read of t produces (bf16 is widened to float32).
@@ -46,52 +57,124 @@ Napi::Value typed_array_over(Napi::Env env, Napi::ArrayBuffer ab, DType dt, size
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
-// Async work: waits on device streams on a libuv worker thread, then settles a promise on the JavaScript thread.
-class StreamWorker : public Napi::AsyncWorker {
+// Promises settled from device streams (design invariant 5: waiting costs nothing). A read or synchronize() registers
+// a promise here on the JavaScript thread and submits a task to the device stream; when that task has run, the stream
+// thread posts the outcome through one thread-safe function, and the promise settles on the JavaScript thread. No
+// libuv pool thread is held while the work runs. The thread-safe function is referenced (keeps the event loop alive)
+// only while a promise is pending, as an AsyncWorker would be.
+//
+// Lifetime: the Hub has two owners, the Addon and its thread-safe function, and is deleted when both have let go.
+// At environment teardown Node may finalize the thread-safe function before or after the Addon is destroyed: the
+// finalizer marks it finalized (under the lock that post() takes, so a stream task never calls a finalized function),
+// and the Addon, after draining every stream, closes the Hub (releasing the function unless Node already did).
+class Hub {
  public:
-  using Work = std::function<void()>;
-  using Done = std::function<Napi::Value(Napi::Env)>;
-  StreamWorker(Napi::Env env, std::shared_ptr<Context> ctx, Work work, Done done)
-      : Napi::AsyncWorker(env, "sharedformer"),
-        deferred_(Napi::Promise::Deferred::New(env)),
-        ctx_(std::move(ctx)),
-        work_(std::move(work)),
-        done_(std::move(done)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
+  using OnOk = std::function<Napi::Value(Napi::Env)>;
 
- protected:
-  void Execute() override {
-    try {
-      work_();
-    } catch (const std::exception& e) {
-      SetError(e.what());
-    }
+  static Hub* create(Napi::Env env) {
+    Hub* h = new Hub();
+    h->tsfn_ = Tsfn::New(env, "sharedformer", 0, 1, h, [](Napi::Env, void*, Hub* self) { self->finalized(); });
+    h->tsfn_.Unref(env);
+    return h;
   }
-  // Settling can fail while the environment shuts down (a worker thread being terminated): nothing may throw out of
-  // these callbacks, so failures there are ignored — there is no JavaScript left to tell.
-  void OnOK() override {
-    try {
-      deferred_.Resolve(done_(Env()));
-    } catch (const Napi::Error& e) {
-      settle_quietly(e);
-    } catch (...) {
-    }
+  // JavaScript thread: a new pending promise, resolved with on_ok(env) or rejected with the posted failure.
+  std::pair<uint64_t, Napi::Promise> add(Napi::Env env, OnOk on_ok) {
+    const uint64_t id = ++next_id_;
+    auto d = Napi::Promise::Deferred::New(env);
+    Napi::Promise p = d.Promise();
+    pending_.emplace(id, Pending{std::move(d), std::move(on_ok)});
+    if (pending_.size() == 1) tsfn_.Ref(env);
+    return {id, p};
   }
-  void OnError(const Napi::Error& e) override { settle_quietly(e); }
+  // Any thread (a stream task): settles promise `id`; a null failure resolves it.
+  void post(uint64_t id, FailurePtr failure) {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (finalized_) return;  // the environment is shutting down: nobody is left to tell
+    auto* p = new Posted{id, std::move(failure)};
+    if (tsfn_.NonBlockingCall(p) != napi_ok) delete p;
+  }
+  // JavaScript thread, from ~Addon once every stream has drained: drops what is pending and lets go.
+  void close() {
+    closed_ = true;
+    pending_.clear();
+    bool release;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      release = !finalized_;
+    }
+    if (release) tsfn_.Release();
+    drop();
+  }
 
  private:
-  void settle_quietly(const Napi::Error& e) noexcept {
+  struct Pending {
+    Napi::Promise::Deferred deferred;
+    OnOk on_ok;
+  };
+  struct Posted {
+    uint64_t id;
+    FailurePtr failure;
+  };
+  static void call_js(Napi::Env env, Napi::Function, Hub* self, Posted* posted);
+  using Tsfn = Napi::TypedThreadSafeFunction<Hub, Posted, &Hub::call_js>;
+
+  Hub() = default;
+  void finalized() {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      finalized_ = true;
+    }
+    drop();
+  }
+  void drop() {
+    if (owners_.fetch_sub(1) == 1) delete this;
+  }
+
+  Tsfn tsfn_;
+  std::unordered_map<uint64_t, Pending> pending_;  // JavaScript thread only
+  uint64_t next_id_ = 0;
+  bool closed_ = false;  // JavaScript thread only
+  std::mutex mu_;
+  bool finalized_ = false;  // guarded by mu_
+  std::atomic<int> owners_{2};
+};
+
+void Hub::call_js(Napi::Env env, Napi::Function, Hub* self, Posted* posted) {
+  std::unique_ptr<Posted> owned(posted);
+  if (static_cast<napi_env>(env) == nullptr || !self || self->closed_) return;  // teardown: nothing left to tell
+  auto it = self->pending_.find(posted->id);
+  if (it == self->pending_.end()) return;
+  Pending p = std::move(it->second);
+  self->pending_.erase(it);
+  if (self->pending_.empty()) self->tsfn_.Unref(env);
+  // Settling must not throw out of this callback (an environment being torn down, say).
+  try {
+    if (posted->failure)
+      p.deferred.Reject(to_js_error(env, posted->failure->kind, posted->failure->message.c_str()).Value());
+    else
+      p.deferred.Resolve(p.on_ok(env));
+  } catch (const Napi::Error& e) {
     try {
-      deferred_.Reject(e.Value());
+      p.deferred.Reject(e.Value());
+    } catch (...) {
+    }
+  } catch (const std::exception& e) {
+    try {
+      p.deferred.Reject(Napi::Error::New(env, e.what()).Value());
     } catch (...) {
     }
   }
+}
 
-  Napi::Promise::Deferred deferred_;
-  std::shared_ptr<Context> ctx_;  // keeps the streams alive while the worker waits on them
-  Work work_;
-  Done done_;
-};
+// The outcome of synchronize() from the failures the streams handed out (each once): null when none, else one
+// failure listing every op, with the first failure's kind.
+FailurePtr summarize(const char* what, const std::vector<FailurePtr>& fs, size_t dropped) {
+  if (fs.empty() && !dropped) return nullptr;
+  std::string msg = cat(what, ": ", fs.size() + dropped, " op(s) failed since the last synchronize: ");
+  for (size_t i = 0; i < fs.size(); ++i) msg += cat(i ? "; " : "", fs[i]->message);
+  if (dropped) msg += cat("; and ", dropped, " more");
+  return std::make_shared<Failure>(Failure{fs.empty() ? ErrorKind::Generic : fs[0]->kind, msg});
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // TensorHandle implementation
@@ -184,32 +267,37 @@ Napi::Value TensorHandle::Dispose(const Napi::CallbackInfo& info) {
 
 Napi::Value TensorHandle::ReadSync(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    Tensor t = get("Tensor.dataSync", "the tensor");
-    size_t bytes = host_bytes(t);
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(info.Env(), bytes);
-    if (bytes) read_into(addon().ctx(), t, ab.Data());
+    const char* what = "Tensor.dataSync";
+    Tensor t = get(what, "the tensor");
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(info.Env(), host_bytes(t));
+    Backend& b = addon().ctx().backend(t.device(), what);
+    void* dst = ab.Data();
+    FailurePtr f;
+    b.stream().wait(b.stream().submit(what, [&] { f = copy_out(b, t, dst, what); }));
+    if (f) throw Error(f->kind, f->message);
     return typed_array_over(info.Env(), ab, t.dtype, static_cast<size_t>(t.numel()));
   });
 }
 
+// The copy runs as a task on the tensor's stream (after the work that writes it) and writes straight into the new
+// ArrayBuffer, which the pending promise keeps alive; the Hub settles the promise on the JavaScript thread.
 Napi::Value TensorHandle::Read(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    Tensor t = get("Tensor.data", "the tensor");
+    const char* what = "Tensor.data";
+    Tensor t = get(what, "the tensor");
     Napi::Env env = info.Env();
-    size_t bytes = host_bytes(t);
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, bytes);
+    Addon& a = addon();
+    Backend* b = &a.ctx().backend(t.device(), what);
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, host_bytes(t));
     auto ref = std::make_shared<Napi::Reference<Napi::ArrayBuffer>>(Napi::Persistent(ab));
     void* dst = ab.Data();
-    std::shared_ptr<Context> ctx = addon().ctx_ptr();
-    auto* w = new StreamWorker(
-        env, ctx,
-        [ctx, t, dst, bytes] {
-          if (bytes) read_into(*ctx, t, dst);
-        },
-        [ref, t](Napi::Env e) { return typed_array_over(e, ref->Value(), t.dtype, static_cast<size_t>(t.numel())); });
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
+    const DType dt = t.dtype;
+    const size_t n = static_cast<size_t>(t.numel());
+    auto [id, promise] =
+        a.hub().add(env, [ref, dt, n](Napi::Env e) { return typed_array_over(e, ref->Value(), dt, n); });
+    Hub* hub = &a.hub();
+    b->stream().submit(what, [b, t, dst, id = id, hub, what] { hub->post(id, copy_out(*b, t, dst, what)); });
+    return promise;
   });
 }
 
@@ -222,6 +310,8 @@ Napi::Value TensorHandle::Shared(const Napi::CallbackInfo& info) {
     if (t.dtype == DType::bf16)
       type_error("Tensor.sharedData: a bfloat16 tensor has no typed-array view (use data(), which widens to float32)");
     addon().ctx().cpu().stream().wait_all();  // the view shows the tensor as of now
+    if (FailurePtr f = t.failure())
+      throw Error(f->kind, cat("Tensor.sharedData: this tensor holds the output of a failed op: ", f->message));
     Napi::Env env = info.Env();
     size_t n = static_cast<size_t>(t.numel());
     if (n == 0) return typed_array_over(env, Napi::ArrayBuffer::New(env, 0), t.dtype, 0);
@@ -277,7 +367,7 @@ Napi::Value TensorHandle::SameStorage(const Napi::CallbackInfo& info) {
 // ---------------------------------------------------------------------------------------------------------------
 // Addon implementation
 
-Addon::Addon(Napi::Env env, Napi::Object exports) : ctx_(std::make_shared<Context>()) {
+Addon::Addon(Napi::Env env, Napi::Object exports) : ctx_(std::make_shared<Context>()), hub_(Hub::create(env)) {
   Napi::Function ctor = TensorHandle::Define(env);
   tensor_ctor_ = Napi::Persistent(ctor);
   DefineAddon(exports, {
@@ -301,27 +391,54 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : ctx_(std::make_shared<Contex
   register_ops(env, exports);
 }
 
+// Throws the failure of the op that wrote src (as an input failure of the copy), if it failed.
+static void throw_if_failed(const Tensor& src) {
+  if (FailurePtr f = src.failure()) throw Error(f->kind, cat("an input holds the output of a failed op: ", f->message));
+}
+
+// Drains every stream (so that no task can post to the Hub or write into an ArrayBuffer afterwards), then closes the
+// Hub; the Context (threads, memory) goes with ctx_.
+Addon::~Addon() {
+  for (Backend* b : ctx_->backends()) b->stream().wait_all();
+  hub_->close();
+}
+
 void Addon::copy_async(const Tensor& dst, const Tensor& src, const char* op) {
   Backend& sb = ctx_->backend(src.device(), op);
   Backend& db = ctx_->backend(dst.device(), op);
+  // Every path marks dst failed when the copy fails or src had failed (stream.h), and valid when it succeeds. Where
+  // the copy waits on another stream, src's state is checked inside the task, after that wait.
   if (&sb == &db) {
-    db.stream().submit(op, [&db, dst, src] { db.copy(dst, src); });
+    db.stream().submit(op, [&db, dst, src] { db.copy(dst, src); }, Effects{{src}, {dst}});
   } else if (src.device().is_cpu()) {  // host -> device: the device stream waits for the host's pending work
     uint64_t ready = sb.stream().last_ticket();
-    db.stream().submit(op, [&sb, &db, dst, src, ready] {
-      sb.stream().wait_done(ready);
-      db.copy_from_host(dst, src.raw());
-    });
+    db.stream().submit(
+        op,
+        [&sb, &db, dst, src, ready] {
+          sb.stream().wait(ready);
+          throw_if_failed(src);
+          db.copy_from_host(dst, src.raw());
+        },
+        Effects{{}, {dst}});
   } else if (dst.device().is_cpu()) {  // device -> host: the host stream waits for the device's copy
-    uint64_t done = sb.stream().submit(op, [&sb, dst, src] { sb.copy_to_host(dst.raw(), src); });
-    db.stream().submit(op, [&sb, done] { sb.stream().wait_done(done); });
+    uint64_t done = sb.stream().submit(op, [&sb, dst, src] { sb.copy_to_host(dst.raw(), src); }, Effects{{src}, {dst}});
+    db.stream().submit(op, [&sb, done] { sb.stream().wait(done); });
   } else {  // device -> device: staged through host memory
     auto staging = std::make_shared<std::vector<char>>(src.nbytes());
-    uint64_t done = sb.stream().submit(op, [&sb, src, staging] { sb.copy_to_host(staging->data(), src); });
-    db.stream().submit(op, [&sb, &db, dst, staging, done] {
-      sb.stream().wait_done(done);
-      db.copy_from_host(dst, staging->data());
+    auto src_failure = std::make_shared<FailurePtr>();
+    uint64_t done = sb.stream().submit(op, [&sb, src, staging, src_failure] {
+      *src_failure = src.failure();
+      if (!*src_failure) sb.copy_to_host(staging->data(), src);
     });
+    db.stream().submit(
+        op,
+        [&sb, &db, dst, staging, done, src_failure] {
+          sb.stream().wait(done);
+          if (const FailurePtr& f = *src_failure)
+            throw Error(f->kind, cat("an input holds the output of a failed op: ", f->message));
+          db.copy_from_host(dst, staging->data());
+        },
+        Effects{{}, {dst}});
   }
 }
 
@@ -364,7 +481,7 @@ Napi::Value Addon::FromArray(const Napi::CallbackInfo& info) {
       } else {
         if (staged.empty()) staged.assign(src, src + t.nbytes());
         auto buf = std::make_shared<std::vector<char>>(std::move(staged));
-        b.stream().submit(op, [&b, t, buf] { b.copy_from_host(t, buf->data()); });
+        b.stream().submit(op, [&b, t, buf] { b.copy_from_host(t, buf->data()); }, Effects{{}, {t}});
       }
     }
     return wrap(info.Env(), std::move(t), true);
@@ -386,7 +503,7 @@ Napi::Value Addon::Full(const Napi::CallbackInfo& info) {
     Device dev = get_device(info[3], op);
     Backend& b = ctx_->backend(dev, op);
     Tensor t = empty_tensor(b.allocator(), shape, dt, op);
-    if (t.numel()) b.stream().submit(op, [&b, t, v] { b.fill(t, v); });
+    if (t.numel()) b.stream().submit(op, [&b, t, v] { b.fill(t, v); }, Effects{{}, {t}});
     return wrap(info.Env(), std::move(t), true);
   });
 }
@@ -425,7 +542,7 @@ void parse_random_params(const Napi::CallbackInfo& info, size_t i, RandomArgs& r
 }
 void submit_random(Backend& b, const Tensor& t, const RandomArgs& r) {
   if (t.numel())
-    b.stream().submit(r.op, [&b, t, r] { b.random(t, r.kind, r.seed, r.offset, r.a, r.b); });
+    b.stream().submit(r.op, [&b, t, r] { b.random(t, r.kind, r.seed, r.offset, r.a, r.b); }, Effects{{}, {t}});
 }
 }  // namespace
 
@@ -490,7 +607,9 @@ Napi::Value Addon::FillInto(const Napi::CallbackInfo& info) {
     if (t.dtype == DType::i32 && (std::floor(v) != v || v < -2147483648.0 || v > 2147483647.0))
       range_error(op, ": value for an int32 tensor must be an integer in [-2^31, 2^31), got ", describe(info[1]));
     Backend& b = ctx_->backend(t.device(), op);
-    if (t.numel()) b.stream().submit(op, [&b, t, v] { b.fill(t, v); });
+    // Filling overwrites every element, so it also clears a failure the tensor held (zeroing gradients after a
+    // failed step, say).
+    b.stream().submit(op, [&b, t, v] { if (t.numel()) b.fill(t, v); }, Effects{{}, {t}});
     return info[0];
   });
 }
@@ -582,7 +701,15 @@ Napi::Value Addon::NumThreads(const Napi::CallbackInfo& info) {
 
 Napi::Value Addon::SynchronizeSync(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    for (Backend* b : ctx_->backends()) b->stream().wait_all();
+    std::vector<FailurePtr> all;
+    size_t dropped_all = 0;
+    for (Backend* b : ctx_->backends()) {
+      b->stream().wait_all();
+      size_t dropped = 0;
+      for (FailurePtr& f : b->stream().take_failures(&dropped)) all.push_back(std::move(f));
+      dropped_all += dropped;
+    }
+    if (FailurePtr f = summarize("synchronizeSync", all, dropped_all)) throw Error(f->kind, f->message);
     return info.Env().Undefined();
   });
 }
@@ -603,20 +730,36 @@ Napi::Value Addon::EmptyCache(const Napi::CallbackInfo& info) {
   });
 }
 
+// One marker task per device stream; each takes its stream's failures when it runs (after all work submitted before
+// it), and the last one to finish posts the outcome.
 Napi::Value Addon::Synchronize(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    std::shared_ptr<Context> ctx = ctx_;
-    std::vector<std::pair<Backend*, uint64_t>> marks;
-    for (Backend* b : ctx->backends()) marks.emplace_back(b, b->stream().last_ticket());
-    auto* w = new StreamWorker(
-        info.Env(), ctx,
-        [marks] {
-          for (auto& m : marks) m.first->stream().wait(m.second);
-        },
-        [](Napi::Env e) { return e.Undefined(); });
-    Napi::Promise p = w->promise();
-    w->Queue();
-    return p;
+    struct Shared {
+      std::mutex mu;
+      size_t left;
+      std::vector<FailurePtr> failures;
+      size_t dropped = 0;
+    };
+    std::vector<Backend*> bs = ctx_->backends();
+    auto st = std::make_shared<Shared>();
+    st->left = bs.size();
+    auto [id, promise] = hub().add(info.Env(), [](Napi::Env e) { return e.Undefined(); });
+    Hub* hub = hub_;
+    for (Backend* b : bs) {
+      b->stream().submit("synchronize", [b, st, hub, id = id] {
+        size_t dropped = 0;
+        std::vector<FailurePtr> fs = b->stream().take_failures(&dropped);
+        bool last;
+        {
+          std::lock_guard<std::mutex> lk(st->mu);
+          for (FailurePtr& f : fs) st->failures.push_back(std::move(f));
+          st->dropped += dropped;
+          last = --st->left == 0;
+        }
+        if (last) hub->post(id, summarize("synchronize", st->failures, st->dropped));
+      });
+    }
+    return promise;
   });
 }
 

@@ -39,6 +39,7 @@ inline auto guarded(Napi::Env env, F&& f) -> decltype(f()) {
 }
 
 class Addon;
+class Hub;  // settles promises from device streams (addon.cpp)
 
 // ---------------------------------------------------------------------------------------------------------------
 // TensorHandle: the native object behind a JavaScript Tensor. Holds one Tensor (a view into refcounted storage)
@@ -83,9 +84,13 @@ class TensorHandle : public Napi::ObjectWrap<TensorHandle> {
 class Addon : public Napi::Addon<Addon> {
  public:
   Addon(Napi::Env env, Napi::Object exports);
+  ~Addon();
+  Addon(const Addon&) = delete;
+  Addon& operator=(const Addon&) = delete;
 
   Context& ctx() { return *ctx_; }
   const std::shared_ptr<Context>& ctx_ptr() const { return ctx_; }
+  Hub& hub() { return *hub_; }
 
   // A new JavaScript handle owning (or viewing) t.
   Napi::Object wrap(Napi::Env env, Tensor t, bool owns_storage) {
@@ -129,6 +134,7 @@ class Addon : public Napi::Addon<Addon> {
   Napi::Value Synchronize(const Napi::CallbackInfo& info);
 
   std::shared_ptr<Context> ctx_;
+  Hub* hub_;  // shared with its thread-safe function (addon.cpp); closed by ~Addon
   Napi::FunctionReference tensor_ctor_;
 };
 

@@ -51,6 +51,17 @@ double get_number(const Napi::Value& v, const char* op, const char* name, bool a
   return d;
 }
 
+float narrow_f32(double x, const char* op, const char* name) {
+  const float f = static_cast<float>(x);
+  if (!std::isfinite(x) || !std::isfinite(f) || (f == 0.0f && x != 0.0))
+    range_error(op, ": ", name, " = ", x, " is out of float32 range", std::isfinite(f) ? " (it rounds to 0)" : "");
+  return f;
+}
+
+float get_f32(const Napi::Value& v, const char* op, const char* name) {
+  return narrow_f32(get_number(v, op, name), op, name);
+}
+
 int64_t get_int(const Napi::Value& v, const char* op, const char* name, int64_t lo, int64_t hi) {
   if (!v.IsNumber()) type_error(op, ": ", name, " must be an integer, got ", describe(v));
   double d = v.As<Napi::Number>().DoubleValue();

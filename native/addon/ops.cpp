@@ -55,6 +55,12 @@ double OpArgs::opt_number(const Napi::Object& o, const char* key, double def) co
   return get_number(v, op_, cat("option ", key).c_str());
 }
 
+float OpArgs::opt_f32(const Napi::Object& o, const char* key, float def) const {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return def;
+  return get_f32(v, op_, cat("option ", key).c_str());
+}
+
 int64_t OpArgs::opt_int(const Napi::Object& o, const char* key, int64_t def, int64_t lo, int64_t hi) const {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return def;
@@ -87,12 +93,44 @@ std::optional<Tensor> OpArgs::opt_tensor(const Napi::Object& o, const char* key)
 }
 
 Tensor OpArgs::output(const Shape& shape, DType dt, Device dev) const {
-  return empty_tensor(addon_.ctx().backend(dev, op_).allocator(), shape, dt, op_);
+  Tensor t = empty_tensor(addon_.ctx().backend(dev, op_).allocator(), shape, dt, op_);
+  write(t);
+  return t;
+}
+
+void OpArgs::write(const Tensor& t) const {
+  writes_.push_back(t);
+  not_read_.push_back(t);
+}
+void OpArgs::update(const Tensor& t) const { writes_.push_back(t); }
+void OpArgs::not_read(const Tensor& t) const { not_read_.push_back(t); }
+
+namespace {
+bool same_window(const Tensor& a, const Tensor& b) {
+  return a.storage == b.storage && a.offset == b.offset && a.dtype == b.dtype && a.numel() == b.numel();
+}
+}  // namespace
+
+// The reads are `keep` less one entry for each not-read tensor (so an output that is exactly an input, such as
+// axpby's in-place `out`, stays a read through the input's own entry); the writes are every output and every tensor
+// marked write() or update().
+Effects OpArgs::effects(std::vector<Tensor> keep) const {
+  Effects fx;
+  std::vector<bool> skipped(not_read_.size(), false);
+  for (Tensor& t : keep) {
+    bool skip = false;
+    for (size_t i = 0; i < not_read_.size() && !skip; ++i)
+      if (!skipped[i] && same_window(t, not_read_[i])) skipped[i] = skip = true;
+    if (!skip) fx.reads.push_back(std::move(t));
+  }
+  fx.writes = writes_;
+  return fx;
 }
 
 void OpArgs::run_cpu(std::vector<Tensor> keep, std::function<void(ThreadPool&)> fn) const {
   ThreadPool* pool = &addon_.ctx().pool();
-  addon_.ctx().cpu().stream().submit(op_, [keep = std::move(keep), fn = std::move(fn), pool] { fn(*pool); });
+  // The effects hold every tensor the kernel touches (outputs are in keep too), so they keep them alive.
+  addon_.ctx().cpu().stream().submit(op_, [fn = std::move(fn), pool] { fn(*pool); }, effects(std::move(keep)));
 }
 
 void OpArgs::same_device(const Tensor& t, const char* name) const {
@@ -115,10 +153,13 @@ void OpArgs::run(std::vector<Tensor> keep, std::function<void(ThreadPool&)> cpu_
   }
   if (!cuda_fn) error(op_, ": this build has no CUDA kernel for ", op_, " (tensors are on ", dev_.str(), ")");
   Backend* be = &addon_.ctx().backend(dev_, op_);
-  be->stream().submit(op_, [keep = std::move(keep), fn = std::move(cuda_fn), be] {
-    be->make_current();
-    fn(static_cast<cuda::Stream>(be->native_stream()));
-  });
+  be->stream().submit(
+      op_,
+      [fn = std::move(cuda_fn), be] {
+        be->make_current();
+        fn(static_cast<cuda::Stream>(be->native_stream()));
+      },
+      effects(std::move(keep)));
 }
 
 void check_dtype(const Tensor& t, DType d, const char* op, const char* name) {

@@ -46,14 +46,23 @@ class OpArgs {
   // Option readers: absent (undefined) keys give the default.
   bool opt_bool(const Napi::Object& o, const char* key, bool def) const;
   double opt_number(const Napi::Object& o, const char* key, double def) const;  // finite
+  float opt_f32(const Napi::Object& o, const char* key, float def) const;       // narrow_f32 (args.h)
   int64_t opt_int(const Napi::Object& o, const char* key, int64_t def, int64_t lo, int64_t hi) const;
   uint64_t opt_u64(const Napi::Object& o, const char* key, uint64_t def) const;
   std::string opt_string(const Napi::Object& o, const char* key, const char* def,
                          std::initializer_list<const char*> allowed) const;
   std::optional<Tensor> opt_tensor(const Napi::Object& o, const char* key) const;
 
-  // A new tensor on `dev` (validated shape; allocation errors name the op).
+  // A new tensor on `dev` (validated shape; allocation errors name the op). It is one of the op's written tensors.
   Tensor output(const Shape& shape, DType dt, Device dev) const;
+  // The op's effects on tensors the caller passed (stream.h, design invariant 7): write(t) — the kernel overwrites t
+  // without reading it (an `out` argument); update(t) — it reads and writes t (an accumulating gradient, a cache
+  // appended to, an optimizer's parameters and moments); not_read(t) — t is kept alive only (no byte is read). Every
+  // other tensor in run()'s `keep` is an input: a failed input fails the op, and the op's failure marks every written
+  // tensor (outputs included) as failed.
+  void write(const Tensor& t) const;
+  void update(const Tensor& t) const;
+  void not_read(const Tensor& t) const;
   Napi::Value wrap(Tensor t) const { return addon_.wrap(env(), std::move(t), true); }
   // The same tensor object passed in by the caller is returned for in-place/accumulating outputs.
   Napi::Value arg(size_t i) const { return info_[i]; }
@@ -76,6 +85,9 @@ class OpArgs {
   const Napi::CallbackInfo& info_;
   const char* op_;
   Addon& addon_;
+  Effects effects(std::vector<Tensor> keep) const;
+
+  mutable std::vector<Tensor> writes_, not_read_;
   mutable Device dev_{};
   mutable const char* dev_name_ = nullptr;  // the argument that set dev_
 };

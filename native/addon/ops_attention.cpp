@@ -46,7 +46,7 @@ AttnOpts check_qkv(const OpArgs& args, const Tensor& q, const Tensor& k, const T
   Napi::Object o = args.options(opt_index);
   const bool causal = args.opt_bool(o, "causal", false);
   const bool has_scale = !o.Get("scale").IsUndefined();
-  const double scale_in = args.opt_number(o, "scale", 1.0);
+  const double scale_in = has_scale ? args.opt_f32(o, "scale", 1.0f) : 1.0;
   std::optional<Tensor> kl = args.opt_tensor(o, "keyLengths");
   const std::string prec = args.opt_string(o, "precision", "fp32", {"fp32", "tf32", "bf16"});
 
@@ -171,6 +171,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
     check_disjoint(dk, "dk", dv, "dv", op);
 
     std::vector<Tensor> keep{q, k, v, o, lse, dout, dq, dk, dv};
+    for (const Tensor* g : {&dq, &dk, &dv}) args.update(*g);  // gradients accumulate
     if (a.key_lengths) keep.push_back(*a.key_lengths);
     cpu::AttentionDesc desc = a.d;
     desc.key_lengths = a.key_lengths ? a.key_lengths->data<int32_t>() : nullptr;

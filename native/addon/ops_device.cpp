@@ -48,6 +48,7 @@ Napi::Value PersistL2(const Napi::CallbackInfo& info) {
       if (!args.device().is_cpu()) {
         const int64_t bytes = hi - lo;
         const void* base = lo;
+        args.not_read(ts[0]);  // kept alive only: the window reads no byte
         args.run({ts[0]}, nullptr, [base, bytes](cuda::Stream s) { cuda::persist_l2(s, base, bytes); });
         done = true;
       }

@@ -35,6 +35,8 @@ Napi::Value KvAppend(const Napi::CallbackInfo& info) {
       range_error(op, ": pos + n = ", pos, " + ", n, " exceeds the cache length Tmax = ", Tmax, " (cache ",
                   shape_of(cache), ", src ", shape_of(src), ")");
     check_disjoint(cache, "cache", src, "src", op);
+    // Only a window of the cache is written, so the rest must already be valid: the cache is read and written.
+    args.update(cache);
     args.run(
         {src, cache},
         [src, cache, B, H, n, Tmax, D, pos](ThreadPool& pool) {

@@ -28,7 +28,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     std::optional<Tensor> out = args.maybe_tensor(2, "out");
     Napi::Object o = args.options(3);
     const bool ta = args.opt_bool(o, "transA", false), tb = args.opt_bool(o, "transB", false);
-    const double alpha = args.opt_number(o, "alpha", 1.0), beta = args.opt_number(o, "beta", 0.0);
+    const float alpha = args.opt_f32(o, "alpha", 1.0f), beta = args.opt_f32(o, "beta", 0.0f);
     std::optional<Tensor> bias = args.opt_tensor(o, "bias");
     const std::string act = args.opt_string(o, "activation", "none", {"none", "gelu"});
     std::optional<Tensor> pre = args.opt_tensor(o, "preact");
@@ -80,6 +80,10 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
       check_disjoint(c, "out", a, "a", op);
       check_disjoint(c, "out", b, "b", op);
       if (bias) check_disjoint(c, "out", *bias, "bias", op);
+      if (beta != 0.0)
+        args.update(c);  // out = alpha * a @ b + beta * out reads out
+      else
+        args.write(c);
     } else {
       c = args.output(oshape, DType::f32, args.device());
     }
@@ -90,6 +94,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
       check_disjoint(*pre, "preact", c, "out", op);
       check_disjoint(*pre, "preact", a, "a", op);
       check_disjoint(*pre, "preact", b, "b", op);
+      if (bias) check_disjoint(*pre, "preact", *bias, "bias", op);
+      args.write(*pre);
     }
 
     cpu::MatmulDesc d;
@@ -139,6 +145,7 @@ Napi::Value BiasGrad(const Napi::CallbackInfo& info) {
     check_shape(db, {n}, op, "dbias");
     check_disjoint(db, "dbias", dy, "dy", op);
     const int64_t rows = n ? dy.numel() / n : 0;
+    args.update(db);
     args.run(
         {dy, db}, [dy, db, rows, n](ThreadPool& pool) { cpu::bias_grad(pool, dy.data<float>(), rows, n, db.data<float>()); },
         SF_CUDA([dy, db, rows, n](cuda::Stream s) { cuda::bias_grad(s, dy.data<float>(), rows, n, db.data<float>()); }));

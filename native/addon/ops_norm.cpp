@@ -48,6 +48,7 @@ Tensor output_or_new(const OpArgs& args, const std::optional<Tensor>& out, const
   check_f32_dev(args, *out, "out");
   check_shape(*out, shape, op, "out");
   for (auto& [t, name] : inputs) check_disjoint(*out, "out", *t, name, op);
+  args.write(*out);
   return *out;
 }
 
@@ -78,9 +79,8 @@ Napi::Value LayernormForward(const Napi::CallbackInfo& info) {
     Tensor w = args.tensor(1, "w");
     Tensor b = args.tensor(2, "b");
     Napi::Object o = args.options(3);
-    const double eps = args.opt_number(o, "eps", 1e-5);
-    if (!(eps > 0) || !(static_cast<float>(eps) > 0) || !std::isfinite(static_cast<float>(eps)))
-      range_error(op, ": option eps must be > 0 and within float32 range, got ", eps);
+    const float eps = args.opt_f32(o, "eps", 1e-5f);
+    if (!(eps > 0)) range_error(op, ": option eps must be > 0, got ", eps);
     check_f32_dev(args, x, "x");
     check_f32_dev(args, w, "w");
     check_f32_dev(args, b, "b");
@@ -93,7 +93,7 @@ Napi::Value LayernormForward(const Napi::CallbackInfo& info) {
     Tensor y = args.output(x.shape, DType::f32, x.device());
     Tensor mean = args.output(leading(x.shape), DType::f32, x.device());
     Tensor rstd = args.output(leading(x.shape), DType::f32, x.device());
-    const float e = static_cast<float>(eps);
+    const float e = eps;
     args.run(
         {x, w, b, y, mean, rstd},
         [x, w, b, y, mean, rstd, rows, C, e](ThreadPool& pool) {
@@ -161,7 +161,10 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
         check_disjoint(*grads[i].first, grads[i].second, *grads[k].first, grads[k].second, op);
     }
     std::vector<Tensor> keep{dy, x, w, mean, rstd};
-    for (auto& g : grads) keep.push_back(*g.first);
+    for (auto& g : grads) {
+      keep.push_back(*g.first);
+      args.update(*g.first);
+    }
     args.run(
         std::move(keep),
         [dy, x, w, mean, rstd, dx, dw, db, rows, C](ThreadPool& pool) {
@@ -210,6 +213,7 @@ Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
     check_disjoint(dx, "dx", x, "x", op);
     check_disjoint(dx, "dx", dy, "dy", op);
     const int64_t n = x.numel();
+    args.update(dx);
     args.run(
         {x, dy, dx},
         [x, dy, dx, n](ThreadPool& pool) {
@@ -261,6 +265,7 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
     check_disjoint(dx, "dx", dy, "dy", op);
     int64_t rows, n;
     rows_cols(y, &rows, &n);
+    args.update(dx);
     args.run(
         {y, dy, dx},
         [y, dy, dx, rows, n](ThreadPool& pool) {
@@ -280,13 +285,10 @@ Napi::Value Axpby(const Napi::CallbackInfo& info) {
     OpArgs args(info, "axpby", 4);
     const char* op = args.op();
     Tensor a = args.tensor(0, "a");
-    const double alpha = get_number(args[1], op, "alpha");
+    const float fa = get_f32(args[1], op, "alpha");
     Tensor b = args.tensor(2, "b");
-    const double beta = get_number(args[3], op, "beta");
+    const float fb = get_f32(args[3], op, "beta");
     std::optional<Tensor> out = args.maybe_tensor(4, "out");
-    const float fa = static_cast<float>(alpha), fb = static_cast<float>(beta);
-    if (!std::isfinite(fa)) range_error(op, ": alpha = ", alpha, " is out of float32 range");
-    if (!std::isfinite(fb)) range_error(op, ": beta = ", beta, " is out of float32 range");
     check_f32_dev(args, a, "a");
     check_f32_dev(args, b, "b");
     if (a.shape != b.shape)
@@ -303,6 +305,7 @@ Napi::Value Axpby(const Napi::CallbackInfo& info) {
           range_error(op, ": out partly overlaps ", name, " (it must be ", name,
                       " itself, for an in-place update, or not share memory with it)");
       }
+      args.write(o);
     } else {
       o = args.output(a.shape, DType::f32, a.device());
     }
@@ -354,6 +357,7 @@ Napi::Value DropoutBackward(const Napi::CallbackInfo& info) {
     check_shape(dx, dy.shape, op, "dx");
     check_disjoint(dx, "dx", dy, "dy", op);
     const int64_t n = dy.numel();
+    args.update(dx);
     args.run(
         {dy, dx},
         [dy, dx, n, d](ThreadPool& pool) {

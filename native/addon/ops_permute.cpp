@@ -27,6 +27,10 @@ Tensor out_or_new(const OpArgs& args, const std::optional<Tensor>& out, const Sh
   args.same_device(*out, "out");
   check_shape(*out, oshape, op, "out");
   check_disjoint(*out, "out", src, src_name, op);
+  if (accumulate)
+    args.update(*out);
+  else
+    args.write(*out);
   return *out;
 }
 

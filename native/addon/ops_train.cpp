@@ -48,16 +48,9 @@ Shape with_last(const Shape& s, int64_t last) {
 }
 
 // A required number option (TypeError when absent).
-double required_number(const OpArgs& args, const Napi::Object& o, const char* key) {
+float required_f32(const OpArgs& args, const Napi::Object& o, const char* key) {
   if (o.Get(key).IsUndefined()) type_error(args.op(), ": option ", key, " is required");
-  return args.opt_number(o, key, 0.0);
-}
-
-// A number option narrowed to float32, which must stay finite.
-float to_f32(double x, const char* op, const char* key) {
-  const float f = static_cast<float>(x);
-  if (!std::isfinite(f)) range_error(op, ": option ", key, " = ", x, " is out of float32 range");
-  return f;
+  return args.opt_f32(o, key, 0.0f);
 }
 
 Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
@@ -82,6 +75,7 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
       check_shape(o, oshape, op, "out");
       check_disjoint(o, "out", table, "table", op);
       check_disjoint(o, "out", ids, "ids", op);
+      args.write(o);
     } else {
       o = args.output(oshape, DType::f32, table.device());
     }
@@ -121,6 +115,7 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
     check_disjoint(dtable, "dtable", ids, "ids", op);
     const int64_t n = ids.numel();
     SF_CUDA_ONLY(Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);)
+    args.update(dtable);
     args.run(
         {ids, dout, dtable},
         [ids, dout, dtable, n, V, C](ThreadPool& pool) {
@@ -145,7 +140,7 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
     Napi::Object o = args.options(2);
     const int64_t ignore = args.opt_int(o, "ignoreIndex", -100, std::numeric_limits<int32_t>::min(),
                                         std::numeric_limits<int32_t>::max());
-    const float grad_scale = to_f32(args.opt_number(o, "gradScale", 1.0), op, "gradScale");
+    const float grad_scale = args.opt_f32(o, "gradScale", 1.0f);
     std::optional<Tensor> dl = args.opt_tensor(o, "dlogits");
 
     check_f32_dev(args, logits, "logits");
@@ -165,6 +160,7 @@ Napi::Value CrossEntropy(const Napi::CallbackInfo& info) {
         range_error(op, ": option dlogits partly overlaps logits (it must be the logits tensor itself, for an in-place "
                         "gradient, or not share memory with it)");
       check_disjoint(*dl, "option dlogits", targets, "targets", op);
+      args.write(*dl);
     }
     Tensor loss = args.output(Shape{}, DType::f32, logits.device());
     std::vector<Tensor> keep{logits, targets, loss};
@@ -200,11 +196,11 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
     Tensor v = args.tensor(3, "v");
     Napi::Object o = args.options(4);
     cpu::AdamWDesc d;
-    d.lr = to_f32(required_number(args, o, "lr"), op, "lr");
-    d.beta1 = to_f32(args.opt_number(o, "beta1", 0.9), op, "beta1");
-    d.beta2 = to_f32(args.opt_number(o, "beta2", 0.999), op, "beta2");
-    d.eps = to_f32(args.opt_number(o, "eps", 1e-8), op, "eps");
-    d.weight_decay = to_f32(args.opt_number(o, "weightDecay", 0.01), op, "weightDecay");
+    d.lr = required_f32(args, o, "lr");
+    d.beta1 = args.opt_f32(o, "beta1", 0.9f);
+    d.beta2 = args.opt_f32(o, "beta2", 0.999f);
+    d.eps = args.opt_f32(o, "eps", 1e-8f);
+    d.weight_decay = args.opt_f32(o, "weightDecay", 0.01f);
     if (o.Get("step").IsUndefined()) type_error(op, ": option step is required (the 1-based step count)");
     d.step = args.opt_int(o, "step", 1, 1, (int64_t{1} << 53) - 1);
     std::optional<Tensor> decay = args.opt_tensor(o, "decayMask");
@@ -240,6 +236,9 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
     const int64_t n = param.numel();
     std::vector<Tensor> keep{param, grad, m, v};
     if (decay) keep.push_back(*decay);
+    args.update(param);
+    args.update(m);
+    args.update(v);
     args.run(
         std::move(keep),
         [d, param, grad, m, v, decay, n](ThreadPool& pool) {
@@ -263,10 +262,10 @@ Napi::Value Sgd(const Napi::CallbackInfo& info) {
     std::optional<Tensor> buf = args.maybe_tensor(2, "buf");
     Napi::Object o = args.options(3);
     cpu::SgdDesc d;
-    d.lr = to_f32(required_number(args, o, "lr"), op, "lr");
-    d.momentum = to_f32(args.opt_number(o, "momentum", 0.0), op, "momentum");
-    d.dampening = to_f32(args.opt_number(o, "dampening", 0.0), op, "dampening");
-    d.weight_decay = to_f32(args.opt_number(o, "weightDecay", 0.0), op, "weightDecay");
+    d.lr = required_f32(args, o, "lr");
+    d.momentum = args.opt_f32(o, "momentum", 0.0f);
+    d.dampening = args.opt_f32(o, "dampening", 0.0f);
+    d.weight_decay = args.opt_f32(o, "weightDecay", 0.0f);
     d.nesterov = args.opt_bool(o, "nesterov", false);
     if (d.momentum > 0 && o.Get("firstStep").IsUndefined())
       type_error(op, ": option firstStep is required with momentum (true on the step that starts the buffer)");
@@ -294,6 +293,8 @@ Napi::Value Sgd(const Napi::CallbackInfo& info) {
     std::optional<Tensor> b = d.momentum > 0 ? buf : std::nullopt;
     std::vector<Tensor> keep{param, grad};
     if (b) keep.push_back(*b);
+    args.update(param);
+    if (b) args.update(*b);
     args.run(
         std::move(keep),
         [d, param, grad, b, n](ThreadPool& pool) {
@@ -345,6 +346,7 @@ Napi::Value ClipGradNorm(const Napi::CallbackInfo& info) {
     Tensor out = args.output(Shape{}, DType::f32, grad.device());
     const int64_t n = grad.numel();
     SF_CUDA_ONLY(Tensor sum = args.device().is_cpu() ? out : args.output({2}, DType::f32, args.device());)  // 1 double
+    args.update(grad);
     args.run(
         {grad, out},
         [grad, out, n, max_norm, eps](ThreadPool& pool) {
@@ -368,10 +370,10 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
     OpArgs args(info, "scale", 2);
     const char* op = args.op();
     Tensor x = args.tensor(0, "x");
-    const float s = static_cast<float>(get_number(args[1], op, "s"));
-    if (!std::isfinite(s)) range_error(op, ": s = ", get_number(args[1], op, "s"), " is out of float32 range");
+    const float s = get_f32(args[1], op, "s");
     check_f32_dev(args, x, "x");
     const int64_t n = x.numel();
+    args.update(x);
     args.run(
         {x}, [x, n, s](ThreadPool& pool) { cpu::scale_inplace(pool, x.data<float>(), n, s); },
         SF_CUDA([x, n, s](cuda::Stream st) { cuda::scale_inplace(st, x.data<float>(), n, s); }));

@@ -17,7 +17,7 @@ namespace sf {
 
 enum class RandomKind : int { Uniform = 0, Normal = 1 };
 
-// Derived destructors must drain the stream first (stream().wait_done(stream().last_ticket())): queued tasks call the
+// Derived destructors must drain the stream first (stream().wait_all()): queued tasks call the
 // derived kernels, which must not run on a half-destroyed object.
 class Backend {
  public:

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "error.h"
@@ -16,6 +17,50 @@ void* BlockCache::take(size_t rounded) {
   free_.erase(it);
   cached_ -= rounded;
   return p;
+}
+
+// Removes what [begin, end) covers from the failed ranges (the caller holds failed_mu_).
+static void trim(std::vector<Storage::FailedRange>& failed, size_t begin, size_t end) {
+  std::vector<Storage::FailedRange> kept;
+  for (Storage::FailedRange& r : failed) {
+    if (!ranges_meet(r.begin, r.end, begin, end)) {
+      kept.push_back(std::move(r));
+      continue;
+    }
+    // What the new range does not cover keeps its own failure.
+    if (r.begin < begin) kept.push_back({r.begin, begin, r.failure});
+    if (end < r.end && begin < end) kept.push_back({end, r.end, r.failure});
+  }
+  failed = std::move(kept);
+}
+
+// The newest failure replaces older ones where it covers them, so a read names the op that last wrote the bytes.
+void Storage::mark_failed(size_t begin, size_t end, FailurePtr f) {
+  std::lock_guard<std::mutex> lk(failed_mu_);
+  trim(failed_, begin, end);
+  if (failed_.size() >= kMaxFailedRanges) {
+    size_t b = begin, e = end;
+    for (const FailedRange& r : failed_) b = std::min(b, r.begin), e = std::max(e, r.end);
+    failed_.clear();
+    begin = b, end = e;
+  }
+  failed_.push_back({begin, end, std::move(f)});
+  any_failed_.store(true, std::memory_order_release);
+}
+
+void Storage::mark_written(size_t begin, size_t end) {
+  if (!any_failed_.load(std::memory_order_acquire)) return;
+  std::lock_guard<std::mutex> lk(failed_mu_);
+  trim(failed_, begin, end);
+  any_failed_.store(!failed_.empty(), std::memory_order_release);
+}
+
+FailurePtr Storage::failure(size_t begin, size_t end) const {
+  if (!any_failed_.load(std::memory_order_acquire)) return nullptr;
+  std::lock_guard<std::mutex> lk(failed_mu_);
+  for (const FailedRange& r : failed_)
+    if (ranges_meet(r.begin, r.end, begin, end)) return r.failure;
+  return nullptr;
 }
 
 bool BlockCache::put(size_t rounded, void* p) {

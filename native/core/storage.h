@@ -11,8 +11,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "device.h"
+#include "error.h"
 
 namespace sf {
 
@@ -86,6 +90,17 @@ class BlockCache {
   size_t limit_;
 };
 
+// Why an op on a stream failed: the error's kind (TypeError / RangeError / Error in JavaScript) and its message, which
+// names the op and the stream. Shared by every byte range that op was to write.
+struct Failure {
+  ErrorKind kind;
+  std::string message;
+};
+using FailurePtr = std::shared_ptr<const Failure>;
+
+// [b1, e1) and [b2, e2) share a byte, or start at the same byte (so an empty range is caught where it lies).
+inline bool ranges_meet(size_t b1, size_t e1, size_t b2, size_t e2) { return (b1 < e2 && b2 < e1) || b1 == b2; }
+
 class Storage {
  public:
   Storage(std::shared_ptr<Allocator> alloc, size_t bytes) : alloc_(std::move(alloc)), bytes_(bytes) {
@@ -106,10 +121,27 @@ class Storage {
   Device device() const { return alloc_->device(); }
   Allocator& allocator() const { return *alloc_; }
 
+  // Failed ranges (design invariant 7). A stream task that fails marks the byte ranges its op was to write; one that
+  // succeeds clears the ranges it wrote. Reading a range, or using it as an op's input, first asks failure(): the
+  // first failure whose range meets [begin, end), or null. Only stream tasks mark and clear, in stream order, so a
+  // read that waits for the work before it sees the state that work left. At most kMaxFailedRanges ranges are kept;
+  // past that they merge into one covering range (a wider poison, never a lost one).
+  void mark_failed(size_t begin, size_t end, FailurePtr f);
+  void mark_written(size_t begin, size_t end);
+  FailurePtr failure(size_t begin, size_t end) const;
+  static constexpr size_t kMaxFailedRanges = 64;
+  struct FailedRange {
+    size_t begin, end;
+    FailurePtr failure;
+  };
+
  private:
   std::shared_ptr<Allocator> alloc_;
   size_t bytes_;
   void* ptr_ = nullptr;
+  mutable std::mutex failed_mu_;
+  std::vector<FailedRange> failed_;
+  std::atomic<bool> any_failed_{false};  // lock-free fast path for the common case of no failure
 };
 
 // Host memory: 64-byte aligned (one cache line, one AVX-512 vector), with freed blocks cached for reuse (up to 1/8 of

@@ -17,9 +17,9 @@ Stream::~Stream() {
   thread_.join();
 }
 
-uint64_t Stream::submit(const char* op, Task task) {
+uint64_t Stream::submit(const char* op, Task task, Effects effects) {
   std::lock_guard<std::mutex> lk(mu_);
-  queue_.emplace_back(op, std::move(task));
+  queue_.push_back(Item{op, std::move(task), std::move(effects)});
   uint64_t t = ++submitted_;
   cv_work_.notify_one();
   return t;
@@ -33,21 +33,72 @@ uint64_t Stream::last_ticket() {
 void Stream::wait(uint64_t ticket) {
   std::unique_lock<std::mutex> lk(mu_);
   cv_done_.wait(lk, [&] { return completed_ >= ticket; });
-  if (!error_.empty()) {
-    std::string e = error_;
-    error_.clear();
-    error(e);
+}
+
+std::vector<FailurePtr> Stream::take_failures(size_t* dropped) {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::vector<FailurePtr> out;
+  out.swap(failures_);
+  if (dropped) *dropped = dropped_;
+  dropped_ = 0;
+  return out;
+}
+
+void Stream::run_sync(const char* op, Task task) {
+  std::exception_ptr failed;
+  // The wrapper never throws, so the stream records nothing: the error goes to this caller only.
+  wait(submit(op, [&failed, &task] {
+    try {
+      task();
+    } catch (...) {
+      failed = std::current_exception();
+    }
+  }));
+  if (!failed) return;
+  try {
+    std::rethrow_exception(failed);
+  } catch (const Error& e) {
+    throw Error(e.kind(), cat(op, " (", name_, " stream): ", e.what()));
+  } catch (const std::exception& e) {
+    error(op, " (", name_, " stream): ", e.what());
+  } catch (...) {
+    error(op, " (", name_, " stream): unknown error");
   }
 }
 
-void Stream::wait_done(uint64_t ticket) {
-  std::unique_lock<std::mutex> lk(mu_);
-  cv_done_.wait(lk, [&] { return completed_ >= ticket; });
+// Runs one task with its effects (see stream.h); returns its failure, or null.
+FailurePtr Stream::run_item(Item& item) {
+  FailurePtr failure;
+  for (const Tensor& t : item.effects.reads) {
+    if (FailurePtr f = t.failure()) {
+      failure = std::make_shared<Failure>(
+          Failure{f->kind, cat(item.op, " (", name_, " stream): an input holds the output of a failed op: ", f->message)});
+      break;
+    }
+  }
+  if (!failure) {
+    try {
+      item.task();
+    } catch (const Error& e) {
+      failure = std::make_shared<Failure>(Failure{e.kind(), cat(item.op, " (", name_, " stream): ", e.what())});
+    } catch (const std::exception& e) {
+      failure = std::make_shared<Failure>(Failure{ErrorKind::Generic, cat(item.op, " (", name_, " stream): ", e.what())});
+    } catch (...) {
+      failure = std::make_shared<Failure>(Failure{ErrorKind::Generic, cat(item.op, " (", name_, " stream): unknown error")});
+    }
+  }
+  for (const Tensor& t : item.effects.writes) {
+    if (failure)
+      t.storage->mark_failed(t.byte_begin(), t.byte_end(), failure);
+    else
+      t.storage->mark_written(t.byte_begin(), t.byte_end());
+  }
+  return failure;
 }
 
 void Stream::loop() {
   for (;;) {
-    std::pair<const char*, Task> item;
+    Item item;
     {
       std::unique_lock<std::mutex> lk(mu_);
       cv_work_.wait(lk, [&] { return quit_ || !queue_.empty(); });
@@ -55,18 +106,16 @@ void Stream::loop() {
       item = std::move(queue_.front());
       queue_.pop_front();
     }
-    std::string failure;
-    try {
-      item.second();
-    } catch (const std::exception& e) {
-      failure = cat(item.first, " (", name_, " stream): ", e.what());
-    } catch (...) {
-      failure = cat(item.first, " (", name_, " stream): unknown error");
-    }
-    item.second = nullptr;  // release captured tensors before signalling completion
+    FailurePtr failure = run_item(item);
+    item = Item{};  // release captured tensors before signalling completion
     {
       std::lock_guard<std::mutex> lk(mu_);
-      if (!failure.empty() && error_.empty()) error_ = failure;
+      if (failure) {
+        if (failures_.size() < kMaxKept)
+          failures_.push_back(std::move(failure));
+        else
+          ++dropped_;
+      }
       ++completed_;
     }
     cv_done_.notify_all();

@@ -1,5 +1,6 @@
 #include "tensor.h"
 
+#include <algorithm>
 #include <sstream>
 
 namespace sf {
@@ -19,14 +20,20 @@ int64_t checked_numel(const Shape& s, const char* op) {
     if (s[i] < 0) range_error(op, ": dimension ", i, " of shape ", shape_str(s), " is negative");
     if (s[i] > kMaxNumel) range_error(op, ": dimension ", i, " of shape ", shape_str(s), " exceeds 2^48");
   }
+  // The product of the non-zero dimensions is bounded too, so that no partial product a kernel forms (rows, M * N,
+  // B * T, ...) can overflow, even for a shape with a zero dimension and no elements.
+  bool empty = false;
   for (int64_t d : s) {
-    if (d == 0) return 0;
-  }
-  for (int64_t d : s) {
-    if (n > kMaxNumel / d) range_error(op, ": shape ", shape_str(s), " has more than 2^48 elements");
+    if (d == 0) {
+      empty = true;
+      continue;
+    }
+    if (n > kMaxNumel / d)
+      range_error(op, ": shape ", shape_str(s), std::count(s.begin(), s.end(), int64_t{0}) ? " (counting its non-zero dimensions)" : "",
+                  " has more than 2^48 elements");
     n *= d;
   }
-  return n;
+  return empty ? 0 : n;
 }
 
 std::string Tensor::describe() const { return cat(dtype_name(dtype), shape_str(shape), " on ", device().str()); }

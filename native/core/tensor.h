@@ -31,7 +31,11 @@ struct Tensor {
   Shape shape;
   DType dtype = DType::f32;
 
+  // Shapes are bounded by checked_numel when made; a zero dimension still makes the product 0 before any other
+  // dimension multiplies in, so no shape (even one whose other dimensions multiply past 2^63) overflows here.
   int64_t numel() const {
+    for (int64_t d : shape)
+      if (d == 0) return 0;
     int64_t n = 1;
     for (int64_t d : shape) n *= d;
     return n;
@@ -40,6 +44,11 @@ struct Tensor {
   size_t rank() const { return shape.size(); }
   Device device() const { return storage->device(); }
   void* raw() const { return static_cast<char*>(storage->data()) + offset * static_cast<int64_t>(dtype_size(dtype)); }
+  // The byte range [byte_begin(), byte_end()) of storage this tensor covers.
+  size_t byte_begin() const { return static_cast<size_t>(offset) * dtype_size(dtype); }
+  size_t byte_end() const { return byte_begin() + nbytes(); }
+  // The failure of the op that last wrote any of this tensor's bytes and failed, or null (storage.h).
+  FailurePtr failure() const { return storage ? storage->failure(byte_begin(), byte_end()) : nullptr; }
   template <typename T>
   T* data() const {
     return static_cast<T*>(raw());

@@ -9,7 +9,7 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(ThreadPool& pool);
   // Queued tasks call this object's kernels: finish them before this part of the object is destroyed.
-  ~CpuBackend() override { stream().wait_done(stream().last_ticket()); }
+  ~CpuBackend() override { stream().wait_all(); }
 
   void fill(const Tensor& t, double value) override;
   void random(const Tensor& t, RandomKind kind, uint64_t seed, uint64_t offset, float a, float b) override;

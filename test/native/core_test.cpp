@@ -19,6 +19,15 @@ TEST(numel_checks_rank_sign_and_overflow) {
   CHECK_THROWS(checked_numel({2, -1}, "t"), ErrorKind::Range);
   CHECK_THROWS(checked_numel({int64_t{1} << 30, int64_t{1} << 30}, "t"), ErrorKind::Range);
   CHECK_THROWS(checked_numel(Shape(9, 1), "t"), ErrorKind::Range);
+  // Issue 13.6: a zero dimension does not exempt the others from the bound (their product would overflow int64 in
+  // any partial product a kernel forms), and numel() of such a shape is 0 without overflowing.
+  CHECK_THROWS(checked_numel({int64_t{1} << 47, int64_t{1} << 47, 0}, "t"), ErrorKind::Range);
+  CHECK_THROWS(checked_numel({0, int64_t{1} << 40, int64_t{1} << 40}, "t"), ErrorKind::Range);
+  {
+    Tensor z;
+    z.shape = {int64_t{1} << 47, int64_t{1} << 47, 0};
+    CHECK_EQ(z.numel(), int64_t{0});
+  }
 }
 
 TEST(storage_counts_bytes_and_frees_when_last_view_goes) {
@@ -110,18 +119,64 @@ TEST(stream_runs_in_order_and_reports_errors_once) {
   for (int i = 0; i < 100 && sorted; ++i) sorted = order[static_cast<size_t>(i)] == i;
   CHECK(sorted);
   s.submit("boom", [] { throw std::runtime_error("kaput"); });
-  bool named = false;
-  try {
-    s.wait_all();
-  } catch (const Error& e) {
-    named = std::string(e.what()).find("boom") != std::string::npos &&
-            std::string(e.what()).find("kaput") != std::string::npos;
-  }
-  CHECK(named);
-  s.wait_all();  // reported once, then cleared
+  s.wait_all();  // waiting never throws: the failure is kept for take_failures()
+  std::vector<FailurePtr> fs = s.take_failures();
+  CHECK_EQ(fs.size(), size_t{1});
+  CHECK(!fs.empty() && fs[0]->message.find("boom") != std::string::npos &&
+        fs[0]->message.find("kaput") != std::string::npos && fs[0]->message.find("test stream") != std::string::npos);
+  CHECK(s.take_failures().empty());  // reported once, then cleared
   int after = 0;
   s.run_sync("after", [&] { after = 1; });
   CHECK_EQ(after, 1);
+  // run_sync throws its own task's error to its caller, with the kind, and records nothing
+  bool thrown = false;
+  try {
+    s.run_sync("mine", [] { range_error("bad value"); });
+  } catch (const Error& e) {
+    thrown = e.kind() == ErrorKind::Range && std::string(e.what()).find("mine") != std::string::npos;
+  }
+  CHECK(thrown);
+  CHECK(s.take_failures().empty());
+}
+
+// Design invariant 7: a failed task marks what it writes; a later task reading it fails with the cause and marks its
+// own outputs; unrelated tensors and other windows of the same storage are untouched; a successful write clears.
+TEST(stream_failed_ops_poison_their_outputs_only) {
+  auto alloc = std::make_shared<CpuAllocator>();
+  Stream s("test");
+  Tensor a = empty_tensor(alloc, {4}, DType::f32, "t");
+  Tensor b = empty_tensor(alloc, {4}, DType::f32, "t");
+  Tensor buf = empty_tensor(alloc, {8}, DType::f32, "t");
+  Tensor lo = view_of(buf, 0, {4}, "t"), hi = view_of(buf, 4, {4}, "t");
+  s.submit("badop", [] { range_error("badop: id 9 is out of range [0, 5)"); }, Effects{{}, {a, lo}});
+  s.wait_all();
+  CHECK(a.failure() != nullptr);
+  CHECK(lo.failure() != nullptr);
+  CHECK(hi.failure() == nullptr);  // the other window of the same storage
+  CHECK(b.failure() == nullptr);
+  CHECK(buf.failure() != nullptr);  // the whole buffer covers the failed window
+  CHECK(a.failure() && a.failure()->kind == ErrorKind::Range && a.failure()->message.find("badop") != std::string::npos);
+  bool ran = false;
+  s.submit("next", [&] { ran = true; }, Effects{{a}, {b}});
+  s.wait_all();
+  CHECK(!ran);  // an op whose input failed does not run
+  CHECK(b.failure() && b.failure()->message.find("next") != std::string::npos &&
+        b.failure()->message.find("badop") != std::string::npos && b.failure()->kind == ErrorKind::Range);
+  CHECK_EQ(s.take_failures().size(), size_t{2});
+  s.submit("overwrite", [] {}, Effects{{}, {a}});
+  s.wait_all();
+  CHECK(a.failure() == nullptr);
+  CHECK(b.failure() != nullptr);
+  // a partial overwrite keeps the rest failed
+  s.submit("half", [] {}, Effects{{}, {view_of(buf, 0, {2}, "t")}});
+  s.wait_all();
+  CHECK(view_of(buf, 0, {2}, "t").failure() == nullptr);
+  CHECK(view_of(buf, 2, {2}, "t").failure() != nullptr);
+  // an empty output of a failed op is failed too
+  Tensor e = empty_tensor(alloc, {0}, DType::f32, "t");
+  s.submit("empty", [] { error("empty: no"); }, Effects{{}, {e}});
+  s.wait_all();
+  CHECK(e.failure() != nullptr);
 }
 
 TEST(stream_runs_off_the_calling_thread) {
