@@ -5,7 +5,7 @@
 // message naming the op.
 import anyTest, { type ExecutionContext } from 'ava';
 
-import { Tensor, tensor, zeros } from '../lib/index.ts';
+import { Tensor, synchronizeSync, tensor, zeros } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
 import { lcg, near, throwsExactly, type ErrorClass } from './helpers/check.ts';
 
@@ -214,7 +214,8 @@ test('attentionForward: bad arguments throw the right class naming the op', (t) 
     ['scale Infinity', F(q.handle, k.handle, v.handle, { scale: Infinity }), RangeError, /^attentionForward: option scale must be finite/],
     ['scale 0', F(q.handle, k.handle, v.handle, { scale: 0 }), RangeError, /^attentionForward: option scale must be a finite number > 0, got 0/],
     ['scale negative', F(q.handle, k.handle, v.handle, { scale: -1 }), RangeError, /^attentionForward: option scale must be a finite number > 0/],
-    ['scale beyond float', F(q.handle, k.handle, v.handle, { scale: 1e300 }), RangeError, /^attentionForward: option scale must be a finite number > 0/],
+    ['scale beyond float', F(q.handle, k.handle, v.handle, { scale: 1e300 }), RangeError, /^attentionForward: option scale = 1e\+300 is out of float32 range/],
+    ['scale below float', F(q.handle, k.handle, v.handle, { scale: 1e-46 }), RangeError, /^attentionForward: option scale = 1e-46 is out of float32 range \(it rounds to 0\)/],
     ['scale a string', F(q.handle, k.handle, v.handle, { scale: '1' }), TypeError, /^attentionForward: option scale must be a number/],
     ['keyLengths float32', F(q.handle, k.handle, v.handle, { keyLengths: klF.handle }), TypeError, /^attentionForward: option keyLengths must be int32/],
     ['keyLengths of shape [3]', F(q.handle, k.handle, v.handle, { keyLengths: klShape.handle }), RangeError, /^attentionForward: option keyLengths must have shape \[2\], got \[3\]/],
@@ -231,19 +232,36 @@ test('attentionForward: bad arguments throw the right class naming the op', (t) 
   for (const z of [q, k, v, qi, q3, kBadB, kBadD, kBadH, k0, kl, klF, klShape]) z.dispose();
 });
 
+// Design invariant 7: the kernel's check fails the op on the stream; its outputs then carry that failure (every read
+// rejects with it, naming the op), and the check runs before anything is written: windows of the same buffer beside
+// a failed gradient keep their values.
 test('key lengths outside [0, Tk] are reported by the kernel, naming the op, and nothing is written', (t) => {
   const q = zeros([2, 1, 3, 4]), k = zeros([2, 1, 5, 4]), v = zeros([2, 1, 5, 4]);
   for (const bad of [[1, 6], [-1, 2]]) {
     const kl = i32(bad);
     const [oh, lh] = n.attentionForward(q.handle, k.handle, v.handle, { keyLengths: kl.handle });
     const o = wrap(oh);
-    t.throws(() => o.dataSync(), { instanceOf: Error, message: /^attentionForward \(cpu stream\): attention_forward: key_lengths\[\d\] = -?\d+ is outside \[0, Tk = 5\]/ });
-    const dq = tensor(new Float32Array(24).fill(7), [2, 1, 3, 4]), dk = zeros([2, 1, 5, 4]), dv = zeros([2, 1, 5, 4]);
+    for (let i = 0; i < 2; i++) // every read rejects, not only the first
+      t.throws(() => o.dataSync(), { instanceOf: RangeError, message: /^Tensor\.dataSync: this tensor holds the output of a failed op: attentionForward \(cpu stream\): attention_forward: key_lengths\[\d\] = -?\d+ is outside \[0, Tk = 5\]/ });
+    // dq is the middle window of a buffer of 7s: the windows around it must stay 7 (no partial or stray write)
+    const buf = tensor(new Float32Array(72).fill(7), [72]);
+    const dq = wrap(buf.handle.view(24, [2, 1, 3, 4])), before = wrap(buf.handle.view(0, [24])), after = wrap(buf.handle.view(48, [24]));
+    const dk = zeros([2, 1, 5, 4]), dv = zeros([2, 1, 5, 4]);
     n.attentionBackward(q.handle, k.handle, v.handle, q.handle, lh, q.handle, dq.handle, dk.handle, dv.handle, { keyLengths: kl.handle });
-    t.throws(() => dq.dataSync(), { instanceOf: Error, message: /^attentionBackward \(cpu stream\): attention_backward: key_lengths/ });
-    t.true(Array.from(dq.dataSync()).every((x) => x === 7), 'dq untouched');
-    for (const z of [kl, o, dq, dk, dv]) z.dispose();
+    t.throws(() => dq.dataSync(), { instanceOf: RangeError, message: /attentionBackward \(cpu stream\): (an input holds the output of a failed op: attentionForward|attention_backward: key_lengths)/ });
+    t.throws(() => dk.dataSync(), { instanceOf: RangeError, message: /attentionBackward/ });
+    t.true(Array.from(before.dataSync()).every((x) => x === 7), 'the window before dq untouched');
+    t.true(Array.from(after.dataSync()).every((x) => x === 7), 'the window after dq untouched');
+    // with a valid lse the backward kernel's own check reports it
+    const [, lh2] = n.attentionForward(q.handle, k.handle, v.handle, {});
+    // (dk and dv of the call above carry its failure, and gradients accumulate: a backward into them fails with it)
+    const dq2 = zeros([2, 1, 3, 4]), dk2 = zeros([2, 1, 5, 4]), dv2 = zeros([2, 1, 5, 4]);
+    n.attentionBackward(q.handle, k.handle, v.handle, q.handle, lh2, q.handle, dq2.handle, dk2.handle, dv2.handle, { keyLengths: kl.handle });
+    t.throws(() => dq2.dataSync(), { instanceOf: RangeError, message: /^Tensor\.dataSync: this tensor holds the output of a failed op: attentionBackward \(cpu stream\): attention_backward: key_lengths/ });
+    t.throws(() => synchronizeSync(), { message: /attentionForward.*attentionBackward/ });
+    for (const z of [kl, o, dq, dk, dv, dq2, dk2, dv2, buf, before, after]) z.dispose();
     lh.dispose();
+    lh2.dispose();
   }
   for (const z of [q, k, v]) z.dispose();
 });

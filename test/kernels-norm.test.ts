@@ -269,7 +269,7 @@ test('bad arguments throw the right error class with a message naming the op', (
     ['ln eps NaN', () => n.layernormForward(x.handle, w.handle, b.handle, { eps: NaN }), RangeError, /^layernormForward: option eps must be finite, got NaN/],
     ['ln eps 0', () => n.layernormForward(x.handle, w.handle, b.handle, { eps: 0 }), RangeError, /^layernormForward: option eps must be > 0/],
     ['ln eps negative', () => n.layernormForward(x.handle, w.handle, b.handle, { eps: -1e-5 }), RangeError, /^layernormForward: option eps must be > 0/],
-    ['ln eps below float', () => n.layernormForward(x.handle, w.handle, b.handle, { eps: 1e-60 }), RangeError, /^layernormForward: option eps must be > 0 and within float32 range/],
+    ['ln eps below float', () => n.layernormForward(x.handle, w.handle, b.handle, { eps: 1e-60 }), RangeError, /^layernormForward: option eps = 1e-60 is out of float32 range \(it rounds to 0\)/],
     ['ln eps string', () => n.layernormForward(x.handle, w.handle, b.handle, { eps: '1' }), TypeError, /^layernormForward: option eps must be a number/],
     ['ln options not an object', () => n.layernormForward(x.handle, w.handle, b.handle, 5), TypeError, /^layernormForward: options must be an object/],
     // layernormBackward

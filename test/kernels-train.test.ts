@@ -4,7 +4,7 @@
 // writes; and every class of bad argument throwing the right error class with a message naming the op.
 import anyTest, { type ExecutionContext } from 'ava';
 
-import { Tensor, full, synchronizeSync, tensor, zeros } from '../lib/index.ts';
+import { Tensor, full, synchronize, synchronizeSync, tensor, zeros } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
 import { lcg, near, throwsExactly, type ErrorClass } from './helpers/check.ts';
 
@@ -75,22 +75,31 @@ test('embeddingBackward accumulates a scatter of dout, repeated ids included', a
   near(t, await dtable.data(), want, 1e-6, 1e-6, 'dtable');
 });
 
+// Design invariant 7: the failure stays with the outputs (every read rejects, naming the op), synchronize reports it
+// once, and the ids are checked before anything is written (the windows beside a failed output keep their values).
 test('an out-of-range id fails at the next synchronisation, naming the op, the id and the position, without writing', async (t) => {
   const table = zeros([256, 3]);
   const ids = i32([1, 2, 3, 4, 5, 300, 7], [7]);
-  const out = full([7, 3], 7);
+  const buf = full([3, 7, 3], 7);
+  const out = wrap(buf.handle.view(21, [7, 3])), before = wrap(buf.handle.view(0, [21])), after = wrap(buf.handle.view(42, [21]));
   n.embeddingForward(ids.handle, table.handle, out.handle);
-  const err = await t.throwsAsync(() => out.data());
-  t.regex(err!.message, /^embeddingForward \(cpu stream\): embedding: token id 300 at position 5 is out of range \[0, 256\)$/);
-  t.true((await out.data()).every((v) => v === 7), 'out holds no partial write');
+  for (let i = 0; i < 2; i++) {
+    const err = await t.throwsAsync(() => out.data());
+    t.regex(err!.message, /^Tensor\.data: this tensor holds the output of a failed op: embeddingForward \(cpu stream\): embedding: token id 300 at position 5 is out of range \[0, 256\)$/);
+  }
+  t.true((await before.data()).every((v) => v === 7) && (await after.data()).every((v) => v === 7), 'no stray write');
+  t.throws(() => synchronizeSync(), { message: /embeddingForward.*token id 300/ });
   // the same through synchronizeSync, and for the backward pass
   const neg = i32([0, -1], [2]);
   n.embeddingForward(neg.handle, table.handle, null);
   t.throws(() => synchronizeSync(), { message: /embedding: token id -1 at position 1 is out of range \[0, 256\)/ });
-  const dtable = full([256, 3], 2);
+  t.notThrows(() => synchronizeSync(), 'reported once');
+  const gbuf = full([3, 256, 3], 2);
+  const dtable = wrap(gbuf.handle.view(768, [256, 3])), gbefore = wrap(gbuf.handle.view(0, [768])), gafter = wrap(gbuf.handle.view(1536, [768]));
   n.embeddingBackward(ids.handle, full([7, 3], 1).handle, dtable.handle);
-  await t.throwsAsync(() => dtable.data(), { message: /^embeddingBackward \(cpu stream\): embedding: token id 300 at position 5/ });
-  t.true((await dtable.data()).every((v) => v === 2), 'dtable untouched');
+  await t.throwsAsync(() => dtable.data(), { message: /^Tensor\.data: this tensor holds the output of a failed op: embeddingBackward \(cpu stream\): embedding: token id 300 at position 5/ });
+  t.true((await gbefore.data()).every((v) => v === 2) && (await gafter.data()).every((v) => v === 2), 'no stray write');
+  await t.throwsAsync(() => synchronize(), { message: /embeddingBackward/ });
 });
 
 // ---- cross-entropy ------------------------------------------------------------------------------------------------
@@ -138,8 +147,10 @@ test('an out-of-range target fails at the next synchronisation without writing d
   const dl = full([9, 256], 3);
   const loss = wrap(n.crossEntropy(logits.handle, targets.handle, { dlogits: dl.handle }));
   const err = await t.throwsAsync(() => loss.data());
-  t.regex(err!.message, /^crossEntropy \(cpu stream\): cross_entropy: target 256 at row 5 is out of range \[0, 256\)/);
-  t.true((await dl.data()).every((v) => v === 3), 'dlogits untouched');
+  t.regex(err!.message, /^Tensor\.data: this tensor holds the output of a failed op: crossEntropy \(cpu stream\): cross_entropy: target 256 at row 5 is out of range \[0, 256\)/);
+  // dlogits is an output of the failed op: it carries the failure too (never a half-written gradient)
+  await t.throwsAsync(() => dl.data(), { message: /crossEntropy.*target 256/ });
+  await t.throwsAsync(() => synchronize(), { message: /crossEntropy/ });
 });
 
 // ---- optimizers ---------------------------------------------------------------------------------------------------
