@@ -129,9 +129,20 @@ export class ParameterStore {
    * Moves the flat buffers (values, gradients, decay mask) to `device`: three copies, then every parameter's views
    * are re-made over the new buffers. Optimizer state made for the old buffers must be made anew.
    */
-  moveTo(device: Device): void {
+  moveTo(device: Device, who = 'ParameterStore.moveTo'): void {
+    if (typeof device !== 'string') throw new TypeError(`${who}: device must be 'cpu', 'cuda' or 'cuda:N', got ${device === null ? 'null' : typeof device}`);
     if (device === this.device) return;
-    const [values, grads, mask] = [this.values.to(device), this.grads.to(device), this.decayMask.to(device)];
+    // All three copies are made before anything is switched over: a failed copy (no such device, out of memory)
+    // frees the ones made and leaves the store where it was.
+    const made: Tensor[] = [];
+    try {
+      for (const t of [this.values, this.grads, this.decayMask]) made.push(t.to(device));
+    } catch (e) {
+      for (const t of made) t.dispose();
+      const m = e instanceof Error ? e.message : String(e);
+      throw new (e instanceof TypeError ? TypeError : e instanceof RangeError ? RangeError : Error)(`${who}: cannot move the parameters to ${device}: ${m}`, { cause: e });
+    }
+    const [values, grads, mask] = made;
     for (const p of this.parameters) {
       p._value?.dispose();
       p._grad?.dispose();

@@ -68,10 +68,13 @@ export function saveCheckpoint(
 
 /**
  * Reads a checkpoint into `store`: the model kind, config and plan must equal `expect`, and every parameter must be
- * present with its exact shape and dtype (no more, no less). Nothing is copied unless everything checks out.
+ * present with its exact shape and dtype (no more, no less). The extra tensors are read into the caller's arrays, then
+ * `check` (a trainer's, say) sees the metadata and may throw too; only then are the parameters written, in one copy.
+ * A failed load leaves the store as it was.
  */
 export function loadCheckpoint(
   path: string, store: ParameterStore, expect: CheckpointMeta, extraTensors: Map<string, Float32Array> = new Map(),
+  check?: (metadata: Record<string, string>) => void,
 ): Record<string, string> {
   const file = loadSafetensors(path);
   const md = file.metadata;
@@ -96,11 +99,16 @@ export function loadCheckpoint(
     if (t.shape.join() !== p.shape.join())
       throw new RangeError(`loadCheckpoint: '${p.name}' in ${path} has shape [${t.shape.join(', ')}], the model expects [${p.shape.join(', ')}]`);
   }
-  for (const p of store.parameters) {
-    const src = tensor(file.tensors.get(p.name)!.data as Float32Array, p.shape, { device: store.device });
-    native().copyInto(p.value.handle, src.handle);
+  for (const [k, dst] of extraTensors) dst.set(file.tensors.get(k)!.data as Float32Array); // the caller's own arrays
+  check?.(md);
+  // One host copy of the whole flat buffer, then one copy into the store: a failed allocation changes nothing.
+  const all = new Float32Array(store.numel);
+  for (const p of store.parameters) all.set(file.tensors.get(p.name)!.data as Float32Array, p.offset);
+  const src = tensor(all, [store.numel], { device: store.device });
+  try {
+    native().copyInto(store.values.handle, src.handle);
+  } finally {
     src.dispose();
   }
-  for (const [k, dst] of extraTensors) dst.set(file.tensors.get(k)!.data as Float32Array);
   return md;
 }

@@ -253,7 +253,7 @@ export abstract class Model extends Module {
 
   /** Moves every parameter (the one flat buffer, its gradients and decay mask) to `device`, like nn.Module.to. */
   to(device: Device): this {
-    this.store.moveTo(device);
+    this.store.moveTo(device, `${this.constructor.name}.to`);
     this.io.clearCache();
     return this;
   }

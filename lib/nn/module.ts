@@ -69,16 +69,27 @@ export abstract class Module {
     return out;
   }
 
-  /** Copies values into the parameters; every parameter must be present with its exact shape (strict). */
+  /**
+   * Copies values into the parameters; every parameter must be present with its exact shape, as a float32 tensor on
+   * the parameter's device that has not been disposed (strict). Every entry is checked before the first value is
+   * written: a bad entry throws and leaves every parameter as it was.
+   */
   loadStateDict(sd: Record<string, Tensor>): void {
+    if (typeof sd !== 'object' || sd === null || Array.isArray(sd) || sd instanceof Tensor)
+      throw new TypeError(`loadStateDict: the state dict must be an object of name -> Tensor, got ${sd === null ? 'null' : Array.isArray(sd) ? 'an array' : sd instanceof Tensor ? 'a Tensor' : typeof sd}`);
     const params = this.parameters();
     const names = new Set(params.map((p) => p.name));
     for (const k of Object.keys(sd)) if (!names.has(k)) throw new Error(`loadStateDict: unexpected key '${k}'`);
     for (const p of params) {
-      const t = sd[p.name];
-      if (!(t instanceof Tensor)) throw new Error(`loadStateDict: missing key '${p.name}'`);
+      const t = Object.hasOwn(sd, p.name) ? sd[p.name] : undefined;
+      if (t === undefined) throw new Error(`loadStateDict: missing key '${p.name}'`);
+      if (!(t instanceof Tensor)) throw new TypeError(`loadStateDict: '${p.name}' must be a Tensor, got ${t === null ? 'null' : typeof t}`);
+      if (t.disposed) throw new Error(`loadStateDict: '${p.name}' has been disposed`);
       if (t.shape.join() !== p.shape.join())
         throw new RangeError(`loadStateDict: '${p.name}' has shape [${t.shape.join(', ')}], the model expects [${p.shape.join(', ')}]`);
+      const want = p.value;
+      if (t.dtype !== want.dtype) throw new TypeError(`loadStateDict: '${p.name}' is ${t.dtype}, the model expects ${want.dtype}`);
+      if (t.device !== want.device) throw new Error(`loadStateDict: '${p.name}' is on ${t.device}, the model's parameters are on ${want.device} (move it with .to('${want.device}') first)`);
     }
     for (const p of params) native().copyInto(p.value.handle, sd[p.name].handle);
   }

@@ -9,7 +9,7 @@ import { sumSquares } from '../kernels.ts';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.ts';
 import type { Decoder } from '../models/decoder.ts';
 import type { TokenDataset } from '../data/index.ts';
-import { tensor } from '../tensor.ts';
+import { tensor, type Tensor } from '../tensor.ts';
 import { native } from '../native.ts';
 import { withPrecision } from '../ops/index.ts';
 import type { Precision } from '../kernels.ts';
@@ -273,25 +273,45 @@ export class Trainer extends EventEmitter {
     this.emit('checkpoint', { step: this.step, path });
   }
 
-  /** Restores what save() wrote into this trainer's model and optimizer; returns the file's metadata. */
+  /**
+   * Restores what save() wrote into this trainer's model and optimizer; returns the file's metadata. Everything (the
+   * parameters, both moments, the step counters) is checked before anything is written: a failed resume changes
+   * nothing.
+   */
   resume(path: string): Record<string, string> {
     const m = new Float32Array(this.model.store.numel), v = new Float32Array(this.model.store.numel);
-    const md = loadCheckpoint(path, this.model.store, this.model.meta(), new Map([['optimizer.m', m], ['optimizer.v', v]]));
-    let t: { step?: unknown; adamStep?: unknown };
+    let steps: { step: number; adamStep: number } | undefined;
+    const checkTrainer = (md: Record<string, string>) => {
+      let t: { step?: unknown; adamStep?: unknown };
+      try {
+        t = JSON.parse(md.trainer ?? 'null') ?? {};
+      } catch {
+        throw new Error(`Trainer.resume: ${path} has unreadable trainer metadata`);
+      }
+      if (typeof t !== 'object' || !Number.isInteger(t.step) || !Number.isInteger(t.adamStep))
+        throw new Error(`Trainer.resume: ${path} was not written by a Trainer (no step in its metadata)`);
+      const [step, adamStep] = [t.step as number, t.adamStep as number];
+      if (step < 0 || adamStep < 0 || adamStep > step || !Number.isSafeInteger(step))
+        throw new RangeError(`Trainer.resume: ${path} holds an impossible step (step ${step}, optimizer step ${adamStep})`);
+      steps = { step, adamStep };
+    };
+    const sources: Tensor[] = [];
+    let md: Record<string, string>;
     try {
-      t = JSON.parse(md.trainer ?? 'null') ?? {};
-    } catch {
-      throw new Error(`Trainer.resume: ${path} has unreadable trainer metadata`);
+      md = loadCheckpoint(path, this.model.store, this.model.meta(), new Map([['optimizer.m', m], ['optimizer.v', v]]), (meta) => {
+        checkTrainer(meta);
+        // m and v hold the file's moments now; their device copies are made before the parameters are written, so
+        // that a failed allocation changes nothing.
+        for (const src of [m, v]) sources.push(tensor(src, [src.length], { device: this.model.store.device }));
+      });
+      const n = native();
+      n.copyInto(this.opt.m.handle, sources[0].handle);
+      n.copyInto(this.opt.v.handle, sources[1].handle);
+    } finally {
+      for (const t of sources) t.dispose();
     }
-    if (!Number.isInteger(t.step) || !Number.isInteger(t.adamStep)) throw new Error(`Trainer.resume: ${path} was not written by a Trainer (no step in its metadata)`);
-    const n = native();
-    for (const [dst, src] of [[this.opt.m, m], [this.opt.v, v]] as const) {
-      const t = tensor(src, [src.length], { device: this.model.store.device });
-      n.copyInto(dst.handle, t.handle);
-      t.dispose();
-    }
-    this.step = t.step as number;
-    this.opt.step = t.adamStep as number;
+    this.step = steps!.step;
+    this.opt.step = steps!.adamStep;
     return md;
   }
 

@@ -1,0 +1,161 @@
+// faults.test.ts — regression tests of issue 13 (parts 3, 4, 5, 7): multi-step mutations are all-or-nothing
+// (loadStateDict, checkpoint load, Trainer.resume, Model.to), losses and decode sessions refuse what they cannot use,
+// basis/delta sharing in an encoder–decoder is per stack, and the CLI's bench flags, checkpoint metadata and
+// backward-after-release errors are loud and name the culprit.
+import anyTest from 'ava';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
+import { Encoder } from '../lib/models/encoder.ts';
+import { EncoderDecoder, type EncoderDecoderConfig } from '../lib/models/seq2seq.ts';
+import { DecodeSession } from '../lib/models/generate.ts';
+import { Trainer } from '../lib/train/trainer.ts';
+import { TokenDataset } from '../lib/data/index.ts';
+import { saveCheckpoint } from '../lib/io/checkpoint.ts';
+import { saveSafetensors, type SafeTensor } from '../lib/io/safetensors.ts';
+import { Tensor, tensor, full } from '../lib/tensor.ts';
+import { backward, releaseTape, resetTape } from '../lib/autograd.ts';
+import { memory } from '../lib/runtime.ts';
+import { loadModel, CliError } from '../lib/cli.ts';
+import { run } from './helpers/cli.ts';
+
+const test = anyTest.serial;
+const dir = mkdtempSync(join(tmpdir(), 'sf-faults-'));
+anyTest.after.always(() => rmSync(dir, { recursive: true, force: true }));
+
+const CFG: DecoderConfig = { vocab: 11, dModel: 8, heads: 2, dFF: 16, layers: 2, maxSeq: 8, seed: 3 };
+const values = (m: { store: { values: Tensor } }) => Array.from(m.store.values.dataSync());
+const ids = (B: number, T: number, V: number, seed = 1) =>
+  tensor(Int32Array.from({ length: B * T }, (_, i) => (i * 7 + seed * 3) % V), [B, T]);
+const cpuTensors = () => memory().cpu.tensors;
+
+// ------------------------------------------------------------------------------------------ 3. all-or-nothing loads
+
+/** A state dict of `m` whose every value differs from the model's (value + 1). */
+function shiftedStateDict(m: Decoder): Record<string, Tensor> {
+  const sd: Record<string, Tensor> = {};
+  for (const p of m.parameters()) {
+    const v = Float32Array.from(p.value.dataSync() as Float32Array, (x) => x + 1);
+    sd[p.name] = tensor(v, p.shape);
+  }
+  return sd;
+}
+
+for (const [what, bad] of [
+  ['an int32 tensor', (shape: number[]) => full(shape, 1, { dtype: 'int32' })],
+  ['a bfloat16 tensor', (shape: number[]) => full(shape, 1, { dtype: 'bfloat16' })],
+  ['a disposed tensor', (shape: number[]) => { const x = full(shape, 1); x.dispose(); return x; }],
+  ['a tensor of the wrong shape', (shape: number[]) => full([...shape, 1], 1)],
+  ['a number', () => 7 as unknown as Tensor],
+] as [string, (shape: number[]) => Tensor][]) {
+  test(`loadStateDict with ${what} as its last entry changes nothing and names the key`, (t) => {
+    const m = new Decoder(CFG);
+    const before = values(m);
+    const sd = shiftedStateDict(m);
+    const params = m.parameters();
+    const last = params[params.length - 1];
+    sd[last.name].dispose();
+    sd[last.name] = bad(last.shape);
+    const e = t.throws(() => m.loadStateDict(sd));
+    t.regex(e!.message, /^loadStateDict: /);
+    t.true(e!.message.includes(`'${last.name}'`), e!.message);
+    t.deepEqual(values(m), before, 'no parameter was overwritten');
+    for (const x of Object.values(sd)) if (x instanceof Tensor) x.dispose();
+    m.store.dispose();
+  });
+}
+
+test('loadStateDict refuses a non-object, and still loads a good state dict', (t) => {
+  const m = new Decoder(CFG);
+  t.throws(() => m.loadStateDict(null as unknown as Record<string, Tensor>), { instanceOf: TypeError, message: /^loadStateDict: / });
+  const sd = shiftedStateDict(m);
+  const want = m.parameters().flatMap((p) => Array.from(sd[p.name].dataSync()));
+  m.loadStateDict(sd);
+  t.deepEqual(values(m), want);
+  for (const x of Object.values(sd)) x.dispose();
+  m.store.dispose();
+});
+
+/** Writes `m`'s parameters as a checkpoint, with the last parameter stored as `lastDtype`. */
+function writeWithBadLast(path: string, m: Decoder, lastDtype: 'I32' | 'BF16'): void {
+  const all = m.store.values.dataSync() as Float32Array;
+  const tensors = new Map<string, SafeTensor>();
+  const ps = m.store.parameters;
+  ps.forEach((p, i) => {
+    const data = all.slice(p.offset, p.offset + p.size).map((x) => x + 1);
+    if (i < ps.length - 1) tensors.set(p.name, { dtype: 'F32', shape: p.shape, data });
+    else if (lastDtype === 'I32') tensors.set(p.name, { dtype: 'I32', shape: p.shape, data: new Int32Array(p.size) });
+    else tensors.set(p.name, { dtype: 'BF16', shape: p.shape, data: new Uint16Array(p.size) });
+  });
+  saveSafetensors(path, tensors, { format: 'sharedformer', ...m.meta() });
+}
+
+test('Decoder.load with a bad last tensor changes nothing', (t) => {
+  const m = new Decoder(CFG);
+  const before = values(m);
+  for (const dt of ['I32', 'BF16'] as const) {
+    const p = join(dir, `bad-last-${dt}.safetensors`);
+    writeWithBadLast(p, m, dt);
+    t.throws(() => m.load(p), { message: new RegExp(`^loadCheckpoint: .*${dt}`) });
+    t.deepEqual(values(m), before);
+  }
+  m.store.dispose();
+});
+
+function trainer(m: Decoder): Trainer {
+  const tokens = Int32Array.from({ length: 400 }, (_, i) => (i * 5 + (i >> 2)) % CFG.vocab);
+  return new Trainer(m, new TokenDataset(tokens, CFG.vocab), { steps: 4, batchSize: 2, seqLen: 4, lr: 1e-2, evalBatches: 1 });
+}
+
+test('Trainer.resume from a file with bad trainer metadata changes no parameter, moment or step', async (t) => {
+  const m = new Decoder(CFG);
+  const tr = trainer(m);
+  for await (const s of tr.steps()) if (s.step === 2) break;
+  const good = join(dir, 'trainer-good.safetensors');
+  tr.save(good);
+  // Another model's parameters and moments, so that a half-applied resume would show.
+  const other = new Decoder({ ...CFG, seed: 99 });
+  const moments = new Map<string, Float32Array>([
+    ['optimizer.m', new Float32Array(other.store.numel).fill(0.5)],
+    ['optimizer.v', new Float32Array(other.store.numel).fill(0.25)],
+  ]);
+  const state = () => ({ p: values(m), mo: Array.from(tr.opt.m.dataSync()), v: Array.from(tr.opt.v.dataSync()), step: tr.step, adam: tr.opt.step });
+  const before = state();
+  for (const [name, trainerMeta] of [
+    ['no trainer metadata', undefined],
+    ['unreadable trainer metadata', '{step'],
+    ['a fractional step', JSON.stringify({ step: 1.5, adamStep: 1 })],
+    ['a negative step', JSON.stringify({ step: -1, adamStep: 0 })],
+  ] as [string, string | undefined][]) {
+    const p = join(dir, `trainer-bad.safetensors`);
+    saveCheckpoint(p, other.store, other.meta(), trainerMeta === undefined ? {} : { trainer: trainerMeta }, moments);
+    const e = t.throws(() => tr.resume(p), undefined, name);
+    t.regex(e!.message, /^Trainer\.resume: /, name);
+    t.deepEqual(state(), before, `${name}: nothing changed`);
+  }
+  tr.resume(good); // and a good file still resumes
+  t.deepEqual(state(), before);
+  tr.dispose();
+  other.store.dispose();
+  m.store.dispose();
+  releaseTape();
+});
+
+test('Model.to a device that cannot be used changes nothing and leaks nothing', (t) => {
+  const m = new Decoder(CFG);
+  const before = values(m);
+  const n = cpuTensors();
+  for (const d of ['cuda:97', 'gpu', 42] as unknown as ('cpu' | 'cuda')[]) {
+    t.throws(() => m.to(d));
+    t.is(m.store.device, 'cpu');
+    t.is(m.parameters()[0].value.device, 'cpu');
+    t.deepEqual(values(m), before);
+  }
+  t.is(cpuTensors(), n);
+  const l = m.loss(ids(1, 4, 11), ids(1, 4, 11, 2)); // still usable
+  t.true(Number.isFinite(l.dataSync()[0]));
+  releaseTape();
+  m.store.dispose();
+});
+
