@@ -159,3 +159,62 @@ test('Model.to a device that cannot be used changes nothing and leaks nothing', 
   m.store.dispose();
 });
 
+// ---------------------------------------------------------------------------------- 4. shapes and ids that are refused
+
+test('Decoder.loss needs targets of exactly the ids\' shape', (t) => {
+  resetTape();
+  const m = new Decoder(CFG);
+  const x = ids(2, 4, 11);
+  for (const shape of [[4, 2], [8], [1, 2, 4]]) {
+    const y = tensor(new Int32Array(8), shape);
+    const e = t.throws(() => m.loss(x, y), { instanceOf: RangeError });
+    t.regex(e!.message, /^Decoder\.loss: targets must have shape \[2, 4\]/);
+    t.true(e!.message.includes(`[${shape.join(', ')}]`), e!.message);
+    y.dispose();
+  }
+  t.is(m.loss(x, ids(2, 4, 11, 5)).size, 1);
+  releaseTape();
+  m.store.dispose();
+});
+
+test('Encoder.mlmLoss and EncoderDecoder.loss need targets of exactly the expected shape', (t) => {
+  resetTape();
+  const e = new Encoder({ ...CFG });
+  const x = ids(2, 4, 11);
+  const flat = tensor(new Int32Array(8), [8]);
+  const err = t.throws(() => e.mlmLoss(x, flat), { instanceOf: RangeError });
+  t.regex(err!.message, /^Encoder\.mlmLoss: targets must have shape \[2, 4\].*\[8\]/);
+  const s2s = new EncoderDecoder({ vocab: 11, dModel: 8, heads: 2, dFF: 16, encoderLayers: 1, decoderLayers: 1, maxSeq: 8 });
+  const src = ids(2, 3, 11);
+  const err2 = t.throws(() => s2s.loss(src, x, flat), { instanceOf: RangeError });
+  t.regex(err2!.message, /^EncoderDecoder\.loss: targets must have shape \[2, 4\].*\[8\]/);
+  const t42 = tensor(new Int32Array(8), [4, 2]);
+  t.throws(() => s2s.loss(src, x, t42), { instanceOf: RangeError, message: /^EncoderDecoder\.loss: .*\[4, 2\]/ });
+  t.throws(() => e.mlmLoss(x, tensor(new Float32Array(8), [2, 4])), { instanceOf: TypeError, message: /^Encoder\.mlmLoss: targets must be int32/ });
+  flat.dispose();
+  t42.dispose();
+  releaseTape();
+  e.store.dispose();
+  s2s.store.dispose();
+});
+
+test('DecodeSession.prefill and step refuse ids that are not integers in [0, vocab)', (t) => {
+  const m = new Decoder(CFG);
+  const s = new DecodeSession(m, 6);
+  for (const bad of [1.5, 2 ** 32 + 3, NaN, -1, 11, Infinity]) {
+    t.throws(() => s.prefill([1, bad]), { instanceOf: RangeError, message: /^DecodeSession\.prefill: ids\[1\] = .* is not a token id in \[0, 11\)/ }, String(bad));
+    t.is(s.position, 0);
+  }
+  t.throws(() => s.prefill([1, '2' as unknown as number]), { instanceOf: TypeError, message: /^DecodeSession\.prefill: ids\[1\]/ });
+  s.prefill([1, 2]).dispose();
+  for (const bad of [1.5, 2 ** 32 + 3, NaN, -1, 11]) {
+    t.throws(() => s.step(bad), { instanceOf: RangeError, message: /^DecodeSession\.step: id .* is not a token id in \[0, 11\)/ }, String(bad));
+    t.is(s.position, 2);
+  }
+  t.throws(() => s.step('3' as unknown as number), { instanceOf: TypeError, message: /^DecodeSession\.step: / });
+  s.step(3).dispose();
+  t.is(s.position, 3);
+  s.dispose();
+  m.store.dispose();
+});
+

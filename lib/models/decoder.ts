@@ -15,7 +15,7 @@ import type { Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../io/checkpoint.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, formatSummary } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, checkTargets, formatSummary, idsShape } from './stack.ts';
 import type { StackConfig } from './stack.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
 import { generate, type GenerateOptions } from './generate.ts';
@@ -90,7 +90,9 @@ export class Decoder extends Model {
 
   /** The mean next-token cross-entropy of logits(ids) against targets (B, T) (ignoreIndex -100). */
   loss(ids: Tensor, targets: Tensor, options: { depth?: number } = {}): Tensor {
-    return this.tokenLoss(this.forward(ids, options), targets);
+    const shape = idsShape(ids);
+    if (shape) checkTargets('Decoder.loss', targets, shape); // before the forward pass records anything
+    return this.tokenLoss(this.forward(ids, options), targets, 'Decoder.loss');
   }
 
   /**

@@ -11,7 +11,7 @@ import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { accountEncoder, type Accounting } from '../sharing/accounting.ts';
-import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, formatSummary, type Dims } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, checkTargets, formatSummary, idsShape, type Dims } from './stack.ts';
 import type { StackConfig } from './stack.ts';
 
 /** An encoder's configuration: the shared StackConfig fields, plus an optional classification head. */
@@ -89,7 +89,9 @@ export class Encoder extends Model {
 
   /** Mean cross-entropy of the MLM logits over positions whose target is not -100 (the unmasked ones). */
   mlmLoss(ids: Tensor, targets: Tensor, options: EncodeOptions = {}): Tensor {
-    return this.tokenLoss(this.mlmLogits(ids, options), targets);
+    const shape = idsShape(ids);
+    if (shape) checkTargets('Encoder.mlmLoss', targets, shape); // before the forward pass records anything
+    return this.tokenLoss(this.mlmLogits(ids, options), targets, 'Encoder.mlmLoss');
   }
 
   /** Class logits (B, numClasses) from the first position's hidden state. */

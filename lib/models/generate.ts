@@ -104,9 +104,14 @@ export class DecodeSession {
    * the last position, or (1, T, vocab) of every position with `all`.
    */
   prefill(ids: ArrayLike<number>, all = false): Tensor {
+    const op = 'DecodeSession.prefill';
+    if (typeof ids !== 'object' || ids === null || typeof ids.length !== 'number')
+      throw new TypeError(`${op}: ids must be an array of token ids, got ${describe(ids)}`);
     const T = ids.length;
     if (this.fed !== 0) throw new Error('DecodeSession.prefill: the session has already been fed');
     if (T < 1 || T > this.capacity) throw new RangeError(`DecodeSession.prefill: ${T} positions do not fit the capacity ${this.capacity}`);
+    const V = this.model.config.vocab;
+    for (let i = 0; i < T; i++) checkTokenId(ids[i], `${op}: ids[${i}]`, V);
     return noGrad(() => {
       const m = this.model;
       let h = this.embed(Int32Array.from(ids), Int32Array.from({ length: T }, (_, i) => i));
@@ -141,6 +146,7 @@ export class DecodeSession {
     const t = this.fed;
     if (t === 0) throw new Error('DecodeSession.step: call prefill() first');
     if (t >= this.capacity) throw new RangeError(`DecodeSession.step: the cache is full (capacity ${this.capacity} positions)`);
+    checkTokenId(id, 'DecodeSession.step: id', this.model.config.vocab);
     return noGrad(() => {
       const m = this.model;
       let h = this.embed(Int32Array.of(id), Int32Array.of(t));
@@ -185,6 +191,12 @@ export class DecodeSession {
     n.dispose();
     return y;
   }
+}
+
+/** A token id: an integer in [0, vocab) (not rounded, wrapped or NaN, which an Int32Array would make 0). */
+function checkTokenId(x: unknown, what: string, vocab: number): void {
+  if (typeof x !== 'number') throw new TypeError(`${what} must be an integer token id, got ${describe(x)}`);
+  if (!Number.isInteger(x) || x < 0 || x >= vocab) throw new RangeError(`${what} = ${x} is not a token id in [0, ${vocab})`);
 }
 
 // ---- options ---------------------------------------------------------------------------------------------------------

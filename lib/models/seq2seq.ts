@@ -12,7 +12,7 @@ import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, checkIds, checkInt, type Dims } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, checkIds, checkInt, checkTargets, idsShape, type Dims } from './stack.ts';
 
 /**
  * The shape of an EncoderDecoder: sizes, depths, sharing of each side and whether the decoder reuses the encoder
@@ -115,7 +115,9 @@ export class EncoderDecoder extends Model {
 
   /** Mean next-token cross-entropy of forward(src, tgtIn) against tgtOut (B, T) (ignoreIndex -100). */
   loss(src: Tensor, tgtIn: Tensor, tgtOut: Tensor, options: { srcLengths?: number[] } = {}): Tensor {
-    return this.tokenLoss(this.forward(src, tgtIn, options), tgtOut);
+    const shape = idsShape(tgtIn);
+    if (shape) checkTargets('EncoderDecoder.loss', tgtOut, shape); // before the forward pass records anything
+    return this.tokenLoss(this.forward(src, tgtIn, options), tgtOut, 'EncoderDecoder.loss');
   }
 
 

@@ -273,17 +273,36 @@ export abstract class Model extends Module {
     this.store.zeroGrad();
   }
 
-  /** Mean cross-entropy of logits (B, T, V) against targets (B, T); targets equal to -100 do not count. */
-  protected tokenLoss(logits: Tensor, targets: Tensor): Tensor {
+  /**
+   * Mean cross-entropy of logits (B, T, V) against targets (B, T); targets equal to -100 do not count. `who` names the
+   * public method in errors.
+   */
+  protected tokenLoss(logits: Tensor, targets: Tensor, who = 'loss'): Tensor {
     const [B, T, V] = logits.shape;
-    if (!(targets instanceof Tensor)) throw new TypeError(`loss: targets must be an int32 Tensor of shape [${B}, ${T}]`);
-    if (targets.dtype !== 'int32' || targets.size !== B * T)
-      throw new TypeError(`loss: targets must be int32 of shape [${B}, ${T}], got ${targets.toString()}`);
+    checkTargets(who, targets, [B, T]);
     const flat = targets.view([B * T]);
     const loss = ops.crossEntropy(ops.reshape(logits, [B * T, V]), flat);
     flat.dispose();
     return loss;
   }
+}
+
+/**
+ * Checks a loss's targets: an int32 Tensor of exactly `shape` (the ids' [B, T]); a tensor with the right number of
+ * elements in another shape is refused too. Run before the forward pass when the ids' shape is known.
+ */
+export function checkTargets(who: string, targets: unknown, shape: readonly number[]): void {
+  const want = `[${shape.join(', ')}]`;
+  if (!(targets instanceof Tensor)) throw new TypeError(`${who}: targets must be an int32 Tensor of shape ${want}`);
+  if (targets.disposed) throw new Error(`${who}: targets has been disposed`);
+  if (targets.dtype !== 'int32') throw new TypeError(`${who}: targets must be int32 of shape ${want}, got ${targets.toString()}`);
+  if (targets.shape.length !== shape.length || targets.shape.some((d, i) => d !== shape[i]))
+    throw new RangeError(`${who}: targets must have shape ${want} (as the ids), got [${targets.shape.join(', ')}]`);
+}
+
+/** The [B, T] of ids that look like a batch (an int32 rank-2 tensor), else undefined (the forward pass reports it). */
+export function idsShape(ids: unknown): [number, number] | undefined {
+  return ids instanceof Tensor && !ids.disposed && ids.rank === 2 ? [ids.shape[0], ids.shape[1]] : undefined;
 }
 
 /**
