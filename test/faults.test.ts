@@ -218,3 +218,53 @@ test('DecodeSession.prefill and step refuse ids that are not integers in [0, voc
   m.store.dispose();
 });
 
+// --------------------------------------------------------------------- 5. basis / delta sharing in an encoder–decoder
+
+const S2S: EncoderDecoderConfig = { vocab: 11, dModel: 8, heads: 2, dFF: 16, encoderLayers: 2, decoderLayers: 2, maxSeq: 8, seed: 1 };
+
+for (const strategy of ['basis', 'delta'] as const) {
+  test(`EncoderDecoder with ${strategy} sharing in both stacks: one W_S per stack and role`, (t) => {
+    const m = new EncoderDecoder({ ...S2S, sharing: { strategy, rank: 2 }, decoderSharing: { strategy, rank: 2 } });
+    const names = m.store.parameters.map((p) => p.name);
+    t.true(names.includes(`enc.${strategy}.attn.wq.weight`), names.join());
+    t.true(names.includes(`dec.${strategy}.attn.wq.weight`), names.join());
+    t.true(names.includes(`enc.${strategy}.ffn.fc1.weight`), names.join());
+    t.true(names.includes(`dec.${strategy}.ffn.fc2.weight`), names.join());
+    t.false(names.some((n) => n.startsWith(`${strategy}.`)), 'no unprefixed (cross-stack) shared weight');
+    const w = (x: unknown) => (x as Record<string, { name: string }>)[strategy === 'basis' ? 'basis' : 'shared'];
+    t.not(w(m.encoder.attn[0].wq), w(m.decoder.attn[0].wq));
+    t.is(w(m.encoder.attn[0].wq), w(m.encoder.attn[1].wq), 'shared across the layers of a stack');
+    t.is(w(m.decoder.attn[0].wq).name, `dec.${strategy}.attn.wq.weight`);
+    m.store.dispose();
+  });
+}
+
+test('EncoderDecoder: basis sharing with different ranks in the two stacks builds', (t) => {
+  const m = new EncoderDecoder({ ...S2S, sharing: { strategy: 'basis', rank: 2 }, decoderSharing: { strategy: 'basis', rank: 3 } });
+  t.deepEqual(m.store.byName('enc.basis.attn.wq.weight')!.shape, [2, 8]);
+  t.deepEqual(m.store.byName('dec.basis.attn.wq.weight')!.shape, [3, 8]);
+  m.store.dispose();
+});
+
+test('EncoderDecoder: shareEncoderDecoder shares the basis across the stacks; a decoder plan is refused with it', (t) => {
+  const m = new EncoderDecoder({ ...S2S, sharing: { strategy: 'basis', rank: 2 }, shareEncoderDecoder: true });
+  const names = m.store.parameters.map((p) => p.name);
+  t.true(names.includes('enc.basis.attn.wq.weight'));
+  t.false(names.some((n) => n.startsWith('dec.')));
+  t.is(m.decoder, m.encoder);
+  m.store.dispose();
+  t.throws(() => new EncoderDecoder({ ...S2S, sharing: { strategy: 'basis', rank: 2 }, decoderSharing: { strategy: 'basis', rank: 3 }, shareEncoderDecoder: true }), {
+    instanceOf: TypeError,
+    message: /^EncoderDecoder: decoderSharing cannot be combined with shareEncoderDecoder/,
+  });
+});
+
+test('Decoder and Encoder keep the basis names of existing checkpoints', (t) => {
+  const m = new Decoder({ ...CFG, sharing: { strategy: 'basis', rank: 2 } });
+  t.truthy(m.store.byName('basis.attn.wq.weight'));
+  m.store.dispose();
+  const e = new Encoder({ ...CFG, sharing: { strategy: 'delta', rank: 2 } });
+  t.truthy(e.store.byName('delta.attn.wq.weight'));
+  e.store.dispose();
+});
+

@@ -27,11 +27,18 @@ export interface EncoderDecoderConfig {
   encoderLayers: number;
   decoderLayers: number;
   maxSeq: number;
-  /** The encoder's sharing plan. */
+  /**
+   * The encoder's sharing plan. With basis or delta sharing, the shared W_S of each role belongs to the encoder stack
+   * ('enc.basis.<role>.weight'); a decoder with basis or delta sharing has its own ('dec.basis.<role>.weight', of its
+   * own rank).
+   */
   sharing?: Partial<SharingConfig>;
   /** The decoder's own plan (not with shareEncoderDecoder, where the decoder follows the encoder's). */
   decoderSharing?: Partial<SharingConfig>;
-  /** Decoder self-attention and FFN reuse the encoder's blocks (needs encoderLayers == decoderLayers). */
+  /**
+   * Decoder self-attention and FFN reuse the encoder's blocks (needs encoderLayers == decoderLayers): the only way to
+   * share weights, basis or delta W_S included, across the two stacks.
+   */
   shareEncoderDecoder?: boolean;
   tiedEmbeddings?: boolean;
   bias?: boolean;
@@ -68,7 +75,9 @@ export class EncoderDecoder extends Model {
     if (shared && encoderLayers !== decoderLayers)
       throw new RangeError(`EncoderDecoder: shareEncoderDecoder needs as many decoder as encoder layers, got ${encoderLayers} and ${decoderLayers}`);
     if (shared && config.decoderSharing)
-      throw new TypeError('EncoderDecoder: decoderSharing cannot be combined with shareEncoderDecoder (the decoder follows the encoder\'s plan)');
+      throw new TypeError(
+        `EncoderDecoder: decoderSharing cannot be combined with shareEncoderDecoder (the decoder reuses the encoder's blocks, and with basis or delta sharing its W_S, so it follows the encoder's plan and rank; got decoderSharing ${JSON.stringify(config.decoderSharing)})`,
+      );
     this.dims = { ...d, encoderLayers, decoderLayers, tiedEmbeddings: config.tiedEmbeddings ?? true, shared };
     const planDims = { dModel: d.dModel, dFF: d.dFF, kvDim: d.kvHeads * (d.dModel / d.heads) };
     this.encoderPlan = makePlan(config.sharing, encoderLayers, planDims);

@@ -179,11 +179,15 @@ export class TokenIO {
   }
 }
 
-/** The linear-layer factory a plan calls for: plain, or factored over a per-role shared weight (basis, delta). */
-export function linearFor(plan: SharingPlan): LinearFactory {
+/**
+ * The linear-layer factory a plan calls for: plain, or factored over a per-role shared weight (basis, delta). The
+ * shared weight belongs to one stack: its name starts with the stack's prefix ('enc.basis.attn.wq.weight'), so the
+ * two stacks of an EncoderDecoder each have their own (they share one only as one stack, with shareEncoderDecoder).
+ */
+export function linearFor(plan: SharingPlan, stack = ''): LinearFactory {
   const r = plan.rank ?? 0;
-  if (plan.strategy === 'basis') return (b, name, role, i, o, opts) => new BasisLinear(b, name, role, i, o, r, opts);
-  if (plan.strategy === 'delta') return (b, name, role, i, o, opts) => new DeltaLinear(b, name, role, i, o, r, opts);
+  if (plan.strategy === 'basis') return (b, name, role, i, o, opts) => new BasisLinear(b, name, role, i, o, r, { ...opts, stack });
+  if (plan.strategy === 'delta') return (b, name, role, i, o, opts) => new DeltaLinear(b, name, role, i, o, r, { ...opts, stack });
   return plainLinear;
 }
 
@@ -201,7 +205,7 @@ export class BlockStack {
     readonly norm: 'pre' | 'post' = 'pre',
   ) {
     const ownsKV = new Set(kvProjectionBlocks(plan));
-    const linear = linearFor(plan);
+    const linear = linearFor(plan, prefix);
     for (let i = 0; i < plan.uniqueAttention; i++)
       this.attn.push(owner.add(`${prefix}attn.${i}`, new MultiHeadAttention(b, `${prefix}attn.${i}`, { dModel: d.dModel, heads: d.heads, kvHeads: d.kvHeads, bias: d.bias, causal, ownKV: ownsKV.has(i), linear, norm })));
     for (let i = 0; i < plan.uniqueFfn; i++)

@@ -37,16 +37,17 @@ export type LinearFactory = (b: ParameterBuilder, name: string, role: string, in
 export const plainLinear: LinearFactory = (b, name, _role, i, o, opts) => new Linear(b, name, i, o, opts);
 
 /**
- * Basis sharing: W_l = W_S · C_l, y = act((x W_S) C_l + b_l). W_S (in -> r) is shared by every layer for this role
- * ('basis.<role>.weight'), C_l (r -> out) and the bias belong to the layer. Two thin products instead of one.
+ * Basis sharing: W_l = W_S · C_l, y = act((x W_S) C_l + b_l). W_S (in -> r) is shared by every layer of a stack for
+ * this role ('<stack>basis.<role>.weight', where <stack> is opts.stack: '' for a Decoder or Encoder, 'enc.' / 'dec.'
+ * in an EncoderDecoder), C_l (r -> out) and the bias belong to the layer. Two thin products instead of one.
  */
 export class BasisLinear extends Module implements LinearLike {
   readonly basis: Parameter; // (r, in)
   readonly coef: Parameter; // (out, r)
   readonly bias: Parameter | null;
-  constructor(b: ParameterBuilder, name: string, role: string, inF: number, outF: number, rank: number, opts: { bias: boolean }) {
+  constructor(b: ParameterBuilder, name: string, role: string, inF: number, outF: number, rank: number, opts: { bias: boolean; stack?: string }) {
     super();
-    this.basis = this.addParameter('basis', b.declare(`basis.${role}.weight`, [rank, inF], { kind: 'normal', std: 0.02 }, true));
+    this.basis = this.addParameter('basis', b.declare(`${opts.stack ?? ''}basis.${role}.weight`, [rank, inF], { kind: 'normal', std: 0.02 }, true));
     this.coef = this.addParameter('coef', b.declare(`${name}.coef`, [outF, rank], { kind: 'normal', std: 1 / Math.sqrt(rank) }, true));
     this.bias = opts.bias ? this.addParameter('bias', b.declare(`${name}.bias`, [outF], { kind: 'zeros' }, false)) : null;
   }
@@ -58,7 +59,7 @@ export class BasisLinear extends Module implements LinearLike {
 
 /**
  * Shared weight plus a per-layer low-rank delta (Relaxed Recursive Transformers): W_l = W_S + B_l A_l,
- * y = act(x W_S + (x B_l) A_l + b_l). W_S ('delta.<role>.weight') is shared; B_l (in -> r, random) and A_l
+ * y = act(x W_S + (x B_l) A_l + b_l). W_S ('<stack>delta.<role>.weight', as for BasisLinear) is shared by a stack; B_l (in -> r, random) and A_l
  * (r -> out, zero: the delta starts at 0) and the bias belong to the layer.
  */
 export class DeltaLinear extends Module implements LinearLike {
@@ -66,9 +67,9 @@ export class DeltaLinear extends Module implements LinearLike {
   readonly down: Parameter; // B_l: (r, in)
   readonly up: Parameter; // A_l: (out, r)
   readonly bias: Parameter | null;
-  constructor(b: ParameterBuilder, name: string, role: string, inF: number, outF: number, rank: number, opts: { bias: boolean }) {
+  constructor(b: ParameterBuilder, name: string, role: string, inF: number, outF: number, rank: number, opts: { bias: boolean; stack?: string }) {
     super();
-    this.shared = this.addParameter('shared', b.declare(`delta.${role}.weight`, [outF, inF], { kind: 'normal', std: 0.02 }, true));
+    this.shared = this.addParameter('shared', b.declare(`${opts.stack ?? ''}delta.${role}.weight`, [outF, inF], { kind: 'normal', std: 0.02 }, true));
     this.down = this.addParameter('down', b.declare(`${name}.down`, [rank, inF], { kind: 'normal', std: 0.02 }, true));
     this.up = this.addParameter('up', b.declare(`${name}.up`, [outF, rank], { kind: 'zeros' }, true));
     this.bias = opts.bias ? this.addParameter('bias', b.declare(`${name}.bias`, [outF], { kind: 'zeros' }, false)) : null;
