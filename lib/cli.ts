@@ -10,16 +10,16 @@
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
-import { Decoder, type DecoderConfig } from './models/decoder.ts';
+import { Decoder, declaredParameters, type DecoderConfig } from './models/decoder.ts';
 import { Trainer, type EvalInfo, type StepInfo, type TrainerOptions } from './train/trainer.ts';
 import { CharTokenizer, TokenDataset } from './data/index.ts';
 import { describeCorpus, generateCorpus } from './data/corpus.ts';
-import { loadSafetensors, writeFileAtomic } from './io/safetensors.ts';
+import { readSafetensorsHeader, writeFileAtomic, type SafeTensorInfo } from './io/safetensors.ts';
 import { lossCurveSvg } from './plot.ts';
 import { loadCheckpoint } from './io/checkpoint.ts';
 import { backends, buildInfo, getNumThreads, setNumThreads } from './runtime.ts';
 import { packageRoot } from './native.ts';
-import { STRATEGIES, type SharingConfig } from './sharing/plan.ts';
+import { STRATEGIES, makePlan, type SharingConfig } from './sharing/plan.ts';
 import { noGrad, releaseTape } from './autograd.ts';
 import type { Device } from './tensor.ts';
 
@@ -392,14 +392,22 @@ interface Loaded {
   metadata: Record<string, string>;
 }
 
-/** The metadata of a checkpoint written by `sharedformer train`: tokenizer, model and training configuration. */
+/** The optimizer moments a Trainer checkpoint holds besides the parameters. */
+const MOMENTS = ['optimizer.m', 'optimizer.v'];
+
+/**
+ * The metadata of a checkpoint written by `sharedformer train`: tokenizer, model and training configuration. Only the
+ * header is read. The model configuration is checked as the Decoder checks it and its parameters (names, shapes, F32)
+ * against the file's tensors, before any model is built: the file is at fault for whatever is wrong (CliError, exit
+ * 1), and a small file cannot make the CLI allocate a large model (the parameters must be the file's tensors).
+ */
 function readCheckpointMeta(path: string, what: string): Omit<Loaded, 'model'> & { hasMoments: boolean } {
-  let file: ReturnType<typeof loadSafetensors>;
+  let file: ReturnType<typeof readSafetensorsHeader>;
   try {
-    file = loadSafetensors(path);
+    file = readSafetensorsHeader(path);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new CliError(`cannot read ${what} ${path}: ${code === 'ENOENT' ? 'no such file' : firstLine(message(e))}`);
+    throw new CliError(`cannot read ${what} ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : firstLine(message(e))}`);
   }
   const md = file.metadata;
   if (md.format !== 'sharedformer' || md.model !== 'decoder') throw new CliError(`${what} ${path} is not a sharedformer decoder checkpoint`);
@@ -411,19 +419,81 @@ function readCheckpointMeta(path: string, what: string): Omit<Loaded, 'model'> &
   } catch (e) {
     throw new CliError(`${what} ${path}: ${firstLine(message(e))}`);
   }
-  const modelConfig = md.modelConfig
-    ? (parseJSON(md.modelConfig, `the model configuration in ${path}`, bad) as ModelConfig)
-    : ({ ...(parseJSON(md.config, `the config in ${path}`, bad) as object), sharing: (parseJSON(md.plan, `the plan in ${path}`, bad) as { sharing: Partial<SharingConfig> }).sharing } as ModelConfig);
+  const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v);
+  let modelConfig: ModelConfig;
+  if (md.modelConfig !== undefined) {
+    const mc = parseJSON(md.modelConfig, `the model configuration in ${path}`, bad);
+    if (!isObject(mc)) throw new CliError(`${what} ${path}: the model configuration in its metadata is not a JSON object`);
+    modelConfig = mc as ModelConfig;
+  } else {
+    const config = parseJSON(md.config, `the config in ${path}`, bad);
+    const plan = parseJSON(md.plan, `the plan in ${path}`, bad) as { sharing?: unknown } | null;
+    if (!isObject(config) || !isObject(plan)) throw new CliError(`${what} ${path}: the config and plan in its metadata must be JSON objects`);
+    modelConfig = { ...(config as object), sharing: plan!.sharing } as ModelConfig;
+  }
   delete (modelConfig as { vocab?: number }).vocab;
+  delete (modelConfig as { device?: unknown }).device;
   const trainConfig = md.trainConfig ? (parseJSON(md.trainConfig, `the training configuration in ${path}`, bad) as Loaded['trainConfig']) : undefined;
+  if (trainConfig !== undefined && !isObject(trainConfig)) throw new CliError(`${what} ${path}: the training configuration in its metadata is not a JSON object`);
+  checkCheckpointTensors(path, what, modelConfig, tokenizer.vocabSize, file.tensors);
   return { tokenizer, modelConfig, trainConfig, metadata: md, hasMoments: file.tensors.has('optimizer.m') };
+}
+
+/**
+ * Checks that the model a checkpoint's metadata describes is the one its tensors hold, before anything is allocated:
+ * the configuration is valid, there are no more unique blocks than tensors (so the check itself stays small), the
+ * parameters' total size fits the file's tensors, and every parameter is there as F32 of its shape, with nothing else
+ * beside the optimizer moments (each of the parameters' size).
+ */
+function checkCheckpointTensors(path: string, what: string, config: ModelConfig, vocab: number, tensors: Map<string, SafeTensorInfo>): void {
+  const where = `${what} ${path}`;
+  const cfg = { ...config, vocab } as DecoderConfig;
+  const invalid = (e: unknown) =>
+    e instanceof TypeError || e instanceof RangeError ? new CliError(`${where}: invalid model configuration in its metadata: ${firstLine(message(e))}`) : e;
+  let params: { name: string; shape: number[] }[];
+  try {
+    // The plan first (small: one entry per layer, layers <= MAX_LAYERS): a model declares a few parameters per unique
+    // block, so more unique blocks than the file has tensors cannot be the file's model.
+    const plan = makePlan(cfg.sharing, cfg.layers);
+    if (plan.uniqueAttention + plan.uniqueFfn > tensors.size)
+      throw new CliError(`${where}: its metadata describes ${plan.uniqueAttention + plan.uniqueFfn} unique blocks, but the file holds only ${tensors.size} tensors`);
+    params = declaredParameters(cfg);
+  } catch (e) {
+    throw invalid(e);
+  }
+  const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+  const numel = params.reduce((a, p) => a + size(p.shape), 0);
+  let fileNumel = 0;
+  for (const [k, t] of tensors) if (!MOMENTS.includes(k)) fileNumel += size(t.shape);
+  if (numel > fileNumel)
+    throw new CliError(`${where}: its metadata describes a model of ${fmt(numel)} parameters (${fmt(numel * 4)} bytes), but the file's tensors hold ${fmt(fileNumel)} values; not building it`);
+  const declared = new Set(params.map((p) => p.name));
+  for (const p of params) {
+    const t = tensors.get(p.name);
+    if (!t) throw new CliError(`${where} lacks the parameter '${p.name}' that the model configuration in its metadata declares`);
+    if (t.dtype !== 'F32') throw new CliError(`${where}: '${p.name}' is ${t.dtype}, expected F32`);
+    if (t.shape.join() !== p.shape.join())
+      throw new CliError(`${where}: '${p.name}' has shape [${t.shape.join(', ')}], but the model configuration in its metadata gives it [${p.shape.join(', ')}]`);
+  }
+  for (const [k, t] of tensors) {
+    if (MOMENTS.includes(k)) {
+      if (t.dtype !== 'F32' || t.shape.length !== 1 || t.shape[0] !== numel) throw new CliError(`${where}: '${k}' is not F32 [${numel}] (the parameters' size)`);
+    } else if (!declared.has(k)) throw new CliError(`${where} has a tensor '${k}' that the model configuration in its metadata has no place for`);
+  }
 }
 
 /** Loads a model for inference from a checkpoint written by `sharedformer train` (optimizer moments are skipped). */
 export function loadModel(path: string, device: Device = 'cpu', meta = readCheckpointMeta(path, '--model')): Loaded {
-  const model = buildModel(meta.modelConfig, meta.tokenizer.vocabSize, device);
+  let model: Decoder;
+  try {
+    model = new Decoder({ ...meta.modelConfig, vocab: meta.tokenizer.vocabSize, device });
+  } catch (e) {
+    // readCheckpointMeta checked this configuration; a failure here is still the file's.
+    if (e instanceof TypeError || e instanceof RangeError) throw new CliError(`--model ${path}: invalid model configuration in its metadata: ${firstLine(message(e))}`);
+    throw e;
+  }
   const extra = new Map<string, Float32Array>();
-  if (meta.hasMoments) for (const k of ['optimizer.m', 'optimizer.v']) extra.set(k, new Float32Array(model.store.numel));
+  if (meta.hasMoments) for (const k of MOMENTS) extra.set(k, new Float32Array(model.store.numel));
   try {
     loadCheckpoint(path, model.store, model.meta(), extra);
   } catch (e) {
@@ -739,8 +809,39 @@ export function benchInvocation(args: string[], root: string = packageRoot): { c
   return { command: process.execPath, args: ['--import', 'tsx', script, ...args], cwd: root };
 }
 
+/** The suites of scripts/bench.ts (kernels and tensors by default; train only when named). */
+const BENCH_SUITES = ['kernels', 'tensors', 'train'] as const;
+const BENCH_SPECS: Specs = {
+  json: { kind: 'string', arg: 'FILE', help: 'also write the rows to FILE as JSON' },
+  help: COMMON.help,
+};
+
+/**
+ * Checks `bench` arguments as every other command checks its own: suites by name, then --json FILE (or
+ * --json=FILE); anything else is a UsageError (exit 2), so a typo never starts the whole default benchmark. Returns
+ * the arguments for scripts/bench.ts: the suites, then --json FILE.
+ */
+export function benchArgs(args: string[]): string[] {
+  const suites: string[] = [];
+  const flags: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (!a.startsWith('--')) {
+      if (!(BENCH_SUITES as readonly string[]).includes(a)) throw new UsageError(`unknown suite '${a}'; suites: ${BENCH_SUITES.join(', ')}`);
+      suites.push(a);
+      continue;
+    }
+    flags.push(a);
+    if (a === '--json' && i + 1 < args.length && !args[i + 1].startsWith('--')) flags.push(args[++i]);
+  }
+  const f = parseFlags(flags, BENCH_SPECS);
+  const json = str(f, 'json');
+  if (json === '') throw new UsageError('--json needs a value (FILE)');
+  return [...suites, ...(json !== undefined ? ['--json', json] : [])];
+}
+
 async function benchCommand(args: string[], io: CliIO): Promise<number> {
-  const inv = benchInvocation(args);
+  const inv = benchInvocation(benchArgs(args));
   const inherit = io.stdout === process.stdout && io.stderr === process.stderr;
   return new Promise((done, fail) => {
     const child = spawn(inv.command, inv.args, { cwd: inv.cwd, stdio: inherit ? 'inherit' : ['ignore', 'pipe', 'pipe'] });
@@ -1210,8 +1311,8 @@ const COMMANDS: Record<string, Command> = {
   },
   bench: {
     summary: 'the benchmarks (npm run bench); from a checkout of the repository only',
-    usage: 'sharedformer bench [kernels] [tensors] [--json FILE]',
-    specs: {},
+    usage: 'sharedformer bench [kernels] [tensors] [train] [--json FILE]',
+    specs: BENCH_SPECS,
     examples: ['sharedformer bench kernels', 'sharedformer bench tensors --json rows.json'],
     run: async () => EXIT_USAGE, // argv goes to scripts/bench.ts unparsed (see main)
   },
@@ -1230,7 +1331,7 @@ export function usage(cmd?: string): string {
   if (cmd !== undefined && COMMANDS[cmd]) {
     const c = COMMANDS[cmd];
     const lines = [`${c.usage}`, '', `${c.summary}.`, ''];
-    if (cmd === 'bench') lines.push('  Runs `node --import tsx scripts/bench.ts ARGS` in the package folder; the arguments go to it unchanged.', '  Suites: kernels, tensors (default both); --json FILE writes the rows.');
+    if (cmd === 'bench') lines.push('  Runs `node --import tsx scripts/bench.ts ARGS` in the package folder; the arguments go to it unchanged.', '  Suites: kernels, tensors (default both), train; --json FILE writes the rows. Other arguments are usage errors (exit 2).');
     else lines.push('  flags:', ...flagLines(c.specs));
     lines.push('', '  examples:', ...c.examples.map((e) => `    ${e}`));
     return lines.join('\n');

@@ -268,3 +268,75 @@ test('Decoder and Encoder keep the basis names of existing checkpoints', (t) => 
   e.store.dispose();
 });
 
+// --------------------------------------------------------------------------------------------------------------- 7. CLI
+
+test('bench refuses unknown flags and suites, and --json without a file, with exit 2 (nothing runs)', async (t) => {
+  for (const [argv, re] of [
+    [['bench', '--bogus-flag'], /^sharedformer bench: unknown flag --bogus-flag/],
+    [['bench', 'kernels', '--bogus-flag=1'], /^sharedformer bench: unknown flag --bogus-flag/],
+    [['bench', 'nosuch'], /^sharedformer bench: unknown suite 'nosuch'/],
+    [['bench', '--json'], /^sharedformer bench: --json needs a value/],
+    [['bench', 'tensors', '--json'], /^sharedformer bench: --json needs a value/],
+  ] as [string[], RegExp][]) {
+    const r = await run(argv);
+    t.is(r.code, 2, argv.join(' '));
+    t.regex(r.err, re, argv.join(' '));
+    t.is(r.out, '', 'nothing ran');
+  }
+});
+
+/** A checkpoint as `sharedformer train` writes it (tokenizer and model configuration in the metadata). */
+function cliCheckpoint(path: string, modelConfig: object, cfg: DecoderConfig = CFG): void {
+  const m = new Decoder(cfg);
+  const chars = Array.from({ length: cfg.vocab }, (_, i) => String.fromCharCode(97 + i));
+  saveCheckpoint(path, m.store, m.meta(), { tokenizer: JSON.stringify({ type: 'char', chars }), modelConfig: JSON.stringify(modelConfig) });
+  m.store.dispose();
+}
+const { vocab: _v, ...MODEL_CONFIG } = CFG;
+const textFile = join(dir, 'abc.txt');
+writeFileSync(textFile, 'abcdefghijk'.repeat(200));
+
+test('a checkpoint whose metadata holds an invalid or oversized config is the file\'s fault: exit 1, naming the file', async (t) => {
+  const ok = join(dir, 'ok.safetensors');
+  cliCheckpoint(ok, MODEL_CONFIG);
+  const loaded = loadModel(ok);
+  t.is(loaded.model.config.layers, 2);
+  loaded.model.store.dispose();
+  for (const [name, mc, re] of [
+    ['an invalid config', { ...MODEL_CONFIG, dModel: 30, heads: 4 }, /invalid model configuration .*multiple of heads/],
+    ['a config with an unknown key', { ...MODEL_CONFIG, layer: 3 }, /invalid model configuration/],
+    ['a config that is not an object', 7, /model configuration/],
+    ['more layers than the file holds', { ...MODEL_CONFIG, layers: 40 }, /unique blocks, but the file holds only/],
+    ['more layers, all shared', { ...MODEL_CONFIG, layers: 40, sharing: { strategy: 'all' } }, /has a tensor 'attn.1.ln.bias' that the model configuration in its metadata has no place for/],
+    ['a huge config', { ...MODEL_CONFIG, dModel: 4096, heads: 4, dFF: 16384, maxSeq: 1 << 20 }, /describes a model of [0-9,]+ parameters .* but the file's tensors hold [0-9,]+ values/],
+  ] as [string, unknown, RegExp][]) {
+    const p = join(dir, `bad-config.safetensors`);
+    cliCheckpoint(p, mc as object);
+    const r = await run(['eval', '--model', p, '--data', textFile]);
+    t.is(r.code, 1, `${name}: ${r.err}`);
+    t.regex(r.err, /^sharedformer eval: /, name);
+    t.true(r.err.includes(p), `${name} names the file: ${r.err}`);
+    t.regex(r.err, re, name);
+    t.false(r.err.includes('(see: sharedformer help'), name);
+    const n = cpuTensors();
+    t.throws(() => loadModel(p), { instanceOf: CliError }, name);
+    t.is(cpuTensors(), n, `${name}: nothing left allocated`);
+  }
+});
+
+test('loadModel checks the file\'s tensors against the config before building the model', (t) => {
+  const p = join(dir, 'mismatch.safetensors');
+  // The file holds a 2-layer model; its metadata claims 3 layers of the same widths.
+  cliCheckpoint(p, { ...MODEL_CONFIG, layers: 3 });
+  const size = statSync(p).size;
+  const e = t.throws(() => loadModel(p), { instanceOf: CliError });
+  t.regex(e!.message, /--model .*mismatch\.safetensors/);
+  t.regex(e!.message, /parameters|tensor/);
+  t.true(size < 1e6);
+  // Names: the file holds an untied head, 'head.weight', which the metadata's (tied) config has no place for.
+  const q = join(dir, 'mismatch-names.safetensors');
+  cliCheckpoint(q, MODEL_CONFIG, { ...CFG, tiedEmbeddings: false });
+  const e2 = t.throws(() => loadModel(q), { instanceOf: CliError });
+  t.regex(e2!.message, /mismatch-names\.safetensors/);
+  t.regex(e2!.message, /head\.weight/);
+});

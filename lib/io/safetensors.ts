@@ -616,3 +616,36 @@ export function loadSafetensors(path: string, opts?: DecodeOptions): SafeFile {
     closeSync(fd);
   }
 }
+
+/** What a safetensors header says about one tensor: its dtype and shape (no data). */
+export interface SafeTensorInfo {
+  dtype: SafeDType;
+  shape: number[];
+}
+
+/**
+ * Reads and validates only the header of a safetensors file (as loadSafetensors does, against the file's size): the
+ * metadata, each tensor's dtype and shape, and the size of the data buffer. No tensor data is read or allocated, so a
+ * caller can check what a file holds before building anything for it.
+ */
+export function readSafetensorsHeader(path: string, opts?: DecodeOptions): { metadata: Record<string, string>; tensors: Map<string, SafeTensorInfo>; dataBytes: number } {
+  if (typeof path !== 'string' || path.length === 0) {
+    throw new TypeError(`readSafetensorsHeader: path must be a non-empty string, got ${typeOf(path)} ${show(path)}`);
+  }
+  const { max, source = path } = checkOptions('readSafetensorsHeader', opts);
+  const fd = openSync(path, 'r');
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) fail(source, 'not a regular file');
+    const size = st.size;
+    const prefix = new Uint8Array(8);
+    if (size >= 8) readExactly(fd, prefix, 0, source, 'the header length');
+    const n = headerLength(prefix, size, max, source);
+    const head = new Uint8Array(n);
+    readExactly(fd, head, 8, source, 'the header');
+    const { entries, metadata } = parseHeader(head, size - 8 - n, source);
+    return { metadata, tensors: new Map(entries.map((e) => [e.name, { dtype: e.dtype, shape: e.shape }])), dataBytes: size - 8 - n };
+  } finally {
+    closeSync(fd);
+  }
+}

@@ -20,6 +20,30 @@ import type { StackConfig } from './stack.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
 import { generate, type GenerateOptions } from './generate.ts';
 
+// declaredParameters(): the constructor runs (every check, every declaration) and stops before the store is allocated.
+let declaring = false;
+class Declared {
+  constructor(readonly parameters: { name: string; shape: number[] }[]) {}
+}
+
+/**
+ * The parameters (name and shape, in store order) a Decoder of this config would have, with the config checked exactly
+ * as the constructor checks it (the same errors), but without allocating anything: what a checkpoint's tensors can be
+ * compared with before a model is built for it.
+ */
+export function declaredParameters(config: DecoderConfig): { name: string; shape: number[] }[] {
+  declaring = true;
+  try {
+    new Decoder(config);
+  } catch (e) {
+    if (e instanceof Declared) return e.parameters;
+    throw e;
+  } finally {
+    declaring = false;
+  }
+  throw new Error('declaredParameters: the Decoder constructor did not stop before allocating');
+}
+
 /** A decoder's configuration: the shared StackConfig fields (vocab, dModel, heads, sharing, ...). */
 export type DecoderConfig = StackConfig;
 
@@ -56,6 +80,7 @@ export class Decoder extends Model {
     this.stack = new BlockStack(add, b, '', this.plan, d, true, norm);
     this.lnF = this.addModule('ln_f', new LayerNorm(b, 'ln_f', d.dModel));
     this.io.declareOutput(add, b);
+    if (declaring) throw new Declared(b.parameters.map((p) => ({ name: p.name, shape: p.shape })));
     this.store = new ParameterStore(b, { device: config.device ?? 'cpu', seed: config.seed ?? 0 });
   }
 
