@@ -191,9 +191,12 @@ export interface BackwardOptions {
  */
 export function backward(loss: Tensor, options: BackwardOptions = {}): void {
   if (!(loss instanceof Tensor)) throw new TypeError('backward: loss must be a Tensor');
+  if (loss.disposed)
+    throw new Error('backward: the loss has been disposed (releaseTape() frees what the tape recorded, the loss included, and the graph to back-propagate through with it); compute the loss again');
   if (loss.size !== 1) throw new RangeError(`backward: loss must be a scalar, got shape [${loss.shape.join(', ')}]`);
   const t = current;
-  if (!t.requiresGrad(loss)) throw new Error('backward: the loss was not recorded (made under noGrad(), or from inputs that need no gradient)');
+  if (!t.requiresGrad(loss))
+    throw new Error('backward: the loss is not on the current tape: it was made under noGrad(), from inputs that need no gradient, or the tape it was recorded on has been released (releaseTape() or an earlier backward()); compute the loss again');
   const scale = options.scale ?? 1;
   if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new RangeError(`backward: scale must be a finite number, got ${String(scale)}`);
   t.seed = loss;

@@ -340,3 +340,16 @@ test('loadModel checks the file\'s tensors against the config before building th
   t.regex(e2!.message, /mismatch-names\.safetensors/);
   t.regex(e2!.message, /head\.weight/);
 });
+
+test('backward after releaseTape() says backward: and why', (t) => {
+  resetTape();
+  const m = new Decoder(CFG);
+  const loss = m.loss(ids(1, 4, 11), ids(1, 4, 11, 2));
+  releaseTape();
+  t.throws(() => backward(loss), { instanceOf: Error, message: /^backward: the loss has been disposed .*releaseTape/ });
+  const kept = m.loss(ids(1, 4, 11), ids(1, 4, 11, 2));
+  releaseTape([kept]);
+  t.throws(() => backward(kept), { instanceOf: Error, message: /^backward: / });
+  kept.dispose();
+  m.store.dispose();
+});
