@@ -434,9 +434,47 @@ function readCheckpointMeta(path: string, what: string): Omit<Loaded, 'model'> &
   delete (modelConfig as { vocab?: number }).vocab;
   delete (modelConfig as { device?: unknown }).device;
   const trainConfig = md.trainConfig ? (parseJSON(md.trainConfig, `the training configuration in ${path}`, bad) as Loaded['trainConfig']) : undefined;
-  if (trainConfig !== undefined && !isObject(trainConfig)) throw new CliError(`${what} ${path}: the training configuration in its metadata is not a JSON object`);
+  if (trainConfig !== undefined) checkRecordedTraining(`${what} ${path}`, trainConfig);
   checkCheckpointTensors(path, what, modelConfig, tokenizer.vocabSize, file.tensors);
   return { tokenizer, modelConfig, trainConfig, metadata: md, hasMoments: file.tensors.has('optimizer.m') };
+}
+
+/** The largest batch a checkpoint's recorded training configuration may ask eval or a resumed train for (--batch may ask more). */
+export const MAX_RECORDED_BATCH = 4096;
+/** The largest embedded corpus a checkpoint may record (--corpus-chars may ask more). */
+export const MAX_RECORDED_CORPUS_CHARS = 100_000_000;
+
+/**
+ * Checks the training configuration recorded in a checkpoint, which eval and train --resume use as defaults: an object
+ * of training keys with values of the right kinds, a batch of at most MAX_RECORDED_BATCH sequences and a data source
+ * that is a file name or the embedded corpus of at most MAX_RECORDED_CORPUS_CHARS characters, so that a file cannot
+ * make eval allocate what nobody asked for. The file is at fault for what is wrong (CliError, exit 1).
+ */
+function checkRecordedTraining(where: string, tc: unknown): void {
+  const fault = (m: string) => new CliError(`${where}: the training configuration in its metadata ${m}`);
+  if (typeof tc !== 'object' || tc === null || Array.isArray(tc)) throw fault('is not a JSON object');
+  for (const [k, v] of Object.entries(tc)) {
+    if (k === 'data') {
+      const d = v as { file?: unknown; corpus?: unknown; chars?: unknown } | null;
+      const fileOk = typeof d === 'object' && d !== null && typeof d.file === 'string' && d.file !== '' && Object.keys(d).length === 1;
+      const corpusOk = typeof d === 'object' && d !== null && d.corpus === 'default' && Number.isSafeInteger(d.chars) && (d.chars as number) >= 1000 &&
+        (d.chars as number) <= MAX_RECORDED_CORPUS_CHARS && Object.keys(d).length === 2;
+      if (!fileOk && !corpusOk)
+        throw fault(`has data ${JSON.stringify(v)?.slice(0, 80)}; expected { "file": NAME } or { "corpus": "default", "chars": 1000..${MAX_RECORDED_CORPUS_CHARS} }`);
+    } else if (!(TRAIN_KEYS as readonly string[]).includes(k)) {
+      throw fault(`has the unknown key '${k}'`);
+    } else if (k === 'schedule') {
+      if (!['cosine', 'linear', 'constant'].includes(v as string)) throw fault(`has schedule ${JSON.stringify(v)}`);
+    } else if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+      throw fault(`has ${k} = ${JSON.stringify(v)}, not a finite number >= 0`);
+    }
+  }
+}
+
+/** A batch size recorded in a checkpoint, used only when no flag or --config gives one: at most MAX_RECORDED_BATCH. */
+function checkRecordedBatch(where: string, b: number | undefined): void {
+  if (b !== undefined && !(Number.isSafeInteger(b) && b >= 1 && b <= MAX_RECORDED_BATCH))
+    throw new CliError(`${where}: the training configuration in its metadata asks for batch size ${b}; at most ${MAX_RECORDED_BATCH} is taken from a file (give --batch to choose)`);
 }
 
 /**
@@ -510,8 +548,19 @@ function loadData(f: Flags, recorded: DataSource | undefined, needed: string): {
   let source: DataSource;
   if (file !== undefined) source = { file: resolve(file) };
   else if (corpus !== undefined) source = { corpus: 'default', chars: num(f, 'corpus-chars') ?? 400_000 };
-  else if (recorded) source = recorded;
-  else throw new UsageError(`${needed} needs --data FILE or --corpus default`);
+  else if (recorded) {
+    source = recorded;
+    // A path recorded in a checkpoint is read only if it is a regular file (not /dev/zero, a FIFO, a directory).
+    if ('file' in source) {
+      let regular = false;
+      try {
+        regular = statSync(source.file).isFile();
+      } catch {
+        regular = true; // readText says why it cannot be read
+      }
+      if (!regular) throw new CliError(`the data file recorded in the checkpoint, ${source.file}, is not a regular file; give --data FILE`);
+    }
+  } else throw new UsageError(`${needed} needs --data FILE or --corpus default`);
   if ('file' in source) return { text: readText(source.file, '--data'), source, label: source.file };
   return { text: generateCorpus(source.chars), source, label: `the embedded corpus (${fmt(source.chars)} characters)` };
 }
@@ -612,6 +661,7 @@ async function trainCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<n
   const tokens = encode(tok, text, label);
 
   const mcfg = modelConfigFrom(prior?.modelConfig ?? DEFAULT_MODEL, file.model, f);
+  if (f.batch === undefined && file.train.batchSize === undefined) checkRecordedBatch(`--resume ${resumePath}`, prior?.trainConfig?.batchSize);
   const tcfg = trainConfigFrom(prior?.trainConfig ?? {}, file.train, f, mcfg.maxSeq ?? 64);
   const data = makeDataset(tokens, tok.vocabSize, tcfg.seqLen, label);
   const model = buildModel({ ...mcfg, seed: mcfg.seed ?? tcfg.seed }, tok.vocabSize, device);
@@ -721,6 +771,7 @@ async function evalCommand(f: Flags, io: CliIO): Promise<number> {
   const { text, label } = loadData(f, meta.trainConfig?.data, 'eval');
   const tc = meta.trainConfig ?? {};
   const maxSeq = meta.modelConfig.maxSeq ?? 64;
+  if (f.batch === undefined) checkRecordedBatch(`--model ${path}`, tc.batchSize);
   const B = num(f, 'batch') ?? tc.batchSize ?? 16;
   const T = num(f, 'seq') ?? Math.min(tc.seqLen ?? maxSeq, maxSeq);
   if (T > maxSeq) throw new UsageError(`--seq ${T} exceeds the model's context (maxSeq ${maxSeq})`);

@@ -17,7 +17,7 @@ import { saveSafetensors, type SafeTensor } from '../lib/io/safetensors.ts';
 import { Tensor, tensor, full } from '../lib/tensor.ts';
 import { backward, releaseTape, resetTape } from '../lib/autograd.ts';
 import { memory } from '../lib/runtime.ts';
-import { loadModel, CliError } from '../lib/cli.ts';
+import { loadModel, benchArgs, CliError } from '../lib/cli.ts';
 import { run } from './helpers/cli.ts';
 
 const test = anyTest.serial;
@@ -286,10 +286,10 @@ test('bench refuses unknown flags and suites, and --json without a file, with ex
 });
 
 /** A checkpoint as `sharedformer train` writes it (tokenizer and model configuration in the metadata). */
-function cliCheckpoint(path: string, modelConfig: object, cfg: DecoderConfig = CFG): void {
+function cliCheckpoint(path: string, modelConfig: object, cfg: DecoderConfig = CFG, extra: Record<string, string> = {}): void {
   const m = new Decoder(cfg);
   const chars = Array.from({ length: cfg.vocab }, (_, i) => String.fromCharCode(97 + i));
-  saveCheckpoint(path, m.store, m.meta(), { tokenizer: JSON.stringify({ type: 'char', chars }), modelConfig: JSON.stringify(modelConfig) });
+  saveCheckpoint(path, m.store, m.meta(), { tokenizer: JSON.stringify({ type: 'char', chars }), modelConfig: JSON.stringify(modelConfig), ...extra });
   m.store.dispose();
 }
 const { vocab: _v, ...MODEL_CONFIG } = CFG;
@@ -339,6 +339,39 @@ test('loadModel checks the file\'s tensors against the config before building th
   const e2 = t.throws(() => loadModel(q), { instanceOf: CliError });
   t.regex(e2!.message, /mismatch-names\.safetensors/);
   t.regex(e2!.message, /head\.weight/);
+});
+
+test('what a checkpoint records about training is checked before eval uses it: exit 1, naming the file', async (t) => {
+  const p = join(dir, 'recorded.safetensors');
+  const tc = (o: unknown) => ({ trainConfig: JSON.stringify(o) });
+  cliCheckpoint(p, MODEL_CONFIG, CFG, tc({ batchSize: 1e9, seqLen: 8, seed: 1, data: { file: textFile } }));
+  let r = await run(['eval', '--model', p, '--batches', '1']);
+  t.is(r.code, 1, r.err);
+  t.regex(r.err, /^sharedformer eval: --model .*recorded\.safetensors: the training configuration in its metadata asks for batch size 1000000000; at most 4096/);
+  r = await run(['eval', '--model', p, '--batches', '1', '--batch', '2', '--json']);
+  t.is(r.code, 0, `--batch overrides the recorded batch: ${r.err}`);
+  for (const [name, o, re] of [
+    ['a recorded /dev/zero', { data: { file: '/dev/zero' } }, /\/dev\/zero, is not a regular file; give --data FILE/],
+    ['a recorded directory', { data: { file: dir } }, /is not a regular file/],
+    ['a huge recorded corpus', { data: { corpus: 'default', chars: 1e12 } }, /has data .*expected/],
+    ['a recorded config that is not an object', [1, 2], /is not a JSON object/],
+    ['an unknown recorded key', { batch: 3 }, /has the unknown key 'batch'/],
+    ['a recorded string where a number belongs', { seed: 'x' }, /has seed = "x", not a finite number/],
+  ] as [string, unknown, RegExp][]) {
+    cliCheckpoint(p, MODEL_CONFIG, CFG, tc(o));
+    r = await run(['eval', '--model', p, '--batches', '1']);
+    t.is(r.code, 1, `${name}: ${r.err}`);
+    t.true(r.err.includes(p) || r.err.includes('recorded in the checkpoint'), `${name}: ${r.err}`);
+    t.regex(r.err, re, name);
+  }
+});
+
+test('bench passes its suites and --json FILE (either spelling) on to scripts/bench.ts', (t) => {
+  t.deepEqual(benchArgs([]), []);
+  t.deepEqual(benchArgs(['kernels', '--json', 'rows.json']), ['kernels', '--json', 'rows.json']);
+  t.deepEqual(benchArgs(['--json=rows.json', 'tensors', 'train']), ['tensors', 'train', '--json', 'rows.json']);
+  t.throws(() => benchArgs(['--json=']), { message: /--json needs a value/ });
+  t.throws(() => benchArgs(['-x']), { message: /unknown suite '-x'/ });
 });
 
 test('backward after releaseTape() says backward: and why', (t) => {
