@@ -198,6 +198,19 @@ test('Encoder.mlmLoss and EncoderDecoder.loss need targets of exactly the expect
   s2s.store.dispose();
 });
 
+test('Encoder.classificationLoss needs labels of shape [B]', (t) => {
+  resetTape();
+  const e = new Encoder({ ...CFG, numClasses: 3 });
+  const x = ids(2, 4, 11);
+  const labels = tensor(Int32Array.from([0, 2]), [2, 1]);
+  t.throws(() => e.classificationLoss(x, labels), { instanceOf: RangeError, message: /^Encoder\.classificationLoss: labels must have shape \[2\] \(one per sequence\), got \[2, 1\]/ });
+  const ok = tensor(Int32Array.from([0, 2]), [2]);
+  t.is(e.classificationLoss(x, ok).size, 1);
+  for (const y of [labels, ok]) y.dispose();
+  releaseTape();
+  e.store.dispose();
+});
+
 test('DecodeSession.prefill and step refuse ids that are not integers in [0, vocab)', (t) => {
   const m = new Decoder(CFG);
   const s = new DecodeSession(m, 6);

@@ -107,6 +107,8 @@ export class Encoder extends Model {
 
   /** Mean cross-entropy of classify() against labels int32 [B]. */
   classificationLoss(ids: Tensor, labels: Tensor, options: EncodeOptions = {}): Tensor {
+    const shape = idsShape(ids);
+    if (shape) checkTargets('Encoder.classificationLoss', labels, [shape[0]], 'labels', 'one per sequence'); // before the forward pass
     return ops.crossEntropy(this.classify(ids, options), labels);
   }
 

@@ -295,13 +295,13 @@ export abstract class Model extends Module {
  * Checks a loss's targets: an int32 Tensor of exactly `shape` (the ids' [B, T]); a tensor with the right number of
  * elements in another shape is refused too. Run before the forward pass when the ids' shape is known.
  */
-export function checkTargets(who: string, targets: unknown, shape: readonly number[]): void {
+export function checkTargets(who: string, targets: unknown, shape: readonly number[], name = 'targets', as = 'as the ids'): void {
   const want = `[${shape.join(', ')}]`;
-  if (!(targets instanceof Tensor)) throw new TypeError(`${who}: targets must be an int32 Tensor of shape ${want}`);
-  if (targets.disposed) throw new Error(`${who}: targets has been disposed`);
-  if (targets.dtype !== 'int32') throw new TypeError(`${who}: targets must be int32 of shape ${want}, got ${targets.toString()}`);
+  if (!(targets instanceof Tensor)) throw new TypeError(`${who}: ${name} must be an int32 Tensor of shape ${want}`);
+  if (targets.disposed) throw new Error(`${who}: ${name} has been disposed`);
+  if (targets.dtype !== 'int32') throw new TypeError(`${who}: ${name} must be int32 of shape ${want}, got ${targets.toString()}`);
   if (targets.shape.length !== shape.length || targets.shape.some((d, i) => d !== shape[i]))
-    throw new RangeError(`${who}: targets must have shape ${want} (as the ids), got [${targets.shape.join(', ')}]`);
+    throw new RangeError(`${who}: ${name} must have shape ${want} (${as}), got [${targets.shape.join(', ')}]`);
 }
 
 /** The [B, T] of ids that look like a batch (an int32 rank-2 tensor), else undefined (the forward pass reports it). */
