@@ -272,6 +272,39 @@ test('EncoderDecoder: shareEncoderDecoder shares the basis across the stacks; a 
   });
 });
 
+test('EncoderDecoder.loadStateDict reads a state dict with the old, unprefixed W_S names into both stacks', (t) => {
+  for (const strategy of ['basis', 'delta'] as const) {
+    const cfg: EncoderDecoderConfig = { ...S2S, sharing: { strategy, rank: 2 }, decoderSharing: { strategy, rank: 2 } };
+    const src = new EncoderDecoder({ ...cfg, seed: 7 });
+    const sd = src.stateDict();
+    // The old layout: one '<strategy>.<role>.weight' per role, which both stacks used.
+    const old: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(sd)) {
+      if (k.startsWith(`dec.${strategy}.`)) v.dispose();
+      else old[k.startsWith(`enc.${strategy}.`) ? k.slice(4) : k] = v;
+    }
+    t.truthy(old[`${strategy}.attn.wq.weight`]);
+    const m = new EncoderDecoder(cfg);
+    m.loadStateDict(old);
+    const w = (name: string) => Array.from(m.store.byName(name)!.value.dataSync());
+    t.deepEqual(w(`enc.${strategy}.attn.wq.weight`), Array.from(old[`${strategy}.attn.wq.weight`].dataSync()));
+    t.deepEqual(w(`dec.${strategy}.attn.wq.weight`), w(`enc.${strategy}.attn.wq.weight`));
+    t.deepEqual(w('enc.attn.0.ln.weight'), Array.from(old['enc.attn.0.ln.weight'].dataSync()));
+    // A bad entry still changes nothing.
+    const before = Array.from(m.store.values.dataSync());
+    const other = new EncoderDecoder({ ...cfg, seed: 8 });
+    const again = other.stateDict();
+    other.store.dispose();
+    again['ln_dec.bias'].dispose();
+    again['ln_dec.bias'] = full([3], 0);
+    t.throws(() => m.loadStateDict(again), { message: /^loadStateDict: 'ln_dec\.bias' has shape \[3\]/ });
+    t.deepEqual(Array.from(m.store.values.dataSync()), before);
+    for (const v of [...Object.values(old), ...Object.values(again)]) v.dispose();
+    src.store.dispose();
+    m.store.dispose();
+  }
+});
+
 test('Decoder and Encoder keep the basis names of existing checkpoints', (t) => {
   const m = new Decoder({ ...CFG, sharing: { strategy: 'basis', rank: 2 } });
   t.truthy(m.store.byName('basis.attn.wq.weight'));

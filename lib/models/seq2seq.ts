@@ -122,6 +122,27 @@ export class EncoderDecoder extends Model {
     return this.io.logits(h);
   }
 
+  /**
+   * As Module.loadStateDict, and also reads a state dict saved before the shared W_S of basis / delta sharing carried
+   * its stack's prefix: an old 'basis.<role>.weight' (one W_S that both stacks used) goes to each stack's
+   * '<stack>.basis.<role>.weight' it names, which reproduces the old model exactly. Every entry is still checked before
+   * anything is written.
+   */
+  override loadStateDict(sd: Record<string, Tensor>): void {
+    if (typeof sd !== 'object' || sd === null || Array.isArray(sd)) return super.loadStateDict(sd);
+    const names = new Set(this.store.parameters.map((p) => p.name));
+    let mapped: Record<string, Tensor> | null = null;
+    for (const k of Object.keys(sd)) {
+      if (names.has(k) || !/^(basis|delta)\./.test(k)) continue;
+      const to = ['enc.', 'dec.'].map((s) => s + k).filter((n) => names.has(n) && !Object.hasOwn(sd, n));
+      if (to.length === 0) continue;
+      mapped ??= { ...sd };
+      delete mapped[k];
+      for (const n of to) mapped[n] = sd[k];
+    }
+    super.loadStateDict(mapped ?? sd);
+  }
+
   /** Mean next-token cross-entropy of forward(src, tgtIn) against tgtOut (B, T) (ignoreIndex -100). */
   loss(src: Tensor, tgtIn: Tensor, tgtOut: Tensor, options: { srcLengths?: number[] } = {}): Tensor {
     const shape = idsShape(tgtIn);
