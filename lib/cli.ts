@@ -1382,7 +1382,7 @@ export function usage(cmd?: string): string {
   if (cmd !== undefined && COMMANDS[cmd]) {
     const c = COMMANDS[cmd];
     const lines = [`${c.usage}`, '', `${c.summary}.`, ''];
-    if (cmd === 'bench') lines.push('  Runs `node --import tsx scripts/bench.ts ARGS` in the package folder; the arguments go to it unchanged.', '  Suites: kernels, tensors (default both), train; --json FILE writes the rows. Other arguments are usage errors (exit 2).');
+    if (cmd === 'bench') lines.push('  Runs `node --import tsx scripts/bench.ts SUITES [--json FILE]` in the package folder, once the arguments check out.', '  Suites: kernels, tensors (default both), train; --json FILE (or --json=FILE) writes the rows. Anything else is a usage error (exit 2).');
     else lines.push('  flags:', ...flagLines(c.specs));
     lines.push('', '  examples:', ...c.examples.map((e) => `    ${e}`));
     return lines.join('\n');
@@ -1399,7 +1399,7 @@ export function usage(cmd?: string): string {
   ];
   for (const [k, c] of Object.entries(COMMANDS)) {
     lines.push(`${c.usage}`);
-    if (k === 'bench') lines.push('    arguments go to scripts/bench.ts unchanged: suites kernels, tensors; --json FILE');
+    if (k === 'bench') lines.push('    suites kernels, tensors (default both), train; --json FILE writes the rows; anything else is a usage error');
     else lines.push(...flagLines(c.specs));
     lines.push('');
   }
