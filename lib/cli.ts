@@ -670,7 +670,13 @@ async function trainCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<n
     trainer = new Trainer(model, data, { ...tcfg, signal });
   } catch (e) {
     model.store.dispose();
-    if (e instanceof TypeError || e instanceof RangeError) throw new UsageError(`invalid training configuration: ${firstLine(message(e)).replace(/^Trainer: /, '')}`);
+    if (e instanceof TypeError || e instanceof RangeError) {
+      const why = `invalid training configuration: ${firstLine(message(e)).replace(/^Trainer: /, '')}`;
+      // Resuming with no training flag and no --config training key: the configuration is the checkpoint's own.
+      const fromUser = Object.keys(FLAG_TO_TRAIN).some((k) => f[k] !== undefined) || Object.keys(file.train).length > 0;
+      if (prior && !fromUser) throw new CliError(`--resume ${resumePath}: ${why} (recorded in its metadata)`);
+      throw new UsageError(why);
+    }
     throw e;
   }
   try {

@@ -412,6 +412,26 @@ test('what a checkpoint records about training is checked before eval uses it: e
   }
 });
 
+test('train --resume from a checkpoint whose recorded training configuration is invalid is the file\'s fault', async (t) => {
+  const p = join(dir, 'resume-bad.safetensors');
+  const m = new Decoder(CFG);
+  const chars = Array.from({ length: CFG.vocab }, (_, i) => String.fromCharCode(97 + i));
+  const moments = new Map([['optimizer.m', new Float32Array(m.store.numel)], ['optimizer.v', new Float32Array(m.store.numel)]]);
+  saveCheckpoint(p, m.store, m.meta(), {
+    tokenizer: JSON.stringify({ type: 'char', chars }), modelConfig: JSON.stringify(MODEL_CONFIG),
+    trainConfig: JSON.stringify({ steps: 4, batchSize: 2, seqLen: 64, lr: 0.01, seed: 1, data: { file: textFile } }),
+    trainer: JSON.stringify({ step: 1, adamStep: 1 }),
+  }, moments);
+  m.store.dispose();
+  const out = join(dir, 'resume-out.safetensors');
+  let r = await run(['train', '--resume', p, '--out', out, '--quiet']);
+  t.is(r.code, 1, r.err);
+  t.regex(r.err, /^sharedformer train: --resume .*resume-bad\.safetensors: invalid training configuration: seqLen 64 exceeds .* \(recorded in its metadata\)/);
+  r = await run(['train', '--resume', p, '--out', out, '--quiet', '--seq', '99']); // the user's own value: a usage error
+  t.is(r.code, 2, r.err);
+  t.regex(r.err, /invalid training configuration: seqLen 99 exceeds/);
+});
+
 test('bench passes its suites and --json FILE (either spelling) on to scripts/bench.ts', (t) => {
   t.deepEqual(benchArgs([]), []);
   t.deepEqual(benchArgs(['kernels', '--json', 'rows.json']), ['kernels', '--json', 'rows.json']);
