@@ -134,6 +134,13 @@ test('Trainer.resume from a file with bad trainer metadata changes no parameter,
     t.regex(e!.message, /^Trainer\.resume: /, name);
     t.deepEqual(state(), before, `${name}: nothing changed`);
   }
+  // A bad last tensor: optimizer.v one element short.
+  const p2 = join(dir, 'trainer-bad-v.safetensors');
+  const shortV = new Map(moments);
+  shortV.set('optimizer.v', new Float32Array(other.store.numel - 1));
+  saveCheckpoint(p2, other.store, other.meta(), { trainer: JSON.stringify({ step: 3, adamStep: 3 }) }, shortV);
+  t.throws(() => tr.resume(p2), { message: /^loadCheckpoint: .* lacks 'optimizer\.v' as F32/ });
+  t.deepEqual(state(), before, 'short optimizer.v: nothing changed');
   tr.resume(good); // and a good file still resumes
   t.deepEqual(state(), before);
   tr.dispose();
