@@ -130,6 +130,26 @@ const geluAlt = (x: F, f: (v: number) => number, lim: (v: number) => number) => 
   return alt;
 };
 
+/**
+ * NaN/Inf for attention: half of the cases hit only masked keys/values (past keyLengths, or in the causal future of
+ * every query), which no output may see; the rest go anywhere in `any`. Returns which.
+ */
+function sprinkleAttention(r: Rng, o: { B: number; Hkv: number; Tq: number; Tk: number; D: number; causal: boolean; kl?: Int32Array }, any: F[], kv: F[]): string {
+  const masked: number[] = [];
+  for (let b = 0; b < o.B; b++)
+    for (let h = 0; h < o.Hkv; h++)
+      for (let j = 0; j < o.Tk; j++) {
+        const pastLen = o.kl ? j >= o.kl[b] : false, future = o.causal && j > o.Tq - 1 + (o.Tk - o.Tq);
+        if (pastLen || future) for (let d = 0; d < o.D; d++) masked.push(((b * o.Hkv + h) * o.Tk + j) * o.D + d);
+      }
+  if (masked.length && r.chance(0.5)) {
+    sprinkle(r, r.pick(kv), undefined, masked);
+    return 'masked';
+  }
+  sprinkle(r, r.pick(any));
+  return 'anywhere';
+}
+
 export const SPECS: Spec[] = [
   {
     name: 'matmul', op: /matmul/i, muts: ['valid', 'edge', 'extreme', 'nonfinite', 'alias'],
@@ -466,25 +486,7 @@ export const SPECS: Spec[] = [
       if (m === 'badIndex' && kl && B) kl[r.int(0, B - 1)] = r.pick([Tk + 1, -1, 2147483647]);
       const qm = mag(r, m, [1e-30, 1e-3, 3]), vm = mag(r, m, [1e-30, 1e30, 1]);
       const q = vals(r, B * Hq * Tq * D, qm), k = vals(r, B * Hkv * Tk * D, 1), v = vals(r, B * Hkv * Tk * D, vm);
-      let where = '';
-      if (m === 'nonfinite') {
-        // Half of the cases hit only masked keys/values (past keyLengths or in the causal future of every query): no
-        // output may change. The rest go anywhere in q, k or v.
-        const masked: number[] = [];
-        for (let b = 0; b < B; b++)
-          for (let h = 0; h < Hkv; h++)
-            for (let j = 0; j < Tk; j++) {
-              const pastLen = kl ? j >= kl[b] : false, future = causal && j > Tq - 1 + (Tk - Tq);
-              if (pastLen || future) for (let d = 0; d < D; d++) masked.push(((b * Hkv + h) * Tk + j) * D + d);
-            }
-        if (masked.length && r.chance(0.5)) {
-          where = 'masked';
-          sprinkle(r, r.pick([k, v]), undefined, masked);
-        } else {
-          where = 'anywhere';
-          sprinkle(r, r.pick([q, k, v]));
-        }
-      }
+      const where = m === 'nonfinite' ? sprinkleAttention(r, { B, Hkv, Tq, Tk, D, causal, kl }, [q, k, v], [k, v]) : '';
       const arrays: Record<string, Arr> = { q: arr([B, Hq, Tq, D], q), k: arr([B, Hkv, Tk, D], k), v: arr([B, Hkv, Tk, D], v) };
       if (kl) arrays.kl = ids(kl, [B]);
       const o = { B, Hq, Hkv, Tq, Tk, D, causal, scale, keyLengths: kl };
@@ -497,24 +499,26 @@ export const SPECS: Spec[] = [
     },
   },
   {
-    name: 'attentionBackward', op: /attention/i, muts: ['valid', 'edge', 'badIndex', 'alias'],
+    name: 'attentionBackward', op: /attention/i, muts: ['valid', 'edge', 'badIndex', 'alias', 'nonfinite'], nanClass: true,
     build(r, m) {
       const B = dim(r, m, 1, 2), Hkv = dim(r, m, 1, 2, false), G = r.pick([1, 2]), Hq = Hkv * G;
       const Tk = dim(r, m, 1, 7), Tq = dim(r, m, 1, Math.max(1, Tk)), D = dim(r, m, 1, 6, false);
       const causal = r.chance(0.5), scale = 1 / Math.sqrt(D);
       const kl = r.chance(0.5) || m === 'badIndex' ? Int32Array.from({ length: B }, () => r.int(0, Tk)) : undefined;
       const o = { B, Hq, Hkv, Tq, Tk, D, causal, scale, keyLengths: kl };
-      const q = vals(r, B * Hq * Tq * D), k = vals(r, B * Hkv * Tk * D), v = vals(r, B * Hkv * Tk * D);
+      const q = vals(r, B * Hq * Tq * D), k = vals(r, B * Hkv * Tk * D), v = vals(r, B * Hkv * Tk * D), dout = vals(r, B * Hq * Tq * D);
+      // NaN/Inf in q, k, v (o and lse are the forward's of the same values) or in dout
+      const where = m === 'nonfinite' ? sprinkleAttention(r, { B, Hkv, Tq, Tk, D, causal, kl }, [q, k, v, dout, dout], [k, v]) : '';
       const fw = R.attentionRef(q, k, v, o);
       if (m === 'badIndex' && kl && B) kl[r.int(0, B - 1)] = r.pick([Tk + 1, -1]);
       const qs = [B, Hq, Tq, D], ks = [B, Hkv, Tk, D];
       const arrays: Record<string, Arr> = {
-        q: arr(qs, q), k: arr(ks, k), v: arr(ks, v), o: arr(qs, fw.o), lse: arr([B, Hq, Tq], fw.lse), dout: arr(qs, vals(r, numel(qs))),
+        q: arr(qs, q), k: arr(ks, k), v: arr(ks, v), o: arr(qs, fw.o), lse: arr([B, Hq, Tq], fw.lse), dout: arr(qs, dout),
         dq: arr(qs, vals(r, numel(qs))), dk: arr(ks, vals(r, numel(ks))), dv: arr(ks, vals(r, numel(ks))),
       };
       if (kl) arrays.kl = ids(kl, [B]);
       return {
-        desc: `attentionBackward q[${qs}] kv[${ks}] causal ${+causal} keyLengths ${kl ? Array.from(kl) : '-'}`,
+        desc: `attentionBackward q[${qs}] kv[${ks}] causal ${+causal} keyLengths ${kl ? Array.from(kl) : '-'} ${where}`,
         arrays, writes: ['dq', 'dk', 'dv'],
         alias: m === 'alias' ? ((out: string) => ({ out, on: r.pick(['q', 'k', 'v', 'dout', 'dq', 'dk', 'dv'].filter((n) => n !== out)), shift: r.pick([0, 1]) }))(r.pick(['dq', 'dk', 'dv'])) : undefined,
         call: (t) => (K.attentionBackward(t.q, t.k, t.v, t.o, t.lse, t.dout, { dq: t.dq, dk: t.dk, dv: t.dv }, { causal, scale, keyLengths: t.kl }), {}),
@@ -887,7 +891,7 @@ export function buildKernelCases(perSpec: number, seed0: number): { spec: Spec; 
   return out;
 }
 
-/** Class 3: `perSpec` NaN/Inf placement cases of each kernel that has them (attention, crossEntropy, softmax, layerNorm, sumSquares). */
+/** Class 3: `perSpec` NaN/Inf placement cases of each kernel that has them (attention forward and backward, crossEntropy, softmax, layerNorm, sumSquares). */
 export function buildNanCases(perSpec: number, seed0: number): { spec: Spec; mut: Mut; seed: number; nanClass: boolean }[] {
   const out: { spec: Spec; mut: Mut; seed: number; nanClass: boolean }[] = [];
   SPECS.forEach((spec, si) => {
