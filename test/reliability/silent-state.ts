@@ -228,16 +228,22 @@ export async function runPoisonCase(seed: number, steps: number): Promise<StateO
       const x = pickOf(isBadOp);
       if (!x) continue;
       const u = pickOf(isOkOp);
-      let which = r.pick(['gelu', 'softmax', 'axpby', 'matmul'] as const);
-      if (which === 'axpby' && !u) which = 'matmul';
+      let which = r.pick(['gelu', 'softmax', 'axpby', 'matmul', 'matmulBias', 'crossEntropy'] as const);
+      if ((which === 'axpby' || which === 'matmulBias') && !u) which = 'matmul';
       let y: Tensor;
       if (which === 'gelu') y = K.gelu(x.t);
       else if (which === 'softmax') y = K.softmax(x.t);
       else if (which === 'axpby') y = r.chance(0.5) ? K.axpby(x.t, 1, u!.t, 2) : K.axpby(u!.t, 1, x.t, 2);
-      else y = K.matmul(x.t, x.t, { transB: true }); // [2, 2]: read only
+      else if (which === 'matmul') y = K.matmul(x.t, x.t, { transB: true }); // [2, 2]: read only
+      else if (which === 'matmulBias') {
+        // the failed tensor as an option (a window of it as the bias)
+        const bias = x.t.window(r.pick([0, 2, 6]), [2]);
+        all.push(bias);
+        y = K.matmul(u!.t, u!.t, { transB: true, bias });
+      } else y = K.crossEntropy(x.t, ids([r.int(0, 3), r.int(0, 3)])); // the loss of failed logits
       all.push(y);
-      live.push({ t: y, failed: true, origin: x.origin, cause: x.cause, direct: false, op: which !== 'matmul', name: `t${n++}` });
-      pending.push(new RegExp(which, 'i'));
+      live.push({ t: y, failed: true, origin: x.origin, cause: x.cause, direct: false, op: which === 'gelu' || which === 'softmax' || which === 'axpby', name: `t${n++}` });
+      pending.push(which === 'matmulBias' ? /matmul/i : which === 'crossEntropy' ? /cross_?entropy/i : new RegExp(which, 'i'));
     } else if (a === 'consumeInto') {
       // a failing op writing into an unrelated tensor poisons it
       const x = pickOf(isBadOp), u = pickOf(isOkOp);
