@@ -25,6 +25,14 @@
 //    B operand) transposed; S and dP by mma.sync into fp32, P and dS in fp32, then rounded into A fragments for dV,
 //    dK (pass 1) or dQ (pass 2). Shared memory at D = 128: 73 KB (pass 1), 87 KB (pass 2): fits sm_86/89 too.
 //  * Causal and padding: a block only visits key tiles some of its queries see, and masks per (query, key) inside.
+//  * NaN and Inf (as the CPU kernels): a masked (query, key) pair is never multiplied. Scores are masked by selecting
+//    -inf, masked P and dS are selected to 0, the SIMT loops skip masked pairs, and the tensor-core products (where
+//    a masked 0 meets the values of the other operand: P V, P^T dO, dS^T Q, dS K) run on values that are zeroed past
+//    the last key or query the block needs, with a flag raised while staging when a value that some query of the
+//    block must not see is Inf or NaN; then that tile's product is summed per (query, key) pair with a predicate (slow,
+//    but only non-finite data pays). A fully masked row gives o = 0 and lse = -inf; any other row divides by its sum,
+//    so a NaN score gives a NaN row and lse. warp_max / fmaxf drop NaN, which is harmless here: exp(s - max) of the NaN
+//    score is NaN whatever the max, and the sum carries it.
 #include <cmath>
 
 #include "cuda_common.cuh"
@@ -59,6 +67,22 @@ __device__ __forceinline__ int64_t visible(const AttnArgs& a, int64_t L, int64_t
 }
 
 constexpr float kNegInf = -INFINITY;
+
+// The bf16 in the low (hi = false) or high half of a packed pair, as fp32.
+__device__ __forceinline__ float bf16_half(uint32_t w, bool hi) { return __uint_as_float(hi ? (w & 0xffff0000u) : (w << 16)); }
+// x rounded to bf16 (round to nearest even, as pack_bf16x2), as fp32.
+__device__ __forceinline__ float round_bf16(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+// Bits of a packed bf16 pair that are Inf or NaN (exponent all ones): bit 0 for the low half, bit 1 for the high one.
+__device__ __forceinline__ int nonfinite_halves(uint32_t w) {
+  return ((w & 0x7f80u) == 0x7f80u ? 1 : 0) | ((w & 0x7f800000u) == 0x7f800000u ? 2 : 0);
+}
+// The first query that sees every key of [0, kend) (Tq when none does).
+__device__ __forceinline__ int64_t first_seeing_all(const AttnArgs& a, int64_t L, int64_t kend) {
+  if (L < kend) return a.Tq;
+  if (!a.causal) return 0;
+  const int64_t i = kend - (a.Tk - a.Tq) - 1;
+  return i < 0 ? 0 : i;
+}
 
 // ---- forward, fp32 SIMT -----------------------------------------------------------------------------------------
 constexpr int kFQ = 16;  // queries per block
@@ -126,13 +150,18 @@ __global__ void __launch_bounds__(128) attn_fwd_f32_kernel(AttnArgs a) {
     }
     __syncwarp();
 #pragma unroll
-    for (int rr = 0; rr < 4; ++rr)
+    for (int rr = 0; rr < 4; ++rr) {
+      // the keys of this tile the row sees (a warp-uniform bound): a masked key is skipped, not multiplied by its
+      // P = 0 (its value may be Inf or NaN)
+      const int64_t seen = nv[rr] - j0;
+      const int jn = seen <= 0 ? 0 : (seen >= kFK ? kFK : static_cast<int>(seen));
 #pragma unroll 8
-      for (int j = 0; j < kFK; ++j) {
+      for (int j = 0; j < jn; ++j) {
         const float p = Ps[warp][rr][j];
 #pragma unroll
         for (int c = 0; c < C; ++c) o[rr][c] = fmaf(p, Vs[j][lane + 32 * c], o[rr][c]);
       }
+    }
     __syncthreads();  // Ks, Vs and Ps are rewritten by the next tile
   }
 
@@ -140,7 +169,7 @@ __global__ void __launch_bounds__(128) attn_fwd_f32_kernel(AttnArgs a) {
   for (int rr = 0; rr < 4; ++rr) {
     const int64_t i = i0 + warp * 4 + rr;
     if (i >= a.Tq) continue;
-    const bool any = l[rr] > 0.0f;
+    const bool any = nv[rr] > 0;  // l is NaN after a NaN score: the row is NaN then, not "sees nothing"
     const float inv = any ? 1.0f / l[rr] : 0.0f;
     float* O = a.out + (bh * a.Tq + i) * D;
 #pragma unroll
@@ -192,7 +221,7 @@ __global__ void __launch_bounds__(128) attn_fwd_bf16_kernel(AttnArgs a) {
   float m[2] = {kNegInf, kNegInf}, l[2] = {0.0f, 0.0f};  // l: this lane's partial sums (quad-summed at the end)
   const int64_t nv[2] = {visible(a, L, r0), visible(a, L, r1)};
   const int64_t last = (i0 + kBQ <= Tq ? i0 + kBQ : Tq) - 1;
-  const int64_t nmax = visible(a, L, last);
+  const int64_t nmax = visible(a, L, last), nmin = visible(a, L, i0);  // keys [0, nmin): seen by every query
 
   for (int64_t j0 = 0; j0 < nmax; j0 += kBK) {
     for (int idx = tid; idx < kBK * (DP / 2); idx += 128) {  // K: pairs along d
@@ -202,14 +231,20 @@ __global__ void __launch_bounds__(128) attn_fwd_bf16_kernel(AttnArgs a) {
       const float x1 = (kj < Tk && d + 1 < D) ? K[kj * D + d + 1] : 0.0f;
       Ks[j * KS + w] = pack_bf16x2(x0, x1);
     }
-    for (int idx = tid; idx < DP * (kBK / 2); idx += 128) {  // V^T: pairs along keys
+    // V^T: pairs along keys, zero from nmax on (no query of the block sees those keys: their P is 0 and so must their
+    // value be). vbad: a key in [nmin, nmax), masked for some query, has an Inf or NaN value.
+    int vbad = 0;
+    for (int idx = tid; idx < DP * (kBK / 2); idx += 128) {
       const int d = idx % DP, w = idx / DP;
       const int64_t kj = j0 + 2 * w;
-      const float x0 = (kj < Tk && d < D) ? V[kj * D + d] : 0.0f;
-      const float x1 = (kj + 1 < Tk && d < D) ? V[(kj + 1) * D + d] : 0.0f;
-      Vt[d * VS + w] = pack_bf16x2(x0, x1);
+      const float x0 = (kj < nmax && d < D) ? V[kj * D + d] : 0.0f;
+      const float x1 = (kj + 1 < nmax && d < D) ? V[(kj + 1) * D + d] : 0.0f;
+      const uint32_t pv = pack_bf16x2(x0, x1);
+      const int nf = nonfinite_halves(pv);
+      vbad |= ((nf & 1) && kj >= nmin) || ((nf & 2) && kj + 1 >= nmin);
+      Vt[d * VS + w] = pv;
     }
-    __syncthreads();
+    const bool slow = __syncthreads_or(vbad) != 0;
 
     float s[NF][4];
 #pragma unroll
@@ -259,17 +294,44 @@ __global__ void __launch_bounds__(128) attn_fwd_bf16_kernel(AttnArgs a) {
       oacc[n][2] *= alpha[1];
       oacc[n][3] *= alpha[1];
     }
-    // O += P V: k-step kk covers keys 16kk .. 16kk + 15 = S fragments 2kk and 2kk + 1
+    if (!slow) {
+      // O += P V: k-step kk covers keys 16kk .. 16kk + 15 = S fragments 2kk and 2kk + 1
 #pragma unroll
-    for (int kk = 0; kk < kBK / 16; ++kk) {
-      const uint32_t p0 = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-      const uint32_t p1 = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-      const uint32_t p2 = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      const uint32_t p3 = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+      for (int kk = 0; kk < kBK / 16; ++kk) {
+        const uint32_t p0 = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+        const uint32_t p1 = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+        const uint32_t p2 = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        const uint32_t p3 = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
-      for (int n = 0; n < ND; ++n) {
-        const uint32_t* vr = Vt + (n * 8 + gq) * VS + kk * 8;
-        mma_bf16(oacc[n], p0, p1, p2, p3, vr[tq], vr[tq + 4]);
+        for (int n = 0; n < ND; ++n) {
+          const uint32_t* vr = Vt + (n * 8 + gq) * VS + kk * 8;
+          mma_bf16(oacc[n], p0, p1, p2, p3, vr[tq], vr[tq + 4]);
+        }
+      }
+    } else {
+      // The same sum per (query, key) pair, over the keys each row sees: key kl's P of this thread's rows is held by
+      // lane (gq, (kl % 8) / 2) of the quad, as element kl % 2 (row r0) and 2 + kl % 2 (row r1) of fragment kl / 8.
+#pragma unroll 1
+      for (int kl = 0; kl < kBK; ++kl) {
+        const int fn = kl >> 3, odd = kl & 1, src = (lane & ~3) | ((kl & 7) >> 1);
+        float own0 = 0.0f, own1 = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NF; ++n)
+          if (n == fn) {
+            own0 = odd ? s[n][1] : s[n][0];
+            own1 = odd ? s[n][3] : s[n][2];
+          }
+        const float p0 = round_bf16(__shfl_sync(0xffffffffu, own0, src));
+        const float p1 = round_bf16(__shfl_sync(0xffffffffu, own1, src));
+        const bool see0 = j0 + kl < nv[0], see1 = j0 + kl < nv[1];
+#pragma unroll
+        for (int n = 0; n < ND; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float v = bf16_half(Vt[(n * 8 + 2 * tq + e) * VS + (kl >> 1)], odd != 0);
+            if (see0) oacc[n][e] = fmaf(p0, v, oacc[n][e]);
+            if (see1) oacc[n][2 + e] = fmaf(p1, v, oacc[n][2 + e]);
+          }
       }
     }
     __syncthreads();  // Ks and Vt are rewritten by the next tile
@@ -284,7 +346,7 @@ __global__ void __launch_bounds__(128) attn_fwd_bf16_kernel(AttnArgs a) {
   for (int r = 0; r < 2; ++r) {
     const int64_t i = r == 0 ? r0 : r1;
     if (i >= Tq) continue;
-    const bool any = l[r] > 0.0f;
+    const bool any = nv[r] > 0;  // l is NaN after a NaN score: the row is NaN then, not "sees nothing"
     const float inv = any ? 1.0f / l[r] : 0.0f;
     float* O = a.out + (bh * Tq + i) * D;
 #pragma unroll
@@ -361,9 +423,10 @@ __device__ void tile_scores(const AttnArgs& a, BwdSmem<DP>& sm, int64_t j0) {
       s = fmaf(sm.Q[r][d], sm.K[lane][d], s);
       dp = fmaf(sm.dO[r][d], sm.V[lane][d], dp);
     }
-    const float p = j0 + lane < sm.nv[r] ? expf(s * a.scale - sm.lse[r]) : 0.0f;
+    const bool see = j0 + lane < sm.nv[r];  // masked: P = dS = 0 by a select (dp may be NaN there)
+    const float p = see ? expf(s * a.scale - sm.lse[r]) : 0.0f;
     sm.P[r][lane] = p;
-    sm.dS[r][lane] = p * (dp - sm.delta[r]);
+    sm.dS[r][lane] = see ? p * (dp - sm.delta[r]) : 0.0f;
   }
 }
 
@@ -397,6 +460,7 @@ __global__ void __launch_bounds__(128) attn_bwd_dkv_kernel(AttnArgs a) {
       __syncthreads();
 #pragma unroll 4
       for (int r = 0; r < kT; ++r) {
+        if (j0 + lane >= sm.nv[r]) continue;  // masked: skipped, not 0 times a dO or Q value that may be Inf/NaN
         const float p = sm.P[r][lane], ds = sm.dS[r][lane];
 #pragma unroll
         for (int c = 0; c < C; ++c) {
@@ -447,6 +511,7 @@ __global__ void __launch_bounds__(128) attn_bwd_dq_kernel(AttnArgs a) {
     __syncthreads();
 #pragma unroll 4
     for (int j = 0; j < kT; ++j) {
+      if (j0 + j >= sm.nv[lane]) continue;  // masked: skipped, not 0 times a key that may be Inf/NaN
       const float ds = sm.dS[lane][j];
 #pragma unroll
       for (int c = 0; c < C; ++c) dq[c] = fmaf(ds, sm.K[j][warp + 4 * c], dq[c]);
@@ -479,29 +544,42 @@ __host__ __device__ constexpr int row_words() { return DP / 2 + 4; }
 template <int R>
 __host__ __device__ constexpr int col_words() { return R / 2 + 4; }
 
-// dst (row-major, R rows) = rows [r0, r0 + R) of src (n, D) fp32, zero past n and D.
+// dst (row-major, R rows) = rows [r0, r0 + R) of src (n, D) fp32, zero past n and D. Returns non-zero (this thread's
+// part) if a staged value of a row in [clo, chi) is Inf or NaN as bf16.
 template <int DP, int R>
-__device__ __forceinline__ void stage_rows(uint32_t* dst, const float* src, int64_t r0, int64_t n, int64_t D) {
+__device__ __forceinline__ int stage_rows(uint32_t* dst, const float* src, int64_t r0, int64_t n, int64_t D,
+                                          int64_t clo = 0, int64_t chi = 0) {
   constexpr int RS = row_words<DP>();
+  int bad = 0;
   for (int idx = threadIdx.x; idx < R * (DP / 2); idx += 128) {
     const int j = idx / (DP / 2), w = idx % (DP / 2), d = 2 * w;
     const int64_t r = r0 + j;
     const float x0 = (r < n && d < D) ? src[r * D + d] : 0.0f;
     const float x1 = (r < n && d + 1 < D) ? src[r * D + d + 1] : 0.0f;
-    dst[j * RS + w] = pack_bf16x2(x0, x1);
+    const uint32_t pk = pack_bf16x2(x0, x1);
+    bad |= r >= clo && r < chi && nonfinite_halves(pk) != 0;
+    dst[j * RS + w] = pk;
   }
+  return bad;
 }
 // dst (transposed: DP rows of R values) = rows [r0, r0 + R) of src (n, D) fp32, transposed, zero past n and D.
+// Returns non-zero (this thread's part) if a staged value of a row in [clo, chi) is Inf or NaN as bf16.
 template <int DP, int R>
-__device__ __forceinline__ void stage_cols(uint32_t* dst, const float* src, int64_t r0, int64_t n, int64_t D) {
+__device__ __forceinline__ int stage_cols(uint32_t* dst, const float* src, int64_t r0, int64_t n, int64_t D,
+                                          int64_t clo = 0, int64_t chi = 0) {
   constexpr int TS = col_words<R>();
+  int bad = 0;
   for (int idx = threadIdx.x; idx < DP * (R / 2); idx += 128) {
     const int d = idx % DP, w = idx / DP;
     const int64_t r = r0 + 2 * w;
     const float x0 = (r < n && d < D) ? src[r * D + d] : 0.0f;
     const float x1 = (r + 1 < n && d < D) ? src[(r + 1) * D + d] : 0.0f;
-    dst[d * TS + w] = pack_bf16x2(x0, x1);
+    const uint32_t pk = pack_bf16x2(x0, x1);
+    const int nf = nonfinite_halves(pk);
+    bad |= ((nf & 1) && r >= clo && r < chi) || ((nf & 2) && r + 1 >= clo && r + 1 < chi);
+    dst[d * TS + w] = pk;
   }
+  return bad;
 }
 
 // Per query row of an R-query tile: lse, delta = rowsum(dO * O) (fp32, from global memory), visible keys.
@@ -609,18 +687,21 @@ __global__ void __launch_bounds__(128) attn_bwd_dkv_bf16_kernel(AttnArgs a) {
     first = j0 - (a.Tk - a.Tq);
     if (first < 0) first = 0;
   }
+  // Queries before qall miss a key of this tile that gets a gradient (keys past Tk get none): their masked P, dS are
+  // zeros that the products below would multiply by their dO, Q rows, so those rows are checked while staged.
+  const int64_t qall = first_seeing_all(a, L, j0 + kBT < a.Tk ? j0 + kBT : a.Tk);
   const int kl0 = warp * 16 + gq;  // this thread's keys (local): kl0 and kl0 + 8
   for (int64_t g = 0; g < G; ++g) {
     const int64_t bh = b * a.Hq + hk * G + g;
     const float* Q = a.q + bh * a.Tq * D;
     const float* dO = a.dout + bh * a.Tq * D;
     for (int64_t i0 = first; i0 < a.Tq; i0 += kBU) {
-      stage_rows<DP, kBU>(Qs, Q, i0, a.Tq, D);
-      stage_rows<DP, kBU>(dOs, dO, i0, a.Tq, D);
+      int bad = stage_rows<DP, kBU>(Qs, Q, i0, a.Tq, D, 0, qall);
+      bad |= stage_rows<DP, kBU>(dOs, dO, i0, a.Tq, D, 0, qall);
       stage_cols<DP, kBU>(Qt, Q, i0, a.Tq, D);
       stage_cols<DP, kBU>(dOt, dO, i0, a.Tq, D);
       stage_query_stats<kBU>(a, lse_s, delta_s, nv_s, bh, L, i0);
-      __syncthreads();
+      const bool slow = __syncthreads_or(bad) != 0;  // a masked pair would meet an Inf or NaN
       float s[4][4], dp[4][4];
       mma_rows_rows<DP>(s, Ks, warp * 16, Qs, 0);    // S^T = K Q^T (16 keys x 32 queries per warp)
       mma_rows_rows<DP>(dp, Vs, warp * 16, dOs, 0);  // dP^T = V dO^T
@@ -630,12 +711,53 @@ __global__ void __launch_bounds__(128) attn_bwd_dkv_bf16_kernel(AttnArgs a) {
         for (int e = 0; e < 4; ++e) {
           const int ql = n * 8 + 2 * tq + (e & 1);
           const int64_t key = j0 + kl0 + (e >> 1) * 8;
-          const float p = key < nv_s[ql] ? expf(s[n][e] * a.scale - lse_s[ql]) : 0.0f;
+          const bool see = key < nv_s[ql];  // masked: P = dS = 0 by a select (dp may be NaN there)
+          const float p = see ? expf(s[n][e] * a.scale - lse_s[ql]) : 0.0f;
           s[n][e] = p;
-          dp[n][e] = p * (dp[n][e] - delta_s[ql]);
+          dp[n][e] = see ? p * (dp[n][e] - delta_s[ql]) : 0.0f;
         }
-      mma_frag_cols<DP, kBU>(dv, s, dOt, 0);  // dV += P^T dO
-      mma_frag_cols<DP, kBU>(dk, dp, Qt, 0);  // dK += dS^T Q
+      if (!slow) {
+        mma_frag_cols<DP, kBU>(dv, s, dOt, 0);  // dV += P^T dO
+        mma_frag_cols<DP, kBU>(dk, dp, Qt, 0);  // dK += dS^T Q
+      } else {
+        // The same sums per (key, query) pair over the pairs that see each other: query ql's P and dS of this
+        // thread's keys are held by lane (gq, (ql % 8) / 2), as elements ql % 2 (key kl0) and 2 + ql % 2 (kl0 + 8)
+        // of fragment ql / 8.
+#pragma unroll 1
+        for (int ql = 0; ql < kBU; ++ql) {
+          const int fq = ql >> 3, odd = ql & 1, src = (lane & ~3) | ((ql & 7) >> 1);
+          float op0 = 0.0f, op1 = 0.0f, od0 = 0.0f, od1 = 0.0f;
+#pragma unroll
+          for (int n = 0; n < 4; ++n)
+            if (n == fq) {
+              op0 = odd ? s[n][1] : s[n][0];
+              op1 = odd ? s[n][3] : s[n][2];
+              od0 = odd ? dp[n][1] : dp[n][0];
+              od1 = odd ? dp[n][3] : dp[n][2];
+            }
+          const float p0 = round_bf16(__shfl_sync(0xffffffffu, op0, src));
+          const float p1 = round_bf16(__shfl_sync(0xffffffffu, op1, src));
+          const float ds0 = round_bf16(__shfl_sync(0xffffffffu, od0, src));
+          const float ds1 = round_bf16(__shfl_sync(0xffffffffu, od1, src));
+          const int64_t key0 = j0 + kl0;
+          const bool see0 = key0 < nv_s[ql], see1 = key0 + 8 < nv_s[ql];
+#pragma unroll
+          for (int n = 0; n < ND; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float g = bf16_half(dOs[ql * RW + n * 4 + tq], e != 0);
+              const float qv = bf16_half(Qs[ql * RW + n * 4 + tq], e != 0);
+              if (see0) {
+                dv[n][e] = fmaf(p0, g, dv[n][e]);
+                dk[n][e] = fmaf(ds0, qv, dk[n][e]);
+              }
+              if (see1) {
+                dv[n][2 + e] = fmaf(p1, g, dv[n][2 + e]);
+                dk[n][2 + e] = fmaf(ds1, qv, dk[n][2 + e]);
+              }
+            }
+        }
+      }
       __syncthreads();  // the next query tile overwrites the staged tiles
     }
   }
@@ -682,14 +804,16 @@ __global__ void __launch_bounds__(128) attn_bwd_dq_bf16_kernel(AttnArgs a) {
     for (int e = 0; e < 4; ++e) dq[n][e] = 0.0f;
   const int ql0 = warp * 16 + gq;  // this thread's queries (local): ql0 and ql0 + 8
   const int64_t last = (i0 + kBT <= a.Tq ? i0 + kBT : a.Tq) - 1;
-  const int64_t nmax = visible(a, L, last);
+  const int64_t nmax = visible(a, L, last), nmin = visible(a, L, i0);  // keys [0, nmin): seen by every query
   const float* K = a.k + bhk * a.Tk * D;
   const float* V = a.v + bhk * a.Tk * D;
   for (int64_t j0 = 0; j0 < nmax; j0 += kBT) {
     stage_rows<DP, kBT>(Ks, K, j0, a.Tk, D);
     stage_rows<DP, kBT>(Vs, V, j0, a.Tk, D);
-    stage_cols<DP, kBT>(Kt, K, j0, a.Tk, D);
-    __syncthreads();
+    // K^T (the B operand of dQ += dS K, where masked dS are zeros) is zero from nmax on (no query here sees those
+    // keys); a key in [nmin, nmax), masked for some query, with an Inf or NaN raises the flag.
+    const int bad = stage_cols<DP, kBT>(Kt, K, j0, nmax, D, nmin, nmax);
+    const bool slow = __syncthreads_or(bad) != 0;
 #pragma unroll 1
     for (int kh = 0; kh < kBT; kh += kBU) {  // 32 keys at a time
       float s[4][4], dp[4][4];
@@ -701,10 +825,39 @@ __global__ void __launch_bounds__(128) attn_bwd_dq_bf16_kernel(AttnArgs a) {
         for (int e = 0; e < 4; ++e) {
           const int ql = ql0 + (e >> 1) * 8;
           const int64_t key = j0 + kh + n * 8 + 2 * tq + (e & 1);
-          const float p = key < nv_s[ql] ? expf(s[n][e] * a.scale - lse_s[ql]) : 0.0f;
-          dp[n][e] = p * (dp[n][e] - delta_s[ql]);
+          const bool see = key < nv_s[ql];  // masked: dS = 0 by a select (dp may be NaN there)
+          const float p = see ? expf(s[n][e] * a.scale - lse_s[ql]) : 0.0f;
+          dp[n][e] = see ? p * (dp[n][e] - delta_s[ql]) : 0.0f;
         }
-      mma_frag_cols<DP, kBT>(dq, dp, Kt, kh);  // dQ += dS K
+      if (!slow) {
+        mma_frag_cols<DP, kBT>(dq, dp, Kt, kh);  // dQ += dS K
+      } else {
+        // The same sum per (query, key) pair over the keys each query sees: key kl's dS of this thread's queries is
+        // held by lane (gq, (kl % 8) / 2), as elements kl % 2 (query ql0) and 2 + kl % 2 (ql0 + 8) of fragment kl / 8.
+#pragma unroll 1
+        for (int kl = 0; kl < kBU; ++kl) {
+          const int fk = kl >> 3, odd = kl & 1, src = (lane & ~3) | ((kl & 7) >> 1);
+          float own0 = 0.0f, own1 = 0.0f;
+#pragma unroll
+          for (int n = 0; n < 4; ++n)
+            if (n == fk) {
+              own0 = odd ? dp[n][1] : dp[n][0];
+              own1 = odd ? dp[n][3] : dp[n][2];
+            }
+          const float ds0 = round_bf16(__shfl_sync(0xffffffffu, own0, src));
+          const float ds1 = round_bf16(__shfl_sync(0xffffffffu, own1, src));
+          const int64_t key = j0 + kh + kl;
+          const bool see0 = key < nv_s[ql0], see1 = key < nv_s[ql0 + 8];
+#pragma unroll
+          for (int n = 0; n < ND; ++n)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const float kv = bf16_half(Ks[(kh + kl) * RW + n * 4 + tq], e != 0);
+              if (see0) dq[n][e] = fmaf(ds0, kv, dq[n][e]);
+              if (see1) dq[n][2 + e] = fmaf(ds1, kv, dq[n][2 + e]);
+            }
+        }
+      }
     }
     __syncthreads();  // the next key tile overwrites Ks, Vs, Kt
   }

@@ -98,6 +98,9 @@ __device__ __forceinline__ float warp_max(float v) {
 
 // Block-wide sum / max of one float per thread (blockDim.x a multiple of 32); red: __shared__ float[blockDim.x / 32].
 // Every thread gets the result, summed over warps in a fixed order (deterministic). Safe to call back to back.
+// NaN: warp_max / block_max use fmaxf, which drops a NaN operand (the max of the other values comes back). Their users
+// (softmax, cross-entropy, attention) do not rely on the max to see a NaN: they then take exp(x - max) of every element
+// they reduced, which is NaN for a NaN x whatever the max, and the sum carries it to the whole row, as on the CPU.
 __device__ __forceinline__ float block_sum(float v, float* red) {
   v = warp_sum(v);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;

@@ -80,7 +80,8 @@ __global__ void count_kernel(const int32_t* __restrict__ targets, int64_t N, int
 
 
 // One block per row: losses[r] (double) and, when d != null, d_r = (softmax(x_r) - onehot(t_r)) * scale, scale =
-// grad_scale / count; ignored rows get loss 0 and d = 0. d may be x itself: every thread reads x[t] before the first
+// grad_scale / count; ignored rows get loss 0 and d = 0. A NaN logit gives its row a NaN loss and NaN d (expf(x - m)
+// is NaN there whatever m, block_max may drop it; the sum carries it), as cpu::cross_entropy. d may be x itself: every thread reads x[t] before the first
 // reduction's barrier, and afterwards each element is read and written by the same thread.
 __global__ void cross_entropy_rows_kernel(const float* logits, const int32_t* __restrict__ targets, int64_t N,
                                           int64_t V, int32_t ignore_index, float* dlogits, float grad_scale,

@@ -17,6 +17,10 @@
 // keys in the backward; padded to the vector width), along the vector lanes and A read in place from q/k/v/dout with
 // broadcasts: the online softmax's maxima and sums are lane-wise (no horizontal reductions) and only the block a task
 // keeps is packed. Micro-tiles: AVX-512 4 x 64, AVX2 6 x 16, portable 4 x 16 (register-blocked, as in matmul.cpp).
+// NaN and Inf: a masked (query, key) pair is never multiplied. Scores are masked by selecting -inf (not by adding a
+// mask), and where a masked exact 0 of P or dS would meet a value it hides (P V in the forward; dO^T P, Q^T dS, dS K in
+// the backward) a cheap per-tile check of the hidden rows sends non-finite data to a path that skips the masked
+// entries, so a NaN or Inf reaches exactly the outputs and gradients of the queries that see it.
 // Scratch: one slice of pool.workspace() per worker slot (tasks are pulled from an atomic counter, so a slot is used
 // by one thread at a time) of O((D + BK) * BQ) floats, plus Tq * D per query head of a group in the fused backward;
 // the backward also keeps delta (B, Hq, Tq), and the two-pass schedule the packed K^T, V^T, K (3x the size of k).
@@ -131,6 +135,20 @@ SF_INLINE V select(typename Traits<V>::I mask, V a, V b) {  // mask ? a : b, lan
   return (V)(((I)a & mask) | ((I)b & ~mask));
 }
 
+// True if any of x[0, n) is Inf or NaN (x * 0 is 0 for a finite x, NaN otherwise). Guards the products below where a
+// masked entry is an exact 0 that meets a value of a key or query it hides: 0 * Inf and 0 * NaN are NaN, so those
+// products take a slower path that skips masked entries instead of multiplying them, when (only when) this is true.
+template <typename V>
+SF_INLINE bool any_nonfinite(const float* x, int64_t n) {
+  constexpr int W = Traits<V>::W;
+  V acc = splat<V>(0.0f);
+  int64_t i = 0;
+  for (; i + W <= n; i += W) acc += load<V>(x + i) * 0.0f;
+  float s = hsum(acc);
+  for (; i < n; ++i) s += x[i] * 0.0f;
+  return s != s;
+}
+
 // Everything a task needs: the kernels' arguments, plus the backward's delta and packed key blocks.
 struct Job {
   AttentionDesc d;
@@ -211,12 +229,34 @@ void forward_block_body(const Job& job, int64_t t, float* ws) {
       store<V>(m + c, mx);
       store<V>(al + c, a);
     }
-    gemm<V>(D, Np, nk, Vm + j0 * D, 1, D, St, Np, Ot, Np, Mode::ScaleAdd, al);  // O^T = O^T a + V^T P^T
+    // O^T = O^T a + V^T P^T. Keys [j0, j0 + nall) are seen by every query of the block; a later key of the tile is
+    // masked for some (P = 0 there), and if its value is Inf or NaN the product would put 0 * Inf = NaN into a query
+    // that cannot see it: then those keys are added per query with a select (rare: only non-finite values pay).
+    const int64_t nall = std::clamp<int64_t>(nmin - j0, 0, nk);
+    if (nall == nk || !any_nonfinite<V>(Vm + (j0 + nall) * D, (nk - nall) * D)) {
+      gemm<V>(D, Np, nk, Vm + j0 * D, 1, D, St, Np, Ot, Np, Mode::ScaleAdd, al);
+    } else {
+      gemm<V>(D, Np, nall, Vm + j0 * D, 1, D, St, Np, Ot, Np, Mode::ScaleAdd, al);  // nall = 0: O^T *= a
+      for (int64_t j = nall; j < nk; ++j) {
+        const I jv = (I){} + static_cast<int32_t>(j0 + j);
+        for (int64_t x = 0; x < D; ++x) {
+          const V vx = splat<V>(Vm[(j0 + j) * D + x]);
+          for (int64_t c = 0; c < Np; c += W) {
+            I see;
+            std::memcpy(&see, nv + c, sizeof see);
+            const V pv = vx * load<V>(St + j * Np + c);
+            store<V>(Ot + x * Np + c, load<V>(Ot + x * Np + c) + select<V>(see > jv, pv, zero));
+          }
+        }
+      }
+    }
   }
 
   float* O = job.out + (bh * Tq + i0) * D;  // (rows, D)
   for (int64_t i = 0; i < rows; ++i) {
-    const bool any = l[i] > 0.0f;
+    // l is 0 only for a query that sees nothing (else its largest score gives exp(0) = 1) or whose every score is
+    // -inf (then o = 0 / 0 = NaN, as IEEE has it); a NaN l (a NaN score) makes the row and lse NaN.
+    const bool any = nv[i] > 0;
     const float inv = any ? 1.0f / l[i] : 0.0f;
     for (int64_t x = 0; x < D; ++x) O[i * D + x] = Ot[x * Np + i] * inv;
     if (job.out_lse) job.out_lse[bh * Tq + i0 + i] = any ? m[i] + std::log(l[i]) : kNegInf;
@@ -348,10 +388,12 @@ SF_INLINE void backward_tile(const Job& job, const KeyBlock& kb, int64_t bh, int
   const float* delta = job.delta + bh * Tq + i0;    // (rows)
   float* P = kb.P;    // (rows, Np)
   float* dS = kb.dS;  // (rows, Np)
+  int32_t sees[BQ];  // keys of the block each row sees, non-decreasing in r
   gemm<V>(rows, Np, D, Q, D, 1, kb.Kt, Np, P, Np, Mode::Store, nullptr);    // S
   gemm<V>(rows, Np, D, dO, D, 1, kb.Vt, Np, dS, Np, Mode::Store, nullptr);  // dP
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t see = std::clamp<int64_t>(visible(d, kb.b, i0 + r) - kb.j0, 0, kb.nk);  // keys this query sees
+    sees[r] = static_cast<int32_t>(see);
     float* pr = P + r * Np;
     float* dr = dS + r * Np;
     if (see > 0) {
@@ -364,11 +406,45 @@ SF_INLINE void backward_tile(const Job& job, const KeyBlock& kb, int64_t bh, int
     }
     for (int64_t c = see; c < Np; ++c) pr[c] = dr[c] = 0.0f;
   }
+  // Masked P and dS entries are exact zeros; multiplied by a non-finite value of what they hide (a row of dO or Q for
+  // dV, dK; a key for dQ) they would give NaN where IEEE arithmetic over the visible pairs gives none. Rows [0, part)
+  // miss some key of the block (a prefix: sees[] is non-decreasing); when such a row holds an Inf or NaN, it is added
+  // over its visible keys only. The check reads those rows once per tile; only non-finite data takes the slow path.
+  int64_t part = 0;
+  while (part < rows && sees[part] < kb.nk) ++part;
   if (kb.dKt) {
-    gemm<V>(D, Np, rows, dO, 1, D, P, Np, kb.dVt, Np, Mode::Add, nullptr);  // dV^T += dO^T P
-    gemm<V>(D, Np, rows, Q, 1, D, dS, Np, kb.dKt, Np, Mode::Add, nullptr);  // dK^T += Q^T dS
+    // dV^T += dO^T P, dK^T += Q^T dS
+    const bool bad_do = part > 0 && any_nonfinite<V>(dO, part * D);
+    const bool bad_q = part > 0 && any_nonfinite<V>(Q, part * D);
+    const int64_t r0v = bad_do ? part : 0, r0k = bad_q ? part : 0;
+    gemm<V>(D, Np, rows - r0v, dO + r0v * D, 1, D, P + r0v * Np, Np, kb.dVt, Np, Mode::Add, nullptr);
+    gemm<V>(D, Np, rows - r0k, Q + r0k * D, 1, D, dS + r0k * Np, Np, kb.dKt, Np, Mode::Add, nullptr);
+    for (int64_t r = 0; r < r0v; ++r)
+      for (int64_t x = 0; x < D; ++x) {
+        const float a = dO[r * D + x];
+        for (int64_t c = 0; c < sees[r]; ++c) kb.dVt[x * Np + c] += a * P[r * Np + c];
+      }
+    for (int64_t r = 0; r < r0k; ++r)
+      for (int64_t x = 0; x < D; ++x) {
+        const float a = Q[r * D + x];
+        for (int64_t c = 0; c < sees[r]; ++c) kb.dKt[x * Np + c] += a * dS[r * Np + c];
+      }
   }
-  if (dq) gemm<V>(rows, kb.Dp, kb.nk, dS, Np, 1, kb.Ks, kb.Dp, dq, kb.Dp, Mode::Add, nullptr);  // dQ += dS K
+  if (dq) {
+    // dQ += dS K. Rows [0, bad) have a masked key whose K row is non-finite (the last such key is kbad; again a
+    // prefix): each is summed over its own visible keys only, by the same chain of multiply-adds over keys in order
+    // that the block product runs (a row's result does not depend on its tile, so both schedules agree bit for bit).
+    int64_t bad = 0;
+    if (part > 0) {
+      int64_t kbad = -1;
+      for (int64_t j = kb.nk - 1; j >= sees[0] && kbad < 0; --j)
+        if (any_nonfinite<V>(kb.Ks + j * kb.Dp, kb.Dp)) kbad = j;
+      while (bad < part && sees[bad] <= kbad) ++bad;
+    }
+    gemm<V>(rows - bad, kb.Dp, kb.nk, dS + bad * Np, Np, 1, kb.Ks, kb.Dp, dq + bad * kb.Dp, kb.Dp, Mode::Add, nullptr);
+    for (int64_t r = 0; r < bad; ++r)
+      gemm<V>(1, kb.Dp, sees[r], dS + r * Np, Np, 1, kb.Ks, kb.Dp, dq + r * kb.Dp, kb.Dp, Mode::Add, nullptr);
+  }
 }
 
 // dk, dv (nk, D) += the key block's accumulated gradients.

@@ -9,6 +9,9 @@
 // losses go to the pool workspace in double and are added in row order, so the loss does not depend on the thread
 // count; each row's arithmetic does not either (the partial last vector is padded, not handled by a scalar loop).
 // Targets are all checked before anything is written.
+// NaN: a NaN logit makes its row's loss (so the mean loss) and its row of dlogits NaN, and no other row: exp(x - max)
+// of the NaN element is NaN whatever the max (simd::exp keeps NaN; the max may drop it, see simd.h) and the sum spreads
+// it. A +inf logit gives NaN the same way (inf - inf), as in PyTorch.
 #include <algorithm>
 #include <cmath>
 #include <cstring>

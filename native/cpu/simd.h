@@ -80,12 +80,17 @@ SF_INLINE float hsum(V v) {
   for (int i = 0; i < Traits<V>::W; ++i) s += v[i];
   return s;
 }
+// The largest lane; NaN if any lane is NaN (a horizontal reduction runs once per row: the extra test is free).
 template <typename V>
 SF_INLINE float hmax(V v) {
   float s = v[0];
-  for (int i = 1; i < Traits<V>::W; ++i) s = v[i] > s ? v[i] : s;
+  for (int i = 1; i < Traits<V>::W; ++i) s = (v[i] > s || v[i] != v[i]) ? v[i] : s;
   return s;
 }
+// Lane-wise max / min with the x86 maxps / minps rule: where either operand is NaN the result is b. So vmax(m, x)
+// lets a NaN x in but a later vmax(m, y) drops it again: a running max over a row may miss a NaN. The kernels that
+// take one (softmax, cross-entropy, attention) do not need it to: they then compute exp(x - max) of every element
+// they reduced, and a NaN x gives a NaN there whatever the max, which the sum carries to the whole row.
 template <typename V>
 SF_INLINE V vmax(V a, V b) {
   return a > b ? a : b;
@@ -96,12 +101,13 @@ SF_INLINE V vmin(V a, V b) {
 }
 
 // exp(x) for float vectors: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-6 polynomial, 2^n by exponent bits.
-// Relative error < 2e-7 over the float range; inputs below -87.3 give 0 (no denormals), above 88.7 give +inf.
+// Relative error < 2e-7 over the float range; inputs below -87.3 give 0 (no denormals), above 88.7 give +inf, NaN
+// gives NaN (the clamp takes x as the second operand of vmax / vmin, so a NaN passes through into the polynomial).
 template <typename V>
 SF_INLINE V exp(V x) {
   using I = typename Traits<V>::I;
   const V lo = splat<V>(-87.3f), hi = splat<V>(88.7f);
-  V xc = vmin(vmax(x, lo), hi);
+  V xc = vmin(hi, vmax(lo, x));
   const V magic = splat<V>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
   V t = xc * 1.44269504088896341f + magic;
   V n = t - magic;

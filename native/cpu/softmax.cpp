@@ -3,7 +3,9 @@
 // Forward, per row (the row stays in L1/L2 between sweeps): m = max(x); y = exp(x - m) with the running sum;
 // y *= 1 / sum.
 // Subtracting the max keeps every exponent <= 0, so nothing overflows. exp is simd.h's polynomial, not libm.
-// NaN semantics follow PyTorch: a NaN anywhere in a row, a +inf, or a row that is all -inf makes the row NaN.
+// NaN semantics follow PyTorch: a NaN anywhere in a row, a +inf, or a row that is all -inf makes the row NaN (x - max
+// is NaN for a NaN x, for +inf - +inf and for -inf - -inf; simd::exp keeps it, and the sum spreads it over the row;
+// the max itself may drop a NaN, see simd.h).
 // Backward: dx += y * (dy - sum(y * dy)), per row. Rows are independent, so any thread split gives the same bits.
 #include <algorithm>
 #include <cmath>
@@ -16,13 +18,6 @@ namespace sf::cpu {
 using namespace sf::simd;
 
 namespace {
-
-// exp(d), but NaN where d is NaN (x - max is NaN for a NaN input, for +inf - +inf and for -inf - -inf).
-template <typename V>
-SF_INLINE V exp_keep_nan(V d) {
-  V e = simd::exp(d);
-  return d == d ? e : d;
-}
 
 // Rows [lo, hi) of x, y (rows, n).
 template <typename V>
@@ -49,14 +44,14 @@ void softmax_forward_body(int64_t lo, int64_t hi, const float* x, float* y, int6
     V s0{}, s1{};
     j = 0;
     for (; j + 2 * W <= n; j += 2 * W) {
-      const V e0 = exp_keep_nan(load<V>(xr + j) - mv), e1 = exp_keep_nan(load<V>(xr + j + W) - mv);
+      const V e0 = simd::exp(load<V>(xr + j) - mv), e1 = simd::exp(load<V>(xr + j + W) - mv);
       store<V>(yr + j, e0);
       store<V>(yr + j + W, e1);
       s0 += e0;
       s1 += e1;
     }
     for (; j + W <= n; j += W) {
-      const V e = exp_keep_nan(load<V>(xr + j) - mv);
+      const V e = simd::exp(load<V>(xr + j) - mv);
       store<V>(yr + j, e);
       s0 += e;
     }
@@ -65,7 +60,7 @@ void softmax_forward_body(int64_t lo, int64_t hi, const float* x, float* y, int6
       float buf[W];
       for (int k = 0; k < W; ++k) buf[k] = j + k < n ? xr[j + k] : -INFINITY;
       const V d = load<V>(buf) - mv;
-      store<V>(buf, exp_keep_nan(d));
+      store<V>(buf, simd::exp(d));
       for (int64_t k = 0; j + k < n; ++k) {
         yr[j + k] = buf[k];
         s += buf[k];

@@ -4,9 +4,12 @@
 // (and long enough to span several), every precision (F32, TF32 which maps to the fp32 kernels, BF16 on tensor
 // cores). Outputs are poisoned with NaN first and followed by guard zones; lse must be -inf exactly where the CPU's
 // is; the backward accumulates into non-zero gradients (the increments are compared) and is bitwise deterministic.
-// Relative error (max |gpu - cpu| / max |cpu|): fp32 <= 1e-5, tf32 <= 1e-3, bf16 <= 1e-2; NaN never passes.
+// Relative error (max |gpu - cpu| / max |cpu|): fp32 <= 1e-5, tf32 <= 1e-3, bf16 <= 1e-2; NaN never passes, except
+// in the NaN-placement test, where NaN and Inf must be exactly where the CPU has them.
 // The argument checks run everywhere; the GPU comparisons skip (exit 77) without CUDA or a GPU.
+#include <cmath>
 #include <cstdio>
+#include <limits>
 
 #include "check.h"
 
@@ -161,6 +164,103 @@ TEST(attention_backward_matches_cpu) {
             !dL.guard_intact() || !ddo.guard_intact())
           sfcheck::fail(__FILE__, __LINE__, what + ": a guard zone was overwritten");
       }
+    }
+  }
+}
+
+// NaN / Inf placement (issue 13): the CPU kernels put a non-finite output exactly where IEEE arithmetic over the
+// visible (query, key) pairs does (nan_test checks them against a double reference); every precision of the CUDA
+// kernels must put NaN and Inf in the same places, and agree within its tolerance elsewhere. Cases: a NaN key, a
+// NaN query, a NaN / Inf in the last value row when causal (only the last query sees it), Inf and NaN in padded keys
+// and values, a NaN in dout of query 0 (only the key it sees gets a NaN gradient).
+namespace {
+
+// Max |got - ref| / max |ref| over the elements both have finite; +inf when the NaN or Inf placement differs.
+double placement_err(const std::vector<float>& got, const std::vector<float>& ref) {
+  const double inf = std::numeric_limits<double>::infinity();
+  if (got.size() != ref.size()) return inf;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const float g = got[i], r = ref[i];
+    if (std::isnan(g) != std::isnan(r) || std::isinf(g) != std::isinf(r) || (std::isinf(r) && g != r)) return inf;
+    if (!std::isfinite(r)) continue;
+    num = std::max(num, std::fabs(static_cast<double>(g) - r));
+    den = std::max(den, std::fabs(static_cast<double>(r)));
+  }
+  return den > 0 ? num / den : num;
+}
+
+struct Poke {  // x[(bh * T + row) * D + col] = value in tensor t: 0 = q, 1 = k, 2 = v, 3 = dout
+  int t;
+  int64_t bh, row, col;
+  float value;
+};
+struct NanCase {
+  std::string name;
+  Shape s;
+  std::vector<Poke> pokes;
+  bool backward;
+};
+
+}  // namespace
+
+TEST(attention_nan_placement_matches_cpu) {
+  Context ctx;
+  sfcuda::TestStream st;
+  std::mt19937 rng(15);
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<NanCase> cases;
+  auto add = [&](const char* name, const Shape& s, const std::vector<Poke>& pokes, bool backward) {
+    cases.push_back(NanCase{name, s, pokes, backward});
+  };
+  const Shape causal80{1, 2, 1, 80, 80, 64, true, {}};
+  add("key NaN causal", causal80, {{1, 0, 37, 5, nan}}, true);
+  add("query NaN causal", causal80, {{0, 1, 10, 3, nan}}, true);
+  add("query 0 NaN causal", Shape{1, 2, 1, 80, 80, 32, true, {}}, {{0, 0, 0, 3, nan}}, true);
+  add("last value NaN causal", causal80, {{2, 0, 79, 3, nan}}, true);
+  add("last key NaN causal", Shape{1, 2, 1, 130, 130, 64, true, {}}, {{1, 0, 129, 0, nan}}, true);
+  add("last value Inf causal", Shape{1, 2, 1, 80, 80, 128, true, {}}, {{2, 0, 79, 3, inf}}, false);
+  add("last value -Inf causal", Shape{1, 1, 1, 64, 64, 16, true, {}}, {{2, 0, 63, 0, -inf}}, false);
+  add("dout NaN query 0", causal80, {{3, 0, 0, 2, nan}}, true);
+  add("padding Inf/NaN", Shape{3, 2, 1, 70, 70, 64, false, {33, 70, 1}},
+      {{2, 0, 40, 0, inf}, {2, 0, 69, 1, -inf}, {1, 0, 50, 2, inf}, {2, 2, 1, 0, nan}, {1, 2, 2, 0, nan}}, true);
+  add("causal padding", Shape{2, 4, 2, 100, 100, 80, true, {60, 100}},
+      {{2, 0, 70, 0, inf}, {1, 1, 65, 0, inf}, {2, 2, 99, 0, nan}, {1, 3, 98, 0, nan}, {3, 5, 3, 1, nan}}, true);
+  for (const NanCase& c : cases) {
+    const Shape& s = c.s;
+    Inputs in = random_inputs(s, rng);
+    for (const Poke& pk : c.pokes) {
+      std::vector<float>& x = pk.t == 0 ? in.q : pk.t == 1 ? in.k : pk.t == 2 ? in.v : in.dout;
+      const int64_t T = (pk.t == 1 || pk.t == 2) ? s.Tk : s.Tq;
+      x[static_cast<size_t>((pk.bh * T + pk.row) * s.D + pk.col)] = pk.value;
+    }
+    const int64_t no = s.B * s.Hq * s.Tq * s.D, nl = s.B * s.Hq * s.Tq, nk = s.B * s.Hkv * s.Tk * s.D;
+    const cpu::AttentionDesc hd = desc_of(s, s.lens.data());
+    std::vector<float> o(static_cast<size_t>(no)), lse(static_cast<size_t>(nl));
+    cpu::attention_forward(ctx.pool(), hd, in.q.data(), in.k.data(), in.v.data(), o.data(), lse.data());
+    std::vector<float> gq(static_cast<size_t>(no), 0.0f), gk(static_cast<size_t>(nk), 0.0f), gv = gk;
+    if (c.backward)
+      cpu::attention_backward(ctx.pool(), hd, in.q.data(), in.k.data(), in.v.data(), o.data(), lse.data(),
+                              in.dout.data(), gq.data(), gk.data(), gv.data());
+    DeviceBuf<float> dq(in.q), dk(in.k), dv(in.v), ddo(in.dout), dO(o), dL(lse);
+    DeviceBuf<int32_t> dl(s.lens.empty() ? std::vector<int32_t>{0} : s.lens);
+    for (cuda::Precision p : kAll) {
+      const std::string what = cat(name_of(p), " ", c.name, " ", describe(s));
+      DeviceBuf<float> fo(sfcuda::nans(no)), fl(sfcuda::nans(nl));
+      cuda::attention_forward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), fo.get(), fl.get(), p);
+      st.sync();
+      EXPECT_ERR(what + " o", placement_err(fo.download(), o), tol_of(p));
+      EXPECT_ERR(what + " lse", placement_err(fl.download(), lse), tol_of(p));
+      if (!c.backward) continue;
+      const std::vector<float> zq(static_cast<size_t>(no), 0.0f), zk(static_cast<size_t>(nk), 0.0f);
+      DeviceBuf<float> gdq(zq), gdk(zk), gdv(zk);
+      // from the CPU's o and lse, so that the backward alone is compared
+      cuda::attention_backward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), dO.get(), dL.get(),
+                               ddo.get(), gdq.get(), gdk.get(), gdv.get(), p);
+      st.sync();
+      EXPECT_ERR(what + " dq", placement_err(gdq.download(), gq), tol_of(p));
+      EXPECT_ERR(what + " dk", placement_err(gdk.download(), gk), tol_of(p));
+      EXPECT_ERR(what + " dv", placement_err(gdv.download(), gv), tol_of(p));
     }
   }
 }

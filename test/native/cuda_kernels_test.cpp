@@ -375,6 +375,53 @@ void test_cross_entropy(Env& e) {
          "cross_entropy: every row ignored -> loss 0 and dlogits 0");
 }
 
+// NaN placement (issue 13): a NaN logit makes its row's dlogits and the mean loss NaN, and nothing else; a NaN in a
+// row of layer norm's input stays in that row (dx too); GELU keeps NaN in place. The CPU kernels are checked against
+// a double reference in nan_test; rel_err requires NaN exactly where the CPU has one.
+void test_nan_placement(Env& e) {
+  for (int64_t V : {int64_t{3}, int64_t{7}, int64_t{5003}}) {
+    const int64_t N = 5;
+    const std::string tag = " " + sz({N, V});
+    std::vector<int32_t> t = {0, static_cast<int32_t>(V - 1), 1 % static_cast<int32_t>(V), -100, 0};
+    auto x = e.randn(N * V, 3.0f);
+    x[static_cast<size_t>(1 * V + V / 2)] = kNaN;
+    x[static_cast<size_t>(3 * V)] = kNaN;  // an ignored row: no effect
+    std::vector<float> d(x.size());
+    const float loss = cpu::cross_entropy(e.pool, x.data(), t.data(), N, V, -100, d.data(), 1.0f);
+    expect(std::isnan(loss), "cpu cross_entropy: NaN logit -> NaN loss" + tag);
+    Tensor gx = e.up(x), gt = e.up_i(t), gd = e.poisoned(N * V), gl = e.poisoned(1);
+    cuda::cross_entropy(e.s, gx.data<float>(), gt.data<int32_t>(), N, V, -100, gd.data<float>(), 1.0f,
+                        gl.data<float>());
+    near({loss}, e.down(gl), kTol, "cross_entropy NaN loss" + tag);
+    near(d, e.down(gd), kTol, "cross_entropy NaN dlogits row" + tag);
+  }
+  for (int64_t C : {int64_t{7}, int64_t{1000}}) {
+    const int64_t rows = 4;
+    const std::string tag = " " + sz({rows, C});
+    auto x = e.randn(rows * C), w = e.randn(C), b = e.randn(C), dy = e.randn(rows * C);
+    x[static_cast<size_t>(2 * C + 1)] = kNaN;
+    std::vector<float> y(x.size()), mean(rows), rstd(rows), dx(x.size(), 0.0f);
+    cpu::layernorm_forward(e.pool, x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, C, 1e-5f);
+    cpu::layernorm_backward(e.pool, dy.data(), x.data(), w.data(), mean.data(), rstd.data(), dx.data(), nullptr,
+                            nullptr, rows, C);
+    Tensor gx = e.up(x), gw = e.up(w), gb = e.up(b), gy = e.poisoned(rows * C), gm = e.poisoned(rows),
+           gr = e.poisoned(rows), gdy = e.up(dy), gdx = e.up(std::vector<float>(x.size(), 0.0f));
+    cuda::layernorm_forward(e.s, gx.data<float>(), gw.data<float>(), gb.data<float>(), gy.data<float>(),
+                            gm.data<float>(), gr.data<float>(), rows, C, 1e-5f);
+    near(y, e.down(gy), kTol, "layernorm_forward NaN row" + tag);
+    cuda::layernorm_backward(e.s, gdy.data<float>(), gx.data<float>(), gw.data<float>(), gm.data<float>(),
+                             gr.data<float>(), gdx.data<float>(), nullptr, nullptr, rows, C);
+    near(dx, e.down(gdx), kTol, "layernorm_backward NaN row" + tag);
+  }
+  auto x = e.randn(1001);
+  x[500] = kNaN;
+  std::vector<float> y(x.size());
+  cpu::gelu_forward(e.pool, x.data(), y.data(), 1001);
+  Tensor gx = e.up(x), gy = e.poisoned(1001);
+  cuda::gelu_forward(e.s, gx.data<float>(), gy.data<float>(), 1001);
+  near(y, e.down(gy), kTol, "gelu_forward NaN in place");
+}
+
 // ---- optimizers, norms ----------------------------------------------------------------------------------------------
 
 void test_adamw(Env& e) {
@@ -514,6 +561,7 @@ int main() {
     test_check_ids(e);
     test_embedding(e);
     test_cross_entropy(e);
+    test_nan_placement(e);
     test_adamw(e);
     test_sgd(e);
     test_norms(e);
