@@ -158,7 +158,9 @@ export function attentionRef(q: F, k: F, v: F, o: AttnRef): { o: F; lse: F } {
         for (const x of s) m = Number.isNaN(x) || Number.isNaN(m) ? NaN : Math.max(m, x);
         const p = s.map((x) => Math.exp(x - m));
         const l = p.reduce((a, c) => a + c, 0);
-        lse[row] = m + Math.log(l);
+        // Every visible score -Inf: the stable formula's exp(-Inf - -Inf) is NaN, but log-sum-exp itself is exactly
+        // log(0) = -Inf (as torch.logsumexp gives); o is 0 / 0 = NaN either way.
+        lse[row] = m === -Infinity ? -Infinity : m + Math.log(l);
         for (let d = 0; d < D; d++) {
           let acc = 0;
           for (let t = 0; t < js.length; t++) acc += p[t] * V(js[t], d);
