@@ -837,13 +837,18 @@ std::string json_str(const std::string& s) {
   return o + "\"";
 }
 
-void write_json(const Bench& b, const std::string& path, int driver, int runtime) {
-  FILE* f = std::fopen(path.c_str(), "w");
-  if (!f) sf::error("gpu_bench: cannot write ", path);
+// Both writers go through a temporary file renamed over the target, and run after every group (with "complete":
+// false until the end): a kill or a sticky device fault mid-run leaves the rows measured so far, never a torn file.
+void write_json(const Bench& b, const std::string& path, int driver, int runtime, bool complete) {
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (!f) sf::error("gpu_bench: cannot write ", tmp);
   std::fprintf(f, "{\"device\": %s, \"sm\": \"%d.%d\", \"multiprocessors\": %d, \"l2_bytes\": %d, "
-                  "\"memory_bytes\": %zu, \"driver\": %d, \"runtime\": %d, \"failures\": %d,\n \"rows\": [\n",
+                  "\"persisting_l2_max_bytes\": %d, \"access_policy_window_max_bytes\": %d, "
+                  "\"memory_bytes\": %zu, \"driver\": %d, \"runtime\": %d, \"failures\": %d, \"complete\": %s,\n \"rows\": [\n",
                json_str(b.prop.name).c_str(), b.prop.major, b.prop.minor, b.prop.multiProcessorCount, b.prop.l2CacheSize,
-               b.prop.totalGlobalMem, driver, runtime, b.failures);
+               b.prop.persistingL2CacheMaxSize, b.prop.accessPolicyMaxWindowSize, b.prop.totalGlobalMem, driver, runtime,
+               b.failures, complete ? "true" : "false");
   for (size_t i = 0; i < b.rows.size(); ++i) {
     const Row& r = b.rows[i];
     std::fprintf(f, "  {\"group\": %s, \"key\": %s, \"name\": %s, \"shape\": %s, \"prec\": %s, \"ms\": %.6f",
@@ -859,11 +864,13 @@ void write_json(const Bench& b, const std::string& path, int driver, int runtime
   }
   std::fprintf(f, " ]\n}\n");
   std::fclose(f);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) sf::error("gpu_bench: cannot rename ", tmp, " to ", path);
 }
 
 void write_md(const Bench& b, const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "w");
-  if (!f) sf::error("gpu_bench: cannot write ", path);
+  const std::string tmp = path + ".tmp";
+  FILE* f = std::fopen(tmp.c_str(), "w");
+  if (!f) sf::error("gpu_bench: cannot write ", tmp);
   std::fprintf(f, "| row | shape | prec | ms | TFLOP/s | GB/s | ratio | vs | note |\n|---|---|---|---:|---:|---:|---:|---|---|\n");
   for (const Row& r : b.rows) {
     std::fprintf(f, "| %s | %s | %s | %.4f | ", r.name.c_str(), r.shape.c_str(), r.prec.c_str(), r.ms);
@@ -875,6 +882,7 @@ void write_md(const Bench& b, const std::string& path) {
     std::fprintf(f, " | %s | %s%s |\n", r.ref.c_str(), r.failed ? "FAILED " : "", r.note.c_str());
   }
   std::fclose(f);
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) sf::error("gpu_bench: cannot rename ", tmp, " to ", path);
 }
 
 }  // namespace
@@ -906,9 +914,23 @@ int main(int argc, char** argv) {
   }
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
+  // A driver older than the toolkit is not "no GPU": the machine has one and the run must say why it cannot use it
+  // (exit 78, which gpu-check.sh reports as a failure with its table, not as a skip). Without any driver the runtime
+  // reports the same error with driver version 0: that is "no GPU" (77).
+  int driver_found = 0;
+  cudaDriverGetVersion(&driver_found);
+  if ((e == cudaErrorInsufficientDriver || e == cudaErrorCompatNotSupportedOnDevice) && driver_found > 0) {
+    int driver = driver_found, runtime = 0;
+    cudaRuntimeGetVersion(&runtime);
+    std::printf("gpu_bench: the NVIDIA driver cannot run this build (%s): driver supports CUDA %d, the toolkit's "
+                "runtime is %d; update the driver or build with an older toolkit\n",
+                cudaGetErrorString(e), driver, runtime);
+    return 78;
+  }
   if (e != cudaSuccess || count == 0) {
-    std::printf("gpu_bench: no usable CUDA device (%s)\n",
-                e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found 0 devices");
+    std::printf("gpu_bench: no usable CUDA device (%s%s)\n",
+                e != cudaSuccess ? cudaGetErrorString(e) : "cudaGetDeviceCount found 0 devices",
+                driver_found == 0 ? "; no NVIDIA driver is installed" : "");
     return 77;
   }
   try {
@@ -920,10 +942,29 @@ int main(int argc, char** argv) {
     std::printf("gpu_bench: %s (sm_%d%d, %d SMs, L2 %.1f MiB, %.1f GiB), driver %d, runtime %d\n", b.prop.name,
                 b.prop.major, b.prop.minor, b.prop.multiProcessorCount, b.prop.l2CacheSize / 1048576.0,
                 b.prop.totalGlobalMem / 1073741824.0, driver, runtime);
+    std::printf("gpu_bench: L2 %d bytes, persisting L2 at most %d bytes, access-policy window at most %d bytes\n",
+                b.prop.l2CacheSize, b.prop.persistingL2CacheMaxSize, b.prop.accessPolicyMaxWindowSize);
     if (probe) return 0;
     StreamOwner stream;
     b.s = stream.get();
+    auto save = [&](bool complete) {
+      if (!json.empty()) write_json(b, json, driver, runtime, complete);
+      if (!md.empty()) write_md(b, md);
+    };
+    save(false);
+    // The training-step dump first: the PyTorch replay needs it, and a later fault must not lose it.
+    if (!dump.empty()) {
+      std::printf("[train check dump]\n");
+      try {
+        dump_train(b, dump);
+      } catch (const std::exception& ex) {
+        ++b.failures;
+        std::printf("  FAILED: %s\n", ex.what());
+      }
+    }
     bench_copy(b);
+    save(false);
+    bool stopped = false;  // a sticky device fault ended the run early
     // Each group in its own try: a kernel that throws (an unsupported shape, say) costs its rows, not the run; a
     // sticky device fault (illegal address) makes every later CUDA call fail, and the run stops there.
     const std::vector<std::pair<const char*, void (*)(Bench&)>> groups = {
@@ -945,21 +986,13 @@ int main(int argc, char** argv) {
         cudaError_t sticky = cudaDeviceSynchronize();
         if (sticky != cudaSuccess) {
           std::printf("  device fault (%s): stopping\n", cudaGetErrorString(sticky));
+          stopped = true;
           break;
         }
       }
+      save(false);
     }
-    if (!dump.empty()) {
-      std::printf("[train check dump]\n");
-      try {
-        dump_train(b, dump);
-      } catch (const std::exception& ex) {
-        ++b.failures;
-        std::printf("  FAILED: %s\n", ex.what());
-      }
-    }
-    if (!json.empty()) write_json(b, json, driver, runtime);
-    if (!md.empty()) write_md(b, md);
+    save(!stopped);
     std::printf("gpu_bench: %zu rows, %d failed checks\n", b.rows.size(), b.failures);
     return b.failures ? 1 : 0;
   } catch (const std::exception& ex) {
