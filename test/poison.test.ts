@@ -148,3 +148,18 @@ test('waiting holds no libuv pool thread: file reads stay prompt while 32 reads 
   // With a pool thread parked per pending read, the file read would wait for the whole computation.
   t.true(fileDone < total / 4, `fs.readFile took ${fileDone.toFixed(1)} ms while the reads took ${total.toFixed(1)} ms`);
 });
+
+test('a settled read holds no memory: right after `await t.data(); t.dispose()` the bytes are freed', async (t) => {
+  await clean();
+  const { memory } = await import('../lib/index.ts');
+  const base = memory().cpu.bytes;
+  let leftover = 0;
+  for (let i = 0; i < 300; i++) {
+    const x = randn([50_000], { seed: i });
+    await x.data();
+    x.dispose();
+    const b = memory().cpu.bytes - base;
+    if (b !== 0) leftover++;
+  }
+  t.is(leftover, 0, `${leftover} of 300 reads still held their tensor after settling`);
+});

@@ -296,7 +296,13 @@ Napi::Value TensorHandle::Read(const Napi::CallbackInfo& info) {
     auto [id, promise] =
         a.hub().add(env, [ref, dt, n](Napi::Env e) { return typed_array_over(e, ref->Value(), dt, n); });
     Hub* hub = &a.hub();
-    b->stream().submit(what, [b, t, dst, id = id, hub, what] { hub->post(id, copy_out(*b, t, dst, what)); });
+    // The task lets go of the tensor before it posts: once the promise settles, the read holds no memory (a
+    // memory() right after `await t.data(); t.dispose()` sees it freed).
+    b->stream().submit(what, [b, held = std::optional<Tensor>(t), dst, id = id, hub, what]() mutable {
+      FailurePtr f = copy_out(*b, *held, dst, what);
+      held.reset();
+      hub->post(id, std::move(f));
+    });
     return promise;
   });
 }
