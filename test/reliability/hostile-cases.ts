@@ -391,6 +391,16 @@ function fns(): Fn[] {
     O({ prefill: 1 }, { prefill: [val('0', 0), val('4', 4), val('1.5', 1.5), val('missing', undefined)], depth: [val('0', 0)] })], (c, [ids, o]) => sf.decodeLogits(c.decoder(), ids, o));
   fn('new DecodeSession', names('DecodeSession', 'decoder', 'model'), [{ valid: () => 0, bad: [val('not a model', {}), val('null', null)] }, I(4, 1, [val('9 > maxSeq', 9)])],
     (c, [m, cap]) => c.track(new sf.DecodeSession(m === 0 ? c.decoder() : m, cap)));
+  // Issue 13: DecodeSession refuses ids that are not integers in [0, vocab) (it used to round, wrap or zero them)
+  const SESSION_IDS = [val('[]', []), val('[1.5]', [1.5]), val('[2^32 + 3]', [2 ** 32 + 3]), val('[NaN]', [NaN]), val('[11]', [11]), val('[-1]', [-1]), val('string', 'ab'), val('null', null)];
+  fn('DecodeSession.prefill', names('DecodeSession', 'prefill'), [{ valid: () => [1, 2], bad: SESSION_IDS }],
+    (c, [ids]) => c.track(new sf.DecodeSession(c.decoder(), 4)).prefill(ids));
+  fn('DecodeSession.step', names('DecodeSession', 'step'), [{ valid: () => 1, bad: [val('1.5', 1.5), val('2^32 + 3', 2 ** 32 + 3), val('NaN', NaN), val('11', 11), val('-1', -1), val('string', 'a'), val('null', null)] }],
+    (c, [ids]) => {
+      const s = c.track(new sf.DecodeSession(c.decoder(), 4));
+      s.prefill([1, 2]);
+      return s.step(ids);
+    });
   fn('Encoder.encode', names('Encoder', 'embedding', 'sharing', 'attention'), [IDS(), O({}, { keyLengths: [val('[5, 4]', [5, 4]), val('[1]', [1]), val('[-1, 2]', [-1, 2]), val('string', 'ab'), bad('float tensor', (c) => c.t([2])), bad('int [3]', (c) => c.ids([3], [1, 1, 1]))],
     depth: [val('0', 0)] }, { lenient: true })], (c, [ids, o]) => sf.noGrad(() => c.encoder().encode(ids, o)));
   fn('Encoder.classificationLoss', names('Encoder', 'loss', 'crossEntropy', 'label', 'embedding'), [IDS(), TI([2], [0, 1], { shapes: [[3]], outOfRange: [3, -2] })], (c, [ids, l]) => sf.noGrad(() => c.encoder().classificationLoss(ids, l)));
