@@ -585,14 +585,14 @@ function readExactly(fd: number, into: Uint8Array, position: number, source: str
 }
 
 /**
- * Reads a safetensors file: the header is read and validated first (against the file's size, before any large
- * allocation), then each tensor is read straight into its own array — the file is never held in memory whole.
+ * Opens `path`, then reads and validates its header against the file's size (before any large allocation). `fn`
+ * names the caller in errors. The caller reads any tensor data from `fd` and closes it.
  */
-export function loadSafetensors(path: string, opts?: DecodeOptions): SafeFile {
+function openWithHeader(fn: string, path: string, opts: DecodeOptions | undefined) {
   if (typeof path !== 'string' || path.length === 0) {
-    throw new TypeError(`loadSafetensors: path must be a non-empty string, got ${typeOf(path)} ${show(path)}`);
+    throw new TypeError(`${fn}: path must be a non-empty string, got ${typeOf(path)} ${show(path)}`);
   }
-  const { max, source = path } = checkOptions('loadSafetensors', opts);
+  const { max, source = path } = checkOptions(fn, opts);
   const fd = openSync(path, 'r');
   try {
     const st = fstatSync(fd);
@@ -605,6 +605,20 @@ export function loadSafetensors(path: string, opts?: DecodeOptions): SafeFile {
     readExactly(fd, head, 8, source, 'the header');
     const dataStart = 8 + n;
     const { entries, metadata } = parseHeader(head, size - dataStart, source);
+    return { fd, source, entries, metadata, dataStart, dataBytes: size - dataStart };
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+}
+
+/**
+ * Reads a safetensors file: the header is read and validated first (against the file's size, before any large
+ * allocation), then each tensor is read straight into its own array — the file is never held in memory whole.
+ */
+export function loadSafetensors(path: string, opts?: DecodeOptions): SafeFile {
+  const { fd, source, entries, metadata, dataStart } = openWithHeader('loadSafetensors', path, opts);
+  try {
     const tensors = new Map<string, SafeTensor>();
     for (const e of entries) {
       const data = allocate(e, source);
@@ -629,23 +643,7 @@ export interface SafeTensorInfo {
  * caller can check what a file holds before building anything for it.
  */
 export function readSafetensorsHeader(path: string, opts?: DecodeOptions): { metadata: Record<string, string>; tensors: Map<string, SafeTensorInfo>; dataBytes: number } {
-  if (typeof path !== 'string' || path.length === 0) {
-    throw new TypeError(`readSafetensorsHeader: path must be a non-empty string, got ${typeOf(path)} ${show(path)}`);
-  }
-  const { max, source = path } = checkOptions('readSafetensorsHeader', opts);
-  const fd = openSync(path, 'r');
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) fail(source, 'not a regular file');
-    const size = st.size;
-    const prefix = new Uint8Array(8);
-    if (size >= 8) readExactly(fd, prefix, 0, source, 'the header length');
-    const n = headerLength(prefix, size, max, source);
-    const head = new Uint8Array(n);
-    readExactly(fd, head, 8, source, 'the header');
-    const { entries, metadata } = parseHeader(head, size - 8 - n, source);
-    return { metadata, tensors: new Map(entries.map((e) => [e.name, { dtype: e.dtype, shape: e.shape }])), dataBytes: size - 8 - n };
-  } finally {
-    closeSync(fd);
-  }
+  const { fd, entries, metadata, dataBytes } = openWithHeader('readSafetensorsHeader', path, opts);
+  closeSync(fd);
+  return { metadata, tensors: new Map(entries.map((e) => [e.name, { dtype: e.dtype, shape: e.shape }])), dataBytes };
 }
