@@ -13,6 +13,7 @@
 #include "core/context.h"
 #include "core/error.h"
 #include "cpu/kernels.h"
+#include "ref_util.h"
 
 using namespace sf;
 
@@ -41,12 +42,7 @@ cpu::AttentionDesc desc_of(const Shape5& s) {
   return d;
 }
 
-std::vector<float> randvec(size_t n, std::mt19937& g, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(g);
-  return v;
-}
+using sftest::randvec;
 std::vector<float> poisoned(size_t n) {
   std::vector<float> v(n);
   if (n > 0) std::memset(v.data(), 0xff, n * sizeof(float));  // NaN: an unwritten element fails every check (memset(nullptr) is UB)
@@ -57,11 +53,7 @@ std::vector<double> to_d(const std::vector<T>& v) {
   return std::vector<double>(v.begin(), v.end());
 }
 
-bool sees(const cpu::AttentionDesc& d, int64_t b, int64_t i, int64_t j) {
-  if (d.key_lengths && j >= d.key_lengths[b]) return false;
-  if (d.causal && j > i + (d.Tk - d.Tq)) return false;
-  return true;
-}
+using sftest::sees;
 
 // Naive attention in double: the full (Tq, Tk) score matrix of every (b, h). o (B, Hq, Tq, D), lse (B, Hq, Tq).
 void ref_forward(const cpu::AttentionDesc& d, const std::vector<double>& q, const std::vector<double>& k,

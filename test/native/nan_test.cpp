@@ -17,6 +17,7 @@
 #include "check.h"
 #include "core/context.h"
 #include "cpu/kernels.h"
+#include "ref_util.h"
 
 using namespace sf;
 
@@ -26,12 +27,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 const float kNaNf = std::numeric_limits<float>::quiet_NaN();
 const float kInff = std::numeric_limits<float>::infinity();
 
-std::vector<float> randvec(size_t n, std::mt19937& g, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(g);
-  return v;
-}
+using sftest::randvec;
 
 // Element-wise placement check: NaN where the reference is NaN, the same infinity where it is infinite, finite and
 // within tol (relative to 1 + |ref|) elsewhere. Reports the first few mismatches; returns their count.
@@ -72,11 +68,7 @@ struct Attn {
   }
 };
 
-bool sees(const cpu::AttentionDesc& d, int64_t b, int64_t i, int64_t j) {
-  if (d.key_lengths && j >= d.key_lengths[b]) return false;
-  if (d.causal && j > i + (d.Tk - d.Tq)) return false;
-  return true;
-}
+using sftest::sees;
 
 // o = sum_j exp(s_j) v_j / sum_j exp(s_j), lse = log sum_j exp(s_j) over the visible keys only, in double (scores
 // here are small: no max subtraction needed, so a NaN or Inf goes exactly where IEEE arithmetic takes it).

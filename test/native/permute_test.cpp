@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "check.h"
+#include "ref_util.h"
 #include "core/context.h"
 #include "cpu/kernels.h"
 
@@ -22,12 +23,7 @@ struct Dims4 {
   int64_t numel() const { return A * B * C * D; }
 };
 
-std::vector<float> randvec(size_t n, std::mt19937& g, float lo = -1.0f, float hi = 1.0f) {
-  std::uniform_real_distribution<float> u(lo, hi);
-  std::vector<float> v(n);
-  for (auto& x : v) x = u(g);
-  return v;
-}
+using sftest::randvec;
 std::vector<float> poisoned(size_t n) {
   std::vector<float> v(n);
   std::memset(v.data(), 0xff, n * sizeof(float));  // NaN: an unwritten element fails every check
