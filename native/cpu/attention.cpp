@@ -419,16 +419,16 @@ SF_INLINE void backward_tile(const Job& job, const KeyBlock& kb, int64_t bh, int
     const int64_t r0v = bad_do ? part : 0, r0k = bad_q ? part : 0;
     gemm<V>(D, Np, rows - r0v, dO + r0v * D, 1, D, P + r0v * Np, Np, kb.dVt, Np, Mode::Add, nullptr);
     gemm<V>(D, Np, rows - r0k, Q + r0k * D, 1, D, dS + r0k * Np, Np, kb.dKt, Np, Mode::Add, nullptr);
-    for (int64_t r = 0; r < r0v; ++r)
-      for (int64_t x = 0; x < D; ++x) {
-        const float a = dO[r * D + x];
-        for (int64_t c = 0; c < sees[r]; ++c) kb.dVt[x * Np + c] += a * P[r * Np + c];
-      }
-    for (int64_t r = 0; r < r0k; ++r)
-      for (int64_t x = 0; x < D; ++x) {
-        const float a = Q[r * D + x];
-        for (int64_t c = 0; c < sees[r]; ++c) kb.dKt[x * Np + c] += a * dS[r * Np + c];
-      }
+    // out^T += A^T M over rows [0, r0), each row over its visible keys only
+    auto add_visible = [&](int64_t r0, const float* A, const float* M, float* out) {
+      for (int64_t r = 0; r < r0; ++r)
+        for (int64_t x = 0; x < D; ++x) {
+          const float a = A[r * D + x];
+          for (int64_t c = 0; c < sees[r]; ++c) out[x * Np + c] += a * M[r * Np + c];
+        }
+    };
+    add_visible(r0v, dO, P, kb.dVt);
+    add_visible(r0k, Q, dS, kb.dKt);
   }
   if (dq) {
     // dQ += dS K. Rows [0, bad) have a masked key whose K row is non-finite (the last such key is kbad; again a
