@@ -434,7 +434,7 @@ __device__ void tile_scores(const AttnArgs& a, BwdSmem<DP>& sm, int64_t j0) {
 template <int DP>
 __global__ void __launch_bounds__(128) attn_bwd_dkv_kernel(AttnArgs a) {
   constexpr int C = DP / 4;  // head dims per thread: d = warp + 4 c
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  SF_DYNAMIC_SMEM(smem_raw);
   BwdSmem<DP>& sm = *reinterpret_cast<BwdSmem<DP>*>(smem_raw);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t BHk = a.B * a.Hkv, bhk = static_cast<int64_t>(blockIdx.x) % BHk;
@@ -490,7 +490,7 @@ __global__ void __launch_bounds__(128) attn_bwd_dkv_kernel(AttnArgs a) {
 template <int DP>
 __global__ void __launch_bounds__(128) attn_bwd_dq_kernel(AttnArgs a) {
   constexpr int C = DP / 4;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  SF_DYNAMIC_SMEM(smem_raw);
   BwdSmem<DP>& sm = *reinterpret_cast<BwdSmem<DP>*>(smem_raw);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t BH = a.B * a.Hq, nqb = (a.Tq + kT - 1) / kT;
@@ -659,7 +659,7 @@ constexpr int dq_bf16_words() {
 template <int DP>
 __global__ void __launch_bounds__(128) attn_bwd_dkv_bf16_kernel(AttnArgs a) {
   constexpr int ND = DP / 8, RW = row_words<DP>(), CW = col_words<kBU>();
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  SF_DYNAMIC_SMEM(smem_raw);
   uint32_t* Ks = reinterpret_cast<uint32_t*>(smem_raw);  // (64 keys, d pairs)
   uint32_t* Vs = Ks + kBT * RW;                          // (64 keys, d pairs)
   uint32_t* Qs = Vs + kBT * RW;                          // (32 queries, d pairs)
@@ -779,7 +779,7 @@ __global__ void __launch_bounds__(128) attn_bwd_dkv_bf16_kernel(AttnArgs a) {
 template <int DP>
 __global__ void __launch_bounds__(128) attn_bwd_dq_bf16_kernel(AttnArgs a) {
   constexpr int ND = DP / 8, RW = row_words<DP>();
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  SF_DYNAMIC_SMEM(smem_raw);
   uint32_t* Qs = reinterpret_cast<uint32_t*>(smem_raw);  // (64 queries, d pairs)
   uint32_t* dOs = Qs + kBT * RW;                         // (64 queries, d pairs)
   uint32_t* Ks = dOs + kBT * RW;                         // (64 keys, d pairs)
@@ -900,11 +900,11 @@ template <int DP>
 void launch_forward(Stream s, const AttnArgs& a, Precision p) {
   if (p == Precision::BF16) {
     const unsigned n = blocks(a.B * a.Hq * ceil_div(a.Tq, kBQ), "attention_forward");
-    attn_fwd_bf16_kernel<DP><<<n, 128, 0, s>>>(a);
+    SF_LAUNCH(attn_fwd_bf16_kernel<DP>, (n, 128, 0, s), a);
     check_launch("attn_fwd_bf16_kernel");
   } else {
     const unsigned n = blocks(a.B * a.Hq * ceil_div(a.Tq, kFQ), "attention_forward");
-    attn_fwd_f32_kernel<DP><<<n, 128, 0, s>>>(a);
+    SF_LAUNCH(attn_fwd_f32_kernel<DP>, (n, 128, 0, s), a);
     check_launch("attn_fwd_f32_kernel");
   }
 }
@@ -921,20 +921,18 @@ void launch_backward(Stream s, const AttnArgs& a, Precision p) {
     const int dq_bytes = static_cast<int>(sizeof(uint32_t)) * dq_bf16_words<DP>();
     allow_smem(attn_bwd_dkv_bf16_kernel<DP>, dkv_bytes, "cudaFuncSetAttribute(attn_bwd_dkv_bf16_kernel)");
     allow_smem(attn_bwd_dq_bf16_kernel<DP>, dq_bytes, "cudaFuncSetAttribute(attn_bwd_dq_bf16_kernel)");
-    attn_bwd_dkv_bf16_kernel<DP>
-        <<<blocks(a.B * a.Hkv * ceil_div(a.Tk, kBT), "attention_backward"), 128, dkv_bytes, s>>>(a);
+    SF_LAUNCH(attn_bwd_dkv_bf16_kernel<DP>, (blocks(a.B * a.Hkv * ceil_div(a.Tk, kBT), "attention_backward"), 128, dkv_bytes, s), a);
     check_launch("attn_bwd_dkv_bf16_kernel");
-    attn_bwd_dq_bf16_kernel<DP>
-        <<<blocks(a.B * a.Hq * ceil_div(a.Tq, kBT), "attention_backward"), 128, dq_bytes, s>>>(a);
+    SF_LAUNCH(attn_bwd_dq_bf16_kernel<DP>, (blocks(a.B * a.Hq * ceil_div(a.Tq, kBT), "attention_backward"), 128, dq_bytes, s), a);
     check_launch("attn_bwd_dq_bf16_kernel");
     return;
   }
   const int bytes = static_cast<int>(sizeof(BwdSmem<DP>));
   allow_smem(attn_bwd_dkv_kernel<DP>, bytes, "cudaFuncSetAttribute(attn_bwd_dkv_kernel)");
   allow_smem(attn_bwd_dq_kernel<DP>, bytes, "cudaFuncSetAttribute(attn_bwd_dq_kernel)");
-  attn_bwd_dkv_kernel<DP><<<blocks(a.B * a.Hkv * ceil_div(a.Tk, kT), "attention_backward"), 128, bytes, s>>>(a);
+  SF_LAUNCH(attn_bwd_dkv_kernel<DP>, (blocks(a.B * a.Hkv * ceil_div(a.Tk, kT), "attention_backward"), 128, bytes, s), a);
   check_launch("attn_bwd_dkv_kernel");
-  attn_bwd_dq_kernel<DP><<<blocks(a.B * a.Hq * ceil_div(a.Tq, kT), "attention_backward"), 128, bytes, s>>>(a);
+  SF_LAUNCH(attn_bwd_dq_kernel<DP>, (blocks(a.B * a.Hq * ceil_div(a.Tq, kT), "attention_backward"), 128, bytes, s), a);
   check_launch("attn_bwd_dq_kernel");
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "../native/core/backend.h"
+#include "cuda_common.cuh"
 #include "../native/core/philox.h"
 
 namespace sf {
@@ -148,13 +149,13 @@ class CudaBackend final : public Backend {
     const int64_t n = t.numel();
     switch (t.dtype) {
       case DType::f32:
-        fill_kernel<float><<<grid_for(n, 256), 256, 0, stream_>>>(t.data<float>(), n, static_cast<float>(value));
+        SF_LAUNCH(fill_kernel<float>, (grid_for(n, 256), 256, 0, stream_), t.data<float>(), n, static_cast<float>(value));
         break;
       case DType::i32:
-        fill_kernel<int32_t><<<grid_for(n, 256), 256, 0, stream_>>>(t.data<int32_t>(), n, static_cast<int32_t>(value));
+        SF_LAUNCH(fill_kernel<int32_t>, (grid_for(n, 256), 256, 0, stream_), t.data<int32_t>(), n, static_cast<int32_t>(value));
         break;
       case DType::bf16:
-        fill_kernel<uint16_t><<<grid_for(n, 256), 256, 0, stream_>>>(t.data<uint16_t>(), n,
+        SF_LAUNCH(fill_kernel<uint16_t>, (grid_for(n, 256), 256, 0, stream_), t.data<uint16_t>(), n,
                                                                       f32_to_bf16(static_cast<float>(value)));
         break;
     }
@@ -164,7 +165,7 @@ class CudaBackend final : public Backend {
   void random(const Tensor& t, RandomKind kind, uint64_t seed, uint64_t offset, float a, float b) override {
     DeviceGuard g(dev_);
     const int64_t n = t.numel();
-    random_kernel<<<grid_for(n, 256), 256, 0, stream_>>>(t.raw(), t.dtype == DType::bf16, n, static_cast<int>(kind),
+    SF_LAUNCH(random_kernel, (grid_for(n, 256), 256, 0, stream_), t.raw(), t.dtype == DType::bf16, n, static_cast<int>(kind),
                                                          seed, offset, a, b);
     SF_CUDA_CHECK(cudaGetLastError());
   }

@@ -32,6 +32,20 @@ inline void check_launch(const char* kernel) {
 
 #define SF_CUDA_CALL(expr) ::sf::cuda::check((expr), #expr)
 
+// Kernel launches and dynamic shared memory are written with these two macros so that the same sources also compile as
+// host C++ in the CPU lane (cuda/emu, SF_CUDA_EMU), which runs them over an emulation of the CUDA execution model:
+//   SF_LAUNCH(kernel, (grid, block, smem_bytes, stream), args...)   is   kernel<<<grid, block, smem_bytes, stream>>>(args...)
+//   SF_DYNAMIC_SMEM(name);   declares the block's dynamic shared memory as `unsigned char name[]` (16-byte aligned).
+#define SF_UNPAREN(...) __VA_ARGS__
+#if defined(SF_CUDA_EMU)
+#define SF_LAUNCH(kernel, cfg, ...) \
+  ::sfemu::launch(#kernel, reinterpret_cast<const void*>(&kernel), SF_UNPAREN cfg, [&] { kernel(__VA_ARGS__); })
+#define SF_DYNAMIC_SMEM(name) unsigned char* name = ::sfemu::dynamic_smem()
+#else
+#define SF_LAUNCH(kernel, cfg, ...) kernel<<<SF_UNPAREN cfg>>>(__VA_ARGS__)
+#define SF_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 // Number of blocks of `threads` threads that cover n items, capped so that grid-stride loops take the rest
 // (cap: 65535 * 32 blocks, far below the 2^31-1 limit of gridDim.x). n <= 0 gives 1 (callers skip empty launches).
 inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 32) {

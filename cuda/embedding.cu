@@ -151,7 +151,7 @@ int64_t check_ids(Stream s, const int32_t* ids, int64_t n, int32_t lo, int32_t h
   Scratch flag(s, sizeof(unsigned long long), "check_ids");
   auto* first = flag.as<unsigned long long>();
   SF_CUDA_CALL(cudaMemsetAsync(first, 0xff, sizeof(unsigned long long), s));
-  check_ids_kernel<<<grid_for(n, kThreads, 4096), kThreads, 0, s>>>(ids, n, lo, hi, skip, first);
+  SF_LAUNCH(check_ids_kernel, (grid_for(n, kThreads, 4096), kThreads, 0, s), ids, n, lo, hi, skip, first);
   check_launch("check_ids");
   unsigned long long host = 0;
   SF_CUDA_CALL(cudaMemcpyAsync(&host, first, sizeof host, cudaMemcpyDeviceToHost, s));
@@ -162,7 +162,7 @@ int64_t check_ids(Stream s, const int32_t* ids, int64_t n, int32_t lo, int32_t h
 void embedding_forward(Stream s, const int32_t* ids, int64_t n, const float* table, int64_t V, int64_t C,
                        float* out) {
   if (n <= 0 || C <= 0) return;
-  embedding_forward_kernel<<<grid_for(n * C, kThreads), kThreads, 0, s>>>(ids, n, table, V, C, out);
+  SF_LAUNCH(embedding_forward_kernel, (grid_for(n * C, kThreads), kThreads, 0, s), ids, n, table, V, C, out);
   check_launch("embedding_forward");
 }
 
@@ -182,13 +182,13 @@ void embedding_backward(Stream s, const int32_t* ids, int64_t n, const float* do
   auto* pos_in = reinterpret_cast<int32_t*>(base + arr);
   auto* pos_out = reinterpret_cast<int32_t*>(base + 2 * arr);
   void* temp = base + 3 * arr;
-  iota_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(pos_in, n);
+  SF_LAUNCH(iota_kernel, (grid_for(n, kThreads), kThreads, 0, s), pos_in, n);
   check_launch("embedding_backward (positions)");
   SF_CUDA_CALL(cub::DeviceRadixSort::SortPairs(temp, temp_bytes, ids, keys_out, pos_in, pos_out, num, 0, bits_for(V),
                                                s));
   const int threads = C >= 256 ? 256 : (C >= 128 ? 128 : (C >= 64 ? 64 : 32));
   const unsigned blocks = static_cast<unsigned>(n < (int64_t{1} << 30) ? n : (int64_t{1} << 30));
-  embedding_backward_kernel<<<blocks, threads, 0, s>>>(keys_out, pos_out, n, dout, V, C, dtable);
+  SF_LAUNCH(embedding_backward_kernel, (blocks, threads, 0, s), keys_out, pos_out, n, dout, V, C, dtable);
   check_launch("embedding_backward");
 }
 
@@ -203,13 +203,13 @@ void cross_entropy(Stream s, const float* logits, const int32_t* targets, int64_
   auto* losses = buf.as<double>();
   auto* count = reinterpret_cast<unsigned long long*>(buf.as<char>() + lbytes);
   SF_CUDA_CALL(cudaMemsetAsync(count, 0, sizeof(unsigned long long), s));
-  count_kernel<<<grid_for(N, kThreads, 1024), kThreads, 0, s>>>(targets, N, ignore_index, count);
+  SF_LAUNCH(count_kernel, (grid_for(N, kThreads, 1024), kThreads, 0, s), targets, N, ignore_index, count);
   check_launch("cross_entropy (count)");
   const unsigned rows = static_cast<unsigned>(N < 65535LL * 16 ? N : 65535LL * 16);
-  cross_entropy_rows_kernel<<<rows, kThreads, 0, s>>>(logits, targets, N, V, ignore_index, dlogits, grad_scale, count,
+  SF_LAUNCH(cross_entropy_rows_kernel, (rows, kThreads, 0, s), logits, targets, N, V, ignore_index, dlogits, grad_scale, count,
                                                       losses);
   check_launch("cross_entropy");
-  cross_entropy_loss_kernel<<<1, kThreads, 0, s>>>(losses, N, count, loss);
+  SF_LAUNCH(cross_entropy_loss_kernel, (1, kThreads, 0, s), losses, N, count, loss);
   check_launch("cross_entropy (loss)");
 }
 

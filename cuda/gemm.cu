@@ -278,15 +278,15 @@ void matmul(Stream s, const cpu::MatmulDesc& d, Precision p) {
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(d.batch < 65535 ? d.batch : 65535));
   switch (p) {
     case Precision::F32:
-      gemm_f32_kernel<<<grid, kThreads, 0, s>>>(g);
+      SF_LAUNCH(gemm_f32_kernel, (grid, kThreads, 0, s), g);
       check_launch("gemm_f32_kernel");
       break;
     case Precision::TF32:
-      gemm_mma_kernel<false><<<grid, kThreads, 0, s>>>(g);
+      SF_LAUNCH(gemm_mma_kernel<false>, (grid, kThreads, 0, s), g);
       check_launch("gemm_mma_kernel<tf32>");
       break;
     case Precision::BF16:
-      gemm_mma_kernel<true><<<grid, kThreads, 0, s>>>(g);
+      SF_LAUNCH(gemm_mma_kernel<true>, (grid, kThreads, 0, s), g);
       check_launch("gemm_mma_kernel<bf16>");
       break;
     default:
@@ -296,7 +296,7 @@ void matmul(Stream s, const cpu::MatmulDesc& d, Precision p) {
 
 void bias_grad(Stream s, const float* dy, int64_t rows, int64_t n, float* dbias) {
   if (n <= 0) return;
-  bias_grad_kernel<<<static_cast<unsigned>(ceil_div(n, 32)), dim3(32, 16), 0, s>>>(dy, rows, n, dbias);
+  SF_LAUNCH(bias_grad_kernel, (static_cast<unsigned>(ceil_div(n, 32)), dim3(32, 16), 0, s), dy, rows, n, dbias);
   check_launch("bias_grad_kernel");
 }
 

@@ -129,7 +129,7 @@ void adamw(Stream s, const cpu::AdamWDesc& d, float* param, const float* grad, f
   c.eps = d.eps;
   c.lr_wd = static_cast<float>(static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
   c.keep = static_cast<float>(1.0 - static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
-  adamw_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(c, param, grad, m, v, decay, n);
+  SF_LAUNCH(adamw_kernel, (grid_for(n, kThreads), kThreads, 0, s), c, param, grad, m, v, decay, n);
   check_launch("adamw");
 }
 
@@ -143,7 +143,7 @@ void sgd(Stream s, const cpu::SgdDesc& d, float* param, const float* grad, float
   c.nesterov = d.nesterov;
   c.first_step = d.first_step;
   c.use_momentum = d.momentum != 0.0f && buf != nullptr;
-  sgd_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(c, param, grad, buf, n);
+  SF_LAUNCH(sgd_kernel, (grid_for(n, kThreads), kThreads, 0, s), c, param, grad, buf, n);
   check_launch("sgd");
 }
 
@@ -155,20 +155,20 @@ void sum_squares(Stream s, const float* x, int64_t n, double* out) {
   const int64_t chunks = ceil_div(n, kChunk);
   if (chunks > INT32_MAX) error("sum_squares: ", n, " elements is more than the CUDA kernel handles");
   Scratch part(s, static_cast<size_t>(chunks) * sizeof(double), "sum_squares");
-  sumsq_chunks_kernel<<<static_cast<unsigned>(chunks), kThreads, 0, s>>>(x, n, part.as<double>());
+  SF_LAUNCH(sumsq_chunks_kernel, (static_cast<unsigned>(chunks), kThreads, 0, s), x, n, part.as<double>());
   check_launch("sum_squares (chunks)");
-  sum_parts_kernel<<<1, kThreads, 0, s>>>(part.as<double>(), chunks, out);
+  SF_LAUNCH(sum_parts_kernel, (1, kThreads, 0, s), part.as<double>(), chunks, out);
   check_launch("sum_squares");
 }
 
 void scale_inplace(Stream s, float* x, int64_t n, float scale) {
   if (n <= 0) return;
-  scale_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, n, scale);
+  SF_LAUNCH(scale_kernel, (grid_for(n, kThreads), kThreads, 0, s), x, n, scale);
   check_launch("scale_inplace");
 }
 
 void clip_by_norm(Stream s, float* x, int64_t n, const double* sumsq, float max_norm, float eps, float* norm_out) {
-  clip_kernel<<<grid_for(n > 0 ? n : 1, kThreads), kThreads, 0, s>>>(x, n, sumsq, static_cast<double>(max_norm),
+  SF_LAUNCH(clip_kernel, (grid_for(n > 0 ? n : 1, kThreads), kThreads, 0, s), x, n, sumsq, static_cast<double>(max_norm),
                                                                       static_cast<double>(eps), norm_out);
   check_launch("clip_by_norm");
 }

@@ -260,7 +260,7 @@ unsigned row_grid(int64_t rows) { return static_cast<unsigned>(rows < 65535LL * 
 void layernorm_forward(Stream s, const float* x, const float* w, const float* b, float* y, float* mean, float* rstd,
                        int64_t rows, int64_t C, float eps) {
   if (rows <= 0 || C <= 0) return;
-  ln_forward_kernel<<<row_grid(rows), kRowThreads, 0, s>>>(x, w, b, y, mean, rstd, rows, C, eps);
+  SF_LAUNCH(ln_forward_kernel, (row_grid(rows), kRowThreads, 0, s), x, w, b, y, mean, rstd, rows, C, eps);
   check_launch("layernorm_forward");
 }
 
@@ -268,7 +268,7 @@ void layernorm_backward(Stream s, const float* dy, const float* x, const float* 
                         const float* rstd, float* dx, float* dw, float* db, int64_t rows, int64_t C) {
   if (rows <= 0 || C <= 0) return;
   if (dx) {
-    ln_backward_dx_kernel<<<row_grid(rows), kRowThreads, 0, s>>>(dy, x, w, mean, rstd, dx, rows, C);
+    SF_LAUNCH(ln_backward_dx_kernel, (row_grid(rows), kRowThreads, 0, s), dy, x, w, mean, rstd, dx, rows, C);
     check_launch("layernorm_backward (dx)");
   }
   if (!dw && !db) return;
@@ -281,39 +281,39 @@ void layernorm_backward(Stream s, const float* dy, const float* x, const float* 
   float* pdb = pdw + chunks * C;
   const int t = 128;
   dim3 grid(static_cast<unsigned>(ceil_div(C, t)), static_cast<unsigned>(chunks));
-  ln_backward_partial_kernel<<<grid, t, 0, s>>>(dy, x, mean, rstd, pdw, pdb, rows, C, chunk_rows);
+  SF_LAUNCH(ln_backward_partial_kernel, (grid, t, 0, s), dy, x, mean, rstd, pdw, pdb, rows, C, chunk_rows);
   check_launch("layernorm_backward (dw/db partials)");
-  ln_backward_reduce_kernel<<<grid_for(C, kThreads), kThreads, 0, s>>>(pdw, pdb, dw, db, chunks, C);
+  SF_LAUNCH(ln_backward_reduce_kernel, (grid_for(C, kThreads), kThreads, 0, s), pdw, pdb, dw, db, chunks, C);
   check_launch("layernorm_backward (dw/db)");
 }
 
 void gelu_forward(Stream s, const float* x, float* y, int64_t n) {
   if (n <= 0) return;
-  gelu_forward_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, y, n);
+  SF_LAUNCH(gelu_forward_kernel, (grid_for(n, kThreads), kThreads, 0, s), x, y, n);
   check_launch("gelu_forward");
 }
 
 void gelu_backward(Stream s, const float* x, const float* dy, float* dx, int64_t n) {
   if (n <= 0) return;
-  gelu_backward_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, dy, dx, n);
+  SF_LAUNCH(gelu_backward_kernel, (grid_for(n, kThreads), kThreads, 0, s), x, dy, dx, n);
   check_launch("gelu_backward");
 }
 
 void softmax_forward(Stream s, const float* x, float* y, int64_t rows, int64_t n) {
   if (rows <= 0 || n <= 0) return;
-  softmax_forward_kernel<<<row_grid(rows), kRowThreads, 0, s>>>(x, y, rows, n);
+  SF_LAUNCH(softmax_forward_kernel, (row_grid(rows), kRowThreads, 0, s), x, y, rows, n);
   check_launch("softmax_forward");
 }
 
 void softmax_backward(Stream s, const float* y, const float* dy, float* dx, int64_t rows, int64_t n) {
   if (rows <= 0 || n <= 0) return;
-  softmax_backward_kernel<<<row_grid(rows), kRowThreads, 0, s>>>(y, dy, dx, rows, n);
+  SF_LAUNCH(softmax_backward_kernel, (row_grid(rows), kRowThreads, 0, s), y, dy, dx, rows, n);
   check_launch("softmax_backward");
 }
 
 void axpby(Stream s, const float* a, float alpha, const float* b, float beta, float* out, int64_t n) {
   if (n <= 0) return;
-  axpby_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(a, alpha, b, beta, out, n);
+  SF_LAUNCH(axpby_kernel, (grid_for(n, kThreads), kThreads, 0, s), a, alpha, b, beta, out, n);
   check_launch("axpby");
 }
 
@@ -324,7 +324,7 @@ void dropout_launch(Stream s, const float* x, float* y, int64_t n, float p, uint
   if (n <= 0) return;
   const uint64_t first = offset >> 2, last = (offset + static_cast<uint64_t>(n) - 1) >> 2;
   const int64_t nblocks = static_cast<int64_t>(last - first + 1);
-  dropout_kernel<Acc><<<grid_for(nblocks, kThreads), kThreads, 0, s>>>(x, y, n, p, seed, offset, first, nblocks);
+  SF_LAUNCH(dropout_kernel<Acc>, (grid_for(nblocks, kThreads), kThreads, 0, s), x, y, n, p, seed, offset, first, nblocks);
   check_launch(name);
 }
 }  // namespace
@@ -342,9 +342,9 @@ void permute0213(Stream s, const float* src, float* dst, int64_t A, int64_t B, i
   const int64_t total = A * B * C * D;
   if (total <= 0) return;
   if (accumulate)
-    permute0213_kernel<true><<<grid_for(total, kThreads), kThreads, 0, s>>>(src, dst, A, B, C, D);
+    SF_LAUNCH(permute0213_kernel<true>, (grid_for(total, kThreads), kThreads, 0, s), src, dst, A, B, C, D);
   else
-    permute0213_kernel<false><<<grid_for(total, kThreads), kThreads, 0, s>>>(src, dst, A, B, C, D);
+    SF_LAUNCH(permute0213_kernel<false>, (grid_for(total, kThreads), kThreads, 0, s), src, dst, A, B, C, D);
   check_launch("permute0213");
 }
 
@@ -352,7 +352,7 @@ void kv_append(Stream s, const float* src, float* cache, int64_t B, int64_t H, i
                int64_t pos) {
   const int64_t total = B * H * n * D;
   if (total <= 0) return;
-  kv_append_kernel<<<grid_for(total, kThreads), kThreads, 0, s>>>(src, cache, B * H, n, Tmax, D, pos);
+  SF_LAUNCH(kv_append_kernel, (grid_for(total, kThreads), kThreads, 0, s), src, cache, B * H, n, Tmax, D, pos);
   check_launch("kv_append");
 }
 
