@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "../native/core/error.h"
 #include "kernels.h"
@@ -61,15 +62,21 @@ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // fp32 -> tf32 (round to nearest, ties away, as the tensor cores expect); returned as the 32-bit register pattern.
 __device__ __forceinline__ uint32_t to_tf32(float x) {
+#if defined(SF_CUDA_EMU)
+  return ::sfemu::cvt_rna_tf32(x);
+#else
   uint32_t r;
   asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
   return r;
+#endif
 }
 
 // Two fp32 -> a packed bf16x2 register (lo in the low half), round to nearest even.
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  uint32_t r;
+  memcpy(&r, &v, sizeof r);  // a register move (no type-punned pointer)
+  return r;
 }
 
 // tanh-form GELU, same constants as native/cpu/simd.h: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
@@ -84,10 +91,14 @@ __device__ __forceinline__ float gelu_tanh(float x) {
 //   c0 = C[g][2t], c1 = C[g][2t+1], c2 = C[g+8][2t], c3 = C[g+8][2t+1].
 __device__ __forceinline__ void mma_tf32(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                          uint32_t b0, uint32_t b1) {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::mma_m16n8k8_tf32(c, a0, a1, a2, a3, b0, b1);
+#else
   asm volatile(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
 }
 
 // D (16x8, fp32) += A (16x16, bf16, row) * B (16x8, bf16, col). Each register holds two bf16 along k (low half first):
@@ -95,10 +106,14 @@ __device__ __forceinline__ void mma_tf32(float (&c)[4], uint32_t a0, uint32_t a1
 //   b0 = B[2t..2t+1][g], b1 = B[2t+8..2t+9][g];  c as for mma_tf32.
 __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                          uint32_t b0, uint32_t b1) {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::mma_m16n8k16_bf16(c, a0, a1, a2, a3, b0, b1);
+#else
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

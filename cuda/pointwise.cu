@@ -69,7 +69,7 @@ __global__ void ln_backward_dx_kernel(const float* __restrict__ dy, const float*
     const float m = mean[r], rs = rstd[r];
     float sg = 0.0f, sgx = 0.0f;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
-      const float xh = (xr[j] - m) * rs, g = dyr[j] * w[j];
+      const float xh = (xr[j] - m) * rs, g = __fmul_rn(dyr[j], w[j]);
       sg += g;
       sgx += g * xh;
     }
@@ -77,7 +77,9 @@ __global__ void ln_backward_dx_kernel(const float* __restrict__ dy, const float*
     const float c = block_sum(sgx, red) * inv_c;
     float* dxr = dx + r * C;
     for (int64_t j = threadIdx.x; j < C; j += blockDim.x) {
-      const float xh = (xr[j] - m) * rs, g = dyr[j] * w[j];
+      // g rounded (never fused into g - a): with C = 1, a == g and g - a is exactly 0, as on the CPU; a fused
+      // dy * w - a would leave the rounding error of dy * w, times rstd (up to 1 / sqrt(eps)).
+      const float xh = (xr[j] - m) * rs, g = __fmul_rn(dyr[j], w[j]);
       dxr[j] += rs * (g - a - xh * c);
     }
   }

@@ -109,31 +109,33 @@ void ln_backward_body(int64_t r0, int64_t r1, const float* dy, const float* x, c
     float sg_s = 0.0f, sgx_s = 0.0f;
     int64_t j = 0;
     for (; j + W <= C; j += W) {
-      const V d = load<V>(dyr + j), xh = (load<V>(xr + j) - mv) * rv, g = d * load<V>(w + j);
+      const V d = load<V>(dyr + j), xh = (load<V>(xr + j) - mv) * rv, g = rounded(d * load<V>(w + j));
       sg += g;
       sgx += g * xh;
       store<V>(pdw + j, load<V>(pdw + j) + d * xh);
       store<V>(pdb + j, load<V>(pdb + j) + d);
     }
     for (; j < C; ++j) {
-      const float d = dyr[j], xh = (xr[j] - m) * rs, g = d * w[j];
+      const float d = dyr[j], xh = (xr[j] - m) * rs, g = rounded(d * w[j]);
       sg_s += g;
       sgx_s += g * xh;
       pdw[j] += d * xh;
       pdb[j] += d;
     }
     if (!dx) continue;
-    // sweep 2: dx += rstd * (g - mean(g) - xhat * mean(g * xhat))
+    // sweep 2: dx += rstd * (g - mean(g) - xhat * mean(g * xhat)); g rounded in both sweeps (simd::rounded), so that
+    // g - mean(g) is exactly 0 where every g is equal (C = 1): a fused d * w - a would leave d * w's rounding error
+    // times rstd (up to 1 / sqrt(eps))
     const float a = (hsum(sg) + sg_s) * inv_c, c = (hsum(sgx) + sgx_s) * inv_c;
     const V av = splat<V>(a), cv = splat<V>(c);
     float* dxr = dx + r * C;
     j = 0;
     for (; j + W <= C; j += W) {
-      const V xh = (load<V>(xr + j) - mv) * rv, g = load<V>(dyr + j) * load<V>(w + j);
+      const V xh = (load<V>(xr + j) - mv) * rv, g = rounded(load<V>(dyr + j) * load<V>(w + j));
       store<V>(dxr + j, load<V>(dxr + j) + rv * (g - av - xh * cv));
     }
     for (; j < C; ++j) {
-      const float xh = (xr[j] - m) * rs, g = dyr[j] * w[j];
+      const float xh = (xr[j] - m) * rs, g = rounded(dyr[j] * w[j]);
       dxr[j] += rs * (g - a - xh * c);
     }
   }

@@ -162,6 +162,24 @@ inline float gelu_grad_scalar(float x) {
 
 enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2 };
 
+// v exactly as rounded: an empty asm the compiler cannot see through, so that a product is not fused into the
+// subtraction that follows it (layer norm's g - mean(g) must be exactly 0 when every g is the same value).
+template <typename V>
+__attribute__((always_inline)) inline V rounded(V v) {
+#if defined(__x86_64__) || defined(__i386__)
+  if constexpr (sizeof(V) == 64)
+    asm("" : "+v"(v));
+  else
+    asm("" : "+x"(v));
+#elif defined(__aarch64__)
+  asm("" : "+w"(v));
+#else
+  volatile V keep = v;
+  v = keep;
+#endif
+  return v;
+}
+
 // The widest instruction set this CPU runs, detected once per process (an immutable constant of the machine, not
 // mutable state). SHAREDFORMER_ISA=avx2|portable narrows it — for testing every variant on one machine; a request
 // wider than the CPU supports is ignored.

@@ -1,0 +1,756 @@
+// emu.cpp — the CPU lane's CUDA execution model and runtime (see cuda_runtime.h here and docs/gpu.md "The CPU lane").
+//
+// A launch runs the blocks one after another on the calling thread. A block's threads are fibers (own stacks, a
+// hand-written register switch on x86-64, ucontext elsewhere) driven by a scheduler that resumes them in a fixed
+// order (thread 0 first, or the last first with SFEMU_ORDER=reverse); a fiber runs until it reaches a barrier or a
+// warp collective, so the threads of a block interleave exactly at the synchronisation points and nowhere else:
+//  * __syncthreads: a thread waits until every thread of the block that has not exited has arrived.
+//  * A warp collective (__shfl*_sync, __syncwarp, __ballot_sync, mma.sync): every lane of the mask deposits its
+//    operands and waits for the others; all of them must call the same collective with the same mask, and a lane of
+//    the mask that has exited is a fault (CUDA leaves that undefined).
+//  * No fiber can run and some have not finished: a deadlock (a barrier in divergent code), a fault.
+// Memory is host memory; a "device" allocation is an aligned host allocation. Streams run every operation at once.
+//
+// This file is test code (the CPU lane), never part of the addon: it keeps process-wide emulator state (the device's
+// allocations, limits and per-function attributes), which the product's native code must not.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cuda_runtime.h"
+
+#if !defined(__x86_64__)
+#include <ucontext.h>
+#endif
+
+// ---- fibers --------------------------------------------------------------------------------------------------------
+extern "C" [[noreturn]] void sfemu_fiber_main(void* fiber);
+#if defined(__x86_64__)
+extern "C" void sfemu_switch(void** save_sp, void* load_sp);
+extern "C" void sfemu_fiber_entry();
+// Saves the callee-saved registers, the x87 control word and MXCSR on the current stack, stores the stack pointer in
+// *save_sp, and resumes the stack load_sp (saved the same way, or prepared by Fiber::prepare).
+asm(R"(
+  .text
+  .globl sfemu_switch
+  .type sfemu_switch, @function
+sfemu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $16, %rsp
+  stmxcsr 8(%rsp)
+  fnstcw (%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  fldcw (%rsp)
+  ldmxcsr 8(%rsp)
+  addq $16, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size sfemu_switch, .-sfemu_switch
+  .globl sfemu_fiber_entry
+  .type sfemu_fiber_entry, @function
+sfemu_fiber_entry:
+  movq %rbx, %rdi
+  call sfemu_fiber_main
+  ud2
+  .size sfemu_fiber_entry, .-sfemu_fiber_entry
+)");
+#endif
+
+namespace sfemu {
+
+namespace {
+
+constexpr size_t kStackBytes = 256 * 1024;  // per thread; a guard page below it turns an overflow into a crash
+
+enum class Wait { None, Barrier, Warp };
+
+struct Block;
+
+struct Fiber {
+  Block* block = nullptr;
+  uint3 tid{};
+  int warp = 0, lane = 0;
+  bool done = false;
+  Wait wait = Wait::None;
+  uint64_t wait_gen = 0;
+#if defined(__x86_64__)
+  void* sp = nullptr;
+#else
+  ucontext_t ctx;
+#endif
+  char* stack = nullptr;
+};
+
+struct Warp {
+  uint64_t gen = 0;
+  uint32_t arrived = 0, mask = 0, present = 0;
+  const char* what = nullptr;
+  uint64_t slots[2][32][6] = {};
+};
+
+struct Block {
+  const char* kernel = nullptr;
+  const std::function<void()>* body = nullptr;
+  uint3 bid{};
+  dim3 bdim, gdim;
+  std::vector<Fiber> fibers;
+  std::vector<Warp> warps;
+  int live = 0;
+  uint64_t bar_gen = 0;
+  int bar_arrived = 0;
+  int bar_acc = 0;
+  int bar_result[2] = {0, 0};
+  std::vector<unsigned char> smem;
+  Fiber* cur = nullptr;
+#if defined(__x86_64__)
+  void* sched_sp = nullptr;
+#else
+  ucontext_t sched;
+#endif
+};
+
+// Per OS thread: the block being run (kernels launched from two host threads each get their own) and the stacks.
+thread_local Block* tl_block = nullptr;
+
+struct StackPool {
+  std::vector<char*> free;
+  ~StackPool() {
+    for (char* s : free) munmap(s - page(), kStackBytes + page());
+  }
+  static size_t page() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
+  char* take() {
+    if (!free.empty()) {
+      char* s = free.back();
+      free.pop_back();
+      return s;
+    }
+    void* m = mmap(nullptr, kStackBytes + page(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                   -1, 0);
+    if (m == MAP_FAILED) {
+      std::fprintf(stderr, "sfemu: cannot map a fiber stack\n");
+      std::abort();
+    }
+    mprotect(m, page(), PROT_NONE);
+    return static_cast<char*>(m) + page();
+  }
+  void give(char* s) { free.push_back(s); }
+};
+thread_local StackPool tl_stacks;
+
+[[noreturn]] void fault_at(const Block& b, const Fiber* f, const std::string& what) {
+  std::fprintf(stderr, "sfemu: FAULT in kernel %s, block (%u,%u,%u)", b.kernel, b.bid.x, b.bid.y, b.bid.z);
+  if (f) std::fprintf(stderr, ", thread (%u,%u,%u)", f->tid.x, f->tid.y, f->tid.z);
+  std::fprintf(stderr, ": %s\n", what.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+Block& current_block() {
+  if (!tl_block) {
+    std::fprintf(stderr, "sfemu: a device function was called outside a kernel launch\n");
+    std::abort();
+  }
+  return *tl_block;
+}
+
+void yield_to_scheduler(Fiber& f) {
+  Block& b = *f.block;
+#if defined(__x86_64__)
+  sfemu_switch(&f.sp, b.sched_sp);
+#else
+  swapcontext(&f.ctx, &b.sched);
+#endif
+}
+
+bool runnable(const Block& b, const Fiber& f) {
+  if (f.done) return false;
+  switch (f.wait) {
+    case Wait::None:
+      return true;
+    case Wait::Barrier:
+      return b.bar_gen > f.wait_gen;
+    case Wait::Warp:
+      return b.warps[static_cast<size_t>(f.warp)].gen > f.wait_gen;
+  }
+  return false;
+}
+
+void release_barrier(Block& b) {
+  b.bar_result[b.bar_gen & 1] = b.bar_acc;
+  b.bar_acc = 0;
+  b.bar_arrived = 0;
+  ++b.bar_gen;
+}
+
+void thread_exit(Block& b, Fiber& f) {
+  f.done = true;
+  --b.live;
+  Warp& w = b.warps[static_cast<size_t>(f.warp)];
+  if (w.arrived && ((w.mask >> f.lane) & 1u) && !((w.arrived >> f.lane) & 1u))
+    fault_at(b, &f, std::string("the thread exited while the lanes of its warp wait for it in ") + w.what);
+  if (b.bar_arrived > 0 && b.bar_arrived == b.live) release_barrier(b);
+}
+
+#if !defined(__x86_64__)
+void fiber_trampoline(unsigned hi, unsigned lo) {
+  sfemu_fiber_main(reinterpret_cast<void*>((static_cast<uintptr_t>(hi) << 32) | lo));
+}
+#endif
+
+// Threads resumed from the last one first (SFEMU_ORDER=reverse), and blocks from the last one, to expose a hazard
+// that the forward order hides.
+bool reverse_order() {
+  static const bool reverse = [] {
+    const char* o = std::getenv("SFEMU_ORDER");
+    return o && std::string(o) == "reverse";
+  }();
+  return reverse;
+}
+
+void run_block(Block& b) {
+  const int n = static_cast<int>(b.bdim.x * b.bdim.y * b.bdim.z);
+  const int nwarps = (n + 31) / 32;
+  b.fibers.assign(static_cast<size_t>(n), Fiber{});
+  b.warps.assign(static_cast<size_t>(nwarps), Warp{});
+  b.live = n;
+  b.bar_gen = 0;
+  b.bar_arrived = 0;
+  b.bar_acc = 0;
+  std::fill(b.smem.begin(), b.smem.end(), static_cast<unsigned char>(0xff));
+  for (int i = 0; i < n; ++i) {
+    Fiber& f = b.fibers[static_cast<size_t>(i)];
+    f.block = &b;
+    f.tid = uint3{static_cast<unsigned>(i) % b.bdim.x, (static_cast<unsigned>(i) / b.bdim.x) % b.bdim.y,
+                  static_cast<unsigned>(i) / (b.bdim.x * b.bdim.y)};
+    f.warp = i / 32;
+    f.lane = i % 32;
+    b.warps[static_cast<size_t>(f.warp)].present |= 1u << f.lane;
+    f.stack = tl_stacks.take();
+#if defined(__x86_64__)
+    // the frame sfemu_switch pops: x87 control word, MXCSR, r15, r14, r13, r12, rbx (= the fiber), rbp, return
+    // address (sfemu_fiber_entry); 16-byte aligned so that sfemu_fiber_entry calls with an aligned stack
+    uint64_t* top = reinterpret_cast<uint64_t*>(f.stack + kStackBytes);
+    uint64_t* sp = top - 9;
+    sp[0] = 0x037f;  // x87 control word (default)
+    sp[1] = 0x1f80;  // MXCSR (default: round to nearest, all exceptions masked)
+    sp[2] = sp[3] = sp[4] = sp[5] = 0;
+    sp[6] = reinterpret_cast<uint64_t>(&f);
+    sp[7] = 0;
+    sp[8] = reinterpret_cast<uint64_t>(&sfemu_fiber_entry);
+    f.sp = sp;
+#else
+    getcontext(&f.ctx);
+    f.ctx.uc_stack.ss_sp = f.stack;
+    f.ctx.uc_stack.ss_size = kStackBytes;
+    f.ctx.uc_link = nullptr;
+    const uintptr_t p = reinterpret_cast<uintptr_t>(&f);
+    makecontext(&f.ctx, reinterpret_cast<void (*)()>(&fiber_trampoline), 2, static_cast<unsigned>(p >> 32),
+                static_cast<unsigned>(p & 0xffffffffu));
+#endif
+  }
+  const bool reverse = reverse_order();
+  int finished = 0;
+  while (finished < n) {
+    bool progressed = false;
+    for (int k = 0; k < n; ++k) {
+      Fiber& f = b.fibers[static_cast<size_t>(reverse ? n - 1 - k : k)];
+      if (!runnable(b, f)) continue;
+      f.wait = Wait::None;
+      b.cur = &f;
+#if defined(__x86_64__)
+      sfemu_switch(&b.sched_sp, f.sp);
+#else
+      swapcontext(&b.sched, &f.ctx);
+#endif
+      b.cur = nullptr;
+      progressed = true;
+      if (f.done) ++finished;
+    }
+    if (!progressed && finished < n) {
+      std::string who;
+      int shown = 0;
+      for (const Fiber& f : b.fibers) {
+        if (f.done || shown >= 4) continue;
+        who += std::string(shown++ ? ", " : "") + "thread " + std::to_string(f.tid.x) + "," + std::to_string(f.tid.y) +
+               (f.wait == Wait::Barrier ? " at __syncthreads" : " at " + std::string(b.warps[f.warp].what ? b.warps[f.warp].what : "a warp collective"));
+      }
+      fault_at(b, nullptr, "deadlock: no thread can go on (" + who + ", ...): a barrier or warp collective in "
+                           "divergent code");
+    }
+  }
+  for (Fiber& f : b.fibers) tl_stacks.give(f.stack);
+}
+
+}  // namespace
+
+}  // namespace sfemu
+
+extern "C" [[noreturn]] void sfemu_fiber_main(void* fp) {
+  using namespace sfemu;
+  Fiber& f = *static_cast<Fiber*>(fp);
+  Block& b = *f.block;
+  (*b.body)();
+  thread_exit(b, f);
+  yield_to_scheduler(f);
+  std::abort();  // a finished fiber is never resumed
+}
+
+namespace sfemu {
+
+// ---- device side ---------------------------------------------------------------------------------------------------
+
+const uint3& thread_idx() {
+  Block& b = current_block();
+  return b.cur->tid;
+}
+const uint3& block_idx() { return current_block().bid; }
+const dim3& block_dim() { return current_block().bdim; }
+const dim3& grid_dim() { return current_block().gdim; }
+unsigned char* dynamic_smem() {
+  Block& b = current_block();
+  return b.smem.empty() ? nullptr : b.smem.data();
+}
+int lane_id() { return current_block().cur->lane; }
+
+void fault(const char* what) {
+  Block& b = current_block();
+  fault_at(b, b.cur, what);
+}
+
+int syncthreads(int pred) {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  const uint64_t gen = b.bar_gen;
+  b.bar_acc |= pred;
+  ++b.bar_arrived;
+  if (b.bar_arrived == b.live) {
+    release_barrier(b);
+  } else {
+    f.wait = Wait::Barrier;
+    f.wait_gen = gen;
+    yield_to_scheduler(f);
+  }
+  return b.bar_result[gen & 1];
+}
+
+const uint64_t* warp_exchange(const char* what, unsigned mask, const uint64_t* mine, int n) {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  Warp& w = b.warps[static_cast<size_t>(f.warp)];
+  if (!((mask >> f.lane) & 1u)) fault_at(b, &f, std::string(what) + ": the calling lane is not in the mask");
+  if (mask & ~w.present)
+    fault_at(b, &f, std::string(what) + ": the mask names lanes that the block does not have (blockDim not a multiple of 32)");
+  if (w.arrived == 0) {
+    w.mask = mask;
+    w.what = what;
+    for (int l = 0; l < 32; ++l) {
+      if (!((mask >> l) & 1u)) continue;
+      const Fiber& o = b.fibers[static_cast<size_t>(f.warp * 32 + l)];
+      if (o.done) fault_at(b, &f, std::string(what) + ": lane " + std::to_string(l) + " of the mask has exited");
+    }
+  } else if (w.mask != mask || w.what != what) {
+    fault_at(b, &f, std::string("divergent warp collectives: ") + what + " (mask " + std::to_string(mask) +
+                        ") while other lanes wait in " + w.what + " (mask " + std::to_string(w.mask) + ")");
+  }
+  const uint64_t gen = w.gen;
+  uint64_t* slot = w.slots[gen & 1][f.lane];
+  for (int i = 0; i < n; ++i) slot[i] = mine[i];
+  w.arrived |= 1u << f.lane;
+  if ((w.arrived & w.mask) == w.mask) {
+    w.arrived = 0;
+    ++w.gen;
+  } else {
+    f.wait = Wait::Warp;
+    f.wait_gen = gen;
+    yield_to_scheduler(f);
+  }
+  // the caller reads lane l's word i at slots[gen & 1][l][i]; hand out a flat view of word 0 of every lane for the
+  // single-word collectives, and the full slots for mma through exchange_slots()
+  static thread_local uint64_t flat[32];
+  for (int l = 0; l < 32; ++l) flat[l] = w.slots[gen & 1][l][0];
+  return flat;
+}
+
+namespace {
+
+// The full deposits of the last exchange of the current lane's warp (mma operands: six words per lane).
+const uint64_t (*exchange6(const char* what, const uint64_t* mine))[6] {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  Warp& w = b.warps[static_cast<size_t>(f.warp)];
+  const uint64_t gen = w.gen;  // the generation this lane's deposit goes to (it does not change before the deposit)
+  warp_exchange(what, 0xffffffffu, mine, 6);
+  return w.slots[gen & 1];
+}
+
+float bits_f(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+float bf16_lo(uint32_t r) { return bits_f(r << 16); }
+float bf16_hi(uint32_t r) { return bits_f(r & 0xffff0000u); }
+
+}  // namespace
+
+// m16n8k8, .tf32 (PTX ISA, "Matrix Fragments for mma.m16n8k8", .tf32): groupID = lane >> 2, tig = lane % 4;
+// A (16 x 8, row): a0 (groupID, tig), a1 (groupID + 8, tig), a2 (groupID, tig + 4), a3 (groupID + 8, tig + 4);
+// B (8 x 8, col): b0 (tig, groupID), b1 (tig + 4, groupID);
+// C/D (16 x 8): c0, c1 (groupID, 2 tig + {0,1}), c2, c3 (groupID + 8, 2 tig + {0,1}).
+// The tensor core reads the tf32 bits of each operand (the low 13 mantissa bits are ignored) and accumulates the exact
+// products in at least fp32; here they are summed in double and rounded once.
+void mma_m16n8k8_tf32(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  const uint64_t mine[6] = {a0, a1, a2, a3, b0, b1};
+  const uint64_t(*s)[6] = exchange6("mma.sync.m16n8k8.tf32", mine);
+  auto A = [&](int r, int k) {  // the lane and register holding A[r][k]
+    const int lane = (r % 8) * 4 + (k % 4), reg = (r >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0);
+    return bits_f(static_cast<uint32_t>(s[lane][reg]) & 0xffffe000u);
+  };
+  auto B = [&](int k, int n) {
+    const int lane = n * 4 + (k % 4), reg = 4 + (k >= 4 ? 1 : 0);
+    return bits_f(static_cast<uint32_t>(s[lane][reg]) & 0xffffe000u);
+  };
+  const int lane = lane_id(), g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; ++i) {
+    const int r = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+    double acc = c[i];
+    for (int k = 0; k < 8; ++k) acc += static_cast<double>(A(r, k)) * static_cast<double>(B(k, col));
+    c[i] = static_cast<float>(acc);
+  }
+}
+
+// m16n8k16, .bf16 (PTX ISA, "Matrix Fragments for mma.m16n8k16" with .f16/.bf16): each 32-bit register holds two
+// elements, the lower index in the low half. A (16 x 16, row): a0,a1 (groupID, 2 tig + {0,1}); a2,a3 (groupID + 8,
+// 2 tig + {0,1}); a4,a5 (groupID, 2 tig + 8 + {0,1}); a6,a7 (groupID + 8, 2 tig + 8 + {0,1}) — registers 0..3 hold
+// (a0,a1) (a2,a3) (a4,a5) (a6,a7). B (16 x 8, col): b0,b1 (2 tig + {0,1}, groupID); b2,b3 (2 tig + 8 + {0,1},
+// groupID) — registers 0, 1. C/D as for m16n8k8.
+void mma_m16n8k16_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+  const uint64_t mine[6] = {a0, a1, a2, a3, b0, b1};
+  const uint64_t(*s)[6] = exchange6("mma.sync.m16n8k16.bf16", mine);
+  auto A = [&](int r, int k) {
+    const int kk = k % 8, lane = (r % 8) * 4 + kk / 2, reg = (r >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+    const uint32_t v = static_cast<uint32_t>(s[lane][reg]);
+    return (kk & 1) ? bf16_hi(v) : bf16_lo(v);
+  };
+  auto B = [&](int k, int n) {
+    const int kk = k % 8, lane = n * 4 + kk / 2, reg = 4 + (k >= 8 ? 1 : 0);
+    const uint32_t v = static_cast<uint32_t>(s[lane][reg]);
+    return (kk & 1) ? bf16_hi(v) : bf16_lo(v);
+  };
+  const int lane = lane_id(), g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; ++i) {
+    const int r = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+    double acc = c[i];
+    for (int k = 0; k < 16; ++k) acc += static_cast<double>(A(r, k)) * static_cast<double>(B(k, col));
+    c[i] = static_cast<float>(acc);
+  }
+}
+
+// cvt.rna.tf32.f32: round to the nearest tf32 (10 mantissa bits), ties away from zero; NaN and Inf are kept.
+uint32_t cvt_rna_tf32(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) == 0x7f800000u) return (u & 0x7fffffffu) > 0x7f800000u ? 0x7fffffffu : (u & 0xffffe000u);
+  u += 0x1000u;  // half of the dropped 13 bits: ties go away from zero (sign-magnitude)
+  return u & 0xffffe000u;
+}
+
+// ---- host side -----------------------------------------------------------------------------------------------------
+
+namespace {
+
+struct Runtime {
+  std::mutex mu;
+  std::map<const void*, int> max_dynamic_smem;  // per kernel, set by cudaFuncSetAttribute
+  std::map<cudaStream_t, cudaAccessPolicyWindow> windows;
+  std::map<std::string, cudaError_t> fail_next;
+  size_t persisting_limit = 0;
+  int resets = 0;
+  int device = 0;
+};
+Runtime& rt() {
+  static Runtime r;  // test-only emulator state (see the top of this file)
+  return r;
+}
+thread_local cudaError_t tl_last = cudaSuccess;
+
+constexpr size_t kDeviceBytes = size_t{8} << 30;
+constexpr int kMaxPersisting = 4 << 20, kMaxWindow = 64 << 20, kSmemOptin = 227 * 1024, kSms = 8;
+
+cudaError_t take_injected(const char* fn) {
+  Runtime& r = rt();
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto it = r.fail_next.find(fn);
+  if (it == r.fail_next.end()) return cudaSuccess;
+  cudaError_t e = it->second;
+  r.fail_next.erase(it);
+  return e;
+}
+cudaError_t ret(cudaError_t e) {
+  if (e != cudaSuccess) tl_last = e;
+  return e;
+}
+
+struct StreamObj {
+  int unused = 0;
+};
+
+}  // namespace
+
+void launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t smem, cudaStream_t,
+            const std::function<void()>& body) {
+  const uint64_t threads = uint64_t{block.x} * block.y * block.z;
+  if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
+      grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535) {
+    tl_last = cudaErrorInvalidConfiguration;
+    return;
+  }
+  int limit = 48 * 1024;
+  {
+    Runtime& r = rt();
+    std::lock_guard<std::mutex> lock(r.mu);
+    auto it = r.max_dynamic_smem.find(fn);
+    if (it != r.max_dynamic_smem.end()) limit = it->second;
+  }
+  if (smem > static_cast<size_t>(limit)) {
+    tl_last = cudaErrorInvalidValue;  // what CUDA reports for dynamic shared memory over the kernel's limit
+    return;
+  }
+  Block b;
+  b.kernel = kernel;
+  b.body = &body;
+  b.bdim = block;
+  b.gdim = grid;
+  b.smem.assign(smem, 0xff);
+  Block* saved = tl_block;
+  tl_block = &b;
+  const bool reverse = reverse_order();
+  const uint64_t nb = uint64_t{grid.x} * grid.y * grid.z;
+  for (uint64_t k = 0; k < nb; ++k) {
+    const uint64_t i = reverse ? nb - 1 - k : k;
+    b.bid = uint3{static_cast<unsigned>(i % grid.x), static_cast<unsigned>((i / grid.x) % grid.y),
+                  static_cast<unsigned>(i / (uint64_t{grid.x} * grid.y))};
+    run_block(b);
+  }
+  tl_block = saved;
+}
+
+cudaAccessPolicyWindow stream_window(cudaStream_t s) {
+  Runtime& r = rt();
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto it = r.windows.find(s);
+  return it == r.windows.end() ? cudaAccessPolicyWindow{nullptr, 0, 0.0f, cudaAccessPropertyNormal, cudaAccessPropertyNormal}
+                               : it->second;
+}
+size_t persisting_limit() {
+  Runtime& r = rt();
+  std::lock_guard<std::mutex> lock(r.mu);
+  return r.persisting_limit;
+}
+void fail_next(const char* function, cudaError_t e) {
+  Runtime& r = rt();
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.fail_next[function] = e;
+}
+int resets() {
+  Runtime& r = rt();
+  std::lock_guard<std::mutex> lock(r.mu);
+  return r.resets;
+}
+
+}  // namespace sfemu
+
+using sfemu::ret;
+using sfemu::take_injected;
+
+cudaError_t cudaGetLastError() {
+  cudaError_t e = sfemu::tl_last;
+  sfemu::tl_last = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return sfemu::tl_last; }
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+  }
+  return "cudaErrorUnknown";
+}
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+  }
+  return "unknown error";
+}
+cudaError_t cudaGetDevice(int* dev) {
+  *dev = sfemu::rt().device;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int dev) { return dev == 0 ? cudaSuccess : ret(cudaErrorInvalidDevice); }
+cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int dev) {
+  if (dev != 0) return ret(cudaErrorInvalidDevice);
+  *p = cudaDeviceProp{};
+  std::snprintf(p->name, sizeof p->name, "%s", "sfemu (CUDA kernels emulated on the CPU)");
+  p->totalGlobalMem = sfemu::kDeviceBytes;
+  p->major = 9;
+  p->minor = 0;
+  p->multiProcessorCount = sfemu::kSms;
+  p->l2CacheSize = 50 << 20;
+  p->persistingL2CacheMaxSize = sfemu::kMaxPersisting;
+  p->accessPolicyMaxWindowSize = sfemu::kMaxWindow;
+  p->sharedMemPerBlockOptin = sfemu::kSmemOptin;
+  p->clockRate = 1000000;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int dev) {
+  if (dev != 0) return ret(cudaErrorInvalidDevice);
+  if (cudaError_t e = take_injected("cudaDeviceGetAttribute")) return ret(e);
+  switch (a) {
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *v = sfemu::kSmemOptin; break;
+    case cudaDevAttrMultiProcessorCount: *v = sfemu::kSms; break;
+    case cudaDevAttrL2CacheSize: *v = 50 << 20; break;
+    case cudaDevAttrMaxPersistingL2CacheSize: *v = sfemu::kMaxPersisting; break;
+    case cudaDevAttrMaxAccessPolicyWindowSize: *v = sfemu::kMaxWindow; break;
+    case cudaDevAttrMemoryPoolsSupported: *v = 1; break;
+    default: return ret(cudaErrorInvalidValue);
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaRuntimeGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int* v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  if (cudaError_t e = take_injected("cudaMalloc")) return ret(e);
+  *p = std::aligned_alloc(256, ((bytes ? bytes : 1) + 255) / 256 * 256);
+  return *p ? cudaSuccess : ret(cudaErrorMemoryAllocation);
+}
+cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
+  *free_b = sfemu::kDeviceBytes;
+  *total_b = sfemu::kDeviceBytes;
+  return cudaSuccess;
+}
+cudaError_t cudaMallocAsync(void** p, size_t bytes, cudaStream_t) { return cudaMalloc(p, bytes); }
+cudaError_t cudaFreeAsync(void* p, cudaStream_t) { return cudaFree(p); }
+cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int dev) {
+  if (dev != 0) return ret(cudaErrorInvalidDevice);
+  *pool = reinterpret_cast<cudaMemPool_t>(&sfemu::rt());
+  return cudaSuccess;
+}
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t) { return cudaSuccess; }
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind k, cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, k);
+}
+cudaError_t cudaMemset(void* dst, int v, size_t bytes) {
+  if (bytes) std::memset(dst, v, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* dst, int v, size_t bytes, cudaStream_t) { return cudaMemset(dst, v, bytes); }
+cudaError_t cudaStreamCreate(cudaStream_t* s) {
+  *s = reinterpret_cast<cudaStream_t>(new sfemu::StreamObj);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { return cudaStreamCreate(s); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  {
+    sfemu::Runtime& r = sfemu::rt();
+    std::lock_guard<std::mutex> lock(r.mu);
+    r.windows.erase(s);
+  }
+  delete reinterpret_cast<sfemu::StreamObj*>(s);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamSetAttribute(cudaStream_t s, cudaStreamAttrID a, const cudaStreamAttrValue* v) {
+  if (cudaError_t e = take_injected("cudaStreamSetAttribute")) return ret(e);
+  if (a != cudaStreamAttributeAccessPolicyWindow) return ret(cudaErrorInvalidValue);
+  const cudaAccessPolicyWindow& w = v->accessPolicyWindow;
+  if (w.num_bytes > static_cast<size_t>(sfemu::kMaxWindow) || w.hitRatio < 0.0f || w.hitRatio > 1.0f)
+    return ret(cudaErrorInvalidValue);
+  sfemu::Runtime& r = sfemu::rt();
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.windows[s] = w;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamGetAttribute(cudaStream_t s, cudaStreamAttrID a, cudaStreamAttrValue* v) {
+  if (a != cudaStreamAttributeAccessPolicyWindow) return ret(cudaErrorInvalidValue);
+  v->accessPolicyWindow = sfemu::stream_window(s);
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSetLimit(cudaLimit l, size_t v) {
+  if (cudaError_t e = take_injected("cudaDeviceSetLimit")) return ret(e);
+  if (l != cudaLimitPersistingL2CacheSize) return ret(cudaErrorInvalidValue);
+  sfemu::Runtime& r = sfemu::rt();
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.persisting_limit = v < static_cast<size_t>(sfemu::kMaxPersisting) ? v : static_cast<size_t>(sfemu::kMaxPersisting);
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetLimit(size_t* v, cudaLimit l) {
+  if (l != cudaLimitPersistingL2CacheSize) return ret(cudaErrorInvalidValue);
+  *v = sfemu::persisting_limit();
+  return cudaSuccess;
+}
+cudaError_t cudaCtxResetPersistingL2Cache() {
+  if (cudaError_t e = take_injected("cudaCtxResetPersistingL2Cache")) return ret(e);
+  sfemu::Runtime& r = sfemu::rt();
+  std::lock_guard<std::mutex> lock(r.mu);
+  ++r.resets;
+  return cudaSuccess;
+}
+cudaError_t sfemu_func_set_attribute(const void* f, cudaFuncAttribute a, int v) {
+  if (a != cudaFuncAttributeMaxDynamicSharedMemorySize || v < 0 || v > sfemu::kSmemOptin)
+    return ret(cudaErrorInvalidValue);
+  sfemu::Runtime& r = sfemu::rt();
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.max_dynamic_smem[f] = v;
+  return cudaSuccess;
+}
