@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# emu_mutants.sh — the CPU lane must catch planted kernel bugs (docs/gpu.md "The CPU lane").
+#   bash test/native/emu_mutants.sh <c++ compiler> <cmake build dir with sf_emu>      (ctest runs it as emu_mutants)
+# Each mutant is one exact textual change of a kernel source of cuda/ (a fragment-layout mistake, an off-by-one in a
+# tile bound, a missing barrier). The mutated file is compiled as host C++ beside the others (its symbols replace the
+# originals of libsf_emu.a at link time) and linked with the GPU-vs-CPU test that must now FAIL. A mutant whose text
+# no longer occurs in the source fails this test too (update the mutant with the kernel), so it cannot pass by rot.
+set -u
+cxx=$1
+build=$2
+root=$(cd "$(dirname "$0")/../.." && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+flags=(-std=c++17 -O1 -w -DSF_CUDA_EMU=1 -DSHAREDFORMER_WITH_CUDA=1 -I"$root/cuda/emu" -I"$root/native" -I"$root/test/native")
+lib="$build/libsf_emu.a"
+[ -f "$lib" ] || { echo "not ok - $lib is missing (build the sf_emu target first)"; echo "0 passed, 1 failed"; exit 1; }
+pass=0
+fail=0
+
+# mutant NAME FILE TEST ORDER FROM TO   (FROM/TO: exact text; ORDER: forward or reverse)
+mutant() {
+  local name=$1 file=$2 test=$3 order=$4 from=$5 to=$6
+  local dir="$tmp/$name"
+  mkdir -p "$dir/cuda"
+  ln -s "$root/native" "$dir/native"
+  for f in "$root"/cuda/*.cuh "$root"/cuda/*.h; do ln -s "$f" "$dir/cuda/"; done
+  if ! FROM="$from" TO="$to" python3 - "$root/cuda/$file" "$dir/cuda/$file" <<'PY'
+import os, sys
+src = open(sys.argv[1]).read()
+a, b = os.environ["FROM"], os.environ["TO"]
+n = src.count(a)
+if n != 1:
+    sys.exit(f"the mutant's text occurs {n} times in {sys.argv[1]} (must be once)")
+open(sys.argv[2], "w").write(src.replace(a, b))
+PY
+  then
+    echo "not ok - $name: the mutant no longer applies to cuda/$file"
+    fail=$((fail + 1))
+    return
+  fi
+  if [ ! -f "$tmp/$test.o" ]; then
+    "$cxx" "${flags[@]}" -c "$root/test/native/$test.cpp" -o "$tmp/$test.o" || { echo "not ok - $name: $test.cpp does not compile"; fail=$((fail + 1)); return; }
+  fi
+  if ! "$cxx" "${flags[@]}" -x c++ -c "$dir/cuda/$file" -o "$dir/mutant.o" 2>"$dir/cc.log" ||
+     ! "$cxx" "$tmp/$test.o" "$dir/mutant.o" "$lib" -pthread -o "$dir/t" 2>>"$dir/cc.log"; then
+    echo "not ok - $name: the mutant does not build"; cat "$dir/cc.log"
+    fail=$((fail + 1))
+    return
+  fi
+  local env=()
+  [ "$order" = reverse ] && env=(SFEMU_ORDER=reverse)
+  env "${env[@]}" timeout 600 "$dir/t" >"$dir/run.log" 2>&1
+  local rc=$?
+  if [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ $rc -ne 124 ]; then
+    echo "ok - $name: $test fails (exit $rc): $(grep -m1 -E 'FAIL|not ok|sfemu: FAULT' "$dir/run.log" | cut -c1-160)"
+    pass=$((pass + 1))
+  else
+    echo "not ok - $name: $test still passes (exit $rc) with the planted bug"
+    tail -n 5 "$dir/run.log"
+    fail=$((fail + 1))
+  fi
+}
+
+# 1. fragment layout: the tf32/bf16 A fragment's registers 1 and 2 swapped (rows g+8 and columns t+4 exchanged)
+mutant fragment-layout gemm.cu cuda_gemm_test forward \
+'          af[i][1] = as[(r + 8) * kTS + kw + tq];
+          af[i][2] = as[r * kTS + kw + tq + 4];' \
+'          af[i][1] = as[r * kTS + kw + tq + 4];
+          af[i][2] = as[(r + 8) * kTS + kw + tq];'
+
+# 2. off-by-one in a tile bound: the k edge of a panel lets k == K through (reads the next row's first element)
+mutant tile-bound-off-by-one gemm.cu cuda_gemm_test forward \
+'  if (r >= R || k >= K) return 0.0f;' \
+'  if (r >= R || k > K) return 0.0f;'
+
+# 3. missing barrier (read after write): in the fp32 tile kernel, the next k stage is stored and read with no
+#    __syncthreads between
+mutant missing-barrier-gemm gemm.cu cuda_gemm_test forward \
+'      __syncthreads();  // the next stage is written; this one may be overwritten from now on' \
+'      // (barrier removed)'
+
+# 4. missing barrier (write after read): the bf16 attention forward rewrites K and V^T for the next key tile while
+#    other warps may still read the current one
+mutant missing-barrier-attention attention.cu cuda_attention_test forward \
+'    __syncthreads();  // Ks and Vt are rewritten by the next tile' \
+'    // (barrier removed)'
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
