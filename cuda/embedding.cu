@@ -2,7 +2,8 @@
 // kernels.h; native/cpu/embedding.cpp and cross_entropy.cpp are the reference).
 //
 //  * check_ids: the first offending position (atomicMin over positions: the minimum does not depend on the order),
-//    read back after a stream synchronisation. The bindings call it before a kernel that trusts the ids.
+//    read back after a stream synchronisation. The bindings call it before a kernel that trusts the ids, unless the
+//    ids were uploaded from the host and the bounds that upload noted prove them valid (native/addon/ops.cpp bad_id).
 //  * embedding_backward: deterministic without float atomics. The (id, position) pairs are sorted by id with CUB's
 //    radix sort, which is stable, so equal ids keep their positions in increasing order; the block at the start of
 //    each run of equal ids then adds the run's rows of dout into the id's row of dtable one after another, in position

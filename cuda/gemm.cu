@@ -16,8 +16,13 @@
 //    rounded (cvt.rna.tf32 / round-to-nearest-even bf16) when the staged registers are written to shared memory.
 //    Double-buffered: the next k-tile's global loads are in flight while the current one is multiplied.
 //  * Batches: blockIdx.y walks the batch (stride 0 = broadcast operand), blockIdx.x the output tiles.
-//  * bias_grad: one block per 32 columns, 16 row groups summed in a fixed order: deterministic.
+//  * bias_grad: two passes without float atomics. Pass 1, a grid of (32-column tiles) x (row chunks) sized for about
+//    three blocks per SM (from rows, n and the SM count only), writes each chunk's column sums (8 row lanes per
+//    column, each summing its rows in order, lanes added in order) to a stream-ordered scratch buffer; pass 2 adds
+//    each column's chunk sums in chunk order into dbias. One chunk (few rows, or enough column tiles to fill the GPU)
+//    adds straight into dbias. Deterministic on one device.
 #include "cuda_common.cuh"
+#include "scratch.cuh"
 
 namespace sf::cuda {
 
@@ -250,18 +255,40 @@ __global__ void __launch_bounds__(kThreads) gemm_mma_kernel(GemmArgs g) {
   }
 }
 
-__global__ void bias_grad_kernel(const float* dy, int64_t rows, int64_t n, float* dbias) {
-  __shared__ float part[16][33];
-  const int64_t col = static_cast<int64_t>(blockIdx.x) * 32 + threadIdx.x;
-  float s = 0.0f;
+// bias_grad, pass 1. Block (tile, chunk) of kBiasCols x kBiasLanes threads: column col = tile * kBiasCols + x sums
+// the chunk's rows r0 + y, r0 + y + kBiasLanes, ... (in that order) in thread (x, y); then thread (x, 0) adds the
+// kBiasLanes sums in lane order. With one chunk the sum goes straight into dbias[col] (partial is null); otherwise
+// into partial[chunk * n + col], for pass 2.
+constexpr int kBiasCols = 32, kBiasLanes = 8;
+__global__ void bias_grad_partial_kernel(const float* __restrict__ dy, int64_t rows, int64_t n, int64_t chunk_rows,
+                                         float* __restrict__ partial, float* __restrict__ dbias) {
+  __shared__ float part[kBiasLanes][kBiasCols + 1];
+  const int64_t col = static_cast<int64_t>(blockIdx.x) * kBiasCols + threadIdx.x;
+  const int64_t chunk = blockIdx.y;
+  const int64_t r0 = chunk * chunk_rows;
+  const int64_t r1 = rows < r0 + chunk_rows ? rows : r0 + chunk_rows;
+  float acc = 0.0f;
   if (col < n)
-    for (int64_t r = threadIdx.y; r < rows; r += 16) s += dy[r * n + col];
-  part[threadIdx.y][threadIdx.x] = s;
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kBiasLanes) acc += dy[r * n + col];
+  part[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
-  if (threadIdx.y == 0 && col < n) {
-    float t = 0.0f;
-    for (int y = 0; y < 16; ++y) t += part[y][threadIdx.x];
+  if (threadIdx.y != 0 || col >= n) return;
+  float t = part[0][threadIdx.x];
+  for (int y = 1; y < kBiasLanes; ++y) t += part[y][threadIdx.x];
+  if (partial)
+    partial[chunk * n + col] = t;
+  else
     dbias[col] += t;
+}
+
+// bias_grad, pass 2: dbias[j] += the chunks' partial sums of column j, added in chunk order.
+__global__ void bias_grad_reduce_kernel(const float* __restrict__ partial, int64_t chunks, int64_t n,
+                                        float* __restrict__ dbias) {
+  for (int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; j < n;
+       j += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float t = partial[j];
+    for (int64_t k = 1; k < chunks; ++k) t += partial[k * n + j];
+    dbias[j] += t;
   }
 }
 
@@ -294,10 +321,39 @@ void matmul(Stream s, const cpu::MatmulDesc& d, Precision p) {
   }
 }
 
+// About kBiasBlocksPerSm blocks per SM over (column tiles) x (row chunks); a chunk has at least kBiasMinChunkRows
+// rows (the last may have fewer). The split depends on (rows, n, SM count) only, so the order of every fp32 addition,
+// and so the result's bits, are the same on every run on one device.
+constexpr int64_t kBiasBlocksPerSm = 3, kBiasMinChunkRows = 64;
+
 void bias_grad(Stream s, const float* dy, int64_t rows, int64_t n, float* dbias) {
   if (n <= 0) return;
-  SF_LAUNCH(bias_grad_kernel, (static_cast<unsigned>(ceil_div(n, 32)), dim3(32, 16), 0, s), dy, rows, n, dbias);
-  check_launch("bias_grad_kernel");
+  const int64_t tiles = ceil_div(n, kBiasCols);
+  if (tiles > 0x7fffffffLL) range_error("cuda bias_grad: ", n, " columns need ", tiles, " tiles, more than a grid holds");
+  int dev = 0, sms = 0;
+  SF_CUDA_CALL(cudaGetDevice(&dev));
+  SF_CUDA_CALL(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const int64_t r = rows > 1 ? rows : 1;  // rows = 0 still launches one chunk, which adds 0 (as the CPU kernel does)
+  int64_t chunks = ceil_div(kBiasBlocksPerSm * (sms > 1 ? sms : 1), tiles);
+  const int64_t most = ceil_div(r, kBiasMinChunkRows);
+  if (chunks > most) chunks = most;
+  if (chunks > 65535) chunks = 65535;  // gridDim.y
+  if (chunks < 1) chunks = 1;
+  const int64_t chunk_rows = ceil_div(r, chunks);
+  chunks = ceil_div(r, chunk_rows);  // no empty chunk: (chunks - 1) * chunk_rows < r <= chunks * chunk_rows
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(chunks));
+  const dim3 block(kBiasCols, kBiasLanes);
+  if (chunks == 1) {
+    SF_LAUNCH(bias_grad_partial_kernel, (grid, block, 0, s), dy, rows, n, chunk_rows, nullptr, dbias);
+    check_launch("bias_grad_partial_kernel");
+    return;
+  }
+  Scratch part(s, static_cast<size_t>(chunks * n) * sizeof(float), "bias_grad");
+  float* partial = part.as<float>();
+  SF_LAUNCH(bias_grad_partial_kernel, (grid, block, 0, s), dy, rows, n, chunk_rows, partial, dbias);
+  check_launch("bias_grad_partial_kernel");
+  SF_LAUNCH(bias_grad_reduce_kernel, (grid_for(n, 256), 256, 0, s), partial, chunks, n, dbias);
+  check_launch("bias_grad_reduce_kernel");
 }
 
 }  // namespace sf::cuda

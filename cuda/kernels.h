@@ -5,8 +5,9 @@
 //    ENQUEUES work on that stream and returns; pointers are device pointers. Launch errors are turned into sf::Error
 //    (naming the kernel) at once; asynchronous faults surface at the next synchronisation of the stream.
 //  * Backward kernels accumulate (dx += ...), as on the CPU.
-//  * Data-dependent checks (token ids, class targets) are done by check_ids() BEFORE the kernel that trusts them,
-//    so that an out-of-range id throws the CPU kernel's error and nothing is written.
+//  * Data-dependent checks (token ids, class targets, key lengths) are done BEFORE the kernel that trusts them, so
+//    that an out-of-range id throws the CPU kernel's error and nothing is written: by the bindings on the host when
+//    the ids were uploaded from host memory and not written since (Storage::known_ids), else by check_ids().
 //  * Results that are scalars on the CPU (cross-entropy loss, sum of squares) are written to device memory.
 //  * Matmul and attention take a Precision: F32 (exact fp32 FMA, the reference-grade path), TF32 or BF16 (tensor
 //    cores via mma.sync; operands rounded to tf32/bf16 while tiles are loaded, products accumulated in fp32). Inputs
@@ -31,7 +32,9 @@ enum class Precision : int { F32 = 0, TF32 = 1, BF16 = 2 };
 // ---- gemm.cu ----------------------------------------------------------------------------------------------------
 // Same descriptor as cpu::matmul (batch strides, transposes, alpha/beta, bias, GELU epilogue with preact).
 void matmul(Stream s, const cpu::MatmulDesc& d, Precision p);
-void bias_grad(Stream s, const float* dy, int64_t rows, int64_t n, float* dbias);  // dbias += column sums
+// dbias += column sums of dy (rows, n): two passes over (column tiles) x (row chunks) sized from the SM count, partial
+// sums in stream-ordered scratch, added in a fixed order (deterministic on one device; no float atomics).
+void bias_grad(Stream s, const float* dy, int64_t rows, int64_t n, float* dbias);
 
 // ---- attention.cu -----------------------------------------------------------------------------------------------
 // Flash attention, same descriptor and semantics as cpu::attention_forward/backward (GQA, causal aligned at the
@@ -62,7 +65,9 @@ void kv_append(Stream s, const float* src, float* cache, int64_t B, int64_t H, i
 
 // ---- embedding.cu -----------------------------------------------------------------------------------------------
 // Returns the index of the first id (in order) outside [lo, hi) and != skip, or -1: enqueues a reduction, then
-// synchronises the stream and reads one integer back. The bindings call it before embedding / cross_entropy.
+// synchronises the stream and reads one integer back. The bindings call it before embedding / cross_entropy /
+// attention with key lengths only for ids not known on the host (written on the device, or whose upload's bounds do
+// not prove them valid): the error path and kernel-written ids pay the drain, uploaded valid ids do not.
 int64_t check_ids(Stream s, const int32_t* ids, int64_t n, int32_t lo, int32_t hi, int32_t skip);
 void embedding_forward(Stream s, const int32_t* ids, int64_t n, const float* table, int64_t V, int64_t C, float* out);
 // Deterministic (no float atomics whose order varies): rows of dtable gathered by sorted id, summed in id order.

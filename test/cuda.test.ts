@@ -7,7 +7,8 @@
 // (precision on the CPU, option checks) run everywhere.
 import anyTest, { type ExecutionContext } from 'ava';
 
-import { AdamW, Decoder, Tensor, backends, backward, clipGradNorm, kernels as K, noGrad, ops, tensor, zeros } from '../lib/index.ts';
+import { AdamW, Decoder, Tensor, backends, backward, clipGradNorm, kernels as K, noGrad, ops, synchronize, tensor, zeros } from '../lib/index.ts';
+import { native } from '../lib/native.ts';
 import type { DecoderConfig, Precision } from '../lib/index.ts';
 import { throwsExactly } from './helpers/check.ts';
 
@@ -254,16 +255,36 @@ test('embedding, cross-entropy, optimizers, norms, permutations and the KV cache
 test('ids out of range on CUDA fail at the next synchronisation with the CPU error text, writing nothing', async (t) => {
   const table = tensor(randn(5 * 3), [5, 3]).to(DEV);
   const ids = tensor(Int32Array.from([0, 4, 5, 1]), [4]).to(DEV);
-  const out = zeros([4, 3], { device: DEV });
+  // out is a window of a buffer: the failed op's output rejects every read, the windows beside it keep their zeros
+  const buf = zeros([3, 4, 3], { device: DEV });
+  const out = buf.window(12, [4, 3]);
   K.embedding(ids, table, { out });
   await t.throwsAsync(() => out.data(), { message: /embedding: token id 5 at position 2 is out of range \[0, 5\)/ });
-  t.deepEqual(Array.from(await out.data()), new Array(12).fill(0), 'nothing written');
+  t.deepEqual(Array.from(await buf.window(0, [12]).data()), new Array(12).fill(0), 'nothing written before out');
+  t.deepEqual(Array.from(await buf.window(24, [12]).data()), new Array(12).fill(0), 'nothing written after out');
   const logits = tensor(randn(3 * 4), [3, 4]).to(DEV);
   const targets = tensor(Int32Array.from([1, -100, 7]), [3]).to(DEV);
   const loss = K.crossEntropy(logits, targets);
   await t.throwsAsync(() => loss.data(), { message: /cross_entropy: target 7 at row 2 is out of range \[0, 4\) and is not ignore_index \(-100\)/ });
   const okTargets = tensor(Int32Array.from([1, -100, 3]), [3]).to(DEV);
   t.true(Number.isFinite((await K.crossEntropy(logits, okTargets).data())[0]), 'the device works after the error');
+  await synchronize().catch(() => undefined);
+});
+
+// Ids uploaded from the host are checked on the host from the bounds the upload noted; ids a kernel wrote (a device
+// copy, into the whole tensor or into a window of an uploaded one) must still be checked on the device.
+test('ids written on the device (a copy from another CUDA tensor) are still checked, with the CPU error text', async (t) => {
+  const table = tensor(randn(5 * 3), [5, 3]).to(DEV);
+  const ids = tensor(Int32Array.from([0, 1, 2, 3]), [4], { device: DEV });
+  t.is((await K.embedding(ids, table).data()).length, 12, 'valid uploaded ids');
+  native().copyInto(ids.window(1, [2]).handle, tensor(Int32Array.from([0, 9]), [2], { device: DEV }).handle);
+  await t.throwsAsync(() => K.embedding(ids, table).data(), { message: /embeddingForward \(cuda:0 stream\): embedding: token id 9 at position 2 is out of range \[0, 5\)$/ });
+  const dst = zeros([3], { dtype: 'int32', device: DEV });
+  native().copyInto(dst.handle, tensor(Int32Array.from([-100, 1, 6]), [3], { device: DEV }).handle);
+  await t.throwsAsync(() => K.crossEntropy(tensor(randn(3 * 4), [3, 4]).to(DEV), dst).data(), {
+    message: /crossEntropy \(cuda:0 stream\): cross_entropy: target 6 at row 2 is out of range \[0, 4\) and is not ignore_index \(-100\)$/,
+  });
+  await synchronize().catch(() => undefined);
 });
 
 test('ops refuse tensors on different devices, naming the op, both arguments and both devices', (t) => {

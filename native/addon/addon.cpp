@@ -397,6 +397,13 @@ Addon::Addon(Napi::Env env, Napi::Object exports) : ctx_(std::make_shared<Contex
   register_ops(env, exports);
 }
 
+// t[:] = v; an int32 t on a device notes its one value (Storage::note_ids), as an upload does. In t's stream task.
+static void fill_noting(Backend& b, const Tensor& t, double v) {
+  b.fill(t, v);
+  if (t.dtype == DType::i32 && !t.device().is_cpu())
+    t.storage->note_ids(t.byte_begin(), t.byte_end(), IdBounds::single(static_cast<int32_t>(v)));
+}
+
 // Throws the failure of the op that wrote src (as an input failure of the copy), if it failed.
 static void throw_if_failed(const Tensor& src) {
   if (FailurePtr f = src.failure()) throw Error(f->kind, cat("an input holds the output of a failed op: ", f->message));
@@ -423,7 +430,14 @@ void Addon::copy_async(const Tensor& dst, const Tensor& src, const char* op) {
         [&sb, &db, dst, src, ready] {
           sb.stream().wait(ready);
           throw_if_failed(src);
-          db.copy_from_host(dst, src.raw());
+          if (dst.dtype != DType::i32) {
+            db.copy_from_host(dst, src.raw());
+            return;
+          }
+          // ids: from a private copy, so that the bounds noted are those of the bytes uploaded even if host work
+          // queued after this copy writes src meanwhile
+          std::vector<char> staged(static_cast<const char*>(src.raw()), static_cast<const char*>(src.raw()) + src.nbytes());
+          db.upload(dst, staged.data());
         },
         Effects{{}, {dst}});
   } else if (dst.device().is_cpu()) {  // device -> host: the host stream waits for the device's copy
@@ -442,7 +456,7 @@ void Addon::copy_async(const Tensor& dst, const Tensor& src, const char* op) {
           sb.stream().wait(done);
           if (const FailurePtr& f = *src_failure)
             throw Error(f->kind, cat("an input holds the output of a failed op: ", f->message));
-          db.copy_from_host(dst, staging->data());
+          db.upload(dst, staging->data());
         },
         Effects{{}, {dst}});
   }
@@ -487,7 +501,7 @@ Napi::Value Addon::FromArray(const Napi::CallbackInfo& info) {
       } else {
         if (staged.empty()) staged.assign(src, src + t.nbytes());
         auto buf = std::make_shared<std::vector<char>>(std::move(staged));
-        b.stream().submit(op, [&b, t, buf] { b.copy_from_host(t, buf->data()); }, Effects{{}, {t}});
+        b.stream().submit(op, [&b, t, buf] { b.upload(t, buf->data()); }, Effects{{}, {t}});
       }
     }
     return wrap(info.Env(), std::move(t), true);
@@ -509,7 +523,7 @@ Napi::Value Addon::Full(const Napi::CallbackInfo& info) {
     Device dev = get_device(info[3], op);
     Backend& b = ctx_->backend(dev, op);
     Tensor t = empty_tensor(b.allocator(), shape, dt, op);
-    if (t.numel()) b.stream().submit(op, [&b, t, v] { b.fill(t, v); }, Effects{{}, {t}});
+    if (t.numel()) b.stream().submit(op, [&b, t, v] { fill_noting(b, t, v); }, Effects{{}, {t}});
     return wrap(info.Env(), std::move(t), true);
   });
 }
@@ -615,7 +629,7 @@ Napi::Value Addon::FillInto(const Napi::CallbackInfo& info) {
     Backend& b = ctx_->backend(t.device(), op);
     // Filling overwrites every element, so it also clears a failure the tensor held (zeroing gradients after a
     // failed step, say).
-    b.stream().submit(op, [&b, t, v] { if (t.numel()) b.fill(t, v); }, Effects{{}, {t}});
+    b.stream().submit(op, [&b, t, v] { if (t.numel()) fill_noting(b, t, v); }, Effects{{}, {t}});
     return info[0];
   });
 }

@@ -191,11 +191,15 @@ void check_disjoint(const Tensor& out, const char* out_name, const Tensor& in, c
 std::string shape_of(const Tensor& t) { return shape_str(t.shape); }
 
 #if SHAREDFORMER_WITH_CUDA
-// On CUDA: the first id of ids (n) outside [0, hi) and != skip (when has_skip), found by cuda::check_ids, and its
-// value; {-1, 0} when all are valid. Runs inside the op's stream task (it synchronises the device stream).
+// On CUDA: the first id of ids (n) outside [0, hi) and != skip (when has_skip), and its value; {-1, 0} when all are
+// valid. Runs inside the op's stream task. When the ids' bytes were uploaded from the host and nothing wrote them
+// since, the bounds the upload noted decide it on the host (ids_known_valid: no device work, no synchronisation);
+// otherwise — ids written by a kernel or a device copy, or bounds that cannot rule out a bad id — cuda::check_ids
+// finds the first offending position on the device, which synchronises the stream.
 std::pair<int64_t, int32_t> bad_id(Backend& be, cuda::Stream s, const Tensor& ids, int64_t n, int32_t hi,
                                    bool has_skip, int32_t skip, const char* op) {
   if (n <= 0) return {-1, 0};
+  if (ids_known_valid(ids, n, 0, hi, has_skip, skip)) return {-1, 0};
   // Without an ignored value, "skip" 0 skips nothing that could be invalid (0 is in range when hi > 0); an empty
   // range with nothing ignored makes the first id the offending one.
   const int64_t at = hi <= 0 && !has_skip ? 0 : cuda::check_ids(s, ids.data<int32_t>(), n, 0, hi, has_skip ? skip : 0);

@@ -103,8 +103,9 @@ void check_disjoint(const Tensor& out, const char* out_name, const Tensor& in, c
 std::string shape_of(const Tensor& t);
 
 #if SHAREDFORMER_WITH_CUDA
-// On CUDA: the first id of ids (n) outside [0, hi) and != skip (when has_skip), found by cuda::check_ids, and its
-// value; {-1, 0} when all are valid. Runs inside the op's stream task (it synchronises the device stream).
+// On CUDA: the first id of ids (n) outside [0, hi) and != skip (when has_skip), and its value; {-1, 0} when all are
+// valid. Runs inside the op's stream task: ids uploaded from the host and not written since are decided there from
+// the bounds the upload noted (no synchronisation); other ids by cuda::check_ids (which synchronises the stream).
 std::pair<int64_t, int32_t> bad_id(Backend& be, cuda::Stream s, const Tensor& ids, int64_t n, int32_t hi,
                                    bool has_skip, int32_t skip, const char* op);
 #endif

@@ -19,8 +19,9 @@
 //   scale(x, s) -> x, scaled in place.
 // Data-dependent errors (an id or a target out of range) are thrown by the kernel on the stream, before it writes
 // anything; the op's outputs then carry the failure (reading them rejects with it) and synchronize() reports it once
-// (native/core/stream.h). On CUDA the ids are checked by
-// cuda::check_ids in the op's stream task before the kernel, with the CPU kernel's error text.
+// (native/core/stream.h). On CUDA the ids are checked in the op's stream task before the kernel (bad_id, ops.cpp),
+// with the CPU kernel's error text: on the host from the bounds their upload noted, when they came from host memory
+// and nothing has written them since (no stream synchronisation); otherwise by cuda::check_ids on the device.
 // All tensors of a call are on one device; the kernels run there (native/cpu or cuda/). On CUDA, clipGradNorm is
 // one sum-of-squares reduction and one scaling kernel with no host round trip (cuda::clip_by_norm).
 #include <algorithm>

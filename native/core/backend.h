@@ -37,6 +37,15 @@ class Backend {
   virtual void random(const Tensor& t, RandomKind kind, uint64_t seed, uint64_t offset, float a, float b) = 0;
   // dst (this device) <- src (host memory holding dst.nbytes() bytes)
   virtual void copy_from_host(const Tensor& dst, const void* src) = 0;
+  // copy_from_host, and for an int32 dst also notes the bounds of the values written on dst's storage
+  // (Storage::note_ids), so that an op that trusts ids can skip its device check. src must not change during the call
+  // (a private copy of the caller's data); call it from the stream task whose effects write dst.
+  void upload(const Tensor& dst, const void* src) {
+    copy_from_host(dst, src);
+    if (dst.dtype == DType::i32 && dst.numel() > 0)
+      dst.storage->note_ids(dst.byte_begin(), dst.byte_end(),
+                            IdBounds::of(static_cast<const int32_t*>(src), dst.numel()));
+  }
   // dst (host memory, src.nbytes() bytes) <- src (this device)
   virtual void copy_to_host(void* dst, const Tensor& src) = 0;
   // dst <- src, both on this device, same dtype and element count

@@ -63,6 +63,98 @@ FailurePtr Storage::failure(size_t begin, size_t end) const {
   return nullptr;
 }
 
+IdBounds IdBounds::of(const int32_t* v, int64_t n) {
+  IdBounds b;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t x = v[i];
+    if (x < b.min1) {
+      b.min2 = b.min1;
+      b.min1 = x;
+    } else if (x != b.min1 && x < b.min2) {
+      b.min2 = x;
+    }
+    if (x > b.max1) {
+      b.max2 = b.max1;
+      b.max1 = x;
+    } else if (x != b.max1 && x > b.max2) {
+      b.max2 = x;
+    }
+  }
+  return b;
+}
+
+// Every value of either run other than the union's min1 is >= its own run's min1 (when that is larger) or its min2
+// (when its min1 is the union's), so the smallest candidate above min1 bounds them all; the same for the maxima.
+IdBounds IdBounds::merge(const IdBounds& a, const IdBounds& b) {
+  IdBounds r;
+  r.min1 = std::min(a.min1, b.min1);
+  r.max1 = std::max(a.max1, b.max1);
+  for (int64_t c : {a.min1, a.min2, b.min1, b.min2})
+    if (c > r.min1 && c < r.min2) r.min2 = c;
+  for (int64_t c : {a.max1, a.max2, b.max1, b.max2})
+    if (c < r.max1 && c > r.max2) r.max2 = c;
+  return r;
+}
+
+bool IdBounds::all_valid(int64_t lo, int64_t hi, bool has_skip, int32_t skip) const {
+  const int64_t least = has_skip && min1 == skip ? min2 : min1;  // bounds of the values other than skip
+  const int64_t most = has_skip && max1 == skip ? max2 : max1;
+  if (least > most) return true;  // no value, or every value is skip
+  return least >= lo && most < hi;
+}
+
+// Removes what [begin, end) covers from the noted ranges (the caller holds ids_mu_); what stays keeps its bounds,
+// which still bound the part that stays.
+static void trim_ids(std::vector<Storage::IdRange>& ids, size_t begin, size_t end) {
+  std::vector<Storage::IdRange> kept;
+  for (const Storage::IdRange& r : ids) {
+    if (!(r.begin < end && begin < r.end)) {
+      kept.push_back(r);
+      continue;
+    }
+    if (r.begin < begin) kept.push_back({r.begin, begin, r.bounds});
+    if (end < r.end) kept.push_back({end, r.end, r.bounds});
+  }
+  ids = std::move(kept);
+}
+
+void Storage::note_ids(size_t begin, size_t end, const IdBounds& b) {
+  if (begin >= end) return;
+  std::lock_guard<std::mutex> lk(ids_mu_);
+  trim_ids(ids_, begin, end);
+  while (ids_.size() >= kMaxIdRanges) ids_.erase(ids_.begin());  // the oldest: its bytes become unknown
+  ids_.push_back({begin, end, b});
+  any_ids_.store(true, std::memory_order_release);
+}
+
+void Storage::forget_ids(size_t begin, size_t end) {
+  if (begin >= end || !any_ids_.load(std::memory_order_acquire)) return;
+  std::lock_guard<std::mutex> lk(ids_mu_);
+  trim_ids(ids_, begin, end);
+  any_ids_.store(!ids_.empty(), std::memory_order_release);
+}
+
+std::optional<IdBounds> Storage::known_ids(size_t begin, size_t end) const {
+  if (begin >= end) return IdBounds{};  // nothing to know
+  if (!any_ids_.load(std::memory_order_acquire)) return std::nullopt;
+  std::vector<IdRange> meet;
+  {
+    std::lock_guard<std::mutex> lk(ids_mu_);
+    for (const IdRange& r : ids_)
+      if (r.begin < end && begin < r.end) meet.push_back(r);
+  }
+  std::sort(meet.begin(), meet.end(), [](const IdRange& a, const IdRange& b) { return a.begin < b.begin; });
+  IdBounds b;
+  size_t covered = begin;  // [begin, covered) is covered so far
+  for (const IdRange& r : meet) {
+    if (r.begin > covered) return std::nullopt;  // a gap: those bytes are unknown
+    covered = std::max(covered, r.end);
+    b = IdBounds::merge(b, r.bounds);
+  }
+  if (covered < end) return std::nullopt;
+  return b;
+}
+
 bool BlockCache::put(size_t rounded, void* p) {
   std::lock_guard<std::mutex> lk(mu_);
   if (cached_ + rounded > limit_) return false;

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -101,6 +102,21 @@ using FailurePtr = std::shared_ptr<const Failure>;
 // [b1, e1) and [b2, e2) share a byte, or start at the same byte (so an empty range is caught where it lies).
 inline bool ranges_meet(size_t b1, size_t e1, size_t b2, size_t e2) { return (b1 < e2 && b2 < e1) || b1 == b2; }
 
+// What is known of a run of int32 values without reading them back: the two smallest and the two largest distinct
+// values (min2 / max2 are absent — INT64_MAX / INT64_MIN — when there is no second distinct value; min1 / max1 too
+// for no values). Enough to prove on the host that every value other than one skipped value lies in [lo, hi): the
+// skipped value can only be min1 or max1 when it is not strictly inside, and then min2 / max2 bound the rest. The
+// bounds of a run also bound every part of it, so a summary trimmed to what a later write did not touch stays sound.
+struct IdBounds {
+  int64_t min1 = INT64_MAX, min2 = INT64_MAX, max1 = INT64_MIN, max2 = INT64_MIN;
+  static IdBounds of(const int32_t* v, int64_t n);
+  static IdBounds single(int32_t v) { return IdBounds{v, INT64_MAX, v, INT64_MIN}; }
+  // Bounds of the union of two runs.
+  static IdBounds merge(const IdBounds& a, const IdBounds& b);
+  // Every value lies in [lo, hi), or equals skip when has_skip. False means "not proven", not "invalid".
+  bool all_valid(int64_t lo, int64_t hi, bool has_skip, int32_t skip) const;
+};
+
 class Storage {
  public:
   Storage(std::shared_ptr<Allocator> alloc, size_t bytes) : alloc_(std::move(alloc)), bytes_(bytes) {
@@ -135,6 +151,22 @@ class Storage {
     FailurePtr failure;
   };
 
+  // Known int32 contents (IdBounds), so that an op that trusts ids can skip its device check. An upload from host
+  // memory notes the bounds of the values it wrote (note_ids, from inside its stream task, after the copy); the
+  // stream forgets them over every range a task writes, before the task runs and again if it fails (stream.cpp), so
+  // any other write — a kernel, a device-to-device copy, a partial write through a view — leaves its bytes unknown.
+  // known_ids(begin, end): the bounds of everything in [begin, end) when noted ranges cover all of it, else nullopt.
+  // Ranges are in bytes; an int32 read of a range is covered only where all four bytes of each value are. At most
+  // kMaxIdRanges are kept (an older one is dropped past that: forgetting is always sound).
+  void note_ids(size_t begin, size_t end, const IdBounds& b);
+  void forget_ids(size_t begin, size_t end);
+  std::optional<IdBounds> known_ids(size_t begin, size_t end) const;
+  static constexpr size_t kMaxIdRanges = 16;
+  struct IdRange {
+    size_t begin, end;
+    IdBounds bounds;
+  };
+
  private:
   std::shared_ptr<Allocator> alloc_;
   size_t bytes_;
@@ -142,6 +174,9 @@ class Storage {
   mutable std::mutex failed_mu_;
   std::vector<FailedRange> failed_;
   std::atomic<bool> any_failed_{false};  // lock-free fast path for the common case of no failure
+  mutable std::mutex ids_mu_;
+  std::vector<IdRange> ids_;
+  std::atomic<bool> any_ids_{false};  // lock-free fast path: most storages hold no noted ids
 };
 
 // Host memory: 64-byte aligned (one cache line, one AVX-512 vector), with freed blocks cached for reuse (up to 1/8 of

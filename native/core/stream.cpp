@@ -69,6 +69,9 @@ void Stream::run_sync(const char* op, Task task) {
 // Runs one task with its effects (see stream.h); returns its failure, or null.
 FailurePtr Stream::run_item(Item& item) {
   FailurePtr failure;
+  // Whatever the task writes is no longer what an upload noted (Storage::note_ids); an upload notes it again itself.
+  for (const Tensor& t : item.effects.writes)
+    if (t.storage) t.storage->forget_ids(t.byte_begin(), t.byte_end());
   for (const Tensor& t : item.effects.reads) {
     if (FailurePtr f = t.failure()) {
       failure = std::make_shared<Failure>(
@@ -88,10 +91,12 @@ FailurePtr Stream::run_item(Item& item) {
     }
   }
   for (const Tensor& t : item.effects.writes) {
-    if (failure)
+    if (failure) {
       t.storage->mark_failed(t.byte_begin(), t.byte_end(), failure);
-    else
+      t.storage->forget_ids(t.byte_begin(), t.byte_end());  // a task that noted ids and then threw
+    } else {
       t.storage->mark_written(t.byte_begin(), t.byte_end());
+    }
   }
   return failure;
 }

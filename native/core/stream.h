@@ -10,7 +10,9 @@
 // not run and fails with that cause. A task that fails (throws, or has a failed input) marks every range it writes as
 // failed with its error, which names the op and the stream; one that succeeds clears the ranges it wrote. Reading a
 // tensor therefore fails exactly when the op that last wrote it failed, and never because of unrelated work. Every
-// failure is also kept for take_failures() (synchronize()), which hands them out once. run_sync() is for the host's
+// failure is also kept for take_failures() (synchronize()), which hands them out once. Before a task runs (and again
+// when it fails) the stream also forgets the int32 bounds an upload noted over what it writes (Storage::note_ids), so
+// only an upload, noting them again inside its own task, leaves ids known on the host. run_sync() is for the host's
 // own work (reads): it throws that task's error to its caller and records nothing.
 #pragma once
 #include <condition_variable>

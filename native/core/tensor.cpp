@@ -65,4 +65,12 @@ Tensor view_of(const Tensor& base, int64_t offset, const Shape& shape, const cha
   return v;
 }
 
+bool ids_known_valid(const Tensor& ids, int64_t n, int64_t lo, int64_t hi, bool has_skip, int32_t skip) {
+  if (n <= 0) return true;
+  if (!ids.storage || ids.dtype != DType::i32 || n > ids.numel()) return false;
+  const size_t begin = ids.byte_begin();
+  const std::optional<IdBounds> b = ids.storage->known_ids(begin, begin + static_cast<size_t>(n) * sizeof(int32_t));
+  return b && b->all_valid(lo, hi, has_skip, skip);
+}
+
 }  // namespace sf

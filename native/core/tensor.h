@@ -56,6 +56,12 @@ struct Tensor {
   std::string describe() const;  // "float32[2, 3] on cpu"
 };
 
+// Whether the first n int32 values of ids are known on the host to lie in [lo, hi), or to equal skip when has_skip:
+// an upload noted their bounds and nothing has written them since (Storage::known_ids). False means "not known" (the
+// caller checks the values themselves), never "invalid". Call it in a stream task of ids' device, where the noted
+// state is that of the work before the task.
+bool ids_known_valid(const Tensor& ids, int64_t n, int64_t lo, int64_t hi, bool has_skip, int32_t skip);
+
 // A fresh contiguous tensor of `shape` on the allocator's device (memory uninitialised).
 Tensor empty_tensor(const std::shared_ptr<Allocator>& alloc, const Shape& shape, DType dtype, const char* op);
 

@@ -198,4 +198,187 @@ TEST(context_gives_a_cpu_backend_and_refuses_cuda_when_absent) {
   CHECK(parse_device("cuda:3", "t").index == 3);
 }
 
+// ---- ids known on the host (IdBounds, Storage::note_ids / forget_ids / known_ids, ids_known_valid) -----------------
+
+// The brute-force answer: every value in [lo, hi) or equal to skip (when has_skip).
+static bool valid_ids(const std::vector<int32_t>& v, int64_t lo, int64_t hi, bool has_skip, int32_t skip) {
+  for (int32_t x : v)
+    if (!(has_skip && x == skip) && (x < lo || x >= hi)) return false;
+  return true;
+}
+
+TEST(id_bounds_decide_ids_with_and_without_a_skipped_value) {
+  const int32_t a[] = {3, 1, 4, 1, 5};
+  IdBounds b = IdBounds::of(a, 5);
+  CHECK_EQ(b.min1, int64_t{1});
+  CHECK_EQ(b.min2, int64_t{3});
+  CHECK_EQ(b.max1, int64_t{5});
+  CHECK_EQ(b.max2, int64_t{4});
+  CHECK(b.all_valid(0, 6, false, 0));
+  CHECK(!b.all_valid(0, 5, false, 0));
+  CHECK(!b.all_valid(2, 6, false, 0));
+  // cross-entropy targets: the ignored value is the minimum, the rest must be in range
+  const int32_t t[] = {-100, 2, 3, -100};
+  IdBounds tb = IdBounds::of(t, 4);
+  CHECK(tb.all_valid(0, 4, true, -100));
+  CHECK(!tb.all_valid(0, 4, false, 0));
+  CHECK(!tb.all_valid(0, 3, true, -100));
+  CHECK(!tb.all_valid(0, 4, true, 2));
+  const int32_t top[] = {0, 1, 99};  // the skipped value is the maximum
+  CHECK(IdBounds::of(top, 3).all_valid(0, 2, true, 99));
+  CHECK(!IdBounds::of(top, 3).all_valid(0, 1, true, 99));
+  const int32_t all_skip[] = {-100, -100};
+  CHECK(IdBounds::of(all_skip, 2).all_valid(0, 1, true, -100));
+  CHECK(!IdBounds::of(all_skip, 2).all_valid(0, 1, false, 0));
+  const int32_t mid[] = {-1, 7, 9};  // a skipped value strictly inside proves nothing about the others
+  CHECK(!IdBounds::of(mid, 3).all_valid(0, 10, true, 7));
+  CHECK(IdBounds::of(nullptr, 0).all_valid(0, 0, false, 0));  // no values
+  CHECK(IdBounds::single(5).all_valid(0, 6, false, 0));
+  CHECK(!IdBounds::single(5).all_valid(0, 5, false, 0));
+  CHECK(IdBounds::single(-100).all_valid(0, 5, true, -100));
+  CHECK(IdBounds::of(a, 5).all_valid(INT32_MIN, INT64_C(2147483648), false, 0));
+  // merged bounds: the union's two smallest and two largest distinct values
+  const int32_t p[] = {1, 2}, q[] = {0, 5};
+  IdBounds m = IdBounds::merge(IdBounds::of(p, 2), IdBounds::of(q, 2));
+  CHECK_EQ(m.min1, int64_t{0});
+  CHECK_EQ(m.min2, int64_t{1});
+  CHECK_EQ(m.max1, int64_t{5});
+  CHECK_EQ(m.max2, int64_t{2});
+  IdBounds m2 = IdBounds::merge(IdBounds::of(all_skip, 2), IdBounds::single(3));
+  CHECK(m2.all_valid(0, 4, true, -100));
+  CHECK(!m2.all_valid(0, 3, true, -100));
+  // exhaustively against brute force: one run, and a run split in two and merged, are exact (so never let a bad id
+  // through, and never send valid ids to the device check)
+  uint32_t r = 12345;
+  auto next = [&r](int mod) {
+    r = r * 1664525u + 1013904223u;
+    return static_cast<int>((r >> 8) % static_cast<uint32_t>(mod));
+  };
+  for (int iter = 0; iter < 4000; ++iter) {
+    std::vector<int32_t> v(static_cast<size_t>(next(7)));
+    for (int32_t& x : v) x = next(10) - 3;
+    const size_t cut = v.empty() ? 0 : static_cast<size_t>(next(static_cast<int>(v.size()) + 1));
+    const IdBounds whole = IdBounds::of(v.data(), static_cast<int64_t>(v.size()));
+    const IdBounds split = IdBounds::merge(IdBounds::of(v.data(), static_cast<int64_t>(cut)),
+                                           IdBounds::of(v.data() + cut, static_cast<int64_t>(v.size() - cut)));
+    const int64_t lo = next(5) - 2, hi = lo + next(7);
+    const bool has_skip = next(2) == 1;
+    const int32_t skip = next(10) - 3;
+    const bool want = valid_ids(v, lo, hi, has_skip, skip);
+    CHECK(whole.all_valid(lo, hi, has_skip, skip) == want);
+    CHECK(split.all_valid(lo, hi, has_skip, skip) == want);
+  }
+}
+
+TEST(storage_notes_id_bounds_and_forgets_them_where_written) {
+  auto alloc = std::make_shared<CpuAllocator>();
+  Storage st(alloc, 80);
+  CHECK(!st.known_ids(0, 64));  // nothing noted
+  const int32_t v[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  st.note_ids(0, 64, IdBounds::of(v, 16));
+  CHECK(st.known_ids(0, 64) && st.known_ids(0, 64)->max1 == 15);
+  CHECK(st.known_ids(16, 32));  // a window: the whole upload's bounds still bound it
+  CHECK(!st.known_ids(0, 68));  // bytes past the upload are unknown
+  CHECK(!st.known_ids(64, 80));
+  st.forget_ids(8, 12);  // one value written
+  CHECK(!st.known_ids(0, 64));
+  CHECK(!st.known_ids(4, 12));
+  CHECK(st.known_ids(0, 8));
+  CHECK(st.known_ids(12, 64));
+  st.forget_ids(14, 15);  // one byte of a value (a write through a narrower dtype's window)
+  CHECK(!st.known_ids(12, 16));
+  CHECK(st.known_ids(16, 20));
+  st.note_ids(8, 16, IdBounds::single(77));  // a second upload into a window
+  auto b = st.known_ids(0, 64);
+  CHECK(b && b->min1 == 0 && b->max1 == 77);
+  // a new upload over the whole range replaces the old bounds
+  st.note_ids(0, 80, IdBounds::single(3));
+  b = st.known_ids(0, 80);
+  CHECK(b && b->min1 == 3 && b->max1 == 3);
+  st.forget_ids(0, 80);
+  CHECK(!st.known_ids(0, 4));
+  CHECK(st.known_ids(4, 4));  // an empty range holds nothing to know
+  // two uploads side by side cover a read across both
+  st.note_ids(0, 40, IdBounds::of(v, 10));
+  st.note_ids(40, 80, IdBounds::single(100));
+  b = st.known_ids(0, 80);
+  CHECK(b && b->min1 == 0 && b->max1 == 100 && b->max2 == 9);
+  // at most kMaxIdRanges are kept: the oldest are forgotten (never wrongly kept)
+  st.forget_ids(0, 80);
+  for (size_t i = 0; i < 20; ++i) st.note_ids(4 * i, 4 * i + 4, IdBounds::single(static_cast<int32_t>(i)));
+  CHECK(!st.known_ids(0, 4));
+  CHECK(!st.known_ids(12, 16));
+  CHECK(st.known_ids(16, 80));
+}
+
+// Uploads note bounds inside their stream task; every other write (a kernel, a copy, a partial window, a failed
+// task) makes the bytes it writes unknown, so only ids untouched since their upload are decided on the host.
+TEST(stream_writes_forget_noted_ids_and_uploads_note_them) {
+  Context ctx;
+  Backend& be = ctx.backend(Device{DeviceType::CPU, 0});
+  Stream& s = be.stream();
+  Tensor buf = empty_tensor(be.allocator(), {8}, DType::i32, "t");
+  const int32_t host[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+  auto upload = [&](const Tensor& dst, const int32_t* src) {
+    s.submit("upload", [&be, dst, src] { be.upload(dst, src); }, Effects{{}, {dst}});
+    s.wait_all();
+  };
+  CHECK(!ids_known_valid(buf, 8, 0, 8, false, 0));  // never written by an upload
+  upload(buf, host);
+  CHECK(buf.data<int32_t>()[5] == 5);
+  CHECK(ids_known_valid(buf, 8, 0, 8, false, 0));
+  CHECK(!ids_known_valid(buf, 8, 0, 7, false, 0));  // 7 is out of range: not proven (the device check decides)
+  CHECK(ids_known_valid(buf, 7, 0, 8, false, 0));   // the first n values only: still bounded by the upload's
+  CHECK(ids_known_valid(buf, 0, 0, 0, false, 0));   // no ids
+  CHECK(!ids_known_valid(buf, 9, 0, 8, false, 0));  // more than the tensor holds
+  Tensor w = view_of(buf, 2, {3}, "t");  // a view shares the storage's bounds (those of the whole upload)
+  CHECK(ids_known_valid(w, 3, 0, 8, false, 0));
+  CHECK(!ids_known_valid(w, 3, 0, 5, false, 0));  // conservative: 2..4 are in range, but the bounds say 0..7
+  // a kernel writes one element (a window of it): that window is unknown, the rest stays known
+  s.submit("kernel", [buf] { buf.data<int32_t>()[3] = 99; }, Effects{{}, {view_of(buf, 3, {1}, "t")}});
+  s.wait_all();
+  CHECK(!ids_known_valid(buf, 8, 0, 100, false, 0));
+  CHECK(!ids_known_valid(w, 3, 0, 100, false, 0));
+  CHECK(ids_known_valid(view_of(buf, 0, {3}, "t"), 3, 0, 8, false, 0));
+  CHECK(ids_known_valid(view_of(buf, 4, {4}, "t"), 4, 0, 8, false, 0));
+  // a device copy into a window, even from ids known valid, makes the window unknown
+  Tensor src = empty_tensor(be.allocator(), {2}, DType::i32, "t");
+  upload(src, host);
+  CHECK(ids_known_valid(src, 2, 0, 8, false, 0));
+  Tensor dst = view_of(buf, 6, {2}, "t");
+  s.submit("copy", [&be, dst, src] { be.copy(dst, src); }, Effects{{src}, {dst}});
+  s.wait_all();
+  CHECK(!ids_known_valid(dst, 2, 0, 8, false, 0));
+  CHECK(ids_known_valid(view_of(buf, 4, {2}, "t"), 2, 0, 8, false, 0));
+  CHECK(ids_known_valid(src, 2, 0, 8, false, 0));  // a read changes nothing
+  // a new upload makes the whole tensor known again
+  upload(buf, host);
+  CHECK(ids_known_valid(buf, 8, 0, 8, false, 0));
+  // an upload that fails after noting (or any failing task that writes) leaves its range unknown
+  s.submit("bad upload", [&be, buf, &host] {
+    be.upload(buf, host);
+    error("bad upload: no");
+  }, Effects{{}, {buf}});
+  s.wait_all();
+  CHECK(!ids_known_valid(buf, 8, 0, 8, false, 0));
+  CHECK(buf.failure() != nullptr);
+  upload(buf, host);
+  CHECK(ids_known_valid(buf, 8, 0, 8, false, 0) && buf.failure() == nullptr);
+  // a task that does not run (a failed input) still forgets what it was to write
+  Tensor failed = empty_tensor(be.allocator(), {1}, DType::f32, "t");
+  s.submit("fails", [] { error("fails: no"); }, Effects{{}, {failed}});
+  s.submit("skipped", [] {}, Effects{{failed}, {view_of(buf, 0, {1}, "t")}});
+  s.wait_all();
+  CHECK(!ids_known_valid(buf, 8, 0, 8, false, 0));
+  CHECK(ids_known_valid(view_of(buf, 1, {7}, "t"), 7, 0, 8, false, 0));
+  // a float upload notes nothing; an int32 read of another dtype's tensor is never decided on the host
+  Tensor f = empty_tensor(be.allocator(), {2}, DType::f32, "t");
+  const float fh[2] = {1, 2};
+  s.submit("upload", [&be, f, &fh] { be.upload(f, fh); }, Effects{{}, {f}});
+  s.wait_all();
+  CHECK(!f.storage->known_ids(0, 8));
+  CHECK(!ids_known_valid(f, 2, 0, 8, false, 0));
+  s.take_failures();
+}
+
 TEST_MAIN()
