@@ -211,6 +211,36 @@ TEST(layernorm_backward_matches_finite_differences) {
 
 // ---- GELU ---------------------------------------------------------------------------------------------------------
 
+// With one column, xhat = 0 and dx = rstd (g - mean(g) - 0) = 0 exactly, whatever dy and w: a product dy * w fused
+// into g - mean(g) would leave its rounding error times rstd = 1 / sqrt(eps) ~ 316 (up to 2e-5 |g| per element).
+// Also two equal columns (x and g constant per row): the same exact zero.
+TEST(layernorm_backward_dx_is_exactly_zero_where_xhat_is_zero) {
+  Context ctx;
+  ThreadPool& pool = ctx.pool();
+  Rng rng(11);
+  for (int64_t C : {int64_t{1}, int64_t{2}}) {  // (the scalar path; wider rows take the vector path, whose row mean is not exact)
+    const int64_t rows = 257;
+    Vec x(static_cast<size_t>(rows * C)), w(static_cast<size_t>(C), 0.0f), b(static_cast<size_t>(C), 0.0f);
+    Vec dy(static_cast<size_t>(rows * C));
+    const Vec xr = rng.vec(rows, -3.0f, 3.0f), dyr = rng.vec(rows, -2.0f, 2.0f), wr = rng.vec(1, 0.3f, 1.7f);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < C; ++j) {
+        x[static_cast<size_t>(r * C + j)] = xr[static_cast<size_t>(r)];    // constant row: xhat = 0
+        dy[static_cast<size_t>(r * C + j)] = dyr[static_cast<size_t>(r)];  // with w constant: every g equal
+      }
+    for (float& v : w) v = wr[0];
+    Vec y = poisoned(rows * C), mean = poisoned(rows), rstd = poisoned(rows);
+    cpu::layernorm_forward(pool, x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), rows, C, 1e-5f);
+    Vec dx(static_cast<size_t>(rows * C), 0.0f);
+    cpu::layernorm_backward(pool, dy.data(), x.data(), w.data(), mean.data(), rstd.data(), dx.data(), nullptr, nullptr,
+                            rows, C);
+    float worst = 0.0f;
+    for (float v : dx) worst = std::max(worst, std::fabs(v));
+    if (worst != 0.0f) std::printf("  C %lld: max |dx| %g\n", static_cast<long long>(C), static_cast<double>(worst));
+    CHECK_EQ(worst, 0.0f);
+  }
+}
+
 TEST(gelu_forward_matches_double_reference) {
   Context ctx;
   ThreadPool& pool = ctx.pool();
