@@ -9,6 +9,7 @@
 
 #include "../native/core/backend.h"
 #include "cuda_common.cuh"
+#include "l2_plan.h"
 #include "../native/core/philox.h"
 
 namespace sf {
@@ -123,6 +124,7 @@ class CudaBackend final : public Backend {
  public:
   explicit CudaBackend(int dev)
       : Backend(std::make_shared<CudaCachingAllocator>(dev), "cuda:" + std::to_string(dev)), dev_(dev) {
+    l2_.device = dev_;
     DeviceGuard g(dev_);
     SF_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     // The kernels' workspaces (cuda/scratch.cuh) come from the device's stream-ordered pool: keep what it has
@@ -190,10 +192,14 @@ class CudaBackend final : public Backend {
     int cur = -1;
     if (cudaGetDevice(&cur) != cudaSuccess || cur != dev_) SF_CUDA_CHECK(cudaSetDevice(dev_));
   }
+  cuda::L2State* l2_state() override { return &l2_; }
 
  private:
   int dev_;
   cudaStream_t stream_ = nullptr;
+  // The shared-weight L2 window of this device's stream (cuda/l2.cu): the set-aside is set once per backend, and the
+  // current window and the reason persisting L2 is off, if it is, live here (no static state).
+  cuda::L2State l2_;
 };
 
 }  // namespace

@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "../native/cpu/kernels.h"
+#include "l2_plan.h"
 
 struct CUstream_st;
 
@@ -91,7 +92,20 @@ void clip_by_norm(Stream s, float* x, int64_t n, const double* sumsq, float max_
 // ---- l2.cu ------------------------------------------------------------------------------------------------------
 // The shared-weight path: while consecutive layers reuse one block, the block's bytes [base, base + bytes) are
 // marked persisting in L2 for this stream (cudaAccessPolicyWindow), so the second and later layers read them from
-// L2 instead of HBM. persist_l2(s, nullptr, 0) ends the window. A no-op where the device has no persisting L2.
-void persist_l2(Stream s, const void* base, int64_t bytes);
+// L2 instead of HBM. persist_l2(s, st, nullptr, 0) ends the window. `st` is the device's state, owned by its CUDA
+// backend (Backend::l2_state()); the decisions are cuda/l2_plan.h's (set-aside set once per device to its maximum,
+// hitRatio = min(1, set-aside / window), missProp normal, a window capped at the device's maximum window).
+// Best effort and stream-ordered: it NEVER throws a CUDA error — a failed call (MPS, MIG, no persisting L2) is cleared
+// and recorded in `st` (its reason is reported by backends()), and persisting L2 stays off on that device. Ending a
+// window re-sets it over the same bytes with hitProp normal, so that the kernels queued after it demote the lines
+// (cudaCtxResetPersistingL2Cache is not used: it is not ordered with the stream); a second end clears the window.
+enum class L2Status : int {
+  Off = 0,         // persisting L2 is off on this device (no persisting L2, or a call failed): st.reason says why
+  Unchanged = 1,   // nothing to do (an end with no window)
+  Persisting = 2,  // a persisting window is set
+  Demoting = 3,    // the window was ended: a normal window over the same bytes demotes its lines
+  Cleared = 4,     // the stream has no window any more
+};
+L2Status persist_l2(Stream s, L2State& st, const void* base, int64_t bytes);
 
 }  // namespace sf::cuda

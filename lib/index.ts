@@ -3,7 +3,7 @@ export { Tensor, tensor, full, zeros, ones, rand, randn, manualSeed } from './te
 export type { DType, Device, TensorOptions, RandomOptions, NestedNumbers } from './tensor.ts';
 export { backends, buildInfo, memory, setNumThreads, getNumThreads, synchronize, synchronizeSync, emptyCache } from './runtime.ts';
 export { loadAddon, packageRoot } from './native.ts';
-export type { BackendsInfo, BuildInfo, DeviceMemory, LoadAttempt, LoadResult, DTypeName, HostArray } from './native.ts';
+export type { BackendsInfo, PersistingL2Info, BuildInfo, DeviceMemory, LoadAttempt, LoadResult, DTypeName, HostArray } from './native.ts';
 /**
  * The kernel library as plain functions on tensors, forward and backward side by side (backward functions add into
  * the gradients they are given).

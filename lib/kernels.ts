@@ -296,10 +296,14 @@ export function kvAppend(cache: Tensor, src: Tensor, pos: number): Tensor {
 // ---- shared weights on chip ----------------------------------------------------------------------------------------
 
 /**
- * Marks the bytes of `t` (or the span of several tensors of one buffer, e.g. a block's parameters) as persisting in
- * the L2 cache of their CUDA device, for the work queued after it, until `persistL2(null)` ends the window on every
- * CUDA device. Used by the layer stack while consecutive layers apply the same block, so the second and later layers
- * read the shared weights from L2. Returns whether a CUDA device was affected (false for CPU tensors: a no-op).
+ * Marks the bytes of `t` (or of several tensors of one buffer that together cover ONE contiguous range, e.g. a block's
+ * adjacent parameters) as persisting in the L2 cache of their CUDA device, for the work queued after it, until
+ * `persistL2(null)` ends the window on every CUDA device. Used by the layer stack while consecutive layers apply the
+ * same block, so the second and later layers read the shared weights from L2. The window covers exactly the bytes
+ * passed: tensors whose union has a gap throw a RangeError naming it (on every device). Ending is stream-ordered: the
+ * work queued after it demotes the persisting lines. Best effort: where persisting L2 is unavailable (no persisting
+ * L2, MPS, MIG) nothing fails; `backends().cuda.devices[i].persistingL2` says whether it is in effect and, if not,
+ * why. Returns whether a CUDA device was asked (false for CPU or empty tensors: a no-op).
  */
 export function persistL2(t: Tensor | readonly Tensor[] | null): boolean {
   const op = 'persistL2';

@@ -55,13 +55,47 @@ export interface DeviceMemory {
   cachedBytes: number;
 }
 
+/**
+ * The shared-weight L2 window of one CUDA device (kernels.persistL2; the layer stacks use it while consecutive layers
+ * apply the same blocks). Best effort: where it cannot be used, nothing fails and `reason` says why.
+ */
+export interface PersistingL2Info {
+  /** Persisting windows are in use on this device: at least one was set, and no CUDA call failed. */
+  active: boolean;
+  /**
+   * When not active, why: e.g. 'never requested: ...', 'device has no persisting L2 (...)', 'not supported here:
+   * setting the persisting-L2 set-aside failed (...)' (MPS, MIG), or the CUDA call that failed.
+   */
+  reason?: string;
+  /**
+   * The stream's window now: 'persisting'; 'demoting' (ended: a normal window over the same bytes makes the kernels
+   * queued after it demote the lines); 'none'.
+   */
+  window: 'persisting' | 'demoting' | 'none';
+  /** cudaDevAttrMaxPersistingL2CacheSize (0 until the first window is asked for, or when the device has none). */
+  maxSetAsideBytes: number;
+  /** The persisting set-aside in effect (set once, to the device's maximum). */
+  setAsideBytes: number;
+  /** Persisting windows set so far on this device. */
+  windows: number;
+  /** The last persisting window: its bytes (capped at the device's maximum window) and the fraction that may persist. */
+  lastWindowBytes: number;
+  lastHitRatio: number;
+  /** How the set-aside was obtained when it could not be set (under MPS it is fixed when the server starts). */
+  note?: string;
+}
+
 /** What backends() reports. */
 export interface BackendsInfo {
   cpu: { threads: number; simd: 'avx512' | 'avx2' | 'portable'; features: string[] };
   cuda: {
     compiled: boolean;
     available: boolean;
-    devices: { index: number; name: string; computeCapability: string; totalMemory: number; multiprocessors: number }[];
+    devices: {
+      index: number; name: string; computeCapability: string; totalMemory: number; multiprocessors: number;
+      /** The shared-weight L2 window on this device: whether it is in use and, if not, why. */
+      persistingL2: PersistingL2Info;
+    }[];
     reason?: string;
     runtimeVersion: number;
     driverVersion: number;

@@ -377,16 +377,34 @@ test('bf16 and tf32 training steps on CUDA stay close to the fp32 CPU step (fp32
 
 test('persistL2: a window on CUDA tensors (the stack sets one for runs of a shared block), a no-op on the CPU', (t) => {
   const g = zeros([1 << 16], { device: DEV });
-  t.true(K.persistL2(g), 'a window was set on the device');
-  t.true(K.persistL2([g.window(0, [10]), g.window(1000, [10])]), 'a span of one buffer');
+  t.true(K.persistL2(g), 'a window was asked for on the device');
+  t.true(K.persistL2([g.window(10, [10]), g.window(0, [10])]), 'adjacent windows of one buffer: one range');
+  throwsExactly(t, () => K.persistL2([g.window(0, [10]), g.window(1000, [10])]), RangeError,
+    /^persistL2: the tensors do not cover one contiguous range of their buffer: bytes \[40, 4000\) between tensors\[0\] and tensors\[1\] belong to none of them/, 'a gap');
   t.true(K.persistL2(null), 'the window was ended');
   t.false(K.persistL2(zeros([4])), 'CPU tensors: nothing to do');
   throwsExactly(t, () => K.persistL2([g, zeros([4], { device: DEV })]), RangeError, /^persistL2: tensors\[1\] is not in the storage of tensors\[0\]/, 'two buffers');
+  // Best effort: whether the window is in effect depends on the GPU (none under MIG; MPS may refuse the set-aside),
+  // and backends() says which, and why not.
+  const l2 = backends().cuda.devices[0].persistingL2;
+  if (l2.active) {
+    t.true(l2.windows >= 2, 'two windows were set');
+    t.true(l2.setAsideBytes > 0 && l2.setAsideBytes <= l2.maxSetAsideBytes || l2.note !== undefined, 'the set-aside, set once');
+    t.is(l2.window, 'demoting', 'ended: a normal window over the same bytes demotes the lines');
+    t.true(l2.lastHitRatio > 0 && l2.lastHitRatio <= 1);
+  } else {
+    t.log(`persisting L2 is not in effect on ${DEV}: ${l2.reason}`);
+    t.regex(l2.reason ?? '', /\S/, 'inactive, with the reason');
+  }
+  t.true(K.persistL2(null), 'a second end clears the window');
+  t.is(backends().cuda.devices[0].persistingL2.window, 'none');
   // a model whose layers all apply one block: the forward pass with the window matches the CPU's
   const cpu = new Decoder(cfg), gpu = new Decoder(cfg).to(DEV);
   const { ids } = batch(2, 9);
   const lc = noGrad(() => cpu.forward(tensor(ids, [2, 9]))), lg = noGrad(() => gpu.forward(tensor(ids, [2, 9], { device: DEV })));
   same(t, lc, lg, 1e-5, 'logits of the shared stack');
+  t.regex(gpu.summary(), l2.active ? /persisting L2 +active on cuda:0 \(set-aside/ : /persisting L2 +inactive on cuda:0: \S/, "the model's summary says so");
+  t.regex(cpu.summary(), /persisting L2 +not used \(the model is on the CPU/);
   cpu.store.dispose();
   gpu.store.dispose();
 });
@@ -424,7 +442,11 @@ anyTest.serial('a bad precision is refused naming the op and the value; persistL
   throwsExactly(t, () => K.attention(q, q, q, { precision: 'half' as Precision }), TypeError, /^attentionForward: option precision must be one of 'fp32', 'tf32', 'bf16', got 'half'$/, 'attention');
   throwsExactly(t, () => ops.withPrecision('fp64' as Precision, () => 0), TypeError, /^withPrecision: precision must be one of 'fp32', 'tf32', 'bf16', got fp64$/, 'withPrecision');
   t.false(K.persistL2(a), 'a CPU tensor: no window');
-  t.false(K.persistL2([a.window(0, [1]), a.window(2, [2])]), 'CPU tensors: no window');
+  t.false(K.persistL2([a.window(1, [3]), a.window(0, [1])]), 'CPU tensors: no window');
+  t.false(K.persistL2([a.window(0, [0])]), 'empty: no window');
+  // a window covers exactly the bytes passed: a gap is refused on every device, so a CPU run finds it too
+  throwsExactly(t, () => K.persistL2([a.window(0, [1]), a.window(2, [2])]), RangeError,
+    /^persistL2: the tensors do not cover one contiguous range of their buffer: bytes \[4, 8\) between tensors\[0\] and tensors\[1\] belong to none of them; a window covers exactly the bytes passed/, 'a gap');
   throwsExactly(t, () => K.persistL2([a, tensor(randn(2), [2])]), RangeError, /^persistL2: tensors\[1\] is not in the storage of tensors\[0\]/, 'two buffers');
   throwsExactly(t, () => K.persistL2(3 as never), TypeError, /^persistL2: t must be a Tensor, got 3$/, 'not a tensor');
 });

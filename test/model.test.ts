@@ -8,6 +8,8 @@ import { backward, noGrad, resetTape } from '../lib/autograd.ts';
 import { AdamW } from '../lib/optim/index.ts';
 import { accountDecoder } from '../lib/sharing/accounting.ts';
 import type { SharingConfig } from '../lib/sharing/plan.ts';
+import { l2Span, hasSharedRuns } from '../lib/models/stack.ts';
+import type { Parameter } from '../lib/params.ts';
 import { lcg } from './helpers/check.ts';
 import { checkGradients } from './helpers/fd.ts';
 
@@ -234,7 +236,32 @@ test('summary() lists each layer\'s blocks and the accounting, which matches the
   const ids = tensor(Int32Array.from([1, 2, 3]), [1, 3]);
   const deeper = all.forward(ids, { depth: 8 });
   t.deepEqual(deeper.shape, [1, 3, 11]);
+  t.regex(all.summary(), /\n {2}persisting L2 +not used \(the model is on the CPU; persisting L2 is a CUDA feature\)$/, 'the shared-weight L2 window: CUDA only');
   all.store.dispose();
+  t.regex(s, /\n {2}persisting L2 +not used \(the model is on the CPU/, 'cycle-rev 0 1 1 0: layers 1 and 2 are a run');
+  const cyc = new Decoder({ ...base, sharing: { strategy: 'cycle', unique: 2 } });
+  t.regex(cyc.summary(), /\n {2}persisting L2 +not used \(no consecutive layers apply the same blocks\)$/, 'cycle 0 1 0 1: no runs of one block');
+  cyc.store.dispose();
+});
+
+test('l2Span: the persisting-L2 window covers exactly one contiguous run of a block\'s parameters (the largest)', (t) => {
+  // 'all': one attention and one FFN block, declared one after the other: all of their parameters, one range
+  const all = new Decoder({ ...base, sharing: { strategy: 'all' } });
+  const blocks = (m: Decoder, a: number, f: number) => [...m.stack.attn[a].parameters(), ...m.stack.ffn[f].parameters()];
+  const contiguous = (ps: Parameter[]) => ps.slice().sort((x, y) => x.offset - y.offset).every((p, i, a) => i === 0 || p.offset === a[i - 1].offset + a[i - 1].size);
+  const both = blocks(all, 0, 0);
+  t.is(l2Span(both).length, both.length, "plan 'all': both blocks");
+  t.true(contiguous(l2Span(both)));
+  t.true(hasSharedRuns(all.plan));
+  all.store.dispose();
+  // 'sequence' with 2 unique blocks: attention 0 and FFN 0 are apart (attention 1 lies between): the FFN block, larger
+  const seq = new Decoder({ ...base, dFF: 32, sharing: { strategy: 'sequence', unique: 2 } });  // FFN block 568 floats, attention 304
+  t.true(hasSharedRuns(seq.plan));
+  const span = l2Span(blocks(seq, 0, 0));
+  t.true(contiguous(span));
+  t.deepEqual(span.map((p) => p.name), seq.stack.ffn[0].parameters().map((p) => p.name), 'the larger contiguous part: FFN block 0');
+  t.deepEqual(l2Span([]), []);
+  seq.store.dispose();
 });
 
 test('gradient accumulation: two half-batches with backward({scale: 0.5}) equal one full batch', (t) => {

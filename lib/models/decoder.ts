@@ -15,7 +15,7 @@ import type { Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../io/checkpoint.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, checkTargets, formatSummary, idsShape } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, checkTargets, formatSummary, idsShape, persistingL2Summary } from './stack.ts';
 import type { StackConfig } from './stack.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
 import { generate, type GenerateOptions } from './generate.ts';
@@ -143,10 +143,11 @@ export class Decoder extends Model {
 
   /**
    * A printable summary: per applied layer, which attention block (and whose K/V) and which FFN block it uses; then
-   * unique parameters, parameter bytes, applied depth, FLOPs per token and KV-cache bytes per token.
+   * unique parameters, parameter bytes, applied depth, FLOPs per token and KV-cache bytes per token; then whether the
+   * shared-weight persisting-L2 window is in effect on the model's device and, when not, why.
    */
   summary(options: { depth?: number } = {}): string {
-    return formatSummary('Decoder', this.plan, this.accounting(options));
+    return formatSummary('Decoder', this.plan, this.accounting(options), persistingL2Summary(this.store.device, [this.plan], options.depth));
   }
 
 

@@ -11,7 +11,7 @@ import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { accountEncoder, type Accounting } from '../sharing/accounting.ts';
-import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, checkTargets, formatSummary, idsShape, type Dims } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, checkTargets, formatSummary, idsShape, persistingL2Summary, type Dims } from './stack.ts';
 import type { StackConfig } from './stack.ts';
 
 /** An encoder's configuration: the shared StackConfig fields, plus an optional classification head. */
@@ -118,8 +118,11 @@ export class Encoder extends Model {
     return accountEncoder({ ...d, tiedEmbeddings: d.tiedEmbeddings, factorizedEmbedding: d.factorizedEmbedding }, this.plan, options);
   }
 
-  /** Per-layer blocks, unique parameters, bytes, applied depth, FLOPs per token (KV cache: none, an encoder caches nothing). */
+  /**
+   * Per-layer blocks, unique parameters, bytes, applied depth, FLOPs per token (KV cache: none, an encoder caches
+   * nothing), and whether the shared-weight persisting-L2 window is in effect on the model's device (when not, why).
+   */
   summary(options: { depth?: number } = {}): string {
-    return formatSummary('Encoder', this.plan, this.accounting(options));
+    return formatSummary('Encoder', this.plan, this.accounting(options), persistingL2Summary(this.store.device, [this.plan], options.depth));
   }
 }

@@ -12,7 +12,7 @@ import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, checkIds, checkInt, checkTargets, idsShape, type Dims } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, checkIds, checkInt, checkTargets, idsShape, persistingL2Summary, type Dims } from './stack.ts';
 
 /**
  * The shape of an EncoderDecoder: sizes, depths, sharing of each side and whether the decoder reuses the encoder
@@ -151,13 +151,17 @@ export class EncoderDecoder extends Model {
   }
 
 
-  /** Both stacks' per-layer blocks (and which are the encoder's), then unique parameters and bytes. */
+  /**
+   * Both stacks' per-layer blocks (and which are the encoder's), then unique parameters and bytes, and whether the
+   * shared-weight persisting-L2 window is in effect on the model's device (when not, why).
+   */
   summary(): string {
     const lines = [`EncoderDecoder: encoder ${this.encoderPlan.describe()}`];
     lines.push(this.dims.shared ? '  decoder: self-attention and FFN blocks are the encoder\'s (run causally), own cross-attention per layer' : `  decoder: ${this.decoderPlan.describe()}, own cross-attention per layer`);
     lines.push(`  unique parameters   ${this.numParameters.toLocaleString('en-US')}`);
     lines.push(`  parameter bytes     ${this.store.bytes.toLocaleString('en-US')}`);
     lines.push(`  applied depth       ${this.dims.encoderLayers} encoder + ${this.dims.decoderLayers} decoder layers`);
+    lines.push(`  persisting L2       ${persistingL2Summary(this.store.device, [this.encoderPlan, this.decoderPlan])}`);
     return lines.join('\n');
   }
 }

@@ -1,13 +1,14 @@
 // stack.ts — what every model shares: checked dimensions, the token + learned-position input, and a stack of unique
 // attention and FFN blocks indexed per layer by a SharingPlan.
 import { Module } from '../nn/module.ts';
-import type { ParameterStore } from '../params.ts';
+import type { Parameter, ParameterStore } from '../params.ts';
 import { BasisLinear, DeltaLinear, Embedding, FeedForward, Linear, MultiHeadAttention, plainLinear, type LinearFactory } from '../nn/layers.ts';
 import type { ParameterBuilder } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import * as K from '../kernels.ts';
 import { tape } from '../autograd.ts';
+import { native } from '../native.ts';
 import { appliedLayers, kvProjectionBlocks, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import type { Accounting } from '../sharing/accounting.ts';
 
@@ -191,6 +192,61 @@ export function linearFor(plan: SharingPlan, stack = ''): LinearFactory {
   return plainLinear;
 }
 
+/** Whether two applied layers use the same attention and FFN blocks. */
+function sameBlocks(a: { attention: number; ffn: number } | undefined, b: { attention: number; ffn: number } | undefined): boolean {
+  return !!a && !!b && a.attention === b.attention && a.ffn === b.ffn;
+}
+
+/** Whether some consecutive layers of the plan (at `depth`) apply the same blocks: the runs a persisting-L2 window serves. */
+export function hasSharedRuns(plan: SharingPlan, depth?: number): boolean {
+  const layers = appliedLayers(plan, depth);
+  return layers.some((lp, l) => l > 0 && sameBlocks(layers[l - 1], lp));
+}
+
+/**
+ * The parameters a persisting-L2 window over `params` covers: a window is ONE contiguous range of the flat parameter
+ * buffer and must cover exactly the tensors passed (kernels.persistL2 refuses a gap), so of the parameters (each once,
+ * ordered by offset, adjacent ones merged) the largest contiguous run, the first of equals. With plan 'all' a run's
+ * attention and FFN blocks are adjacent (declared one after the other), so this is all of them; with 'sequence' and
+ * several unique blocks, attention block i and FFN block i are apart (all attention blocks are declared first), and
+ * so are factored layers' shared weights, so it is the larger contiguous part (usually the FFN block).
+ */
+export function l2Span(params: readonly Parameter[]): Parameter[] {
+  const sorted = [...new Set(params)].filter((p) => p.size > 0).sort((a, b) => a.offset - b.offset);
+  let best: Parameter[] = [], bestSize = 0;
+  let run: Parameter[] = [], runSize = 0, end = -1;
+  const close = () => {
+    if (runSize > bestSize) [best, bestSize] = [run, runSize];
+  };
+  for (const p of sorted) {  // parameters never overlap: a run continues where the previous one ends
+    if (run.length && p.offset !== end) {
+      close();
+      [run, runSize] = [[], 0];
+    }
+    run.push(p);
+    runSize += p.size;
+    end = p.offset + p.size;
+  }
+  close();
+  return best;
+}
+
+/**
+ * The persisting-L2 line of a model's summary(): whether the shared-weight window is in effect on the model's device
+ * and, when not, why (the device's state comes from backends(); see docs/gpu.md).
+ */
+export function persistingL2Summary(device: Device, plans: readonly SharingPlan[], depth?: number): string {
+  if (!plans.some((p) => hasSharedRuns(p, depth))) return 'not used (no consecutive layers apply the same blocks)';
+  if (device === 'cpu') return 'not used (the model is on the CPU; persisting L2 is a CUDA feature)';
+  const index = device === 'cuda' ? 0 : Number(device.slice('cuda:'.length));
+  const d = native().backends().cuda.devices.find((x) => x.index === index);
+  if (!d) return `inactive on ${device}: the device is not reported by backends()`;
+  const l2 = d.persistingL2;
+  if (!l2.active) return `inactive on ${device}: ${l2.reason ?? 'no reason reported'}`;
+  return `active on ${device} (set-aside ${l2.setAsideBytes.toLocaleString('en-US')} bytes; ${l2.windows.toLocaleString('en-US')} windows so far, ` +
+    `the last ${l2.lastWindowBytes.toLocaleString('en-US')} bytes with hit ratio ${+l2.lastHitRatio.toFixed(3)}; window now: ${l2.window})`;
+}
+
 /** The unique blocks of one stack, registered on `owner` under `${prefix}attn.i` and `${prefix}ffn.i`. */
 export class BlockStack {
   readonly attn: MultiHeadAttention[] = [];
@@ -220,17 +276,18 @@ export class BlockStack {
     const kvOf: { k: Tensor; v: Tensor }[] = [];
     const layers = appliedLayers(this.plan, o.depth);
     // Shared weights on chip (CUDA): while consecutive layers apply the same attention and FFN blocks (plans 'all',
-    // 'sequence'), those blocks' parameters — one span of the flat parameter buffer — persist in L2 for the run of
-    // layers, so the second and later layers read them from L2 instead of HBM. A no-op on the CPU.
+    // 'sequence'), those blocks' parameters persist in L2 for the run of layers, so the second and later layers read
+    // them from L2 instead of HBM. A window is one contiguous range of the flat parameter buffer and covers exactly
+    // the bytes passed: l2Span picks the largest contiguous part of the blocks' parameters (all of them with plan
+    // 'all', whose one attention and one FFN block are declared one after the other). A no-op on the CPU; best effort
+    // on CUDA (backends() and summary() say whether it is in effect).
     const onCuda = h.device !== 'cpu';
-    const same = (a: { attention: number; ffn: number } | undefined, b: { attention: number; ffn: number } | undefined) =>
-      !!a && !!b && a.attention === b.attention && a.ffn === b.ffn;
     let persisting = false;
     layers.forEach((lp, l) => {
       if (onCuda) {
-        const inRun = same(layers[l - 1], lp) || same(lp, layers[l + 1]);
-        if (inRun && !same(layers[l - 1], lp)) {
-          const params = [...this.attn[lp.attention].parameters(), ...this.ffn[lp.ffn].parameters()].map((p) => p.value);
+        const inRun = sameBlocks(layers[l - 1], lp) || sameBlocks(lp, layers[l + 1]);
+        if (inRun && !sameBlocks(layers[l - 1], lp)) {
+          const params = l2Span([...this.attn[lp.attention].parameters(), ...this.ffn[lp.ffn].parameters()]).map((p) => p.value);
           persisting = K.persistL2(params) || persisting;
         } else if (!inRun && persisting) {
           K.persistL2(null);
@@ -311,9 +368,10 @@ export function idsShape(ids: unknown): [number, number] | undefined {
 
 /**
  * A printable summary: per applied layer, which attention block (and whose K/V) and which FFN block it uses; then
- * unique parameters, parameter bytes, applied depth, FLOPs per token and KV-cache bytes per token.
+ * unique parameters, parameter bytes, applied depth, FLOPs per token and KV-cache bytes per token; then, when given,
+ * whether the shared-weight L2 window is in effect (persistingL2Summary).
  */
-export function formatSummary(title: string, plan: SharingPlan, a: Accounting): string {
+export function formatSummary(title: string, plan: SharingPlan, a: Accounting, persistingL2?: string): string {
   const lines = [`${title}: ${plan.describe()}`];
   for (const l of a.perLayer)
     lines.push(`  layer ${String(l.layer).padStart(2)}: attention block ${l.attention}${l.kvSource !== l.layer ? ` (K/V of layer ${l.kvSource})` : ''}, ffn block ${l.ffn}`);
@@ -322,5 +380,6 @@ export function formatSummary(title: string, plan: SharingPlan, a: Accounting): 
   lines.push(`  applied depth       ${a.appliedDepth}`);
   lines.push(`  FLOPs per token     ${a.flopsPerToken.toLocaleString('en-US')} (forward)`);
   lines.push(`  KV cache per token  ${a.kvCacheBytesPerToken.toLocaleString('en-US')} bytes`);
+  if (persistingL2 !== undefined) lines.push(`  persisting L2       ${persistingL2}`);
   return lines.join('\n');
 }

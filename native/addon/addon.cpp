@@ -7,6 +7,7 @@
 
 #include <unordered_map>
 
+#include "../../cuda/l2_plan.h"
 #include "../cpu/cpu_features.h"
 #include "../cpu/simd.h"
 
@@ -667,6 +668,16 @@ Napi::Value Addon::Backends(const Napi::CallbackInfo& info) {
   Napi::Object cuda = Napi::Object::New(env);
   cuda.Set("compiled", ci.compiled);
   cuda.Set("available", ci.available);
+  // The persisting-L2 state of each CUDA backend in use, read on its stream after the work queued before (so that a
+  // window asked for just before is reported): run_sync waits until that work has been handed to the GPU, not run.
+  std::unordered_map<int, cuda::L2Report> l2;
+  for (Backend* b : ctx_->backends()) {
+    cuda::L2State* st = b->l2_state();
+    if (!st) continue;
+    cuda::L2Report r;
+    b->stream().run_sync("backends", [st, &r] { r = cuda::l2_report(*st); });
+    l2[b->device().index] = r;
+  }
   Napi::Array devs = Napi::Array::New(env);
   for (const auto& d : ci.devices) {
     Napi::Object o = Napi::Object::New(env);
@@ -675,6 +686,21 @@ Napi::Value Addon::Backends(const Napi::CallbackInfo& info) {
     o.Set("computeCapability", cat(d.major, ".", d.minor));
     o.Set("totalMemory", static_cast<double>(d.total_bytes));
     o.Set("multiprocessors", d.multiprocessors);
+    auto it = l2.find(d.index);
+    cuda::L2Report r;
+    if (it != l2.end()) r = it->second;
+    else r.reason = "never requested: this device has not been used by this thread's addon instance";
+    Napi::Object p = Napi::Object::New(env);
+    p.Set("active", r.active);
+    if (!r.active) p.Set("reason", r.reason);
+    p.Set("window", cuda::l2_phase_name(r.phase));
+    p.Set("maxSetAsideBytes", static_cast<double>(r.max_persisting));
+    p.Set("setAsideBytes", static_cast<double>(r.carve_out_bytes));
+    p.Set("windows", static_cast<double>(r.windows));
+    p.Set("lastWindowBytes", static_cast<double>(r.last_bytes));
+    p.Set("lastHitRatio", static_cast<double>(r.last_hit_ratio));
+    if (!r.note.empty()) p.Set("note", r.note);
+    o.Set("persistingL2", p);
     devs.Set(devs.Length(), o);
   }
   cuda.Set("devices", devs);

@@ -15,6 +15,10 @@
 
 namespace sf {
 
+namespace cuda {
+struct L2State;  // cuda/l2_plan.h
+}
+
 enum class RandomKind : int { Uniform = 0, Normal = 1 };
 
 // Derived destructors must drain the stream first (stream().wait_all()): queued tasks call the
@@ -57,6 +61,10 @@ class Backend {
   // Makes this backend's device current on the calling thread (cudaSetDevice); called by every op task before it
   // launches kernels. A no-op on the CPU.
   virtual void make_current() {}
+  // The device's persisting-L2 state (cuda/l2_plan.h), owned by a CUDA backend; null on the CPU. Touched only from this
+  // backend's Stream tasks (cuda::persist_l2, and reports read with stream().run_sync), hence in submission order and
+  // never concurrently.
+  virtual cuda::L2State* l2_state() { return nullptr; }
 
  private:
   std::shared_ptr<Allocator> alloc_;

@@ -519,15 +519,16 @@ void test_persist_l2(Env& e) {
   Tensor gx = e.up(x);
   bool ok = true;
   std::string why;
+  cuda::L2State l2;  // the test's own state (a backend owns one per device)
   try {
-    cuda::persist_l2(e.s, gx.raw(), static_cast<int64_t>(gx.nbytes()));
+    cuda::persist_l2(e.s, l2, gx.raw(), static_cast<int64_t>(gx.nbytes()));
     // work on the stream under the window gives the same results
     auto y = x;
     cpu::scale_inplace(e.pool, y.data(), static_cast<int64_t>(y.size()), 2.0f);
     cuda::scale_inplace(e.s, gx.data<float>(), gx.numel(), 2.0f);
     const double err = rel_err(y, e.down(gx));
     ok = err == 0.0;
-    cuda::persist_l2(e.s, nullptr, 0);
+    cuda::persist_l2(e.s, l2, nullptr, 0);
     e.down(gx);
   } catch (const std::exception& ex) {
     ok = false;
