@@ -17,6 +17,9 @@
 
 #if SHAREDFORMER_WITH_CUDA
 #include "../../cuda/kernels.h"
+#ifdef SF_CUDA_EMU
+#include <cuda_runtime.h>  // the CPU lane's runtime and its test hooks (sfemu::stream_window, fail_next)
+#endif
 #include "cpu/kernels.h"
 
 using namespace sf;
@@ -535,6 +538,45 @@ void test_persist_l2(Env& e) {
     why = ex.what();
   }
   expect(ok, "persist_l2: set and end a window, kernels unaffected " + why);
+#ifdef SF_CUDA_EMU
+  // The CPU lane records what reaches the runtime: the window is exactly the bytes asked for (within the device's
+  // maximum), misses stay normal, the set-aside is set once, ending demotes the same bytes, and a refused call (MPS,
+  // MIG) neither throws nor leaves a window.
+  {
+    cuda::L2State st;
+    const int64_t bytes = 3 << 20;
+    cuda::persist_l2(e.s, st, gx.raw(), bytes);
+    const cudaAccessPolicyWindow w = sfemu::stream_window(e.s);
+    expect(w.base_ptr == gx.raw() && w.num_bytes == static_cast<size_t>(bytes) &&
+               w.hitProp == cudaAccessPropertyPersisting && w.missProp == cudaAccessPropertyNormal &&
+               w.hitRatio == 1.0f,
+           "persist_l2 (CPU lane): the window covers exactly the bytes asked for, missProp normal, hit ratio 1");
+    const size_t carve = sfemu::persisting_limit();
+    sfemu::fail_next("cudaDeviceSetLimit", cudaErrorNotSupported);  // a second call must not set it again
+    cuda::persist_l2(e.s, st, static_cast<const char*>(gx.raw()) + 4096, bytes);
+    expect(cudaGetLastError() == cudaSuccess && sfemu::persisting_limit() == carve && carve > 0 &&
+               sfemu::stream_window(e.s).base_ptr == static_cast<const char*>(gx.raw()) + 4096,
+           "persist_l2 (CPU lane): the set-aside is set once; a later window does not touch it");
+    cuda::persist_l2(e.s, st, nullptr, 0);
+    const cudaAccessPolicyWindow d = sfemu::stream_window(e.s);
+    expect(d.num_bytes == static_cast<size_t>(bytes) && d.hitProp == cudaAccessPropertyNormal && sfemu::resets() == 0,
+           "persist_l2 (CPU lane): ending demotes the same bytes on the stream (no cudaCtxResetPersistingL2Cache)");
+    cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, 0);  // (consumes the injection above if it is still pending)
+    cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, 0);  // no set-aside in effect: a refusal leaves none
+    cudaGetLastError();
+    cuda::L2State mps;
+    sfemu::fail_next("cudaDeviceSetLimit", cudaErrorNotSupported);
+    bool threw = false;
+    try {
+      cuda::persist_l2(e.s, mps, gx.raw(), bytes);
+    } catch (const std::exception&) {
+      threw = true;
+    }
+    expect(!threw && cudaGetLastError() == cudaSuccess && !mps.reason.empty(),
+           "persist_l2 (CPU lane): a refused set-aside (MPS) does not throw, leaves no error and says why: " +
+               mps.reason);
+  }
+#endif
 }
 
 }  // namespace
