@@ -6,9 +6,14 @@
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#if !defined(SF_CUDA_EMU)
+#include <cooperative_groups.h>
+#endif
 
 #include <cstdint>
 #include <cstring>
+#include <tuple>
+#include <utility>
 
 #include "../native/core/error.h"
 #include "kernels.h"
@@ -42,9 +47,15 @@ inline void check_launch(const char* kernel) {
 #define SF_LAUNCH(kernel, cfg, ...) \
   ::sfemu::launch(#kernel, reinterpret_cast<const void*>(&kernel), SF_UNPAREN cfg, [&] { kernel(__VA_ARGS__); })
 #define SF_DYNAMIC_SMEM(name) unsigned char* name = ::sfemu::dynamic_smem()
+#define SF_LAUNCH_COOPERATIVE(kernel, cfg, ...)                                                          \
+  ::sfemu::launch_cooperative(#kernel, reinterpret_cast<const void*>(&kernel), SF_UNPAREN cfg, \
+                              [&] { kernel(__VA_ARGS__); })
 #else
 #define SF_LAUNCH(kernel, cfg, ...) kernel<<<SF_UNPAREN cfg>>>(__VA_ARGS__)
 #define SF_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+// A cooperative launch (every block resident, grid_sync() allowed); returns the cudaError_t of
+// cudaLaunchCooperativeKernel: SF_LAUNCH_COOPERATIVE(kernel, (grid, block, smem, stream), args...).
+#define SF_LAUNCH_COOPERATIVE(kernel, cfg, ...) ::sf::cuda::launch_cooperative(kernel, SF_UNPAREN cfg, __VA_ARGS__)
 #endif
 
 // Number of blocks of `threads` threads that cover n items, capped so that grid-stride loops take the rest
@@ -113,6 +124,30 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+}
+
+#if !defined(SF_CUDA_EMU)
+template <typename... P, typename... A>
+cudaError_t launch_cooperative(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                               A&&... args) {
+  // each argument converted to the kernel's parameter type, then passed by address as the API wants
+  std::tuple<P...> values(std::forward<A>(args)...);
+  return std::apply(
+      [&](auto&... v) {
+        void* p[] = {static_cast<void*>(&v)...};
+        return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), grid, block, p, smem, s);
+      },
+      values);
+}
+#endif
+
+// cooperative_groups::this_grid().sync(): every thread of a cooperative launch waits for all the others.
+__device__ __forceinline__ void grid_sync() {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::grid_sync();
+#else
+  cooperative_groups::this_grid().sync();
 #endif
 }
 

@@ -66,6 +66,7 @@ enum cudaError_t {
   cudaErrorNoDevice = 100,
   cudaErrorNotSupported = 801,
   cudaErrorLaunchFailure = 719,
+  cudaErrorCooperativeLaunchTooLarge = 720,
 };
 using cudaError = cudaError_t;
 
@@ -88,6 +89,7 @@ enum cudaDeviceAttr {
   cudaDevAttrMaxPersistingL2CacheSize = 108,
   cudaDevAttrMaxAccessPolicyWindowSize = 109,
   cudaDevAttrMemoryPoolsSupported = 115,
+  cudaDevAttrCooperativeLaunch = 95,
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 enum cudaLimit { cudaLimitPersistingL2CacheSize = 0x06 };
@@ -161,6 +163,11 @@ cudaError_t cudaMallocAsync(T** p, size_t bytes, cudaStream_t s) {
   return cudaMallocAsync(reinterpret_cast<void**>(p), bytes, s);
 }
 cudaError_t sfemu_func_set_attribute(const void* f, cudaFuncAttribute a, int v);
+cudaError_t sfemu_occupancy(int* blocks, const void* f, int threads, size_t smem);
+template <typename F>
+cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, F* f, int threads, size_t smem) {
+  return sfemu_occupancy(blocks, reinterpret_cast<const void*>(f), threads, smem);
+}
 template <typename F>
 cudaError_t cudaFuncSetAttribute(F* f, cudaFuncAttribute a, int v) {
   return sfemu_func_set_attribute(reinterpret_cast<const void*>(f), a, v);
@@ -173,6 +180,13 @@ namespace sfemu {
 // kernel<<<grid, block, smem, stream>>> would; a configuration CUDA refuses sets the last error instead.
 void launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
             const std::function<void()>& body);
+
+// A cooperative launch (cudaLaunchCooperativeKernel): every block resident at once, as the occupancy allows (refused
+// with cudaErrorCooperativeLaunchTooLarge otherwise); grid_sync() is cooperative_groups::this_grid().sync().
+cudaError_t launch_cooperative(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                               const std::function<void()>& body);
+void grid_sync();
+int occupancy(int threads, size_t smem);  // blocks per SM of the emulated device
 
 const uint3& thread_idx();
 const uint3& block_idx();

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <memory>
@@ -80,9 +81,17 @@ namespace {
 
 constexpr size_t kStackBytes = 256 * 1024;  // per thread; a guard page below it turns an overflow into a crash
 
-enum class Wait { None, Barrier, Warp };
+enum class Wait { None, Barrier, Warp, Grid };
 
 struct Block;
+
+// The blocks of one cooperative launch run at the same time (their fibers interleave) and meet at grid syncs.
+struct Grid {
+  bool cooperative = false;
+  int live = 0;
+  int arrived = 0;
+  uint64_t gen = 0;
+};
 
 struct Fiber {
   Block* block = nullptr;
@@ -109,6 +118,7 @@ struct Warp {
 struct Block {
   const char* kernel = nullptr;
   const std::function<void()>* body = nullptr;
+  Grid* grid = nullptr;
   uint3 bid{};
   dim3 bdim, gdim;
   std::vector<Fiber> fibers;
@@ -120,15 +130,15 @@ struct Block {
   int bar_result[2] = {0, 0};
   std::vector<unsigned char> smem;
   Fiber* cur = nullptr;
-#if defined(__x86_64__)
-  void* sched_sp = nullptr;
-#else
-  ucontext_t sched;
-#endif
 };
 
 // Per OS thread: the block being run (kernels launched from two host threads each get their own) and the stacks.
 thread_local Block* tl_block = nullptr;
+#if defined(__x86_64__)
+thread_local void* tl_sched_sp = nullptr;  // the scheduler's saved stack
+#else
+thread_local ucontext_t tl_sched;
+#endif
 
 struct StackPool {
   std::vector<char*> free;
@@ -172,11 +182,10 @@ Block& current_block() {
 }
 
 void yield_to_scheduler(Fiber& f) {
-  Block& b = *f.block;
 #if defined(__x86_64__)
-  sfemu_switch(&f.sp, b.sched_sp);
+  sfemu_switch(&f.sp, tl_sched_sp);
 #else
-  swapcontext(&f.ctx, &b.sched);
+  swapcontext(&f.ctx, &tl_sched);
 #endif
 }
 
@@ -189,6 +198,8 @@ bool runnable(const Block& b, const Fiber& f) {
       return b.bar_gen > f.wait_gen;
     case Wait::Warp:
       return b.warps[static_cast<size_t>(f.warp)].gen > f.wait_gen;
+    case Wait::Grid:
+      return b.grid->gen > f.wait_gen;
   }
   return false;
 }
@@ -207,6 +218,10 @@ void thread_exit(Block& b, Fiber& f) {
   if (w.arrived && ((w.mask >> f.lane) & 1u) && !((w.arrived >> f.lane) & 1u))
     fault_at(b, &f, std::string("the thread exited while the lanes of its warp wait for it in ") + w.what);
   if (b.bar_arrived > 0 && b.bar_arrived == b.live) release_barrier(b);
+  if (b.grid->cooperative) {
+    --b.grid->live;
+    if (b.grid->arrived > 0) fault_at(b, &f, "the thread exited while the grid waits for it in grid.sync()");
+  }
 }
 
 #if !defined(__x86_64__)
@@ -225,7 +240,7 @@ bool reverse_order() {
   return reverse;
 }
 
-void run_block(Block& b) {
+void prepare_block(Block& b) {
   const int n = static_cast<int>(b.bdim.x * b.bdim.y * b.bdim.z);
   const int nwarps = (n + 31) / 32;
   b.fibers.assign(static_cast<size_t>(n), Fiber{});
@@ -266,37 +281,60 @@ void run_block(Block& b) {
                 static_cast<unsigned>(p & 0xffffffffu));
 #endif
   }
+}
+
+std::string where(const Block& b, const Fiber& f) {
+  std::string at = f.wait == Wait::Barrier ? "__syncthreads"
+                   : f.wait == Wait::Grid  ? "grid.sync()"
+                                           : (b.warps[static_cast<size_t>(f.warp)].what
+                                                  ? b.warps[static_cast<size_t>(f.warp)].what
+                                                  : "a warp collective");
+  return "block " + std::to_string(b.bid.x) + " thread " + std::to_string(f.tid.x) + "," + std::to_string(f.tid.y) +
+         " at " + at;
+}
+
+// Runs the fibers of the blocks until all have finished: blocks in order, a block's threads in order (both reversed
+// with SFEMU_ORDER=reverse), each resumed when what it waits for has happened.
+void schedule(std::vector<Block*>& blocks) {
   const bool reverse = reverse_order();
-  int finished = 0;
-  while (finished < n) {
+  size_t total = 0, finished = 0;
+  for (Block* b : blocks) total += b->fibers.size();
+  const size_t nb = blocks.size();
+  while (finished < total) {
     bool progressed = false;
-    for (int k = 0; k < n; ++k) {
-      Fiber& f = b.fibers[static_cast<size_t>(reverse ? n - 1 - k : k)];
-      if (!runnable(b, f)) continue;
-      f.wait = Wait::None;
-      b.cur = &f;
+    for (size_t bi = 0; bi < nb; ++bi) {
+      Block& b = *blocks[reverse ? nb - 1 - bi : bi];
+      const size_t n = b.fibers.size();
+      for (size_t k = 0; k < n; ++k) {
+        Fiber& f = b.fibers[reverse ? n - 1 - k : k];
+        if (!runnable(b, f)) continue;
+        f.wait = Wait::None;
+        b.cur = &f;
+        tl_block = &b;
 #if defined(__x86_64__)
-      sfemu_switch(&b.sched_sp, f.sp);
+        sfemu_switch(&tl_sched_sp, f.sp);
 #else
-      swapcontext(&b.sched, &f.ctx);
+        swapcontext(&tl_sched, &f.ctx);
 #endif
-      b.cur = nullptr;
-      progressed = true;
-      if (f.done) ++finished;
+        b.cur = nullptr;
+        progressed = true;
+        if (f.done) ++finished;
+      }
     }
-    if (!progressed && finished < n) {
+    if (!progressed && finished < total) {
       std::string who;
       int shown = 0;
-      for (const Fiber& f : b.fibers) {
-        if (f.done || shown >= 4) continue;
-        who += std::string(shown++ ? ", " : "") + "thread " + std::to_string(f.tid.x) + "," + std::to_string(f.tid.y) +
-               (f.wait == Wait::Barrier ? " at __syncthreads" : " at " + std::string(b.warps[f.warp].what ? b.warps[f.warp].what : "a warp collective"));
-      }
-      fault_at(b, nullptr, "deadlock: no thread can go on (" + who + ", ...): a barrier or warp collective in "
-                           "divergent code");
+      for (Block* b : blocks)
+        for (const Fiber& f : b->fibers) {
+          if (f.done || shown >= 4) continue;
+          who += std::string(shown++ ? ", " : "") + where(*b, f);
+        }
+      fault_at(*blocks[0], nullptr, "deadlock: no thread can go on (" + who + ", ...): a barrier or warp collective in "
+                                    "divergent code");
     }
   }
-  for (Fiber& f : b.fibers) tl_stacks.give(f.stack);
+  for (Block* b : blocks)
+    for (Fiber& f : b->fibers) tl_stacks.give(f.stack);
 }
 
 }  // namespace
@@ -515,13 +553,15 @@ struct StreamObj {
 
 }  // namespace
 
-void launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t smem, cudaStream_t,
-            const std::function<void()>& body) {
+namespace {
+
+// CUDA's launch checks; false (and the last error set) when CUDA would refuse the configuration.
+bool launch_ok(const void* fn, dim3 grid, dim3 block, size_t smem) {
   const uint64_t threads = uint64_t{block.x} * block.y * block.z;
   if (threads == 0 || threads > 1024 || block.z > 64 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
       grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535) {
     tl_last = cudaErrorInvalidConfiguration;
-    return;
+    return false;
   }
   int limit = 48 * 1024;
   {
@@ -532,25 +572,94 @@ void launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t sm
   }
   if (smem > static_cast<size_t>(limit)) {
     tl_last = cudaErrorInvalidValue;  // what CUDA reports for dynamic shared memory over the kernel's limit
-    return;
+    return false;
   }
+  return true;
+}
+
+uint3 block_index(uint64_t i, dim3 grid) {
+  return uint3{static_cast<unsigned>(i % grid.x), static_cast<unsigned>((i / grid.x) % grid.y),
+               static_cast<unsigned>(i / (uint64_t{grid.x} * grid.y))};
+}
+
+}  // namespace
+
+int occupancy(int threads, size_t smem) {
+  if (threads <= 0 || threads > 1024) return 0;
+  int n = 2048 / threads;
+  if (smem > 0) n = std::min<int>(n, static_cast<int>(static_cast<size_t>(kSmemOptin + 1024) / smem));
+  return std::max(0, std::min(n, 32));
+}
+
+void launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t smem, cudaStream_t,
+            const std::function<void()>& body) {
+  if (!launch_ok(fn, grid, block, smem)) return;
+  Grid g;
   Block b;
   b.kernel = kernel;
   b.body = &body;
+  b.grid = &g;
   b.bdim = block;
   b.gdim = grid;
   b.smem.assign(smem, 0xff);
   Block* saved = tl_block;
-  tl_block = &b;
   const bool reverse = reverse_order();
   const uint64_t nb = uint64_t{grid.x} * grid.y * grid.z;
+  std::vector<Block*> one{&b};
   for (uint64_t k = 0; k < nb; ++k) {
-    const uint64_t i = reverse ? nb - 1 - k : k;
-    b.bid = uint3{static_cast<unsigned>(i % grid.x), static_cast<unsigned>((i / grid.x) % grid.y),
-                  static_cast<unsigned>(i / (uint64_t{grid.x} * grid.y))};
-    run_block(b);
+    b.bid = block_index(reverse ? nb - 1 - k : k, grid);
+    prepare_block(b);
+    schedule(one);
   }
   tl_block = saved;
+}
+
+cudaError_t launch_cooperative(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t smem, cudaStream_t,
+                               const std::function<void()>& body) {
+  if (!launch_ok(fn, grid, block, smem)) return cudaGetLastError();
+  const uint64_t nb = uint64_t{grid.x} * grid.y * grid.z;
+  const int per_sm = occupancy(static_cast<int>(block.x * block.y * block.z), smem);
+  if (nb > static_cast<uint64_t>(per_sm) * kSms) {
+    tl_last = cudaErrorCooperativeLaunchTooLarge;  // the blocks could not all be resident at once
+    return cudaGetLastError();
+  }
+  Grid g;
+  g.cooperative = true;
+  std::vector<Block> blocks(static_cast<size_t>(nb));
+  std::vector<Block*> all;
+  for (uint64_t i = 0; i < nb; ++i) {
+    Block& b = blocks[static_cast<size_t>(i)];
+    b.kernel = kernel;
+    b.body = &body;
+    b.grid = &g;
+    b.bdim = block;
+    b.gdim = grid;
+    b.smem.assign(smem, 0xff);
+    b.bid = block_index(i, grid);
+    prepare_block(b);
+    g.live += b.live;
+    all.push_back(&b);
+  }
+  Block* saved = tl_block;
+  schedule(all);
+  tl_block = saved;
+  return cudaSuccess;
+}
+
+void grid_sync() {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  Grid& g = *b.grid;
+  if (!g.cooperative) fault_at(b, &f, "grid.sync() in a kernel not launched with cudaLaunchCooperativeKernel");
+  const uint64_t gen = g.gen;
+  if (++g.arrived == g.live) {
+    g.arrived = 0;
+    ++g.gen;
+  } else {
+    f.wait = Wait::Grid;
+    f.wait_gen = gen;
+    yield_to_scheduler(f);
+  }
 }
 
 cudaAccessPolicyWindow stream_window(cudaStream_t s) {
@@ -597,6 +706,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorCooperativeLaunchTooLarge: return "cudaErrorCooperativeLaunchTooLarge";
   }
   return "cudaErrorUnknown";
 }
@@ -610,6 +720,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorNotSupported: return "operation not supported";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorCooperativeLaunchTooLarge: return "too many blocks in cooperative launch";
   }
   return "unknown error";
 }
@@ -647,6 +758,7 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int dev) {
     case cudaDevAttrMaxPersistingL2CacheSize: *v = sfemu::kMaxPersisting; break;
     case cudaDevAttrMaxAccessPolicyWindowSize: *v = sfemu::kMaxWindow; break;
     case cudaDevAttrMemoryPoolsSupported: *v = 1; break;
+    case cudaDevAttrCooperativeLaunch: *v = 1; break;
     default: return ret(cudaErrorInvalidValue);
   }
   return cudaSuccess;
@@ -744,6 +856,10 @@ cudaError_t cudaCtxResetPersistingL2Cache() {
   sfemu::Runtime& r = sfemu::rt();
   std::lock_guard<std::mutex> lock(r.mu);
   ++r.resets;
+  return cudaSuccess;
+}
+cudaError_t sfemu_occupancy(int* blocks, const void*, int threads, size_t smem) {
+  *blocks = sfemu::occupancy(threads, smem);
   return cudaSuccess;
 }
 cudaError_t sfemu_func_set_attribute(const void* f, cudaFuncAttribute a, int v) {
