@@ -1,0 +1,216 @@
+// emu_selftest.cpp — the CPU lane's own semantics (cuda/emu), checked against independent expectations: warp
+// shuffles, votes and barrier reductions; mma.sync m16n8k8 tf32 and m16n8k16 bf16 from fragments placed by this test
+// per the PTX ISA tables against a naive product; cooperative launches and grid syncs; CUDA's launch refusals; and the
+// faults the lane must report (a deadlock, divergent warp collectives, a lane that exits before a collective naming
+// it, grid.sync outside a cooperative launch), each run in a child process that must abort with sfemu's message.
+// Built only in the CPU lane (SF_CUDA_EMU).
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../../cuda/cuda_common.cuh"
+#include "check.h"
+
+using namespace sf::cuda;
+
+namespace {
+
+__global__ void shuffle_kernel(int* out) {
+  const int lane = threadIdx.x % 32, t = threadIdx.x;
+  int v = t + 1;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  out[t * 5 + 0] = v;                                              // the warp's sum of t + 1
+  out[t * 5 + 1] = __shfl_sync(0xffffffffu, t * 10, 5);            // lane 5's value
+  out[t * 5 + 2] = static_cast<int>(__ballot_sync(0xffffffffu, lane % 3 == 0));
+  out[t * 5 + 3] = __shfl_down_sync(0xffffffffu, t, 4);            // lane + 4, or own past the end
+  out[t * 5 + 4] = __syncthreads_or(t == 37) + 2 * __syncthreads_or(0);
+}
+
+TEST(warp_shuffles_votes_and_barrier_reductions) {
+  std::vector<int> out(64 * 5, -1);
+  int* d = nullptr;
+  CHECK(cudaMalloc(&d, out.size() * sizeof(int)) == cudaSuccess);
+  SF_LAUNCH(shuffle_kernel, (1, 64, 0, nullptr), d);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  cudaMemcpy(out.data(), d, out.size() * sizeof(int), cudaMemcpyDeviceToHost);
+  cudaFree(d);
+  unsigned ballot = 0;
+  for (int l = 0; l < 32; l += 3) ballot |= 1u << l;
+  for (int t = 0; t < 64; ++t) {
+    const int w = t / 32, lane = t % 32;
+    const int sum = (w * 32 + 1 + w * 32 + 32) * 32 / 2;
+    CHECK_EQ(out[t * 5 + 0], sum);
+    CHECK_EQ(out[t * 5 + 1], (w * 32 + 5) * 10);
+    CHECK_EQ(static_cast<unsigned>(out[t * 5 + 2]), ballot);
+    CHECK_EQ(out[t * 5 + 3], lane + 4 < 32 ? t + 4 : t);
+    CHECK_EQ(out[t * 5 + 4], 1);
+  }
+}
+
+// One warp: C (16 x 8) = A (16 x K) B (K x 8) through the mma wrappers, fragments placed per the PTX ISA tables
+// (groupID g = lane / 4, threadID_in_group t = lane % 4).
+__global__ void mma_kernel(const float* A, const float* B, float* C, int bf16) {
+  const int lane = threadIdx.x, g = lane / 4, t = lane % 4;
+  float c[4] = {0, 0, 0, 0};
+  if (bf16) {  // K = 16: A rows g / g + 8, columns 2t, 2t+1 (+8); B rows 2t, 2t+1 (+8), column g
+    auto a2 = [&](int r, int k) { return pack_bf16x2(A[r * 16 + k], A[r * 16 + k + 1]); };
+    auto b2 = [&](int k, int n) { return pack_bf16x2(B[k * 8 + n], B[(k + 1) * 8 + n]); };
+    mma_bf16(c, a2(g, 2 * t), a2(g + 8, 2 * t), a2(g, 2 * t + 8), a2(g + 8, 2 * t + 8), b2(2 * t, g),
+             b2(2 * t + 8, g));
+  } else {  // K = 8: a0 (g, t), a1 (g + 8, t), a2 (g, t + 4), a3 (g + 8, t + 4); b0 (t, g), b1 (t + 4, g)
+    mma_tf32(c, to_tf32(A[g * 8 + t]), to_tf32(A[(g + 8) * 8 + t]), to_tf32(A[g * 8 + t + 4]),
+             to_tf32(A[(g + 8) * 8 + t + 4]), to_tf32(B[t * 8 + g]), to_tf32(B[(t + 4) * 8 + g]));
+  }
+  C[g * 8 + 2 * t] = c[0];
+  C[g * 8 + 2 * t + 1] = c[1];
+  C[(g + 8) * 8 + 2 * t] = c[2];
+  C[(g + 8) * 8 + 2 * t + 1] = c[3];
+}
+
+TEST(mma_fragments_follow_the_ptx_layouts) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int> small(-8, 8);  // exact in bf16 and tf32: the products and sums are exact too
+  for (int bf16 : {0, 1}) {
+    const int K = bf16 ? 16 : 8;
+    std::vector<float> A(16 * K), B(K * 8), C(16 * 8, NAN);
+    for (float& x : A) x = static_cast<float>(small(rng)) * 0.25f;
+    for (float& x : B) x = static_cast<float>(small(rng)) * 0.5f;
+    float *dA, *dB, *dC;
+    cudaMalloc(&dA, A.size() * 4);
+    cudaMalloc(&dB, B.size() * 4);
+    cudaMalloc(&dC, C.size() * 4);
+    cudaMemcpy(dA, A.data(), A.size() * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(dB, B.data(), B.size() * 4, cudaMemcpyHostToDevice);
+    SF_LAUNCH(mma_kernel, (1, 32, 0, nullptr), dA, dB, dC, bf16);
+    cudaMemcpy(C.data(), dC, C.size() * 4, cudaMemcpyDeviceToHost);
+    for (int r = 0; r < 16; ++r)
+      for (int n = 0; n < 8; ++n) {
+        double ref = 0;
+        for (int k = 0; k < K; ++k) ref += static_cast<double>(A[r * K + k]) * B[k * 8 + n];
+        CHECK_EQ(static_cast<double>(C[r * 8 + n]), ref);
+      }
+    cudaFree(dA);
+    cudaFree(dB);
+    cudaFree(dC);
+  }
+}
+
+// Each block writes its index, the grid syncs, then every block reads all the others' (and twice more, reversed).
+__global__ void coop_kernel(int* slots, int* out) {
+  const int b = blockIdx.x, n = gridDim.x;
+  if (threadIdx.x == 0) slots[b] = b + 1;
+  grid_sync();
+  int s = 0;
+  for (int i = 0; i < n; ++i) s += slots[i];
+  grid_sync();
+  if (threadIdx.x == 0) slots[b] = -(b + 1);
+  grid_sync();
+  int s2 = 0;
+  for (int i = 0; i < n; ++i) s2 += slots[i];
+  out[b * blockDim.x + threadIdx.x] = s * 1000 - s2;
+}
+
+TEST(cooperative_launch_meets_at_grid_syncs) {
+  int per_sm = 0;
+  CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, coop_kernel, 128, 0) == cudaSuccess);
+  CHECK(per_sm >= 1);
+  const int blocks = 6, threads = 128;
+  int *slots, *out;
+  cudaMalloc(&slots, blocks * 4);
+  cudaMalloc(&out, blocks * threads * 4);
+  CHECK(SF_LAUNCH_COOPERATIVE(coop_kernel, (blocks, threads, 0, nullptr), slots, out) == cudaSuccess);
+  std::vector<int> h(blocks * threads);
+  cudaMemcpy(h.data(), out, h.size() * 4, cudaMemcpyDeviceToHost);
+  const int s = blocks * (blocks + 1) / 2;
+  for (int v : h) CHECK_EQ(v, s * 1000 + s);
+  // more blocks than can be resident at once: refused, as CUDA does
+  CHECK(SF_LAUNCH_COOPERATIVE(coop_kernel, (per_sm * 8 + 1, threads, 0, nullptr), slots, out) ==
+        cudaErrorCooperativeLaunchTooLarge);
+  cudaFree(slots);
+  cudaFree(out);
+}
+
+__global__ void nothing_kernel() {}
+__global__ void smem_kernel() {
+  SF_DYNAMIC_SMEM(raw);
+  raw[0] = 1;
+}
+
+TEST(launch_configurations_cuda_refuses) {
+  SF_LAUNCH(nothing_kernel, (1, 2048, 0, nullptr));
+  CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+  SF_LAUNCH(nothing_kernel, (dim3(1, 70000), 32, 0, nullptr));
+  CHECK(cudaGetLastError() == cudaErrorInvalidConfiguration);
+  SF_LAUNCH(smem_kernel, (1, 32, 64 * 1024, nullptr));  // over the 48 KiB default
+  CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+  CHECK(cudaFuncSetAttribute(smem_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024) == cudaSuccess);
+  SF_LAUNCH(smem_kernel, (1, 32, 64 * 1024, nullptr));
+  CHECK(cudaGetLastError() == cudaSuccess);
+}
+
+// ---- faults: each in a child process that must abort with sfemu's message ----------------------------------------
+
+__global__ void deadlock_kernel(int* out) {
+  if (threadIdx.x % 32 < 16)
+    __syncthreads();
+  else
+    out[threadIdx.x] = __shfl_sync(0xffffffffu, 1, 0);  // waits for lanes 0..15, which wait at the barrier
+}
+__global__ void divergent_kernel(int* out) {
+  if (threadIdx.x < 16)
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1, 1);
+  else
+    out[threadIdx.x] = static_cast<int>(__ballot_sync(0xffffffffu, 1));
+}
+__global__ void exited_kernel(int* out) {
+  if (threadIdx.x >= 16) return;
+  out[threadIdx.x] = __shfl_sync(0xffffffffu, 1, 0);
+}
+__global__ void sync_outside_kernel() { grid_sync(); }
+
+// Runs fn in a child; true when it died of SIGABRT after printing a line with `needle` on stderr.
+template <typename F>
+bool faults_with(F fn, const char* needle) {
+  int fd[2];
+  if (pipe(fd) != 0) return false;
+  std::fflush(stdout);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fd[1], 2);
+    close(fd[0]);
+    fn();
+    _exit(0);
+  }
+  close(fd[1]);
+  std::string err;
+  char buf[512];
+  ssize_t n;
+  while ((n = read(fd[0], buf, sizeof buf)) > 0) err.append(buf, static_cast<size_t>(n));
+  close(fd[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const bool ok = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && err.find(needle) != std::string::npos;
+  std::printf("  child: %s", err.empty() ? "(no message)\n" : err.c_str());
+  return ok;
+}
+
+TEST(the_lane_reports_faults_a_gpu_would_hang_or_misbehave_on) {
+  int* d = nullptr;
+  cudaMalloc(&d, 64 * 4);
+  CHECK(faults_with([&] { SF_LAUNCH(deadlock_kernel, (1, 32, 0, nullptr), d); }, "deadlock"));
+  CHECK(faults_with([&] { SF_LAUNCH(divergent_kernel, (1, 32, 0, nullptr), d); }, "divergent warp collectives"));
+  CHECK(faults_with([&] { SF_LAUNCH(exited_kernel, (1, 32, 0, nullptr), d); }, "exited"));
+  CHECK(faults_with([&] { SF_LAUNCH(sync_outside_kernel, (2, 32, 0, nullptr)); }, "cudaLaunchCooperativeKernel"));
+  cudaFree(d);
+}
+
+}  // namespace
+
+TEST_MAIN()
