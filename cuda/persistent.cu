@@ -18,7 +18,8 @@
 //    tile rotate from one matrix to the next, so that the remainders do not pile up on block 0) and converts them
 //    from the fp32 master weights to bf16 into its shared memory ONCE, at the start of the launch: 12 d^2 bf16
 //    weights (MHA, d_ff = 4 d) are 24 d^2 bytes: 6 MiB at d = 512, 24 MiB at d = 1024, spread over one block per SM
-//    (H200: 132 SMs x 227 KiB = 29 MiB; at d = 1024 the largest share is 192 KiB plus 16 KiB of reduction space).
+//    (H200: 132 SMs x 227 KiB = 29 MiB; at d = 1024 the largest share is 197,760 bytes, plus up to 16,640 bytes of
+//    reduction space and row statistics at M = 32; at d = 512, 66,176 bytes).
 //    Rows of a tile are padded by 8 bf16 (16 bytes), which makes every B-fragment load bank-conflict free.
 //  * Products: bf16 mma.sync m16n8k16 with fp32 accumulators. At M <= 32 a GEMV is bound by reading the weights
 //    from shared memory, not by arithmetic: the tensor cores read each weight once per layer and reuse each
