@@ -18,6 +18,7 @@
 // tensor can live on a CUDA device there) and links native/core/no_cuda.cpp instead, which does not define them.
 #pragma once
 #include <cstdint>
+#include <string>
 
 #include "../native/cpu/kernels.h"
 #include "l2_plan.h"
@@ -88,6 +89,59 @@ void scale_inplace(Stream s, float* x, int64_t n, float scale);
 // Global-norm clipping without a host round trip: norm = sqrt(*sumsq); x *= min(1, max_norm / (norm + eps));
 // norm_out (1 float, device, may be null) receives the norm.
 void clip_by_norm(Stream s, float* x, int64_t n, const double* sumsq, float max_norm, float eps, float* norm_out);
+
+// ---- persistent.cu ----------------------------------------------------------------------------------------------
+// A shared block at small batch (decode): ONE cooperative launch applies a pre-LN Transformer block (attention + FFN,
+// the block of lib/nn/layers.ts) to L consecutive layers that reuse its weights, for M <= 32 rows (M sequences, one
+// new token each). Per layer l, for every row b (sequence b, its new token at position positions[b]):
+//   h = LN1(x); q = h Wq^T + bq; k = h Wk^T + bk; v = h Wv^T + bv;
+//   k_cache[l][b, :, positions[b], :] = k, same for v (kv_append);
+//   o = attention(q, k_cache[l][b], v_cache[l][b]) over keys [0, positions[b]] (key length positions[b] + 1, GQA);
+//   x += o Wo^T + bo;  x += gelu_tanh(LN2(x) W1^T + b1) W2^T + b2.
+// The block's fp32 master weights are converted to bf16 ONCE per launch into the shared memory of the grid's blocks
+// (each block keeps the output columns it computes) and used by every layer: weights and activations in bf16,
+// accumulation, layer norm, softmax and the residual stream in fp32 (agreement with the per-layer path ~1e-2).
+// Precision must be BF16. Not every shape fits (see shared_block_plan): callers ask first and fall back to the
+// per-layer path (layernorm_forward, matmul, kv_append, attention_forward, axpby) when it does not.
+// docs/gpu.md "The persistent decode kernel". NOT yet run on a GPU (verified in the CPU lane only).
+constexpr int kSharedBlockMaxLayers = 64;
+constexpr int kSharedBlockMaxRows = 32;
+struct SharedBlockDesc {
+  int64_t M = 0;  // rows: sequences, one new token each, 1..32
+  int64_t d_model = 0, heads = 0, kv_heads = 0, head_dim = 0, d_ff = 0;
+  float eps = 1e-5f;    // layer norm
+  float scale = 0.0f;   // attention scale; 0 = 1 / sqrt(head_dim)
+  bool pre_ln = true;   // post-LN blocks are refused (the per-layer path serves them)
+  // The block's fp32 master weights (device; the flat parameter buffer), as Linear stores them: (out, in) row-major.
+  // Biases may be null (bias: false); layer norm weights may not.
+  const float *ln1_w = nullptr, *ln1_b = nullptr;
+  const float *wq = nullptr, *bq = nullptr, *wk = nullptr, *bk = nullptr, *wv = nullptr, *bv = nullptr;
+  const float *wo = nullptr, *bo = nullptr;
+  const float *ln2_w = nullptr, *ln2_b = nullptr;
+  const float *w1 = nullptr, *b1 = nullptr, *w2 = nullptr, *b2 = nullptr;
+  int layers = 0;  // L, 1..kSharedBlockMaxLayers
+  // Per layer: its own KV cache, (M, kv_heads, t_max, head_dim) each (every layer appends its own K/V).
+  float* k_cache[kSharedBlockMaxLayers] = {};
+  float* v_cache[kSharedBlockMaxLayers] = {};
+  int64_t t_max = 0;
+  // DEVICE int32 (M): the position of row b's new token; the caller guarantees 0 <= positions[b] < t_max (as for
+  // kv_append); a position outside is neither written nor attended (that row's attention output is then 0).
+  const int32_t* positions = nullptr;
+  float* x = nullptr;   // (M, d_model), updated in place through the L layers
+  int grid_blocks = 0;  // 0: one block per SM; else this many (tests), as long as they can all be resident
+};
+struct SharedBlockPlan {
+  bool fits = false;
+  std::string reason;         // why not, naming the sizes (empty when it fits)
+  int blocks = 0, threads = 0;
+  int64_t smem_bytes = 0;     // dynamic shared memory per block
+  int64_t weight_bytes = 0;   // the block's bf16 weights, all blocks together
+  int sms = 0, blocks_per_sm = 0;
+};
+// Whether (and how) shared_block_decode runs this shape on the current device. Host only, enqueues nothing.
+SharedBlockPlan shared_block_plan(const SharedBlockDesc& d, Precision p);
+// Enqueues the launch; throws sf::Error with the plan's reason when it does not fit (never computes garbage).
+void shared_block_decode(Stream s, const SharedBlockDesc& d, Precision p);
 
 // ---- l2.cu ------------------------------------------------------------------------------------------------------
 // The shared-weight path: while consecutive layers reuse one block, the block's bytes [base, base + bytes) are

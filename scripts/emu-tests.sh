@@ -10,6 +10,6 @@ gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
 cmake -S . -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DSHAREDFORMER_CUDA=OFF -DSHAREDFORMER_BENCH=OFF \
   >"$dir.configure.log" 2>&1 || { cat "$dir.configure.log"; exit 1; }
 targets=(sf_emu emu_selftest)
-for t in cuda_gemm_test cuda_attention_test cuda_kernels_test cuda_test; do targets+=("emu_$t"); done
+for t in cuda_gemm_test cuda_attention_test cuda_kernels_test cuda_test cuda_persistent_test; do targets+=("emu_$t"); done
 cmake --build "$dir" -j "$(nproc)" --target "${targets[@]}"
 ctest --test-dir "$dir" --output-on-failure -R '^emu_'

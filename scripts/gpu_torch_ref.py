@@ -29,7 +29,8 @@ why, and gpu-check.sh notes it).
 --merge BENCH_JSON --torch TORCH_JSON --md FILE --json FILE [--failed TEXT] needs only the standard library: it joins
 the two by key and adds `torch ms`, `x torch` (torch time / our time: > 1 means we are faster) and the issue's
 targets (bf16 GEMM >= 0.70 of torch.matmul; attention >= 0.60 of flash SDPA; training step >= 1.0 of eager PyTorch;
-shared-weight path >= 1.05 x the per-layer path at <= 8 rows).
+shared-weight path >= 1.05 x the per-layer path at <= 8 rows; persistent decode kernel >= 1.5 x the per-layer path at
+M <= 8).
 """
 import argparse
 import datetime
@@ -53,6 +54,10 @@ def target_of(row):
         return 1.0, 'torch', '>= 1.0 x eager PyTorch'
     if g == 'shared':
         return 1.05, 'ratio', '>= 1.05 x per-layer'
+    if g == 'decode' and key.startswith('decode persistent ') and ' M' in key:
+        m = key.rsplit(' M', 1)[1]
+        if m.isdigit() and int(m) <= 8:
+            return 1.5, 'ratio', '>= 1.5 x per-layer at M <= 8'
     return None
 
 

@@ -85,5 +85,24 @@ mutant missing-barrier-attention attention.cu cuda_attention_test forward \
 '    __syncthreads();  // Ks and Vt are rewritten by the next tile' \
 '    // (barrier removed)'
 
+# 5. missing grid sync (read after write across blocks): the persistent kernel's Wo phase starts while other blocks
+#    may still be writing the attention output it reads
+mutant missing-grid-sync-persistent persistent.cu cuda_persistent_test forward \
+'    attend(geo, d.k_cache[l], d.v_cache[l], scr.q, scr.o, scale);
+    grid_sync();' \
+'    attend(geo, d.k_cache[l], d.v_cache[l], scr.q, scr.o, scale);
+    // (grid sync removed)'
+
+# 6. missing barrier (write after read): the persistent kernel's cross-warp reduction buffer is rewritten by the next
+#    group of tiles while other threads may still be adding the current one
+mutant missing-barrier-persistent persistent.cu cuda_persistent_test reverse \
+'      __syncthreads();  // red is rewritten by the next group' \
+'      // (barrier removed)'
+
+# 7. off-by-one in the key length: the new token's own key (at its position) is not attended
+mutant key-length-off-by-one persistent.cu cuda_persistent_test forward \
+'    const int64_t L = (pos < 0 || pos >= Tmax) ? 0 : pos + 1;' \
+'    const int64_t L = (pos < 0 || pos >= Tmax) ? 0 : pos;'
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
