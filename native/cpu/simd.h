@@ -166,17 +166,9 @@ enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2 };
 // subtraction that follows it (layer norm's g - mean(g) must be exactly 0 when every g is the same value).
 template <typename V>
 __attribute__((always_inline)) inline V rounded(V v) {
-#if defined(__x86_64__) || defined(__i386__)
-  if constexpr (sizeof(V) == 64)
-    asm("" : "+v"(v));
-  else
-    asm("" : "+x"(v));
-#elif defined(__aarch64__)
-  asm("" : "+w"(v));
-#else
-  volatile V keep = v;
-  v = keep;
-#endif
+  // a memory operand works for every vector width under GCC and clang (a register constraint for a 512-bit vector
+  // is refused by clang in a function compiled without AVX-512); the store and reload stay in L1
+  asm("" : "+m"(v));
   return v;
 }
 
