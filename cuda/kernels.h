@@ -32,7 +32,19 @@ enum class Precision : int { F32 = 0, TF32 = 1, BF16 = 2 };
 
 // ---- gemm.cu ----------------------------------------------------------------------------------------------------
 // Same descriptor as cpu::matmul (batch strides, transposes, alpha/beta, bias, GELU epilogue with preact).
-void matmul(Stream s, const cpu::MatmulDesc& d, Precision p);
+// Precision::BF16 has two implementations (docs/gpu.md, "The pipelined bf16 GEMM"): Pipelined (the default) rounds A
+// and B to bf16 into a stream-ordered scratch buffer and runs the cp.async / ldmatrix kernel of matmul_bf16; Legacy
+// runs the fp32-operand mma kernel that rounds while it loads tiles. The CUDA backend reads the choice once, from
+// SHAREDFORMER_GEMM=legacy (gemm_impl_from_env), when it is created. F32 and TF32 ignore it.
+enum class GemmImpl : int { Pipelined = 0, Legacy = 1 };
+GemmImpl gemm_impl_from_env();
+void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl = GemmImpl::Pipelined);
+// The pipelined bf16 GEMM on operands that are bf16 in memory (bit patterns, round-to-nearest-even bf16): `a` and
+// `b` replace d.a and d.b (which are not read) with the same layout (op(A) is M x K, or K x M with trans_a; a_stride
+// and b_stride in elements, 0 = broadcast); C, bias and preact stay fp32. Any size and alignment: an operand whose
+// address, leading dimension or batch stride is not a multiple of 16 bytes is loaded with scalar loads instead of
+// cp.async. Lane-verified only (the CPU lane), not yet run on a GPU.
+void matmul_bf16(Stream s, const cpu::MatmulDesc& d, const uint16_t* a, const uint16_t* b);
 // dbias += column sums of dy (rows, n): two passes over (column tiles) x (row chunks) sized from the SM count, partial
 // sums in stream-ordered scratch, added in a fixed order (deterministic on one device; no float atomics).
 void bias_grad(Stream s, const float* dy, int64_t rows, int64_t n, float* dbias);
