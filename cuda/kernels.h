@@ -10,8 +10,9 @@
 //    the ids were uploaded from host memory and not written since (Storage::known_ids), else by check_ids().
 //  * Results that are scalars on the CPU (cross-entropy loss, sum of squares) are written to device memory.
 //  * Matmul and attention take a Precision: F32 (exact fp32 FMA, the reference-grade path), TF32 or BF16 (tensor
-//    cores via mma.sync; operands rounded to tf32/bf16 while tiles are loaded, products accumulated in fp32). Inputs
-//    and outputs stay fp32 in memory: master weights and gradients are fp32 whatever the precision.
+//    cores via mma.sync; operands rounded to tf32/bf16 while tiles are loaded — or, for the pipelined bf16 GEMM, by a
+//    conversion pass into scratch — products accumulated in fp32). Inputs and outputs stay fp32 in memory: master
+//    weights and gradients are fp32 whatever the precision.
 //
 // This header has no CUDA types, so that the C++ bindings (compiled by the host compiler) can include it. The
 // functions are defined in cuda/*.cu when the addon is built with CUDA; a build without CUDA never calls them (no
