@@ -193,6 +193,7 @@ class CudaBackend final : public Backend {
     if (cudaGetDevice(&cur) != cudaSuccess || cur != dev_) SF_CUDA_CHECK(cudaSetDevice(dev_));
   }
   cuda::L2State* l2_state() override { return &l2_; }
+  cuda::GemmImpl gemm_impl() const override { return gemm_; }
 
  private:
   int dev_;
@@ -200,6 +201,8 @@ class CudaBackend final : public Backend {
   // The shared-weight L2 window of this device's stream (cuda/l2.cu): the set-aside is set once per backend, and the
   // current window and the reason persisting L2 is off, if it is, live here (no static state).
   cuda::L2State l2_;
+  // SHAREDFORMER_GEMM=legacy selects the fp32-operand bf16 mma kernel instead of the pipelined one; read once here.
+  const cuda::GemmImpl gemm_ = cuda::gemm_impl_from_env();
 };
 
 }  // namespace

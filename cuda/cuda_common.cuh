@@ -127,6 +127,102 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1
 #endif
 }
 
+// ---- asynchronous copies and matrix loads (sm_80+) ------------------------------------------------------------------
+// Real PTX under nvcc; under SF_CUDA_EMU the emulation of cuda/emu (emu.cpp documents how faithfully).
+//
+// cp.async.cg.shared.global [smem], [gmem], 16 (PTX ISA, "cp.async"): an asynchronous 16-byte copy from global to
+// shared memory, bypassing L1. Both addresses 16-byte aligned. The copy belongs to no group until cp_async_commit();
+// its bytes are only guaranteed in shared memory after the issuing thread's cp_async_wait<N>() has completed its group,
+// and visible to the other threads of the block after a __syncthreads() that follows that wait.
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+#if defined(SF_CUDA_EMU)
+  (void)p;
+  return 0;
+#else
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+#endif
+}
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::cp_async(smem, gmem, 16);
+#else
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_u32(smem)), "l"(__cvta_generic_to_global(gmem))
+               : "memory");
+#endif
+}
+// The src-size form: copies the first src_bytes (0..16) bytes of gmem and writes zeros over the rest of the 16 bytes.
+// gmem must still be a valid, 16-byte aligned global address when src_bytes is 0 (nothing is read from it).
+__device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, int src_bytes) {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::cp_async(smem, gmem, src_bytes);
+#else
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(smem)),
+               "l"(__cvta_generic_to_global(gmem)), "r"(src_bytes)
+               : "memory");
+#endif
+}
+// cp.async.commit_group: the copies issued by this thread since the last commit become one group (possibly empty).
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::cp_async_commit();
+#else
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+// cp.async.wait_group N: waits until at most the N most recent committed groups of this thread are pending (every
+// older group has landed). N = 0 waits for all committed groups.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::cp_async_wait(N);
+#else
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (PTX ISA, "ldmatrix"): a warp collective loading four 8 x 8
+// matrices of 16-bit elements. Lane 8 j + i passes the address of row i of matrix j (16 contiguous bytes, 16-byte
+// aligned). Register j of lane l (g = l / 4, t = l % 4) receives from matrix j elements (row g, columns 2t, 2t+1);
+// with .trans, elements (rows 2t, 2t+1, column g) — i.e. the fragment of the transposed matrix. The lower column (row)
+// is in the low half. So a row-major 16 x 16 tile loaded as matrices (rows 0-7, cols 0-7), (8-15, 0-7), (0-7, 8-15),
+// (8-15, 8-15) gives exactly the A fragment a0..a3 of mma_bf16; a k-major tile with .trans gives it too.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::ldmatrix(r, 4, false, row);
+#else
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(row)));
+#endif
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::ldmatrix(r, 4, true, row);
+#else
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_u32(row)));
+#endif
+}
+// The .x2 forms: two matrices, addresses from lanes 0-15 (the other lanes' addresses are ignored but must be valid
+// shared addresses on some GPUs: pass the same pattern as for .x4).
+__device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* row) {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::ldmatrix(r, 2, false, row);
+#else
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n" : "=r"(r[0]), "=r"(r[1]) : "r"(smem_u32(row)));
+#endif
+}
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t (&r)[2], const void* row) {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::ldmatrix(r, 2, true, row);
+#else
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(smem_u32(row)));
+#endif
+}
+
 #if !defined(SF_CUDA_EMU)
 template <typename... P, typename... A>
 cudaError_t launch_cooperative(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,

@@ -10,8 +10,9 @@
 //    the ids were uploaded from host memory and not written since (Storage::known_ids), else by check_ids().
 //  * Results that are scalars on the CPU (cross-entropy loss, sum of squares) are written to device memory.
 //  * Matmul and attention take a Precision: F32 (exact fp32 FMA, the reference-grade path), TF32 or BF16 (tensor
-//    cores via mma.sync; operands rounded to tf32/bf16 while tiles are loaded, products accumulated in fp32). Inputs
-//    and outputs stay fp32 in memory: master weights and gradients are fp32 whatever the precision.
+//    cores via mma.sync; operands rounded to tf32/bf16 while tiles are loaded — or, for the pipelined bf16 GEMM, by a
+//    conversion pass into scratch — products accumulated in fp32). Inputs and outputs stay fp32 in memory: master
+//    weights and gradients are fp32 whatever the precision.
 //
 // This header has no CUDA types, so that the C++ bindings (compiled by the host compiler) can include it. The
 // functions are defined in cuda/*.cu when the addon is built with CUDA; a build without CUDA never calls them (no
@@ -33,7 +34,19 @@ enum class Precision : int { F32 = 0, TF32 = 1, BF16 = 2 };
 
 // ---- gemm.cu ----------------------------------------------------------------------------------------------------
 // Same descriptor as cpu::matmul (batch strides, transposes, alpha/beta, bias, GELU epilogue with preact).
-void matmul(Stream s, const cpu::MatmulDesc& d, Precision p);
+// Precision::BF16 has two implementations (docs/gpu.md, "The pipelined bf16 GEMM"): Pipelined (the default) rounds A
+// and B to bf16 into a stream-ordered scratch buffer and runs the cp.async / ldmatrix kernel of matmul_bf16; Legacy
+// runs the fp32-operand mma kernel that rounds while it loads tiles. The CUDA backend reads the choice once, from
+// SHAREDFORMER_GEMM=legacy (gemm_impl_from_env), when it is created. F32 and TF32 ignore it.
+enum class GemmImpl : int { Pipelined = 0, Legacy = 1 };
+GemmImpl gemm_impl_from_env();
+void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl = GemmImpl::Pipelined);
+// The pipelined bf16 GEMM on operands that are bf16 in memory (bit patterns, round-to-nearest-even bf16): `a` and
+// `b` replace d.a and d.b (which are not read) with the same layout (op(A) is M x K, or K x M with trans_a; a_stride
+// and b_stride in elements, 0 = broadcast); C, bias and preact stay fp32. Any size and alignment: an operand whose
+// address, leading dimension or batch stride is not a multiple of 16 bytes is loaded with scalar loads instead of
+// cp.async. Lane-verified only (the CPU lane), not yet run on a GPU.
+void matmul_bf16(Stream s, const cpu::MatmulDesc& d, const uint16_t* a, const uint16_t* b);
 // dbias += column sums of dy (rows, n): two passes over (column tiles) x (row chunks) sized from the SM count, partial
 // sums in stream-ordered scratch, added in a fixed order (deterministic on one device; no float atomics).
 void bias_grad(Stream s, const float* dy, int64_t rows, int64_t n, float* dbias);

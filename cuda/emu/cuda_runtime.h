@@ -206,6 +206,14 @@ int lane_id();
 void mma_m16n8k8_tf32(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1);
 void mma_m16n8k16_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1);
 uint32_t cvt_rna_tf32(float x);
+// cp.async.cg.shared.global (16 bytes, the bytes past src_bytes zero-filled), cp.async.commit_group and
+// cp.async.wait_group N, per thread: a copy lands in shared memory only when the issuing thread's wait completes its
+// group (see emu.cpp). ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16 as a warp collective: `row` is this
+// lane's row address, out[0..num) its registers.
+void cp_async(void* smem, const void* gmem, int src_bytes);
+void cp_async_commit();
+void cp_async_wait(int pending);
+void ldmatrix(uint32_t* out, int num, bool trans, const void* row);
 
 // Test hooks (emulation only): the last access-policy window set on a stream, the persisting-L2 limit, and an error
 // that the next call of the named runtime function returns (to rehearse MPS/MIG refusals).

@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <algorithm>
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -93,8 +94,18 @@ struct Grid {
   uint64_t gen = 0;
 };
 
+// One cp.async of 16 bytes: the source bytes as read at issue time (zero-filled past src-size), and where they land.
+struct AsyncCopy {
+  unsigned char* dst;
+  unsigned char bytes[16];
+};
+
 struct Fiber {
   Block* block = nullptr;
+  // cp.async state of this thread: copies issued since the last commit, and the committed groups not yet waited for
+  // (oldest first). Nothing lands in shared memory before cp.async.wait_group lets its group complete.
+  std::vector<AsyncCopy> async_open;
+  std::deque<std::vector<AsyncCopy>> async_groups;
   uint3 tid{};
   int warp = 0, lane = 0;
   bool done = false;
@@ -429,15 +440,17 @@ const uint64_t* warp_exchange(const char* what, unsigned mask, const uint64_t* m
 
 namespace {
 
-// The full deposits of the last exchange of the current lane's warp (mma operands: six words per lane).
-const uint64_t (*exchange6(const char* what, const uint64_t* mine))[6] {
+// The full deposits of the last exchange of the current lane's warp (mma operands: six words per lane; ldmatrix:
+// three). Every lane of the warp takes part.
+const uint64_t (*exchange_all(const char* what, const uint64_t* mine, int n))[6] {
   Block& b = current_block();
   Fiber& f = *b.cur;
   Warp& w = b.warps[static_cast<size_t>(f.warp)];
   const uint64_t gen = w.gen;  // the generation this lane's deposit goes to (it does not change before the deposit)
-  warp_exchange(what, 0xffffffffu, mine, 6);
+  warp_exchange(what, 0xffffffffu, mine, n);
   return w.slots[gen & 1];
 }
+const uint64_t (*exchange6(const char* what, const uint64_t* mine))[6] { return exchange_all(what, mine, 6); }
 
 float bits_f(uint32_t u) {
   float f;
@@ -499,6 +512,75 @@ void mma_m16n8k16_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uin
     double acc = c[i];
     for (int k = 0; k < 16; ++k) acc += static_cast<double>(A(r, k)) * static_cast<double>(B(k, col));
     c[i] = static_cast<float>(acc);
+  }
+}
+
+// ---- cp.async (PTX ISA, "Data Movement and Conversion Instructions: cp.async", cp.async.commit_group,
+// cp.async.wait_group) ----------------------------------------------------------------------------------------------
+// cp.async.cg.shared.global [dst], [src], 16, src_size: copies 16 bytes, the bytes past src_size written as zeros;
+// the copy is asynchronous and belongs to no group until cp.async.commit_group; cp.async.wait_group N waits until at
+// most the N most recent committed groups of the executing thread are pending (all older ones complete). Uncommitted
+// copies are not waited for. Emulation: the source is read at issue time (global memory does not change under a
+// running GEMM), the bytes land in shared memory only when the issuing thread's wait completes their group, so a
+// read of the destination before that wait sees what was there before (the 0xff poison, or an older k tile).
+void cp_async(void* smem, const void* gmem, int src_bytes) {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  if (reinterpret_cast<uintptr_t>(smem) % 16 != 0)
+    fault_at(b, &f, "cp.async.cg 16: the shared-memory destination is not 16-byte aligned");
+  if (src_bytes < 0 || src_bytes > 16) fault_at(b, &f, "cp.async.cg 16: src-size outside [0, 16]");
+  if (src_bytes > 0 && reinterpret_cast<uintptr_t>(gmem) % 16 != 0)
+    fault_at(b, &f, "cp.async.cg 16: the global source is not 16-byte aligned");
+  AsyncCopy c;
+  c.dst = static_cast<unsigned char*>(smem);
+  std::memset(c.bytes, 0, sizeof c.bytes);
+  if (src_bytes > 0) std::memcpy(c.bytes, gmem, static_cast<size_t>(src_bytes));
+  f.async_open.push_back(c);
+}
+void cp_async_commit() {
+  Fiber& f = *current_block().cur;
+  f.async_groups.push_back(std::move(f.async_open));
+  f.async_open.clear();
+}
+void cp_async_wait(int pending) {
+  Fiber& f = *current_block().cur;
+  while (static_cast<int>(f.async_groups.size()) > pending) {
+    for (const AsyncCopy& c : f.async_groups.front()) std::memcpy(c.dst, c.bytes, sizeof c.bytes);
+    f.async_groups.pop_front();
+  }
+}
+
+// ---- ldmatrix (PTX ISA, "Warp-level matrix load instruction: ldmatrix") ---------------------------------------------
+// ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{,.trans}.shared.b16: a warp collective loading `num` 8 x 8 matrices of 16-bit
+// elements. Lane 8 j + i supplies the address of row i of matrix j (16 bytes, 16-byte aligned; the lanes past 8 num
+// supply nothing). Register j of lane l receives from matrix j: without .trans, elements (row l / 4, columns
+// 2 (l % 4) and 2 (l % 4) + 1); with .trans, elements (rows 2 (l % 4) and 2 (l % 4) + 1, column l / 4) — the lower
+// column (or row) in the low half. Emulation: each lane reads its row's 16 bytes when it reaches the instruction.
+void ldmatrix(uint32_t* out, int num, bool trans, const void* row) {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  static const char* const names[2][3] = {
+      {"ldmatrix.m8n8.x1", "ldmatrix.m8n8.x2", "ldmatrix.m8n8.x4"},
+      {"ldmatrix.m8n8.x1.trans", "ldmatrix.m8n8.x2.trans", "ldmatrix.m8n8.x4.trans"}};
+  const int which = num == 1 ? 0 : num == 2 ? 1 : 2;
+  uint64_t mine[3] = {0, 0, 0};
+  if (f.lane < 8 * num) {
+    if (reinterpret_cast<uintptr_t>(row) % 16 != 0)
+      fault_at(b, &f, std::string(names[trans][which]) + ": a row address is not 16-byte aligned");
+    std::memcpy(&mine[1], row, 16);
+  }
+  const uint64_t(*s)[6] = exchange_all(names[trans][which], mine, 3);
+  auto half = [&](int lane, int col) {  // element `col` (0..7) of the row supplied by `lane`
+    uint16_t h;
+    std::memcpy(&h, reinterpret_cast<const unsigned char*>(&s[lane][1]) + 2 * col, 2);
+    return static_cast<uint32_t>(h);
+  };
+  const int l = f.lane, r = l / 4, w = l % 4;
+  for (int j = 0; j < num; ++j) {
+    if (!trans)
+      out[j] = half(8 * j + r, 2 * w) | half(8 * j + r, 2 * w + 1) << 16;
+    else
+      out[j] = half(8 * j + 2 * w, r) | half(8 * j + 2 * w + 1, r) << 16;
   }
 }
 

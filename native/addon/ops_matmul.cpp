@@ -123,9 +123,10 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     d.c = c.data<float>();
     d.bias = bias ? bias->data<float>() : nullptr;
     d.preact = pre ? pre->data<float>() : nullptr;
+    SF_CUDA_ONLY(const cuda::GemmImpl impl = args.addon().ctx().backend(args.device(), op).gemm_impl();)
     args.run(
         std::move(keep), [d](ThreadPool& pool) { cpu::matmul(pool, d); },
-        SF_CUDA([d, prec_i](cuda::Stream s) { cuda::matmul(s, d, static_cast<cuda::Precision>(prec_i)); }));
+        SF_CUDA([d, prec_i, impl](cuda::Stream s) { cuda::matmul(s, d, static_cast<cuda::Precision>(prec_i), impl); }));
     return out ? args.arg(2) : args.wrap(c);
   });
 }

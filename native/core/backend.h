@@ -16,7 +16,8 @@
 namespace sf {
 
 namespace cuda {
-struct L2State;  // cuda/l2_plan.h
+struct L2State;               // cuda/l2_plan.h
+enum class GemmImpl : int;    // cuda/kernels.h
 }
 
 enum class RandomKind : int { Uniform = 0, Normal = 1 };
@@ -65,6 +66,9 @@ class Backend {
   // backend's Stream tasks (cuda::persist_l2, and reports read with stream().run_sync), hence in submission order and
   // never concurrently.
   virtual cuda::L2State* l2_state() { return nullptr; }
+  // The bf16 GEMM implementation this device's matmuls use (cuda/kernels.h, GemmImpl): read once, when a CUDA backend
+  // is created, from SHAREDFORMER_GEMM; the default (0, the pipelined kernel) on the CPU, where it is not used.
+  virtual cuda::GemmImpl gemm_impl() const { return cuda::GemmImpl{}; }
 
  private:
   std::shared_ptr<Allocator> alloc_;

@@ -1,9 +1,12 @@
-// cuda_gemm_test.cpp — cuda::matmul (fp32 SIMT, tf32 and bf16 tensor cores) and cuda::bias_grad against the CPU
-// kernels on fresh random inputs: sizes that are not multiples of the 128 x 128 tiles (nor of the k stages), all four
+// cuda_gemm_test.cpp — cuda::matmul (fp32 SIMT, tf32 and bf16 tensor cores: the pipelined bf16 kernel, the legacy one
+// selected with GemmImpl::Legacy, and matmul_bf16 on operands that are bf16 in memory) and cuda::bias_grad against
+// the CPU kernels on fresh random inputs: sizes that are not multiples of the 128 x 128 tiles (nor of the k stages), all four
 // transpose combinations, batches with a broadcast operand (stride 0) and padded strides, alpha, beta = 0 over a
 // NaN-poisoned C, beta = 1 accumulation, bias + GELU with the pre-activation stored, K = 0. Every output is poisoned
 // first and followed by a guard zone that must come back untouched. Relative error (max |gpu - cpu| / max |cpu|):
-// fp32 <= 1e-5, tf32 <= 1e-3, bf16 <= 1e-2; NaN never passes. Skips (exit 77) without CUDA or a GPU.
+// fp32 <= 1e-5, tf32 <= 1e-3, bf16 <= 1e-2; NaN never passes. The bf16 paths are also held to 1e-4 against the CPU
+// kernel on the operands rounded to bf16 (what they multiply exactly: only the summation order differs), which a
+// wrong fragment, swizzle or pipeline stage cannot pass. Skips (exit 77) without CUDA or a GPU.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -41,14 +44,49 @@ struct Case {
   int64_t c_pad = 0;  // extra elements between batch entries of C (left untouched: checked)
 };
 
-std::string describe(const Case& c, cuda::Precision p) {
-  return cat(name_of(p), " batch=", c.batch, " M=", c.M, " N=", c.N, " K=", c.K, c.ta ? " At" : "", c.tb ? " Bt" : "",
-             c.a_mode == 1 ? " A-bcast" : (c.a_mode == 2 ? " A-padded" : ""),
-             c.b_mode == 1 ? " B-bcast" : (c.b_mode == 2 ? " B-padded" : ""), " alpha=", c.alpha, " beta=", c.beta,
-             c.bias ? " bias" : "", c.gelu ? " gelu" : "", c.preact ? " preact" : "", c.c_pad ? " C-padded" : "");
+// How the product is computed: cuda::matmul at a precision (BF16 with the pipelined or the legacy kernel), or
+// cuda::matmul_bf16 on operands rounded to bf16 on the host (misalign > 0: A and B start that many elements past a
+// 16-byte boundary, so that the kernel must load them without cp.async).
+enum class Mode { F32, TF32, BF16, BF16Legacy, BF16Operands };
+const Mode kAll[] = {Mode::F32, Mode::TF32, Mode::BF16, Mode::BF16Legacy, Mode::BF16Operands};
+
+cuda::Precision prec_of(Mode m) {
+  return m == Mode::F32 ? cuda::Precision::F32 : (m == Mode::TF32 ? cuda::Precision::TF32 : cuda::Precision::BF16);
+}
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::F32: return "f32";
+    case Mode::TF32: return "tf32";
+    case Mode::BF16: return "bf16";
+    case Mode::BF16Legacy: return "bf16-legacy";
+    default: return "bf16-operands";
+  }
 }
 
-void run_case(const Case& c, cuda::Precision p, std::mt19937& rng, Context& ctx, const sfcuda::TestStream& st) {
+uint16_t bf16_bits(float x) {  // round to nearest even, as __float2bfloat16_rn (the inputs here are finite)
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+float bf16_value(uint16_t h) {
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+std::string describe(const Case& c, Mode mode, int misalign) {
+  return cat(mode_name(mode), " batch=", c.batch, " M=", c.M, " N=", c.N, " K=", c.K, c.ta ? " At" : "",
+             c.tb ? " Bt" : "", c.a_mode == 1 ? " A-bcast" : (c.a_mode == 2 ? " A-padded" : ""),
+             c.b_mode == 1 ? " B-bcast" : (c.b_mode == 2 ? " B-padded" : ""), " alpha=", c.alpha, " beta=", c.beta,
+             c.bias ? " bias" : "", c.gelu ? " gelu" : "", c.preact ? " preact" : "", c.c_pad ? " C-padded" : "",
+             misalign ? cat(" misaligned+", misalign) : std::string());
+}
+
+void run_case(const Case& c, Mode mode, std::mt19937& rng, Context& ctx, const sfcuda::TestStream& st,
+              int misalign = 0) {
+  const cuda::Precision p = prec_of(mode);
   const int64_t a_elems = c.M * c.K, b_elems = c.K * c.N;
   const int64_t sa = c.a_mode == 1 ? 0 : a_elems + (c.a_mode == 2 ? 13 : 0);
   const int64_t sb = c.b_mode == 1 ? 0 : b_elems + (c.b_mode == 2 ? 5 : 0);
@@ -63,8 +101,14 @@ void run_case(const Case& c, cuda::Precision p, std::mt19937& rng, Context& ctx,
   std::vector<float> P0 = sfcuda::nans(nc);
   for (int64_t b = 0; b < c.batch; ++b)
     for (int64_t x = c.M * c.N; x < sc; ++x) P0[static_cast<size_t>(b * sc + x)] = -777.0f;
+  // the operands rounded to bf16: what the bf16 paths multiply
+  std::vector<uint16_t> A16(static_cast<size_t>(misalign + na)), B16(static_cast<size_t>(misalign + nb));
+  std::vector<float> Ar(A.size()), Br(B.size());
+  for (size_t i = 0; i < A.size(); ++i) A16[misalign + i] = bf16_bits(A[i]), Ar[i] = bf16_value(A16[misalign + i]);
+  for (size_t i = 0; i < B.size(); ++i) B16[misalign + i] = bf16_bits(B[i]), Br[i] = bf16_value(B16[misalign + i]);
 
   DeviceBuf<float> dA(A), dB(B), dbias(bias), dC(C0), dP(P0);
+  DeviceBuf<uint16_t> dA16(A16), dB16(B16);
   cpu::MatmulDesc d;
   d.batch = c.batch, d.M = c.M, d.N = c.N, d.K = c.K, d.trans_a = c.ta, d.trans_b = c.tb;
   d.a_stride = sa, d.b_stride = sb, d.c_stride = sc, d.alpha = c.alpha, d.beta = c.beta;
@@ -72,17 +116,16 @@ void run_case(const Case& c, cuda::Precision p, std::mt19937& rng, Context& ctx,
   d.a = dA.get(), d.b = dB.get(), d.c = dC.get();
   d.bias = c.bias ? dbias.get() : nullptr;
   d.preact = c.preact ? dP.get() : nullptr;
-  cuda::matmul(st.get(), d, p);
+  if (mode == Mode::BF16Operands) {
+    d.a = nullptr, d.b = nullptr;  // not read
+    cuda::matmul_bf16(st.get(), d, dA16.get() + misalign, dB16.get() + misalign);
+  } else {
+    cuda::matmul(st.get(), d, p, mode == Mode::BF16Legacy ? cuda::GemmImpl::Legacy : cuda::GemmImpl::Pipelined);
+  }
   st.sync();
   std::vector<float> Cg = dC.download(), Pg = dP.download();
 
-  std::vector<float> Cc = C0, Pc = P0;
-  d.a = A.data(), d.b = B.data(), d.c = Cc.data();
-  d.bias = c.bias ? bias.data() : nullptr;
-  d.preact = c.preact ? Pc.data() : nullptr;
-  cpu::matmul(ctx.pool(), d);
-
-  const std::string what = describe(c, p);
+  const std::string what = describe(c, mode, misalign);
   // The padding between batch entries must be untouched; the error is measured over the M x N entries only (the
   // -777 markers would otherwise dominate max |ref| and hide errors).
   auto dense = [&](std::vector<float>& x, const char* name) {
@@ -96,24 +139,42 @@ void run_case(const Case& c, cuda::Precision p, std::mt19937& rng, Context& ctx,
     }
     return out;
   };
+  // the CPU reference on the given operands (fp32, or rounded to bf16)
+  auto reference = [&](const std::vector<float>& a, const std::vector<float>& b, std::vector<float>& Cc,
+                       std::vector<float>& Pc) {
+    Cc = C0, Pc = P0;
+    cpu::MatmulDesc r = d;
+    r.a = a.data(), r.b = b.data(), r.c = Cc.data();
+    r.bias = c.bias ? bias.data() : nullptr;
+    r.preact = c.preact ? Pc.data() : nullptr;
+    cpu::matmul(ctx.pool(), r);
+  };
+  std::vector<float> Cc, Pc;
+  reference(A, B, Cc, Pc);
   EXPECT_ERR(what + " C", sfcuda::rel_err(dense(Cg, "C"), dense(Cc, "C")), tol_of(p));
   if (c.preact) EXPECT_ERR(what + " preact", sfcuda::rel_err(dense(Pg, "preact"), dense(Pc, "preact")), tol_of(p));
+  if (p == cuda::Precision::BF16) {
+    std::vector<float> Cr, Pr;
+    reference(Ar, Br, Cr, Pr);
+    EXPECT_ERR(what + " C vs bf16 operands", sfcuda::rel_err(dense(Cg, "C"), dense(Cr, "C")), 1e-4);
+    if (c.preact)
+      EXPECT_ERR(what + " preact vs bf16 operands", sfcuda::rel_err(dense(Pg, "preact"), dense(Pr, "preact")), 1e-4);
+  }
   if (!c.preact && !std::equal(Pg.begin(), Pg.end(), Pc.begin(), [](float x, float y) {
         return (std::isnan(x) && std::isnan(y)) || x == y;
       }))
     sfcheck::fail(__FILE__, __LINE__, what + ": preact written although null");
-  if (!dA.guard_intact() || !dB.guard_intact() || !dC.guard_intact() || !dP.guard_intact() || !dbias.guard_intact())
+  if (!dA.guard_intact() || !dB.guard_intact() || !dC.guard_intact() || !dP.guard_intact() || !dbias.guard_intact() ||
+      !dA16.guard_intact() || !dB16.guard_intact())
     sfcheck::fail(__FILE__, __LINE__, what + ": a guard zone was overwritten");
 }
-
-const cuda::Precision kAll[] = {cuda::Precision::F32, cuda::Precision::TF32, cuda::Precision::BF16};
 
 TEST(gemm_odd_sizes_all_transposes) {
   Context ctx;
   sfcuda::TestStream st;
   std::mt19937 rng(1);
   const int64_t shapes[][3] = {{77, 129, 65}, {1, 1, 1}, {128, 128, 32}, {300, 257, 515}, {5, 300, 17}, {129, 3, 200}};
-  for (cuda::Precision p : kAll)
+  for (Mode p : kAll)
     for (const auto& s : shapes)
       for (int t = 0; t < 4; ++t) run_case(Case{1, s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0}, p, rng, ctx, st);
 }
@@ -122,7 +183,7 @@ TEST(gemm_batch_broadcast_and_strides) {
   Context ctx;
   sfcuda::TestStream st;
   std::mt19937 rng(2);
-  for (cuda::Precision p : kAll)
+  for (Mode p : kAll)
     for (int t = 0; t < 4; ++t) {
       const bool ta = (t & 1) != 0, tb = (t & 2) != 0;
       Case c{3, 77, 129, 65, ta, tb};
@@ -140,7 +201,7 @@ TEST(gemm_alpha_beta_accumulate) {
   Context ctx;
   sfcuda::TestStream st;
   std::mt19937 rng(3);
-  for (cuda::Precision p : kAll)
+  for (Mode p : kAll)
     for (int t = 0; t < 4; ++t) {
       Case c{2, 100, 70, 130, (t & 1) != 0, (t & 2) != 0};
       c.beta = 1.0f;  // gradient accumulation
@@ -158,7 +219,7 @@ TEST(gemm_bias_gelu_preact) {
   Context ctx;
   sfcuda::TestStream st;
   std::mt19937 rng(4);
-  for (cuda::Precision p : kAll)
+  for (Mode p : kAll)
     for (int t = 0; t < 4; ++t) {
       Case c{2, 77, 129, 65, (t & 1) != 0, (t & 2) != 0};
       c.bias = true;
@@ -177,7 +238,7 @@ TEST(gemm_k_zero) {
   Context ctx;
   sfcuda::TestStream st;
   std::mt19937 rng(5);
-  for (cuda::Precision p : kAll) {
+  for (Mode p : kAll) {
     Case c{2, 33, 7, 0, false, false};
     c.beta = 0.5f;
     c.bias = true;
@@ -203,7 +264,7 @@ TEST(gemm_precisions_are_distinct) {
     cpu::MatmulDesc d;
     d.M = M, d.N = N, d.K = K, d.a = dA.get(), d.b = dB.get(), d.c = dC.get();
     d.a_stride = M * K, d.b_stride = K * N, d.c_stride = M * N;
-    cuda::matmul(st.get(), d, kAll[i]);
+    cuda::matmul(st.get(), d, prec_of(kAll[i]));
     st.sync();
     out[i] = dC.download();
   }
@@ -211,6 +272,37 @@ TEST(gemm_precisions_are_distinct) {
   std::printf("  tf32 vs f32 %.3g, bf16 vs f32 %.3g\n", e_tf32, e_bf16);
   CHECK(e_tf32 > 0.0);
   CHECK(e_bf16 > e_tf32);
+}
+
+// The pipelined bf16 kernel's own edges: sizes that are multiples of 8 (so that matmul_bf16 on aligned operands
+// takes the cp.async path, with chunks wholly inside or outside) but not of the 128 x 128 tile, k tile counts below,
+// at and above the pipeline depth (1, 3 = stages - 1, 4, 5, 9 k tiles of 32), K not a multiple of 32, and operands
+// that are not 16-byte aligned (scalar loads), in every transpose combination; through Precision::BF16 the operands
+// are converted with rows padded to 8, where K or M not a multiple of 8 gives chunks cut by the edge (src-size form).
+TEST(gemm_bf16_pipeline_edges) {
+  Context ctx;
+  sfcuda::TestStream st;
+  std::mt19937 rng(8);
+  const int64_t shapes[][3] = {{136, 264, 72}, {128, 128, 96}, {64, 200, 160}, {8, 8, 8},
+                               {40, 48, 288},  {16, 24, 128},  {257, 9, 33}};
+  for (Mode p : {Mode::BF16, Mode::BF16Operands})
+    for (const auto& s : shapes)
+      for (int t = 0; t < 4; ++t) {
+        Case c{1, s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0};
+        run_case(c, p, rng, ctx, st);
+        if (p == Mode::BF16Operands && (s[0] % 8 == 0)) {
+          c.batch = 2;
+          c.alpha = 0.5f;
+          c.bias = true;
+          run_case(c, p, rng, ctx, st, 1);  // A and B 2 bytes past a 16-byte boundary
+          run_case(c, p, rng, ctx, st, 8);  // 16 bytes past: aligned again
+        }
+      }
+  // a batch whose broadcast operand (stride 0) is aligned and whose other one is not
+  Case c{3, 64, 72, 40, false, true};
+  c.a_mode = 1;
+  c.b_mode = 2;
+  run_case(c, Mode::BF16Operands, rng, ctx, st);
 }
 
 // bias_grad is two passes over (column tiles) x (row chunks) sized from the SM count: shapes with one chunk (few rows)

@@ -104,5 +104,32 @@ mutant key-length-off-by-one persistent.cu cuda_persistent_test forward \
 '    const int64_t L = (pos < 0 || pos >= Tmax) ? 0 : pos + 1;' \
 '    const int64_t L = (pos < 0 || pos >= Tmax) ? 0 : pos;'
 
+# 8. ldmatrix .trans dropped: the pipelined bf16 kernel loads an r-contiguous (transposed) A tile without transposing it
+mutant ldmatrix-trans-dropped gemm.cu cuda_gemm_test forward \
+'            ldmatrix_x4_trans(af, as + swz<false>(krow, (wm + i * 16) / 8 + (lj & 1)));' \
+'            ldmatrix_x4(af, as + swz<false>(krow, (wm + i * 16) / 8 + (lj & 1)));'
+
+# 9. ldmatrix x4 register order: B's registers 1 and 2 swapped (the k 8-15 half of n tile 2jp taken from tile 2jp+1)
+mutant ldmatrix-x4-order gemm.cu cuda_gemm_test forward \
+'          bf[2 * jp][1] = r[1];
+          bf[2 * jp + 1][0] = r[2];' \
+'          bf[2 * jp][1] = r[2];
+          bf[2 * jp + 1][0] = r[1];'
+
+# 10. missing cp.async wait: the k loop waits for one group too few, so k tile kt is read before its copies land
+mutant missing-cp-async-wait gemm.cu cuda_gemm_test forward \
+'      cp_async_wait<kPStages - 2>();  // this thread'"'"'s copies of k tile kt have landed' \
+'      cp_async_wait<kPStages - 1>();  // (one group too few)'
+
+# 11. wrong swizzle on the read side: A fragments (k-contiguous tile) read at the unswizzled slot
+mutant swizzle-read-side gemm.cu cuda_gemm_test forward \
+'            ldmatrix_x4(af, as + swz<true>(row, ks * 2 + (lj >> 1)));' \
+'            ldmatrix_x4(af, as + row * 4 + ks * 2 + (lj >> 1));'
+
+# 12. off-by-one in the pipeline stage index: k tile next is written one stage further than the loop reads it
+mutant pipeline-stage-off-by-one gemm.cu cuda_gemm_test forward \
+'      if (next < nk) load_stage(static_cast<int>(next % kPStages), next);' \
+'      if (next < nk) load_stage(static_cast<int>((next + 1) % kPStages), next);'
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
