@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FILES=(cuda/gemm.cu cuda/attention.cu)
+FILES=(cuda/gemm.cu cuda/attention.cu cuda/persistent.cu)
 ARCHS=(80 90)
 # The tensor-core kernels checked: "name-pattern arch max-spill-stores max-spill-loads" (the pattern is matched
 # against the demangled kernel name; "*" = every arch). 0 0 = must not spill. A known spiller keeps its figures as
@@ -29,6 +29,7 @@ CHECKED=(
   "attn_fwd_bf16_kernel * 0 0"
   "attn_bwd_dkv_bf16_kernel * 0 0"
   "attn_bwd_dq_bf16_kernel * 0 0"
+  "shared_block_kernel * 0 0"
 )
 
 command -v nvcc >/dev/null || { echo "ptxas-report: nvcc not found"; exit 2; }
