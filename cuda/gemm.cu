@@ -51,6 +51,16 @@ __device__ __forceinline__ float panel_at(const float* X, bool kc, int64_t R, in
   return kc ? X[r * K + k] : X[k * R + r];
 }
 
+// The 4 x 4 mma tiles' accumulators of one thread (both tensor-core kernels), zeroed.
+__device__ __forceinline__ void zero_acc(float (&acc)[4][4][4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+}
+
 // One output element: the CPU epilogue's order (cpu/matmul.cpp finish_scalar, then the activation pass).
 template <typename G>  // GemmArgs or Gemm16Args
 __device__ __forceinline__ void finish(const G& g, float* C, float* P, int64_t m, int64_t n, float acc) {
@@ -177,12 +187,7 @@ __global__ void __launch_bounds__(kThreads) gemm_mma_kernel(GemmArgs g) {
     float* C = g.c + bz * g.sc;
     float* P = g.preact ? g.preact + bz * g.sc : nullptr;
     float acc[4][4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    zero_acc(acc);
     float ra[8][E], rb[8][E];
     auto load = [&](int64_t k0) {
 #pragma unroll
@@ -360,12 +365,7 @@ __global__ void __launch_bounds__(kThreads, 2) gemm_bf16_kernel(Gemm16Args g) {
   for (int64_t bz = blockIdx.y; bz < g.batch; bz += gridDim.y) {
     const int64_t abase = bz * g.sa + tile_base<AKC>(g.lda, m0), bbase = bz * g.sb + tile_base<BKC>(g.ldb, n0);
     float acc[4][4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    zero_acc(acc);
     auto load_stage = [&](int st, int64_t kt) {
       uint4* t = smem + st * 2 * kPTile;
       load_tile16<AKC>(t, g.a, abase, g.lda, g.a_vec, g.M, g.K, m0, kt * kPK);

@@ -200,6 +200,14 @@ void yield_to_scheduler(Fiber& f) {
 #endif
 }
 
+// The fiber waits (for the barrier, warp exchange or grid sync of generation gen to complete): back to the scheduler,
+// which resumes it once runnable() says so.
+void block_until(Fiber& f, Wait what, uint64_t gen) {
+  f.wait = what;
+  f.wait_gen = gen;
+  yield_to_scheduler(f);
+}
+
 bool runnable(const Block& b, const Fiber& f) {
   if (f.done) return false;
   switch (f.wait) {
@@ -390,13 +398,10 @@ int syncthreads(int pred) {
   const uint64_t gen = b.bar_gen;
   b.bar_acc |= pred;
   ++b.bar_arrived;
-  if (b.bar_arrived == b.live) {
+  if (b.bar_arrived == b.live)
     release_barrier(b);
-  } else {
-    f.wait = Wait::Barrier;
-    f.wait_gen = gen;
-    yield_to_scheduler(f);
-  }
+  else
+    block_until(f, Wait::Barrier, gen);
   return b.bar_result[gen & 1];
 }
 
@@ -427,9 +432,7 @@ const uint64_t* warp_exchange(const char* what, unsigned mask, const uint64_t* m
     w.arrived = 0;
     ++w.gen;
   } else {
-    f.wait = Wait::Warp;
-    f.wait_gen = gen;
-    yield_to_scheduler(f);
+    block_until(f, Wait::Warp, gen);
   }
   // the caller reads lane l's word i at slots[gen & 1][l][i]; hand out a flat view of word 0 of every lane for the
   // single-word collectives, and the full slots for mma through exchange_slots()
@@ -738,9 +741,7 @@ void grid_sync() {
     g.arrived = 0;
     ++g.gen;
   } else {
-    f.wait = Wait::Grid;
-    f.wait_gen = gen;
-    yield_to_scheduler(f);
+    block_until(f, Wait::Grid, gen);
   }
 }
 
