@@ -95,8 +95,11 @@ export class Tape {
   /** How the current backward() treats shared weights (null: per use, as when not stacking). */
   stacking: { budgetBytes: number } | null = null;
   private groups = new Map<Tensor, WeightGroup[]>(); // weight -> its recorded uses (per precision)
-  /** @internal For tests and benchmarks: what the last backward() did, per group: stacked products, direct uses. */
-  stats = { stacked: 0, stackedUses: 0, direct: 0 };
+  /**
+   * @internal For tests and benchmarks, what the last backward() did: stacked products and the uses they covered,
+   * groups left with one pending use (a product of its own), shared weights over the budget (use by use).
+   */
+  stats = { stacked: 0, stackedUses: 0, direct: 0, overBudget: 0 };
 
   get size(): number {
     return this.nodes.length;
@@ -178,6 +181,7 @@ export class Tape {
     if (group.mode === null) {
       const bytes = group.rows * (group.inF + group.outF) * 4;
       group.mode = this.stacking && group.uses > 1 && bytes <= this.stacking.budgetBytes ? 'stack' : 'direct';
+      if (this.stacking && group.uses > 1 && group.mode === 'direct') this.stats.overBudget += 1;
     }
     let took = false;
     if (group.mode === 'stack' && x2 && g2) {
@@ -238,7 +242,7 @@ export class Tape {
 
   /** Runs the recorded nodes in reverse. */
   run(): void {
-    this.stats = { stacked: 0, stackedUses: 0, direct: 0 };
+    this.stats = { stacked: 0, stackedUses: 0, direct: 0, overBudget: 0 };
     for (const list of this.groups.values())
       for (const g of list) {
         g.visited = 0;
