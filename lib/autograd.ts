@@ -42,12 +42,16 @@ export interface StackedGradsOptions {
 
 /**
  * Whether backward() stacks shared weights' gradients when BackwardOptions.stackedGrads does not say, per device
- * kind. CPU: off — measured slower there (docs/benchmarks.md, "Stacked weight gradients"): the CPU matmul already
- * streams K in blocks of 256 into the same C tile, so one long product saves little, and the stacking copies cost
- * more than that. CUDA: on — one product with K = uses × tokens fills the GPU where a per-layer product with few
- * tokens cannot, through the same verified matmul kernel; bounded by budgetBytes.
+ * kind. Off on both:
+ * - CPU: measured slower (docs/benchmarks.md, "Stacked weight gradients"): the CPU matmul already streams K in blocks
+ *   of 256 into the same C tile, so one long product saves little, and filling and copying the stacking buffers costs
+ *   more than that (small: +10-15% per step; a 12-layer batch-1 model: within the noise).
+ * - CUDA: not measured (no GPU where this was written). The CUDA GEMM (cuda/gemm.cu) launches one block per 128 x 128
+ *   output tile and has no split-K, so a product with K = uses × tokens runs on as many blocks as each per-use one
+ *   (no occupancy gained), while stacking adds a fill and two copies per use (more launches, not fewer). Turn it on
+ *   (stackedGrads: true) to measure; the kernels are the same verified matmul and bias-gradient kernels.
  */
-export const STACKED_GRADS_DEFAULT: Readonly<{ cpu: boolean; cuda: boolean }> = Object.freeze({ cpu: false, cuda: true });
+export const STACKED_GRADS_DEFAULT: Readonly<{ cpu: boolean; cuda: boolean }> = Object.freeze({ cpu: false, cuda: false });
 
 /** The default stacking budget: 256 MiB. */
 export const STACKED_GRADS_BUDGET = 256 * 1024 * 1024;
@@ -366,8 +370,8 @@ export interface BackwardOptions {
   keep?: Tensor[];
   /**
    * Stacked weight gradients for weights several linear ops use (blocks shared across layers): true, false, or
-   * { enabled, budgetBytes }. The gradients equal the per-use ones up to fp32 summation order. Default: on for CUDA,
-   * off for the CPU (STACKED_GRADS_DEFAULT), within a 256 MiB budget per stacking buffer.
+   * { enabled, budgetBytes }. The gradients equal the per-use ones up to fp32 summation order. Default: off on every
+   * device (STACKED_GRADS_DEFAULT says why), and a 256 MiB budget per stacking buffer when on.
    */
   stackedGrads?: boolean | StackedGradsOptions;
 }

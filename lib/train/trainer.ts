@@ -57,7 +57,7 @@ export interface TrainerOptions {
   precision?: Precision;
   /**
    * Stacked weight gradients for blocks shared across layers (backward()'s stackedGrads): true, false, or
-   * { enabled, budgetBytes }. Default: on for CUDA, off for the CPU (where it measured slower), 256 MiB budget.
+   * { enabled, budgetBytes }. Default: off (STACKED_GRADS_DEFAULT: slower on the CPU, unmeasured on CUDA); 256 MiB budget.
    */
   stackedGrads?: boolean | StackedGradsOptions;
 }
