@@ -7,8 +7,18 @@
 // accumulate across backward() calls until zeroGrad(). Activation gradients are allocated on first use and, with
 // every tensor the ops made while recording, freed when the tape is released (backward() releases it by default) —
 // one step's scratch.
+//
+// Stacked weight gradients: a weight that several recorded linear ops use (a block shared by several layers) gets
+// its gradient from ONE product dW += dY^T X over the row-stacked inputs X and output gradients dY of all its uses
+// (K = uses × tokens), computed when backward() visits the last of them, instead of one beta = 1 product per use.
+// Each use's backward hands its input and output gradient to the tape (deferWeightGrad) instead of running its own
+// product; both stay alive until then because the tape owns them until release(), and an activation's gradient is
+// never written after its producer's backward has run (its consumers all ran before). The stacking buffer exists only
+// while that one product runs, and is used only when it fits in the byte budget (else the uses accumulate one by one
+// as before). See BackwardOptions.stackedGrads.
 import { Tensor, full } from './tensor.ts';
 import * as K from './kernels.ts';
+import { native } from './native.ts';
 
 /** A recorded op: `backward` reads its outputs' gradients (tape.gradOf) and adds into its inputs' (tape.gradFor). */
 interface Node {
@@ -18,6 +28,59 @@ interface Node {
 
 // Parameter value view -> gradient view, for every live parameter of this realm (set by the ParameterStore).
 const paramGrads = new WeakMap<Tensor, Tensor>();
+
+/** How one backward() computes the gradients of weights used by several linear ops (see BackwardOptions). */
+export interface StackedGradsOptions {
+  /** Stack the uses of a shared weight into one dW product. Default: per device (STACKED_GRADS_DEFAULT). */
+  enabled?: boolean;
+  /**
+   * The most bytes one stacking buffer (uses × tokens × (in + out) floats, alive while its product runs) may take;
+   * a shared weight whose uses need more accumulates use by use instead. Default 256 MiB.
+   */
+  budgetBytes?: number;
+}
+
+/**
+ * Whether backward() stacks shared weights' gradients when BackwardOptions.stackedGrads does not say, per device
+ * kind. Off on both:
+ * - CPU: measured slower (docs/benchmarks.md, "Stacked weight gradients"): the CPU matmul already streams K in blocks
+ *   of 256 into the same C tile, so one long product saves little, and filling and copying the stacking buffers costs
+ *   more than that (small: +10-15% per step; a 12-layer batch-1 model: within the noise).
+ * - CUDA: not measured (no GPU where this was written). The CUDA GEMM (cuda/gemm.cu) launches one block per 128 x 128
+ *   output tile and has no split-K, so a product with K = uses × tokens runs on as many blocks as each per-use one
+ *   (no occupancy gained), while stacking adds a fill and two copies per use (more launches, not fewer). Turn it on
+ *   (stackedGrads: true) to measure; the kernels are the same verified matmul and bias-gradient kernels.
+ */
+export const STACKED_GRADS_DEFAULT: Readonly<{ cpu: boolean; cuda: boolean }> = Object.freeze({ cpu: false, cuda: false });
+
+/** The default stacking budget: 256 MiB. */
+export const STACKED_GRADS_BUDGET = 256 * 1024 * 1024;
+
+/** One use of a shared weight whose dW product waits for the others: its input and output gradient, 2-D views. */
+interface PendingUse {
+  x: Tensor;
+  g: Tensor;
+}
+
+/**
+ * The recorded uses of one weight (at one precision, through one kind of op) on this tape: how many and how many
+ * rows, for deciding at the first visit whether stacking fits; the uses visited so far in this backward pass.
+ */
+export interface WeightGroup {
+  readonly w: Tensor;
+  /** The bias every use adds, when all uses add the same one (its gradient is stacked too); else null. */
+  bias: Tensor | null;
+  sameBias: boolean;
+  readonly precision: K.Precision;
+  readonly inF: number;
+  readonly outF: number;
+  uses: number;
+  rows: number;
+  visited: number;
+  /** 'stack': this pass defers every use to one product; 'direct': each use runs its own. Decided at the first visit. */
+  mode: 'stack' | 'direct' | null;
+  pending: PendingUse[];
+}
 
 /** @internal Registers a parameter: its gradient is `grad`, and ops that use it are recorded. */
 export function registerParameter(value: Tensor, grad: Tensor): void {
@@ -33,6 +96,14 @@ export class Tape {
   seedScale = 1;
   /** The loss tensor backward() started from. */
   seed: Tensor | null = null;
+  /** How the current backward() treats shared weights (null: per use, as when not stacking). */
+  stacking: { budgetBytes: number } | null = null;
+  private groups = new Map<Tensor, WeightGroup[]>(); // weight -> its recorded uses (per precision)
+  /**
+   * @internal For tests and benchmarks, what the last backward() did: stacked products and the uses they covered,
+   * groups left with one pending use (a product of its own), shared weights over the budget (use by use).
+   */
+  stats = { stacked: 0, stackedUses: 0, direct: 0, overBudget: 0 };
 
   get size(): number {
     return this.nodes.length;
@@ -86,9 +157,121 @@ export class Tape {
     K.axpby(into, 1, g, scale, { out: into });
   }
 
+  /**
+   * @internal Notes a recorded use of weight w (2-D, (out, in)) by a linear op over `rows` rows, with `bias` (or none);
+   * returns the group the op's backward hands its dW to (deferWeightGrad).
+   */
+  noteWeightUse(w: Tensor, bias: Tensor | null, precision: K.Precision, rows: number): WeightGroup {
+    let list = this.groups.get(w);
+    if (!list) this.groups.set(w, (list = []));
+    let g = list.find((x) => x.precision === precision);
+    if (!g) {
+      g = { w, bias, sameBias: true, precision, inF: w.shape[1], outF: w.shape[0], uses: 0, rows: 0, visited: 0, mode: null, pending: [] };
+      list.push(g);
+    }
+    if (g.uses > 0 && g.bias !== bias) g.sameBias = false;
+    g.uses += 1;
+    g.rows += rows;
+    return g;
+  }
+
+  /**
+   * @internal Called by every recorded use's backward (also one that received no gradient, with x2 = g2 = null).
+   * Returns true when the tape took the use's dW (and, when shared by all uses, db): x2 and g2 (2-D views the caller
+   * made) then belong to the tape, which disposes them after the stacked product. False: the caller computes them.
+   */
+  deferWeightGrad(group: WeightGroup, x2: Tensor | null, g2: Tensor | null): boolean {
+    group.visited += 1;
+    if (group.mode === null) {
+      const bytes = group.rows * (group.inF + group.outF) * 4;
+      group.mode = this.stacking && group.uses > 1 && bytes <= this.stacking.budgetBytes ? 'stack' : 'direct';
+      if (this.stacking && group.uses > 1 && group.mode === 'direct') this.stats.overBudget += 1;
+    }
+    let took = false;
+    if (group.mode === 'stack' && x2 && g2) {
+      group.pending.push({ x: x2, g: g2 });
+      took = true;
+    }
+    if (group.visited === group.uses) this.flush(group);
+    return took;
+  }
+
+  /** The owed stacked product of one group (nothing when no use is pending): dW += dY^T X, db += colsum(dY). */
+  private flush(group: WeightGroup): void {
+    const pending = group.pending;
+    group.pending = [];
+    if (pending.length === 0) return;
+    const gw = this.gradFor(group.w);
+    const gb = group.bias && group.sameBias ? this.gradFor(group.bias) : null;
+    try {
+      if (pending.length === 1) {
+        const u = pending[0];
+        K.matmul(u.g, u.x, { transA: true, beta: 1, out: gw, precision: group.precision });
+        if (gb) K.biasGrad(u.g, gb);
+        this.stats.direct += 1;
+        return;
+      }
+      const rows = pending.reduce((a, u) => a + u.x.shape[0], 0);
+      const device = group.w.device;
+      const xs = full([rows, group.inF], 0, { device });
+      const gs = full([rows, group.outF], 0, { device });
+      try {
+        const n = native();
+        let r = 0;
+        for (const u of pending) {
+          const k = u.x.shape[0];
+          const wx = xs.window(r * group.inF, [k, group.inF]);
+          const wg = gs.window(r * group.outF, [k, group.outF]);
+          n.copyInto(wx.handle, u.x.handle);
+          n.copyInto(wg.handle, u.g.handle);
+          wx.dispose();
+          wg.dispose();
+          r += k;
+        }
+        K.matmul(gs, xs, { transA: true, beta: 1, out: gw, precision: group.precision });
+        if (gb) K.biasGrad(gs, gb);
+      } finally {
+        xs.dispose();
+        gs.dispose();
+      }
+      this.stats.stacked += 1;
+      this.stats.stackedUses += pending.length;
+    } finally {
+      for (const u of pending) {
+        u.x.dispose();
+        u.g.dispose();
+      }
+    }
+  }
+
   /** Runs the recorded nodes in reverse. */
   run(): void {
-    for (let i = this.nodes.length - 1; i >= 0; i--) this.nodes[i].backward(this);
+    this.stats = { stacked: 0, stackedUses: 0, direct: 0, overBudget: 0 };
+    for (const list of this.groups.values())
+      for (const g of list) {
+        g.visited = 0;
+        g.mode = null;
+      }
+    try {
+      for (let i = this.nodes.length - 1; i >= 0; i--) this.nodes[i].backward(this);
+      // Every use has been visited, so every group has flushed; a group whose count was not reached (a node that
+      // threw is the only way) owes its product now.
+      for (const list of this.groups.values()) for (const g of list) this.flush(g);
+    } finally {
+      this.dropPending();
+    }
+  }
+
+  /** Disposes the views of uses still pending (after a failure): their products are not computed. */
+  private dropPending(): void {
+    for (const list of this.groups.values())
+      for (const g of list) {
+        for (const u of g.pending) {
+          u.x.dispose();
+          u.g.dispose();
+        }
+        g.pending = [];
+      }
   }
 
   /** Frees every activation gradient and every tensor the ops made, except those in `keep`. */
@@ -96,6 +279,8 @@ export class Tape {
     const kept = new Set(keep);
     for (const g of this.grads.values()) if (!kept.has(g)) g.dispose();
     for (const t of this.made) if (!kept.has(t)) t.dispose();
+    this.dropPending();
+    this.groups.clear();
     this.grads.clear();
     this.needs.clear();
     this.made = [];
@@ -183,6 +368,27 @@ export interface BackwardOptions {
   retain?: boolean;
   /** Tensors to keep alive when the tape is released (the loss itself is always kept). */
   keep?: Tensor[];
+  /**
+   * Stacked weight gradients for weights several linear ops use (blocks shared across layers): true, false, or
+   * { enabled, budgetBytes }. The gradients equal the per-use ones up to fp32 summation order. Default: off on every
+   * device (STACKED_GRADS_DEFAULT says why), and a 256 MiB budget per stacking buffer when on.
+   */
+  stackedGrads?: boolean | StackedGradsOptions;
+}
+
+/** The stacking of one backward() on `device`: null (per use) or its budget. */
+export function resolveStackedGrads(option: boolean | StackedGradsOptions | undefined, device: string, who = 'backward'): { budgetBytes: number } | null {
+  const o: StackedGradsOptions = typeof option === 'boolean' ? { enabled: option } : option ?? {};
+  if (typeof o !== 'object' || o === null || Array.isArray(o))
+    throw new TypeError(`${who}: stackedGrads must be a boolean or an object { enabled?, budgetBytes? }, got ${o === null ? 'null' : Array.isArray(o) ? 'an array' : typeof o}`);
+  for (const k of Object.keys(o))
+    if (k !== 'enabled' && k !== 'budgetBytes') throw new TypeError(`${who}: unknown stackedGrads option '${k}'; valid: enabled, budgetBytes`);
+  if (o.enabled !== undefined && typeof o.enabled !== 'boolean') throw new TypeError(`${who}: stackedGrads.enabled must be a boolean, got ${typeof o.enabled}`);
+  const budget = o.budgetBytes ?? STACKED_GRADS_BUDGET;
+  if (typeof budget !== 'number' || !(budget >= 0))
+    throw new RangeError(`${who}: stackedGrads.budgetBytes must be a number >= 0, got ${String(budget)}`);
+  const enabled = o.enabled ?? (device === 'cpu' ? STACKED_GRADS_DEFAULT.cpu : STACKED_GRADS_DEFAULT.cuda);
+  return enabled ? { budgetBytes: budget } : null;
 }
 
 /**
@@ -199,9 +405,15 @@ export function backward(loss: Tensor, options: BackwardOptions = {}): void {
     throw new Error('backward: the loss is not on the current tape: it was made under noGrad(), from inputs that need no gradient, or the tape it was recorded on has been released (releaseTape() or an earlier backward()); compute the loss again');
   const scale = options.scale ?? 1;
   if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new RangeError(`backward: scale must be a finite number, got ${String(scale)}`);
+  const stacking = resolveStackedGrads(options.stackedGrads, loss.device);
   t.seed = loss;
   t.seedScale = scale;
-  t.run();
+  t.stacking = stacking;
+  try {
+    t.run();
+  } finally {
+    t.stacking = null;
+  }
   if (!options.retain) t.release([loss, ...(options.keep ?? [])]);
 }
 

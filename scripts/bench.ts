@@ -16,6 +16,10 @@
 //             runs without the reference and says why. Not part of the default suites (minutes): name it.
 //             SF_TRAIN_CONFIGS=small|medium restricts it; SF_TRAIN_STEPS=N sets the timed steps (default 10 small,
 //             5 medium; 2 warm-up steps, 3 phase steps).
+//             SF_TRAIN_SHARES=none,all restricts the sharing plans. SF_TRAIN_STACKED=off,on runs each row with stacked
+//             weight gradients off and on (backward()'s stackedGrads; default: the device's default only); the
+//             PyTorch reference then runs once per (config, share). Config 'small12b1' (d=256, 12 layers, seq 128,
+//             batch 1: few tokens per layer, where stacking should help most) runs only when named in SF_TRAIN_CONFIGS.
 //
 // With no SUITE: kernels and tensors.
 import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
@@ -137,12 +141,17 @@ interface TrainConfig {
 const TRAIN_CONFIGS: Record<string, TrainConfig> = {
   small: { vocab: 256, dModel: 256, heads: 4, dFF: 1024, layers: 6, seq: 128, batch: 8 },
   medium: { vocab: 256, dModel: 512, heads: 8, dFF: 2048, layers: 12, seq: 256, batch: 4 },
+  small12b1: { vocab: 256, dModel: 256, heads: 4, dFF: 1024, layers: 12, seq: 128, batch: 1 },
 };
+/** Configs run only when SF_TRAIN_CONFIGS names them. */
+const TRAIN_ON_REQUEST = new Set(['small12b1']);
 
 interface TrainRow {
   suite: 'train';
   config: string;
   share: 'none' | 'all';
+  /** Stacked weight gradients: 'on', 'off', or 'default' (the device's default). */
+  stacked: 'on' | 'off' | 'default';
   parameters: number;
   ms_per_step: number;
   tokens_per_s: number;
@@ -223,6 +232,10 @@ async function benchTrain(): Promise<TrainRow[]> {
   const stepsEnv = process.env.SF_TRAIN_STEPS ? Number(process.env.SF_TRAIN_STEPS) : undefined;
   if (stepsEnv !== undefined && !(Number.isInteger(stepsEnv) && stepsEnv >= 1)) throw new Error(`bench train: SF_TRAIN_STEPS must be a positive integer, got ${process.env.SF_TRAIN_STEPS}`);
   const warmup = 2, phaseSteps = 3;
+  const shares = (process.env.SF_TRAIN_SHARES ?? 'none,all').split(',').map((s) => s.trim()).filter(Boolean);
+  for (const s of shares) if (s !== 'none' && s !== 'all') throw new Error(`bench train: SF_TRAIN_SHARES takes none and all, got '${s}'`);
+  const stackedModes = (process.env.SF_TRAIN_STACKED ?? 'default').split(',').map((s) => s.trim()).filter(Boolean);
+  for (const s of stackedModes) if (!['on', 'off', 'default'].includes(s)) throw new Error(`bench train: SF_TRAIN_STACKED takes on, off and default, got '${s}'`);
 
   const torch = findTorch(threads);
   if (torch.ok) {
@@ -233,9 +246,10 @@ async function benchTrain(): Promise<TrainRow[]> {
 
   const rows: TrainRow[] = [];
   for (const [name, c] of Object.entries(TRAIN_CONFIGS)) {
-    if (only && !only.includes(name)) continue;
-    const steps = stepsEnv ?? (name === 'small' ? 10 : 5);
-    for (const share of ['none', 'all'] as const) {
+    if (only ? !only.includes(name) : TRAIN_ON_REQUEST.has(name)) continue;
+    const steps = stepsEnv ?? (name === 'medium' ? 5 : 10);
+    for (const share of shares as ('none' | 'all')[]) for (const [si, stacked] of (stackedModes as ('on' | 'off' | 'default')[]).entries()) {
+      const stackedGrads = stacked === 'default' ? undefined : stacked === 'on';
       const model = new sf.Decoder({ vocab: c.vocab, dModel: c.dModel, heads: c.heads, dFF: c.dFF, layers: c.layers, maxSeq: c.seq, sharing: { strategy: share }, seed: 1 });
       const opt = new sf.AdamW(model.store, { lr: 1e-4, beta1: 0.9, beta2: 0.99, weightDecay: 0.1 });
       const n = c.batch * c.seq;
@@ -248,7 +262,7 @@ async function benchTrain(): Promise<TrainRow[]> {
       const step = async () => {
         model.zeroGrad();
         const loss = model.loss(ids, targets);
-        sf.backward(loss);
+        sf.backward(loss, { stackedGrads });
         opt.update();
         await loss.data();
         loss.dispose();
@@ -268,7 +282,7 @@ async function benchTrain(): Promise<TrainRow[]> {
         const loss = model.loss(ids, targets);
         await loss.data();
         const t1 = performance.now();
-        sf.backward(loss);
+        sf.backward(loss, { stackedGrads });
         await sf.synchronize();
         const t2 = performance.now();
         opt.update();
@@ -289,12 +303,12 @@ async function benchTrain(): Promise<TrainRow[]> {
 
       const med = median(ms);
       const row: TrainRow = {
-        suite: 'train', config: name, share, parameters, ms_per_step: med, tokens_per_s: n / (med / 1000),
+        suite: 'train', config: name, share, stacked, parameters, ms_per_step: med, tokens_per_s: n / (med / 1000),
         gflops: (3 * flopsPerToken * n) / (med / 1000) / 1e9,
         fwd_ms: median(fwd), bwd_ms: median(bwd), opt_ms: median(upd), ref: torch.ok ? 'PyTorch (same run)' : 'none',
         steps_ms: ms, loadavg: 0,
       };
-      if (torch.ok) {
+      if (torch.ok && si === 0) {
         const cfg = JSON.stringify({ ...c, threads });
         const r = spawnSync(PY, [TORCH_REF, '--config', cfg, '--share', share, '--steps', String(steps), '--warmup', String(warmup), '--phase-steps', String(phaseSteps)],
           { env: torch.env, encoding: 'utf8', timeout: 1_800_000 });
@@ -313,13 +327,13 @@ async function benchTrain(): Promise<TrainRow[]> {
       row.loadavg = loadavg()[0];
       rows.push(row);
       const f = (x?: number) => (x === undefined ? '-' : x.toFixed(1));
-      console.log(`  ${name}/${share}: ${f(row.ms_per_step)} ms/step (fwd ${f(row.fwd_ms)}, bwd ${f(row.bwd_ms)}, opt ${f(row.opt_ms)}); ` +
+      console.log(`  ${name}/${share}${stacked === 'default' ? '' : `/stacked ${stacked}`}: ${f(row.ms_per_step)} ms/step (fwd ${f(row.fwd_ms)}, bwd ${f(row.bwd_ms)}, opt ${f(row.opt_ms)}); ` +
         `PyTorch ${f(row.ref_ms_per_step)} (fwd ${f(row.ref_fwd_ms)}, bwd ${f(row.ref_bwd_ms)}, opt ${f(row.ref_opt_ms)}); ratio ${row.ratio?.toFixed(2) ?? '-'}`);
     }
   }
   console.log('\ntrain');
   console.table(rows.map((r) => ({
-    config: r.config, share: r.share, params: r.parameters, 'ms/step': r.ms_per_step.toFixed(1), 'tokens/s': Math.round(r.tokens_per_s),
+    config: r.config, share: r.share, stacked: r.stacked, params: r.parameters, 'ms/step': r.ms_per_step.toFixed(1), 'tokens/s': Math.round(r.tokens_per_s),
     'GFLOP/s': r.gflops.toFixed(1), 'fwd/bwd/opt ms': `${r.fwd_ms.toFixed(0)}/${r.bwd_ms.toFixed(0)}/${r.opt_ms.toFixed(0)}`,
     'ref ms/step': r.ref_ms_per_step?.toFixed(1), 'ref fwd/bwd/opt': r.ref_fwd_ms === undefined ? undefined : `${r.ref_fwd_ms.toFixed(0)}/${r.ref_bwd_ms!.toFixed(0)}/${r.ref_opt_ms!.toFixed(0)}`,
     ratio: r.ratio?.toFixed(2), load: r.loadavg.toFixed(1),

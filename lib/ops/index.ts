@@ -107,21 +107,38 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none
   let y: Tensor;
   if (preact) y = own(K.gelu(preact), rec); // recording: keep the pre-activation for backward
   else y = own(K.matmul(x, w, { transB: true, bias: b ?? undefined, activation, precision }), rec);
-  if (rec)
-    tape().record('linear', [y], (tp) => {
+  if (rec) {
+    const tp0 = tape();
+    // A weight (a parameter) used by several linear ops on this tape — a block shared by several layers — may have its
+    // dW (and, when every use adds the same bias, its db) stacked into one product over all uses (autograd.ts).
+    const group = tp0.requiresGrad(w) && w.rank === 2 ? tp0.noteWeightUse(w, b, precision, rows(x)) : null;
+    tp0.record('linear', [y], (tp) => {
       const gy = tp.gradOf(y);
-      if (!gy) return;
+      if (!gy) {
+        if (group) tp.deferWeightGrad(group, null, null); // counted as visited: the group flushes after its last use
+        return;
+      }
       let g = gy;
       if (preact) {
         g = tp.own(K.geluBackward(preact, gy, zeros(gy.shape, { device: gy.device })));
       }
       const g2 = as2d(g);
-      if (tp.requiresGrad(w)) {
+      let deferred = false;
+      if (group) {
+        const x2 = as2d(x), gw = as2d(g);
+        deferred = tp.deferWeightGrad(group, x2, gw); // the tape owns x2 and gw when it took them
+        if (!deferred) {
+          x2.dispose();
+          gw.dispose();
+        }
+      }
+      if (!deferred && tp.requiresGrad(w)) {
         const x2 = as2d(x);
         K.matmul(g2, x2, { transA: true, beta: 1, out: tp.gradFor(w), precision });
         x2.dispose();
       }
-      if (b && tp.requiresGrad(b)) K.biasGrad(g2, tp.gradFor(b));
+      // the bias: stacked with dW when every use of the weight adds this same bias, else here
+      if (b && tp.requiresGrad(b) && !(deferred && group!.sameBias)) K.biasGrad(g2, tp.gradFor(b));
       if (tp.requiresGrad(x)) {
         const gx = as2d(tp.gradFor(x));
         K.matmul(g2, w, { beta: 1, out: gx, precision });
@@ -129,6 +146,7 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none
       }
       g2.dispose(); // views hold their storage: release them now, not at garbage collection
     });
+  }
   return y;
 }
 

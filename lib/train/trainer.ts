@@ -3,7 +3,7 @@
 // per-step events. Each step queues its kernels and then awaits the loss, so the event loop keeps running while the
 // step computes: a server that trains in the background keeps answering requests.
 import { EventEmitter } from 'node:events';
-import { backward, noGrad, releaseTape, tidy } from '../autograd.ts';
+import { backward, noGrad, releaseTape, resolveStackedGrads, tidy, type StackedGradsOptions } from '../autograd.ts';
 import { AdamW, clipGradNorm, warmupCosine, warmupLinear } from '../optim/index.ts';
 import { sumSquares } from '../kernels.ts';
 import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.ts';
@@ -55,6 +55,11 @@ export interface TrainerOptions {
    * cores, fp32 accumulation; parameters, gradients and optimizer state stay fp32). The CPU computes in fp32 always.
    */
   precision?: Precision;
+  /**
+   * Stacked weight gradients for blocks shared across layers (backward()'s stackedGrads): true, false, or
+   * { enabled, budgetBytes }. Default: off (STACKED_GRADS_DEFAULT: slower on the CPU, unmeasured on CUDA); 256 MiB budget.
+   */
+  stackedGrads?: boolean | StackedGradsOptions;
 }
 
 /** What each optimizer step reports (the 'step' event and steps()). */
@@ -108,7 +113,7 @@ function finite(v: unknown, name: string, lo = -Infinity): number {
  */
 export class Trainer extends EventEmitter {
   readonly opt: AdamW;
-  readonly options: Required<Omit<TrainerOptions, 'checkpoint' | 'signal'>> & Pick<TrainerOptions, 'checkpoint' | 'signal'>;
+  readonly options: Required<Omit<TrainerOptions, 'checkpoint' | 'signal' | 'stackedGrads'>> & Pick<TrainerOptions, 'checkpoint' | 'signal' | 'stackedGrads'>;
   /** Optimizer steps completed. */
   step = 0;
   /** Steps dropped for a non-finite loss or gradient so far (nonFinite: 'skip'). */
@@ -134,6 +139,7 @@ export class Trainer extends EventEmitter {
     const precision = o.precision ?? 'fp32';
     if (!['fp32', 'tf32', 'bf16'].includes(precision)) throw new TypeError(`Trainer: precision must be 'fp32', 'tf32' or 'bf16', got ${String(precision)}`);
     if (nonFinite !== 'error' && nonFinite !== 'skip') throw new TypeError(`Trainer: nonFinite must be 'error' or 'skip', got ${String(nonFinite)}`);
+    resolveStackedGrads(o.stackedGrads, model.store.device, 'Trainer'); // refuses a malformed option now, not at the first step
     this.options = {
       steps, batchSize, seqLen, lr, schedule,
       minLr: finite(o.minLr ?? lr / 10, 'minLr', 0),
@@ -150,6 +156,7 @@ export class Trainer extends EventEmitter {
       signal: o.signal,
       nonFinite,
       precision,
+      stackedGrads: o.stackedGrads,
     };
     this.opt = new AdamW(model.store, { lr, beta1: this.options.beta1, beta2: this.options.beta2, weightDecay: this.options.weightDecay });
   }
@@ -172,7 +179,7 @@ export class Trainer extends EventEmitter {
     for (let k = 0; k < o.accumulate; k++) {
       const { ids, targets } = this.data.batch('train', o.batchSize, o.seqLen, o.seed, this.step * o.accumulate + k, m.store.device);
       const loss = withPrecision(o.precision, () => m.loss(ids, targets));
-      backward(loss, { scale: 1 / o.accumulate });
+      backward(loss, { scale: 1 / o.accumulate, stackedGrads: o.stackedGrads });
       ids.dispose();
       targets.dispose();
       losses.push(loss);
