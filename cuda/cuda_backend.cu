@@ -87,13 +87,6 @@ class CudaCachingAllocator final : public Allocator {
   BlockCache cache_;
 };
 
-__device__ __forceinline__ uint16_t dev_f32_to_bf16(float f) {
-  uint32_t u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
 template <typename T>
 __global__ void fill_kernel(T* __restrict__ p, int64_t n, T v) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -109,7 +102,7 @@ __global__ void random_kernel(void* __restrict__ out, bool is_bf16, int64_t n, i
     const uint64_t e = offset + static_cast<uint64_t>(i);
     float v = kind == 0 ? a + (b - a) * uniform_at(seed, e) : a + b * normal_at(seed, e);
     if (is_bf16)
-      static_cast<uint16_t*>(out)[i] = dev_f32_to_bf16(v);
+      static_cast<uint16_t*>(out)[i] = f32_to_bf16(v);  // dtype.h, host and device
     else
       static_cast<float*>(out)[i] = v;
   }

@@ -93,8 +93,9 @@ void cross_entropy(Stream s, const float* logits, const int32_t* targets, int64_
                    float* dlogits, float grad_scale, float* loss);
 
 // ---- optim.cu ---------------------------------------------------------------------------------------------------
+// param_bf16 (may be null): the updated parameters rounded to bf16, as cpu::adamw writes them (the same bits).
 void adamw(Stream s, const cpu::AdamWDesc& d, float* param, const float* grad, float* m, float* v, const float* decay,
-           int64_t n);
+           int64_t n, uint16_t* param_bf16 = nullptr);
 void sgd(Stream s, const cpu::SgdDesc& d, float* param, const float* grad, float* buf, int64_t n);
 // out (1 double, device) = sum of squares, in fixed chunks in a fixed order: deterministic run to run.
 void sum_squares(Stream s, const float* x, int64_t n, double* out);

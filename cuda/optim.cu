@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../native/core/dtype.h"
 #include "cuda_common.cuh"
 #include "scratch.cuh"
 
@@ -23,7 +24,8 @@ struct AdamWConst {
 };
 
 __global__ void adamw_kernel(AdamWConst c, float* __restrict__ param, const float* __restrict__ grad,
-                             float* __restrict__ m, float* __restrict__ v, const float* __restrict__ decay, int64_t n) {
+                             float* __restrict__ m, float* __restrict__ v, const float* __restrict__ decay,
+                             uint16_t* __restrict__ p16, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float p = param[i];
@@ -36,6 +38,7 @@ __global__ void adamw_kernel(AdamWConst c, float* __restrict__ param, const floa
     param[i] = p;
     m[i] = mm;
     v[i] = vv;
+    if (p16) p16[i] = f32_to_bf16(p);  // the bf16 copy, in the same pass
   }
 }
 
@@ -113,7 +116,7 @@ __global__ void clip_kernel(float* __restrict__ x, int64_t n, const double* __re
 }  // namespace
 
 void adamw(Stream s, const cpu::AdamWDesc& d, float* param, const float* grad, float* m, float* v, const float* decay,
-           int64_t n) {
+           int64_t n, uint16_t* param_bf16) {
   if (n <= 0) return;
   // The constants exactly as native/cpu/optim.cpp computes them.
   const double step = static_cast<double>(d.step);
@@ -129,7 +132,7 @@ void adamw(Stream s, const cpu::AdamWDesc& d, float* param, const float* grad, f
   c.eps = d.eps;
   c.lr_wd = static_cast<float>(static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
   c.keep = static_cast<float>(1.0 - static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
-  SF_LAUNCH(adamw_kernel, (grid_for(n, kThreads), kThreads, 0, s), c, param, grad, m, v, decay, n);
+  SF_LAUNCH(adamw_kernel, (grid_for(n, kThreads), kThreads, 0, s), c, param, grad, m, v, decay, param_bf16, n);
   check_launch("adamw");
 }
 

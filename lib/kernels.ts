@@ -215,11 +215,17 @@ export interface AdamWOptions {
   step: number;
   /** Per-element multiplier of the weight decay (0 for norms, biases, embeddings). */
   decayMask?: Tensor;
+  /**
+   * A bfloat16 tensor of param's shape on its device (sharing no memory with the others): written in the same pass with
+   * the updated parameters rounded to bf16 (round to nearest even) — the bf16 copy of the flat buffer that bf16
+   * kernels read, one conversion per step however many layers share a block.
+   */
+  bf16Copy?: Tensor;
 }
-/** One AdamW step over a flat buffer, in place (param, m, v). */
+/** One AdamW step over a flat buffer, in place (param, m, v; and bf16Copy when given). */
 export function adamw(param: Tensor, grad: Tensor, m: Tensor, v: Tensor, options: AdamWOptions): void {
   const op = 'adamw';
-  n().adamw(h(param, op, 'param'), h(grad, op, 'grad'), h(m, op, 'm'), h(v, op, 'v'), nativeOpts(opts(options, op), op, ['decayMask']));
+  n().adamw(h(param, op, 'param'), h(grad, op, 'grad'), h(m, op, 'm'), h(v, op, 'v'), nativeOpts(opts(options, op), op, ['decayMask', 'bf16Copy']));
 }
 
 /** Hyperparameters of one kernels.sgd() step. */

@@ -155,6 +155,36 @@ test('an out-of-range target fails at the next synchronisation without writing d
 
 // ---- optimizers ---------------------------------------------------------------------------------------------------
 
+// float32 -> bfloat16 -> float32, round to nearest even (as f32_to_bf16 in native/core/dtype.h), written out here.
+const bf16Round = (x: number): number => {
+  const u = new Uint32Array(Float32Array.of(x).buffer)[0];
+  const r = (u + 0x7fff + ((u >>> 16) & 1)) >>> 0;
+  return new Float32Array(Uint32Array.of((r >>> 16) << 16).buffer)[0];
+};
+
+test('adamw bf16Copy: the updated parameters rounded to bf16, written in the same pass; the step is unchanged', async (t) => {
+  const r = lcg(5);
+  const N = 37;  // a vector body and a tail
+  const p0 = randArray(r, N);
+  const a = f32(p0, [N]), b = f32(p0, [N]), ma = zeros([N]), va = zeros([N]), mb = zeros([N]), vb = zeros([N]);
+  const copy = full([N], 7, { dtype: 'bfloat16' });
+  for (let step = 1; step <= 2; step++) {
+    const g = f32(randArray(r, N), [N]);
+    t.is(n.adamw(a.handle, g.handle, ma.handle, va.handle, { lr: 0.01, step, bf16Copy: copy.handle }), undefined);
+    n.adamw(b.handle, g.handle, mb.handle, vb.handle, { lr: 0.01, step });
+  }
+  const pa = Array.from(await a.data());
+  t.deepEqual(pa, Array.from(await b.data()), 'the parameters are those of a step without the copy');
+  t.deepEqual(Array.from(await ma.data()), Array.from(await mb.data()), 'the first moments too');
+  t.deepEqual(Array.from(await copy.data()), pa.map(bf16Round), 'the copy is every updated parameter rounded to bf16');
+  const p = f32([1, 2], [2]), g2 = f32([0.5, -0.5], [2]), m2 = zeros([2]), v2 = zeros([2]);
+  throwsExactly(t, () => n.adamw(p.handle, g2.handle, m2.handle, v2.handle, { lr: 0.1, step: 1, bf16Copy: zeros([2]).handle }),
+    TypeError, /^adamw: option bf16Copy must be a bfloat16 tensor, got float32$/, 'a float32 copy');
+  throwsExactly(t, () => n.adamw(p.handle, g2.handle, m2.handle, v2.handle, { lr: 0.1, step: 1, bf16Copy: zeros([3], { dtype: 'bfloat16' }).handle }),
+    RangeError, /^adamw: option bf16Copy must have shape \[2\]/, 'a copy of another shape');
+  t.deepEqual(Array.from(await p.data()), [1, 2], 'nothing was written by the refused calls');
+});
+
 test('adamw follows torch.optim.AdamW over three steps, with a decay mask', async (t) => {
   const r = lcg(4);
   const N = 37;

@@ -8,8 +8,11 @@
 //     logits float32 (..., V), targets int32 (...); loss is a float32 scalar (shape []): the mean over rows whose
 //     target is not ignoreIndex (0 when none). dlogits (logits' shape) is WRITTEN with the gradient of
 //     gradScale * loss; it may be the logits tensor itself (in place), but must not partly overlap it.
-//   adamw(param, grad, m, v, {lr, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01, step, decayMask})
-//     -> undefined; param, m and v are updated in place. lr and step (an integer >= 1) are required.
+//   adamw(param, grad, m, v, {lr, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01, step, decayMask,
+//         bf16Copy})
+//     -> undefined; param, m and v are updated in place. lr and step (an integer >= 1) are required. bf16Copy (a
+//     bfloat16 tensor of param's shape on its device, sharing no memory with the others) is WRITTEN with the updated
+//     parameters rounded to bf16 in the same pass: the bf16 copy of the flat buffer that bf16 kernels read.
 //   sgd(param, grad, buf | null, {lr, momentum = 0, dampening = 0, weightDecay = 0, nesterov = false, firstStep})
 //     -> undefined; buf and firstStep (true on the step that starts the momentum buffer) are required when
 //     momentum > 0.
@@ -206,6 +209,7 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
     if (o.Get("step").IsUndefined()) type_error(op, ": option step is required (the 1-based step count)");
     d.step = args.opt_int(o, "step", 1, 1, (int64_t{1} << 53) - 1);
     std::optional<Tensor> decay = args.opt_tensor(o, "decayMask");
+    std::optional<Tensor> copy = args.opt_tensor(o, "bf16Copy");
     if (!(d.lr >= 0)) range_error(op, ": option lr must be >= 0, got ", d.lr);
     if (!(d.beta1 >= 0 && d.beta1 < 1)) range_error(op, ": option beta1 must be in [0, 1), got ", d.beta1);
     if (!(d.beta2 >= 0 && d.beta2 < 1)) range_error(op, ": option beta2 must be in [0, 1), got ", d.beta2);
@@ -235,21 +239,34 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
       check_disjoint(m, "m", *decay, "option decayMask", op);
       check_disjoint(v, "v", *decay, "option decayMask", op);
     }
+    if (copy) {
+      if (copy->dtype != DType::bf16)
+        type_error(op, ": option bf16Copy must be a bfloat16 tensor, got ", dtype_name(copy->dtype));
+      args.same_device(*copy, "option bf16Copy");
+      check_shape(*copy, param.shape, op, "option bf16Copy");
+      check_disjoint(*copy, "option bf16Copy", param, "param", op);
+      check_disjoint(*copy, "option bf16Copy", grad, "grad", op);
+      check_disjoint(*copy, "option bf16Copy", m, "m", op);
+      check_disjoint(*copy, "option bf16Copy", v, "v", op);
+      if (decay) check_disjoint(*copy, "option bf16Copy", *decay, "option decayMask", op);
+    }
     const int64_t n = param.numel();
     std::vector<Tensor> keep{param, grad, m, v};
     if (decay) keep.push_back(*decay);
+    if (copy) keep.push_back(*copy);
     args.update(param);
     args.update(m);
     args.update(v);
+    if (copy) args.write(*copy);
     args.run(
         std::move(keep),
-        [d, param, grad, m, v, decay, n](ThreadPool& pool) {
+        [d, param, grad, m, v, decay, copy, n](ThreadPool& pool) {
           cpu::adamw(pool, d, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
-                     decay ? decay->data<float>() : nullptr, n);
+                     decay ? decay->data<float>() : nullptr, n, copy ? copy->data<uint16_t>() : nullptr);
         },
-        SF_CUDA([d, param, grad, m, v, decay, n](cuda::Stream s) {
+        SF_CUDA([d, param, grad, m, v, decay, copy, n](cuda::Stream s) {
           cuda::adamw(s, d, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
-                      decay ? decay->data<float>() : nullptr, n);
+                      decay ? decay->data<float>() : nullptr, n, copy ? copy->data<uint16_t>() : nullptr);
         }));
     return args.env().Undefined();
   });

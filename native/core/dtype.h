@@ -36,15 +36,21 @@ inline DType parse_dtype(const std::string& s, const char* op) {
   type_error(op, ": dtype must be 'float32', 'int32' or 'bfloat16', got '", s, "'");
 }
 
-// bf16 <-> f32. Round to nearest even; NaN stays a (quiet) NaN.
-inline uint16_t f32_to_bf16(float f) {
+// bf16 <-> f32. Round to nearest even; NaN stays a (quiet) NaN. Host and device (the CUDA kernels that write bf16 use
+// the same bits as the CPU).
+#if defined(__CUDACC__)
+#define SF_DTYPE_HD __host__ __device__
+#else
+#define SF_DTYPE_HD
+#endif
+SF_DTYPE_HD inline uint16_t f32_to_bf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
   if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
   u += 0x7fffu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
 }
-inline float bf16_to_f32(uint16_t h) {
+SF_DTYPE_HD inline float bf16_to_f32(uint16_t h) {
   uint32_t u = static_cast<uint32_t>(h) << 16;
   float f;
   std::memcpy(&f, &u, 4);

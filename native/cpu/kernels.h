@@ -114,8 +114,10 @@ struct AdamWDesc {
   float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.01f;
   int64_t step = 1;
 };
+// param_bf16 (may be null): also receives the updated parameters rounded to bf16 (f32_to_bf16) — the copy of the flat
+// parameter buffer that bf16 kernels read, written in the same pass (one conversion per step for a shared block).
 void adamw(ThreadPool& pool, const AdamWDesc& d, float* param, const float* grad, float* m, float* v,
-           const float* decay, int64_t n);
+           const float* decay, int64_t n, uint16_t* param_bf16 = nullptr);
 // SGD with momentum (PyTorch's semantics: buf = momentum * buf + (1 - dampening) * g, first step buf = g;
 // nesterov uses g + momentum * buf); weight decay is L2 added to g. buf may be null when momentum = 0.
 struct SgdDesc {

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../core/dtype.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -78,7 +79,7 @@ SF_INLINE void adamw_vec(const AdamWConst& c, V& p, V g, V& m, V& v, V dec, bool
 
 template <typename V>
 void adamw_body(const AdamWConst& c, float* param, const float* grad, float* m, float* v, const float* decay,
-                int64_t lo, int64_t hi) {
+                uint16_t* p16, int64_t lo, int64_t hi) {
   constexpr int W = Traits<V>::W;
   const bool mask = decay != nullptr;
   const V one = splat<V>(1.0f);
@@ -89,6 +90,8 @@ void adamw_body(const AdamWConst& c, float* param, const float* grad, float* m, 
     store<V>(param + i, p);
     store<V>(m + i, mm);
     store<V>(v + i, vv);
+    if (p16)
+      for (int e = 0; e < W; ++e) p16[i + e] = f32_to_bf16(param[i + e]);  // still in L1
   }
   if (i < hi) {
     const int64_t k = hi - i;
@@ -97,12 +100,14 @@ void adamw_body(const AdamWConst& c, float* param, const float* grad, float* m, 
     store_part<V>(param + i, p, k);
     store_part<V>(m + i, mm, k);
     store_part<V>(v + i, vv, k);
+    if (p16)
+      for (int64_t e = 0; e < k; ++e) p16[i + e] = f32_to_bf16(param[i + e]);
   }
 }
 SF_VARIANTS(adamw_range,
-            (const AdamWConst& c, float* param, const float* grad, float* m, float* v, const float* decay, int64_t lo,
-             int64_t hi),
-            (c, param, grad, m, v, decay, lo, hi), adamw_body)
+            (const AdamWConst& c, float* param, const float* grad, float* m, float* v, const float* decay,
+             uint16_t* p16, int64_t lo, int64_t hi),
+            (c, param, grad, m, v, decay, p16, lo, hi), adamw_body)
 
 // ---- SGD --------------------------------------------------------------------------------------------------------
 struct SgdConst {
@@ -225,7 +230,7 @@ void for_blocks(ThreadPool& pool, int64_t n, F&& fn) {
 }  // namespace
 
 void adamw(ThreadPool& pool, const AdamWDesc& d, float* param, const float* grad, float* m, float* v,
-           const float* decay, int64_t n) {
+           const float* decay, int64_t n, uint16_t* param_bf16) {
   if (n <= 0) return;
   const double step = static_cast<double>(d.step);
   const double bc1 = 1.0 - std::pow(static_cast<double>(d.beta1), step);
@@ -241,7 +246,7 @@ void adamw(ThreadPool& pool, const AdamWDesc& d, float* param, const float* grad
   c.lr_wd = static_cast<float>(static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
   c.keep = static_cast<float>(1.0 - static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
   auto fn = SF_PICK(adamw_range);
-  for_blocks(pool, n, [&](int64_t lo, int64_t hi) { fn(c, param, grad, m, v, decay, lo, hi); });
+  for_blocks(pool, n, [&](int64_t lo, int64_t hi) { fn(c, param, grad, m, v, decay, param_bf16, lo, hi); });
 }
 
 void sgd(ThreadPool& pool, const SgdDesc& d, float* param, const float* grad, float* buf, int64_t n) {

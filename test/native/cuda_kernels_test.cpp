@@ -447,6 +447,17 @@ void test_adamw(Env& e) {
       near(p, e.down(gp), kTol, "adamw param" + tag);
       near(m, e.down(gm), kTol, "adamw m" + tag);
       near(v, e.down(gv), kTol, "adamw v" + tag);
+      // one more step with the bf16 copy: the copy is f32_to_bf16 of the device's own updated parameters, bit for bit
+      Tensor gc = e.up(std::vector<float>(static_cast<size_t>((n + 1) / 2), 0.0f));  // n bf16 elements (+ slack)
+      d.step = 4;
+      cuda::adamw(e.s, d, gp.data<float>(), gg.data<float>(), gm.data<float>(), gv.data<float>(),
+                  masked ? gmask.data<float>() : nullptr, n, static_cast<uint16_t*>(gc.raw()));
+      const std::vector<float> pf = e.down(gp), cw = e.down(gc);
+      std::vector<uint16_t> c16(static_cast<size_t>(n));
+      std::memcpy(c16.data(), cw.data(), c16.size() * 2);
+      int64_t bad = 0;
+      for (int64_t i = 0; i < n; ++i) bad += c16[static_cast<size_t>(i)] != f32_to_bf16(pf[static_cast<size_t>(i)]);
+      expect(bad == 0, "adamw bf16 copy = the updated parameters rounded to bf16" + tag);
     }
   }
 }

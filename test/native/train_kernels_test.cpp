@@ -3,6 +3,7 @@
 // targets refused before anything is written, and bit-identical results for thread counts 1 and 3.
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -328,6 +329,32 @@ TEST(adamw_three_steps_match_torch_formula) {
       CHECK(close(m, mr, 1e-7, 1e-5));
       CHECK(close(v, vr, 1e-9, 1e-5));
     }
+}
+
+// With a bf16 copy: the same parameters, moments and bits as without, and the copy is exactly f32_to_bf16 of the
+// updated parameters (every element, vector body and tail), NaN included.
+TEST(adamw_writes_the_bf16_copy_in_the_same_pass) {
+  Context ctx;
+  std::mt19937 gen(9);
+  for (int64_t n : {int64_t{1}, int64_t{15}, int64_t{16}, int64_t{33}, int64_t{40001}}) {
+    Vec p = randu(gen, n), m = randu(gen, n, 0.0f, 0.1f), v = randu(gen, n, 0.0f, 0.01f);
+    Vec p2 = p, m2 = m, v2 = v;
+    if (n > 20) p[7] = p2[7] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<uint16_t> copy(static_cast<size_t>(n), 0xdead);
+    cpu::AdamWDesc d;
+    d.lr = 1e-2f;
+    for (int64_t step = 1; step <= 2; ++step) {
+      d.step = step;
+      Vec g = randu(gen, n);
+      cpu::adamw(ctx.pool(), d, p.data(), g.data(), m.data(), v.data(), nullptr, n, copy.data());
+      cpu::adamw(ctx.pool(), d, p2.data(), g.data(), m2.data(), v2.data(), nullptr, n);
+    }
+    CHECK(std::memcmp(p.data(), p2.data(), p.size() * 4) == 0);
+    CHECK(std::memcmp(m.data(), m2.data(), m.size() * 4) == 0);
+    int bad = 0;
+    for (int64_t i = 0; i < n; ++i) bad += copy[static_cast<size_t>(i)] != f32_to_bf16(p[static_cast<size_t>(i)]);
+    CHECK_EQ(bad, 0);
+  }
 }
 
 // torch.optim.SGD's step, in double.
