@@ -434,8 +434,7 @@ const uint64_t* warp_exchange(const char* what, unsigned mask, const uint64_t* m
   } else {
     block_until(f, Wait::Warp, gen);
   }
-  // the caller reads lane l's word i at slots[gen & 1][l][i]; hand out a flat view of word 0 of every lane for the
-  // single-word collectives, and the full slots for mma through exchange_slots()
+  // word 0 of every lane's deposit, for the single-word collectives (mma reads all six words through exchange6)
   static thread_local uint64_t flat[32];
   for (int l = 0; l < 32; ++l) flat[l] = w.slots[gen & 1][l][0];
   return flat;
@@ -465,6 +464,19 @@ float bf16_hi(uint32_t r) { return bits_f(r & 0xffff0000u); }
 
 }  // namespace
 
+// The calling lane's C/D fragment (both shapes): c0, c1 (groupID, 2 tig + {0,1}), c2, c3 (groupID + 8, 2 tig + {0,1})
+// += the exact products A(r, k) B(k, n) summed over K in double, rounded once.
+template <int K, typename FA, typename FB>
+void accumulate_c(float (&c)[4], const FA& A, const FB& B) {
+  const int lane = lane_id(), g = lane >> 2, t = lane & 3;
+  for (int i = 0; i < 4; ++i) {
+    const int r = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
+    double acc = c[i];
+    for (int k = 0; k < K; ++k) acc += static_cast<double>(A(r, k)) * static_cast<double>(B(k, col));
+    c[i] = static_cast<float>(acc);
+  }
+}
+
 // m16n8k8, .tf32 (PTX ISA, "Matrix Fragments for mma.m16n8k8", .tf32): groupID = lane >> 2, tig = lane % 4;
 // A (16 x 8, row): a0 (groupID, tig), a1 (groupID + 8, tig), a2 (groupID, tig + 4), a3 (groupID + 8, tig + 4);
 // B (8 x 8, col): b0 (tig, groupID), b1 (tig + 4, groupID);
@@ -482,13 +494,7 @@ void mma_m16n8k8_tf32(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint
     const int lane = n * 4 + (k % 4), reg = 4 + (k >= 4 ? 1 : 0);
     return bits_f(static_cast<uint32_t>(s[lane][reg]) & 0xffffe000u);
   };
-  const int lane = lane_id(), g = lane >> 2, t = lane & 3;
-  for (int i = 0; i < 4; ++i) {
-    const int r = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
-    double acc = c[i];
-    for (int k = 0; k < 8; ++k) acc += static_cast<double>(A(r, k)) * static_cast<double>(B(k, col));
-    c[i] = static_cast<float>(acc);
-  }
+  accumulate_c<8>(c, A, B);
 }
 
 // m16n8k16, .bf16 (PTX ISA, "Matrix Fragments for mma.m16n8k16" with .f16/.bf16): each 32-bit register holds two
@@ -509,13 +515,7 @@ void mma_m16n8k16_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uin
     const uint32_t v = static_cast<uint32_t>(s[lane][reg]);
     return (kk & 1) ? bf16_hi(v) : bf16_lo(v);
   };
-  const int lane = lane_id(), g = lane >> 2, t = lane & 3;
-  for (int i = 0; i < 4; ++i) {
-    const int r = g + (i >= 2 ? 8 : 0), col = 2 * t + (i & 1);
-    double acc = c[i];
-    for (int k = 0; k < 16; ++k) acc += static_cast<double>(A(r, k)) * static_cast<double>(B(k, col));
-    c[i] = static_cast<float>(acc);
-  }
+  accumulate_c<16>(c, A, B);
 }
 
 // ---- cp.async (PTX ISA, "Data Movement and Conversion Instructions: cp.async", cp.async.commit_group,
