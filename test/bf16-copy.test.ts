@@ -189,6 +189,11 @@ test('l2Span and ParameterStore.span: alignment padding between adjacent paramet
   t.is(w16.dtype, 'bfloat16');
   t.is(w16.size, hi - lo);
   t.true(w16.sharesStorageWith(all.store.bf16Copy!));
+  t.false(K.persistL2(w16), 'a bf16 window is accepted (a window is bytes of any dtype); on the CPU nothing to do');
+  // passed one by one, the parameters' windows leave the padding between them uncovered: refused (a window covers
+  // exactly the bytes passed), which is why the stack passes one span
+  throwsExactly(t, () => K.persistL2(all.stack.attn[0].parameters().map((p) => p.bf16!)), RangeError,
+    /^persistL2: the tensors do not cover one contiguous range of their buffer: bytes \[\d+, \d+\) between tensors\[0\] and tensors\[1\]/, 'one by one');
   w16.dispose();
   // a real gap (another block's parameters between) is still a gap
   const seq = new Decoder({ ...base, dFF: 32, sharing: { strategy: 'sequence', unique: 2 } });
