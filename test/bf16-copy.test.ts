@@ -344,3 +344,13 @@ test('Trainer bf16Copy: off by default on the CPU, on when asked; refused when n
   m1.store.dispose();
   m2.store.dispose();
 });
+
+test('a non-finite parameter refused by saveCheckpoint is named by its position among the parameters (no padding)', (t) => {
+  const m = new Decoder({ ...base });
+  const p = m.store.parameters[3];
+  n.fillInto(p.value.window(2, [1]).handle, -Infinity);
+  t.true(p.offset !== p.packedOffset, 'the padded and the packed positions differ here');
+  throwsExactly(t, () => saveCheckpoint(join(dir, 'bad.safetensors'), m.store, m.meta(), {}, new Map(), { who: 'save', when: 'now' }), Error,
+    new RegExp(`^save: parameters \\(${p.name.replace(/\./g, '\\.')}\\) element ${p.packedOffset + 2} is -Infinity now; not writing`), 'the message');
+  m.store.dispose();
+});

@@ -54,7 +54,9 @@ export function saveCheckpoint(
       const i = a.findIndex((x) => !Number.isFinite(x));
       if (i < 0) continue;
       const q = what === 'parameters' ? store.parameters.find((r) => i >= r.offset && i < r.offset + r.size) : undefined;
-      throw new Error(`${requireFinite.who}: ${what}${q ? ` (${q.name})` : ''} element ${i} is ${a[i]} ${requireFinite.when}; not writing ${path} (the previous checkpoint is kept)`);
+      // the element's position among the parameters (the packed layout, as before the alignment padding existed)
+      const at = q ? i - q.offset + q.packedOffset : i;
+      throw new Error(`${requireFinite.who}: ${what}${q ? ` (${q.name})` : ''} element ${at} is ${a[i]} ${requireFinite.when}; not writing ${path} (the previous checkpoint is kept)`);
     }
   }
   for (const p of store.parameters)
