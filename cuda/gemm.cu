@@ -551,7 +551,8 @@ void matmul_bf16(Stream s, const cpu::MatmulDesc& d, const uint16_t* a, const ui
   run_bf16(s, d, a, d.trans_a ? d.M : d.K, d.a_stride, b, d.trans_b ? d.K : d.N, d.b_stride);
 }
 
-void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl) {
+void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl, const uint16_t* a16_in,
+            const uint16_t* b16_in) {
   if (d.batch <= 0 || d.M <= 0 || d.N <= 0) return;
   if (d.K < 0) range_error("cuda matmul: K = ", d.K, " is negative");
   GemmArgs g{d.batch, d.M, d.N, d.K, d.trans_a, d.trans_b, d.act == cpu::Activation::Gelu, d.a, d.a_stride, d.b,
@@ -572,7 +573,8 @@ void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl) {
         check_launch("gemm_mma_kernel<bf16>");
       } else {
         // A and B rounded to bf16 into stream-ordered scratch, each row padded to a multiple of 8 elements (so every
-        // tile load is a 16-byte cp.async); a broadcast operand (stride 0) is converted once.
+        // tile load is a 16-byte cp.async); a broadcast operand (stride 0) is converted once. An operand given in bf16
+        // (a16_in / b16_in: a current bf16 copy) is read where it is, in its own layout, and takes no scratch.
         struct Op {
           const float* x;
           int64_t stride, n_batch, rows, cols, ld;
@@ -582,8 +584,10 @@ void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl) {
           const int64_t nb = stride == 0 ? 1 : d.batch, ld = ceil_div(cols, 8) * 8;
           return Op{x, stride, nb, rows, cols, ld, static_cast<size_t>(ceil_div(nb * rows * ld * 2, 256) * 256)};
         };
-        const Op oa = op(d.a, d.a_stride, d.trans_a ? d.K : d.M, d.trans_a ? d.M : d.K);
-        const Op ob = op(d.b, d.b_stride, d.trans_b ? d.N : d.K, d.trans_b ? d.K : d.N);
+        Op oa = op(d.a, d.a_stride, d.trans_a ? d.K : d.M, d.trans_a ? d.M : d.K);
+        Op ob = op(d.b, d.b_stride, d.trans_b ? d.N : d.K, d.trans_b ? d.K : d.N);
+        if (a16_in) oa.bytes = 0;
+        if (b16_in) ob.bytes = 0;
         Scratch buf(s, oa.bytes + ob.bytes, "matmul (bf16 operands)");
         uint16_t* a16 = buf.as<uint16_t>();
         uint16_t* b16 = a16 + oa.bytes / 2;
@@ -594,10 +598,11 @@ void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl) {
                     dst);
           check_launch("to_bf16_kernel");
         };
-        convert(oa, a16);
-        convert(ob, b16);
-        run_bf16(s, d, a16, oa.ld, oa.stride == 0 ? 0 : oa.rows * oa.ld, b16, ob.ld,
-                 ob.stride == 0 ? 0 : ob.rows * ob.ld);
+        if (!a16_in) convert(oa, a16);
+        if (!b16_in) convert(ob, b16);
+        run_bf16(s, d, a16_in ? a16_in : a16, a16_in ? oa.cols : oa.ld,
+                 oa.stride == 0 ? 0 : a16_in ? d.a_stride : oa.rows * oa.ld, b16_in ? b16_in : b16,
+                 b16_in ? ob.cols : ob.ld, ob.stride == 0 ? 0 : b16_in ? d.b_stride : ob.rows * ob.ld);
       }
       break;
     default:

@@ -40,7 +40,10 @@ enum class Precision : int { F32 = 0, TF32 = 1, BF16 = 2 };
 // SHAREDFORMER_GEMM=legacy (gemm_impl_from_env), when it is created. F32 and TF32 ignore it.
 enum class GemmImpl : int { Pipelined = 0, Legacy = 1 };
 GemmImpl gemm_impl_from_env();
-void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl = GemmImpl::Pipelined);
+// a16 / b16 (Pipelined BF16 only; ignored otherwise): the operand already in bf16, in d.a's / d.b's layout (what
+// adamw's bf16 copy of the flat parameter buffer holds): that operand is not converted, only the other one is.
+void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl = GemmImpl::Pipelined,
+            const uint16_t* a16 = nullptr, const uint16_t* b16 = nullptr);
 // The pipelined bf16 GEMM on operands that are bf16 in memory (bit patterns, round-to-nearest-even bf16): `a` and
 // `b` replace d.a and d.b (which are not read) with the same layout (op(A) is M x K, or K x M with trans_a; a_stride
 // and b_stride in elements, 0 = broadcast); C, bias and preact stay fp32. Any size and alignment: an operand whose

@@ -87,6 +87,23 @@ export function registerParameter(value: Tensor, grad: Tensor): void {
   paramGrads.set(value, grad);
 }
 
+// A parameter's window of its store's bf16 copy (ParameterStore.enableBf16Copy), by the parameter's value tensor.
+const bf16Twins = new WeakMap<Tensor, Tensor>();
+
+/** @internal Registers (or, with null, removes) the bf16 twin of a parameter's value: its window of the bf16 copy. */
+export function registerBf16Twin(value: Tensor, twin: Tensor | null): void {
+  if (twin) bf16Twins.set(value, twin);
+  else bf16Twins.delete(value);
+}
+
+/**
+ * @internal The bf16 twin of `t` when t is a parameter whose store keeps a bf16 copy: what bf16 matmuls pass as
+ * aBf16 / bBf16 (used only while current, decided on the device's stream; kernels.matmul).
+ */
+export function bf16TwinOf(t: Tensor): Tensor | undefined {
+  return bf16Twins.get(t);
+}
+
 export class Tape {
   private nodes: Node[] = [];
   private grads = new Map<Tensor, Tensor>(); // activation -> its gradient (owned by the tape)

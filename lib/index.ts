@@ -13,7 +13,7 @@ export type { Precision, MatmulOptions, AttentionOptions, CrossEntropyOptions, A
 export { backward, noGrad, tidy, isGradEnabled, releaseTape, STACKED_GRADS_DEFAULT, STACKED_GRADS_BUDGET, type BackwardOptions, type StackedGradsOptions } from './autograd.ts';
 /** Differentiable operations: each records its backward on the autograd tape while gradients are enabled. */
 export * as ops from './ops/index.ts';
-export { ParameterStore, ParameterBuilder, Parameter, type Init, type SlotRow } from './params.ts';
+export { ParameterStore, ParameterBuilder, Parameter, PARAM_ALIGN, type Init, type SlotRow } from './params.ts';
 export { Module } from './nn/module.ts';
 export { Linear, LayerNorm, Embedding, MultiHeadAttention, FeedForward, TransformerBlock, BasisLinear, DeltaLinear, type AttentionConfig, type TransformerBlockConfig } from './nn/layers.ts';
 export { Decoder, type DecoderConfig } from './models/decoder.ts';

@@ -53,6 +53,15 @@ export interface MatmulOptions {
   preact?: Tensor;
   /** CUDA arithmetic (default 'fp32'); the CPU computes in fp32 whatever this says. */
   precision?: Precision;
+  /**
+   * A bfloat16 twin of `a` / `b` (same shape and device, sharing no memory with `out` or `preact`): normally the
+   * parameter's window of the store's bf16 copy (ParameterStore.enableBf16Copy). On CUDA with precision 'bf16' the
+   * kernel reads it instead of converting that operand, if, in stream order, it still mirrors the operand's current
+   * values (written by the AdamW step that last wrote them; see bf16CopyCurrent); otherwise it converts as without it.
+   * The result is the same either way. The CPU does not read it.
+   */
+  aBf16?: Tensor;
+  bBf16?: Tensor;
 }
 
 /**
@@ -62,8 +71,17 @@ export interface MatmulOptions {
 export function matmul(a: Tensor, b: Tensor, options?: MatmulOptions): Tensor {
   const o = opts(options, 'matmul');
   const res = n().matmul(h(a, 'matmul', 'a'), h(b, 'matmul', 'b'), maybe(o.out as Tensor, 'matmul', 'out'),
-    nativeOpts(o, 'matmul', ['bias', 'preact']));
+    nativeOpts(o, 'matmul', ['bias', 'preact', 'aBf16', 'bBf16']));
   return outOr(o.out, res);
+}
+
+/**
+ * Whether `copy` (bfloat16, x's shape, same device) is, at this point of the device's stream, a current bf16 copy of
+ * `x`: written with x's values by an AdamW step (kernels.adamw's bf16Copy), with no write to either buffer since.
+ * What matmul's aBf16 / bBf16 decide by. Returns an int32 scalar tensor (1 or 0), computed in stream order.
+ */
+export function bf16CopyCurrent(x: Tensor, copy: Tensor): Tensor {
+  return wrap(n().bf16CopyCurrent(h(x, 'bf16CopyCurrent', 'x'), h(copy, 'bf16CopyCurrent', 'copy')));
 }
 
 /** dbias += the sum of dy over every dimension but the last. */
@@ -151,6 +169,15 @@ export interface AttentionOptions {
   keyLengths?: Tensor;
   /** CUDA arithmetic (default 'fp32'); the CPU computes in fp32 whatever this says. */
   precision?: Precision;
+  /**
+   * A bfloat16 twin of `a` / `b` (same shape and device, sharing no memory with `out` or `preact`): normally the
+   * parameter's window of the store's bf16 copy (ParameterStore.enableBf16Copy). On CUDA with precision 'bf16' the
+   * kernel reads it instead of converting that operand, if, in stream order, it still mirrors the operand's current
+   * values (written by the AdamW step that last wrote them; see bf16CopyCurrent); otherwise it converts as without it.
+   * The result is the same either way. The CPU does not read it.
+   */
+  aBf16?: Tensor;
+  bBf16?: Tensor;
 }
 /**
  * Fused scaled-dot-product attention (flash-attention scheme: no T x T matrix). q [B, Hq, Tq, D], k and v

@@ -5,7 +5,7 @@
 // unique parameters, and the optimizer, the gradient norm and clipping each run as one kernel over the whole buffer.
 import { Tensor, full } from './tensor.ts';
 import { native } from './native.ts';
-import { registerParameter } from './autograd.ts';
+import { registerBf16Twin, registerParameter } from './autograd.ts';
 import type { Device } from './tensor.ts';
 
 /** How a parameter is initialised. */
@@ -15,8 +15,19 @@ export type Init = { kind: 'normal'; std: number } | { kind: 'zeros' } | { kind:
 export class Parameter {
   /** @internal */ _value: Tensor | null = null;
   /** @internal */ _grad: Tensor | null = null;
-  /** Position (in elements) of this parameter in the flat buffers. */
+  /** @internal */ _bf16: Tensor | null = null;
+  /** @internal The store the parameter lives in (set when the store is built). */ _store: ParameterStore | null = null;
+  /**
+   * Position (in elements) of this parameter in the flat buffers: a multiple of PARAM_ALIGN (32 floats = 128 bytes), so
+   * that every parameter starts on a 128-byte boundary (and its bf16 copy on a 64-byte one) for vector loads.
+   */
   offset = -1;
+  /**
+   * Position (in elements) of this parameter in the packed layout, where parameters follow one another with no padding:
+   * the Philox counter its initial values start at (so they do not depend on the padding), and its position in a
+   * checkpoint's flat optimizer moments.
+   */
+  packedOffset = -1;
   constructor(
     /** Stable name, e.g. 'blocks.0.attn.wq.weight' (the checkpoint key). */
     readonly name: string,
@@ -33,6 +44,10 @@ export class Parameter {
   get value(): Tensor {
     if (!this._value) throw new Error(`Parameter ${this.name}: the model's parameter store has not been built yet`);
     return this._value;
+  }
+  /** The parameter's window of its store's bf16 copy (ParameterStore.enableBf16Copy), or null when there is none. */
+  get bf16(): Tensor | null {
+    return this._bf16;
   }
   /** The parameter's gradient: the view at the same offset of the flat gradient buffer. */
   get grad(): Tensor {
@@ -65,10 +80,22 @@ export class ParameterBuilder {
   }
 }
 
+/**
+ * Alignment of every parameter's offset in the flat buffers, in elements: 32 floats = 128 bytes (a 128-byte line; the
+ * bf16 copy's windows then start on 64-byte boundaries, so 16-byte vector loads of any parameter are aligned). The
+ * padding between parameters is 0 in the values, the gradients, the decay mask and the optimizer moments, and nothing
+ * writes a non-zero there (gradient kernels write parameter windows only; AdamW of a zero gradient, zero moments and a
+ * zero decay mask keeps 0), so norms, clipping and the optimizer see the same numbers as without it.
+ */
+export const PARAM_ALIGN = 32;
+
 /** Options of a ParameterStore. */
 export interface StoreOptions {
   device?: Device;
-  /** Seed of the Philox stream that initialises every parameter (parameter p uses counters p.offset ...). */
+  /**
+   * Seed of the Philox stream that initialises every parameter (parameter p uses counters p.packedOffset ...: its
+   * position without the alignment padding, so the initial values do not depend on it).
+   */
   seed?: number | bigint;
 }
 
@@ -92,20 +119,35 @@ export class ParameterStore {
   values: Tensor;
   /** The flat gradient buffer, offset for offset. */
   grads: Tensor;
-  /** Per-element weight-decay multiplier (1 where p.decay, else 0). */
+  /** Per-element weight-decay multiplier (1 where p.decay, else 0; 0 in the alignment padding). */
   decayMask: Tensor;
+  /** The number of parameter elements (the padding between parameters not counted). */
   readonly numel: number;
+  /** The length of the flat buffers in elements: numel plus the alignment padding (see PARAM_ALIGN). */
+  readonly length: number;
   device: Device;
+  /**
+   * The bf16 copy of the flat parameter buffer (bfloat16 [length]) when enabled (enableBf16Copy), else null. Written
+   * by the AdamW step (one conversion per step for a block that many layers share) and read by bf16 matmuls in place
+   * of converting the weights, but only while it mirrors the current fp32 values: that is decided on the device's
+   * stream, inside each matmul, so a copy made stale by any other write (a checkpoint load, copyInto, SGD, an AdamW
+   * without the copy) is simply not used. Until the first AdamW step it mirrors nothing.
+   */
+  bf16Copy: Tensor | null = null;
 
   constructor(builder: ParameterBuilder, options: StoreOptions = {}) {
     this.parameters = builder.parameters;
     this.device = options.device ?? 'cpu';
-    let offset = 0;
+    let offset = 0, packed = 0;
     for (const p of this.parameters) {
+      p._store = this;
       p.offset = offset;
-      offset += p.size;
+      p.packedOffset = packed;
+      offset = alignUp(offset + p.size);
+      packed += p.size;
     }
-    this.numel = offset;
+    this.numel = packed;
+    this.length = offset;
     this.values = full([offset], 0, { device: this.device });
     this.grads = full([offset], 0, { device: this.device });
     this.decayMask = full([offset], 0, { device: this.device });
@@ -115,7 +157,7 @@ export class ParameterStore {
       p._value = this.values.window(p.offset, p.shape);
       p._grad = this.grads.window(p.offset, p.shape);
       registerParameter(p._value, p._grad);
-      if (p.init.kind === 'normal') n.randomInto(p._value.handle, 'normal', seed, p.offset, 0, p.init.std);
+      if (p.init.kind === 'normal') n.randomInto(p._value.handle, 'normal', seed, p.packedOffset, 0, p.init.std);
       else if (p.init.kind === 'ones') n.fillInto(p._value.handle, 1);
       if (p.decay) {
         const m = this.decayMask.window(p.offset, [p.size]);
@@ -126,8 +168,9 @@ export class ParameterStore {
   }
 
   /**
-   * Moves the flat buffers (values, gradients, decay mask) to `device`: three copies, then every parameter's views
-   * are re-made over the new buffers. Optimizer state made for the old buffers must be made anew.
+   * Moves the flat buffers (values, gradients, decay mask) to `device`: three copies (and a new bf16 copy when the
+   * store keeps one, stale until the next AdamW step), then every parameter's views are re-made over the new buffers.
+   * All or nothing. Optimizer state made for the old buffers must be made anew.
    */
   moveTo(device: Device, who = 'ParameterStore.moveTo'): void {
     if (typeof device !== 'string') throw new TypeError(`${who}: device must be 'cpu', 'cuda' or 'cuda:N', got ${device === null ? 'null' : typeof device}`);
@@ -137,12 +180,16 @@ export class ParameterStore {
     const made: Tensor[] = [];
     try {
       for (const t of [this.values, this.grads, this.decayMask]) made.push(t.to(device));
+      // the bf16 copy is made anew on the device, stale until the next AdamW step (a moved copy would be stale too:
+      // its new buffer mirrors nothing)
+      if (this.bf16Copy) made.push(full([this.length], 0, { dtype: 'bfloat16', device }));
     } catch (e) {
       for (const t of made) t.dispose();
       const m = e instanceof Error ? e.message : String(e);
       throw new (e instanceof TypeError ? TypeError : e instanceof RangeError ? RangeError : Error)(`${who}: cannot move the parameters to ${device}: ${m}`, { cause: e });
     }
-    const [values, grads, mask] = made;
+    const [values, grads, mask, copy] = made;
+    if (this.bf16Copy) this.detachBf16Copy();
     for (const p of this.parameters) {
       p._value?.dispose();
       p._grad?.dispose();
@@ -154,6 +201,61 @@ export class ParameterStore {
     this.grads.dispose();
     this.decayMask.dispose();
     [this.values, this.grads, this.decayMask, this.device] = [values, grads, mask, device];
+    if (copy) this.attachBf16Copy(copy);
+  }
+
+  /**
+   * Keeps a bf16 copy of the flat parameter buffer (bf16Copy): AdamW writes it with every step, and bf16 matmuls
+   * (ops.withPrecision('bf16')) on CUDA read a weight's window of it instead of converting the fp32 weight, while it
+   * is current. Costs 2 bytes per element of the flat buffer. The copy starts stale (consumers convert from fp32 until
+   * the first AdamW step writes it). Idempotent. On the CPU it is kept too (and checked), but no kernel reads it: the CPU
+   * computes every precision in fp32.
+   */
+  enableBf16Copy(): void {
+    if (this.bf16Copy) return;
+    this.attachBf16Copy(full([this.length], 0, { dtype: 'bfloat16', device: this.device }));
+  }
+
+  /** Frees the bf16 copy (bf16 matmuls convert the weights again). Idempotent. */
+  disableBf16Copy(): void {
+    if (!this.bf16Copy) return;
+    this.detachBf16Copy();
+  }
+
+  /** Whether the store keeps a bf16 copy (enableBf16Copy). */
+  get hasBf16Copy(): boolean {
+    return this.bf16Copy !== null;
+  }
+
+  /**
+   * One tensor over the flat buffer's range from the first to the last of `params` (each parameter's own bytes and the
+   * alignment padding between them): of the values, or of the bf16 copy with `which` 'bf16'. For a window that must
+   * cover one contiguous range (kernels.persistL2); the parameters are expected to be adjacent (l2Span).
+   */
+  span(params: readonly Parameter[], which: 'values' | 'bf16' = 'values'): Tensor {
+    const buf = which === 'bf16' ? this.bf16Copy : this.values;
+    if (!buf) throw new Error('ParameterStore.span: the store keeps no bf16 copy (enableBf16Copy)');
+    if (params.length === 0) return buf.window(0, [0]);
+    const lo = Math.min(...params.map((p) => p.offset)), hi = Math.max(...params.map((p) => p.offset + p.size));
+    return buf.window(lo, [hi - lo]);
+  }
+
+  private attachBf16Copy(copy: Tensor): void {
+    this.bf16Copy = copy;
+    for (const p of this.parameters) {
+      p._bf16 = copy.window(p.offset, p.shape);
+      if (p._value) registerBf16Twin(p._value, p._bf16);
+    }
+  }
+
+  private detachBf16Copy(): void {
+    for (const p of this.parameters) {
+      if (p._value) registerBf16Twin(p._value, null);
+      p._bf16?.dispose();
+      p._bf16 = null;
+    }
+    this.bf16Copy?.dispose();
+    this.bf16Copy = null;
   }
 
   /** Zeroes every gradient: one fill over the flat gradient buffer. */
@@ -161,12 +263,36 @@ export class ParameterStore {
     native().fillInto(this.grads.handle, 0);
   }
 
-  /** Bytes of parameters (= of gradients, and of each AdamW moment). */
+  /** Bytes of parameters (= of gradients, and of each AdamW moment), the alignment padding not counted. */
   get bytes(): number {
     return this.numel * 4;
   }
 
-  /** The slot table: name, shape, offset, size, decay. */
+  /** Bytes of each flat buffer (values, gradients, each AdamW moment), the alignment padding included. */
+  get bufferBytes(): number {
+    return this.length * 4;
+  }
+
+  /**
+   * A flat array in the store's layout (length `length`: values, gradients, a moment) in the packed layout (length
+   * `numel`, parameters back to back, as checkpoints store flat optimizer state): the padding dropped.
+   */
+  pack(flat: Float32Array): Float32Array {
+    if (flat.length !== this.length) throw new RangeError(`ParameterStore.pack: expected ${this.length} values (the flat buffer's length), got ${flat.length}`);
+    const out = new Float32Array(this.numel);
+    for (const p of this.parameters) out.set(flat.subarray(p.offset, p.offset + p.size), p.packedOffset);
+    return out;
+  }
+
+  /** The inverse of pack(): a packed array (length `numel`) in the store's layout, zeros in the padding. */
+  unpack(packed: Float32Array): Float32Array {
+    if (packed.length !== this.numel) throw new RangeError(`ParameterStore.unpack: expected ${this.numel} values (the parameters' count), got ${packed.length}`);
+    const out = new Float32Array(this.length);
+    for (const p of this.parameters) out.set(packed.subarray(p.packedOffset, p.packedOffset + p.size), p.offset);
+    return out;
+  }
+
+  /** The slot table: name, shape, offset (aligned, in the flat buffers), size, decay. */
   table(): SlotRow[] {
     return this.parameters.map((p) => ({ name: p.name, shape: p.shape, offset: p.offset, size: p.size, decay: p.decay }));
   }
@@ -178,6 +304,7 @@ export class ParameterStore {
 
   /** Frees the buffers (the parameters' views with them). */
   dispose(): void {
+    this.detachBf16Copy();
     for (const p of this.parameters) {
       p._value?.dispose();
       p._grad?.dispose();
@@ -186,4 +313,9 @@ export class ParameterStore {
     this.grads.dispose();
     this.decayMask.dispose();
   }
+}
+
+/** n rounded up to a multiple of PARAM_ALIGN. */
+function alignUp(n: number): number {
+  return Math.ceil(n / PARAM_ALIGN) * PARAM_ALIGN;
 }

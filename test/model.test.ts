@@ -9,7 +9,7 @@ import { AdamW } from '../lib/optim/index.ts';
 import { accountDecoder } from '../lib/sharing/accounting.ts';
 import type { SharingConfig } from '../lib/sharing/plan.ts';
 import { l2Span, hasSharedRuns } from '../lib/models/stack.ts';
-import type { Parameter } from '../lib/params.ts';
+import { PARAM_ALIGN, type Parameter } from '../lib/params.ts';
 import { lcg } from './helpers/check.ts';
 import { checkGradients } from './helpers/fd.ts';
 
@@ -248,7 +248,9 @@ test('l2Span: the persisting-L2 window covers exactly one contiguous run of a bl
   // 'all': one attention and one FFN block, declared one after the other: all of their parameters, one range
   const all = new Decoder({ ...base, sharing: { strategy: 'all' } });
   const blocks = (m: Decoder, a: number, f: number) => [...m.stack.attn[a].parameters(), ...m.stack.ffn[f].parameters()];
-  const contiguous = (ps: Parameter[]) => ps.slice().sort((x, y) => x.offset - y.offset).every((p, i, a) => i === 0 || p.offset === a[i - 1].offset + a[i - 1].size);
+  // adjacent in the flat buffer: each starts where the previous one ends, rounded up to the 128-byte alignment (the
+  // padding between them holds no parameter)
+  const contiguous = (ps: Parameter[]) => ps.slice().sort((x, y) => x.offset - y.offset).every((p, i, a) => i === 0 || p.offset === Math.ceil((a[i - 1].offset + a[i - 1].size) / PARAM_ALIGN) * PARAM_ALIGN);
   const both = blocks(all, 0, 0);
   t.is(l2Span(both).length, both.length, "plan 'all': both blocks");
   t.true(contiguous(l2Span(both)));

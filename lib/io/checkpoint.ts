@@ -54,7 +54,9 @@ export function saveCheckpoint(
       const i = a.findIndex((x) => !Number.isFinite(x));
       if (i < 0) continue;
       const q = what === 'parameters' ? store.parameters.find((r) => i >= r.offset && i < r.offset + r.size) : undefined;
-      throw new Error(`${requireFinite.who}: ${what}${q ? ` (${q.name})` : ''} element ${i} is ${a[i]} ${requireFinite.when}; not writing ${path} (the previous checkpoint is kept)`);
+      // the element's position among the parameters (the packed layout, as before the alignment padding existed)
+      const at = q ? i - q.offset + q.packedOffset : i;
+      throw new Error(`${requireFinite.who}: ${what}${q ? ` (${q.name})` : ''} element ${at} is ${a[i]} ${requireFinite.when}; not writing ${path} (the previous checkpoint is kept)`);
     }
   }
   for (const p of store.parameters)
@@ -101,10 +103,11 @@ export function loadCheckpoint(
   }
   for (const [k, dst] of extraTensors) dst.set(file.tensors.get(k)!.data as Float32Array); // the caller's own arrays
   check?.(md);
-  // One host copy of the whole flat buffer, then one copy into the store: a failed allocation changes nothing.
-  const all = new Float32Array(store.numel);
+  // One host copy of the whole flat buffer, then one copy into the store: a failed allocation changes nothing. The
+  // alignment padding between parameters (never in the file: each parameter is its own tensor) is written as 0.
+  const all = new Float32Array(store.length);
   for (const p of store.parameters) all.set(file.tensors.get(p.name)!.data as Float32Array, p.offset);
-  const src = tensor(all, [store.numel], { device: store.device });
+  const src = tensor(all, [store.length], { device: store.device });
   try {
     native().copyInto(store.values.handle, src.handle);
   } finally {

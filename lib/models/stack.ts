@@ -1,7 +1,7 @@
 // stack.ts — what every model shares: checked dimensions, the token + learned-position input, and a stack of unique
 // attention and FFN blocks indexed per layer by a SharingPlan.
 import { Module } from '../nn/module.ts';
-import type { Parameter, ParameterStore } from '../params.ts';
+import { PARAM_ALIGN, type Parameter, type ParameterStore } from '../params.ts';
 import { BasisLinear, DeltaLinear, Embedding, FeedForward, Linear, MultiHeadAttention, plainLinear, type LinearFactory } from '../nn/layers.ts';
 import type { ParameterBuilder } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
@@ -192,6 +192,11 @@ export function linearFor(plan: SharingPlan, stack = ''): LinearFactory {
   return plainLinear;
 }
 
+/** n rounded up to the alignment of parameter offsets. */
+function alignUp(n: number): number {
+  return Math.ceil(n / PARAM_ALIGN) * PARAM_ALIGN;
+}
+
 /** Whether two applied layers use the same attention and FFN blocks. */
 function sameBlocks(a: { attention: number; ffn: number } | undefined, b: { attention: number; ffn: number } | undefined): boolean {
   return !!a && !!b && a.attention === b.attention && a.ffn === b.ffn;
@@ -209,7 +214,9 @@ export function hasSharedRuns(plan: SharingPlan, depth?: number): boolean {
  * ordered by offset, adjacent ones merged) the largest contiguous run, the first of equals. With plan 'all' a run's
  * attention and FFN blocks are adjacent (declared one after the other), so this is all of them; with 'sequence' and
  * several unique blocks, attention block i and FFN block i are apart (all attention blocks are declared first), and
- * so are factored layers' shared weights, so it is the larger contiguous part (usually the FFN block).
+ * so are factored layers' shared weights, so it is the larger contiguous part (usually the FFN block). "Contiguous"
+ * counts the alignment padding between adjacent parameters (PARAM_ALIGN) as part of the run: the window passed to
+ * persistL2 is then one tensor over the run's bytes, padding included (ParameterStore.span).
  */
 export function l2Span(params: readonly Parameter[]): Parameter[] {
   const sorted = [...new Set(params)].filter((p) => p.size > 0).sort((a, b) => a.offset - b.offset);
@@ -218,8 +225,10 @@ export function l2Span(params: readonly Parameter[]): Parameter[] {
   const close = () => {
     if (runSize > bestSize) [best, bestSize] = [run, runSize];
   };
-  for (const p of sorted) {  // parameters never overlap: a run continues where the previous one ends
-    if (run.length && p.offset !== end) {
+  // Parameters never overlap: a run continues where the previous one ends, rounded up to the 128-byte alignment of
+  // every offset (PARAM_ALIGN): the padding between adjacent parameters holds no parameter, so it is not a gap.
+  for (const p of sorted) {
+    if (run.length && p.offset !== alignUp(end)) {
       close();
       [run, runSize] = [[], 0];
     }
@@ -279,16 +288,24 @@ export class BlockStack {
     // 'sequence'), those blocks' parameters persist in L2 for the run of layers, so the second and later layers read
     // them from L2 instead of HBM. A window is one contiguous range of the flat parameter buffer and covers exactly
     // the bytes passed: l2Span picks the largest contiguous part of the blocks' parameters (all of them with plan
-    // 'all', whose one attention and one FFN block are declared one after the other). A no-op on the CPU; best effort
-    // on CUDA (backends() and summary() say whether it is in effect).
+    // 'all', whose one attention and one FFN block are declared one after the other), alignment padding counted as
+    // contiguous. When the store keeps a bf16 copy the window is over the copy's bytes of that run (half as many).
+    // A no-op on the CPU; best effort on CUDA (backends() and summary() say whether it is in effect).
     const onCuda = h.device !== 'cpu';
     let persisting = false;
     layers.forEach((lp, l) => {
       if (onCuda) {
         const inRun = sameBlocks(layers[l - 1], lp) || sameBlocks(lp, layers[l + 1]);
         if (inRun && !sameBlocks(layers[l - 1], lp)) {
-          const params = l2Span([...this.attn[lp.attention].parameters(), ...this.ffn[lp.ffn].parameters()]).map((p) => p.value);
-          persisting = K.persistL2(params) || persisting;
+          // one tensor over the run's bytes (the alignment padding between its parameters included): of the store's
+          // bf16 copy when it keeps one (what bf16 matmuls read while it is current), else of the fp32 values
+          const span = l2Span([...this.attn[lp.attention].parameters(), ...this.ffn[lp.ffn].parameters()]);
+          const store = span[0]?._store;
+          if (store) {
+            const win = store.span(span, store.bf16Copy ? 'bf16' : 'values');
+            persisting = K.persistL2(win) || persisting;
+            win.dispose();
+          }
         } else if (!inRun && persisting) {
           K.persistL2(null);
           persisting = false;

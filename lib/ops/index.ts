@@ -5,7 +5,7 @@
 // released.
 import { Tensor, zeros } from '../tensor.ts';
 import * as K from '../kernels.ts';
-import { collect, recording, tape, type Tape } from '../autograd.ts';
+import { bf16TwinOf, collect, recording, tape, type Tape } from '../autograd.ts';
 
 // ---- precision scope ------------------------------------------------------------------------------------------------
 // The arithmetic of the matmuls (linear, matmul) and of attention on CUDA: 'fp32' unless a withPrecision() scope says
@@ -103,10 +103,12 @@ export function add(a: Tensor, b: Tensor): Tensor {
 export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none' | 'gelu' = 'none'): Tensor {
   const rec = recording(x, w, b);
   const precision = precisionNow;
-  const preact = activation === 'gelu' && rec ? own(K.matmul(x, w, { transB: true, bias: b ?? undefined, precision }), rec) : null;
+  // bf16: a weight whose store keeps a bf16 copy passes its window of it (read instead of converting W, while current)
+  const w16 = precision === 'bf16' ? bf16TwinOf(w) : undefined;
+  const preact = activation === 'gelu' && rec ? own(K.matmul(x, w, { transB: true, bias: b ?? undefined, precision, bBf16: w16 }), rec) : null;
   let y: Tensor;
   if (preact) y = own(K.gelu(preact), rec); // recording: keep the pre-activation for backward
-  else y = own(K.matmul(x, w, { transB: true, bias: b ?? undefined, activation, precision }), rec);
+  else y = own(K.matmul(x, w, { transB: true, bias: b ?? undefined, activation, precision, bBf16: w16 }), rec);
   if (rec) {
     const tp0 = tape();
     // A weight (a parameter) used by several linear ops on this tape — a block shared by several layers — may have its
@@ -141,7 +143,7 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none
       if (b && tp.requiresGrad(b) && !(deferred && group!.sameBias)) K.biasGrad(g2, tp.gradFor(b));
       if (tp.requiresGrad(x)) {
         const gx = as2d(tp.gradFor(x));
-        K.matmul(g2, w, { beta: 1, out: gx, precision });
+        K.matmul(g2, w, { beta: 1, out: gx, precision, bBf16: w16 });
         gx.dispose();
       }
       g2.dispose(); // views hold their storage: release them now, not at garbage collection
@@ -170,13 +172,15 @@ export function gelu(x: Tensor): Tensor {
 export function matmul(a: Tensor, b: Tensor): Tensor {
   const rec = recording(a, b);
   const precision = precisionNow;
-  const c = own(K.matmul(a, b, { precision }), rec);
+  // bf16: parameters whose store keeps a bf16 copy pass their windows of it (see linear)
+  const a16 = precision === 'bf16' ? bf16TwinOf(a) : undefined, b16 = precision === 'bf16' ? bf16TwinOf(b) : undefined;
+  const c = own(K.matmul(a, b, { precision, aBf16: a16, bBf16: b16 }), rec);
   if (rec)
     tape().record('matmul', [c], (tp) => {
       const g = tp.gradOf(c);
       if (!g) return;
-      if (tp.requiresGrad(a)) K.matmul(g, b, { transB: true, beta: 1, out: tp.gradFor(a), precision });
-      if (tp.requiresGrad(b)) K.matmul(a, g, { transA: true, beta: 1, out: tp.gradFor(b), precision });
+      if (tp.requiresGrad(a)) K.matmul(g, b, { transB: true, beta: 1, out: tp.gradFor(a), precision, bBf16: b16 });
+      if (tp.requiresGrad(b)) K.matmul(a, g, { transA: true, beta: 1, out: tp.gradFor(b), precision, aBf16: a16 });
     });
   return c;
 }

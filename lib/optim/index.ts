@@ -24,8 +24,8 @@ export class AdamW {
     if (!(store instanceof ParameterStore)) throw new TypeError('AdamW: store must be a ParameterStore (a model\'s .store)');
     if (typeof config?.lr !== 'number' || !Number.isFinite(config.lr) || config.lr < 0)
       throw new RangeError(`AdamW: lr must be a finite number >= 0, got ${String(config?.lr)}`);
-    this.m = full([store.numel], 0, { device: store.device });
-    this.v = full([store.numel], 0, { device: store.device });
+    this.m = full([store.length], 0, { device: store.device });
+    this.v = full([store.length], 0, { device: store.device });
   }
   /** One update with the current gradients; `lr` overrides the configured rate (schedules). */
   update(lr = this.config.lr): void {
@@ -38,11 +38,13 @@ export class AdamW {
       weightDecay: this.config.weightDecay ?? 0.01,
       step: this.step,
       decayMask: this.store.decayMask,
+      // the store's bf16 copy, written in the same pass: current (for bf16 matmuls) until the next write of the params
+      bf16Copy: this.store.bf16Copy ?? undefined,
     });
   }
-  /** Optimizer-state bytes (two moments). */
+  /** Optimizer-state bytes (two moments, each the flat buffer's size with its alignment padding). */
   get bytes(): number {
-    return 2 * this.store.numel * 4;
+    return 2 * this.store.bufferBytes;
   }
   /** Frees the optimizer's moment buffers. */
   dispose(): void {
@@ -69,7 +71,7 @@ export class SGD {
     if (!(store instanceof ParameterStore)) throw new TypeError('SGD: store must be a ParameterStore (a model\'s .store)');
     if (typeof config?.lr !== 'number' || !Number.isFinite(config.lr) || config.lr < 0)
       throw new RangeError(`SGD: lr must be a finite number >= 0, got ${String(config?.lr)}`);
-    this.buf = (config.momentum ?? 0) > 0 ? full([store.numel], 0, { device: store.device }) : null;
+    this.buf = (config.momentum ?? 0) > 0 ? full([store.length], 0, { device: store.device }) : null;
   }
   /** One update with the current gradients; `lr` overrides the configured rate (schedules). */
   update(lr = this.config.lr): void {

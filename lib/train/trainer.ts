@@ -56,6 +56,12 @@ export interface TrainerOptions {
    */
   precision?: Precision;
   /**
+   * Keep a bf16 copy of the flat parameter buffer (ParameterStore.enableBf16Copy): AdamW writes it in the same pass as
+   * each update, and bf16 matmuls read the weights from it instead of converting them in every layer that uses them.
+   * Default: on with precision 'bf16' on a CUDA model, off otherwise (the CPU computes in fp32 and does not read it).
+   */
+  bf16Copy?: boolean;
+  /**
    * Stacked weight gradients for blocks shared across layers (backward()'s stackedGrads): true, false, or
    * { enabled, budgetBytes }. Default: off (STACKED_GRADS_DEFAULT: slower on the CPU, unmeasured on CUDA); 256 MiB budget.
    */
@@ -140,6 +146,8 @@ export class Trainer extends EventEmitter {
     if (!['fp32', 'tf32', 'bf16'].includes(precision)) throw new TypeError(`Trainer: precision must be 'fp32', 'tf32' or 'bf16', got ${String(precision)}`);
     if (nonFinite !== 'error' && nonFinite !== 'skip') throw new TypeError(`Trainer: nonFinite must be 'error' or 'skip', got ${String(nonFinite)}`);
     resolveStackedGrads(o.stackedGrads, model.store.device, 'Trainer'); // refuses a malformed option now, not at the first step
+    const bf16Copy = o.bf16Copy ?? (precision === 'bf16' && model.store.device !== 'cpu');
+    if (typeof bf16Copy !== 'boolean') throw new TypeError(`Trainer: bf16Copy must be a boolean, got ${String(bf16Copy)}`);
     this.options = {
       steps, batchSize, seqLen, lr, schedule,
       minLr: finite(o.minLr ?? lr / 10, 'minLr', 0),
@@ -156,8 +164,10 @@ export class Trainer extends EventEmitter {
       signal: o.signal,
       nonFinite,
       precision,
+      bf16Copy,
       stackedGrads: o.stackedGrads,
     };
+    if (bf16Copy) model.store.enableBf16Copy(); // stale until the first AdamW step writes it
     this.opt = new AdamW(model.store, { lr, beta1: this.options.beta1, beta2: this.options.beta2, weightDecay: this.options.weightDecay });
   }
 
@@ -271,8 +281,9 @@ export class Trainer extends EventEmitter {
   /** Writes model, optimizer moments and the step atomically (safetensors); resume() continues bit-exactly. */
   save(path: string, extra: Record<string, string> = {}): void {
     const moments = new Map<string, Float32Array>([
-      ['optimizer.m', this.opt.m.dataSync() as Float32Array],
-      ['optimizer.v', this.opt.v.dataSync() as Float32Array],
+      // in the packed layout (no alignment padding): the file format does not depend on the padding
+      ['optimizer.m', this.model.store.pack(this.opt.m.dataSync() as Float32Array)],
+      ['optimizer.v', this.model.store.pack(this.opt.v.dataSync() as Float32Array)],
     ]);
     // Never replace a good checkpoint with a corrupted one: every value written must be finite.
     saveCheckpoint(path, this.model.store, this.model.meta(), { ...extra, trainer: JSON.stringify({ step: this.step, adamStep: this.opt.step }) }, moments,
@@ -309,7 +320,8 @@ export class Trainer extends EventEmitter {
         checkTrainer(meta);
         // m and v hold the file's moments now; their device copies are made before the parameters are written, so
         // that a failed allocation changes nothing.
-        for (const src of [m, v]) sources.push(tensor(src, [src.length], { device: this.model.store.device }));
+        // (the file holds them packed; the store's layout has the alignment padding, zero)
+        for (const src of [m, v]) sources.push(tensor(this.model.store.unpack(src), [this.model.store.length], { device: this.model.store.device }));
       });
       const n = native();
       n.copyInto(this.opt.m.handle, sources[0].handle);

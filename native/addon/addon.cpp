@@ -322,6 +322,9 @@ Napi::Value TensorHandle::Shared(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     size_t n = static_cast<size_t>(t.numel());
     if (n == 0) return typed_array_over(env, Napi::ArrayBuffer::New(env, 0), t.dtype, 0);
+    // JavaScript may write these bytes at any time from now on, past the stream's write versions: no converted copy
+    // may be trusted to mirror this storage, nor this storage to mirror another (Storage::mirrors).
+    t.storage->mark_host_writable();
     auto* keep = new std::shared_ptr<Storage>(t.storage);
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(
         env, t.raw(), t.nbytes(), [](Napi::Env, void*, std::shared_ptr<Storage>* k) { delete k; }, keep);

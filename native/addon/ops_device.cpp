@@ -1,8 +1,9 @@
 // ops_device.cpp — device-level ops that are not kernels: the shared-weight L2 window (cuda/l2.cu, cuda/l2_plan.h).
 //
 //   persistL2(t | tensors[] | null) -> boolean
-//     t (or several tensors of one storage that together cover ONE contiguous byte range: a block's parameters, which
-//     are adjacent windows of the flat parameter buffer) on a CUDA device: from now on, work on that device's stream
+//     t (or several tensors of one storage that together cover ONE contiguous byte range; the layer stacks pass one
+//     tensor over a block's parameters, alignment padding included: ParameterStore.span, of the fp32 flat buffer or
+//     of its bf16 copy — a window is bytes, of any dtype) on a CUDA device: from now on, work on that device's stream
 //     treats exactly those bytes as persisting in L2 (an access-policy window; the part past the device's persisting
 //     set-aside is cached normally), so that layers which apply the same block one after another read its weights
 //     from L2 instead of HBM. Tensors whose union has a gap are refused (RangeError naming the gap) on every device:

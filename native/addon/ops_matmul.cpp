@@ -8,6 +8,16 @@
 //     before GELU, for the backward pass.
 //     precision (default 'fp32') selects the CUDA kernel: exact fp32, or tensor cores with operands rounded to tf32 /
 //     bf16 and fp32 accumulation (inputs and outputs stay fp32). On the CPU every precision computes in fp32.
+//     aBf16 / bBf16 (optional): a bfloat16 twin of a / b — the same shape, on the same device, sharing no memory with
+//     out or preact — normally a window of the bf16 copy of the flat parameter buffer (written by adamw's bf16Copy).
+//     On CUDA with precision 'bf16' (the pipelined kernel), the kernel reads the twin instead of converting that
+//     operand, but only if the twin is current: decided in stream order, inside the op's task, by whether the twin's
+//     storage still mirrors exactly this operand's bytes (Storage::mirrors: no write to either storage since the
+//     adamw that wrote the copy). Otherwise the operand is converted from fp32 as without the twin. The result is the
+//     same either way (the copy holds round-to-nearest-even of the fp32 values, what the conversion computes). On the
+//     CPU, and with other precisions, the twin is not read (checked all the same).
+//   bf16CopyCurrent(x, copy) -> int32 scalar: 1 when copy (bfloat16, x's shape, same device) is, at this point of the
+//     stream, a current bf16 copy of x in the sense above (what matmul's aBf16 / bBf16 would use), else 0.
 //   biasGrad(dy, dbias): dbias (N) += the sum of dy (..., N) over all leading dimensions.
 // Every tensor of a call is on one device; the kernel runs there (native/cpu or cuda/).
 #include "../cpu/kernels.h"
@@ -18,6 +28,12 @@ namespace sf::js {
 namespace {
 
 Shape batch_dims(const Tensor& t) { return Shape(t.shape.begin(), t.shape.end() - 2); }
+
+// Whether t16 holds, as of now on the stream (call from inside a stream task), the bf16 rounding of x's current values:
+// its storage mirrors x's bytes, element for element (Storage::mirrors).
+bool current_twin(const Tensor& x, const Tensor& t16) {
+  return t16.storage && x.storage && t16.storage->mirrors(*x.storage, x.byte_begin(), x.byte_end(), t16.byte_begin());
+}
 
 Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
@@ -35,6 +51,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     const std::string prec = args.opt_string(o, "precision", "fp32", {"fp32", "tf32", "bf16"});
     const int prec_i = prec == "bf16" ? 2 : prec == "tf32" ? 1 : 0;
     (void)prec_i;  // used by the CUDA kernel only
+    std::optional<Tensor> a16 = args.opt_tensor(o, "aBf16");
+    std::optional<Tensor> b16 = args.opt_tensor(o, "bBf16");
 
     check_dtype(a, DType::f32, op, "a");
     check_dtype(b, DType::f32, op, "b");
@@ -98,6 +116,20 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
       args.write(*pre);
     }
 
+    // The bf16 twins: read (kept alive and checked for failure like any input), never written.
+    auto check_twin = [&](const std::optional<Tensor>& t16, const Tensor& x, const char* name, const char* xname) {
+      if (!t16) return;
+      if (t16->dtype != DType::bf16)
+        type_error(op, ": option ", name, " must be a bfloat16 tensor (a bf16 copy of ", xname, "), got ",
+                   dtype_name(t16->dtype));
+      args.same_device(*t16, cat("option ", name).c_str());
+      check_shape(*t16, x.shape, op, cat("option ", name).c_str());
+      check_disjoint(c, "out", *t16, cat("option ", name).c_str(), op);
+      if (pre) check_disjoint(*pre, "preact", *t16, cat("option ", name).c_str(), op);
+    };
+    check_twin(a16, a, "aBf16", "a");
+    check_twin(b16, b, "bBf16", "b");
+
     cpu::MatmulDesc d;
     d.batch = batch;
     d.M = M;
@@ -118,6 +150,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     std::vector<Tensor> keep{a, b, c};
     if (bias) keep.push_back(*bias);
     if (pre) keep.push_back(*pre);
+    if (a16) keep.push_back(*a16);
+    if (b16) keep.push_back(*b16);
     d.a = a.data<float>();
     d.b = b.data<float>();
     d.c = c.data<float>();
@@ -126,8 +160,34 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     SF_CUDA_ONLY(const cuda::GemmImpl impl = args.addon().ctx().backend(args.device(), op).gemm_impl();)
     args.run(
         std::move(keep), [d](ThreadPool& pool) { cpu::matmul(pool, d); },
-        SF_CUDA([d, prec_i, impl](cuda::Stream s) { cuda::matmul(s, d, static_cast<cuda::Precision>(prec_i), impl); }));
+        SF_CUDA([d, prec_i, impl, a, b, a16, b16](cuda::Stream s) {
+          // in stream order: is each twin still a copy of its operand's current values? (else converted from fp32)
+          const bool bf = prec_i == 2 && impl == cuda::GemmImpl::Pipelined;
+          const uint16_t* pa = bf && a16 && current_twin(a, *a16) ? a16->data<uint16_t>() : nullptr;
+          const uint16_t* pb = bf && b16 && current_twin(b, *b16) ? b16->data<uint16_t>() : nullptr;
+          cuda::matmul(s, d, static_cast<cuda::Precision>(prec_i), impl, pa, pb);
+        }));
     return out ? args.arg(2) : args.wrap(c);
+  });
+}
+
+Napi::Value Bf16CopyCurrent(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "bf16CopyCurrent", 2);
+    const char* op = args.op();
+    Tensor x = args.tensor(0, "x");
+    Tensor copy = args.tensor(1, "copy");
+    check_dtype(x, DType::f32, op, "x");
+    check_dtype(copy, DType::bf16, op, "copy");
+    args.same_device(x, "x");
+    args.same_device(copy, "copy");
+    check_shape(copy, x.shape, op, "copy");
+    Tensor r = args.output({}, DType::i32, args.device());
+    Backend* be = &args.addon().ctx().backend(args.device(), op);
+    args.run(
+        {x, copy, r}, [be, x, copy, r](ThreadPool&) { be->fill(r, current_twin(x, copy) ? 1 : 0); },
+        SF_CUDA([be, x, copy, r](cuda::Stream) { be->fill(r, current_twin(x, copy) ? 1 : 0); }));
+    return args.wrap(r);
   });
 }
 
@@ -159,6 +219,7 @@ Napi::Value BiasGrad(const Napi::CallbackInfo& info) {
 void register_matmul_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("matmul", Napi::Function::New(env, Matmul, "matmul"));
   exports.Set("biasGrad", Napi::Function::New(env, BiasGrad, "biasGrad"));
+  exports.Set("bf16CopyCurrent", Napi::Function::New(env, Bf16CopyCurrent, "bf16CopyCurrent"));
 }
 
 }  // namespace sf::js

@@ -12,7 +12,9 @@
 //         bf16Copy})
 //     -> undefined; param, m and v are updated in place. lr and step (an integer >= 1) are required. bf16Copy (a
 //     bfloat16 tensor of param's shape on its device, sharing no memory with the others) is WRITTEN with the updated
-//     parameters rounded to bf16 in the same pass: the bf16 copy of the flat buffer that bf16 kernels read.
+//     parameters rounded to bf16 in the same pass: the bf16 copy of the flat buffer that bf16 kernels read. After
+//     the write, the task records that the copy mirrors param's current values (Storage::note_mirror); any later
+//     write to either storage makes it stale, and consumers (matmul's aBf16 / bBf16) then convert from fp32.
 //   sgd(param, grad, buf | null, {lr, momentum = 0, dampening = 0, weightDecay = 0, nesterov = false, firstStep})
 //     -> undefined; buf and firstStep (true on the step that starts the momentum buffer) are required when
 //     momentum > 0.
@@ -263,10 +265,13 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
         [d, param, grad, m, v, decay, copy, n](ThreadPool& pool) {
           cpu::adamw(pool, d, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
                      decay ? decay->data<float>() : nullptr, n, copy ? copy->data<uint16_t>() : nullptr);
+          if (copy) copy->storage->note_mirror(param.storage, param.byte_begin(), param.byte_end(), copy->byte_begin());
         },
         SF_CUDA([d, param, grad, m, v, decay, copy, n](cuda::Stream s) {
           cuda::adamw(s, d, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
                       decay ? decay->data<float>() : nullptr, n, copy ? copy->data<uint16_t>() : nullptr);
+          // stream-ordered: a consumer's kernel, queued after this one on the device's stream, reads the copy written
+          if (copy) copy->storage->note_mirror(param.storage, param.byte_begin(), param.byte_end(), copy->byte_begin());
         }));
     return args.env().Undefined();
   });

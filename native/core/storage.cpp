@@ -194,4 +194,31 @@ void CpuAllocator::empty_cache() noexcept {
   cache_.drain([](void* p) { std::free(p); });
 }
 
+void Storage::note_mirror(const std::shared_ptr<Storage>& src, size_t src_begin, size_t src_end, size_t dst_begin) {
+  std::lock_guard<std::mutex> lk(mirror_mu_);
+  if (!src || src_end < src_begin || (src_end - src_begin) % 4 != 0) {
+    mirror_.reset();
+    return;
+  }
+  mirror_ = Mirror{src, src->write_version(), write_version(), src_begin, src_end, dst_begin};
+}
+
+void Storage::forget_mirror() {
+  std::lock_guard<std::mutex> lk(mirror_mu_);
+  mirror_.reset();
+}
+
+bool Storage::mirrors(const Storage& src, size_t src_begin, size_t src_end, size_t dst_begin) const {
+  if (host_writable_.load(std::memory_order_acquire) || src.host_writable_.load(std::memory_order_acquire)) return false;
+  std::lock_guard<std::mutex> lk(mirror_mu_);
+  if (!mirror_) return false;
+  const Mirror& m = *mirror_;
+  const std::shared_ptr<Storage> s = m.src.lock();
+  if (s.get() != &src) return false;
+  if (m.src_version != src.write_version() || m.dst_version != write_version()) return false;
+  if (src_begin < m.src_begin || src_end > m.src_end || src_end < src_begin) return false;
+  if ((src_begin - m.src_begin) % 4 != 0) return false;
+  return dst_begin == m.dst_begin + (src_begin - m.src_begin) / 2;
+}
+
 }  // namespace sf

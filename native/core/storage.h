@@ -167,6 +167,23 @@ class Storage {
     IdBounds bounds;
   };
 
+  // Write versions and mirrors: whether this storage holds, right now, a converted copy of another storage's bytes
+  // (the bf16 copy of the flat parameter buffer, written by the AdamW step that updated the fp32 values). The stream
+  // bumps the write version of every storage a task writes, before the task runs (stream.cpp, beside forget_ids), so
+  // every write by any path — a kernel, a copy, an upload, a failed op — changes it. The task that writes a copy
+  // records, after its write and from inside the task, what it mirrors (note_mirror: the source storage, its fp32 byte
+  // range and the current versions of both storages). A consumer asks, from inside its own stream task, whether a
+  // range of the copy is still current for a range of the source (mirrors): only if neither storage has been written
+  // since, and the ranges correspond element for element (fp32 byte b <-> bf16 byte dst_begin + (b - src_begin) / 2).
+  // Any doubt answers false, so a consumer falls back to converting the fp32 values itself: the copy never fools.
+  // A storage whose memory JavaScript can write directly (Tensor.sharedData) neither mirrors nor is mirrored.
+  uint64_t write_version() const { return version_.load(std::memory_order_acquire); }
+  void bump_version() { version_.fetch_add(1, std::memory_order_acq_rel); }
+  void mark_host_writable() { host_writable_.store(true, std::memory_order_release); }
+  void note_mirror(const std::shared_ptr<Storage>& src, size_t src_begin, size_t src_end, size_t dst_begin);
+  void forget_mirror();
+  bool mirrors(const Storage& src, size_t src_begin, size_t src_end, size_t dst_begin) const;
+
  private:
   std::shared_ptr<Allocator> alloc_;
   size_t bytes_;
@@ -177,6 +194,15 @@ class Storage {
   mutable std::mutex ids_mu_;
   std::vector<IdRange> ids_;
   std::atomic<bool> any_ids_{false};  // lock-free fast path: most storages hold no noted ids
+  std::atomic<uint64_t> version_{0};
+  std::atomic<bool> host_writable_{false};
+  struct Mirror {
+    std::weak_ptr<Storage> src;  // expired when the source is gone (no false match with a later storage at its address)
+    uint64_t src_version = 0, dst_version = 0;
+    size_t src_begin = 0, src_end = 0, dst_begin = 0;
+  };
+  mutable std::mutex mirror_mu_;
+  std::optional<Mirror> mirror_;
 };
 
 // Host memory: 64-byte aligned (one cache line, one AVX-512 vector), with freed blocks cached for reuse (up to 1/8 of

@@ -70,8 +70,13 @@ void Stream::run_sync(const char* op, Task task) {
 FailurePtr Stream::run_item(Item& item) {
   FailurePtr failure;
   // Whatever the task writes is no longer what an upload noted (Storage::note_ids); an upload notes it again itself.
-  for (const Tensor& t : item.effects.writes)
-    if (t.storage) t.storage->forget_ids(t.byte_begin(), t.byte_end());
+  // and every storage it writes gets a new write version, so no copy recorded before mirrors it any more
+  // (Storage::mirrors); a task that writes a copy records what it mirrors itself, after its write.
+  for (const Tensor& t : item.effects.writes) {
+    if (!t.storage) continue;
+    t.storage->forget_ids(t.byte_begin(), t.byte_end());
+    t.storage->bump_version();
+  }
   for (const Tensor& t : item.effects.reads) {
     if (FailurePtr f = t.failure()) {
       failure = std::make_shared<Failure>(

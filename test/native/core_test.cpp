@@ -381,4 +381,92 @@ TEST(stream_writes_forget_noted_ids_and_uploads_note_them) {
   s.take_failures();
 }
 
+// ---- the bf16 copy's validity (Storage write versions and mirrors; stream.cpp bumps, the writer notes) ---------------
+// A copy storage mirrors a source range only while neither storage has been written since the task that wrote the copy
+// noted it, and only for the corresponding bytes: every kind of write (a kernel over part of the source, a copy into
+// it, a failed task, a skipped task, a write into the copy itself, a host-writable view) makes it stale; reads do not.
+TEST(stream_writes_make_a_noted_mirror_stale) {
+  Context ctx;
+  Backend& be = ctx.backend(Device{DeviceType::CPU, 0});
+  Stream& s = be.stream();
+  Tensor src = empty_tensor(be.allocator(), {64}, DType::f32, "t");
+  Tensor cp = empty_tensor(be.allocator(), {64}, DType::bf16, "t");
+  be.fill(src, 1.0);
+  // the writer: writes both (as adamw with bf16Copy does), then notes the mirror from inside its task
+  auto write_copy = [&](const Tensor& p, const Tensor& c) {
+    s.submit("adamw", [p, c] { c.storage->note_mirror(p.storage, p.byte_begin(), p.byte_end(), c.byte_begin()); },
+             Effects{{}, {p, c}});
+    s.wait_all();
+  };
+  auto current = [&](const Tensor& p, const Tensor& c) {
+    bool r = false;
+    s.submit("consumer", [p, c, &r] { r = c.storage->mirrors(*p.storage, p.byte_begin(), p.byte_end(), c.byte_begin()); },
+             Effects{{p, c}, {}});
+    s.wait_all();
+    return r;
+  };
+  CHECK(!current(src, cp));  // never written: stale
+  write_copy(src, cp);
+  CHECK(current(src, cp));
+  CHECK(current(src, cp));  // a read (the consumer itself) changes nothing
+  // windows: a parameter's window and the copy's window at the corresponding offset; a shifted one is not a mirror
+  CHECK(current(view_of(src, 32, {16}, "t"), view_of(cp, 32, {16}, "t")));
+  CHECK(!current(view_of(src, 32, {16}, "t"), view_of(cp, 31, {16}, "t")));
+  CHECK(!current(view_of(src, 32, {16}, "t"), view_of(cp, 0, {16}, "t")));
+  // another storage with the same contents is not the source
+  Tensor other = empty_tensor(be.allocator(), {64}, DType::f32, "t");
+  CHECK(!current(other, cp));
+  // a write to a part of the source (a kernel over one parameter's window) makes the whole copy stale
+  s.submit("sgd", [] {}, Effects{{}, {view_of(src, 60, {4}, "t")}});
+  s.wait_all();
+  CHECK(!current(src, cp));
+  CHECK(!current(view_of(src, 0, {16}, "t"), view_of(cp, 0, {16}, "t")));
+  write_copy(src, cp);
+  CHECK(current(src, cp));
+  // a copy into the source (a checkpoint load, copyInto)
+  s.submit("copyInto", [&be, src, other] { be.copy(src, other); }, Effects{{other}, {src}});
+  s.wait_all();
+  CHECK(!current(src, cp));
+  write_copy(src, cp);
+  // a write into the copy itself
+  s.submit("fill", [] {}, Effects{{}, {view_of(cp, 0, {1}, "t")}});
+  s.wait_all();
+  CHECK(!current(src, cp));
+  // a failed writer (it threw before noting) leaves the copy stale, even though the copy was current before it
+  write_copy(src, cp);
+  CHECK(current(src, cp));
+  s.submit("adamw", [] { error("adamw: no"); }, Effects{{}, {src, cp}});
+  s.wait_all();
+  CHECK(!current(src, cp));
+  // a task that does not run (a failed input) still counts as a write of its outputs
+  write_copy(src, cp);
+  Tensor failed = empty_tensor(be.allocator(), {1}, DType::f32, "t");
+  s.submit("fails", [] { error("fails: no"); }, Effects{{}, {failed}});
+  s.submit("skipped", [] {}, Effects{{failed}, {src}});
+  s.wait_all();
+  CHECK(!current(src, cp));
+  // a copy noted for a part of the source covers that part only
+  write_copy(view_of(src, 16, {16}, "t"), view_of(cp, 16, {16}, "t"));
+  CHECK(current(view_of(src, 16, {16}, "t"), view_of(cp, 16, {16}, "t")));
+  CHECK(current(view_of(src, 20, {4}, "t"), view_of(cp, 20, {4}, "t")));
+  CHECK(!current(src, cp));
+  CHECK(!current(view_of(src, 8, {16}, "t"), view_of(cp, 8, {16}, "t")));
+  // a source that is gone is never matched, even by a new storage
+  {
+    Tensor tmp = empty_tensor(be.allocator(), {64}, DType::f32, "t");
+    write_copy(tmp, cp);
+    CHECK(current(tmp, cp));
+  }
+  Tensor again = empty_tensor(be.allocator(), {64}, DType::f32, "t");
+  CHECK(!current(again, cp));
+  // memory JavaScript can write (Tensor.sharedData) is never trusted
+  write_copy(src, cp);
+  CHECK(current(src, cp));
+  src.storage->mark_host_writable();
+  CHECK(!current(src, cp));
+  write_copy(src, cp);
+  CHECK(!current(src, cp));
+  s.take_failures();
+}
+
 TEST_MAIN()

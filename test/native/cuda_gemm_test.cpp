@@ -305,6 +305,70 @@ TEST(gemm_bf16_pipeline_edges) {
   run_case(c, Mode::BF16Operands, rng, ctx, st);
 }
 
+// cuda::matmul at BF16 with one operand (or both) given already in bf16 (a16 / b16: a current window of the bf16
+// copy of the flat parameter buffer, in the operand's own layout): that operand is read where it is instead of being
+// converted into scratch. The copy holds exactly the round-to-nearest-even bits the conversion computes, so the result
+// must be the same bits as converting both operands from fp32 (and, with both given, as matmul_bf16): every transpose
+// combination, odd sizes (operands not 16-byte aligned: scalar loads), a broadcast and a padded-stride operand, bias,
+// GELU and preact, beta = 1.
+TEST(gemm_bf16_operand_given_in_bf16_is_bit_identical) {
+  Context ctx;
+  sfcuda::TestStream st;
+  std::mt19937 rng(14);
+  struct Shape3 {
+    int64_t batch, M, N, K;
+    int a_mode, b_mode;
+  };
+  const Shape3 shapes[] = {{1, 136, 264, 72, 0, 0}, {1, 37, 45, 29, 0, 0}, {2, 64, 72, 40, 0, 1},
+                           {3, 33, 17, 50, 1, 2},  {2, 16, 24, 128, 2, 0}};
+  int cases = 0;
+  for (const Shape3& sh : shapes)
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = (t & 1) != 0, tb = (t & 2) != 0;
+      const int64_t a_elems = sh.M * sh.K, b_elems = sh.K * sh.N;
+      const int64_t sa = sh.a_mode == 1 ? 0 : a_elems + (sh.a_mode == 2 ? 13 : 0);
+      const int64_t sb = sh.b_mode == 1 ? 0 : b_elems + (sh.b_mode == 2 ? 5 : 0);
+      const int64_t na = sh.a_mode == 1 ? a_elems : sa * sh.batch, nb = sh.b_mode == 1 ? b_elems : sb * sh.batch;
+      const int64_t nc = sh.M * sh.N * sh.batch;
+      std::vector<float> A = sfcuda::uniform(na, rng), B = sfcuda::uniform(nb, rng), bias = sfcuda::uniform(sh.N, rng);
+      std::vector<float> C0 = sfcuda::uniform(nc, rng, -2.0f, 2.0f);
+      std::vector<uint16_t> A16(A.size()), B16(B.size());
+      for (size_t i = 0; i < A.size(); ++i) A16[i] = bf16_bits(A[i]);
+      for (size_t i = 0; i < B.size(); ++i) B16[i] = bf16_bits(B[i]);
+      DeviceBuf<float> dA(A), dB(B), dbias(bias);
+      DeviceBuf<uint16_t> dA16(A16), dB16(B16);
+      // 0: both converted; 1: A given; 2: B given; 3: both given; 4: matmul_bf16
+      std::vector<float> C[5], P[5];
+      for (int v = 0; v < 5; ++v) {
+        DeviceBuf<float> dC(C0), dP(sfcuda::nans(nc));
+        cpu::MatmulDesc d;
+        d.batch = sh.batch, d.M = sh.M, d.N = sh.N, d.K = sh.K, d.trans_a = ta, d.trans_b = tb;
+        d.a_stride = sa, d.b_stride = sb, d.c_stride = sh.M * sh.N, d.alpha = 0.75f, d.beta = 1.0f;
+        d.act = cpu::Activation::Gelu;
+        d.a = dA.get(), d.b = dB.get(), d.c = dC.get(), d.bias = dbias.get(), d.preact = dP.get();
+        if (v == 4)
+          cuda::matmul_bf16(st.get(), d, dA16.get(), dB16.get());
+        else
+          cuda::matmul(st.get(), d, cuda::Precision::BF16, cuda::GemmImpl::Pipelined, (v & 1) ? dA16.get() : nullptr,
+                       (v & 2) ? dB16.get() : nullptr);
+        st.sync();
+        C[v] = dC.download(), P[v] = dP.download();
+        if (!dC.guard_intact() || !dP.guard_intact()) sfcheck::fail(__FILE__, __LINE__, "a guard zone was overwritten");
+      }
+      for (int v = 1; v < 5; ++v) {
+        const std::string what = cat("batch=", sh.batch, " M=", sh.M, " N=", sh.N, " K=", sh.K, ta ? " At" : "",
+                                     tb ? " Bt" : "", " modes ", sh.a_mode, "/", sh.b_mode, " variant ", v);
+        if (std::memcmp(C[v].data(), C[0].data(), C[0].size() * sizeof(float)) != 0 ||
+            std::memcmp(P[v].data(), P[0].data(), P[0].size() * sizeof(float)) != 0)
+          sfcheck::fail(__FILE__, __LINE__, what + ": not bit-identical to converting both operands from fp32");
+      }
+      if (!dA.guard_intact() || !dB.guard_intact() || !dA16.guard_intact() || !dB16.guard_intact())
+        sfcheck::fail(__FILE__, __LINE__, "an operand's guard zone was overwritten");
+      ++cases;
+    }
+  CHECK_EQ(cases, 20);
+}
+
 // bias_grad is two passes over (column tiles) x (row chunks) sized from the SM count: shapes with one chunk (few rows)
 // and many (up to a few hundred for n = 1), column counts that leave a partial 32-column tile, and rows = 0 (adds
 // nothing). Against a double-precision reference (and the CPU kernel where its own fp32 rounding stays well inside

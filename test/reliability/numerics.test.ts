@@ -22,19 +22,21 @@ test.before(() => {
 });
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
 
+// in the packed layout (parameters back to back, the alignment padding of the flat buffers dropped), as a checkpoint
+// stores the moments
 const snapshot = (tr: Trainer) => ({
-  values: Float32Array.from(tr.model.store.values.dataSync() as Float32Array),
-  m: Float32Array.from(tr.opt.m.dataSync() as Float32Array),
-  v: Float32Array.from(tr.opt.v.dataSync() as Float32Array),
+  values: tr.model.store.pack(tr.model.store.values.dataSync() as Float32Array),
+  m: tr.model.store.pack(tr.opt.m.dataSync() as Float32Array),
+  v: tr.model.store.pack(tr.opt.v.dataSync() as Float32Array),
 });
 const allFinite = (a: ArrayLike<number>) => Array.prototype.every.call(a, Number.isFinite);
 const bitsEqual = (a: Float32Array, b: Float32Array) => Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
 
-/** The parameters and moments stored in a checkpoint, in the store's order. */
+/** The parameters and moments stored in a checkpoint, in the store's order (packed, as snapshot()). */
 function fromFile(path: string, tr: Trainer) {
   const f = loadSafetensors(path);
   const values = new Float32Array(tr.model.store.numel);
-  for (const p of tr.model.store.parameters) values.set(f.tensors.get(p.name)!.data as Float32Array, p.offset);
+  for (const p of tr.model.store.parameters) values.set(f.tensors.get(p.name)!.data as Float32Array, p.packedOffset);
   return { values, m: f.tensors.get('optimizer.m')!.data as Float32Array, v: f.tensors.get('optimizer.v')!.data as Float32Array, md: f.metadata };
 }
 
