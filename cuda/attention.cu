@@ -9,7 +9,12 @@
 //    query rows. K and V tiles of 32 keys in shared memory; lane j scores key j against the warp's rows (one exact
 //    fp32 dot product each), then an online softmax (running max and sum, exp(m_old - m_new) rescaling of the
 //    accumulator), then O += P V with lanes over the head dimension.
-//  * Forward, BF16: tensor cores. One block of 4 warps per (b, head, 64 queries); each warp owns 16 query rows whose
+//  * Forward, BF16 (AttentionImpl::Tiled, the default: attn_fwd_fa_kernel): K and V rounded to bf16 once per call
+//    into stream-ordered scratch (rows padded to DP), then one block of 8 warps per (b, head, 128 queries), key tiles
+//    of 64 loaded by a 2-stage cp.async pipeline into XOR-swizzled shared memory as they are in memory (no
+//    transposition), K fragments by ldmatrix, V fragments by ldmatrix.trans; the rest as the legacy kernel below.
+//  * Forward, BF16 legacy (AttentionImpl::Legacy, SHAREDFORMER_ATTENTION=legacy: attn_fwd_bf16_kernel): tensor cores.
+//    One block of 4 warps per (b, head, 64 queries); each warp owns 16 query rows whose
 //    Q fragments stay in registers (bf16) for the whole kernel. Per tile of 64 keys: K (bf16, row-major) and V^T
 //    (bf16, transposed while staged) in shared memory; S = Q K^T by mma.sync m16n8k16 into fp32, scale, mask and
 //    online softmax in fp32 on the accumulator fragments (row max / sum over the 4 lanes of a quad), P rounded to
@@ -34,8 +39,11 @@
 //    so a NaN score gives a NaN row and lse. warp_max / fmaxf drop NaN, which is harmless here: exp(s - max) of the NaN
 //    score is NaN whatever the max, and the sum carries it.
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "cuda_common.cuh"
+#include "scratch.cuh"
 
 namespace sf::cuda {
 
@@ -179,7 +187,7 @@ __global__ void __launch_bounds__(128) attn_fwd_f32_kernel(AttnArgs a) {
   }
 }
 
-// ---- forward, bf16 tensor cores ---------------------------------------------------------------------------------
+// ---- forward, bf16 tensor cores (legacy: SHAREDFORMER_ATTENTION=legacy) ------------------------------------------
 constexpr int kBQ = 64;  // queries per block (16 per warp)
 constexpr int kBK = 64;  // keys per tile
 
@@ -336,6 +344,276 @@ __global__ void __launch_bounds__(128) attn_fwd_bf16_kernel(AttnArgs a) {
     }
     __syncthreads();  // Ks and Vt are rewritten by the next tile
   }
+
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int64_t i = r == 0 ? r0 : r1;
+    if (i >= Tq) continue;
+    const bool any = nv[r] > 0;  // l is NaN after a NaN score: the row is NaN then, not "sees nothing"
+    const float inv = any ? 1.0f / l[r] : 0.0f;
+    float* O = a.out + (bh * Tq + i) * D;
+#pragma unroll
+    for (int n = 0; n < ND; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int d = n * 8 + 2 * tq + e;
+        if (d < D) O[d] = oacc[n][2 * r + e] * inv;
+      }
+    if (tq == 0 && a.out_lse) a.out_lse[bh * Tq + i] = any ? m[r] + logf(l[r]) : kNegInf;
+  }
+}
+
+// ---- forward, bf16 tensor cores, FlashAttention-2 tiling (the default bf16 forward) -------------------------------
+// A pre-pass (kv_to_bf16_kernel) rounds K and V to bf16 once per call into stream-ordered scratch, rows padded with
+// zeros from D to DP elements (DP / 8 16-byte chunks per key, every chunk 16-byte aligned: one cp.async each). The
+// kernel: one block of 8 warps per (b, head, 128 queries), each warp owning 16 query rows whose Q fragments stay in
+// registers (bf16, rounded from fp32 while loaded) for the whole kernel. Key tiles of 64, K and V tiles stored as they
+// are in memory (row = key, DP / 8 chunks, XOR-swizzled: fa_swz), loaded by a kFStages-deep cp.async pipeline (the
+// next key tile in flight while the current one is multiplied); K fragments by ldmatrix, V fragments by ldmatrix.trans
+// (V is never transposed while staged). Shared memory: kFStages x 2 tiles x 64 keys x DP x 2 bytes (DP 128: 64 KiB,
+// 64: 32 KiB, 32: 16 KiB; dynamic). The rest (online softmax on the S accumulators, P rounded straight into A
+// fragments, the NaN rules) is attn_fwd_bf16_kernel's: V rows from nmax on are zero-filled by the copy, and a tile
+// that holds keys of [nmin, nmax) is scanned in shared memory for Inf / NaN values (flag raised by __syncthreads_or).
+constexpr int kFWarps = 8;             // warps per block
+constexpr int kFTQ = kFWarps * 16;     // queries per block
+constexpr int kFTK = 64;               // keys per tile
+constexpr int kFStages = 2;            // cp.async pipeline depth (kFStages - 1 key tiles in flight)
+constexpr int kFThreads = kFWarps * 32;
+
+template <int DP>
+__host__ __device__ constexpr int fa_tile_chunks() { return kFTK * DP / 8; }  // 16-byte chunks in one K or V tile
+template <int DP>
+__host__ __device__ constexpr int fa_smem_bytes() { return kFStages * 2 * fa_tile_chunks<DP>() * 16; }
+
+// The slot (in 16-byte chunks) of chunk `chunk` of key row `row` of a K or V tile. DP 64 and 128: rows of 8 or 16
+// chunks (128 or 256 bytes, each starting at bank 0): chunk ^ (row % 8) puts the 8 rows of one chunk column (an
+// ldmatrix matrix, either kind) in 8 different 16-byte bank groups. DP 32: rows of 4 chunks, two rows per 128-byte
+// line: chunk ^ ((row / 2) % 4), as the GEMM's k-contiguous tiles.
+template <int DP>
+__device__ __forceinline__ int fa_swz(int row, int chunk) {
+  if constexpr (DP == 32)
+    return row * 4 + (chunk ^ ((row >> 1) & 3));
+  else
+    return row * (DP / 8) + (chunk ^ (row & 7));
+}
+
+// K and V (rows = B * Hkv * Tk keys of D fp32) -> bf16 pairs, rows of DP / 2 words, zeros past D.
+template <int DP>
+__global__ void kv_to_bf16_kernel(const float* __restrict__ k, const float* __restrict__ v, int64_t rows, int64_t D,
+                                  uint32_t* __restrict__ kb, uint32_t* __restrict__ vb) {
+  const int64_t n = rows * (DP / 2);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / (DP / 2);
+    const int d = 2 * static_cast<int>(i % (DP / 2));
+    const float* kr = k + r * D;
+    const float* vr = v + r * D;
+    kb[i] = pack_bf16x2(d < D ? kr[d] : 0.0f, d + 1 < D ? kr[d + 1] : 0.0f);
+    vb[i] = pack_bf16x2(d < D ? vr[d] : 0.0f, d + 1 < D ? vr[d + 1] : 0.0f);
+  }
+}
+
+// Key rows [j0, j0 + 64) of X (bf16, rows of DP) into a swizzled tile; rows from nrows on are zero-filled.
+template <int DP>
+__device__ __forceinline__ void fa_load_tile(uint4* tile, const uint16_t* X, int64_t j0, int64_t nrows) {
+  constexpr int CH = DP / 8;
+#pragma unroll
+  for (int c = threadIdx.x; c < fa_tile_chunks<DP>(); c += kFThreads) {
+    const int r = c / CH, ch = c % CH;
+    const bool in = j0 + r < nrows;
+    cp_async16_zfill(tile + fa_swz<DP>(r, ch), in ? X + (j0 + r) * DP + ch * 8 : X, in ? 16 : 0);
+  }
+}
+
+struct FaArgs {
+  AttnArgs a;
+  const uint16_t *kb, *vb;  // K, V as bf16, rows of DP
+};
+
+template <int DP>
+__global__ void __launch_bounds__(kFThreads, 1) attn_fwd_fa_kernel(FaArgs fa) {
+  constexpr int NF = kFTK / 8;  // n-fragments of S (8 keys each)
+  constexpr int ND = DP / 8;    // n-fragments of O (8 dims each)
+  constexpr int KD = DP / 16;   // k-steps of Q K^T
+  constexpr int TC = fa_tile_chunks<DP>();
+  const AttnArgs& a = fa.a;
+  SF_DYNAMIC_SMEM(smem_raw);
+  uint4* const smem = reinterpret_cast<uint4*>(smem_raw);  // stage st: K tile at st * 2 * TC, then the V tile
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, gq = lane / 4, tq = lane % 4;
+  const int lj = lane / 8, li = lane % 8;  // the ldmatrix matrix and row this lane addresses
+  const int64_t BH = a.B * a.Hq, nqb = (a.Tq + kFTQ - 1) / kFTQ;
+  const int64_t bh = static_cast<int64_t>(blockIdx.x) % BH, qb = nqb - 1 - static_cast<int64_t>(blockIdx.x) / BH;
+  const int64_t b = bh / a.Hq, h = bh % a.Hq, hk = h / (a.Hq / a.Hkv);
+  const int64_t i0 = qb * kFTQ, D = a.D, Tk = a.Tk, Tq = a.Tq;
+  const float* Q = a.q + bh * Tq * D;
+  const uint16_t* K = fa.kb + (b * a.Hkv + hk) * Tk * DP;
+  const uint16_t* V = fa.vb + (b * a.Hkv + hk) * Tk * DP;
+  const int64_t L = key_len(a, b);
+  const int64_t r0 = i0 + warp * 16 + gq, r1 = r0 + 8;  // this thread's two query rows
+  const int64_t last = (i0 + kFTQ <= Tq ? i0 + kFTQ : Tq) - 1;
+  const int64_t nmax = visible(a, L, last), nmin = visible(a, L, i0);  // keys [0, nmin): seen by every query
+  const int64_t ntiles = (nmax + kFTK - 1) / kFTK;
+  auto load_stage = [&](int st, int64_t jt) {
+    uint4* t = smem + st * 2 * TC;
+    fa_load_tile<DP>(t, K, jt * kFTK, nmax);       // keys no query of the block sees are not read
+    fa_load_tile<DP>(t + TC, V, jt * kFTK, nmax);  // and V is zero there (their P is 0 and so must their value be)
+  };
+  // prologue: key tiles 0 .. kFStages-2 in flight (one commit group each, empty past the last tile), then Q
+#pragma unroll
+  for (int st = 0; st < kFStages - 1; ++st) {
+    if (st < ntiles) load_stage(st, st);
+    cp_async_commit();
+  }
+
+  auto qval = [&](int64_t r, int d) { return (r < Tq && d < D) ? Q[r * D + d] : 0.0f; };
+  uint32_t qa[KD][4];
+#pragma unroll
+  for (int ks = 0; ks < KD; ++ks) {
+    const int d = ks * 16 + 2 * tq;
+    qa[ks][0] = pack_bf16x2(qval(r0, d), qval(r0, d + 1));
+    qa[ks][1] = pack_bf16x2(qval(r1, d), qval(r1, d + 1));
+    qa[ks][2] = pack_bf16x2(qval(r0, d + 8), qval(r0, d + 9));
+    qa[ks][3] = pack_bf16x2(qval(r1, d + 8), qval(r1, d + 9));
+  }
+  float oacc[ND][4];
+#pragma unroll
+  for (int n = 0; n < ND; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) oacc[n][e] = 0.0f;
+  float m[2] = {kNegInf, kNegInf}, l[2] = {0.0f, 0.0f};  // l: this lane's partial sums (quad-summed at the end)
+  const int64_t nv[2] = {visible(a, L, r0), visible(a, L, r1)};
+
+  for (int64_t jt = 0; jt < ntiles; ++jt) {
+    cp_async_wait<kFStages - 2>();  // this thread's copies of key tile jt have landed
+    __syncthreads();  // everyone's have, and every warp is done with key tile jt - 1, whose stage is refilled below
+    const int64_t next = jt + kFStages - 1;
+    if (next < ntiles) load_stage(static_cast<int>(next % kFStages), next);
+    cp_async_commit();
+    const int64_t j0 = jt * kFTK;
+    const uint4* Ks = smem + static_cast<int>(jt % kFStages) * 2 * TC;
+    const uint4* Vs = Ks + TC;
+    // A key of [nmin, nmax) is masked for some query: if its value is Inf or NaN, this tile's P V takes the slow path
+    // (block-uniform condition, so the barrier is reached by all or none).
+    bool slow = false;
+    if (j0 + kFTK > nmin) {
+      int vbad = 0;
+      for (int c = tid; c < TC; c += kFThreads) {
+        const int r = c / (DP / 8);
+        if (j0 + r < nmin) continue;
+        const uint4 w = Vs[c];  // any chunk of row r (the swizzle permutes chunks within the row)
+        vbad |= nonfinite_halves(w.x) | nonfinite_halves(w.y) | nonfinite_halves(w.z) | nonfinite_halves(w.w);
+      }
+      slow = __syncthreads_or(vbad) != 0;
+    }
+
+    float s[NF][4];
+#pragma unroll
+    for (int n = 0; n < NF; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[n][e] = 0.0f;
+#pragma unroll
+    for (int ks = 0; ks < KD; ++ks)
+#pragma unroll
+      for (int np = 0; np < NF / 2; ++np) {
+        // matrices (keys 16np + 0-7, d 16ks + 0-7), (same keys, d + 8-15), (keys + 8-15, d 0-7), (keys + 8-15, d 8-15)
+        // = b0, b1 of S fragment 2np, then of 2np + 1
+        uint32_t r[4];
+        ldmatrix_x4(r, Ks + fa_swz<DP>(np * 16 + (lj >> 1) * 8 + li, ks * 2 + (lj & 1)));
+        mma_bf16(s[2 * np], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], r[0], r[1]);
+        mma_bf16(s[2 * np + 1], qa[ks][0], qa[ks][1], qa[ks][2], qa[ks][3], r[2], r[3]);
+      }
+    // scale, mask, online softmax; element e of fragment n: row (e < 2 ? r0 : r1), key j0 + 8n + 2tq + (e & 1)
+    float mx[2] = {kNegInf, kNegInf};
+#pragma unroll
+    for (int n = 0; n < NF; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = j0 + n * 8 + 2 * tq + (e & 1);
+        float x = s[n][e] * a.scale;
+        if (key >= nv[e >> 1]) x = kNegInf;
+        s[n][e] = x;
+        mx[e >> 1] = fmaxf(mx[e >> 1], x);
+      }
+    float alpha[2], base[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float mnew = fmaxf(m[r], mx[r]);
+      base[r] = mnew == kNegInf ? 0.0f : mnew;
+      alpha[r] = expf(m[r] - base[r]);
+      m[r] = mnew;
+      l[r] *= alpha[r];
+    }
+#pragma unroll
+    for (int n = 0; n < NF; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = expf(s[n][e] - base[e >> 1]);
+        s[n][e] = p;
+        l[e >> 1] += p;
+      }
+#pragma unroll
+    for (int n = 0; n < ND; ++n) {
+      oacc[n][0] *= alpha[0];
+      oacc[n][1] *= alpha[0];
+      oacc[n][2] *= alpha[1];
+      oacc[n][3] *= alpha[1];
+    }
+    if (!slow) {
+      // O += P V: k-step kk covers keys 16kk .. 16kk + 15 = S fragments 2kk and 2kk + 1
+#pragma unroll
+      for (int kk = 0; kk < kFTK / 16; ++kk) {
+        const uint32_t p0 = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+        const uint32_t p1 = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+        const uint32_t p2 = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        const uint32_t p3 = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+        for (int dp = 0; dp < ND / 2; ++dp) {
+          // with .trans: matrices (keys 16kk + 0-7, d 16dp + 0-7), (keys + 8-15, same d), (keys 0-7, d + 8-15),
+          // (keys 8-15, d 8-15) = b0, b1 of O fragment 2dp, then of 2dp + 1
+          uint32_t r[4];
+          ldmatrix_x4_trans(r, Vs + fa_swz<DP>(kk * 16 + (lj & 1) * 8 + li, dp * 2 + (lj >> 1)));
+          mma_bf16(oacc[2 * dp], p0, p1, p2, p3, r[0], r[1]);
+          mma_bf16(oacc[2 * dp + 1], p0, p1, p2, p3, r[2], r[3]);
+        }
+      }
+    } else {
+      // The same sum per (query, key) pair, over the keys each row sees: key kl's P of this thread's rows is held by
+      // lane (gq, (kl % 8) / 2) of the quad, as element kl % 2 (row r0) and 2 + kl % 2 (row r1) of fragment kl / 8.
+      const uint32_t* Vw = reinterpret_cast<const uint32_t*>(Vs);
+#pragma unroll 1
+      for (int kl = 0; kl < kFTK; ++kl) {
+        const int fn = kl >> 3, odd = kl & 1, src = (lane & ~3) | ((kl & 7) >> 1);
+        float own0 = 0.0f, own1 = 0.0f;
+#pragma unroll
+        for (int n = 0; n < NF; ++n)
+          if (n == fn) {
+            own0 = odd ? s[n][1] : s[n][0];
+            own1 = odd ? s[n][3] : s[n][2];
+          }
+        const float p0 = round_bf16(__shfl_sync(0xffffffffu, own0, src));
+        const float p1 = round_bf16(__shfl_sync(0xffffffffu, own1, src));
+        const bool see0 = j0 + kl < nv[0], see1 = j0 + kl < nv[1];
+#pragma unroll
+        for (int n = 0; n < ND; ++n) {
+          const uint32_t w = Vw[fa_swz<DP>(kl, n) * 4 + tq];  // V[kl][8n + 2tq], V[kl][8n + 2tq + 1]
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float v = bf16_half(w, e != 0);
+            if (see0) oacc[n][e] = fmaf(p0, v, oacc[n][e]);
+            if (see1) oacc[n][2 + e] = fmaf(p1, v, oacc[n][2 + e]);
+          }
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();  // (only empty groups can be pending here)
 
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -900,22 +1178,38 @@ AttnArgs make_args(const cpu::AttentionDesc& d) {
   return a;
 }
 
+template <typename Kernel>
+void allow_smem(Kernel* kernel, int bytes, const char* name) {
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), name);
+}
+
 template <int DP>
-void launch_forward(Stream s, const AttnArgs& a, Precision p) {
-  if (p == Precision::BF16) {
+void launch_forward(Stream s, const AttnArgs& a, Precision p, AttentionImpl impl) {
+  if (p == Precision::BF16 && impl == AttentionImpl::Legacy) {
     const unsigned n = blocks(a.B * a.Hq * ceil_div(a.Tq, kBQ), "attention_forward");
     SF_LAUNCH(attn_fwd_bf16_kernel<DP>, (n, 128, 0, s), a);
     check_launch("attn_fwd_bf16_kernel");
+  } else if (p == Precision::BF16) {
+    // K and V rounded to bf16 once, rows padded to DP (kv_to_bf16_kernel), then the tiled kernel
+    const unsigned n = blocks(a.B * a.Hq * ceil_div(a.Tq, kFTQ), "attention_forward");
+    const int64_t rows = a.B * a.Hkv * a.Tk;
+    Scratch buf(s, static_cast<size_t>(2 * rows * DP) * sizeof(uint16_t), "attention_forward (bf16 K and V)");
+    uint32_t* kb = buf.as<uint32_t>();
+    uint32_t* vb = kb + rows * (DP / 2);
+    if (rows > 0) {
+      SF_LAUNCH(kv_to_bf16_kernel<DP>, (grid_for(rows * (DP / 2), 256), 256, 0, s), a.k, a.v, rows, a.D, kb, vb);
+      check_launch("kv_to_bf16_kernel");
+    }
+    const int bytes = fa_smem_bytes<DP>();
+    allow_smem(attn_fwd_fa_kernel<DP>, bytes, "cudaFuncSetAttribute(attn_fwd_fa_kernel)");
+    const FaArgs fa{a, reinterpret_cast<const uint16_t*>(kb), reinterpret_cast<const uint16_t*>(vb)};
+    SF_LAUNCH(attn_fwd_fa_kernel<DP>, (n, kFThreads, bytes, s), fa);
+    check_launch("attn_fwd_fa_kernel");
   } else {
     const unsigned n = blocks(a.B * a.Hq * ceil_div(a.Tq, kFQ), "attention_forward");
     SF_LAUNCH(attn_fwd_f32_kernel<DP>, (n, 128, 0, s), a);
     check_launch("attn_fwd_f32_kernel");
   }
-}
-
-template <typename Kernel>
-void allow_smem(Kernel* kernel, int bytes, const char* name) {
-  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), name);
 }
 
 template <int DP>
@@ -942,16 +1236,24 @@ void launch_backward(Stream s, const AttnArgs& a, Precision p) {
 
 }  // namespace
 
+AttentionImpl attention_impl_from_env() {
+  static const AttentionImpl impl = [] {
+    const char* e = std::getenv("SHAREDFORMER_ATTENTION");
+    return e && std::string(e) == "legacy" ? AttentionImpl::Legacy : AttentionImpl::Tiled;
+  }();
+  return impl;
+}
+
 void attention_forward(Stream s, const cpu::AttentionDesc& d, const float* q, const float* k, const float* v,
-                       float* o, float* lse, Precision p) {
+                       float* o, float* lse, Precision p, AttentionImpl impl) {
   check_desc(d, "attention_forward");
   if (d.B == 0 || d.Hq == 0 || d.Tq == 0) return;
   AttnArgs a = make_args(d);
   a.q = q, a.k = k, a.v = v, a.out = o, a.out_lse = lse;
   switch (padded_d(d.D)) {
-    case 32: launch_forward<32>(s, a, p); break;
-    case 64: launch_forward<64>(s, a, p); break;
-    default: launch_forward<128>(s, a, p); break;
+    case 32: launch_forward<32>(s, a, p, impl); break;
+    case 64: launch_forward<64>(s, a, p, impl); break;
+    default: launch_forward<128>(s, a, p, impl); break;
   }
 }
 

@@ -27,6 +27,7 @@ CHECKED=(
   "gemm_bf16_kernel< * 0 0"
   "gemm_mma_kernel<false> * 0 0"
   "attn_fwd_bf16_kernel * 0 0"
+  "attn_fwd_fa_kernel * 0 0"
   "attn_bwd_dkv_bf16_kernel * 0 0"
   "attn_bwd_dq_bf16_kernel * 0 0"
   "shared_block_kernel * 0 0"
