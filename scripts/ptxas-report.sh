@@ -28,6 +28,8 @@ CHECKED=(
   "gemm_mma_kernel<false> * 0 0"
   "attn_fwd_bf16_kernel * 0 0"
   "attn_fwd_fa_kernel * 0 0"
+  "attn_bwd_dq_fa_kernel * 0 0"
+  "attn_bwd_dkv_fa_kernel * 0 0"
   "attn_bwd_dkv_bf16_kernel * 0 0"
   "attn_bwd_dq_bf16_kernel * 0 0"
   "shared_block_kernel * 0 0"

@@ -2,7 +2,7 @@
 // inputs: causal (Tq == Tk, Tq < Tk, Tq > Tk so that some queries see nothing), key_lengths padding (including 0 and
 // Tk), GQA and MQA, D = 1, 16, 32, 64, 80 (padded to 128), 128, sequence lengths that are not multiples of any tile
 // (and long enough to span several), every precision (F32, TF32 which maps to the fp32 kernels, BF16 on tensor
-// cores; the bf16 forward in both implementations, the tiled default and the legacy kernel). Outputs are poisoned
+// cores; bf16 in both implementations, the tiled default and the legacy kernels). Outputs are poisoned
 // with NaN first and followed by guard zones; lse must be -inf exactly where the CPU's is; the backward accumulates
 // into non-zero gradients (the increments are compared) and is bitwise deterministic.
 // Relative error (max |gpu - cpu| / max |cpu|): fp32 <= 1e-5, tf32 <= 1e-3, bf16 <= 1e-2; NaN never passes, except
@@ -82,7 +82,7 @@ Inputs random_inputs(const Shape& s, std::mt19937& rng) {
 
 const cuda::Precision kAll[] = {cuda::Precision::F32, cuda::Precision::TF32, cuda::Precision::BF16};
 
-// The forward's precisions and, for bf16, both implementations (the tiled default and the legacy kernel).
+// The precisions and, for bf16, both implementations (the tiled default and the legacy kernels).
 struct Variant {
   cuda::Precision p;
   cuda::AttentionImpl impl;
@@ -163,15 +163,16 @@ TEST(attention_backward_matches_cpu) {
                             in.dout.data(), gq.data(), gk.data(), gv.data());
     DeviceBuf<float> dq(in.q), dk(in.k), dv(in.v), dO(o), dL(lse), ddo(in.dout);
     DeviceBuf<int32_t> dl(s.lens.empty() ? std::vector<int32_t>{0} : s.lens);
-    for (cuda::Precision p : kAll) {
+    for (const Variant& vr : variants()) {
+      const cuda::Precision p = vr.p;
       std::vector<float> first[3];
       for (int run = 0; run < 2; ++run) {
         DeviceBuf<float> gdq(gq0), gdk(gk0), gdv(gv0);
         cuda::attention_backward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), dO.get(), dL.get(),
-                                 ddo.get(), gdq.get(), gdk.get(), gdv.get(), p);
+                                 ddo.get(), gdq.get(), gdk.get(), gdv.get(), p, vr.impl);
         st.sync();
         std::vector<float> r[3] = {gdq.download(), gdk.download(), gdv.download()};
-        const std::string what = cat(name_of(p), " ", describe(s));
+        const std::string what = cat(vr.name, " ", describe(s));
         if (run == 0) {
           EXPECT_ERR(what + " dq", sfcuda::rel_err(r[0], gq, &gq0), tol_of(p));
           EXPECT_ERR(what + " dk", sfcuda::rel_err(r[1], gk, &gk0), tol_of(p));
@@ -285,11 +286,20 @@ TEST(attention_nan_placement_matches_cpu) {
       DeviceBuf<float> gdq(zq), gdk(zk), gdv(zk);
       // from the CPU's o and lse, so that the backward alone is compared
       cuda::attention_backward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), dO.get(), dL.get(),
-                               ddo.get(), gdq.get(), gdk.get(), gdv.get(), p);
+                               ddo.get(), gdq.get(), gdk.get(), gdv.get(), p, cuda::AttentionImpl::Tiled);
       st.sync();
       EXPECT_ERR(what + " dq", placement_err(gdq.download(), gq), tol_of(p));
       EXPECT_ERR(what + " dk", placement_err(gdk.download(), gk), tol_of(p));
       EXPECT_ERR(what + " dv", placement_err(gdv.download(), gv), tol_of(p));
+      if (p == cuda::Precision::BF16) {  // the legacy bf16 dQ pass too
+        DeviceBuf<float> ldq(zq), ldk(zk), ldv(zk);
+        cuda::attention_backward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), dO.get(), dL.get(),
+                                 ddo.get(), ldq.get(), ldk.get(), ldv.get(), p, cuda::AttentionImpl::Legacy);
+        st.sync();
+        EXPECT_ERR(what + " dq (legacy)", placement_err(ldq.download(), gq), tol_of(p));
+        EXPECT_ERR(what + " dk (legacy)", placement_err(ldk.download(), gk), tol_of(p));
+        EXPECT_ERR(what + " dv (legacy)", placement_err(ldv.download(), gv), tol_of(p));
+      }
     }
   }
 }

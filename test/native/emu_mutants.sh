@@ -153,5 +153,33 @@ mutant nan-scan-skipped-attention attention.cu cuda_attention_test forward \
 '    if (j0 + kFTK > nmin) {' \
 '    if (j0 + kFTK > nmax) {'
 
+# 17. ldmatrix .trans dropped (tiled bf16 attention dQ pass): K fragments of dQ += dS K loaded untransposed
+mutant ldmatrix-trans-dropped-attention-dq attention.cu cuda_attention_test forward \
+'            ldmatrix_x4_trans(r, Ks + fa_swz<DP>(kh + kk * 16 + (lj & 1) * 8 + li, np * 2 + (lj >> 1)));' \
+'            ldmatrix_x4(r, Ks + fa_swz<DP>(kh + kk * 16 + (lj & 1) * 8 + li, np * 2 + (lj >> 1)));'
+
+# 18. NaN flag never raised (tiled bf16 attention dQ pass): masked keys' K values not scanned for Inf / NaN
+mutant nan-scan-skipped-attention-dq attention.cu cuda_attention_test forward \
+'    if (j0 + kBT > nmin) {' \
+'    if (j0 + kBT > nmax) {'
+
+# 19. ldmatrix .trans dropped (tiled bf16 attention dK/dV pass): the Q and dO fragments of dK += dS^T Q and
+#     dV += P^T dO loaded untransposed
+mutant ldmatrix-trans-dropped-attention-dkv attention.cu cuda_attention_test forward \
+'      ldmatrix_x4_trans(r, tile + fa_swz<DP>(c0 + kk * 16 + (lj & 1) * 8 + li, np * 2 + (lj >> 1)));' \
+'      ldmatrix_x4(r, tile + fa_swz<DP>(c0 + kk * 16 + (lj & 1) * 8 + li, np * 2 + (lj >> 1)));'
+
+# 20. NaN flag never raised (tiled bf16 attention dK/dV pass): the Q and dO rows of queries that miss a key are not
+#     scanned for Inf / NaN
+mutant nan-scan-skipped-attention-dkv attention.cu cuda_attention_test forward \
+'    if (i0 < qall) {' \
+'    if (i0 < 0) {'
+
+# 21. missing barrier (tiled bf16 attention dK/dV pass): the next query tile (and its statistics) refill the stage of
+#     tile t - 1 while other warps may still read it
+mutant missing-barrier-attention-dkv attention.cu cuda_attention_test reverse \
+'    __syncthreads();  // everyone'"'"'s have (and its stats, K, V are staged); every warp is done with query tile t - 1' \
+'    // (barrier removed)'
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
