@@ -58,11 +58,20 @@ void bias_grad(Stream s, const float* dy, int64_t rows, int64_t n, float* dbias)
 // Flash attention, same descriptor and semantics as cpu::attention_forward/backward (GQA, causal aligned at the
 // end, key_lengths as a DEVICE pointer or null, lse saved, recompute in backward, fully masked rows give o = 0 and
 // lse = -inf). D <= 128.
+// Precision::BF16 forward (and backward, below) has two implementations (docs/gpu.md, "Attention"): Tiled (the
+// default: K and V rounded to bf16 into stream-ordered scratch, FlashAttention-2 tiling with a cp.async pipeline and
+// ldmatrix; lane-verified only) and Legacy (the earlier kernels that round and transpose while they stage tiles),
+// kept for comparison on a first GPU run. attention_impl_from_env() reads SHAREDFORMER_ATTENTION=legacy once per
+// process. F32 and TF32 ignore it.
+enum class AttentionImpl : int { Tiled = 0, Legacy = 1 };
+AttentionImpl attention_impl_from_env();
 void attention_forward(Stream s, const cpu::AttentionDesc& d, const float* q, const float* k, const float* v,
-                       float* o, float* lse, Precision p);
+                       float* o, float* lse, Precision p, AttentionImpl impl = attention_impl_from_env());
+// Precision::BF16 backward: Tiled rounds K, V, Q and dO to bf16 into scratch and runs both passes on them (cp.async,
+// ldmatrix; lane-verified only), Legacy the earlier kernels that round and transpose while staging.
 void attention_backward(Stream s, const cpu::AttentionDesc& d, const float* q, const float* k, const float* v,
                         const float* o, const float* lse, const float* dout, float* dq, float* dk, float* dv,
-                        Precision p);
+                        Precision p, AttentionImpl impl = attention_impl_from_env());
 
 // ---- pointwise.cu -----------------------------------------------------------------------------------------------
 void layernorm_forward(Stream s, const float* x, const float* w, const float* b, float* y, float* mean, float* rstd,

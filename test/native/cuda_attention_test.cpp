@@ -2,8 +2,9 @@
 // inputs: causal (Tq == Tk, Tq < Tk, Tq > Tk so that some queries see nothing), key_lengths padding (including 0 and
 // Tk), GQA and MQA, D = 1, 16, 32, 64, 80 (padded to 128), 128, sequence lengths that are not multiples of any tile
 // (and long enough to span several), every precision (F32, TF32 which maps to the fp32 kernels, BF16 on tensor
-// cores). Outputs are poisoned with NaN first and followed by guard zones; lse must be -inf exactly where the CPU's
-// is; the backward accumulates into non-zero gradients (the increments are compared) and is bitwise deterministic.
+// cores; bf16 in both implementations, the tiled default and the legacy kernels). Outputs are poisoned
+// with NaN first and followed by guard zones; lse must be -inf exactly where the CPU's is; the backward accumulates
+// into non-zero gradients (the increments are compared) and is bitwise deterministic.
 // Relative error (max |gpu - cpu| / max |cpu|): fp32 <= 1e-5, tf32 <= 1e-3, bf16 <= 1e-2; NaN never passes, except
 // in the NaN-placement test, where NaN and Inf must be exactly where the CPU has them.
 // The argument checks run everywhere; the GPU comparisons skip (exit 77) without CUDA or a GPU.
@@ -81,6 +82,22 @@ Inputs random_inputs(const Shape& s, std::mt19937& rng) {
 
 const cuda::Precision kAll[] = {cuda::Precision::F32, cuda::Precision::TF32, cuda::Precision::BF16};
 
+// The precisions and, for bf16, both implementations (the tiled default and the legacy kernels).
+struct Variant {
+  cuda::Precision p;
+  cuda::AttentionImpl impl;
+  std::string name;
+};
+const std::vector<Variant>& variants() {
+  static const std::vector<Variant> all = {
+      {cuda::Precision::F32, cuda::AttentionImpl::Tiled, name_of(cuda::Precision::F32)},
+      {cuda::Precision::TF32, cuda::AttentionImpl::Tiled, name_of(cuda::Precision::TF32)},
+      {cuda::Precision::BF16, cuda::AttentionImpl::Tiled, name_of(cuda::Precision::BF16)},
+      {cuda::Precision::BF16, cuda::AttentionImpl::Legacy, cat(name_of(cuda::Precision::BF16), " (legacy)")},
+  };
+  return all;
+}
+
 TEST(attention_forward_matches_cpu) {
   Context ctx;
   sfcuda::TestStream st;
@@ -93,11 +110,13 @@ TEST(attention_forward_matches_cpu) {
                            lse.data());
     DeviceBuf<float> dq(in.q), dk(in.k), dv(in.v);
     DeviceBuf<int32_t> dl(s.lens.empty() ? std::vector<int32_t>{0} : s.lens);
-    for (cuda::Precision p : kAll) {
+    for (const Variant& vr : variants()) {
+      const cuda::Precision p = vr.p;
       DeviceBuf<float> dO(sfcuda::nans(no)), dL(sfcuda::nans(nl));
-      cuda::attention_forward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), dO.get(), dL.get(), p);
+      cuda::attention_forward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), dO.get(), dL.get(), p,
+                              vr.impl);
       st.sync();
-      const std::string what = cat(name_of(p), " ", describe(s));
+      const std::string what = cat(vr.name, " ", describe(s));
       EXPECT_ERR(what + " o", sfcuda::rel_err(dO.download(), o), tol_of(p));
       EXPECT_ERR(what + " lse", sfcuda::rel_err(dL.download(), lse), tol_of(p));
       if (!dO.guard_intact() || !dL.guard_intact() || !dq.guard_intact() || !dk.guard_intact() ||
@@ -117,11 +136,12 @@ TEST(attention_forward_without_lse) {  // lse may be null (inference)
   cpu::attention_forward(ctx.pool(), desc_of(s, nullptr), in.q.data(), in.k.data(), in.v.data(), o.data(),
                          lse.data());
   DeviceBuf<float> dq(in.q), dk(in.k), dv(in.v);
-  for (cuda::Precision p : kAll) {
+  for (const Variant& vr : variants()) {
     DeviceBuf<float> dO(sfcuda::nans(static_cast<int64_t>(o.size())));
-    cuda::attention_forward(st.get(), desc_of(s, nullptr), dq.get(), dk.get(), dv.get(), dO.get(), nullptr, p);
+    cuda::attention_forward(st.get(), desc_of(s, nullptr), dq.get(), dk.get(), dv.get(), dO.get(), nullptr, vr.p,
+                            vr.impl);
     st.sync();
-    EXPECT_ERR(cat(name_of(p), " no lse ", describe(s)), sfcuda::rel_err(dO.download(), o), tol_of(p));
+    EXPECT_ERR(cat(vr.name, " no lse ", describe(s)), sfcuda::rel_err(dO.download(), o), tol_of(vr.p));
   }
 }
 
@@ -143,15 +163,16 @@ TEST(attention_backward_matches_cpu) {
                             in.dout.data(), gq.data(), gk.data(), gv.data());
     DeviceBuf<float> dq(in.q), dk(in.k), dv(in.v), dO(o), dL(lse), ddo(in.dout);
     DeviceBuf<int32_t> dl(s.lens.empty() ? std::vector<int32_t>{0} : s.lens);
-    for (cuda::Precision p : kAll) {
+    for (const Variant& vr : variants()) {
+      const cuda::Precision p = vr.p;
       std::vector<float> first[3];
       for (int run = 0; run < 2; ++run) {
         DeviceBuf<float> gdq(gq0), gdk(gk0), gdv(gv0);
         cuda::attention_backward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), dO.get(), dL.get(),
-                                 ddo.get(), gdq.get(), gdk.get(), gdv.get(), p);
+                                 ddo.get(), gdq.get(), gdk.get(), gdv.get(), p, vr.impl);
         st.sync();
         std::vector<float> r[3] = {gdq.download(), gdk.download(), gdv.download()};
-        const std::string what = cat(name_of(p), " ", describe(s));
+        const std::string what = cat(vr.name, " ", describe(s));
         if (run == 0) {
           EXPECT_ERR(what + " dq", sfcuda::rel_err(r[0], gq, &gq0), tol_of(p));
           EXPECT_ERR(what + " dk", sfcuda::rel_err(r[1], gk, &gk0), tol_of(p));
@@ -247,20 +268,38 @@ TEST(attention_nan_placement_matches_cpu) {
     for (cuda::Precision p : kAll) {
       const std::string what = cat(name_of(p), " ", c.name, " ", describe(s));
       DeviceBuf<float> fo(sfcuda::nans(no)), fl(sfcuda::nans(nl));
-      cuda::attention_forward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), fo.get(), fl.get(), p);
+      cuda::attention_forward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), fo.get(), fl.get(), p,
+                              cuda::AttentionImpl::Tiled);
       st.sync();
       EXPECT_ERR(what + " o", placement_err(fo.download(), o), tol_of(p));
       EXPECT_ERR(what + " lse", placement_err(fl.download(), lse), tol_of(p));
+      if (p == cuda::Precision::BF16) {  // the legacy bf16 forward too
+        DeviceBuf<float> lo(sfcuda::nans(no)), ll(sfcuda::nans(nl));
+        cuda::attention_forward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), lo.get(), ll.get(), p,
+                                cuda::AttentionImpl::Legacy);
+        st.sync();
+        EXPECT_ERR(what + " o (legacy)", placement_err(lo.download(), o), tol_of(p));
+        EXPECT_ERR(what + " lse (legacy)", placement_err(ll.download(), lse), tol_of(p));
+      }
       if (!c.backward) continue;
       const std::vector<float> zq(static_cast<size_t>(no), 0.0f), zk(static_cast<size_t>(nk), 0.0f);
       DeviceBuf<float> gdq(zq), gdk(zk), gdv(zk);
       // from the CPU's o and lse, so that the backward alone is compared
       cuda::attention_backward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), dO.get(), dL.get(),
-                               ddo.get(), gdq.get(), gdk.get(), gdv.get(), p);
+                               ddo.get(), gdq.get(), gdk.get(), gdv.get(), p, cuda::AttentionImpl::Tiled);
       st.sync();
       EXPECT_ERR(what + " dq", placement_err(gdq.download(), gq), tol_of(p));
       EXPECT_ERR(what + " dk", placement_err(gdk.download(), gk), tol_of(p));
       EXPECT_ERR(what + " dv", placement_err(gdv.download(), gv), tol_of(p));
+      if (p == cuda::Precision::BF16) {  // the legacy bf16 dQ pass too
+        DeviceBuf<float> ldq(zq), ldk(zk), ldv(zk);
+        cuda::attention_backward(st.get(), desc_of(s, dl.get()), dq.get(), dk.get(), dv.get(), dO.get(), dL.get(),
+                                 ddo.get(), ldq.get(), ldk.get(), ldv.get(), p, cuda::AttentionImpl::Legacy);
+        st.sync();
+        EXPECT_ERR(what + " dq (legacy)", placement_err(ldq.download(), gq), tol_of(p));
+        EXPECT_ERR(what + " dk (legacy)", placement_err(ldk.download(), gk), tol_of(p));
+        EXPECT_ERR(what + " dv (legacy)", placement_err(ldv.download(), gv), tol_of(p));
+      }
     }
   }
 }

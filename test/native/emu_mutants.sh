@@ -79,10 +79,11 @@ mutant missing-barrier-gemm gemm.cu cuda_gemm_test forward \
 '      __syncthreads();  // the next stage is written; this one may be overwritten from now on' \
 '      // (barrier removed)'
 
-# 4. missing barrier (write after read): the bf16 attention forward rewrites K and V^T for the next key tile while
-#    other warps may still read the current one
+# 4. missing barrier (write after read, and read after write): the tiled bf16 attention forward refills the stage of
+#    key tile jt - 1 with the next tile while other warps may still read it (and reads tile jt before the other
+#    threads' copies of it are known to have landed)
 mutant missing-barrier-attention attention.cu cuda_attention_test forward \
-'    __syncthreads();  // Ks and Vt are rewritten by the next tile' \
+'    __syncthreads();  // everyone'"'"'s have, and every warp is done with key tile jt - 1, whose stage is refilled below' \
 '    // (barrier removed)'
 
 # 5. missing grid sync (read after write across blocks): the persistent kernel's Wo phase starts while other blocks
@@ -130,6 +131,55 @@ mutant swizzle-read-side gemm.cu cuda_gemm_test forward \
 mutant pipeline-stage-off-by-one gemm.cu cuda_gemm_test forward \
 '      if (next < nk) load_stage(static_cast<int>(next % kPStages), next);' \
 '      if (next < nk) load_stage(static_cast<int>((next + 1) % kPStages), next);'
+
+# 13. ldmatrix .trans dropped (tiled bf16 attention forward): V fragments loaded from the row-major V tile untransposed
+mutant ldmatrix-trans-dropped-attention attention.cu cuda_attention_test forward \
+'          ldmatrix_x4_trans(r, Vs + fa_swz<DP>(kk * 16 + (lj & 1) * 8 + li, dp * 2 + (lj >> 1)));' \
+'          ldmatrix_x4(r, Vs + fa_swz<DP>(kk * 16 + (lj & 1) * 8 + li, dp * 2 + (lj >> 1)));'
+
+# 14. cp.async wait off by one (tiled bf16 attention forward): key tile jt is read while its copies may be in flight
+mutant missing-cp-async-wait-attention attention.cu cuda_attention_test reverse \
+'    cp_async_wait<kFStages - 2>();  // this thread'"'"'s copies of key tile jt have landed' \
+'    cp_async_wait<kFStages - 1>();  // (one group too few)'
+
+# 15. wrong swizzle on the read side (tiled bf16 attention forward): K fragments read at the unswizzled slots
+mutant swizzle-read-side-attention attention.cu cuda_attention_test forward \
+'        ldmatrix_x4(r, Ks + fa_swz<DP>(np * 16 + (lj >> 1) * 8 + li, ks * 2 + (lj & 1)));' \
+'        ldmatrix_x4(r, Ks + (np * 16 + (lj >> 1) * 8 + li) * (DP / 8) + ks * 2 + (lj & 1));'
+
+# 16. NaN flag never raised (tiled bf16 attention forward): a tile holding keys masked for some query is not scanned
+#     for Inf / NaN values, so a masked P = 0 meets an Inf value in the mma (0 * Inf = NaN where the CPU has a number)
+mutant nan-scan-skipped-attention attention.cu cuda_attention_test forward \
+'    if (j0 + kFTK > nmin) {' \
+'    if (j0 + kFTK > nmax) {'
+
+# 17. ldmatrix .trans dropped (tiled bf16 attention dQ pass): K fragments of dQ += dS K loaded untransposed
+mutant ldmatrix-trans-dropped-attention-dq attention.cu cuda_attention_test forward \
+'            ldmatrix_x4_trans(r, Ks + fa_swz<DP>(kh + kk * 16 + (lj & 1) * 8 + li, np * 2 + (lj >> 1)));' \
+'            ldmatrix_x4(r, Ks + fa_swz<DP>(kh + kk * 16 + (lj & 1) * 8 + li, np * 2 + (lj >> 1)));'
+
+# 18. NaN flag never raised (tiled bf16 attention dQ pass): masked keys' K values not scanned for Inf / NaN
+mutant nan-scan-skipped-attention-dq attention.cu cuda_attention_test forward \
+'    if (j0 + kBT > nmin) {' \
+'    if (j0 + kBT > nmax) {'
+
+# 19. ldmatrix .trans dropped (tiled bf16 attention dK/dV pass): the Q and dO fragments of dK += dS^T Q and
+#     dV += P^T dO loaded untransposed
+mutant ldmatrix-trans-dropped-attention-dkv attention.cu cuda_attention_test forward \
+'      ldmatrix_x4_trans(r, tile + fa_swz<DP>(c0 + kk * 16 + (lj & 1) * 8 + li, np * 2 + (lj >> 1)));' \
+'      ldmatrix_x4(r, tile + fa_swz<DP>(c0 + kk * 16 + (lj & 1) * 8 + li, np * 2 + (lj >> 1)));'
+
+# 20. NaN flag never raised (tiled bf16 attention dK/dV pass): the Q and dO rows of queries that miss a key are not
+#     scanned for Inf / NaN
+mutant nan-scan-skipped-attention-dkv attention.cu cuda_attention_test forward \
+'    if (i0 < qall) {' \
+'    if (i0 < 0) {'
+
+# 21. missing barrier (tiled bf16 attention dK/dV pass): the next query tile (and its statistics) refill the stage of
+#     tile t - 1 while other warps may still read it
+mutant missing-barrier-attention-dkv attention.cu cuda_attention_test reverse \
+'    __syncthreads();  // everyone'"'"'s have (and its stats, K, V are staged); every warp is done with query tile t - 1' \
+'    // (barrier removed)'
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
