@@ -139,7 +139,8 @@ __global__ void __launch_bounds__(kHThreads, 1) gemm_wgmma_kernel(Gemm16Args g) 
 #endif
 }
 
-// Compute capability 9.0 and an sm_90a image of the kernel (cudaFuncGetAttributes fails without one), per device.
+// Compute capability 9.0 and an sm_90a image of the kernel (cudaFuncGetAttributes fails without one), per device;
+// asked once per device (a fact of the device and the build) and kept in a process-wide table.
 bool usable_here() {
   int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
@@ -153,7 +154,7 @@ bool usable_here() {
       cudaFuncAttributes fa;
       ok = cudaFuncGetAttributes(&fa, gemm_wgmma_kernel) == cudaSuccess;
     }
-    (void)cudaGetLastError();  // a refusal above is an answer, not an error for the next launch check
+    if (!ok) (void)cudaGetLastError();  // a refusal above is an answer, not an error for the next launch check
     known[dev].store(ok ? 1 : 2);
   }
   return known[dev].load() == 1;
