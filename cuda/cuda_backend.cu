@@ -194,7 +194,8 @@ class CudaBackend final : public Backend {
   // The shared-weight L2 window of this device's stream (cuda/l2.cu): the set-aside is set once per backend, and the
   // current window and the reason persisting L2 is off, if it is, live here (no static state).
   cuda::L2State l2_;
-  // SHAREDFORMER_GEMM=legacy selects the fp32-operand bf16 mma kernel instead of the pipelined one; read once here.
+  // SHAREDFORMER_GEMM=legacy selects the fp32-operand bf16 mma kernel instead of the pipelined one, =wgmma the Hopper
+  // kernel (NT products on a device of compute capability 9.0; lane-verified only); read once here.
   const cuda::GemmImpl gemm_ = cuda::gemm_impl_from_env();
 };
 

@@ -25,9 +25,13 @@
 #include <string>
 
 #include "cuda_common.cuh"
+#include "gemm_bf16.cuh"
 #include "scratch.cuh"
 
 namespace sf::cuda {
+
+using gemm_detail::finish;
+using gemm_detail::Gemm16Args;
 
 namespace {
 
@@ -59,21 +63,6 @@ __device__ __forceinline__ void zero_acc(float (&acc)[4][4][4]) {
     for (int j = 0; j < 4; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
-}
-
-// One output element: the CPU epilogue's order (cpu/matmul.cpp finish_scalar, then the activation pass).
-template <typename G>  // GemmArgs or Gemm16Args
-__device__ __forceinline__ void finish(const G& g, float* C, float* P, int64_t m, int64_t n, float acc) {
-  if (m >= g.M || n >= g.N) return;
-  const int64_t idx = m * g.N + n;
-  float x = acc * g.alpha;
-  if (g.beta != 0.0f) x += g.beta * C[idx];
-  if (g.bias) x += g.bias[n];
-  if (g.gelu) {
-    if (P) P[idx] = x;
-    x = gelu_tanh(x);
-  }
-  C[idx] = x;
 }
 
 // ---- fp32 SIMT ----------------------------------------------------------------------------------------------------
@@ -279,20 +268,6 @@ constexpr int kPTile = kPB * kPK / 8;                    // 16-byte chunks in on
 constexpr int kPSmemBytes = kPStages * 2 * kPTile * 16;  // 65536, also the epilogue's 128 x 128 fp32 tile
 static_assert(kPSmemBytes >= kPB * kPB * 4, "the epilogue's C tile reuses the stages");
 
-struct Gemm16Args {
-  int64_t batch, M, N, K;
-  bool gelu;
-  const uint16_t* a;  // op(A) as a row panel (m, k): a[m * lda + k] when k-contiguous, else a[k * lda + m]
-  int64_t lda, sa;
-  const uint16_t* b;  // op(B)^T as a row panel (n, k), likewise with ldb
-  int64_t ldb, sb;
-  bool a_vec, b_vec;  // cp.async16 allowed: the base address, ld and batch stride are all multiples of 16 bytes
-  float* c;
-  int64_t sc;
-  float alpha, beta;
-  const float* bias;
-  float* preact;
-};
 
 // The slot (in 16-byte chunks) of chunk `chunk` of tile row `row`. A k-contiguous tile is 128 rows of 4 chunks (64
 // bytes): chunk ^ ((row / 2) % 4) puts rows r .. r+7 of one chunk column in 8 different bank groups (two rows share a
@@ -485,8 +460,9 @@ dim3 gemm_grid(const cpu::MatmulDesc& d, const char* what) {
 }
 
 // Launches the pipelined kernel on bf16 operands a (op(A)'s memory, leading dimension lda) and b (ldb).
+// impl Wgmma: the Hopper kernel (gemm_sm90.cu) for the K-major case when it can run on this device.
 void run_bf16(Stream s, const cpu::MatmulDesc& d, const uint16_t* a, int64_t lda, int64_t sa, const uint16_t* b,
-              int64_t ldb, int64_t sb) {
+              int64_t ldb, int64_t sb, GemmImpl impl) {
   auto vec = [](const uint16_t* p, int64_t ld, int64_t st) {
     return reinterpret_cast<uintptr_t>(p) % 16 == 0 && ld % 8 == 0 && st % 8 == 0;
   };
@@ -497,7 +473,9 @@ void run_bf16(Stream s, const cpu::MatmulDesc& d, const uint16_t* a, int64_t lda
     case 0: launch_bf16<0>(s, g, grid); break;
     case 1: launch_bf16<1>(s, g, grid); break;
     case 2: launch_bf16<2>(s, g, grid); break;
-    default: launch_bf16<3>(s, g, grid); break;
+    default:
+      if (impl != GemmImpl::Wgmma || !gemm_detail::launch_wgmma(s, g, grid)) launch_bf16<3>(s, g, grid);
+      break;
   }
 }
 
@@ -542,13 +520,15 @@ __global__ void bias_grad_reduce_kernel(const float* __restrict__ partial, int64
 
 GemmImpl gemm_impl_from_env() {
   const char* e = std::getenv("SHAREDFORMER_GEMM");
-  return e && std::string(e) == "legacy" ? GemmImpl::Legacy : GemmImpl::Pipelined;
+  if (e && std::string(e) == "legacy") return GemmImpl::Legacy;
+  if (e && std::string(e) == "wgmma") return GemmImpl::Wgmma;
+  return GemmImpl::Pipelined;
 }
 
-void matmul_bf16(Stream s, const cpu::MatmulDesc& d, const uint16_t* a, const uint16_t* b) {
+void matmul_bf16(Stream s, const cpu::MatmulDesc& d, const uint16_t* a, const uint16_t* b, GemmImpl impl) {
   if (d.batch <= 0 || d.M <= 0 || d.N <= 0) return;
   if (d.K < 0) range_error("cuda matmul: K = ", d.K, " is negative");
-  run_bf16(s, d, a, d.trans_a ? d.M : d.K, d.a_stride, b, d.trans_b ? d.K : d.N, d.b_stride);
+  run_bf16(s, d, a, d.trans_a ? d.M : d.K, d.a_stride, b, d.trans_b ? d.K : d.N, d.b_stride, impl);
 }
 
 void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl, const uint16_t* a16_in,
@@ -602,7 +582,7 @@ void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl, cons
         if (!b16_in) convert(ob, b16);
         run_bf16(s, d, a16_in ? a16_in : a16, a16_in ? oa.cols : oa.ld,
                  oa.stride == 0 ? 0 : a16_in ? d.a_stride : oa.rows * oa.ld, b16_in ? b16_in : b16,
-                 b16_in ? ob.cols : ob.ld, ob.stride == 0 ? 0 : b16_in ? d.b_stride : ob.rows * ob.ld);
+                 b16_in ? ob.cols : ob.ld, ob.stride == 0 ? 0 : b16_in ? d.b_stride : ob.rows * ob.ld, impl);
       }
       break;
     default:

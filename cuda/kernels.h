@@ -37,9 +37,14 @@ enum class Precision : int { F32 = 0, TF32 = 1, BF16 = 2 };
 // Precision::BF16 has two implementations (docs/gpu.md, "The pipelined bf16 GEMM"): Pipelined (the default) rounds A
 // and B to bf16 into a stream-ordered scratch buffer and runs the cp.async / ldmatrix kernel of matmul_bf16; Legacy
 // runs the fp32-operand mma kernel that rounds while it loads tiles. The CUDA backend reads the choice once, from
-// SHAREDFORMER_GEMM=legacy (gemm_impl_from_env), when it is created. F32 and TF32 ignore it.
-enum class GemmImpl : int { Pipelined = 0, Legacy = 1 };
+// SHAREDFORMER_GEMM=legacy (gemm_impl_from_env), when it is created. F32 and TF32 ignore it. Wgmma
+// (SHAREDFORMER_GEMM=wgmma; docs/gpu.md, "The Hopper path"): the sm_90a wgmma kernel of gemm_sm90.cu for the K-major
+// case (!trans_a, trans_b) on a device of compute capability 9.0, the pipelined kernel otherwise (other transposes,
+// other devices); lane-verified only, never the default.
+enum class GemmImpl : int { Pipelined = 0, Legacy = 1, Wgmma = 2 };
 GemmImpl gemm_impl_from_env();
+// Whether GemmImpl::Wgmma runs the wgmma kernel on the current device (compute capability 9.0 and an sm_90a image).
+bool gemm_wgmma_usable();
 // a16 / b16 (Pipelined BF16 only; ignored otherwise): the operand already in bf16, in d.a's / d.b's layout (what
 // adamw's bf16 copy of the flat parameter buffer holds): that operand is not converted, only the other one is.
 void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl = GemmImpl::Pipelined,
@@ -49,7 +54,9 @@ void matmul(Stream s, const cpu::MatmulDesc& d, Precision p, GemmImpl impl = Gem
 // and b_stride in elements, 0 = broadcast); C, bias and preact stay fp32. Any size and alignment: an operand whose
 // address, leading dimension or batch stride is not a multiple of 16 bytes is loaded with scalar loads instead of
 // cp.async. Lane-verified only (the CPU lane), not yet run on a GPU.
-void matmul_bf16(Stream s, const cpu::MatmulDesc& d, const uint16_t* a, const uint16_t* b);
+// impl: Wgmma tries the Hopper kernel as above; anything else runs the pipelined kernel.
+void matmul_bf16(Stream s, const cpu::MatmulDesc& d, const uint16_t* a, const uint16_t* b,
+                 GemmImpl impl = GemmImpl::Pipelined);
 // dbias += column sums of dy (rows, n): two passes over (column tiles) x (row chunks) sized from the SM count, partial
 // sums in stream-ordered scratch, added in a fixed order (deterministic on one device; no float atomics).
 void bias_grad(Stream s, const float* dy, int64_t rows, int64_t n, float* dbias);

@@ -5,12 +5,13 @@
 # the kernels that are listed without figures" (the pipelined bf16 GEMM among them).
 #   bash scripts/ptxas-report.sh            (.ci/run runs it when nvcc is present; exit 1 on a failed check)
 # Compiles the files below (and any other cuda/*.cu that issues mma.sync or ldmatrix, for the table only) as the
-# build does (Release flags, warnings as errors) for sm_80 and sm_90; no GPU needed. Dynamic shared memory is chosen
-# at launch and does not appear here (the pipelined GEMM takes 64 KiB: docs/gpu.md).
+# build does (Release flags, warnings as errors) for sm_80 and sm_90 — cuda/*_sm90.cu (the Hopper wgmma GEMM) for
+# sm_90a only, as CMakeLists.txt builds it; no GPU needed. Dynamic shared memory is chosen at launch and does not
+# appear here (the pipelined GEMM takes 64 KiB, the wgmma GEMM 129 KiB: docs/gpu.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-FILES=(cuda/gemm.cu cuda/attention.cu cuda/persistent.cu)
+FILES=(cuda/gemm.cu cuda/attention.cu cuda/persistent.cu cuda/gemm_sm90.cu)
 ARCHS=(80 90)
 # The tensor-core kernels checked: "name-pattern arch max-spill-stores max-spill-loads" (the pattern is matched
 # against the demangled kernel name; "*" = every arch). 0 0 = must not spill. A known spiller keeps its figures as
@@ -33,6 +34,7 @@ CHECKED=(
   "attn_bwd_dkv_bf16_kernel * 0 0"
   "attn_bwd_dq_bf16_kernel * 0 0"
   "shared_block_kernel * 0 0"
+  "gemm_wgmma_kernel 90a 0 0"
 )
 
 command -v nvcc >/dev/null || { echo "ptxas-report: nvcc not found"; exit 2; }
@@ -45,7 +47,9 @@ trap 'rm -rf "$tmp"' EXIT
 gencode=()
 for a in "${ARCHS[@]}"; do gencode+=(-gencode "arch=compute_$a,code=sm_$a"); done
 for f in "${FILES[@]}"; do
-  nvcc -std=c++17 -O3 -DNDEBUG -Inative "${gencode[@]}" --Werror=all-warnings -Xcompiler=-Wall,-Werror -Xptxas -v \
+  gc=("${gencode[@]}")
+  case "$f" in *_sm90.cu) gc=(-gencode "arch=compute_90a,code=sm_90a") ;; esac
+  nvcc -std=c++17 -O3 -DNDEBUG -Inative "${gc[@]}" --Werror=all-warnings -Xcompiler=-Wall,-Werror -Xptxas -v \
     -c "$f" -o "$tmp/$(basename "$f").o" >"$tmp/$(basename "$f").log" 2>&1 || { cat "$tmp/$(basename "$f").log"; echo "ptxas-report: $f does not compile"; exit 1; }
   cat "$tmp/$(basename "$f").log" >>"$tmp/all.log"
 done
@@ -55,7 +59,7 @@ import os, re, subprocess, sys
 lines = open(sys.argv[1]).read().splitlines()
 rows, cur = [], None
 for l in lines:
-    m = re.search(r"Compiling entry function '([^']+)' for 'sm_(\d+)'", l)
+    m = re.search(r"Compiling entry function '([^']+)' for 'sm_(\w+)'", l)
     if m:
         cur = {"mangled": m.group(1), "arch": m.group(2), "regs": 0, "st": 0, "ld": 0, "stack": 0, "smem": 0}
         rows.append(cur)
@@ -79,7 +83,7 @@ for r, d in zip(rows, names):
 specs = [l.split() for l in os.environ["CHECKED_SPEC"].splitlines() if l.strip()]
 bad, seen = [], set()
 w = max([len(r["name"]) for r in rows] + [6])
-print(f"{'kernel':<{w}}  arch   regs  spill-st  spill-ld  stack   smem  check")
+print(f"{'kernel':<{w}}  arch    regs  spill-st  spill-ld  stack   smem  check")
 for r in sorted(rows, key=lambda r: (r["name"], r["arch"])):
     verdict = ""
     for pat, arch, mst, mld in specs:
@@ -93,7 +97,7 @@ for r in sorted(rows, key=lambda r: (r["name"], r["arch"])):
                 bad.append(f"{r['name']} sm_{r['arch']}: {r['st']} bytes spill stores, {r['ld']} loads (allowed {mst}/{mld})")
             else:
                 verdict = "ok" if mst == 0 else f"known spiller (<= {mst}/{mld})"
-    print(f"{r['name']:<{w}}  sm_{r['arch']}  {r['regs']:4d}  {r['st']:8d}  {r['ld']:8d}  {r['stack']:5d}  {r['smem']:5d}  {verdict}")
+    print(f"{r['name']:<{w}}  sm_{r['arch']:<3}  {r['regs']:4d}  {r['st']:8d}  {r['ld']:8d}  {r['stack']:5d}  {r['smem']:5d}  {verdict}")
 for pat, arch, _, _ in specs:
     if (pat, arch) not in seen:
         bad.append(f"listed kernel {pat} (arch {arch}) was not found in ptxas' output")

@@ -90,6 +90,8 @@ enum cudaDeviceAttr {
   cudaDevAttrMaxAccessPolicyWindowSize = 109,
   cudaDevAttrMemoryPoolsSupported = 115,
   cudaDevAttrCooperativeLaunch = 95,
+  cudaDevAttrComputeCapabilityMajor = 75,
+  cudaDevAttrComputeCapabilityMinor = 76,
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 enum cudaLimit { cudaLimitPersistingL2CacheSize = 0x06 };
@@ -168,6 +170,14 @@ template <typename F>
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, F* f, int threads, size_t smem) {
   return sfemu_occupancy(blocks, reinterpret_cast<const void*>(f), threads, smem);
 }
+struct cudaFuncAttributes {
+  int maxThreadsPerBlock;
+};
+template <typename F>
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, F*) {  // every kernel has an image on the emulated device
+  a->maxThreadsPerBlock = 1024;
+  return cudaSuccess;
+}
 template <typename F>
 cudaError_t cudaFuncSetAttribute(F* f, cudaFuncAttribute a, int v) {
   return sfemu_func_set_attribute(reinterpret_cast<const void*>(f), a, v);
@@ -214,6 +224,13 @@ void cp_async(void* smem, const void* gmem, int src_bytes);
 void cp_async_commit();
 void cp_async_wait(int pending);
 void ldmatrix(uint32_t* out, int num, bool trans, const void* row);
+// Hopper (cuda/hopper.cuh): shared-memory addresses (offsets in the block's dynamic shared memory) and wgmma as a
+// warpgroup collective reading its operands through matrix descriptors (emu.cpp documents the layouts emulated).
+uint32_t smem_addr(const void* p);
+void wgmma_fence();
+void wgmma_bf16(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool scale_d);
+void wgmma_commit();
+void wgmma_wait(int pending);
 
 // Test hooks (emulation only): the last access-policy window set on a stream, the persisting-L2 limit, and an error
 // that the next call of the named runtime function returns (to rehearse MPS/MIG refusals).

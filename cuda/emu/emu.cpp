@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -82,7 +83,7 @@ namespace {
 
 constexpr size_t kStackBytes = 256 * 1024;  // per thread; a guard page below it turns an overflow into a crash
 
-enum class Wait { None, Barrier, Warp, Grid };
+enum class Wait { None, Barrier, Warp, Grid, WarpGroup };
 
 struct Block;
 
@@ -102,6 +103,9 @@ struct AsyncCopy {
 
 struct Fiber {
   Block* block = nullptr;
+  // wgmma: a wgmma.fence since this thread's last wgmma.wait_group (or since it started), as the ISA requires before
+  // a wgmma.mma_async whose accumulator registers were accessed by other instructions
+  bool wgmma_fenced = false;
   // cp.async state of this thread: copies issued since the last commit, and the committed groups not yet waited for
   // (oldest first). Nothing lands in shared memory before cp.async.wait_group lets its group complete.
   std::vector<AsyncCopy> async_open;
@@ -126,6 +130,31 @@ struct Warp {
   uint64_t slots[2][32][6] = {};
 };
 
+// One wgmma.mma_async of a warpgroup (128 threads), m64nNk16 .f32.bf16.bf16: A (64 x 16) and B (N x 16, K-major) as
+// read from shared memory at issue, the bytes read (checked unchanged when the group completes), each thread's
+// accumulator registers, and scale-d.
+struct WgmmaOp {
+  int n = 0;
+  bool scale_d = true;
+  std::vector<float> a, b;  // a[r * 16 + k], b[c * 16 + k]
+  std::vector<std::pair<uint32_t, uint16_t>> reads;
+  float* d[128] = {};
+};
+
+// The warpgroup collectives (wgmma.mma_async, wgmma.commit_group, wgmma.wait_group): the 128 threads of warps 4 g ..
+// 4 g + 3 deposit and wait, as a warp exchange; plus the warpgroup's wgmma operations not yet committed (open) and
+// the committed groups not yet completed (oldest first).
+struct WarpGroup {
+  uint64_t gen = 0;
+  int arrived = 0;
+  bool in[128] = {};
+  const char* what = nullptr;
+  uint64_t key[3] = {};
+  void* slot[128] = {};
+  std::vector<WgmmaOp> open;
+  std::deque<std::vector<WgmmaOp>> groups;
+};
+
 struct Block {
   const char* kernel = nullptr;
   const std::function<void()>* body = nullptr;
@@ -134,6 +163,7 @@ struct Block {
   dim3 bdim, gdim;
   std::vector<Fiber> fibers;
   std::vector<Warp> warps;
+  std::vector<WarpGroup> wgs;  // one per complete group of 4 warps
   int live = 0;
   uint64_t bar_gen = 0;
   int bar_arrived = 0;
@@ -219,6 +249,8 @@ bool runnable(const Block& b, const Fiber& f) {
       return b.warps[static_cast<size_t>(f.warp)].gen > f.wait_gen;
     case Wait::Grid:
       return b.grid->gen > f.wait_gen;
+    case Wait::WarpGroup:
+      return b.wgs[static_cast<size_t>(f.warp / 4)].gen > f.wait_gen;
   }
   return false;
 }
@@ -236,6 +268,14 @@ void thread_exit(Block& b, Fiber& f) {
   Warp& w = b.warps[static_cast<size_t>(f.warp)];
   if (w.arrived && ((w.mask >> f.lane) & 1u) && !((w.arrived >> f.lane) & 1u))
     fault_at(b, &f, std::string("the thread exited while the lanes of its warp wait for it in ") + w.what);
+  if (static_cast<size_t>(f.warp / 4) < b.wgs.size()) {
+    const WarpGroup& g = b.wgs[static_cast<size_t>(f.warp / 4)];
+    if (g.arrived > 0 && !g.in[(f.warp % 4) * 32 + f.lane])
+      fault_at(b, &f, std::string("the thread exited while its warpgroup waits for it in ") + g.what);
+    if (!g.open.empty() || !g.groups.empty())
+      fault_at(b, &f, "the thread exited with wgmma.mma_async operations of its warpgroup not completed (a missing "
+                      "wgmma.commit_group / wgmma.wait_group)");
+  }
   if (b.bar_arrived > 0 && b.bar_arrived == b.live) release_barrier(b);
   if (b.grid->cooperative) {
     --b.grid->live;
@@ -264,6 +304,8 @@ void prepare_block(Block& b) {
   const int nwarps = (n + 31) / 32;
   b.fibers.assign(static_cast<size_t>(n), Fiber{});
   b.warps.assign(static_cast<size_t>(nwarps), Warp{});
+  b.wgs.clear();
+  b.wgs.resize(static_cast<size_t>(n / 128));
   b.live = n;
   b.bar_gen = 0;
   b.bar_arrived = 0;
@@ -303,8 +345,9 @@ void prepare_block(Block& b) {
 }
 
 std::string where(const Block& b, const Fiber& f) {
-  std::string at = f.wait == Wait::Barrier ? "__syncthreads"
-                   : f.wait == Wait::Grid  ? "grid.sync()"
+  std::string at = f.wait == Wait::Barrier   ? "__syncthreads"
+                   : f.wait == Wait::Grid      ? "grid.sync()"
+                   : f.wait == Wait::WarpGroup ? b.wgs[static_cast<size_t>(f.warp / 4)].what
                                            : (b.warps[static_cast<size_t>(f.warp)].what
                                                   ? b.warps[static_cast<size_t>(f.warp)].what
                                                   : "a warp collective");
@@ -587,6 +630,187 @@ void ldmatrix(uint32_t* out, int num, bool trans, const void* row) {
   }
 }
 
+// ---- Hopper: wgmma (PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions") ---------------
+// Shared-memory addresses as the kernels see them (smem_addr in cuda/hopper.cuh): the byte offset in the block's
+// dynamic shared memory, whose start the lane takes as shared address 0 (1024-byte aligned, as a kernel that aligns
+// its tiles to the 128-byte swizzle pattern needs: it aligns relative to this address, as on the GPU).
+uint32_t smem_addr(const void* p) {
+  Block& b = current_block();
+  const unsigned char* q = static_cast<const unsigned char*>(p);
+  if (b.smem.empty() || q < b.smem.data() || q > b.smem.data() + b.smem.size())
+    fault_at(b, b.cur, "a shared-memory address was taken of memory outside the block's dynamic shared memory (the "
+                       "lane gives addresses to dynamic shared memory only)");
+  return static_cast<uint32_t>(q - b.smem.data());
+}
+
+namespace {
+
+// A warpgroup collective: the 128 threads of the calling thread's warpgroup (warps 4 g .. 4 g + 3) must all call
+// `what` with the same key; the last to arrive runs `done` (with every thread's deposit in w.slot) before any of them
+// goes on. A thread of the warpgroup that has exited, a different collective or key, or a block without complete
+// warpgroups is a fault.
+void warpgroup_collective(const char* what, const uint64_t (&key)[3], void* mine,
+                          const std::function<void(WarpGroup&)>& done) {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  const size_t gi = static_cast<size_t>(f.warp / 4);
+  if (gi >= b.wgs.size())
+    fault_at(b, &f, std::string(what) + ": the thread's warp is not in a complete warpgroup (blockDim not a multiple "
+                                        "of 128)");
+  WarpGroup& w = b.wgs[gi];
+  const int me = (f.warp % 4) * 32 + f.lane;
+  if (w.arrived == 0) {
+    w.what = what;
+    for (int i = 0; i < 3; ++i) w.key[i] = key[i];
+    for (int t = 0; t < 128; ++t) {
+      w.in[t] = false;
+      if (b.fibers[gi * 128 + static_cast<size_t>(t)].done)
+        fault_at(b, &f, std::string(what) + ": thread " + std::to_string(gi * 128 + static_cast<size_t>(t)) +
+                            " of the warpgroup has exited (every thread of a warpgroup must execute it)");
+    }
+  } else if (w.what != what || w.key[0] != key[0] || w.key[1] != key[1] || w.key[2] != key[2]) {
+    fault_at(b, &f, std::string("divergent warpgroup collectives: ") + what + " while other threads of the warpgroup "
+                                                                             "wait in " + w.what +
+                        " (or the same with other operands: descriptors, N, wait count)");
+  }
+  w.slot[me] = mine;
+  w.in[me] = true;
+  const uint64_t gen = w.gen;
+  if (++w.arrived == 128) {
+    done(w);
+    w.arrived = 0;
+    ++w.gen;
+  } else {
+    block_until(f, Wait::WarpGroup, gen);
+  }
+}
+
+// A K-major operand of wgmma through its matrix descriptor (PTX ISA, "Matrix Descriptor Format": bits 0-13 start
+// address >> 4, 16-29 leading dimension byte offset >> 4, 32-45 stride dimension byte offset >> 4, 49-51 matrix base
+// offset, 62-63 swizzle mode: 0 none, 1 128-byte, 2 64-byte, 3 32-byte) and the "Shared Memory Matrix Layout" section:
+// the operand is made of core matrices of 8 rows x 16 bytes (8 bf16 along k); the stride byte offset (SBO) is the
+// distance between core matrices adjacent in M / N (8-row groups). Without swizzling a core matrix's 8 rows are
+// contiguous (16 bytes apart) and the leading byte offset (LBO) is the distance between core matrices adjacent in K.
+// With a T-byte swizzle (T = 32, 64, 128) the rows of an 8-row group are T bytes apart with their k values contiguous
+// (16 bf16 = 32 bytes, within one row for every T: the LBO is not used for a K-major swizzled operand), and the
+// 16-byte chunk of a byte address is XORed with its row within the swizzle pattern: address bits [4, 4 + log2(T/16))
+// ^= bits [7, 7 + log2(T/16)) — the 128-byte mode XORs bits 4-6 with bits 7-9 (repeating every 1024 bytes). The lane
+// requires the start address at row 0 of the pattern and base offset 0 (it does not emulate the base offset).
+// Element (row r, k) as a byte address.
+uint32_t operand_addr(const Block& b, const Fiber* f, uint64_t desc, int r, int k) {
+  const uint32_t start = static_cast<uint32_t>(desc & 0x3fffu) << 4;
+  const uint32_t lbo = static_cast<uint32_t>((desc >> 16) & 0x3fffu) << 4;
+  const uint32_t sbo = static_cast<uint32_t>((desc >> 32) & 0x3fffu) << 4;
+  const int base_off = static_cast<int>((desc >> 49) & 7u), mode = static_cast<int>(desc >> 62);
+  if (base_off != 0) fault_at(b, f, "wgmma: a matrix descriptor with a nonzero base offset (not emulated)");
+  if (mode == 0) return start + static_cast<uint32_t>(r / 8) * sbo + static_cast<uint32_t>(k / 8) * lbo +
+                        static_cast<uint32_t>(r % 8) * 16 + static_cast<uint32_t>(k % 8) * 2;
+  const uint32_t T = mode == 1 ? 128 : mode == 2 ? 64 : 32, mask = T / 16 - 1;
+  if ((start >> 7) & mask)
+    fault_at(b, f, "wgmma: a swizzled operand's start address is not at row 0 of its swizzle pattern (base offset "
+                   "not emulated)");
+  const uint32_t logical = start + static_cast<uint32_t>(r / 8) * sbo + static_cast<uint32_t>(r % 8) * T +
+                           static_cast<uint32_t>(k) * 2;
+  return logical ^ (((logical >> 7) & mask) << 4);
+}
+
+float bf16_at(const Block& b, const Fiber* f, uint32_t addr, std::vector<std::pair<uint32_t, uint16_t>>& reads) {
+  if (addr % 2 != 0 || static_cast<size_t>(addr) + 2 > b.smem.size())
+    fault_at(b, f, "wgmma: a descriptor addresses bytes outside the block's dynamic shared memory");
+  uint16_t h;
+  std::memcpy(&h, b.smem.data() + addr, 2);
+  reads.emplace_back(addr, h);
+  const uint32_t u = static_cast<uint32_t>(h) << 16;
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// Completes the warpgroup's oldest committed group: checks that the shared memory it read is unchanged (the ISA
+// forbids modifying it before the wait_group that completes the operation), then writes every thread's accumulators:
+// D-fragment layout of m64nNk16 (PTX ISA, "Matrix Fragments for wgmma.mma_async.m64nNk16", register fragment D): the
+// thread of warp w (of the warpgroup), lane l (groupID g = l / 4, t = l % 4) holds, for each 8-column chunk j,
+// d[4 j + 0], d[4 j + 1] = D(16 w + g, 8 j + 2 t + {0, 1}) and d[4 j + 2], d[4 j + 3] = D(16 w + g + 8, 8 j + 2 t +
+// {0, 1}). Exact products summed in double and rounded once (as for mma.sync).
+void complete_group(Block& b, WarpGroup& w) {
+  for (WgmmaOp& op : w.groups.front()) {
+    for (const auto& rd : op.reads) {
+      uint16_t h;
+      std::memcpy(&h, b.smem.data() + rd.first, 2);
+      if (h != rd.second)
+        fault_at(b, nullptr, "wgmma: shared memory read by a wgmma.mma_async was modified before the "
+                             "wgmma.wait_group that completes it");
+    }
+    for (int t = 0; t < 128; ++t) {
+      float* d = op.d[t];
+      const int wq = t / 32, g = (t % 32) / 4, tq = t % 4;
+      for (int j = 0; j < op.n / 8; ++j)
+        for (int e = 0; e < 4; ++e) {
+          const int r = 16 * wq + g + (e >= 2 ? 8 : 0), c = 8 * j + 2 * tq + (e & 1);
+          double acc = op.scale_d ? static_cast<double>(d[4 * j + e]) : 0.0;
+          for (int k = 0; k < 16; ++k)
+            acc += static_cast<double>(op.a[static_cast<size_t>(r * 16 + k)]) *
+                   static_cast<double>(op.b[static_cast<size_t>(c * 16 + k)]);
+          d[4 * j + e] = static_cast<float>(acc);
+        }
+    }
+  }
+  w.groups.pop_front();
+}
+
+}  // namespace
+
+void wgmma_fence() { current_block().cur->wgmma_fenced = true; }
+
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16 d, desc-a, desc-b, scale-d, 1, 1, 0, 0 (both operands K-major
+// in shared memory): a warpgroup collective; the operands are read when the last thread arrives (the issue), the
+// accumulators written when a wgmma.wait_group completes the operation's group (so a read of d before it sees the old
+// values). A thread that issues it without a wgmma.fence since its last wait_group (or its start) is a fault.
+void wgmma_bf16(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool scale_d) {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  if (n % 8 != 0 || n < 8 || n > 256) fault_at(b, &f, "wgmma: N must be a multiple of 8 in [8, 256]");
+  if (!f.wgmma_fenced)
+    fault_at(b, &f, "wgmma.mma_async without a wgmma.fence since the accumulator registers were last accessed (the "
+                    "ISA requires one before the first wgmma.mma_async and after other accesses)");
+  const uint64_t key[3] = {desc_a, desc_b, static_cast<uint64_t>(n) | (scale_d ? 1u << 16 : 0u)};
+  warpgroup_collective("wgmma.mma_async.m64nNk16.f32.bf16.bf16", key, d, [&](WarpGroup& w) {
+    WgmmaOp op;
+    op.n = n;
+    op.scale_d = scale_d;
+    op.a.resize(64 * 16);
+    op.b.resize(static_cast<size_t>(n) * 16);
+    for (int r = 0; r < 64; ++r)
+      for (int k = 0; k < 16; ++k)
+        op.a[static_cast<size_t>(r * 16 + k)] = bf16_at(b, &f, operand_addr(b, &f, desc_a, r, k), op.reads);
+    for (int c = 0; c < n; ++c)
+      for (int k = 0; k < 16; ++k)
+        op.b[static_cast<size_t>(c * 16 + k)] = bf16_at(b, &f, operand_addr(b, &f, desc_b, c, k), op.reads);
+    for (int t = 0; t < 128; ++t) op.d[t] = static_cast<float*>(w.slot[t]);
+    w.open.push_back(std::move(op));
+  });
+}
+
+// wgmma.commit_group.sync.aligned: the warpgroup's uncommitted wgmma operations become one group (possibly empty).
+void wgmma_commit() {
+  const uint64_t key[3] = {0, 0, 0};
+  warpgroup_collective("wgmma.commit_group", key, nullptr, [](WarpGroup& w) {
+    w.groups.push_back(std::move(w.open));
+    w.open.clear();
+  });
+}
+
+// wgmma.wait_group.sync.aligned N: waits until at most N of the most recent groups are pending; the completed groups'
+// accumulators are written (in issue order) when the last thread of the warpgroup arrives.
+void wgmma_wait(int pending) {
+  Block& b = current_block();
+  const uint64_t key[3] = {static_cast<uint64_t>(pending), 0, 0};
+  warpgroup_collective("wgmma.wait_group", key, nullptr, [&](WarpGroup& w) {
+    while (static_cast<int>(w.groups.size()) > pending) complete_group(b, w);
+  });
+  b.cur->wgmma_fenced = false;
+}
+
 // cvt.rna.tf32.f32: round to the nearest tf32 (10 mantissa bits), ties away from zero; NaN and Inf are kept.
 uint32_t cvt_rna_tf32(float x) {
   uint32_t u;
@@ -842,6 +1066,8 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int dev) {
     case cudaDevAttrMaxAccessPolicyWindowSize: *v = sfemu::kMaxWindow; break;
     case cudaDevAttrMemoryPoolsSupported: *v = 1; break;
     case cudaDevAttrCooperativeLaunch: *v = 1; break;
+    case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
     default: return ret(cudaErrorInvalidValue);
   }
   return cudaSuccess;

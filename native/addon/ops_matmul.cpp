@@ -162,7 +162,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
         std::move(keep), [d](ThreadPool& pool) { cpu::matmul(pool, d); },
         SF_CUDA([d, prec_i, impl, a, b, a16, b16](cuda::Stream s) {
           // in stream order: is each twin still a copy of its operand's current values? (else converted from fp32)
-          const bool bf = prec_i == 2 && impl == cuda::GemmImpl::Pipelined;
+          const bool bf = prec_i == 2 && impl != cuda::GemmImpl::Legacy;
           const uint16_t* pa = bf && a16 && current_twin(a, *a16) ? a16->data<uint16_t>() : nullptr;
           const uint16_t* pb = bf && b16 && current_twin(b, *b16) ? b16->data<uint16_t>() : nullptr;
           cuda::matmul(s, d, static_cast<cuda::Precision>(prec_i), impl, pa, pb);

@@ -266,7 +266,11 @@ void bench_copy(Bench& b) {
 }
 
 // ---- GEMM -------------------------------------------------------------------------------------------------------
-void gemm_row(Bench& b, int64_t M, int64_t N, int64_t K, bool ta, bool tb, Precision p, const std::string& what) {
+// impl: the bf16 implementation (GemmImpl::Wgmma: the Hopper kernel, a row of its own keyed "... wgmma", with the
+// pipelined kernel's time `ref_ms` of the same product as its reference). Returns the time in ms.
+double gemm_row(Bench& b, int64_t M, int64_t N, int64_t K, bool ta, bool tb, Precision p, const std::string& what,
+                kc::GemmImpl impl = kc::GemmImpl::Pipelined, double ref_ms = 0.0) {
+  const bool wg = impl == kc::GemmImpl::Wgmma;
   const std::string tr = std::string(ta ? "T" : "N") + (tb ? "T" : "N");
   const std::string shape = std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K);
   const double set_bytes = 4.0 * static_cast<double>(M * K + K * N + M * N);
@@ -292,11 +296,16 @@ void gemm_row(Bench& b, int64_t M, int64_t N, int64_t K, bool ta, bool tb, Preci
     d.c = C[static_cast<size_t>(i % nsets)].as();
     return d;
   };
-  double ms = time_ms(b, [&](int i) { kc::matmul(b.s, desc(i), p); });
+  double ms = time_ms(b, [&](int i) { kc::matmul(b.s, desc(i), p, impl); });
   Row r;
   r.group = "gemm";
-  r.key = std::string("gemm ") + prec_name(p) + " " + tr + " " + shape;
-  r.name = "gemm " + tr + (what.empty() ? "" : " (" + what + ")");
+  r.key = std::string("gemm ") + prec_name(p) + " " + tr + " " + shape + (wg ? " wgmma" : "");
+  r.name = "gemm " + tr + (what.empty() ? "" : " (" + what + ")") + (wg ? " wgmma" : "");
+  if (wg) {
+    r.ref = "pipelined bf16 kernel";
+    r.ref_ms = ref_ms;
+    r.ratio = ref_ms / ms;
+  }
   r.shape = shape;
   r.prec = prec_name(p);
   r.ms = ms;
@@ -309,11 +318,20 @@ void gemm_row(Bench& b, int64_t M, int64_t N, int64_t K, bool ta, bool tb, Preci
       break;
     }
   b.add(r);
+  return ms;
 }
 
 void bench_gemm(Bench& b) {
   if (!b.wanted("gemm")) return;
   for (Precision p : {Precision::BF16, Precision::TF32, Precision::F32}) gemm_row(b, 4096, 4096, 4096, false, false, p, "");
+  // SHAREDFORMER_GEMM=wgmma's kernel (sm_90a, lane-verified only, never the default) where it runs: the K-major (NT)
+  // products, each against the pipelined kernel on the same product
+  const bool wgmma = kc::gemm_wgmma_usable();
+  std::printf("  wgmma GEMM: %s\n", wgmma ? "runs here (rows 'wgmma')" : "not usable on this device");
+  if (wgmma) {
+    const double ref = gemm_row(b, 4096, 4096, 4096, false, true, Precision::BF16, "");
+    gemm_row(b, 4096, 4096, 4096, false, true, Precision::BF16, "", kc::GemmImpl::Wgmma, ref);
+  }
   // the three linear layers of a d=768 block at 8192 tokens: qkv/out projection (768 -> 768), fc1 (768 -> 3072),
   // fc2 (3072 -> 768); each as forward y = x W^T (NT), input gradient dx = dy W (NN), weight gradient dW = dy^T x (TN)
   struct Lin {
@@ -326,7 +344,9 @@ void bench_gemm(Bench& b) {
   if (b.quick) lins.resize(1);
   for (Precision p : precs)
     for (const Lin& l : lins) {
-      gemm_row(b, R, l.out, l.in, false, true, p, std::string(l.name) + " fwd");
+      const double fwd = gemm_row(b, R, l.out, l.in, false, true, p, std::string(l.name) + " fwd");
+      if (wgmma && p == Precision::BF16)
+        gemm_row(b, R, l.out, l.in, false, true, p, std::string(l.name) + " fwd", kc::GemmImpl::Wgmma, fwd);
       gemm_row(b, R, l.in, l.out, false, false, p, std::string(l.name) + " dx");
       gemm_row(b, l.out, l.in, R, true, false, p, std::string(l.name) + " dW");
     }

@@ -47,8 +47,17 @@ struct Case {
 // How the product is computed: cuda::matmul at a precision (BF16 with the pipelined or the legacy kernel), or
 // cuda::matmul_bf16 on operands rounded to bf16 on the host (misalign > 0: A and B start that many elements past a
 // 16-byte boundary, so that the kernel must load them without cp.async).
-enum class Mode { F32, TF32, BF16, BF16Legacy, BF16Operands };
-const Mode kAll[] = {Mode::F32, Mode::TF32, Mode::BF16, Mode::BF16Legacy, Mode::BF16Operands};
+// BF16Wgmma / BF16OperandsWgmma: the same with GemmImpl::Wgmma (the Hopper kernel for !trans_a, trans_b on a device of
+// compute capability 9.0, as the lane's; the pipelined kernel otherwise). The other transposes fall back to the
+// pipelined kernel, tested above, so the wgmma modes run them only where a case says so (fallback).
+enum class Mode { F32, TF32, BF16, BF16Legacy, BF16Operands, BF16Wgmma, BF16OperandsWgmma };
+const Mode kAll[] = {Mode::F32,          Mode::TF32,      Mode::BF16,
+                     Mode::BF16Legacy,   Mode::BF16Operands, Mode::BF16Wgmma,
+                     Mode::BF16OperandsWgmma};
+bool is_wgmma(Mode m) { return m == Mode::BF16Wgmma || m == Mode::BF16OperandsWgmma; }
+bool is_operands(Mode m) { return m == Mode::BF16Operands || m == Mode::BF16OperandsWgmma; }
+// Whether a case runs in this mode: the wgmma modes take the K-major case (the kernel's), or any with fallback.
+bool wanted(Mode m, bool ta, bool tb, bool fallback = false) { return !is_wgmma(m) || (!ta && tb) || fallback; }
 
 cuda::Precision prec_of(Mode m) {
   return m == Mode::F32 ? cuda::Precision::F32 : (m == Mode::TF32 ? cuda::Precision::TF32 : cuda::Precision::BF16);
@@ -59,6 +68,8 @@ const char* mode_name(Mode m) {
     case Mode::TF32: return "tf32";
     case Mode::BF16: return "bf16";
     case Mode::BF16Legacy: return "bf16-legacy";
+    case Mode::BF16Wgmma: return "bf16-wgmma";
+    case Mode::BF16OperandsWgmma: return "bf16-operands-wgmma";
     default: return "bf16-operands";
   }
 }
@@ -116,11 +127,14 @@ void run_case(const Case& c, Mode mode, std::mt19937& rng, Context& ctx, const s
   d.a = dA.get(), d.b = dB.get(), d.c = dC.get();
   d.bias = c.bias ? dbias.get() : nullptr;
   d.preact = c.preact ? dP.get() : nullptr;
-  if (mode == Mode::BF16Operands) {
+  const cuda::GemmImpl impl = mode == Mode::BF16Legacy ? cuda::GemmImpl::Legacy
+                              : is_wgmma(mode)           ? cuda::GemmImpl::Wgmma
+                                                         : cuda::GemmImpl::Pipelined;
+  if (is_operands(mode)) {
     d.a = nullptr, d.b = nullptr;  // not read
-    cuda::matmul_bf16(st.get(), d, dA16.get() + misalign, dB16.get() + misalign);
+    cuda::matmul_bf16(st.get(), d, dA16.get() + misalign, dB16.get() + misalign, impl);
   } else {
-    cuda::matmul(st.get(), d, p, mode == Mode::BF16Legacy ? cuda::GemmImpl::Legacy : cuda::GemmImpl::Pipelined);
+    cuda::matmul(st.get(), d, p, impl);
   }
   st.sync();
   std::vector<float> Cg = dC.download(), Pg = dP.download();
@@ -176,7 +190,9 @@ TEST(gemm_odd_sizes_all_transposes) {
   const int64_t shapes[][3] = {{77, 129, 65}, {1, 1, 1}, {128, 128, 32}, {300, 257, 515}, {5, 300, 17}, {129, 3, 200}};
   for (Mode p : kAll)
     for (const auto& s : shapes)
-      for (int t = 0; t < 4; ++t) run_case(Case{1, s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0}, p, rng, ctx, st);
+      for (int t = 0; t < 4; ++t)
+        if (wanted(p, (t & 1) != 0, (t & 2) != 0, s[0] == 1))  // 1 x 1 x 1: the wgmma modes' fallback too
+          run_case(Case{1, s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0}, p, rng, ctx, st);
 }
 
 TEST(gemm_batch_broadcast_and_strides) {
@@ -186,6 +202,7 @@ TEST(gemm_batch_broadcast_and_strides) {
   for (Mode p : kAll)
     for (int t = 0; t < 4; ++t) {
       const bool ta = (t & 1) != 0, tb = (t & 2) != 0;
+      if (!wanted(p, ta, tb)) continue;
       Case c{3, 77, 129, 65, ta, tb};
       c.b_mode = 1;  // a weight shared by the batch
       c.a_mode = 2;
@@ -203,6 +220,7 @@ TEST(gemm_alpha_beta_accumulate) {
   std::mt19937 rng(3);
   for (Mode p : kAll)
     for (int t = 0; t < 4; ++t) {
+      if (!wanted(p, (t & 1) != 0, (t & 2) != 0)) continue;
       Case c{2, 100, 70, 130, (t & 1) != 0, (t & 2) != 0};
       c.beta = 1.0f;  // gradient accumulation
       run_case(c, p, rng, ctx, st);
@@ -221,6 +239,7 @@ TEST(gemm_bias_gelu_preact) {
   std::mt19937 rng(4);
   for (Mode p : kAll)
     for (int t = 0; t < 4; ++t) {
+      if (!wanted(p, (t & 1) != 0, (t & 2) != 0)) continue;
       Case c{2, 77, 129, 65, (t & 1) != 0, (t & 2) != 0};
       c.bias = true;
       run_case(c, p, rng, ctx, st);
@@ -239,7 +258,7 @@ TEST(gemm_k_zero) {
   sfcuda::TestStream st;
   std::mt19937 rng(5);
   for (Mode p : kAll) {
-    Case c{2, 33, 7, 0, false, false};
+    Case c{2, 33, 7, 0, false, is_wgmma(p)};
     c.beta = 0.5f;
     c.bias = true;
     run_case(c, p, rng, ctx, st);
@@ -285,12 +304,13 @@ TEST(gemm_bf16_pipeline_edges) {
   std::mt19937 rng(8);
   const int64_t shapes[][3] = {{136, 264, 72}, {128, 128, 96}, {64, 200, 160}, {8, 8, 8},
                                {40, 48, 288},  {16, 24, 128},  {257, 9, 33}};
-  for (Mode p : {Mode::BF16, Mode::BF16Operands})
+  for (Mode p : {Mode::BF16, Mode::BF16Operands, Mode::BF16Wgmma, Mode::BF16OperandsWgmma})
     for (const auto& s : shapes)
       for (int t = 0; t < 4; ++t) {
+        if (!wanted(p, (t & 1) != 0, (t & 2) != 0)) continue;
         Case c{1, s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0};
         run_case(c, p, rng, ctx, st);
-        if (p == Mode::BF16Operands && (s[0] % 8 == 0)) {
+        if (is_operands(p) && (s[0] % 8 == 0)) {
           c.batch = 2;
           c.alpha = 0.5f;
           c.bias = true;
@@ -303,6 +323,18 @@ TEST(gemm_bf16_pipeline_edges) {
   c.a_mode = 1;
   c.b_mode = 2;
   run_case(c, Mode::BF16Operands, rng, ctx, st);
+  run_case(c, Mode::BF16OperandsWgmma, rng, ctx, st);
+}
+
+// GemmImpl::Wgmma must really run the wgmma kernel on a device of compute capability 9.0 (the lane's, an H100/H200):
+// the build holds its sm_90a image. Elsewhere it falls back (the cases above then test the pipelined kernel).
+TEST(gemm_wgmma_runs_on_compute_capability_9_0) {
+  const CudaInfo info = cuda_probe();
+  CHECK(!info.devices.empty());
+  const bool hopper = info.devices[0].major == 9 && info.devices[0].minor == 0;
+  std::printf("  device %d.%d: the wgmma kernel %s\n", info.devices[0].major, info.devices[0].minor,
+              cuda::gemm_wgmma_usable() ? "runs" : "is not used (pipelined fallback)");
+  if (hopper) CHECK(cuda::gemm_wgmma_usable());
 }
 
 // cuda::matmul at BF16 with one operand (or both) given already in bf16 (a16 / b16: a current window of the bf16

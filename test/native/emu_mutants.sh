@@ -181,5 +181,33 @@ mutant missing-barrier-attention-dkv attention.cu cuda_attention_test reverse \
 '    __syncthreads();  // everyone'"'"'s have (and its stats, K, V are staged); every warp is done with query tile t - 1' \
 '    // (barrier removed)'
 
+# 22. wrong swizzle mode in the wgmma descriptors (Hopper kernel): the A operand described as 64-byte swizzled while
+#     the tiles are stored with the 128-byte pattern
+mutant wgmma-descriptor-swizzle-mode gemm_sm90.cu cuda_gemm_test forward \
+'        wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, kSwizzle128B),' \
+'        wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, 2),'
+
+# 23. wgmma.wait_group off by one (Hopper kernel): each k tile's group is left pending, so the last one is never
+#     waited for before the epilogue reads the accumulators
+mutant wgmma-wait-group-off-by-one gemm_sm90.cu cuda_gemm_test forward \
+'      wgmma_wait<0>();' \
+'      wgmma_wait<1>();'
+
+# 24. wrong stride byte offset in the B descriptor (Hopper kernel): 512 for the 1024 bytes between 8-row groups
+mutant wgmma-descriptor-stride-offset gemm_sm90.cu cuda_gemm_test forward \
+'                              wgmma_desc(b_addr + 32 * ks, 16, 1024, kSwizzle128B), 1);' \
+'                              wgmma_desc(b_addr + 32 * ks, 16, 512, kSwizzle128B), 1);'
+
+# 25. tiles stored unswizzled (Hopper kernel): the cp.async writes ignore the 128-byte swizzle the descriptors declare
+mutant wgmma-store-unswizzled gemm_sm90.cu cuda_gemm_test forward \
+'    uint4* dst = tile + row * 8 + (chunk ^ (row & 7));' \
+'    uint4* dst = tile + row * 8 + chunk;'
+
+# 26. missing barrier before the wgmma (Hopper kernel): a warpgroup multiplies a k tile whose other half (the other
+#     warpgroup's copies) has not landed, and refills a stage the other warpgroup may still read
+mutant wgmma-missing-barrier gemm_sm90.cu cuda_gemm_test forward \
+'      __syncthreads();                // everyone'"'"'s, and both warpgroups are done with k tile kt - 1 (refilled below)' \
+'      // (barrier removed)'
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

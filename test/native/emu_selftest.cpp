@@ -1,12 +1,16 @@
 // emu_selftest.cpp — the CPU lane's own semantics (cuda/emu), checked against independent expectations: warp
 // shuffles, votes and barrier reductions; mma.sync m16n8k8 tf32 and m16n8k16 bf16 from fragments placed by this test
-// per the PTX ISA tables against a naive product; cooperative launches and grid syncs; CUDA's launch refusals; and the
-// faults the lane must report (a deadlock, divergent warp collectives, a lane that exits before a collective naming
-// it, grid.sync outside a cooperative launch), each run in a child process that must abort with sfemu's message.
+// per the PTX ISA tables against a naive product; wgmma m64n128k16 (a warpgroup collective) from operands laid out
+// in shared memory per the ISA's descriptor and swizzle layouts; cooperative launches and grid syncs; CUDA's launch
+// refusals; and the faults the lane must report (a deadlock, divergent warp collectives, a lane that exits before a
+// collective naming it, grid.sync outside a cooperative launch, a warpgroup whose warp exits before a wgmma, a wgmma
+// without wgmma.fence, without wait_group, or whose shared memory is overwritten before its wait), each run in a child
+// process that must abort with sfemu's message.
 // Built only in the CPU lane (SF_CUDA_EMU).
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -15,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "../../cuda/cuda_common.cuh"
+#include "../../cuda/hopper.cuh"
 #include "check.h"
 
 using namespace sf::cuda;
@@ -100,6 +104,147 @@ TEST(mma_fragments_follow_the_ptx_layouts) {
     cudaFree(dB);
     cudaFree(dC);
   }
+}
+
+// ---- wgmma (Hopper): a warpgroup of 128 threads, operands in shared memory through matrix descriptors -------------
+// The test lays the operands out itself, from the PTX ISA's "Shared Memory Matrix Layout" (core matrices of 8 rows x
+// 16 bytes; a K-major operand's row r, element k): no swizzle: (r / 8) SBO + (k / 8) LBO + (r % 8) 16 + (k % 8) 2;
+// a T-byte swizzle (T = 128, 64, 32): row r at (r / 8) SBO + (r % 8) T, its 16-byte chunk c = k / 8 (+ 2 per k16
+// step) moved to c ^ ((r % 8) >> (log2(128 / T))) — the address bits [4, ..) XORed with bits [7, ..). The kernel
+// copies the image into shared memory as bytes and issues the wgmma; D comes back per the m64nNk16 D fragment.
+struct WgLayout {
+  int mode;       // descriptor swizzle field: 0 none, 1 128B, 2 64B, 3 32B
+  uint32_t lbo, sbo;
+};
+size_t wg_byte(const WgLayout& L, int r, int k) {  // k < 16 per k16 step; 128B: k < 64 (4 steps along one row)
+  if (L.mode == 0) return (r / 8) * L.sbo + (k / 8) * L.lbo + (r % 8) * 16 + (k % 8) * 2;
+  const int T = L.mode == 1 ? 128 : L.mode == 2 ? 64 : 32, shift = L.mode == 1 ? 0 : L.mode == 2 ? 1 : 2;
+  const int c = k / 8, phase = (r % 8) >> shift;
+  return (r / 8) * L.sbo + (r % 8) * T + ((c ^ phase) * 16) + (k % 8) * 2;
+}
+uint64_t wg_desc(uint32_t addr, const WgLayout& L) {  // "Matrix Descriptor Format", encoded by hand
+  return ((addr & 0x3ffffu) >> 4) | (static_cast<uint64_t>(L.lbo >> 4) << 16) |
+         (static_cast<uint64_t>(L.sbo >> 4) << 32) | (static_cast<uint64_t>(L.mode) << 62);
+}
+uint16_t bf16_of(float x) {  // exact for the small values used here
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// D = sum over `steps` k16 steps of A_s B_s; A at shared offset 0, B at b_off; the descriptors' start advanced by
+// `adv` bytes per step. out[t * 64 + i] = thread t's d[i]; before[t] = its d[0] read right after the issue (before
+// the wait: the old value in the lane). flags: 1 no wgmma.fence, 2 no wait_group, 4 shared memory written before the
+// wait, 8 warp 3 exits first.
+__global__ void wgmma_kernel(const unsigned char* image, int bytes, uint32_t b_off, uint64_t da, uint64_t db,
+                             int steps, uint32_t adv, float* out, float* before, int flags) {
+  SF_DYNAMIC_SMEM(raw);
+  if ((flags & 8) && threadIdx.x >= 96) return;
+  for (int i = threadIdx.x; i < bytes; i += blockDim.x) raw[i] = image[i];
+  __syncthreads();
+  float d[64];
+  for (float& x : d) x = 0.0f;
+  if (!(flags & 1)) wgmma_fence();
+  for (int s = 0; s < steps; ++s) wgmma_m64n128k16_bf16(d, da + (adv * s >> 4), db + (adv * s >> 4), 1);
+  wgmma_commit();
+  before[threadIdx.x] = d[0];
+  if (flags & 4) {
+    __syncthreads();
+    if (threadIdx.x == 0) raw[b_off] ^= 0x40;
+  }
+  if (!(flags & 2)) wgmma_wait<0>();
+  for (int i = 0; i < 64; ++i) out[threadIdx.x * 64 + i] = d[i];
+}
+
+struct WgRun {
+  std::vector<float> A, B;  // A[r][k] (64 x K), B[n][k] (128 x K): exact small values
+  std::vector<unsigned char> image;
+  uint32_t b_off;
+  int K;
+};
+WgRun wg_setup(const WgLayout& L, int K, std::mt19937& rng) {
+  std::uniform_int_distribution<int> small(-8, 8);
+  WgRun w;
+  w.K = K;
+  w.A.resize(64 * K), w.B.resize(128 * K);
+  for (float& x : w.A) x = static_cast<float>(small(rng)) * 0.5f;
+  for (float& x : w.B) x = static_cast<float>(small(rng)) * 0.25f;
+  size_t a_end = 0;
+  for (int r = 0; r < 64; ++r)
+    for (int k = 0; k < K; ++k) a_end = std::max(a_end, wg_byte(L, r, k) + 2);
+  w.b_off = static_cast<uint32_t>((a_end + 1023) / 1024 * 1024);
+  size_t b_end = 0;
+  for (int n = 0; n < 128; ++n)
+    for (int k = 0; k < K; ++k) b_end = std::max(b_end, wg_byte(L, n, k) + 2);
+  w.image.assign(w.b_off + b_end, 0xff);  // NaN bytes wherever the layout puts nothing
+  auto put = [&](size_t at, float x) {
+    const uint16_t h = bf16_of(x);
+    std::memcpy(&w.image[at], &h, 2);
+  };
+  for (int r = 0; r < 64; ++r)
+    for (int k = 0; k < K; ++k) put(wg_byte(L, r, k), w.A[r * K + k]);
+  for (int n = 0; n < 128; ++n)
+    for (int k = 0; k < K; ++k) put(w.b_off + wg_byte(L, n, k), w.B[n * K + k]);
+  return w;
+}
+void wg_launch(const WgRun& w, const WgLayout& L, int steps, uint32_t adv, std::vector<float>& out,
+               std::vector<float>& before, int flags = 0) {
+  unsigned char* dimg;
+  float *dout, *dbefore;
+  cudaMalloc(&dimg, w.image.size());
+  cudaMalloc(&dout, 128 * 64 * 4);
+  cudaMalloc(&dbefore, 128 * 4);
+  cudaMemcpy(dimg, w.image.data(), w.image.size(), cudaMemcpyHostToDevice);
+  CHECK(cudaFuncSetAttribute(wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024) == cudaSuccess);
+  SF_LAUNCH(wgmma_kernel, (1, 128, w.image.size(), nullptr), dimg, static_cast<int>(w.image.size()), w.b_off,
+            wg_desc(0, L), wg_desc(w.b_off, L), steps, adv, dout, dbefore, flags);
+  out.assign(128 * 64, NAN);
+  before.assign(128, NAN);
+  cudaMemcpy(out.data(), dout, out.size() * 4, cudaMemcpyDeviceToHost);
+  cudaMemcpy(before.data(), dbefore, before.size() * 4, cudaMemcpyDeviceToHost);
+  cudaFree(dimg);
+  cudaFree(dout);
+  cudaFree(dbefore);
+}
+
+TEST(wgmma_reads_descriptors_and_swizzles_per_the_ptx_layouts) {
+  std::mt19937 rng(11);
+  // {layout, K, steps, advance}: 128B with 64 k per row (4 k16 steps, start +32 bytes each, as gemm_sm90.cu), one
+  // k16 step in each other mode, and two core-matrix arrangements without swizzle (K-adjacent first, or M-adjacent)
+  struct Case {
+    WgLayout L;
+    int K, steps;
+    uint32_t adv;
+  };
+  const Case cases[] = {{{1, 16, 1024}, 64, 4, 32}, {{1, 16, 1024}, 16, 1, 0}, {{2, 16, 512}, 16, 1, 0},
+                        {{3, 16, 256}, 16, 1, 0},   {{0, 128, 256}, 16, 1, 0}, {{0, 2048, 128}, 16, 1, 0}};
+  for (const Case& c : cases) {
+    WgRun w = wg_setup(c.L, c.K, rng);
+    std::vector<float> out, before;
+    wg_launch(w, c.L, c.steps, c.adv, out, before);
+    int bad = 0;
+    for (int t = 0; t < 128; ++t) {
+      CHECK_EQ(before[t], 0.0f);  // the accumulators before the wait: not yet written
+      const int wq = t / 32, g = (t % 32) / 4, tq = t % 4;
+      for (int j = 0; j < 16; ++j)
+        for (int e = 0; e < 4; ++e) {
+          const int r = 16 * wq + g + (e >= 2 ? 8 : 0), n = 8 * j + 2 * tq + (e & 1);
+          double ref = 0;
+          for (int k = 0; k < c.K; ++k) ref += static_cast<double>(w.A[r * c.K + k]) * w.B[n * c.K + k];
+          if (static_cast<double>(out[t * 64 + 4 * j + e]) != ref) ++bad;
+        }
+    }
+    std::printf("  swizzle mode %d, LBO %u, SBO %u, K %d: %d wrong\n", c.L.mode, c.L.lbo, c.L.sbo, c.K, bad);
+    CHECK_EQ(bad, 0);
+  }
+  // the same 128B image read as 64B-swizzled, or with the wrong SBO, gives other values (what the mutants rely on)
+  WgRun w = wg_setup({1, 16, 1024}, 16, rng);
+  std::vector<float> good, other, before;
+  wg_launch(w, {1, 16, 1024}, 1, 0, good, before);
+  wg_launch(w, {2, 16, 1024}, 1, 0, other, before);
+  CHECK(good != other);
+  wg_launch(w, {1, 16, 512}, 1, 0, other, before);
+  CHECK(good != other);
 }
 
 // Each block writes its index, the grid syncs, then every block reads all the others' (and twice more, reversed).
@@ -208,6 +353,18 @@ TEST(the_lane_reports_faults_a_gpu_would_hang_or_misbehave_on) {
   CHECK(faults_with([&] { SF_LAUNCH(divergent_kernel, (1, 32, 0, nullptr), d); }, "divergent warp collectives"));
   CHECK(faults_with([&] { SF_LAUNCH(exited_kernel, (1, 32, 0, nullptr), d); }, "exited"));
   CHECK(faults_with([&] { SF_LAUNCH(sync_outside_kernel, (2, 32, 0, nullptr)); }, "cudaLaunchCooperativeKernel"));
+  // wgmma: a warp of the warpgroup that never arrives, no wgmma.fence, no wait_group, shared memory overwritten before
+  // the wait
+  {
+    std::mt19937 rng(12);
+    const WgLayout L{1, 16, 1024};
+    WgRun w = wg_setup(L, 16, rng);
+    std::vector<float> out, before;
+    CHECK(faults_with([&] { wg_launch(w, L, 1, 0, out, before, 8); }, "warpgroup"));
+    CHECK(faults_with([&] { wg_launch(w, L, 1, 0, out, before, 1); }, "wgmma.fence"));
+    CHECK(faults_with([&] { wg_launch(w, L, 1, 0, out, before, 2); }, "wgmma.wait_group"));
+    CHECK(faults_with([&] { wg_launch(w, L, 1, 0, out, before, 4); }, "modified before"));
+  }
   cudaFree(d);
 }
 

@@ -1,0 +1,44 @@
+// gemm_bf16.cuh — what the bf16 GEMM kernels of gemm.cu (the pipelined kernel) and gemm_sm90.cu (the Hopper wgmma
+// kernel, compiled for sm_90a only, in its own translation unit) share: their arguments, the epilogue of one output
+// element, and the entry point of the Hopper kernel.
+#pragma once
+#include "cuda_common.cuh"
+
+namespace sf::cuda::gemm_detail {
+
+struct Gemm16Args {
+  int64_t batch, M, N, K;
+  bool gelu;
+  const uint16_t* a;  // op(A) as a row panel (m, k): a[m * lda + k] when k-contiguous, else a[k * lda + m]
+  int64_t lda, sa;
+  const uint16_t* b;  // op(B)^T as a row panel (n, k), likewise with ldb
+  int64_t ldb, sb;
+  bool a_vec, b_vec;  // cp.async16 allowed: the base address, ld and batch stride are all multiples of 16 bytes
+  float* c;
+  int64_t sc;
+  float alpha, beta;
+  const float* bias;
+  float* preact;
+};
+
+// One output element: the CPU epilogue's order (cpu/matmul.cpp finish_scalar, then the activation pass).
+template <typename G>  // GemmArgs or Gemm16Args
+__device__ __forceinline__ void finish(const G& g, float* C, float* P, int64_t m, int64_t n, float acc) {
+  if (m >= g.M || n >= g.N) return;
+  const int64_t idx = m * g.N + n;
+  float x = acc * g.alpha;
+  if (g.beta != 0.0f) x += g.beta * C[idx];
+  if (g.bias) x += g.bias[n];
+  if (g.gelu) {
+    if (P) P[idx] = x;
+    x = gelu_tanh(x);
+  }
+  C[idx] = x;
+}
+
+// The Hopper kernel (gemm_sm90.cu) on K-major operands (op(A) and op(B)^T k-contiguous: !trans_a, trans_b), on a
+// device of compute capability 9.0: launches it and returns true; false (nothing launched) when it cannot run here
+// (another device, or no sm_90a image in this build), for the caller to run the pipelined kernel instead.
+bool launch_wgmma(Stream s, const Gemm16Args& g, dim3 grid);
+
+}  // namespace sf::cuda::gemm_detail

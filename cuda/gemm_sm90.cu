@@ -1,0 +1,176 @@
+// gemm_sm90.cu — the Hopper bf16 GEMM (issue 14): wgmma.mma_async with both operands in shared memory through matrix
+// descriptors (128-byte swizzle), fp32 accumulators; compiled for sm_90a only (its own translation unit; CMakeLists.txt
+// builds it with CUDA architecture 90a-real), selected at run time by SHAREDFORMER_GEMM=wgmma on a device of compute
+// capability 9.0, never by default (docs/gpu.md, "The Hopper path"). Same operands as gemm_bf16_kernel (bf16 in
+// global memory) and the same epilogue (gemm_bf16.cuh, finish); it takes the K-major case only — op(A) and op(B)^T
+// k-contiguous (!trans_a, trans_b: y = x W^T) — and the caller runs the pipelined kernel for the other three.
+//
+//  * 128 x 128 block tile, 256 threads = 2 warpgroups, each owning 64 rows x 128 columns: wgmma m64n128k16, 64 fp32
+//    accumulators per thread. 64 k per stage (128 bytes of bf16 per tile row: one 128-byte swizzle row), 4 stages of
+//    cp.async 16-byte copies (staging by TMA is left for later): 3 k tiles in flight while one is multiplied.
+//  * Shared memory per stage: the A tile (128 rows x 128 bytes) then the B tile (same), 16 KiB each, in the layout the
+//    descriptors describe: row r at r * 128 bytes, its 16-byte chunk c at slot c ^ (r % 8) (the 128-byte swizzle of a
+//    1024-byte-aligned tile, PTX ISA "Shared Memory Matrix Layout"); stride byte offset 1024 (8-row groups), leading
+//    byte offset unused (16 given). 4 stages = 128 KiB + 1 KiB to align the stages to 1024 bytes: 129 KiB dynamic.
+//  * Per k tile: cp.async.wait_group, fence.proxy.async (the copies visible to the async proxy), __syncthreads, the
+//    next tile's copies issued, then wgmma.fence, 4 wgmma (descriptor start advanced 32 bytes per k16 step),
+//    wgmma.commit_group and wgmma.wait_group 0 (the stage is refilled after the next barrier).
+//  * Epilogue through shared memory as in gemm_bf16_kernel: the accumulators to a 128 x 128 fp32 tile over the
+//    stages, then each thread finishes consecutive elements (alpha, beta C — not read when beta = 0 —, bias, GELU
+//    with preact). Edges: chunks cut by M, N or K use the src-size form (zero-filled); an operand that is not 16-byte
+//    aligned is loaded with scalar loads; K = 0 runs the epilogue alone.
+#include <atomic>
+
+#include "gemm_bf16.cuh"
+#include "hopper.cuh"
+
+namespace sf::cuda {
+
+using gemm_detail::Gemm16Args;
+
+namespace {
+
+constexpr int kHB = 128;                                     // block tile, rows and columns
+constexpr int kHK = 64;                                      // k per stage (128 bytes per tile row)
+constexpr int kHStages = 4;                                  // pipeline depth
+constexpr int kHThreads = 256;                               // two warpgroups
+constexpr int kHTile = kHB * kHK / 8;                        // 16-byte chunks in one operand's tile (1024)
+constexpr int kHStageBytes = 2 * kHTile * 16;                // 32 KiB
+constexpr int kHSmemBytes = kHStages * kHStageBytes + 1024;  // + alignment of the stages to 1024 bytes
+static_assert(kHStages * kHStageBytes >= kHB * kHB * 4, "the epilogue's C tile reuses the stages");
+
+// One operand's tile loads for one stage: 128 rows (panel rows r0 ..) x 8 chunks (k0 + 8 c ..), four chunks per
+// thread (chunk column t % 8, rows t / 8 + 32 i); row r's chunk c goes to slot r * 8 + (c ^ (r % 8)).
+__device__ __forceinline__ void load_tile_sm90(uint4* tile, const uint16_t* X, int64_t base, int64_t ld, bool vec,
+                                               int64_t R, int64_t K, int64_t r0, int64_t k0) {
+  const int t = static_cast<int>(threadIdx.x), chunk = t % 8;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int row = t / 8 + 32 * i;
+    int64_t n = K - k0 - chunk * 8;
+    n = r0 + row < R ? (n < 0 ? 0 : (n > 8 ? 8 : n)) : 0;
+    const int valid = static_cast<int>(n);
+    const uint16_t* src = valid > 0 ? X + base + (r0 + row) * ld + k0 + chunk * 8 : X;
+    uint4* dst = tile + row * 8 + (chunk ^ (row & 7));
+    if (vec) {
+      if (valid == 8)
+        cp_async16(dst, src);
+      else
+        cp_async16_zfill(dst, src, 2 * valid);
+    } else {
+      uint16_t h[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) h[e] = e < valid ? src[e] : uint16_t{0};
+      uint4 v;
+      memcpy(&v, h, sizeof v);
+      *dst = v;
+    }
+  }
+}
+
+__global__ void __launch_bounds__(kHThreads, 1) gemm_wgmma_kernel(Gemm16Args g) {
+#if SF_HOPPER_CODE
+  SF_DYNAMIC_SMEM(smem_raw);
+  // the stages start at the first 1024-byte boundary of the shared state space (the swizzle pattern's period)
+  const uint32_t pad = (1024u - (smem_addr(smem_raw) & 1023u)) & 1023u;
+  unsigned char* const base = smem_raw + pad;
+  uint4* const smem = reinterpret_cast<uint4*>(base);  // stage st: A tile at st * 2 * kHTile, then the B tile
+  const uint32_t base_addr = smem_addr(base);
+  const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32, wq = (tid % 128) / 32;
+  const int gq = lane / 4, tq = lane % 4;
+  const int64_t ntn = (g.N + kHB - 1) / kHB;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) / ntn * kHB, n0 = static_cast<int64_t>(blockIdx.x) % ntn * kHB;
+  const int64_t nk = (g.K + kHK - 1) / kHK;
+
+  for (int64_t bz = blockIdx.y; bz < g.batch; bz += gridDim.y) {
+    float acc[64];
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[i] = 0.0f;
+    auto load_stage = [&](int st, int64_t kt) {
+      uint4* t = smem + st * 2 * kHTile;
+      load_tile_sm90(t, g.a, bz * g.sa, g.lda, g.a_vec, g.M, g.K, m0, kt * kHK);
+      load_tile_sm90(t + kHTile, g.b, bz * g.sb, g.ldb, g.b_vec, g.N, g.K, n0, kt * kHK);
+    };
+#pragma unroll
+    for (int st = 0; st < kHStages - 1; ++st) {
+      if (st < nk) load_stage(st, st);
+      cp_async_commit();
+    }
+    for (int64_t kt = 0; kt < nk; ++kt) {
+      cp_async_wait<kHStages - 2>();  // this thread's copies of k tile kt have landed
+      fence_proxy_async();            // and are visible to wgmma's (async proxy) reads
+      __syncthreads();                // everyone's, and both warpgroups are done with k tile kt - 1 (refilled below)
+      const int64_t next = kt + kHStages - 1;
+      if (next < nk) load_stage(static_cast<int>(next % kHStages), next);
+      cp_async_commit();
+      const uint32_t a_addr = base_addr + static_cast<uint32_t>((kt % kHStages) * kHStageBytes + wg * 64 * 128);
+      const uint32_t b_addr = base_addr + static_cast<uint32_t>((kt % kHStages) * kHStageBytes + kHTile * 16);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < kHK / 16; ++ks)  // k16 step ks: 32 bytes further along every 128-byte row
+        wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, kSwizzle128B),
+                              wgmma_desc(b_addr + 32 * ks, 16, 1024, kSwizzle128B), 1);
+      wgmma_commit();
+      wgmma_wait<0>();
+    }
+    cp_async_wait<0>();
+    __syncthreads();  // both warpgroups are done with the stages: they now hold the fp32 C tile
+    float* const ct = reinterpret_cast<float*>(base);
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = wg * 64 + wq * 16 + gq + 8 * h, c = 8 * j + 2 * tq;
+        *reinterpret_cast<float2*>(&ct[r * kHB + (c ^ ((r & 7) << 3))]) =
+            make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+      }
+    __syncthreads();
+    float* C = g.c + bz * g.sc;
+    float* P = g.preact ? g.preact + bz * g.sc : nullptr;
+#pragma unroll 1
+    for (int e = tid; e < kHB * kHB; e += kHThreads) {
+      const int r = e / kHB, c = e % kHB;
+      gemm_detail::finish(g, C, P, m0 + r, n0 + c, ct[r * kHB + (c ^ ((r & 7) << 3))]);
+    }
+    __syncthreads();  // the C tile is read before the next batch entry's prologue refills the stages
+  }
+#else
+  (void)g;
+#endif
+}
+
+// Compute capability 9.0 and an sm_90a image of the kernel (cudaFuncGetAttributes fails without one), per device;
+// asked once per device (a fact of the device and the build) and kept in a process-wide table.
+bool usable_here() {
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+  static std::atomic<int> known[64] = {};  // 0: not asked yet, 1: usable, 2: not
+  if (known[dev].load() == 0) {
+    int major = 0, minor = 0;
+    bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+              cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
+              minor == 0;
+    if (ok) {
+      cudaFuncAttributes fa;
+      ok = cudaFuncGetAttributes(&fa, gemm_wgmma_kernel) == cudaSuccess;
+    }
+    if (!ok) (void)cudaGetLastError();  // a refusal above is an answer, not an error for the next launch check
+    known[dev].store(ok ? 1 : 2);
+  }
+  return known[dev].load() == 1;
+}
+
+}  // namespace
+
+bool gemm_wgmma_usable() { return usable_here(); }
+
+bool gemm_detail::launch_wgmma(Stream s, const Gemm16Args& g, dim3 grid) {
+  if (!usable_here()) return false;
+  check(cudaFuncSetAttribute(gemm_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kHSmemBytes),
+        "cudaFuncSetAttribute(gemm_wgmma_kernel)");
+  SF_LAUNCH(gemm_wgmma_kernel, (grid, kHThreads, kHSmemBytes, s), g);
+  check_launch("gemm_wgmma_kernel");
+  return true;
+}
+
+}  // namespace sf::cuda
