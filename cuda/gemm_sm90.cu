@@ -19,7 +19,6 @@
 //    stages, then each thread finishes consecutive elements (alpha, beta C — not read when beta = 0 —, bias, GELU
 //    with preact). Edges: chunks cut by M, N or K use the src-size form (zero-filled); an operand that is not 16-byte
 //    aligned is loaded with scalar loads; K = 0 runs the epilogue alone.
-#include <atomic>
 
 #include "gemm_bf16.cuh"
 #include "hopper.cuh"
@@ -139,25 +138,21 @@ __global__ void __launch_bounds__(kHThreads, 1) gemm_wgmma_kernel(Gemm16Args g) 
 #endif
 }
 
-// Compute capability 9.0 and an sm_90a image of the kernel (cudaFuncGetAttributes fails without one), per device;
-// asked once per device (a fact of the device and the build) and kept in a process-wide table.
+// Compute capability 9.0 and an sm_90a image of the kernel (cudaFuncGetAttributes fails without one), on the current
+// device. Asked on every call (two attribute queries and one function query, microseconds; only under the opt-in
+// switch) rather than cached: the library keeps no static mutable state.
 bool usable_here() {
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
-  static std::atomic<int> known[64] = {};  // 0: not asked yet, 1: usable, 2: not
-  if (known[dev].load() == 0) {
-    int major = 0, minor = 0;
-    bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
-              cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
-              minor == 0;
-    if (ok) {
-      cudaFuncAttributes fa;
-      ok = cudaFuncGetAttributes(&fa, gemm_wgmma_kernel) == cudaSuccess;
-    }
-    if (!ok) (void)cudaGetLastError();  // a refusal above is an answer, not an error for the next launch check
-    known[dev].store(ok ? 1 : 2);
+  int dev = 0, major = 0, minor = 0;
+  bool ok = cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess && major == 9 &&
+            minor == 0;
+  if (ok) {
+    cudaFuncAttributes fa;
+    ok = cudaFuncGetAttributes(&fa, gemm_wgmma_kernel) == cudaSuccess;
   }
-  return known[dev].load() == 1;
+  if (!ok) (void)cudaGetLastError();  // a refusal above is an answer, not an error for the next launch check
+  return ok;
 }
 
 }  // namespace
