@@ -18,8 +18,8 @@ export interface AdamWConfig {
 export class AdamW {
   readonly m: Tensor;
   readonly v: Tensor;
-  /** Steps taken (the next step() is step + 1, for bias correction). */
-  step = 0;
+  /** Updates taken so far (the next step() is update stepCount + 1, for bias correction). */
+  stepCount = 0;
   constructor(readonly store: ParameterStore, readonly config: AdamWConfig) {
     if (!(store instanceof ParameterStore)) throw new TypeError('AdamW: store must be a ParameterStore (a model\'s .store)');
     if (typeof config?.lr !== 'number' || !Number.isFinite(config.lr) || config.lr < 0)
@@ -27,20 +27,32 @@ export class AdamW {
     this.m = full([store.length], 0, { device: store.device });
     this.v = full([store.length], 0, { device: store.device });
   }
+  /**
+   * One update with the current gradients (PyTorch's `optimizer.step()`); `lr` overrides the configured rate
+   * (schedules). The same as update().
+   */
+  step(lr?: number): void {
+    this.update(checkStepArg('AdamW.step', lr));
+  }
+  /** Zeroes the gradients of the store this optimizer updates (PyTorch's `optimizer.zero_grad()`): store.zeroGrad(). */
+  zeroGrad(): void {
+    this.store.zeroGrad();
+  }
   /** One update with the current gradients; `lr` overrides the configured rate (schedules). */
   update(lr = this.config.lr): void {
-    this.step += 1;
+    const step = this.stepCount + 1; // counted once the update has been accepted (a refused one changes nothing)
     K.adamw(this.store.values, this.store.grads, this.m, this.v, {
       lr,
       beta1: this.config.beta1 ?? 0.9,
       beta2: this.config.beta2 ?? 0.999,
       eps: this.config.eps ?? 1e-8,
       weightDecay: this.config.weightDecay ?? 0.01,
-      step: this.step,
+      step,
       decayMask: this.store.decayMask,
       // the store's bf16 copy, written in the same pass: current (for bf16 matmuls) until the next write of the params
       bf16Copy: this.store.bf16Copy ?? undefined,
     });
+    this.stepCount = step;
   }
   /** Optimizer-state bytes (two moments, each the flat buffer's size with its alignment padding). */
   get bytes(): number {
@@ -66,29 +78,50 @@ export interface SGDConfig {
 /** SGD (PyTorch's semantics) over the flat parameter buffer; the momentum buffer mirrors the store. */
 export class SGD {
   readonly buf: Tensor | null;
-  step = 0;
+  /** Updates taken so far (the first one initialises the momentum buffer). */
+  stepCount = 0;
   constructor(readonly store: ParameterStore, readonly config: SGDConfig) {
     if (!(store instanceof ParameterStore)) throw new TypeError('SGD: store must be a ParameterStore (a model\'s .store)');
     if (typeof config?.lr !== 'number' || !Number.isFinite(config.lr) || config.lr < 0)
       throw new RangeError(`SGD: lr must be a finite number >= 0, got ${String(config?.lr)}`);
     this.buf = (config.momentum ?? 0) > 0 ? full([store.length], 0, { device: store.device }) : null;
   }
+  /** One update with the current gradients (PyTorch's `optimizer.step()`); the same as update(). */
+  step(lr?: number): void {
+    this.update(checkStepArg('SGD.step', lr));
+  }
+  /** Zeroes the gradients of the store this optimizer updates (PyTorch's `optimizer.zero_grad()`): store.zeroGrad(). */
+  zeroGrad(): void {
+    this.store.zeroGrad();
+  }
   /** One update with the current gradients; `lr` overrides the configured rate (schedules). */
   update(lr = this.config.lr): void {
-    this.step += 1;
+    const step = this.stepCount + 1; // counted once the update has been accepted (a refused one changes nothing)
     K.sgd(this.store.values, this.store.grads, this.buf, {
       lr,
       momentum: this.config.momentum ?? 0,
       dampening: this.config.dampening ?? 0,
       weightDecay: this.config.weightDecay ?? 0,
       nesterov: this.config.nesterov ?? false,
-      firstStep: this.step === 1,
+      firstStep: step === 1,
     });
+    this.stepCount = step;
   }
   /** Frees the momentum buffer. */
   dispose(): void {
     this.buf?.dispose();
   }
+}
+
+// step() is a method: assigning to it (`opt.step = 7`, the counter's old name) throws instead of replacing the method.
+for (const C of [AdamW, SGD]) Object.defineProperty(C.prototype, 'step', { writable: false });
+
+/** step()'s argument: nothing (the configured rate) or a learning rate; PyTorch's closure form is refused by name. */
+function checkStepArg(who: string, lr: unknown): number | undefined {
+  if (typeof lr === 'function')
+    throw new TypeError(`${who}: takes an optional learning rate, not a closure (compute the loss and call backward() before step())`);
+  if (lr !== undefined && typeof lr !== 'number') throw new TypeError(`${who}: lr must be a number, got ${lr === null ? 'null' : typeof lr}`);
+  return lr;
 }
 
 /** The arguments of a schedule: step and warmup non-negative integers, total a positive integer, rates finite >= 0. */

@@ -286,7 +286,7 @@ export class Trainer extends EventEmitter {
       ['optimizer.v', this.model.store.pack(this.opt.v.dataSync() as Float32Array)],
     ]);
     // Never replace a good checkpoint with a corrupted one: every value written must be finite.
-    saveCheckpoint(path, this.model.store, this.model.meta(), { ...extra, trainer: JSON.stringify({ step: this.step, adamStep: this.opt.step }) }, moments,
+    saveCheckpoint(path, this.model.store, this.model.meta(), { ...extra, trainer: JSON.stringify({ step: this.step, adamStep: this.opt.stepCount }) }, moments,
       { who: 'Trainer.save', when: `at step ${this.step}` });
     this.emit('checkpoint', { step: this.step, path });
   }
@@ -330,7 +330,7 @@ export class Trainer extends EventEmitter {
       for (const t of sources) t.dispose();
     }
     this.step = steps!.step;
-    this.opt.step = steps!.adamStep;
+    this.opt.stepCount = steps!.adamStep;
     return md;
   }
 

@@ -416,14 +416,14 @@ export async function runAtomicCase(kind: AtomicKind, seed: number): Promise<Sta
     (tr.opt.m.sharedData() as Float32Array).set(Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 1e-3));
     (tr.opt.v.sharedData() as Float32Array).set(Float32Array.from({ length: n }, (_, i) => (1 + Math.cos(i)) * 1e-6));
     tr.step = 7;
-    tr.opt.step = 7;
+    tr.opt.stepCount = 7;
     const srcModel = new Decoder({ ...dcfg, seed: 4 });
     const src = new Trainer(srcModel, data, { steps: 4, batchSize: 2, seqLen: 8, lr: 1e-3, warmup: 0 });
     disposers.push(() => src.dispose(), () => srcModel.store.dispose());
     (src.opt.m.sharedData() as Float32Array).fill(0.5);
     (src.opt.v.sharedData() as Float32Array).fill(0.25);
     src.step = 3;
-    src.opt.step = 3;
+    src.opt.stepCount = 3;
     const path = join(dir, 'r.safetensors');
     src.save(path);
     const f = decodeSafetensors(readFileSync(path));
@@ -444,14 +444,14 @@ export async function runAtomicCase(kind: AtomicKind, seed: number): Promise<Sta
       raw[raw.length - r.int(1, 256)] ^= 1 << r.int(0, 7);
       writeFileSync(path, raw);
     } else safeWrite(path, t, md);
-    const before = { p: bits(model.store.values), m: bits(tr.opt.m), v: bits(tr.opt.v), step: tr.step, adam: tr.opt.step };
+    const before = { p: bits(model.store.values), m: bits(tr.opt.m), v: bits(tr.opt.v), step: tr.step, adam: tr.opt.stepCount };
     let threw = false;
     try {
       tr.resume(path);
     } catch {
       threw = true;
     }
-    const after = { p: bits(model.store.values), m: bits(tr.opt.m), v: bits(tr.opt.v), step: tr.step, adam: tr.opt.step };
+    const after = { p: bits(model.store.values), m: bits(tr.opt.m), v: bits(tr.opt.v), step: tr.step, adam: tr.opt.stepCount };
     if (!threw) return { desc, ok: false, detail: 'resume accepted the bad file' };
     const diffs: string[] = [];
     if (Buffer.compare(before.p, after.p)) diffs.push(`${changed(before.p, after.p)} parameter values`);
