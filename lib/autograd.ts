@@ -115,6 +115,9 @@ export class Tape {
   seed: Tensor | null = null;
   /** How the current backward() treats shared weights (null: per use, as when not stacking). */
   stacking: { budgetBytes: number } | null = null;
+  /** True while a backward() that keeps the tape (retain) runs: no gradient may alias a tensor the tape keeps. */
+  retaining = false;
+  private roots = new Set<Tensor>(); // the losses recorded on this tape (crossEntropy outputs)
   private groups = new Map<Tensor, WeightGroup[]>(); // weight -> its recorded uses (per precision)
   /**
    * @internal For tests and benchmarks, what the last backward() did: stacked products and the uses they covered,
@@ -134,6 +137,16 @@ export class Tape {
   own<T extends Tensor>(t: T): T {
     this.made.push(t);
     return t;
+  }
+
+  /** @internal Notes a loss recorded on this tape: a possible root of backward(), kept alive when the tape is released. */
+  addRoot(loss: Tensor): void {
+    this.roots.add(loss);
+  }
+
+  /** Whether `t` is a loss recorded on this tape (a root backward() can start from). */
+  isRoot(t: Tensor): boolean {
+    return this.roots.has(t);
   }
 
   /** @internal Records an op whose outputs need gradients. */
@@ -166,7 +179,7 @@ export class Tape {
   accumulate(t: Tensor, g: Tensor, scale = 1, fresh = false): void {
     const p = paramGrads.get(t);
     const cur = p ?? this.grads.get(t);
-    if (!cur && scale === 1 && fresh) {
+    if (!cur && scale === 1 && fresh && !this.retaining) {
       this.grads.set(t, g);
       return;
     }
@@ -264,6 +277,13 @@ export class Tape {
   /** Runs the recorded nodes in reverse. */
   run(): void {
     this.stats = { stacked: 0, stackedUses: 0, direct: 0, overBudget: 0 };
+    // Each pass starts from no activation gradients (a retained tape run again gives the same gradients again, as
+    // PyTorch's retain_graph does, instead of re-adding into the previous pass's); buffers the ops made stay.
+    if (this.grads.size) {
+      const made = new Set(this.made);
+      for (const g of this.grads.values()) if (!made.has(g)) g.dispose();
+      this.grads.clear();
+    }
     for (const list of this.groups.values())
       for (const g of list) {
         g.visited = 0;
@@ -291,9 +311,14 @@ export class Tape {
       }
   }
 
-  /** Frees every activation gradient and every tensor the ops made, except those in `keep`. */
-  release(keep: Tensor[] = []): void {
-    const kept = new Set(keep);
+  /**
+   * Frees every activation gradient and every tensor the ops made, except those in `keep` and the losses recorded on
+   * the tape (still readable; a later backward() of one of them says why its graph is gone: `why(loss)`).
+   */
+  release(keep: Tensor[] = [], why: (loss: Tensor) => string = () => 'by releaseTape()'): void {
+    for (const r of this.roots) freedGraphs.set(r, why(r));
+    const kept = new Set([...keep, ...this.roots]);
+    this.roots.clear();
     for (const g of this.grads.values()) if (!kept.has(g)) g.dispose();
     for (const t of this.made) if (!kept.has(t)) t.dispose();
     this.dropPending();
@@ -306,6 +331,9 @@ export class Tape {
     this.seedScale = 1;
   }
 }
+
+// Losses whose tape was released, and how (what backward() of such a loss reports).
+const freedGraphs = new WeakMap<Tensor, string>();
 
 // The realm's state: one tape (as PyTorch's implicit graph) and the grad mode.
 let current = new Tape();
@@ -415,26 +443,43 @@ export function resolveStackedGrads(option: boolean | StackedGradsOptions | unde
 export function backward(loss: Tensor, options: BackwardOptions = {}): void {
   if (!(loss instanceof Tensor)) throw new TypeError('backward: loss must be a Tensor');
   if (loss.disposed)
-    throw new Error('backward: the loss has been disposed (releaseTape() frees what the tape recorded, the loss included, and the graph to back-propagate through with it); compute the loss again');
+    throw new Error('backward: the loss has been disposed (loss.dispose() frees its value; its graph, if still recorded, is freed with the tape); compute the loss again');
   if (loss.size !== 1) throw new RangeError(`backward: loss must be a scalar, got shape [${loss.shape.join(', ')}]`);
   const t = current;
+  const freed = freedGraphs.get(loss);
+  if (freed !== undefined && !t.requiresGrad(loss)) throw new Error(`backward: this loss's graph has already been freed: ${freed}; compute the loss again`);
   if (!t.requiresGrad(loss))
     throw new Error('backward: the loss is not on the current tape: it was made under noGrad(), from inputs that need no gradient, or the tape it was recorded on has been released (releaseTape() or an earlier backward()); compute the loss again');
+  if (!t.isRoot(loss))
+    throw new Error('backward: the loss must be the output of a recorded loss op (model.loss(), ops.crossEntropy), not of another op on it; for several losses call backward() on each in turn (the gradients add up; { scale } weighs them)');
   const scale = options.scale ?? 1;
   if (typeof scale !== 'number' || !Number.isFinite(scale)) throw new RangeError(`backward: scale must be a finite number, got ${String(scale)}`);
   const stacking = resolveStackedGrads(options.stackedGrads, loss.device);
   t.seed = loss;
   t.seedScale = scale;
   t.stacking = stacking;
+  t.retaining = options.retain === true;
   try {
     t.run();
+  } catch (e) {
+    // A failed pass leaves the tape in no state to run again: release it, so that the next loss starts clean.
+    t.release([loss, ...(options.keep ?? [])], () => 'an earlier backward() through it failed');
+    throw e;
   } finally {
     t.stacking = null;
+    t.retaining = false;
   }
-  if (!options.retain) t.release([loss, ...(options.keep ?? [])]);
+  if (!options.retain)
+    t.release([loss, ...(options.keep ?? [])], (r) =>
+      r === loss
+        ? 'by an earlier backward() of this loss (backward(loss, { retain: true }) keeps it for another pass)'
+        : 'by the backward() of another loss recorded on the same tape (the tape holds every graph recorded since the last backward(): record a loss and call backward() before recording the next)');
 }
 
-/** Discards the current tape without running it (e.g. after an evaluation that recorded by accident). */
+/**
+ * Discards the current tape without running it (e.g. after an evaluation that recorded by accident): frees what it
+ * recorded except `keep` and the losses (still readable; backward() of one says its graph was freed by releaseTape()).
+ */
 export function releaseTape(keep: Tensor[] = []): void {
   if (!Array.isArray(keep) || !keep.every((t) => t instanceof Tensor)) throw new TypeError('releaseTape: keep must be an array of Tensors');
   current.release(keep);

@@ -6,6 +6,8 @@
 // loop; `t.dataSync()` blocks. Free memory early with `t.dispose()` or `using t = ...`; a finalizer frees what is
 // dropped without either.
 import { native, type DTypeName, type HostArray, type NativeTensor } from './native.ts';
+// A cycle (autograd.ts imports Tensor), safe because neither module uses the other's bindings while it loads.
+import { backward as runBackward, type BackwardOptions } from './autograd.ts';
 
 /** Element types: float32, int32, and bfloat16 (stored as bf16, read back as float32). */
 export type DType = DTypeName;
@@ -107,6 +109,23 @@ export class Tensor {
   /** As data(), but blocks the calling thread until the copy is made. */
   dataSync(): HostArray {
     return this.handle.readSync();
+  }
+  /**
+   * The one element of a single-element tensor as a number, once queued work on it has run: PyTorch's `loss.item()`,
+   * awaited (`await loss.item()`). Rejects when the tensor holds more or fewer than one element, or its op failed.
+   */
+  async item(): Promise<number> {
+    if (this.handle.disposed) throw new Error('Tensor.item: the tensor has been disposed');
+    if (this.size !== 1)
+      throw new RangeError(`Tensor.item: only a tensor of exactly one element has an item, got shape [${this.shape.join(', ')}] (${this.size} elements)`);
+    return Number((await this.data())[0]);
+  }
+  /**
+   * Back-propagates from this scalar loss into the parameters' gradients: `backward(loss, options)` (PyTorch's
+   * `loss.backward()`; see backward() for the rules and options).
+   */
+  backward(options?: BackwardOptions): void {
+    runBackward(this, options);
   }
   /**
    * A typed array that shares this CPU tensor's memory (no copy): writes through it change the tensor. Taken after

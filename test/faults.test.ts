@@ -122,7 +122,7 @@ test('Trainer.resume from a file with bad trainer metadata changes no parameter,
     ['optimizer.m', new Float32Array(other.store.numel).fill(0.5)],
     ['optimizer.v', new Float32Array(other.store.numel).fill(0.25)],
   ]);
-  const state = () => ({ p: values(m), mo: Array.from(tr.opt.m.dataSync()), v: Array.from(tr.opt.v.dataSync()), step: tr.step, adam: tr.opt.step });
+  const state = () => ({ p: values(m), mo: Array.from(tr.opt.m.dataSync()), v: Array.from(tr.opt.v.dataSync()), step: tr.step, adam: tr.opt.stepCount });
   const before = state();
   for (const [name, trainerMeta] of [
     ['no trainer metadata', undefined],
@@ -454,7 +454,11 @@ test('backward after releaseTape() says backward: and why', (t) => {
   const m = new Decoder(CFG);
   const loss = m.loss(ids(1, 4, 11), ids(1, 4, 11, 2));
   releaseTape();
-  t.throws(() => backward(loss), { instanceOf: Error, message: /^backward: the loss has been disposed .*releaseTape/ });
+  // the loss stays readable (a scalar); its graph is gone, and backward() says who freed it
+  t.throws(() => backward(loss), { instanceOf: Error, message: /^backward: this loss's graph has already been freed: by releaseTape\(\); compute the loss again$/ });
+  t.true(Number.isFinite(loss.dataSync()[0]));
+  loss.dispose();
+  t.throws(() => backward(loss), { instanceOf: Error, message: /^backward: the loss has been disposed/ });
   const kept = m.loss(ids(1, 4, 11), ids(1, 4, 11, 2));
   releaseTape([kept]);
   t.throws(() => backward(kept), { instanceOf: Error, message: /^backward: / });

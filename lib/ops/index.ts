@@ -273,10 +273,16 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreI
   const rec = recording(logits);
   const dlogits = rec ? own(zeros(logits.shape, { device: logits.device }), rec) : undefined;
   const loss = own(K.crossEntropy(logits, targets, { ignoreIndex: options.ignoreIndex, dlogits }), rec);
-  if (rec)
+  if (rec) {
+    tape().addRoot(loss);
     tape().record('crossEntropy', [loss], (tp) => {
-      if (tp.seed !== loss) throw new Error('backward: a crossEntropy loss can only be the root of backward()');
+      if (tp.seed !== loss) {
+        // another loss's root: no gradient reaches it (its graph is left alone), unless an op consumed this loss
+        if (tp.gradOf(loss)) throw new Error('backward: a crossEntropy loss can only be the root of backward()');
+        return;
+      }
       tp.accumulate(logits, dlogits!, tp.seedScale, true);
     });
+  }
   return loss;
 }
