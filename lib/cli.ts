@@ -10,7 +10,7 @@
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
-import { Decoder, declaredParameters, type DecoderConfig } from './models/decoder.ts';
+import { Decoder, TRAINER_MOMENTS, checkDecoderCheckpoint, type DecoderConfig } from './models/decoder.ts';
 import { Trainer, type EvalInfo, type StepInfo, type TrainerOptions } from './train/trainer.ts';
 import { CharTokenizer, TokenDataset } from './data/index.ts';
 import { describeCorpus, generateCorpus } from './data/corpus.ts';
@@ -393,7 +393,7 @@ interface Loaded {
 }
 
 /** The optimizer moments a Trainer checkpoint holds besides the parameters. */
-const MOMENTS = ['optimizer.m', 'optimizer.v'];
+const MOMENTS = TRAINER_MOMENTS;
 
 /**
  * The metadata of a checkpoint written by `sharedformer train`: tokenizer, model and training configuration. Only the
@@ -477,46 +477,12 @@ function checkRecordedBatch(where: string, b: number | undefined): void {
     throw new CliError(`${where}: the training configuration in its metadata asks for batch size ${b}; at most ${MAX_RECORDED_BATCH} is taken from a file (give --batch to choose)`);
 }
 
-/**
- * Checks that the model a checkpoint's metadata describes is the one its tensors hold, before anything is allocated:
- * the configuration is valid, there are no more unique blocks than tensors (so the check itself stays small), the
- * parameters' total size fits the file's tensors, and every parameter is there as F32 of its shape, with nothing else
- * beside the optimizer moments (each of the parameters' size).
- */
+/** checkDecoderCheckpoint (models/decoder.ts) with its findings as the CLI's errors: the file is at fault (exit 1). */
 function checkCheckpointTensors(path: string, what: string, config: ModelConfig, vocab: number, tensors: Map<string, SafeTensorInfo>): void {
-  const where = `${what} ${path}`;
-  const cfg = { ...config, vocab } as DecoderConfig;
-  const invalid = (e: unknown) =>
-    e instanceof TypeError || e instanceof RangeError ? new CliError(`${where}: invalid model configuration in its metadata: ${firstLine(message(e))}`) : e;
-  let params: { name: string; shape: number[] }[];
   try {
-    // The plan first (small: one entry per layer, layers <= MAX_LAYERS): a model declares a few parameters per unique
-    // block, so more unique blocks than the file has tensors cannot be the file's model.
-    const plan = makePlan(cfg.sharing, cfg.layers);
-    if (plan.uniqueAttention + plan.uniqueFfn > tensors.size)
-      throw new CliError(`${where}: its metadata describes ${plan.uniqueAttention + plan.uniqueFfn} unique blocks, but the file holds only ${tensors.size} tensors`);
-    params = declaredParameters(cfg);
+    checkDecoderCheckpoint(`${what} ${path}`, { ...config, vocab } as DecoderConfig, tensors);
   } catch (e) {
-    throw invalid(e);
-  }
-  const size = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
-  const numel = params.reduce((a, p) => a + size(p.shape), 0);
-  let fileNumel = 0;
-  for (const [k, t] of tensors) if (!MOMENTS.includes(k)) fileNumel += size(t.shape);
-  if (numel > fileNumel)
-    throw new CliError(`${where}: its metadata describes a model of ${fmt(numel)} parameters (${fmt(numel * 4)} bytes), but the file's tensors hold ${fmt(fileNumel)} values; not building it`);
-  const declared = new Set(params.map((p) => p.name));
-  for (const p of params) {
-    const t = tensors.get(p.name);
-    if (!t) throw new CliError(`${where} lacks the parameter '${p.name}' that the model configuration in its metadata declares`);
-    if (t.dtype !== 'F32') throw new CliError(`${where}: '${p.name}' is ${t.dtype}, expected F32`);
-    if (t.shape.join() !== p.shape.join())
-      throw new CliError(`${where}: '${p.name}' has shape [${t.shape.join(', ')}], but the model configuration in its metadata gives it [${p.shape.join(', ')}]`);
-  }
-  for (const [k, t] of tensors) {
-    if (MOMENTS.includes(k)) {
-      if (t.dtype !== 'F32' || t.shape.length !== 1 || t.shape[0] !== numel) throw new CliError(`${where}: '${k}' is not F32 [${numel}] (the parameters' size)`);
-    } else if (!declared.has(k)) throw new CliError(`${where} has a tensor '${k}' that the model configuration in its metadata has no place for`);
+    throw new CliError(firstLine(message(e)));
   }
 }
 

@@ -16,7 +16,7 @@ export * as ops from './ops/index.ts';
 export { ParameterStore, ParameterBuilder, Parameter, PARAM_ALIGN, type Init, type SlotRow } from './params.ts';
 export { Module } from './nn/module.ts';
 export { Linear, LayerNorm, Embedding, MultiHeadAttention, FeedForward, TransformerBlock, BasisLinear, DeltaLinear, type AttentionConfig, type TransformerBlockConfig } from './nn/layers.ts';
-export { Decoder, type DecoderConfig } from './models/decoder.ts';
+export { Decoder, type DecoderConfig, type DecoderLoadOptions } from './models/decoder.ts';
 export { AdamW, SGD, warmupCosine, warmupLinear, clipGradNorm, type AdamWConfig, type SGDConfig } from './optim/index.ts';
 export { makePlan, appliedLayers, STRATEGIES, type SharingConfig, type SharingPlan, type Strategy, type LayerPlan } from './sharing/plan.ts';
 export { accountDecoder, accountEncoder, type ModelDims, type Accounting } from './sharing/accounting.ts';

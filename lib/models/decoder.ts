@@ -14,6 +14,8 @@ import { Tensor } from '../tensor.ts';
 import type { Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../io/checkpoint.ts';
+import { readSafetensorsHeader, type SafeTensorInfo } from '../io/safetensors.ts';
+import { statSync, type Stats } from 'node:fs';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, checkTargets, formatSummary, idsShape, persistingL2Summary } from './stack.ts';
 import type { StackConfig } from './stack.ts';
@@ -42,6 +44,58 @@ export function declaredParameters(config: DecoderConfig): { name: string; shape
     declaring = false;
   }
   throw new Error('declaredParameters: the Decoder constructor did not stop before allocating');
+}
+
+/** The optimizer moments a Trainer checkpoint holds besides the parameters (Trainer.save). */
+export const TRAINER_MOMENTS: readonly string[] = Object.freeze(['optimizer.m', 'optimizer.v']);
+
+/**
+ * Checks, from a checkpoint's header alone and before anything is allocated, that its tensors are the parameters of a
+ * Decoder of `config`: the configuration is valid, there are no more unique blocks than tensors (so the check itself
+ * stays small), the parameters' total size fits the file's tensors, and every parameter is there as F32 of its shape,
+ * with nothing else beside a Trainer's optimizer moments (each of the parameters' size). Throws an Error whose message
+ * starts with `where` (a RangeError or TypeError from the configuration's own checks is reported as "invalid model
+ * configuration in its metadata").
+ */
+export function checkDecoderCheckpoint(where: string, config: DecoderConfig, tensors: ReadonlyMap<string, SafeTensorInfo>): void {
+  let params: { name: string; shape: number[] }[];
+  try {
+    // The plan first (small: one entry per layer, layers <= MAX_LAYERS): a model declares a few parameters per unique
+    // block, so more unique blocks than the file has tensors cannot be the file's model.
+    const plan = makePlan(config.sharing, config.layers);
+    if (plan.uniqueAttention + plan.uniqueFfn > tensors.size)
+      throw new Error(`${where}: its metadata describes ${plan.uniqueAttention + plan.uniqueFfn} unique blocks, but the file holds only ${tensors.size} tensors`);
+    params = declaredParameters(config);
+  } catch (e) {
+    if (e instanceof TypeError || e instanceof RangeError)
+      throw new Error(`${where}: invalid model configuration in its metadata: ${String(e.message).split('\n')[0]}`);
+    throw e;
+  }
+  const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+  const numel = params.reduce((a, p) => a + size(p.shape), 0);
+  let fileNumel = 0;
+  for (const [k, t] of tensors) if (!TRAINER_MOMENTS.includes(k)) fileNumel += size(t.shape);
+  if (numel > fileNumel)
+    throw new Error(`${where}: its metadata describes a model of ${numel.toLocaleString('en-US')} parameters (${(numel * 4).toLocaleString('en-US')} bytes), but the file's tensors hold ${fileNumel.toLocaleString('en-US')} values; not building it`);
+  const declared = new Set(params.map((p) => p.name));
+  for (const p of params) {
+    const t = tensors.get(p.name);
+    if (!t) throw new Error(`${where} lacks the parameter '${p.name}' that the model configuration in its metadata declares`);
+    if (t.dtype !== 'F32') throw new Error(`${where}: '${p.name}' is ${t.dtype}, expected F32`);
+    if (t.shape.join() !== p.shape.join())
+      throw new Error(`${where}: '${p.name}' has shape [${t.shape.join(', ')}], but the model configuration in its metadata gives it [${p.shape.join(', ')}]`);
+  }
+  for (const [k, t] of tensors) {
+    if (TRAINER_MOMENTS.includes(k)) {
+      if (t.dtype !== 'F32' || t.shape.length !== 1 || t.shape[0] !== numel) throw new Error(`${where}: '${k}' is not F32 [${numel}] (the parameters' size)`);
+    } else if (!declared.has(k)) throw new Error(`${where} has a tensor '${k}' that the model configuration in its metadata has no place for`);
+  }
+}
+
+/** Options of Decoder.load. */
+export interface DecoderLoadOptions {
+  /** Where the model is built: 'cpu' (default), 'cuda' or 'cuda:N'. */
+  device?: Device;
 }
 
 /** A decoder's configuration: the shared StackConfig fields (vocab, dModel, heads, sharing, ...). */
@@ -169,5 +223,58 @@ export class Decoder extends Model {
   /** Loads parameters saved by save(); refuses a file whose config or sharing plan differs, or that is corrupt. */
   load(path: string): void {
     loadCheckpoint(path, this.store, this.meta());
+  }
+
+  /**
+   * Builds the model a checkpoint holds (written by save(), Trainer.save or `sharedformer train`): its configuration and
+   * sharing plan come from the file's metadata, are checked against the file's tensors before anything is allocated,
+   * and the parameters are then loaded (a Trainer's optimizer moments are skipped). The model is in training mode, as
+   * a new one is. PyTorch users rebuild the module and call load_state_dict; here the file says what to build.
+   */
+  static load(path: string, options: DecoderLoadOptions = {}): Decoder {
+    const who = 'Decoder.load';
+    if (typeof path !== 'string' || path === '') throw new TypeError(`${who}: path must be a non-empty string, got ${typeof path === 'string' ? 'an empty string' : path === null ? 'null' : typeof path}`);
+    const o = checkOptions(who, options as DecoderLoadOptions | undefined);
+    for (const k of Object.keys(o)) if (k !== 'device') throw new TypeError(`${who}: unknown option '${k}'; valid: device`);
+    let st: Stats;
+    try {
+      st = statSync(path);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new Error(`${who}: cannot read ${path}: ${code === 'ENOENT' ? 'no such file' : String((e as Error).message).split('\n')[0]}`);
+    }
+    if (st.isDirectory()) throw new Error(`${who}: cannot read ${path}: it is a directory`);
+    let file: ReturnType<typeof readSafetensorsHeader>;
+    try {
+      file = readSafetensorsHeader(path);
+    } catch (e) {
+      throw new Error(`${who}: ${path} is not a readable safetensors checkpoint: ${String((e as Error).message).split('\n')[0]}`);
+    }
+    const md = file.metadata;
+    if (md.format !== 'sharedformer') throw new Error(`${who}: ${path} is not a sharedformer checkpoint (metadata format = ${JSON.stringify(md.format)})`);
+    if (md.model !== 'decoder') throw new Error(`${who}: ${path} holds a ${JSON.stringify(md.model)} model, not a decoder`);
+    const parse = (key: 'config' | 'plan'): Record<string, unknown> => {
+      let v: unknown;
+      try {
+        v = JSON.parse(md[key] ?? '');
+      } catch {
+        throw new Error(`${who}: ${path}: the ${key} in its metadata is not JSON`);
+      }
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error(`${who}: ${path}: the ${key} in its metadata is not a JSON object`);
+      return v as Record<string, unknown>;
+    };
+    const dims = parse('config'), plan = parse('plan');
+    const config = { ...dims, sharing: plan.sharing, device: o.device } as DecoderConfig;
+    checkDecoderCheckpoint(`${who}: ${path}`, config, file.tensors);
+    const model = new Decoder(config);
+    try {
+      const moments = new Map<string, Float32Array>();
+      for (const k of TRAINER_MOMENTS) if (file.tensors.has(k)) moments.set(k, new Float32Array(file.tensors.get(k)!.shape[0]));
+      loadCheckpoint(path, model.store, model.meta(), moments);
+    } catch (e) {
+      model.store.dispose();
+      throw e;
+    }
+    return model;
   }
 }
