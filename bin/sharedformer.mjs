@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // The `sharedformer` command. Runs the compiled CLI (dist/cli.js, from `npm run build:ts`) when it exists; otherwise,
-// in a checkout, the TypeScript source (lib/cli.ts) through tsx. SHAREDFORMER_CLI_SOURCE=1 forces the source.
-import { existsSync } from 'node:fs';
+// in a checkout, the TypeScript source (lib/cli.ts) through tsx. SHAREDFORMER_CLI_SOURCE=1 forces the source. In a
+// checkout (lib/ is there; an installed package has none) the source is also used when a file of lib/ is newer than
+// dist/cli.js, so that an edit is never run stale (`npm test` / `npm run demo` recompile dist/ then).
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 // `sharedformer help | head`: a closed pipe ends the output quietly.
@@ -12,7 +14,16 @@ process.stdout.on('error', (e) => {
 
 const dist = new URL('../dist/cli.js', import.meta.url);
 const source = new URL('../lib/cli.ts', import.meta.url);
-const useSource = process.env.SHAREDFORMER_CLI_SOURCE === '1' || !existsSync(fileURLToPath(dist));
+/** Whether a checkout's lib/ has a file newer than dist/cli.js (false in an installed package: no lib/). */
+function distIsStale() {
+  const lib = fileURLToPath(new URL('../lib', import.meta.url));
+  if (!existsSync(lib)) return false;
+  const built = statSync(fileURLToPath(dist)).mtimeMs;
+  const newer = (d) => readdirSync(d, { withFileTypes: true }).some((e) =>
+    e.isDirectory() ? newer(`${d}/${e.name}`) : statSync(`${d}/${e.name}`).mtimeMs > built);
+  return newer(lib);
+}
+const useSource = process.env.SHAREDFORMER_CLI_SOURCE === '1' || !existsSync(fileURLToPath(dist)) || distIsStale();
 
 let cli;
 if (useSource) {

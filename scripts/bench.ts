@@ -3,7 +3,8 @@
 // Suites:
 //   kernels — every CPU kernel forward and backward at transformer shapes, the machine's measured FMA peak and copy
 //             bandwidth, each kernel's share of them, and OpenBLAS sgemm in the same run as the matmul reference
-//             (native: scripts/bench/sf_bench.cpp, built with CMake into build-native/; runs without Node too)
+//             (native: scripts/bench/sf_bench.cpp, built with plain CMake into build-bench/, CPU only, or into an
+//             existing build-native/; it says which and how long; runs without Node too)
 //   tensors — memory-bound tensor kernels (fill, copy, random) against a reference measured in the same run: the
 //             plain JavaScript typed-array equivalent, and the machine's copy bandwidth (one large memcpy on the
 //             native thread pool). Ratios, never absolute thresholds.
@@ -24,7 +25,7 @@
 // With no SUITE: kernels and tensors.
 import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { loadavg, tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as sf from '../lib/index.ts';
 
@@ -43,13 +44,34 @@ interface Row {
 /** Builds (if needed) and runs the native kernel benchmark; its own table goes to stdout, its rows come back. */
 async function benchKernels(): Promise<Row[]> {
   const root = join(import.meta.dirname, '..');
-  const dir = join(root, 'build-native');
   const run = (cmd: string, args: string[]) => {
     const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
     if (r.status !== 0) throw new Error(`bench: ${cmd} ${args.join(' ')} failed`);
   };
-  if (!existsSync(join(dir, 'CMakeCache.txt'))) run('cmake', ['-S', '.', '-B', dir, '-DCMAKE_BUILD_TYPE=Release']);
-  run('cmake', ['--build', dir, '--target', 'sf_bench', '-j', '2']);
+  // sf_bench is a plain C++ program linked to the core, so it needs a plain CMake tree: the addon's build/ is a cmake-js
+  // tree, where CMakeLists.txt leaves the benchmarks out. An existing tree is reused: build-bench/ (this suite's own),
+  // else build-native/ (`npm run test:native`'s, CUDA kernels included when nvcc was found). Otherwise build-bench/ is
+  // configured with only what sf_bench needs: CPU kernels, no CUDA, no native tests, no CPU lane.
+  const bench = join(root, 'build-bench');
+  const native = join(root, 'build-native');
+  const cores = availableParallelism();
+  let dir = bench;
+  if (existsSync(join(bench, 'CMakeCache.txt'))) {
+    console.error(`bench kernels: building sf_bench in the existing CMake tree build-bench/`);
+  } else if (existsSync(join(native, 'CMakeCache.txt'))) {
+    dir = native;
+    console.error(`bench kernels: building sf_bench in the existing CMake tree build-native/ (from npm run test:native)`);
+  } else {
+    console.error(
+      `bench kernels: configuring a CMake tree of its own in build-bench/ (sf_bench is a plain C++ program; the addon's ` +
+        `cmake-js tree in build/ does not build it), CPU kernels only, and compiling the core into it: about ` +
+        `${cores >= 4 ? 'half a minute' : '1 minute'} on ${cores} cores, once; later runs reuse it`,
+    );
+    const gen = spawnSync('ninja', ['--version']).status === 0 ? ['-G', 'Ninja'] : [];
+    run('cmake', ['-S', '.', '-B', dir, ...gen, '-DCMAKE_BUILD_TYPE=Release', '-DSHAREDFORMER_CUDA=OFF',
+      '-DSHAREDFORMER_TESTS=OFF', '-DSHAREDFORMER_CUDA_EMU=OFF', '-DSHAREDFORMER_BENCH=ON']);
+  }
+  run('cmake', ['--build', dir, '--target', 'sf_bench', '-j', String(cores)]);
   const tmp = mkdtempSync(join(tmpdir(), 'sf-bench-'));
   try {
     const extra = process.env.SF_BENCH_ARGS ? process.env.SF_BENCH_ARGS.split(' ') : [];
