@@ -356,12 +356,11 @@ export abstract class Model extends Module {
    * public method in errors.
    */
   protected tokenLoss(logits: Tensor, targets: Tensor, who = 'loss'): Tensor {
-    const [B, T, V] = logits.shape;
+    const [B, T] = logits.shape;
     checkTargets(who, targets, [B, T]);
-    const flat = targets.view([B * T]);
-    const loss = ops.crossEntropy(ops.reshape(logits, [B * T, V]), flat);
-    flat.dispose();
-    return loss;
+    // (B, T, V) logits against (B, T) targets as they are: the loss op takes (..., V), and its dlogits becomes the
+    // logits' gradient directly (no reshape recorded, whose backward would copy dlogits into a second buffer)
+    return ops.crossEntropy(logits, targets);
   }
 }
 

@@ -105,10 +105,10 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none
   const precision = precisionNow;
   // bf16: a weight whose store keeps a bf16 copy passes its window of it (read instead of converting W, while current)
   const w16 = precision === 'bf16' ? bf16TwinOf(w) : undefined;
-  const preact = activation === 'gelu' && rec ? own(K.matmul(x, w, { transB: true, bias: b ?? undefined, precision, bBf16: w16 }), rec) : null;
-  let y: Tensor;
-  if (preact) y = own(K.gelu(preact), rec); // recording: keep the pre-activation for backward
-  else y = own(K.matmul(x, w, { transB: true, bias: b ?? undefined, activation, precision, bBf16: w16 }), rec);
+  // recording with GELU: the matmul's epilogue also writes the pre-activation, which backward needs (one kernel, no
+  // separate GELU pass over the output)
+  const preact = activation === 'gelu' && rec ? own(zeros([...x.shape.slice(0, -1), w.shape[0]], { device: x.device }), rec) : null;
+  const y = own(K.matmul(x, w, { transB: true, bias: b ?? undefined, activation, preact: preact ?? undefined, precision, bBf16: w16 }), rec);
   if (rec) {
     const tp0 = tape();
     // A weight (a parameter) used by several linear ops on this tape — a block shared by several layers — may have its
