@@ -11,7 +11,11 @@ import { native } from '../native.ts';
 export abstract class Module {
   private _children = new Map<string, Module>();
   private _params = new Map<string, Parameter>();
-  /** Training mode (dropout active); eval() turns it off. */
+  /**
+   * Training mode, as PyTorch's `module.training`; eval() turns it off. No layer of this library behaves differently
+   * in the two modes today (there is no dropout layer: the dropout kernel exists, no model uses it); the flag is kept
+   * for user modules and for layers that will read it.
+   */
   training = true;
 
   /** @internal Registers a child module under `name`. */
@@ -51,13 +55,13 @@ export abstract class Module {
     return [...this._children];
   }
 
-  /** Sets training mode (dropout active) on this module and every descendant; returns this. */
+  /** Sets training mode on this module and every descendant (see `training`); returns this. */
   train(mode = true): this {
     this.training = mode;
     for (const [, c] of this._children) c.train(mode);
     return this;
   }
-  /** Sets inference mode (no dropout) on this module and every descendant; returns this. */
+  /** Sets inference mode on this module and every descendant (see `training`); returns this. */
   eval(): this {
     return this.train(false);
   }
