@@ -661,7 +661,7 @@ async function trainCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<n
     };
     const save = () => {
       try {
-        trainer.save(out, extra);
+        trainer.saveSync(out, extra);
       } catch (e) {
         throw new CliError(`cannot write the checkpoint ${out}: ${firstLine(message(e))}`);
       }

@@ -142,7 +142,7 @@ test('checkpoints hold no padding: moments are written packed, files in the pack
   const tr = new Trainer(model, data, { steps: 2, batchSize: 2, seqLen: 8, lr: 1e-2 });
   return tr.run().then(() => {
     const path = join(dir, 'a.safetensors');
-    tr.save(path);
+    tr.saveSync(path);
     const file = loadSafetensors(path);
     t.deepEqual(file.tensors.get('optimizer.m')!.shape, [model.store.numel], 'moments: one value per parameter element');
     const m = tr.opt.m.dataSync() as Float32Array;

@@ -115,7 +115,7 @@ test('Trainer.resume from a file with bad trainer metadata changes no parameter,
   const tr = trainer(m);
   for await (const s of tr.steps()) if (s.step === 2) break;
   const good = join(dir, 'trainer-good.safetensors');
-  tr.save(good);
+  await tr.save(good);
   // Another model's parameters and moments, so that a half-applied resume would show.
   const other = new Decoder({ ...CFG, seed: 99 });
   const moments = new Map<string, Float32Array>([

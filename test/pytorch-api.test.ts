@@ -152,7 +152,7 @@ test('Decoder.load(path) builds the model a checkpoint holds: config, plan and p
     const tr = new Trainer(tm, new TokenDataset(tok.encode(text), tok.vocabSize), { steps: 2, batchSize: 2, seqLen: 8, lr: 1e-3 });
     await tr.run();
     const tpath = join(dir, 't.safetensors');
-    tr.save(tpath);
+    await tr.save(tpath);
     const tl = Decoder.load(tpath);
     t.deepEqual(bits(tl.store.values.dataSync()), bits(tm.store.values.dataSync()));
     for (const x of [la, lb, ids]) x.dispose();

@@ -1,7 +1,7 @@
 // The Trainer: loss goes down, evaluation, events and the async iterator, AbortSignal, bit-exact resumption on the
 // CPU, and clear errors for bad options; plus the character tokenizer and the batch sampler.
 import anyTest from 'ava';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
@@ -95,7 +95,7 @@ test('resuming from a checkpoint continues bit-exactly on the CPU', async (t) =>
       lossesB.push(s.loss);
       if (s.step === 4) break;
     }
-    first.save(path);
+    await first.save(path);
     const second = new Trainer(new Decoder({ ...cfg, seed: 77 }), data, opts); // different init: resume overwrites it
     second.resume(path);
     for await (const s of second.steps()) lossesB.push(s.loss);
@@ -140,4 +140,42 @@ test('evaluation and tidy() free an inference pass\'s intermediates at once (no 
   t.is(after.storages, before.storages);
   trainer.dispose();
   model.store.dispose();
+});
+
+test('Trainer.save writes without blocking the event loop, the same bytes as saveSync, from the state at the call', async (t) => {
+  resetTape();
+  const dir = mkdtempSync(join(tmpdir(), 'sf-save-'));
+  try {
+    const model = new Decoder(cfg);
+    const tr = new Trainer(model, data, { steps: 4, batchSize: 2, seqLen: 16, lr: 1e-3 });
+    const it = tr.steps();
+    await it.next();
+    await it.next();
+    const events: { step: number; path: string }[] = [];
+    tr.on('checkpoint', (e: { step: number; path: string }) => events.push(e));
+    const a = join(dir, 'a.safetensors'), b = join(dir, 'b.safetensors'), c = join(dir, 'c.safetensors');
+    let ticked = false;
+    setImmediate(() => (ticked = true));
+    await tr.save(a);
+    t.true(ticked, 'the event loop ran other work while the checkpoint was written');
+    tr.saveSync(b);
+    t.deepEqual(readFileSync(a), readFileSync(b), 'save() and saveSync() write the same bytes');
+    // a step taken while save() is still writing does not mix into the file: it holds the state at the call
+    const pending = tr.save(c);
+    await it.next();
+    await pending;
+    t.is(tr.step, 3);
+    t.deepEqual(readFileSync(c), readFileSync(a), 'the file holds step 2, not a mix with step 3');
+    t.deepEqual(events, [{ step: 2, path: a }, { step: 2, path: b }, { step: 2, path: c }]);
+    const again = new Trainer(new Decoder(cfg), data, { steps: 4, batchSize: 2, seqLen: 16, lr: 1e-3 });
+    again.resume(c);
+    t.is(again.step, 2);
+    await it.return(undefined);
+    tr.dispose();
+    again.dispose();
+    model.store.dispose();
+    again.model.store.dispose();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

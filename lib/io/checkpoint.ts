@@ -5,7 +5,7 @@
 // a checkpoint also records the SHA-256 of its tensors (names, dtypes, shapes and bytes) in __metadata__.data_sha256,
 // and loading refuses a file whose tensors no longer match it (a flipped bit, a file patched by hand).
 import { createHash } from 'node:crypto';
-import { loadSafetensors, saveSafetensors, type SafeTensor } from './safetensors.ts';
+import { loadSafetensors, saveSafetensors, saveSafetensorsAsync, type SafeTensor } from './safetensors.ts';
 import { tensor } from '../tensor.ts';
 import { native } from '../native.ts';
 import type { ParameterStore } from '../params.ts';
@@ -47,8 +47,29 @@ export function saveCheckpoint(
   path: string, store: ParameterStore, meta: CheckpointMeta, extra: Record<string, string> = {}, extraTensors: Map<string, Float32Array> = new Map(),
   requireFinite?: { who: string; when: string },
 ): void {
+  const { tensors, metadata } = checkpointContents(path, store, store.values.dataSync() as Float32Array, meta, extra, extraTensors, requireFinite);
+  saveSafetensors(path, tensors, metadata);
+}
+
+/**
+ * saveCheckpoint without blocking the event loop: `values` is the store's flat parameter buffer as read by the caller
+ * (`await store.values.data()`, enqueued together with any other reads it must be consistent with); the checks are
+ * the same and run before anything is written; the file is written atomically by saveSafetensorsAsync.
+ */
+export async function saveCheckpointAsync(
+  path: string, store: ParameterStore, values: Float32Array, meta: CheckpointMeta, extra: Record<string, string> = {},
+  extraTensors: Map<string, Float32Array> = new Map(), requireFinite?: { who: string; when: string },
+): Promise<void> {
+  const { tensors, metadata } = checkpointContents(path, store, values, meta, extra, extraTensors, requireFinite);
+  await saveSafetensorsAsync(path, tensors, metadata);
+}
+
+/** What saveCheckpoint writes: the parameters cut out of the flat `all`, the extra tensors, and the metadata. */
+function checkpointContents(
+  path: string, store: ParameterStore, all: Float32Array, meta: CheckpointMeta, extra: Record<string, string>,
+  extraTensors: Map<string, Float32Array>, requireFinite?: { who: string; when: string },
+): { tensors: Map<string, SafeTensor>; metadata: Record<string, string> } {
   const tensors = new Map<string, SafeTensor>();
-  const all = store.values.dataSync() as Float32Array;
   if (requireFinite) {
     for (const [what, a] of [['parameters', all], ...extraTensors] as [string, Float32Array][]) {
       const i = a.findIndex((x) => !Number.isFinite(x));
@@ -65,7 +86,7 @@ export function saveCheckpoint(
     if (tensors.has(k)) throw new Error(`saveCheckpoint: extra tensor '${k}' collides with a parameter`);
     tensors.set(k, { dtype: 'F32', shape: [v.length], data: v });
   }
-  saveSafetensors(path, tensors, { format: 'sharedformer', ...extra, ...meta, [CHECKSUM_KEY]: tensorsDigest(tensors) });
+  return { tensors, metadata: { format: 'sharedformer', ...extra, ...meta, [CHECKSUM_KEY]: tensorsDigest(tensors) } };
 }
 
 /**

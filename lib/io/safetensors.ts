@@ -12,6 +12,7 @@
 // match the dtype, a bad shape) throw TypeError / RangeError, as the rest of the library does. I/O errors from the
 // file system (ENOENT, EACCES, ENOSPC, ...) are passed through unchanged, with their `code`.
 import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { open as openAsync, rename as renameAsync, unlink as unlinkAsync } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { endianness } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -291,6 +292,67 @@ export function writeFileAtomic(path: string, data: string | Uint8Array | readon
   syncDirectory(dir);
 }
 
+/**
+ * saveSafetensors without blocking the event loop: validated and laid out first (synchronously, as saveSafetensors
+ * does: the same errors), then written, fsynced and renamed by writeFileAtomicAsync. The caller must not change the
+ * tensors' arrays until the promise settles.
+ */
+export async function saveSafetensorsAsync(
+  path: string,
+  tensors: Map<string, SafeTensor> | Record<string, SafeTensor>,
+  metadata?: Record<string, string>,
+): Promise<void> {
+  if (typeof path !== 'string' || path.length === 0) {
+    throw new TypeError(`saveSafetensors: path must be a non-empty string, got ${typeOf(path)} ${show(path)}`);
+  }
+  const { head, parts } = prepare('saveSafetensors', tensors, metadata);
+  await writeFileAtomicAsync(path, [head, ...parts]);
+}
+
+/**
+ * writeFileAtomic without blocking the event loop (the writes, fsyncs and rename run on libuv's threads): the same
+ * temporary file, the same order (write, fsync, close, rename, fsync the folder), the same cleanup on any error.
+ */
+export async function writeFileAtomicAsync(path: string, data: string | Uint8Array | readonly Uint8Array[]): Promise<void> {
+  const parts = typeof data === 'string' ? [Buffer.from(data, 'utf8')] : data instanceof Uint8Array ? [data] : data;
+  const dir = dirname(path);
+  const tmp = join(dir, `${basename(path)}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`);
+  let fh: Awaited<ReturnType<typeof openAsync>> | undefined;
+  try {
+    fh = await openAsync(tmp, 'wx', 0o666);
+    for (const p of parts)
+      for (let at = 0; at < p.length; ) at += (await fh.write(p, at, Math.min(IO_CHUNK, p.length - at))).bytesWritten;
+    await fh.sync();
+    const h = fh;
+    fh = undefined;
+    await h.close();
+    await renameAsync(tmp, path);
+  } catch (err) {
+    if (fh !== undefined) await fh.close().catch(() => undefined); // already failing
+    await unlinkAsync(tmp).catch(() => undefined); // it may never have been created
+    throw err;
+  }
+  await syncDirectoryAsync(dir);
+}
+
+/** syncDirectory, asynchronously. */
+async function syncDirectoryAsync(dir: string): Promise<void> {
+  if (process.platform === 'win32') return;
+  let fh: Awaited<ReturnType<typeof openAsync>> | undefined;
+  try {
+    fh = await openAsync(dir, 'r');
+    await fh.sync();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (!DIR_SYNC_SKIPPED.includes(code ?? '')) throw err;
+  } finally {
+    if (fh !== undefined) await fh.close();
+  }
+}
+
+// fsync of a folder is not possible on some file systems and platforms: these errors skip it.
+const DIR_SYNC_SKIPPED = ['EINVAL', 'ENOTSUP', 'EOPNOTSUPP', 'EISDIR', 'EPERM', 'EACCES', 'EBADF'];
+
 /** Makes the rename durable. Not possible on Windows, nor on some file systems; those cases are skipped. */
 function syncDirectory(dir: string): void {
   if (process.platform === 'win32') return;
@@ -300,7 +362,7 @@ function syncDirectory(dir: string): void {
     fsyncSync(fd);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (!['EINVAL', 'ENOTSUP', 'EOPNOTSUPP', 'EISDIR', 'EPERM', 'EACCES', 'EBADF'].includes(code ?? '')) throw err;
+    if (!DIR_SYNC_SKIPPED.includes(code ?? '')) throw err;
   } finally {
     if (fd !== undefined) closeSync(fd);
   }

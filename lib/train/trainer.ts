@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import { backward, noGrad, releaseTape, resolveStackedGrads, tidy, type StackedGradsOptions } from '../autograd.ts';
 import { AdamW, clipGradNorm, warmupCosine, warmupLinear } from '../optim/index.ts';
 import { sumSquares } from '../kernels.ts';
-import { loadCheckpoint, saveCheckpoint } from '../io/checkpoint.ts';
+import { loadCheckpoint, saveCheckpoint, saveCheckpointAsync } from '../io/checkpoint.ts';
 import type { Decoder } from '../models/decoder.ts';
 import type { TokenDataset } from '../data/index.ts';
 import { tensor, type Tensor } from '../tensor.ts';
@@ -260,7 +260,7 @@ export class Trainer extends EventEmitter {
       this.emit('step', info);
       yield info;
       if (o.evalEvery && this.step % o.evalEvery === 0) await this.evaluate();
-      if (o.checkpoint?.every && this.step % o.checkpoint.every === 0) this.save(o.checkpoint.path);
+      if (o.checkpoint?.every && this.step % o.checkpoint.every === 0) await this.save(o.checkpoint.path);
     }
   }
 
@@ -273,22 +273,41 @@ export class Trainer extends EventEmitter {
     const tokens = (this.step - start) * this.options.batchSize * this.options.seqLen * this.options.accumulate;
     const tokensPerSec = tokens / ((performance.now() - t0) / 1000);
     const val = aborted ? undefined : await this.evaluate();
-    if (this.options.checkpoint) this.save(this.options.checkpoint.path);
+    if (this.options.checkpoint) await this.save(this.options.checkpoint.path);
     releaseTape();
     return { steps: this.step, loss: this.lastLoss, val, aborted, tokensPerSec, skipped: this.skipped };
   }
 
-  /** Writes model, optimizer moments and the step atomically (safetensors); resume() continues bit-exactly. */
-  save(path: string, extra: Record<string, string> = {}): void {
+  /**
+   * Writes model, optimizer moments and the step atomically (safetensors) without blocking the event loop; resume()
+   * continues bit-exactly. The parameters, both moments and the step counters are taken at the call (the three reads
+   * are enqueued together, so a step begun while the file is being written does not mix into it); the 'checkpoint'
+   * event fires once the file is in place. saveSync() is the blocking form.
+   */
+  async save(path: string, extra: Record<string, string> = {}): Promise<void> {
+    const step = this.step, adamStep = this.opt.stepCount;
+    const [values, m, v] = await Promise.all([this.model.store.values.data(), this.opt.m.data(), this.opt.v.data()]);
+    await saveCheckpointAsync(path, this.model.store, values as Float32Array, this.model.meta(), ...this.checkpointExtra(extra, step, adamStep, m, v));
+    this.emit('checkpoint', { step, path });
+  }
+
+  /** save(), blocking the calling thread until the file is written (for exit paths that cannot wait). */
+  saveSync(path: string, extra: Record<string, string> = {}): void {
+    const m = this.opt.m.dataSync(), v = this.opt.v.dataSync(); // saveCheckpoint reads the parameters itself
+    saveCheckpoint(path, this.model.store, this.model.meta(), ...this.checkpointExtra(extra, this.step, this.opt.stepCount, m, v));
+    this.emit('checkpoint', { step: this.step, path });
+  }
+
+  /** The metadata, moments and finiteness check of a trainer checkpoint (save / saveSync). */
+  private checkpointExtra(extra: Record<string, string>, step: number, adamStep: number, m: unknown, v: unknown):
+    [Record<string, string>, Map<string, Float32Array>, { who: string; when: string }] {
     const moments = new Map<string, Float32Array>([
       // in the packed layout (no alignment padding): the file format does not depend on the padding
-      ['optimizer.m', this.model.store.pack(this.opt.m.dataSync() as Float32Array)],
-      ['optimizer.v', this.model.store.pack(this.opt.v.dataSync() as Float32Array)],
+      ['optimizer.m', this.model.store.pack(m as Float32Array)],
+      ['optimizer.v', this.model.store.pack(v as Float32Array)],
     ]);
     // Never replace a good checkpoint with a corrupted one: every value written must be finite.
-    saveCheckpoint(path, this.model.store, this.model.meta(), { ...extra, trainer: JSON.stringify({ step: this.step, adamStep: this.opt.stepCount }) }, moments,
-      { who: 'Trainer.save', when: `at step ${this.step}` });
-    this.emit('checkpoint', { step: this.step, path });
+    return [{ ...extra, trainer: JSON.stringify({ step, adamStep }) }, moments, { who: 'Trainer.save', when: `at step ${step}` }];
   }
 
   /**

@@ -108,7 +108,7 @@ test('truncated, bit-flipped, header-oversized and wrong-dtype checkpoints each 
   const tr = freshTrainer();
   try {
     const good = join(dir, 'good.safetensors');
-    tr.save(good);
+    tr.saveSync(good);
     const bytes = readFileSync(good);
     const headerLen = Number(bytes.readBigUInt64LE(0));
     const write = (name: string, b: Uint8Array) => {

@@ -46,7 +46,7 @@ if (mode === 'raw') {
   };
   for await (const s of trainer.steps()) {
     say({ saving: s.step, digest: digest() });
-    trainer.save(path);
+    await trainer.save(path); // written without blocking: a kill at any moment must leave a whole file
     say({ saved: s.step });
   }
 } else {

@@ -124,15 +124,17 @@ test("nonFinite: 'skip' drops the poisoned steps, keeps training, and reports th
   model.store.dispose();
 });
 
-test('Trainer.save refuses to write non-finite parameters and leaves the previous file as it was', (t) => {
+test('Trainer.save refuses to write non-finite parameters and leaves the previous file as it was', async (t) => {
   resetTape();
   const path = join(dir, 'refuse.safetensors');
   const model = new Decoder(cfg);
   const tr = new Trainer(model, data, opts);
-  tr.save(path);
+  await tr.save(path);
   const bytes = readFileSync(path);
   (model.store.values.sharedData() as Float32Array)[model.store.byName('ln_f.weight')!.offset] = -Infinity;
-  t.throws(() => tr.save(path), { instanceOf: Error, message: /Trainer\.save: parameters \(ln_f\.weight\) element \d+ is -Infinity at step 0; not writing/ });
+  const refused = /Trainer\.save: parameters \(ln_f\.weight\) element \d+ is -Infinity at step 0; not writing/;
+  await t.throwsAsync(tr.save(path), { instanceOf: Error, message: refused });
+  t.throws(() => tr.saveSync(path), { instanceOf: Error, message: refused });
   t.deepEqual(readFileSync(path), bytes);
   t.throws(() => new Trainer(model, data, { ...opts, nonFinite: 'ignore' as never }), { instanceOf: TypeError, message: /Trainer: nonFinite must be 'error' or 'skip'/ });
   tr.dispose();

@@ -425,7 +425,7 @@ export async function runAtomicCase(kind: AtomicKind, seed: number): Promise<Sta
     src.step = 3;
     src.opt.stepCount = 3;
     const path = join(dir, 'r.safetensors');
-    src.save(path);
+    src.saveSync(path);
     const f = decodeSafetensors(readFileSync(path));
     const fault = r.pick(['metadata', 'noStep', 'momentShape', 'momentDtype', 'paramShape', 'flipped'] as const);
     desc += ` ${fault}`;
