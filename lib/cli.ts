@@ -14,9 +14,9 @@ import { Decoder, TRAINER_MOMENTS, checkDecoderCheckpoint, type DecoderConfig } 
 import { Trainer, type EvalInfo, type StepInfo, type TrainerOptions } from './train/trainer.ts';
 import { CharTokenizer, TokenDataset } from './data/index.ts';
 import { describeCorpus, generateCorpus } from './data/corpus.ts';
-import { readSafetensorsHeader, writeFileAtomic, type SafeTensorInfo } from './io/safetensors.ts';
+import { SafetensorsError, readSafetensorsHeader, writeFileAtomic, type SafeTensorInfo } from './io/safetensors.ts';
 import { lossCurveSvg } from './plot.ts';
-import { loadCheckpoint } from './io/checkpoint.ts';
+import { differingKeys, loadCheckpoint } from './io/checkpoint.ts';
 import { backends, buildInfo, getNumThreads, setNumThreads } from './runtime.ts';
 import { packageRoot } from './native.ts';
 import { STRATEGIES, makePlan, type SharingConfig } from './sharing/plan.ts';
@@ -101,6 +101,8 @@ interface FlagSpec {
   choices?: readonly string[];
   /** Left out of the usage text (test and tuning switches). */
   hidden?: boolean;
+  /** A file or folder: resolved against the invoking directory (invocationDir()). */
+  path?: boolean;
 }
 
 type Specs = Record<string, FlagSpec>;
@@ -145,7 +147,7 @@ const TRAIN_FLAGS: Specs = {
 };
 
 const DATA_FLAGS: Specs = {
-  data: { kind: 'string', arg: 'FILE', help: 'a UTF-8 text file' },
+  data: { kind: 'string', arg: 'FILE', path: true, help: 'a UTF-8 text file' },
   corpus: { kind: 'string', arg: 'NAME', choices: ['default'], help: 'the embedded corpus instead of a file' },
   'corpus-chars': { kind: 'int', arg: 'N', min: 1000, help: 'characters of the embedded corpus (default 400000)' },
 };
@@ -187,6 +189,7 @@ export function parseFlags(argv: string[], specs: Specs): Flags {
     else if (i + 1 < argv.length && !argv[i + 1].startsWith('--')) raw = argv[++i];
     if (raw === undefined) throw new UsageError(`--${name} needs a value${spec.arg ? ` (${spec.arg})` : ''}`);
     out[name] = parseValue(name, spec, raw);
+    if (spec.path && raw !== '') out[name] = resolve(invocationDir(), raw);
   }
   return out;
 }
@@ -205,6 +208,15 @@ function parseValue(name: string, spec: FlagSpec, raw: string): string | number 
   return v;
 }
 
+/**
+ * The folder the command was invoked from, against which every path flag is resolved: INIT_CWD when npm set it (`npm
+ * run cli` runs in the package folder, and INIT_CWD is where npm was run), otherwise the working directory.
+ */
+export function invocationDir(): string {
+  const init = process.env.INIT_CWD;
+  return init ? resolve(init) : process.cwd();
+}
+
 function str(f: Flags, k: string): string | undefined {
   return f[k] as string | undefined;
 }
@@ -212,11 +224,46 @@ function num(f: Flags, k: string): number | undefined {
   return f[k] as number | undefined;
 }
 
+/**
+ * Why `bytes` is not UTF-8 text, or undefined when it is: a NUL byte, or a byte sequence that is not UTF-8 (overlong
+ * forms, surrogates and code points above U+10FFFF included), with its offset.
+ */
+export function notText(bytes: Uint8Array): string | undefined {
+  const nul = bytes.indexOf(0);
+  if (nul >= 0) return `it holds a NUL byte at offset ${nul}, so it is binary, not text`;
+  const n = bytes.length;
+  for (let i = 0; i < n; ) {
+    const b = bytes[i];
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    let len = 0, min = 0, cp = 0;
+    if (b >= 0xc2 && b <= 0xdf) [len, min, cp] = [2, 0x80, b & 0x1f];
+    else if (b >= 0xe0 && b <= 0xef) [len, min, cp] = [3, 0x800, b & 0x0f];
+    else if (b >= 0xf0 && b <= 0xf4) [len, min, cp] = [4, 0x10000, b & 0x07];
+    const bad = () => `it is not valid UTF-8 (byte 0x${b.toString(16).padStart(2, '0')} at offset ${i} does not start a valid UTF-8 character)`;
+    if (len === 0 || i + len > n) return bad();
+    for (let k = 1; k < len; k++) {
+      const c = bytes[i + k];
+      if ((c & 0xc0) !== 0x80) return bad();
+      cp = (cp << 6) | (c & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return bad();
+    i += len;
+  }
+  return undefined;
+}
+
 function readText(path: string, what: string): string {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    const bytes = readFileSync(path);
+    const why = what === '--data' ? notText(bytes) : undefined;
+    if (why !== undefined) throw new CliError(`${what} ${path} is not UTF-8 text: ${why}; the data must be a UTF-8 text file`);
+    text = bytes.toString('utf8');
   } catch (e) {
+    if (e instanceof CliError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : firstLine(message(e));
     throw new CliError(`cannot read ${what} ${path}: ${why}`);
@@ -370,7 +417,10 @@ function trainConfigFrom(base: Partial<TrainConfig> & { data?: DataSource }, fil
 function checkDevice(device: string | undefined): Device {
   if (device === undefined || device === 'cpu') return 'cpu';
   const cuda = backends().cuda;
-  if (!cuda.available) throw new CliError(`--device cuda: CUDA is not available here (${cuda.reason ?? (cuda.compiled ? 'no usable GPU' : 'the addon was built without CUDA')})`);
+  if (!cuda.available) {
+    const why = (cuda.reason ?? (cuda.compiled ? 'no usable GPU was found' : 'the addon was built without CUDA')).replace(/[\s.;,]+$/, '');
+    throw new CliError(`--device cuda: CUDA was requested but is not available here, because ${why}. Give --device cpu (the default) to run on the CPU`);
+  }
   return 'cuda';
 }
 
@@ -406,6 +456,12 @@ function readCheckpointMeta(path: string, what: string): Omit<Loaded, 'model'> &
   try {
     file = readSafetensorsHeader(path);
   } catch (e) {
+    if (e instanceof SafetensorsError) {
+      const m = firstLine(message(e)), prefix = `safetensors ${path}: `;
+      const why = m.startsWith(prefix) ? m.slice(prefix.length) : m;
+      if (why === 'not a regular file') throw new CliError(`cannot read ${what} ${path}: it is not a regular file`);
+      throw new CliError(`${what} ${path} is not a safetensors checkpoint (${why})`);
+    }
     const code = (e as NodeJS.ErrnoException).code;
     throw new CliError(`cannot read ${what} ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : firstLine(message(e))}`);
   }
@@ -562,8 +618,9 @@ async function evaluate(model: Decoder, data: TokenDataset, batches: number, B: 
 }
 
 /**
- * Generates `n` characters after `prompt`, sliding the context window when prompt + n exceeds the model's maxSeq
- * (each window is a fresh KV-cache pass over the last characters). onText receives the text as it is made.
+ * Generates `n` characters after `prompt` with Decoder.generate's sliding window (`slide: true`: windows of up to
+ * maxSeq / 2 new characters, each a fresh KV-cache pass over the last characters). onText receives the text as it is
+ * made. An empty prompt starts as at the beginning of a line.
  */
 export async function generateText(
   model: Decoder, tok: CharTokenizer, prompt: string, n: number,
@@ -576,35 +633,60 @@ export async function generateText(
     const start = tok.chars.indexOf('\n');
     ctx = [start >= 0 ? start : 0];
   }
-  const out: number[] = [];
-  for (let round = 0; out.length < n; round++) {
-    const step = Math.min(n - out.length, Math.max(1, Math.floor(W / 2)));
-    const context = ctx.slice(-(W - step));
-    const ids = await model.generate(context, {
-      maxNewTokens: step, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: (o.seed + round * 0x9e3779b1) >>> 0,
-    });
-    out.push(...ids);
-    ctx = ctx.concat(ids);
-    o.onText?.(tok.decode(ids));
-  }
-  return tok.decode(out);
+  const onText = o.onText;
+  const ids = await model.generate(ctx, {
+    maxNewTokens: n, temperature: o.temperature, topK: o.topK, topP: o.topP, seed: o.seed, slide: true,
+    ...(onText ? { onTokens: (ids: number[]) => onText(tok.decode(ids)) } : {}),
+  });
+  return tok.decode(ids);
 }
 
-/** SIGINT -> abort (a second Ctrl-C exits at once); or io.signal when the caller gives one. */
+/**
+ * SIGINTs within this many milliseconds of the previous one count as one: `npm run cli` forwards the SIGINT that a
+ * terminal's Ctrl-C also sends to the whole process group, so one keypress can arrive twice.
+ */
+const SIGINT_BURST_MS = 300;
+
+/**
+ * SIGINT -> abort; or io.signal when the caller gives one. The first Ctrl-C requests a stop after the current step
+ * (train then writes its checkpoint); a second one does not lose it: the command goes on finishing the step and the
+ * checkpoint, and says so; a third quits at once (exit 130, no checkpoint).
+ */
 function interrupts(io: CliIO): { signal: AbortSignal; dispose(): void } {
   if (io.signal) return { signal: io.signal, dispose() {} };
   const ac = new AbortController();
+  let presses = 0, lastAt = -Infinity;
   const onInt = () => {
-    if (ac.signal.aborted) process.exit(EXIT_INTERRUPTED);
-    io.stderr.write('\ninterrupted: stopping after the current step (Ctrl-C again to quit at once)\n');
-    ac.abort();
+    const now = performance.now();
+    const burst = now - lastAt < SIGINT_BURST_MS;
+    lastAt = now;
+    if (burst && presses > 0) return;
+    presses++;
+    if (presses === 1) {
+      io.stderr.write('\ninterrupted: stopping after the current step (Ctrl-C twice more to quit at once, without a checkpoint)\n');
+      ac.abort();
+    } else if (presses === 2) {
+      io.stderr.write('\nfinishing the current step and the checkpoint... (Ctrl-C once more to quit at once, without it)\n');
+    } else {
+      io.stderr.write('\nquitting without finishing\n');
+      process.exit(EXIT_INTERRUPTED);
+    }
   };
   process.on('SIGINT', onInt);
   return { signal: ac.signal, dispose: () => void process.off('SIGINT', onInt) };
 }
 
-const jsonLine = (io: CliIO, o: object) => io.stdout.write(`${JSON.stringify(o)}\n`);
-const say = (io: CliIO, s = '') => io.stdout.write(`${s}\n`);
+const hex4 = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+/**
+ * Text made safe to print: every C0 control but tab and newline, DEL, every C1 control (ESC, CSI, ... which a terminal
+ * would act on) written as \u001b and the like. Generated text and file names may hold any character.
+ */
+export function printable(s: string): string {
+  return s.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, hex4);
+}
+/** One JSON object per line; JSON.stringify escapes C0 controls, and DEL, C1 controls, U+2028 and U+2029 are escaped too. */
+const jsonLine = (io: CliIO, o: object) => io.stdout.write(`${JSON.stringify(o).replace(/[\x7f-\x9f\u2028\u2029]/g, hex4)}\n`);
+const say = (io: CliIO, s = '') => io.stdout.write(`${printable(s)}\n`);
 
 // ---------------------------------------------------------------------------------------------------------------------
 // train
@@ -627,6 +709,12 @@ async function trainCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<n
   const tokens = encode(tok, text, label);
 
   const mcfg = modelConfigFrom(prior?.modelConfig ?? DEFAULT_MODEL, file.model, f);
+  if (prior) {
+    // The model's shape cannot change on resuming: name the keys that differ, not the two configurations.
+    const diff = differingKeys(modelConfigFrom(prior.modelConfig, {}, {}), mcfg);
+    if (diff.length)
+      throw new CliError(`cannot resume from ${resumePath}: it holds a different model than requested: ${diff.join(', ')} (checkpoint -> requested; leave out the flags or --config keys that change the model)`);
+  }
   if (f.batch === undefined && file.train.batchSize === undefined) checkRecordedBatch(`--resume ${resumePath}`, prior?.trainConfig?.batchSize);
   const tcfg = trainConfigFrom(prior?.trainConfig ?? {}, file.train, f, mcfg.maxSeq ?? 64);
   const data = makeDataset(tokens, tok.vocabSize, tcfg.seqLen, label);
@@ -696,7 +784,12 @@ async function trainCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<n
       for await (const s of trainer.steps()) {
         last = s;
         progress.update(s);
-        if (every && s.step % every === 0 && s.step < tcfg.steps) save();
+        if (every && s.step % every === 0 && s.step < tcfg.steps) {
+          save();
+          progress.clear();
+          if (json) jsonLine(io, { type: 'checkpoint', step: s.step, path: out });
+          else say(io, `checkpoint step ${s.step} written to ${out}`);
+        }
       }
     } catch (e) {
       progress.done();
@@ -716,11 +809,17 @@ async function trainCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<n
     const val = lastEval?.step === trainer.step ? lastEval : await trainer.evaluate();
     save();
     releaseTape();
+    // This session's steps, time and throughput (StepInfo.tokensPerSec counts this session only); the step reached apart.
     const tokensPerSec = last ? last.tokensPerSec : 0;
+    const sessionSteps = trainer.step - start;
     if (json)
-      jsonLine(io, { type: 'train', steps: trainer.step, loss: last?.loss ?? null, valLoss: val.loss, bpc: val.bpc, tokensPerSec, seconds, checkpoint: out });
+      jsonLine(io, {
+        type: 'train', steps: sessionSteps, step: trainer.step, startStep: start, loss: last?.loss ?? null, valLoss: val.loss, bpc: val.bpc,
+        tokensPerSec, seconds, checkpoint: out,
+      });
     else {
-      say(io, `done      ${trainer.step} steps in ${seconds.toFixed(1)} s (${fmt(tokensPerSec)} tokens/s); train loss ${fixed(last?.loss, 4)}, validation loss ${val.loss.toFixed(4)} (${val.bpc.toFixed(3)} bits/char)`);
+      const reached = start > 0 ? ` (step ${start} -> ${trainer.step})` : '';
+      say(io, `done      ${sessionSteps} steps${reached} in ${seconds.toFixed(1)} s (${fmt(tokensPerSec)} tokens/s); train loss ${fixed(last?.loss, 4)}, validation loss ${val.loss.toFixed(4)} (${val.bpc.toFixed(3)} bits/char)`);
       say(io, `saved     ${out}`);
     }
     return EXIT_OK;
@@ -783,8 +882,8 @@ async function generateCommand(f: Flags, io: CliIO): Promise<number> {
       const text = await generateText(model, tokenizer, prompt, n, { temperature, topK, topP, seed });
       jsonLine(io, { type: 'generate', prompt, text, tokens: n, temperature, topK: topK ?? null, topP: topP ?? null, seed });
     } else {
-      io.stdout.write(prompt);
-      await generateText(model, tokenizer, prompt, n, { temperature, topK, topP, seed, onText: (s) => io.stdout.write(s) });
+      io.stdout.write(printable(prompt));
+      await generateText(model, tokenizer, prompt, n, { temperature, topK, topP, seed, onText: (s) => io.stdout.write(printable(s)) });
       io.stdout.write('\n');
     }
     return EXIT_OK;
@@ -809,7 +908,7 @@ async function infoCommand(f: Flags, io: CliIO): Promise<number> {
     cpu: { threads: getNumThreads(), simd: be.cpu.simd, features: be.cpu.features },
   };
   if (f.json) {
-    jsonLine(io, info);
+    jsonLine(io, { type: 'info', ...info });
     return EXIT_OK;
   }
   say(io, `sharedformer ${info.version} (Node ${info.node}, ${info.platform})`);
@@ -835,7 +934,7 @@ export function benchInvocation(args: string[], root: string = packageRoot): { c
 /** The suites of scripts/bench.ts (kernels and tensors by default; train only when named). */
 const BENCH_SUITES = ['kernels', 'tensors', 'train'] as const;
 const BENCH_SPECS: Specs = {
-  json: { kind: 'string', arg: 'FILE', help: 'also write the rows to FILE as JSON' },
+  json: { kind: 'string', arg: 'FILE', path: true, help: 'also write the rows to FILE as JSON' },
   help: COMMON.help,
 };
 
@@ -1088,7 +1187,7 @@ export interface CompareRow {
 async function compareCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise<number> {
   const began = performance.now();
   const json = f.json === true;
-  const outDir = resolve(str(f, 'out') ?? 'sharedformer-compare');
+  const outDir = str(f, 'out') ?? resolve(invocationDir(), 'sharedformer-compare');
   if (existsSync(outDir) && !statSync(outDir).isDirectory()) throw new CliError(`cannot write --out ${outDir}: it exists and is not a folder`);
   const file = str(f, 'config') !== undefined ? readConfigFile(str(f, 'config')!) : { model: {}, train: {} };
   const device = checkDevice(str(f, 'device'));
@@ -1218,10 +1317,10 @@ async function compareCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise
 
 const TRAIN_SPECS: Specs = {
   ...DATA_FLAGS,
-  config: { kind: 'string', arg: 'FILE', help: 'a JSON object of model and training keys (flags override it)' },
+  config: { kind: 'string', arg: 'FILE', path: true, help: 'a JSON object of model and training keys (flags override it)' },
   'vocab-from-data': { kind: 'bool', help: 'vocabulary: only the characters of the data (default: printable ASCII, tab, newline and the data\'s characters)' },
-  out: { kind: 'string', arg: 'FILE', help: 'the checkpoint to write (.safetensors; required)' },
-  resume: { kind: 'string', arg: 'FILE', help: 'continue from a checkpoint written by train (model, optimizer, step, tokenizer and settings)' },
+  out: { kind: 'string', arg: 'FILE', path: true, help: 'the checkpoint to write (.safetensors; required)' },
+  resume: { kind: 'string', arg: 'FILE', path: true, help: 'continue from a checkpoint written by train (model, optimizer, step, tokenizer and settings)' },
   'checkpoint-every': { kind: 'int', arg: 'N', min: 1, help: 'also write the checkpoint every N steps' },
   ...MODEL_FLAGS,
   ...TRAIN_FLAGS,
@@ -1271,7 +1370,7 @@ const COMMANDS: Record<string, Command> = {
     summary: 'validation loss and bits per character of a checkpoint',
     usage: 'sharedformer eval --model FILE.safetensors [--data FILE | --corpus default] [--batches N]',
     specs: {
-      model: { kind: 'string', arg: 'FILE', help: 'a checkpoint written by train (required)' },
+      model: { kind: 'string', arg: 'FILE', path: true, help: 'a checkpoint written by train (required)' },
       ...DATA_FLAGS,
       batches: { kind: 'int', arg: 'N', min: 1, help: 'validation batches (default 20)' },
       batch: { kind: 'int', arg: 'B', min: 1, help: 'sequences per batch (default: as trained)' },
@@ -1287,7 +1386,7 @@ const COMMANDS: Record<string, Command> = {
     summary: 'continue a prompt with a trained model',
     usage: 'sharedformer generate --model FILE.safetensors --prompt TEXT [--tokens N] [sampling options]',
     specs: {
-      model: { kind: 'string', arg: 'FILE', help: 'a checkpoint written by train (required)' },
+      model: { kind: 'string', arg: 'FILE', path: true, help: 'a checkpoint written by train (required)' },
       prompt: { kind: 'string', arg: 'TEXT', help: 'the text to continue (default: empty, as at the start of a line)' },
       tokens: { kind: 'int', arg: 'N', min: 0, help: 'characters to generate (default 200)' },
       temperature: { kind: 'number', arg: 'T', min: 0, help: 'softmax temperature; 0 is greedy (default 0.8)' },
@@ -1308,8 +1407,8 @@ const COMMANDS: Record<string, Command> = {
       ...DATA_FLAGS,
       data: { ...DATA_FLAGS.data, help: 'a UTF-8 text file (default: the embedded corpus)' },
       'vocab-from-data': TRAIN_SPECS['vocab-from-data'],
-      config: { kind: 'string', arg: 'FILE', help: 'a JSON object of model and training keys, as for train (no sharing key)' },
-      out: { kind: 'string', arg: 'DIR', help: 'folder for compare.json and loss.svg (default ./sharedformer-compare)' },
+      config: { kind: 'string', arg: 'FILE', path: true, help: 'a JSON object of model and training keys, as for train (no sharing key)' },
+      out: { kind: 'string', arg: 'DIR', path: true, help: 'folder for compare.json and loss.svg (default ./sharedformer-compare, in the invoking folder)' },
       ...Object.fromEntries(Object.entries(MODEL_FLAGS).filter(([k]) => !['strategy', 'unique', 'rank'].includes(k))),
       ...TRAIN_FLAGS,
       steps: { ...TRAIN_FLAGS.steps, help: 'optimizer steps of every run (default 300)' },
@@ -1384,12 +1483,12 @@ function report(e: unknown, io: CliIO, cmd: string | undefined): number {
   const where = cmd && COMMANDS[cmd] ? `sharedformer ${cmd}` : 'sharedformer';
   const debug = process.env.SHAREDFORMER_DEBUG && process.env.SHAREDFORMER_DEBUG !== '0';
   if (e instanceof UsageError) {
-    io.stderr.write(`${where}: ${e.message} (see: sharedformer help${cmd && COMMANDS[cmd] ? ` ${cmd}` : ''})\n`);
+    io.stderr.write(`${where}: ${printable(e.message).replace(/[\t\n]/g, (c) => (c === '\t' ? '\\t' : '\\n'))} (see: sharedformer help${cmd && COMMANDS[cmd] ? ` ${cmd}` : ''})\n`);
     return EXIT_USAGE;
   }
   const m = message(e);
   const more = m.includes('\n') && !debug ? ' (SHAREDFORMER_DEBUG=1 shows the details)' : '';
-  io.stderr.write(`${where}: ${firstLine(m)}${more}\n`);
+  io.stderr.write(`${where}: ${printable(firstLine(m)).replace(/\t/g, '\\t')}${more}\n`);
   if (debug && e instanceof Error && e.stack) io.stderr.write(`${e.stack}\n`);
   return EXIT_RUNTIME;
 }

@@ -292,14 +292,14 @@ test('runtime errors exit 1 with one clear line', async (t) => {
     [['train', '--config', badJson, '--data', textFile, '--out', 'x'], 2, /--config .*bad\.json is not valid JSON/],
     [['train', '--config', unknownKey, '--data', textFile, '--out', 'x'], 2, /unknown key 'vocab' \(the vocabulary comes from the data\)/],
     [['eval', '--model', join(dir, 'missing.safetensors')], 1, /cannot read --model .*: no such file/],
-    [['eval', '--model', notCkpt, '--data', textFile], 1, /cannot read --model .*not-a-checkpoint\.safetensors/],
+    [['eval', '--model', notCkpt, '--data', textFile], 1, /--model .*not-a-checkpoint\.safetensors is not a safetensors checkpoint \(file is 5 bytes/],
     [['generate', '--model', narrow, '--prompt', 'the Zebra'], 1, /the prompt: character "Z" at position 4 is not in the vocabulary of the model/],
     [['eval', '--model', narrow, '--corpus', 'default', '--corpus-chars', '2000'], 1, /is not in the vocabulary of the model/],
-    [['train', '--resume', ckpt, '--d-model', '32', '--heads', '2', '--out', join(dir, 'r.safetensors')], 1, /cannot resume from .*: .*different config/],
-    [['train', '--resume', notCkpt, '--out', 'x'], 1, /cannot read --resume/],
+    [['train', '--resume', ckpt, '--d-model', '32', '--heads', '2', '--out', join(dir, 'r.safetensors')], 1, /cannot resume from .*: it holds a different model than requested: dModel: 16 -> 32 \(checkpoint -> requested/],
+    [['train', '--resume', notCkpt, '--out', 'x'], 1, /--resume .*not-a-checkpoint\.safetensors is not a safetensors checkpoint/],
     [['train', '--data', textFile, '--out', join(dir, 'no', 'such', 'x.safetensors')], 1, /cannot write --out .*: the folder .* does not exist/],
   ];
-  if (!backends().cuda.available) cases.push([['train', '--data', textFile, '--out', 'x', '--device', 'cuda'], 1, /--device cuda: CUDA is not available here/]);
+  if (!backends().cuda.available) cases.push([['train', '--data', textFile, '--out', 'x', '--device', 'cuda'], 1, /--device cuda: CUDA was requested but is not available here, because .*\. Give --device cpu/]);
   for (const [argv, code, msg] of cases) {
     const r = await run(argv);
     t.is(r.code, code, `${argv.join(' ')}: ${r.err}`);

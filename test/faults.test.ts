@@ -17,7 +17,7 @@ import { saveSafetensors, type SafeTensor } from '../lib/io/safetensors.ts';
 import { Tensor, tensor, full } from '../lib/tensor.ts';
 import { backward, releaseTape, resetTape } from '../lib/autograd.ts';
 import { memory } from '../lib/runtime.ts';
-import { loadModel, benchArgs, CliError } from '../lib/cli.ts';
+import { loadModel, benchArgs, invocationDir, CliError } from '../lib/cli.ts';
 import { run } from './helpers/cli.ts';
 
 const test = anyTest.serial;
@@ -443,8 +443,11 @@ test('train --resume from a checkpoint whose recorded training configuration is 
 
 test('bench passes its suites and --json FILE (either spelling) on to scripts/bench.ts', (t) => {
   t.deepEqual(benchArgs([]), []);
-  t.deepEqual(benchArgs(['kernels', '--json', 'rows.json']), ['kernels', '--json', 'rows.json']);
-  t.deepEqual(benchArgs(['--json=rows.json', 'tensors', 'train']), ['tensors', 'train', '--json', 'rows.json']);
+  // bench runs in the package folder: a relative --json FILE is resolved against the invoking folder first
+  const rows = join(invocationDir(), 'rows.json');
+  t.deepEqual(benchArgs(['kernels', '--json', 'rows.json']), ['kernels', '--json', rows]);
+  t.deepEqual(benchArgs(['--json=rows.json', 'tensors', 'train']), ['tensors', 'train', '--json', rows]);
+  t.deepEqual(benchArgs(['--json', '/abs/rows.json']), ['--json', '/abs/rows.json']);
   t.throws(() => benchArgs(['--json=']), { message: /--json needs a value/ });
   t.throws(() => benchArgs(['-x']), { message: /unknown suite '-x'/ });
 });

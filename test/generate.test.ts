@@ -150,7 +150,7 @@ test('a prompt plus maxNewTokens up to maxSeq is accepted; beyond it is a RangeE
   const out = await m.generate(prompt, { maxNewTokens: 4, temperature: 0 }); // exactly maxSeq = 24
   t.deepEqual(out, greedyByFullForward(m, prompt, 4));
   await rejectsExactly(t, () => m.generate(prompt, { maxNewTokens: 5 }), RangeError,
-    /^Decoder\.generate: the prompt \(20 tokens\) plus maxNewTokens \(5\) exceeds the model's maxSeq \(24\)$/, 'past maxSeq');
+    /^Decoder\.generate: the prompt \(20 tokens\) plus maxNewTokens \(5\) exceeds the model's maxSeq \(24\); pass slide: true to slide the context window over the last tokens$/, 'past maxSeq');
   await rejectsExactly(t, () => m.generate(tokens(1, 25), { maxNewTokens: 0 }), RangeError, /exceeds the model's maxSeq \(24\)/, 'prompt past maxSeq');
   m.store.dispose();
 });
@@ -254,7 +254,7 @@ test('bad prompts and options reject with the right class, naming Decoder.genera
     ['no options', G(p, undefined), TypeError, /^Decoder\.generate: options must be an object with at least maxNewTokens, got undefined$/],
     ['options a number', G(p, 5), TypeError, /^Decoder\.generate: options must be an object/],
     ['options an array', G(p, []), TypeError, /^Decoder\.generate: options must be an object/],
-    ['unknown option', G(p, { maxNewTokens: 2, top_k: 3 }), TypeError, /^Decoder\.generate: unknown option 'top_k' \(the options are maxNewTokens, temperature, topK, topP, seed, eos, depth\)$/],
+    ['unknown option', G(p, { maxNewTokens: 2, top_k: 3 }), TypeError, /^Decoder\.generate: unknown option 'top_k' \(the options are maxNewTokens, temperature, topK, topP, seed, eos, depth, slide, onTokens\)$/],
     ['maxNewTokens missing', G(p, {}), TypeError, /^Decoder\.generate: maxNewTokens must be an integer, got undefined$/],
     ['maxNewTokens a string', G(p, { maxNewTokens: '3' }), TypeError, /^Decoder\.generate: maxNewTokens must be an integer, got '3'$/],
     ['maxNewTokens NaN', G(p, { maxNewTokens: NaN }), RangeError, /^Decoder\.generate: maxNewTokens must be an integer in \[0, 2\^53 - 1\], got NaN$/],
@@ -352,4 +352,52 @@ test('the model\'s forward and loss are unchanged by generation (no tape, parame
   t.deepEqual(Array.from(fullLogits(m, seq)), Array.from(before));
   t.deepEqual(Array.from(m.store.values.dataSync()), Array.from(values));
   m.store.dispose();
+});
+
+// The CLI's sliding window, as `sharedformer generate` computed it before Decoder.generate offered `slide`: windows of
+// up to maxSeq / 2 new tokens, each a strict generate() over the last maxSeq - n tokens, window w seeded seed + w * 0x9e3779b1.
+async function slidingReference(m: Decoder, prompt: number[], n: number, o: { temperature?: number; topK?: number; seed: number }): Promise<number[]> {
+  const W = m.config.maxSeq;
+  let ctx = prompt.slice();
+  const out: number[] = [];
+  for (let round = 0; out.length < n; round++) {
+    const step = Math.min(n - out.length, Math.max(1, Math.floor(W / 2)));
+    const ids = await m.generate(ctx.slice(-(W - step)), { maxNewTokens: step, temperature: o.temperature, topK: o.topK, seed: (o.seed + round * 0x9e3779b1) >>> 0 });
+    out.push(...ids);
+    ctx = ctx.concat(ids);
+  }
+  return out;
+}
+
+test('slide: true generates past maxSeq exactly as the CLI\'s sliding window did; onTokens streams the windows', async (t) => {
+  const m = model({ sharing: { strategy: 'all' } });
+  try {
+    for (const [prompt, n, o] of [
+      [tokens(3, 3), 60, { temperature: 0.9, seed: 7 }],
+      [tokens(4, 30), 25, { temperature: 1, topK: 5, seed: 123456 }], // a prompt longer than maxSeq keeps its last tokens
+      [tokens(5, 10), 14, { temperature: 0, seed: 0 }], // fits: still windows of maxSeq / 2
+      [tokens(6, 1), 1, { temperature: 0.5, seed: 0x7fffffff }],
+    ] as [number[], number, { temperature: number; topK?: number; seed: number }][]) {
+      const want = await slidingReference(m, prompt, n, o);
+      const streamed: number[][] = [];
+      const got = await m.generate(prompt, { maxNewTokens: n, ...o, slide: true, onTokens: (ids) => streamed.push(ids) });
+      t.is(got.length, n);
+      t.deepEqual(got, want, `prompt ${prompt.length}, ${n} tokens`);
+      t.deepEqual(streamed.flat(), got);
+      t.true(streamed.every((w) => w.length <= m.config.maxSeq / 2));
+    }
+    // without slide, each token is streamed as it is made
+    const each: number[][] = [];
+    const strict = await m.generate(tokens(3, 3), { maxNewTokens: 5, temperature: 0.7, seed: 3, onTokens: (ids) => each.push(ids) });
+    t.deepEqual(each, strict.map((x) => [x]));
+    // eos stops the sliding generation too
+    const all = await m.generate(tokens(3, 3), { maxNewTokens: 40, temperature: 1, seed: 9, slide: true });
+    const eos = all[20];
+    const cut = await m.generate(tokens(3, 3), { maxNewTokens: 40, temperature: 1, seed: 9, slide: true, eos });
+    t.deepEqual(cut, all.slice(0, all.indexOf(eos) + 1));
+    await rejectsExactly(t, () => m.generate(tokens(3, 3), { maxNewTokens: 2, slide: 1 as never }), TypeError, /^Decoder\.generate: slide must be a boolean/, 'slide: 1');
+    await rejectsExactly(t, () => m.generate(tokens(3, 3), { maxNewTokens: 2, onTokens: 'x' as never }), TypeError, /^Decoder\.generate: onTokens must be a function/, 'onTokens');
+  } finally {
+    m.store.dispose();
+  }
 });

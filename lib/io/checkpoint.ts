@@ -90,6 +90,37 @@ function checkpointContents(
 }
 
 /**
+ * The keys in which two JSON values differ, each as `key: a -> b` (nested objects as dotted keys, a missing key as
+ * "absent").
+ */
+export function differingKeys(a: unknown, b: unknown): string[] {
+  const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+  const show = (v: unknown) => (v === undefined ? 'absent' : JSON.stringify(v));
+  const diffs: string[] = [];
+  const walk = (p: unknown, q: unknown, key: string) => {
+    if (isObject(p) && isObject(q)) {
+      for (const k of new Set([...Object.keys(p), ...Object.keys(q)])) walk(p[k], q[k], key ? `${key}.${k}` : k);
+    } else if (JSON.stringify(p) !== JSON.stringify(q)) diffs.push(`${key || '(value)'}: ${show(p)} -> ${show(q)}`);
+  };
+  walk(a, b, '');
+  return diffs;
+}
+
+/** How two JSON texts differ: differingKeys when both are objects, else both texts. */
+function jsonDifference(a: string | undefined, b: string): string {
+  const parse = (t: string | undefined): unknown => {
+    try {
+      return t === undefined ? undefined : JSON.parse(t);
+    } catch {
+      return undefined;
+    }
+  };
+  const x = parse(a), y = parse(b);
+  const d = typeof x === 'object' && x !== null && typeof y === 'object' && y !== null ? differingKeys(x, y) : [];
+  return d.length ? `${d.join(', ')} (the checkpoint's value -> the model's)` : `${a} (the model has ${b})`;
+}
+
+/**
  * Reads a checkpoint into `store`: the model kind, config and plan must equal `expect`, and every parameter must be
  * present with its exact shape and dtype (no more, no less). The extra tensors are read into the caller's arrays, then
  * `check` (a trainer's, say) sees the metadata and may throw too; only then are the parameters written, in one copy.
@@ -106,7 +137,7 @@ export function loadCheckpoint(
   if (md[CHECKSUM_KEY] !== undefined && md[CHECKSUM_KEY] !== tensorsDigest(file.tensors))
     throw new Error(`loadCheckpoint: ${path} is corrupt: its tensors do not match the SHA-256 recorded when it was written (${CHECKSUM_KEY} ${md[CHECKSUM_KEY].slice(0, 16)}...)`);
   for (const k of ['model', 'config', 'plan'] as const)
-    if (md[k] !== expect[k]) throw new Error(`loadCheckpoint: ${path} holds a different ${k}: ${md[k]} (the model has ${expect[k]})`);
+    if (md[k] !== expect[k]) throw new Error(`loadCheckpoint: ${path} holds a different ${k}: ${jsonDifference(md[k], expect[k])}`);
   const names = new Set(store.parameters.map((p) => p.name));
   for (const k of file.tensors.keys())
     if (!names.has(k) && !extraTensors.has(k)) throw new Error(`loadCheckpoint: ${path} has an unexpected tensor '${k}'`);

@@ -177,8 +177,10 @@ export class Decoder extends Model {
   /**
    * Generates up to options.maxNewTokens token ids after `prompt` (int32 [T0] or [1, T0], or an array of ids) over a
    * KV cache, under noGrad: greedy with temperature 0, else sampled (topK, topP, seeded). Stops early after options.eos.
-   * The prompt plus maxNewTokens must fit in maxSeq (else RangeError). Resolves to the new ids, without the prompt.
-   * See lib/models/generate.ts.
+   * The prompt plus maxNewTokens must fit in maxSeq (else RangeError), unless options.slide is true: then the context
+   * window slides (windows of up to maxSeq / 2 new tokens, each a fresh pass over the last maxSeq - n tokens, as
+   * `sharedformer generate` does). options.onTokens sees the new ids as they are made. Resolves to the new ids,
+   * without the prompt. See lib/models/generate.ts.
    */
   generate(prompt: Tensor | number[], options: GenerateOptions): Promise<number[]> {
     return generate(this, prompt, options);

@@ -22,7 +22,10 @@ import { linearInference, type FeedForward } from '../nn/layers.ts';
 
 /** How generate() picks tokens: length, temperature, top-k / top-p, seed. */
 export interface GenerateOptions {
-  /** How many tokens to generate at most (0 returns []). The prompt plus these must fit in the model's maxSeq. */
+  /**
+   * How many tokens to generate at most (0 returns []). The prompt plus these must fit in the model's maxSeq, unless
+   * `slide` is true.
+   */
   maxNewTokens: number;
   /** Softmax temperature, >= 0. Default 1; 0 is greedy decoding (argmax, no randomness). */
   temperature?: number;
@@ -36,12 +39,22 @@ export interface GenerateOptions {
   eos?: number;
   /** Apply a shared stack for another number of layers (strategies all and cycle), as Decoder.forward's depth. */
   depth?: number;
+  /**
+   * Slide the context window instead of refusing a prompt plus maxNewTokens longer than maxSeq (default false). The
+   * tokens are made in windows of up to floor(maxSeq / 2) new tokens; each window is a fresh KV-cache pass over the
+   * last maxSeq - n tokens of the prompt and the tokens made so far (n: that window's new tokens; a longer prompt
+   * keeps its last tokens), sampled with seed (seed + w * 0x9e3779b1) mod 2^32 for window w = 0, 1, ... Needs maxSeq
+   * >= 2. This is what `sharedformer generate` does.
+   */
+  slide?: boolean;
+  /** Called with the new ids as they are made: each token, or with `slide` each window's tokens. */
+  onTokens?: (ids: number[]) => void;
 }
 
 type KV = { k: Tensor; v: Tensor };
 
 const OP = 'Decoder.generate';
-const OPTION_KEYS = ['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'eos', 'depth'];
+const OPTION_KEYS = ['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'eos', 'depth', 'slide', 'onTokens'];
 
 /** h + d as a new tensor, freeing both. */
 function residual(h: Tensor, d: Tensor): Tensor {
@@ -230,6 +243,8 @@ interface Resolved {
   seed: number;
   eos?: number;
   depth?: number;
+  slide?: boolean;
+  onTokens?: (ids: number[]) => void;
 }
 
 function resolveOptions(options: unknown, vocab: number): Resolved {
@@ -251,6 +266,10 @@ function resolveOptions(options: unknown, vocab: number): Resolved {
   r.seed = o.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : checkInteger(o.seed, 'seed', 0, Number.MAX_SAFE_INTEGER);
   if (o.eos !== undefined) r.eos = checkInteger(o.eos, 'eos', 0, vocab - 1);
   if (o.depth !== undefined) r.depth = checkInteger(o.depth, 'depth', 1, Number.MAX_SAFE_INTEGER);
+  if (o.slide !== undefined && typeof o.slide !== 'boolean') throw new TypeError(`${OP}: slide must be a boolean, got ${describe(o.slide)}`);
+  if (o.slide) r.slide = true;
+  if (o.onTokens !== undefined && typeof o.onTokens !== 'function') throw new TypeError(`${OP}: onTokens must be a function, got ${describe(o.onTokens)}`);
+  if (o.onTokens) r.onTokens = o.onTokens as (ids: number[]) => void;
   return r;
 }
 
@@ -365,10 +384,39 @@ export async function generate(model: Decoder, prompt: Tensor | number[], option
   appliedLayers(model.plan, o.depth); // a depth the plan cannot apply fails here, before any work
   const ids = await promptIds(prompt, vocab, OP);
   const T0 = ids.length;
+  if (o.slide) return slidingGenerate(model, ids, o);
   if (T0 + o.maxNewTokens > maxSeq)
-    throw new RangeError(`${OP}: the prompt (${T0} tokens) plus maxNewTokens (${o.maxNewTokens}) exceeds the model's maxSeq (${maxSeq})`);
+    throw new RangeError(
+      `${OP}: the prompt (${T0} tokens) plus maxNewTokens (${o.maxNewTokens}) exceeds the model's maxSeq (${maxSeq}); pass slide: true to slide the context window over the last tokens`,
+    );
+  return generateWindow(model, ids, o, o.seed, o.onTokens);
+}
+
+/**
+ * generate({ slide: true }): windows of up to floor(maxSeq / 2) new tokens, each a fresh pass over the last
+ * maxSeq - n tokens so far, window w sampled with seed (seed + w * 0x9e3779b1) >>> 0. Stops after eos.
+ */
+async function slidingGenerate(model: Decoder, prompt: number[], o: Resolved): Promise<number[]> {
+  const W = model.config.maxSeq;
+  if (W < 2) throw new RangeError(`${OP}: slide needs a context of at least 2 tokens (the model's maxSeq is ${W})`);
+  let ctx = prompt.slice();
+  const out: number[] = [];
+  for (let w = 0; out.length < o.maxNewTokens; w++) {
+    const n = Math.min(o.maxNewTokens - out.length, Math.max(1, Math.floor(W / 2)));
+    const ids = await generateWindow(model, ctx.slice(-(W - n)), { ...o, maxNewTokens: n }, (o.seed + w * 0x9e3779b1) >>> 0);
+    out.push(...ids);
+    o.onTokens?.(ids);
+    if (o.eos !== undefined && ids.at(-1) === o.eos) break;
+    ctx = ctx.concat(ids);
+  }
+  return out;
+}
+
+/** maxNewTokens after `ids` (which, with them, fit in maxSeq) over one KV cache; onToken sees each token. */
+async function generateWindow(model: Decoder, ids: number[], o: Resolved, seed: number, onTokens?: (ids: number[]) => void): Promise<number[]> {
+  const T0 = ids.length;
   if (o.maxNewTokens === 0) return [];
-  const random = seededRandom(o.seed);
+  const random = seededRandom(seed);
   // The last generated token is never fed back: T0 + maxNewTokens - 1 positions go through the model.
   const session = new DecodeSession(model, T0 + o.maxNewTokens - 1, o.depth);
   const out: number[] = [];
@@ -381,6 +429,7 @@ export async function generate(model: Decoder, prompt: Tensor | number[], option
       logits = null;
       const next = sampleToken(row, o, random);
       out.push(next);
+      onTokens?.([next]);
       if (out.length === o.maxNewTokens || next === o.eos) break;
       logits = session.step(next);
     }
