@@ -209,12 +209,15 @@ function parseValue(name: string, spec: FlagSpec, raw: string): string | number 
 }
 
 /**
- * The folder the command was invoked from, against which every path flag is resolved: INIT_CWD when npm set it (`npm
- * run cli` runs in the package folder, and INIT_CWD is where npm was run), otherwise the working directory.
+ * The folder the command was invoked from, against which every path flag is resolved: INIT_CWD when npm set it and
+ * moved the process to the package folder (`npm run cli` runs there, and INIT_CWD is where npm was run); otherwise
+ * the working directory (`npx sharedformer` in the user's folder, or a program that called main() after chdir — a
+ * stale INIT_CWD from the npm command that started it must not win over its own working directory).
  */
 export function invocationDir(): string {
   const init = process.env.INIT_CWD;
-  return init ? resolve(init) : process.cwd();
+  const cwd = process.cwd();
+  return init && resolve(cwd) === resolve(packageRoot) ? resolve(init) : cwd;
 }
 
 function str(f: Flags, k: string): string | undefined {

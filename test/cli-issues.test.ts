@@ -61,8 +61,9 @@ test('1. path flags are resolved against INIT_CWD (where npm was run), else the 
 
 test('2. two SIGINTs keep the checkpoint: the second one waits for it, then the command exits 130', async (t) => {
   const out = join(dir, 'sigint.safetensors');
-  // a model whose steps take long enough that both signals arrive during the step that was running
-  const args = ['train', '--data', textFile, '--d-model', '128', '--heads', '4', '--d-ff', '512', '--layers', '6', '--max-seq', '64', '--batch', '32',
+  // a model whose steps take long enough (about 2-3 s on one thread here: 8192 tokens a step) that both signals arrive
+  // during the step that was running, even on a fast machine (the second comes 0.4 s after the first is answered)
+  const args = ['train', '--data', textFile, '--d-model', '128', '--heads', '4', '--d-ff', '512', '--layers', '6', '--max-seq', '64', '--batch', '128',
     '--steps', '1000', '--threads', '1', '--out', out];
   const child = spawn(process.execPath, [bin, ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '', stdout = '';
