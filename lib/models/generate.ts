@@ -12,7 +12,7 @@
 //     (nucleus), drawn with a seeded PRNG (sfc32): the same seed gives the same tokens.
 //
 // Everything runs under noGrad and frees its temporaries as it goes (caches included, when the call ends): memory()
-// returns to where it was. The caches are CPU tensors (kvAppend is a CPU kernel).
+// returns to where it was. The caches live on the model's device (kvAppend has a CPU and a CUDA kernel).
 import type { Decoder } from './decoder.ts';
 import { Tensor, tensor, zeros } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
