@@ -474,7 +474,8 @@ void run_bf16(Stream s, const cpu::MatmulDesc& d, const uint16_t* a, int64_t lda
     case 1: launch_bf16<1>(s, g, grid); break;
     case 2: launch_bf16<2>(s, g, grid); break;
     default:
-      if (impl != GemmImpl::Wgmma || !gemm_detail::launch_wgmma(s, g, grid)) launch_bf16<3>(s, g, grid);
+      if (impl != GemmImpl::Wgmma || !gemm_detail::launch_wgmma(s, g, grid).launched)  // (its fallback note unused)
+        launch_bf16<3>(s, g, grid);
       break;
   }
 }
