@@ -209,5 +209,29 @@ mutant wgmma-missing-barrier gemm_sm90.cu cuda_gemm_test forward \
 '      __syncthreads();                // everyone'"'"'s, and both warpgroups are done with k tile kt - 1 (refilled below)' \
 '      // (barrier removed)'
 
+# 27. consumer skips the full-barrier wait (Hopper TMA kernel): a stage is multiplied before its bulk copies have
+#     landed (the lane lands them only at a wait: the consumers read the poison, or an older k tile)
+mutant tma-consumer-skips-full-wait gemm_sm90.cu cuda_gemm_test forward \
+'        mbar_wait(&full[st], (it / kTStages) & 1u);  // k tile kt has landed in the stage' \
+'        // (full-barrier wait removed)'
+
+# 28. producer skips the empty-barrier wait (Hopper TMA kernel): a stage is refilled while the consumers may still
+#     read its previous k tile
+mutant tma-producer-skips-empty-wait gemm_sm90.cu cuda_gemm_test reverse \
+'          mbar_wait(&empty[st], (round & 1u) ^ 1u);  // the consumers are done with the stage'"'"'s previous k tile' \
+'          // (empty-barrier wait removed)'
+
+# 29. wrong expect_tx byte count (Hopper TMA kernel): 16 bytes more than the two copies bring, so the full barrier's
+#     phase never completes (the lane reports the deadlock)
+mutant tma-wrong-expect-tx gemm_sm90.cu cuda_gemm_test forward \
+'          mbar_arrive_expect_tx(&full[st], kHStageBytes);' \
+'          mbar_arrive_expect_tx(&full[st], kHStageBytes + 16);'
+
+# 30. tensor maps without swizzle (Hopper TMA kernel): the copies write the tiles unswizzled while the wgmma
+#     descriptors read the 128-byte swizzle
+mutant tma-map-swizzle-none gemm_sm90.cu cuda_gemm_test forward \
+'CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,' \
+'CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,'
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
