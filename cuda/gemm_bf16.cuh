@@ -48,9 +48,10 @@ struct WgmmaRun {
 };
 
 // The Hopper kernels (gemm_sm90.cu) on K-major operands (op(A) and op(B)^T k-contiguous: !trans_a, trans_b), on a
-// device of compute capability 9.0: the TMA kernel when both operands allow tensor maps, else the cp.async one.
+// device of compute capability 9.0: the TMA kernel when allowed (tma) and both operands allow tensor maps, else the
+// cp.async one.
 // Nothing is launched when neither can run here (another device, or no sm_90a image in this build), for the caller to
 // run the pipelined kernel instead.
-WgmmaRun launch_wgmma(Stream s, const Gemm16Args& g, dim3 grid);
+WgmmaRun launch_wgmma(Stream s, const Gemm16Args& g, dim3 grid, bool tma = true);
 
 }  // namespace sf::cuda::gemm_detail

@@ -274,13 +274,13 @@ using EncodeTiled = CUresult(CUDAAPI*)(CUtensorMap*, CUtensorMapDataType, cuuint
 
 // Why a K-major bf16 operand (rows x K per batch entry at p, leading dimension ld, batch stride st, in elements)
 // cannot be described by a tensor map (empty when it can): TMA needs the base address 16-byte aligned, the strides
-// multiples of 16 bytes, sizes up to 2^32 elements and strides below 2^40 bytes.
+// multiples of 16 bytes and strides below 2^40 bytes; the kernel's tile coordinates are 32-bit signed (PTX .s32).
 std::string tma_refusal(const char* name, const uint16_t* p, int64_t rows, int64_t K, int64_t ld, int64_t st,
                         int64_t batch) {
   if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return cat("operand ", name, " is not 16-byte aligned");
   if (ld % 8 != 0) return cat("operand ", name, ": leading dimension ", ld, " is not a multiple of 8 elements");
   if (batch > 1 && st % 8 != 0) return cat("operand ", name, ": batch stride ", st, " is not a multiple of 8 elements");
-  const int64_t lim = int64_t{1} << 32;
+  const int64_t lim = (int64_t{1} << 31) - 1;
   if (rows > lim || K > lim || batch > lim || ld >= (int64_t{1} << 39) ||
       (batch > 1 && st >= (int64_t{1} << 39)))
     return cat("operand ", name, ": sizes (", rows, " x ", K, ", ld ", ld, ", batch stride ", st, ") beyond a tensor map");
@@ -293,10 +293,11 @@ std::string tma_refusal(const char* name, const uint16_t* p, int64_t rows, int64
 std::string encode_operand(EncodeTiled encode, CUtensorMap* map, const char* name, const uint16_t* p, int64_t rows,
                            int64_t K, int64_t ld, int64_t st, int64_t batch) {
   const bool batched = batch > 1 && st != 0;
+  const int64_t ldm = K > 0 ? ld : 8;  // K = 0 (ld may be 0): a 16-byte row stride, for a map that is never read
   const cuuint64_t dims[3] = {static_cast<cuuint64_t>(K > 0 ? K : 1), static_cast<cuuint64_t>(rows),
                               static_cast<cuuint64_t>(batched ? batch : 1)};
-  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(ld) * 2,
-                                 static_cast<cuuint64_t>(batched ? st : ld * rows) * 2};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(ldm) * 2,
+                                 static_cast<cuuint64_t>(batched ? st : ldm * rows) * 2};
   const cuuint32_t box[3] = {kHK, kHB, 1}, estr[3] = {1, 1, 1};
   const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<uint16_t*>(p), dims, strides, box, estr,
                             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
@@ -310,12 +311,12 @@ std::string encode_operand(EncodeTiled encode, CUtensorMap* map, const char* nam
 
 bool gemm_wgmma_usable() { return usable_here(); }
 
-gemm_detail::WgmmaRun gemm_detail::launch_wgmma(Stream s, const Gemm16Args& g, dim3 grid) {
+gemm_detail::WgmmaRun gemm_detail::launch_wgmma(Stream s, const Gemm16Args& g, dim3 grid, bool tma) {
   WgmmaRun run;
   if (!usable_here()) return run;
   run.launched = true;
   // the TMA kernel where both operands allow a tensor map and the driver's encoder is reachable and accepts them
-  run.fallback = tma_refusal("A", g.a, g.M, g.K, g.lda, g.sa, g.batch);
+  run.fallback = tma ? tma_refusal("A", g.a, g.M, g.K, g.lda, g.sa, g.batch) : "cp.async staging asked for";
   if (run.fallback.empty()) run.fallback = tma_refusal("B", g.b, g.N, g.K, g.ldb, g.sb, g.batch);
   CUtensorMap map_a{}, map_b{};
   if (run.fallback.empty()) {
