@@ -83,6 +83,33 @@ __device__ __forceinline__ void load_tile_sm90(uint4* tile, const uint16_t* X, i
   }
 }
 
+// One k tile (64 k) of a stage multiplied by this warpgroup (both kernels): A's rows at a_addr (this warpgroup's 64),
+// B's tile at b_addr; wgmma.fence, 4 wgmma (descriptor start + 32 bytes per k16 step), commit, wait until complete
+// (the stage may be refilled after this returns).
+__device__ __forceinline__ void wgmma_k_tile(float (&acc)[64], uint32_t a_addr, uint32_t b_addr) {
+  wgmma_fence();
+#pragma unroll
+  for (int ks = 0; ks < kHK / 16; ++ks)  // k16 step ks: 32 bytes further along every 128-byte row
+    wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, kSwizzle128B),
+                          wgmma_desc(b_addr + 32 * ks, 16, 1024, kSwizzle128B), 1);
+  wgmma_commit();
+  wgmma_wait<0>();
+}
+
+// The accumulators of warpgroup wg into the 128 x 128 fp32 C tile ct (both kernels): row r's 8-float group c / 8 at
+// slot (c / 8) ^ (r % 8), as the epilogue reads it.
+__device__ __forceinline__ void store_acc_tile(float* ct, const float (&acc)[64], int wg, int tid) {
+  const int lane = tid % 32, wq = (tid % 128) / 32, gq = lane / 4, tq = lane % 4;
+#pragma unroll
+  for (int j = 0; j < 16; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = wg * 64 + wq * 16 + gq + 8 * h, c = 8 * j + 2 * tq;
+      *reinterpret_cast<float2*>(&ct[r * kHB + (c ^ ((r & 7) << 3))]) =
+          make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+    }
+}
+
 __global__ void __launch_bounds__(kHThreads, 1) gemm_wgmma_kernel(Gemm16Args g) {
 #if SF_HOPPER_CODE
   SF_DYNAMIC_SMEM(smem_raw);
@@ -91,8 +118,7 @@ __global__ void __launch_bounds__(kHThreads, 1) gemm_wgmma_kernel(Gemm16Args g) 
   unsigned char* const base = smem_raw + pad;
   uint4* const smem = reinterpret_cast<uint4*>(base);  // stage st: A tile at st * 2 * kHTile, then the B tile
   const uint32_t base_addr = smem_addr(base);
-  const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32, wq = (tid % 128) / 32;
-  const int gq = lane / 4, tq = lane % 4;
+  const int tid = threadIdx.x, wg = tid / 128;
   const int64_t ntn = (g.N + kHB - 1) / kHB;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) / ntn * kHB, n0 = static_cast<int64_t>(blockIdx.x) % ntn * kHB;
   const int64_t nk = (g.K + kHK - 1) / kHK;
@@ -120,25 +146,12 @@ __global__ void __launch_bounds__(kHThreads, 1) gemm_wgmma_kernel(Gemm16Args g) 
       cp_async_commit();
       const uint32_t a_addr = base_addr + static_cast<uint32_t>((kt % kHStages) * kHStageBytes + wg * 64 * 128);
       const uint32_t b_addr = base_addr + static_cast<uint32_t>((kt % kHStages) * kHStageBytes + kHTile * 16);
-      wgmma_fence();
-#pragma unroll
-      for (int ks = 0; ks < kHK / 16; ++ks)  // k16 step ks: 32 bytes further along every 128-byte row
-        wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, kSwizzle128B),
-                              wgmma_desc(b_addr + 32 * ks, 16, 1024, kSwizzle128B), 1);
-      wgmma_commit();
-      wgmma_wait<0>();
+      wgmma_k_tile(acc, a_addr, b_addr);
     }
     cp_async_wait<0>();
     __syncthreads();  // both warpgroups are done with the stages: they now hold the fp32 C tile
     float* const ct = reinterpret_cast<float*>(base);
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int r = wg * 64 + wq * 16 + gq + 8 * h, c = 8 * j + 2 * tq;
-        *reinterpret_cast<float2*>(&ct[r * kHB + (c ^ ((r & 7) << 3))]) =
-            make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
-      }
+    store_acc_tile(ct, acc, wg, tid);
     __syncthreads();
     float* C = g.c + bz * g.sc;
     float* P = g.preact ? g.preact + bz * g.sc : nullptr;
@@ -172,8 +185,7 @@ __global__ void __launch_bounds__(kTThreads, 1)
   const uint32_t base_addr = smem_addr(base);
   uint64_t* const full = reinterpret_cast<uint64_t*>(base + kTBarOffset);
   uint64_t* const empty = full + kTStages;
-  const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32, wq = (tid % 128) / 32;
-  const int gq = lane / 4, tq = lane % 4;
+  const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32;
   const bool producer = tid >= kTConsumers;
   if (tid == 0) {
     for (int st = 0; st < kTStages; ++st) {
@@ -212,28 +224,13 @@ __global__ void __launch_bounds__(kTThreads, 1)
         mbar_wait(&full[st], (it / kTStages) & 1u);  // k tile kt has landed in the stage
         const uint32_t a_addr = base_addr + static_cast<uint32_t>(st * kHStageBytes + wg * 64 * 128);
         const uint32_t b_addr = base_addr + static_cast<uint32_t>(st * kHStageBytes + kHTile * 16);
-        wgmma_fence();
-#pragma unroll
-        for (int ks = 0; ks < kHK / 16; ++ks)
-          wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, kSwizzle128B),
-                                wgmma_desc(b_addr + 32 * ks, 16, 1024, kSwizzle128B), 1);
-        wgmma_commit();
-        wgmma_wait<0>();
+        wgmma_k_tile(acc, a_addr, b_addr);
         if (lane == 0) mbar_arrive(&empty[st]);  // this warp's reads of the stage are complete: it may be refilled
       }
     }
     __syncthreads();  // every k tile consumed (so every copy landed): the stages now hold the fp32 C tile
     float* const ct = reinterpret_cast<float*>(base);
-    if (!producer) {
-#pragma unroll
-      for (int j = 0; j < 16; ++j)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int r = wg * 64 + wq * 16 + gq + 8 * h, c = 8 * j + 2 * tq;
-          *reinterpret_cast<float2*>(&ct[r * kHB + (c ^ ((r & 7) << 3))]) =
-              make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
-        }
-    }
+    if (!producer) store_acc_tile(ct, acc, wg, tid);
     __syncthreads();
     float* C = g.c + bz * g.sc;
     float* P = g.preact ? g.preact + bz * g.sc : nullptr;

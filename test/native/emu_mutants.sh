@@ -181,22 +181,23 @@ mutant missing-barrier-attention-dkv attention.cu cuda_attention_test reverse \
 '    __syncthreads();  // everyone'"'"'s have (and its stats, K, V are staged); every warp is done with query tile t - 1' \
 '    // (barrier removed)'
 
-# 22. wrong swizzle mode in the wgmma descriptors (Hopper kernel): the A operand described as 64-byte swizzled while
-#     the tiles are stored with the 128-byte pattern
+# 22. wrong swizzle mode in the wgmma descriptors (Hopper kernels: the k-tile helper both use): the A operand
+#     described as 64-byte swizzled while the tiles are stored with the 128-byte pattern
 mutant wgmma-descriptor-swizzle-mode gemm_sm90.cu cuda_gemm_test forward \
-'        wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, kSwizzle128B),' \
-'        wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, 2),'
+'    wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, kSwizzle128B),' \
+'    wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, 2),'
 
-# 23. wgmma.wait_group off by one (Hopper kernel): each k tile's group is left pending, so the last one is never
-#     waited for before the epilogue reads the accumulators
+# 23. wgmma.wait_group off by one (Hopper kernels' k-tile helper): each k tile's group is left pending, so the last
+#     one is never waited for before the epilogue reads the accumulators
 mutant wgmma-wait-group-off-by-one gemm_sm90.cu cuda_gemm_test forward \
-'      wgmma_wait<0>();' \
-'      wgmma_wait<1>();'
+'  wgmma_wait<0>();' \
+'  wgmma_wait<1>();'
 
-# 24. wrong stride byte offset in the B descriptor (Hopper kernel): 512 for the 1024 bytes between 8-row groups
+# 24. wrong stride byte offset in the B descriptor (Hopper kernels' k-tile helper): 512 for the 1024 bytes between
+#     8-row groups
 mutant wgmma-descriptor-stride-offset gemm_sm90.cu cuda_gemm_test forward \
-'                              wgmma_desc(b_addr + 32 * ks, 16, 1024, kSwizzle128B), 1);' \
-'                              wgmma_desc(b_addr + 32 * ks, 16, 512, kSwizzle128B), 1);'
+'                          wgmma_desc(b_addr + 32 * ks, 16, 1024, kSwizzle128B), 1);' \
+'                          wgmma_desc(b_addr + 32 * ks, 16, 512, kSwizzle128B), 1);'
 
 # 25. tiles stored unswizzled (Hopper kernel): the cp.async writes ignore the 128-byte swizzle the descriptors declare
 mutant wgmma-store-unswizzled gemm_sm90.cu cuda_gemm_test forward \
