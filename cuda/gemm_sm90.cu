@@ -7,7 +7,8 @@
 //
 //  * 128 x 128 block tile, 256 threads = 2 warpgroups, each owning 64 rows x 128 columns: wgmma m64n128k16, 64 fp32
 //    accumulators per thread. 64 k per stage (128 bytes of bf16 per tile row: one 128-byte swizzle row), 4 stages of
-//    cp.async 16-byte copies (staging by TMA is left for later): 3 k tiles in flight while one is multiplied.
+//    cp.async 16-byte copies (the TMA variant below stages by TMA instead): 3 k tiles in flight while one is
+//    multiplied.
 //  * Shared memory per stage: the A tile (128 rows x 128 bytes) then the B tile (same), 16 KiB each, in the layout the
 //    descriptors describe: row r at r * 128 bytes, its 16-byte chunk c at slot c ^ (r % 8) (the 128-byte swizzle of a
 //    1024-byte-aligned tile, PTX ISA "Shared Memory Matrix Layout"); stride byte offset 1024 (8-row groups), leading
@@ -23,7 +24,9 @@
 // The TMA variant (gemm_wgmma_tma_kernel), run instead when both operands allow a tensor map (base address, leading
 // dimension and batch stride multiples of 16 bytes; sizes within the map's limits): warp-specialized, 288 threads =
 // the same 2 consumer warpgroups (wgmma m64n128k16, the same descriptors and epilogue) + 1 producer warp whose lane 0
-// stages the k tiles by cp.async.bulk.tensor (TMA) into a ring of 5 stages:
+// stages the k tiles by cp.async.bulk.tensor (TMA) into a ring of 5 stages. Operands that do not allow a tensor map,
+// or a tensor map the driver's encoder refuses, run the cp.async kernel (launch_wgmma returns why). Never run on a
+// GPU: lane-verified only (docs/gpu.md).
 //  * A and B as 3-D tensor maps (k innermost, rows, batch entry), box 64 k (128 bytes) x 128 rows,
 //    CU_TENSOR_MAP_SWIZZLE_128B (the layout the descriptors' 128-byte swizzle reads, from 1024-byte-aligned stages),
 //    out-of-bounds elements filled with zeros (the edges in M, N and K: the zero fill of the cp.async kernel). A
@@ -280,7 +283,8 @@ std::string tma_refusal(const char* name, const uint16_t* p, int64_t rows, int64
   const int64_t lim = (int64_t{1} << 31) - 1;
   if (rows > lim || K > lim || batch > lim || ld >= (int64_t{1} << 39) ||
       (batch > 1 && st >= (int64_t{1} << 39)))
-    return cat("operand ", name, ": sizes (", rows, " x ", K, ", ld ", ld, ", batch stride ", st, ") beyond a tensor map");
+    return cat("operand ", name, ": sizes (", rows, " x ", K, ", ld ", ld, ", batch stride ", st,
+               ") beyond a tensor map");
   return {};
 }
 
@@ -296,8 +300,8 @@ std::string encode_operand(EncodeTiled encode, CUtensorMap* map, const char* nam
   const cuuint64_t strides[2] = {static_cast<cuuint64_t>(ldm) * 2,
                                  static_cast<cuuint64_t>(batched ? st : ldm * rows) * 2};
   const cuuint32_t box[3] = {kHK, kHB, 1}, estr[3] = {1, 1, 1};
-  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<uint16_t*>(p), dims, strides, box, estr,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<uint16_t*>(p), dims, strides, box,
+                            estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                             CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r == CUDA_SUCCESS) return {};
   return cat("cuTensorMapEncodeTiled(operand ", name, ": dims ", dims[0], " x ", dims[1], " x ", dims[2], ", strides ",

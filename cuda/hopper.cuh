@@ -3,9 +3,10 @@
 // fence.proxy.async. Real PTX under nvcc (only in code compiled for sm_90a: callers guard their bodies with
 // SF_HOPPER_CODE); under SF_CUDA_EMU the emulation of cuda/emu (emu.cpp documents the layouts it reads, per the PTX
 // ISA's "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions" sections "Matrix Descriptor Format",
-// "Shared Memory Matrix Layout" and the wgmma m64nNk16 register fragments). Also the TMA staging of the warp-specialized
-// kernel: mbarrier (init, arrive, arrive.expect_tx, try_wait.parity), fence.mbarrier_init and cp.async.bulk.tensor
-// loads through a CUtensorMap (PTX ISA, "mbarrier" and "cp.async.bulk.tensor"; emu.cpp documents the emulation).
+// "Shared Memory Matrix Layout" and the wgmma m64nNk16 register fragments). Also the TMA staging of the
+// warp-specialized kernel: mbarrier (init, arrive, arrive.expect_tx, try_wait.parity), fence.mbarrier_init and
+// cp.async.bulk.tensor loads through a CUtensorMap (PTX ISA, "mbarrier" and "cp.async.bulk.tensor"; emu.cpp documents
+// the emulation).
 #pragma once
 #include "cuda_common.cuh"
 #if defined(SF_CUDA_EMU)
@@ -76,7 +77,7 @@ __device__ __forceinline__ void fence_proxy_async() {
 #endif
 }
 
-// ---- mbarrier (PTX ISA, "Parallel Synchronization and Communication Instructions: mbarrier") -------------------------
+// ---- mbarrier (PTX ISA, "Parallel Synchronization and Communication Instructions: mbarrier") ---------------------
 // An mbarrier is a uint64_t in shared memory (8-byte aligned). Each phase completes when `count` arrivals have been
 // made and the transaction count (bytes announced by expect_tx, minus bytes completed by the bulk copies that name the
 // barrier) is back at zero; then the next phase begins. try_wait.parity(p) succeeds once the phase of parity p — the

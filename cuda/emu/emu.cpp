@@ -378,8 +378,8 @@ void prepare_block(Block& b) {
 std::string where(const Block& b, const Fiber& f) {
   if (f.wait == Wait::MBarrier) {
     const auto it = b.mbars.find(f.wait_bar);
-    std::string at = "mbarrier.try_wait.parity " + std::to_string(f.wait_parity) + " on the mbarrier at shared address " +
-                     std::to_string(f.wait_bar);
+    std::string at = "mbarrier.try_wait.parity " + std::to_string(f.wait_parity) +
+                     " on the mbarrier at shared address " + std::to_string(f.wait_bar);
     if (it != b.mbars.end())
       at += " (current phase " + std::to_string(it->second.phase) + ": " + std::to_string(it->second.pending) +
             " arrivals pending, tx-count " + std::to_string(it->second.tx) + ", " +
@@ -442,8 +442,8 @@ void schedule(std::vector<Block*>& blocks) {
   for (Block* b : blocks)
     for (const auto& m : b->mbars)
       if (!m.second.inflight.empty())
-        fault_at(*b, nullptr, "the block finished with bulk tensor copies in flight on the mbarrier at shared address " +
-                                  std::to_string(m.first) + " (no thread waited for their completion)");
+        fault_at(*b, nullptr, "the block finished with bulk tensor copies in flight on the mbarrier at shared "
+                              "address " + std::to_string(m.first) + " (no thread waited for their completion)");
 }
 
 }  // namespace
@@ -1473,7 +1473,8 @@ CUresult cuTensorMapEncodeTiled(CUtensorMap* tensorMap, CUtensorMapDataType tens
   }
   if (interleave == CU_TENSOR_MAP_INTERLEAVE_NONE && (boxDim[0] * elem) % 16 != 0) return CUDA_ERROR_INVALID_VALUE;
   if (swizzle > CU_TENSOR_MAP_SWIZZLE_128B) return CUDA_ERROR_INVALID_VALUE;  // the 128B atom variants: not emulated
-  if (interleave == CU_TENSOR_MAP_INTERLEAVE_32B && swizzle != CU_TENSOR_MAP_SWIZZLE_32B) return CUDA_ERROR_INVALID_VALUE;
+  if (interleave == CU_TENSOR_MAP_INTERLEAVE_32B && swizzle != CU_TENSOR_MAP_SWIZZLE_32B)
+    return CUDA_ERROR_INVALID_VALUE;
   if (interleave == CU_TENSOR_MAP_INTERLEAVE_NONE && swizzle != CU_TENSOR_MAP_SWIZZLE_NONE &&
       boxDim[0] * elem > (16u << static_cast<int>(swizzle)))
     return CUDA_ERROR_INVALID_VALUE;  // the inner box dimension within the swizzle span (32, 64, 128 bytes)
