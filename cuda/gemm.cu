@@ -460,7 +460,8 @@ dim3 gemm_grid(const cpu::MatmulDesc& d, const char* what) {
 }
 
 // Launches the pipelined kernel on bf16 operands a (op(A)'s memory, leading dimension lda) and b (ldb).
-// impl Wgmma: the Hopper kernel (gemm_sm90.cu) for the K-major case when it can run on this device.
+// impl Wgmma (WgmmaCpAsync): the Hopper kernel (gemm_sm90.cu; with TMA staging where the operands allow it, or
+// never) for the K-major case when it can run on this device.
 void run_bf16(Stream s, const cpu::MatmulDesc& d, const uint16_t* a, int64_t lda, int64_t sa, const uint16_t* b,
               int64_t ldb, int64_t sb, GemmImpl impl) {
   auto vec = [](const uint16_t* p, int64_t ld, int64_t st) {
@@ -474,7 +475,9 @@ void run_bf16(Stream s, const cpu::MatmulDesc& d, const uint16_t* a, int64_t lda
     case 1: launch_bf16<1>(s, g, grid); break;
     case 2: launch_bf16<2>(s, g, grid); break;
     default:
-      if (impl != GemmImpl::Wgmma || !gemm_detail::launch_wgmma(s, g, grid)) launch_bf16<3>(s, g, grid);
+      if ((impl != GemmImpl::Wgmma && impl != GemmImpl::WgmmaCpAsync) ||
+          !gemm_detail::launch_wgmma(s, g, grid, impl == GemmImpl::Wgmma).launched)  // (its fallback note unused)
+        launch_bf16<3>(s, g, grid);
       break;
   }
 }

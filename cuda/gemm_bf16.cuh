@@ -2,6 +2,8 @@
 // kernel, compiled for sm_90a only, in its own translation unit) share: their arguments, the epilogue of one output
 // element, and the entry point of the Hopper kernel.
 #pragma once
+#include <string>
+
 #include "cuda_common.cuh"
 
 namespace sf::cuda::gemm_detail {
@@ -36,9 +38,20 @@ __device__ __forceinline__ void finish(const G& g, float* C, float* P, int64_t m
   C[idx] = x;
 }
 
-// The Hopper kernel (gemm_sm90.cu) on K-major operands (op(A) and op(B)^T k-contiguous: !trans_a, trans_b), on a
-// device of compute capability 9.0: launches it and returns true; false (nothing launched) when it cannot run here
-// (another device, or no sm_90a image in this build), for the caller to run the pipelined kernel instead.
-bool launch_wgmma(Stream s, const Gemm16Args& g, dim3 grid);
+// What launch_wgmma did: launched (false: nothing, the caller runs the pipelined kernel), with the TMA kernel (tma)
+// or with the cp.async one, and then why not TMA (fallback: an operand's alignment or strides, or the refusal of the
+// driver's tensor map encoder, naming the call and the values).
+struct WgmmaRun {
+  bool launched = false;
+  bool tma = false;
+  std::string fallback;
+};
+
+// The Hopper kernels (gemm_sm90.cu) on K-major operands (op(A) and op(B)^T k-contiguous: !trans_a, trans_b), on a
+// device of compute capability 9.0: the TMA kernel when allowed (tma) and both operands allow tensor maps, else the
+// cp.async one.
+// Nothing is launched when neither can run here (another device, or no sm_90a image in this build), for the caller to
+// run the pipelined kernel instead.
+WgmmaRun launch_wgmma(Stream s, const Gemm16Args& g, dim3 grid, bool tma = true);
 
 }  // namespace sf::cuda::gemm_detail

@@ -3,9 +3,17 @@
 // fence.proxy.async. Real PTX under nvcc (only in code compiled for sm_90a: callers guard their bodies with
 // SF_HOPPER_CODE); under SF_CUDA_EMU the emulation of cuda/emu (emu.cpp documents the layouts it reads, per the PTX
 // ISA's "Asynchronous Warpgroup Level Matrix Multiply-Accumulate Instructions" sections "Matrix Descriptor Format",
-// "Shared Memory Matrix Layout" and the wgmma m64nNk16 register fragments).
+// "Shared Memory Matrix Layout" and the wgmma m64nNk16 register fragments). Also the TMA staging of the
+// warp-specialized kernel: mbarrier (init, arrive, arrive.expect_tx, try_wait.parity), fence.mbarrier_init and
+// cp.async.bulk.tensor loads through a CUtensorMap (PTX ISA, "mbarrier" and "cp.async.bulk.tensor"; emu.cpp documents
+// the emulation).
 #pragma once
 #include "cuda_common.cuh"
+#if defined(SF_CUDA_EMU)
+#include "cuda.h"  // cuda/emu's: CUtensorMap and the tensor map enums
+#else
+#include <cuda.h>  // types only: the driver is never linked (cuTensorMapEncodeTiled comes through the runtime)
+#endif
 
 // True in the code that may use wgmma: the sm_90a device pass and the CPU lane.
 #if defined(SF_CUDA_EMU) || (defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL))
@@ -66,6 +74,108 @@ __device__ __forceinline__ void wgmma_wait() {
 __device__ __forceinline__ void fence_proxy_async() {
 #if SF_HOPPER_CODE && !defined(SF_CUDA_EMU)
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// ---- mbarrier (PTX ISA, "Parallel Synchronization and Communication Instructions: mbarrier") ---------------------
+// An mbarrier is a uint64_t in shared memory (8-byte aligned). Each phase completes when `count` arrivals have been
+// made and the transaction count (bytes announced by expect_tx, minus bytes completed by the bulk copies that name the
+// barrier) is back at zero; then the next phase begins. try_wait.parity(p) succeeds once the phase of parity p — the
+// current phase or the one before it — has completed: a fresh barrier (phase 0 under way) passes a wait on parity 1.
+
+// mbarrier.init.shared::cta.b64 [bar], count.
+__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::mbar_init(smem_addr(bar), count);
+#elif SF_HOPPER_CODE
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+#else
+  (void)bar, (void)count;
+#endif
+}
+// fence.mbarrier_init.release.cluster: the initialisations above are visible (to the other threads after the next
+// barrier, and to the async proxy: the bulk copies that complete on them). A no-op in the lane.
+__device__ __forceinline__ void fence_mbarrier_init() {
+#if SF_HOPPER_CODE && !defined(SF_CUDA_EMU)
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+// mbarrier.arrive.shared::cta.b64 (release, CTA scope): one arrival of the current phase.
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::mbar_arrive(smem_addr(bar));
+#elif SF_HOPPER_CODE
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(smem_addr(bar))
+               : "memory");
+#else
+  (void)bar;
+#endif
+}
+// mbarrier.arrive.expect_tx.shared::cta.b64: the transaction count += bytes, then one arrival.
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::mbar_arrive_expect_tx(smem_addr(bar), bytes);
+#elif SF_HOPPER_CODE
+  asm volatile("{\n.reg .b64 state;\nmbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;\n}\n" ::"r"(
+                   smem_addr(bar)),
+               "r"(bytes)
+               : "memory");
+#else
+  (void)bar, (void)bytes;
+#endif
+}
+// Waits until the phase of parity `parity` has completed: mbarrier.try_wait.parity.shared::cta.b64 (acquire, CTA
+// scope) in a loop (each try may suspend the thread for a system-dependent time before it reports false).
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+#if defined(SF_CUDA_EMU)
+  ::sfemu::mbar_wait(smem_addr(bar), parity);
+#elif SF_HOPPER_CODE
+  const uint32_t addr = smem_addr(bar);
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(addr), "r"(parity)
+        : "memory");
+  } while (!done);
+#else
+  (void)bar, (void)parity;
+#endif
+}
+
+// cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [dst], [map, {c0, c1, c2}], [bar]: the
+// box of the tensor map (a const __grid_constant__ kernel parameter, passed by address) at element coordinates c0
+// (innermost), c1, c2 into shared memory at dst (128-byte aligned; 1024-byte aligned for the 128-byte swizzle pattern
+// the wgmma descriptors read), elements outside the tensor written as zeros; the copy completes the box's bytes on
+// bar. Issued by one thread. The 2-D form is the same with two coordinates.
+__device__ __forceinline__ void tma_load_3d(void* dst, const CUtensorMap* map, int32_t c0, int32_t c1, int32_t c2,
+                                            uint64_t* bar) {
+#if defined(SF_CUDA_EMU)
+  const int32_t c[3] = {c0, c1, c2};
+  ::sfemu::tma_load(dst, map, c, 3, smem_addr(bar));
+#elif SF_HOPPER_CODE
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::
+          "r"(smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(smem_addr(bar))
+      : "memory");
+#else
+  (void)dst, (void)map, (void)c0, (void)c1, (void)c2, (void)bar;
+#endif
+}
+__device__ __forceinline__ void tma_load_2d(void* dst, const CUtensorMap* map, int32_t c0, int32_t c1, uint64_t* bar) {
+#if defined(SF_CUDA_EMU)
+  const int32_t c[2] = {c0, c1};
+  ::sfemu::tma_load(dst, map, c, 2, smem_addr(bar));
+#elif SF_HOPPER_CODE
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          smem_addr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smem_addr(bar))
+      : "memory");
+#else
+  (void)dst, (void)map, (void)c0, (void)c1, (void)bar;
 #endif
 }
 

@@ -40,8 +40,10 @@ enum class Precision : int { F32 = 0, TF32 = 1, BF16 = 2 };
 // SHAREDFORMER_GEMM=legacy (gemm_impl_from_env), when it is created. F32 and TF32 ignore it. Wgmma
 // (SHAREDFORMER_GEMM=wgmma; docs/gpu.md, "The Hopper path"): the sm_90a wgmma kernel of gemm_sm90.cu for the K-major
 // case (!trans_a, trans_b) on a device of compute capability 9.0, the pipelined kernel otherwise (other transposes,
-// other devices); lane-verified only, never the default.
-enum class GemmImpl : int { Pipelined = 0, Legacy = 1, Wgmma = 2 };
+// other devices); lane-verified only, never the default. The wgmma kernel stages its operands by TMA where both allow
+// tensor maps (16-byte aligned, strides multiples of 16 bytes), by cp.async otherwise. WgmmaCpAsync: the same, always
+// with cp.async staging (the benchmark's comparison of the two; not selectable by the environment).
+enum class GemmImpl : int { Pipelined = 0, Legacy = 1, Wgmma = 2, WgmmaCpAsync = 3 };
 GemmImpl gemm_impl_from_env();
 // Whether GemmImpl::Wgmma runs the wgmma kernel on the current device (compute capability 9.0 and an sm_90a image).
 bool gemm_wgmma_usable();

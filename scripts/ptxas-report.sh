@@ -7,7 +7,7 @@
 # Compiles the files below (and any other cuda/*.cu that issues mma.sync or ldmatrix, for the table only) as the
 # build does (Release flags, warnings as errors) for sm_80 and sm_90 — cuda/*_sm90.cu (the Hopper wgmma GEMM) for
 # sm_90a only, as CMakeLists.txt builds it; no GPU needed. Dynamic shared memory is chosen at launch and does not
-# appear here (the pipelined GEMM takes 64 KiB, the wgmma GEMM 129 KiB: docs/gpu.md).
+# appear here (the pipelined GEMM takes 64 KiB, the wgmma GEMM 129 KiB, its TMA variant 161 KiB: docs/gpu.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,7 @@ CHECKED=(
   "attn_bwd_dq_bf16_kernel * 0 0"
   "shared_block_kernel * 0 0"
   "gemm_wgmma_kernel 90a 0 0"
+  "gemm_wgmma_tma_kernel 90a 0 0"
 )
 
 command -v nvcc >/dev/null || { echo "ptxas-report: nvcc not found"; exit 2; }

@@ -29,6 +29,7 @@
 #define __launch_bounds__(...)
 #define __shared__ static thread_local
 #define __align__(n) __attribute__((aligned(n)))
+#define __grid_constant__
 
 struct uint3 {
   unsigned x, y, z;
@@ -156,6 +157,17 @@ cudaError_t cudaStreamGetAttribute(cudaStream_t s, cudaStreamAttrID a, cudaStrea
 cudaError_t cudaDeviceSetLimit(cudaLimit l, size_t v);
 cudaError_t cudaDeviceGetLimit(size_t* v, cudaLimit l);
 cudaError_t cudaCtxResetPersistingL2Cache();
+// Driver entry points (the addon never links the driver): "cuTensorMapEncodeTiled" gives the emulated encoder of
+// cuda/emu/cuda.h; any other symbol is not found.
+enum cudaDriverEntryPointQueryResult {
+  cudaDriverEntryPointSuccess = 0,
+  cudaDriverEntryPointSymbolNotFound = 1,
+  cudaDriverEntryPointVersionNotSufficent = 2
+};
+enum cudaGetDriverEntryPointFlags { cudaEnableDefault = 0x0 };
+cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** funcPtr, unsigned int cudaVersion,
+                                             unsigned long long flags,
+                                             cudaDriverEntryPointQueryResult* driverStatus = nullptr);
 template <typename T>
 cudaError_t cudaMalloc(T** p, size_t bytes) {  // as cuda_runtime.h's C++ overload
   return cudaMalloc(reinterpret_cast<void**>(p), bytes);
@@ -231,6 +243,13 @@ void wgmma_fence();
 void wgmma_bf16(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool scale_d);
 void wgmma_commit();
 void wgmma_wait(int pending);
+// mbarrier (PTX ISA, "Parallel Synchronization and Communication Instructions: mbarrier") at a shared-memory address
+// (smem_addr), and cp.async.bulk.tensor (TMA) loads completing on one: emu.cpp documents the emulated semantics.
+void mbar_init(uint32_t bar, uint32_t count);
+void mbar_arrive(uint32_t bar);
+void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes);
+void mbar_wait(uint32_t bar, uint32_t parity);
+void tma_load(void* smem, const void* tensor_map, const int32_t* coords, int rank, uint32_t bar);
 
 // Test hooks (emulation only): the last access-policy window set on a stream, the persisting-L2 limit, and an error
 // that the next call of the named runtime function returns (to rehearse MPS/MIG refusals).
@@ -238,6 +257,7 @@ cudaAccessPolicyWindow stream_window(cudaStream_t s);
 size_t persisting_limit();
 void fail_next(const char* function, cudaError_t e);
 int resets();  // cudaCtxResetPersistingL2Cache calls so far
+long launches(const char* kernel);  // launches of the named kernel so far (that passed the launch checks)
 
 template <typename T>
 uint64_t to_word(T v) {

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda.h"
 #include "cuda_runtime.h"
 
 #if !defined(__x86_64__)
@@ -83,7 +84,7 @@ namespace {
 
 constexpr size_t kStackBytes = 256 * 1024;  // per thread; a guard page below it turns an overflow into a crash
 
-enum class Wait { None, Barrier, Warp, Grid, WarpGroup };
+enum class Wait { None, Barrier, Warp, Grid, WarpGroup, Yield, MBarrier };
 
 struct Block;
 
@@ -115,6 +116,7 @@ struct Fiber {
   bool done = false;
   Wait wait = Wait::None;
   uint64_t wait_gen = 0;
+  uint32_t wait_bar = 0, wait_parity = 0;  // Wait::MBarrier: the barrier's shared address and the awaited parity
 #if defined(__x86_64__)
   void* sp = nullptr;
 #else
@@ -155,6 +157,27 @@ struct WarpGroup {
   std::deque<std::vector<WgmmaOp>> groups;
 };
 
+// A cp.async.bulk.tensor load in flight: the box as read from global memory at issue, already in its shared-memory
+// layout (swizzled, out-of-bounds elements filled), to land at shared offset dst when its mbarrier's phase completes.
+struct BulkCopy {
+  uint32_t dst = 0;
+  std::vector<unsigned char> image;
+};
+
+// An mbarrier object (PTX ISA, "Parallel Synchronization and Communication Instructions: mbarrier"): the expected
+// arrival count of each phase, the arrivals still pending in the current phase, the tx-count (bytes announced by
+// expect-tx operations minus bytes completed by complete-tx operations), the number of completed phases (the current
+// phase's parity is phase & 1), the bulk copies that complete on it and have not landed, and a counter of events
+// (arrivals, copies, completions) that wakes the threads waiting on it.
+struct MBarrier {
+  uint32_t expected = 0;
+  int64_t pending = 0;
+  int64_t tx = 0;
+  uint64_t phase = 0;
+  uint64_t events = 0;
+  std::vector<BulkCopy> inflight;
+};
+
 struct Block {
   const char* kernel = nullptr;
   const std::function<void()>* body = nullptr;
@@ -170,6 +193,7 @@ struct Block {
   int bar_acc = 0;
   int bar_result[2] = {0, 0};
   std::vector<unsigned char> smem;
+  std::map<uint32_t, MBarrier> mbars;  // by shared address (mbarrier.init)
   Fiber* cur = nullptr;
 };
 
@@ -251,6 +275,12 @@ bool runnable(const Block& b, const Fiber& f) {
       return b.grid->gen > f.wait_gen;
     case Wait::WarpGroup:
       return b.wgs[static_cast<size_t>(f.warp / 4)].gen > f.wait_gen;
+    case Wait::Yield:
+      return true;
+    case Wait::MBarrier: {
+      auto it = b.mbars.find(f.wait_bar);
+      return it != b.mbars.end() && it->second.events > f.wait_gen;
+    }
   }
   return false;
 }
@@ -310,6 +340,7 @@ void prepare_block(Block& b) {
   b.bar_gen = 0;
   b.bar_arrived = 0;
   b.bar_acc = 0;
+  b.mbars.clear();
   std::fill(b.smem.begin(), b.smem.end(), static_cast<unsigned char>(0xff));
   for (int i = 0; i < n; ++i) {
     Fiber& f = b.fibers[static_cast<size_t>(i)];
@@ -345,6 +376,17 @@ void prepare_block(Block& b) {
 }
 
 std::string where(const Block& b, const Fiber& f) {
+  if (f.wait == Wait::MBarrier) {
+    const auto it = b.mbars.find(f.wait_bar);
+    std::string at = "mbarrier.try_wait.parity " + std::to_string(f.wait_parity) +
+                     " on the mbarrier at shared address " + std::to_string(f.wait_bar);
+    if (it != b.mbars.end())
+      at += " (current phase " + std::to_string(it->second.phase) + ": " + std::to_string(it->second.pending) +
+            " arrivals pending, tx-count " + std::to_string(it->second.tx) + ", " +
+            std::to_string(it->second.inflight.size()) + " bulk copies in flight)";
+    return "block " + std::to_string(b.bid.x) + " thread " + std::to_string(f.tid.x) + "," + std::to_string(f.tid.y) +
+           " at " + at;
+  }
   std::string at = f.wait == Wait::Barrier   ? "__syncthreads"
                    : f.wait == Wait::Grid      ? "grid.sync()"
                    : f.wait == Wait::WarpGroup ? b.wgs[static_cast<size_t>(f.warp / 4)].what
@@ -392,11 +434,16 @@ void schedule(std::vector<Block*>& blocks) {
           who += std::string(shown++ ? ", " : "") + where(*b, f);
         }
       fault_at(*blocks[0], nullptr, "deadlock: no thread can go on (" + who + ", ...): a barrier or warp collective in "
-                                    "divergent code");
+                                    "divergent code, or an mbarrier phase that can never complete");
     }
   }
   for (Block* b : blocks)
     for (Fiber& f : b->fibers) tl_stacks.give(f.stack);
+  for (Block* b : blocks)
+    for (const auto& m : b->mbars)
+      if (!m.second.inflight.empty())
+        fault_at(*b, nullptr, "the block finished with bulk tensor copies in flight on the mbarrier at shared "
+                              "address " + std::to_string(m.first) + " (no thread waited for their completion)");
 }
 
 }  // namespace
@@ -811,6 +858,194 @@ void wgmma_wait(int pending) {
   b.cur->wgmma_fenced = false;
 }
 
+// ---- Hopper: mbarrier and cp.async.bulk.tensor (PTX ISA, "Parallel Synchronization and Communication Instructions:
+// mbarrier" and "Data Movement and Conversion Instructions: cp.async.bulk.tensor") --------------------------------
+// An mbarrier is 8 bytes of shared memory; the lane keeps its state beside the block (by shared address) and writes a
+// marker into the 8 bytes at mbarrier.init, checked at every use: a barrier that was never initialised, or whose
+// memory was overwritten by ordinary stores, is a fault. Per phase: `count` arrivals are expected; the phase
+// completes when every arrival has happened and the tx-count is back at zero, then the next phase begins with
+// `count` pending arrivals again. mbarrier.arrive.expect_tx adds to the tx-count, then arrives; a bulk tensor copy
+// completes its bytes on the barrier (complete-tx) when it lands.
+// Emulation of the copies: the box is read from global memory at issue (global memory does not change under a
+// running GEMM) and laid out as the shared-memory image the copy writes (swizzle, out-of-bounds fill), but it lands
+// only when a thread waiting on its mbarrier finds every arrival of the phase made: then every copy in flight on the
+// barrier lands and completes its bytes. So a thread that reads a stage without waiting on its "full" barrier sees
+// what was there before (the 0xff poison: NaN, or an older k tile), a copy issued into a stage still being read by
+// wgmma is caught by wgmma's unchanged-operand check (or lands over the data of the earlier phase's readers), an
+// arrival beyond the phase's count is a fault, more bytes completed than announced is a fault, and a phase that can
+// never complete (too many bytes announced, arrivals missing) leaves its waiters blocked: the scheduler reports the
+// deadlock. mbarrier.try_wait.parity is a scheduling point: the waiting thread always yields once.
+namespace {
+
+constexpr uint64_t kMBarMarker = 0x5346454d55424152ull;  // "SFEMUBAR", XORed with the barrier's address
+
+uint64_t mbar_marker(uint32_t bar) { return kMBarMarker ^ bar; }
+
+MBarrier& mbar_at(Block& b, Fiber& f, uint32_t bar, const char* what) {
+  auto it = b.mbars.find(bar);
+  if (it == b.mbars.end())
+    fault_at(b, &f, std::string(what) + ": no mbarrier was initialised (mbarrier.init) at shared address " +
+                        std::to_string(bar));
+  uint64_t v;
+  std::memcpy(&v, b.smem.data() + bar, 8);
+  if (v != mbar_marker(bar))
+    fault_at(b, &f, std::string(what) + ": the mbarrier at shared address " + std::to_string(bar) +
+                        " was overwritten by ordinary stores since mbarrier.init");
+  return it->second;
+}
+
+// The pending arrivals of the current phase are all made: the copies in flight land and complete their bytes; the
+// phase completes when the tx-count is zero.
+void mbar_settle(Block& b, Fiber& f, uint32_t bar, MBarrier& m) {
+  if (m.pending != 0) return;
+  for (const BulkCopy& c : m.inflight) {
+    std::memcpy(b.smem.data() + c.dst, c.image.data(), c.image.size());
+    m.tx -= static_cast<int64_t>(c.image.size());
+  }
+  m.inflight.clear();
+  if (m.tx < 0)
+    fault_at(b, &f, "mbarrier at shared address " + std::to_string(bar) + ": the bulk copies completed " +
+                        std::to_string(-m.tx) + " bytes more than the expect-tx operations announced (tx-count below "
+                        "zero: the phase could complete before all data has landed)");
+  if (m.tx == 0) {
+    ++m.phase;
+    m.pending = m.expected;
+    ++m.events;
+  }
+}
+
+// The emulated tensor map (stored in CUtensorMap::opaque by cuTensorMapEncodeTiled).
+struct TensorMapImpl {
+  uint64_t magic;
+  uint64_t addr;
+  uint64_t dim[5];
+  uint64_t stride[4];  // bytes, dimensions 1 .. rank - 1
+  uint16_t box[5];
+  uint8_t estride[5];
+  uint8_t rank, elem, interleave, swizzle, oob;
+};
+static_assert(sizeof(TensorMapImpl) <= sizeof(CUtensorMap), "the emulated tensor map must fit CUtensorMap");
+constexpr uint64_t kTensorMapMagic = 0x5346454d544d4150ull;  // "SFEMTMAP"
+
+}  // namespace
+
+void mbar_init(uint32_t bar, uint32_t count) {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  if (bar % 8 != 0 || static_cast<size_t>(bar) + 8 > b.smem.size())
+    fault_at(b, &f, "mbarrier.init: the address is not 8-byte aligned shared memory");
+  if (count < 1 || count > (1u << 20) - 1) fault_at(b, &f, "mbarrier.init: count outside [1, 2^20 - 1]");
+  MBarrier& m = b.mbars[bar];
+  if (!m.inflight.empty()) fault_at(b, &f, "mbarrier.init on a barrier with bulk copies in flight");
+  m = MBarrier{};
+  m.expected = count;
+  m.pending = count;
+  m.events = 1;
+  const uint64_t v = mbar_marker(bar);
+  std::memcpy(b.smem.data() + bar, &v, 8);
+}
+
+void mbar_arrive(uint32_t bar) {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  MBarrier& m = mbar_at(b, f, bar, "mbarrier.arrive");
+  if (m.pending <= 0)
+    fault_at(b, &f, "mbarrier.arrive on the mbarrier at shared address " + std::to_string(bar) +
+                        ": every arrival of its current phase has been made (more arrivals than its count: a "
+                        "producer or consumer that did not wait for the phase to complete)");
+  --m.pending;
+  ++m.events;
+  if (m.pending == 0 && m.inflight.empty()) mbar_settle(b, f, bar, m);
+}
+
+void mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes) {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  MBarrier& m = mbar_at(b, f, bar, "mbarrier.arrive.expect_tx");
+  m.tx += bytes;
+  if (m.tx > (int64_t{1} << 20) - 1) fault_at(b, &f, "mbarrier.arrive.expect_tx: tx-count above 2^20 - 1");
+  mbar_arrive(bar);
+}
+
+void mbar_wait(uint32_t bar, uint32_t parity) {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  if (parity > 1) fault_at(b, &f, "mbarrier.try_wait.parity: the parity operand is not 0 or 1");
+  mbar_at(b, f, bar, "mbarrier.try_wait.parity");
+  block_until(f, Wait::Yield, 0);  // a scheduling point, complete or not
+  for (;;) {
+    MBarrier& m = mbar_at(b, f, bar, "mbarrier.try_wait.parity");
+    mbar_settle(b, f, bar, m);
+    if ((m.phase & 1u) != parity) return;  // the phase of that parity (the current one's predecessor) has completed
+    f.wait_bar = bar;
+    f.wait_parity = parity;
+    block_until(f, Wait::MBarrier, m.events);
+  }
+}
+
+// cp.async.bulk.tensor.Nd.shared::cluster.global.mbarrier::complete_tx::bytes [smem], [map, coords], [bar]: the box of
+// the tensor map at element coordinates coords (innermost first; may be negative or past the end) into shared memory
+// at smem (128-byte aligned), packed with the innermost box dimension contiguous, the 16-byte chunks of each address
+// swizzled as the map says (address bits [4, 4 + log2(span/16)) ^= bits [7, 7 + log2(span/16)), the pattern that
+// the wgmma descriptors' swizzle modes read), elements outside the tensor filled with zeros (or NaN with
+// CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA); it completes the box's bytes (out-of-bounds ones included) on
+// the mbarrier bar when it lands (see above).
+void tma_load(void* smem, const void* tensor_map, const int32_t* coords, int rank, uint32_t bar) {
+  Block& b = current_block();
+  Fiber& f = *b.cur;
+  TensorMapImpl t;
+  std::memcpy(&t, tensor_map, sizeof t);
+  if (t.magic != kTensorMapMagic)
+    fault_at(b, &f, "cp.async.bulk.tensor: the tensor map was not made by cuTensorMapEncodeTiled");
+  if (t.rank != rank)
+    fault_at(b, &f, "cp.async.bulk.tensor." + std::to_string(rank) + "d with a tensor map of rank " +
+                        std::to_string(t.rank));
+  if (t.interleave != CU_TENSOR_MAP_INTERLEAVE_NONE)
+    fault_at(b, &f, "cp.async.bulk.tensor: interleaved tensor maps are not emulated");
+  for (int i = 1; i < rank; ++i)
+    if (t.estride[i] != 1) fault_at(b, &f, "cp.async.bulk.tensor: element strides other than 1 are not emulated");
+  const uint32_t dst = smem_addr(smem);
+  if (dst % 128 != 0) fault_at(b, &f, "cp.async.bulk.tensor: the shared-memory destination is not 128-byte aligned");
+  MBarrier& m = mbar_at(b, f, bar, "cp.async.bulk.tensor (its mbarrier)");
+  size_t n = 1;
+  for (int i = 0; i < rank; ++i) n *= t.box[i];
+  const size_t bytes = n * t.elem;
+  if (static_cast<size_t>(dst) + bytes > b.smem.size())
+    fault_at(b, &f, "cp.async.bulk.tensor: the box does not fit the block's dynamic shared memory");
+  const uint32_t mask = t.swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? 7u
+                        : t.swizzle == CU_TENSOR_MAP_SWIZZLE_64B ? 3u
+                        : t.swizzle == CU_TENSOR_MAP_SWIZZLE_32B ? 1u
+                                                                 : 0u;
+  BulkCopy c;
+  c.dst = dst;
+  c.image.assign(bytes, 0);
+  const unsigned char* base = reinterpret_cast<const unsigned char*>(static_cast<uintptr_t>(t.addr));
+  int64_t idx[5] = {0, 0, 0, 0, 0};
+  for (size_t e = 0; e < n; ++e) {
+    size_t r = e;
+    bool in = true;
+    uint64_t off = 0;
+    for (int i = 0; i < rank; ++i) {
+      idx[i] = static_cast<int64_t>(r % t.box[i]);
+      r /= t.box[i];
+      const int64_t x = static_cast<int64_t>(coords[i]) + idx[i];
+      if (x < 0 || static_cast<uint64_t>(x) >= t.dim[i]) in = false;
+      else off += static_cast<uint64_t>(x) * (i == 0 ? t.elem : t.stride[i - 1]);
+    }
+    const uint32_t a = dst + static_cast<uint32_t>(e * t.elem);
+    const uint32_t s = a ^ (((a >> 7) & mask) << 4);
+    if (s - dst + t.elem > bytes)
+      fault_at(b, &f, "cp.async.bulk.tensor: a swizzled box that does not fill whole swizzle rows (not emulated)");
+    unsigned char* out = c.image.data() + (s - dst);
+    if (in)
+      std::memcpy(out, base + off, t.elem);
+    else
+      std::memset(out, t.oob == CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE ? 0 : 0xff, t.elem);
+  }
+  m.inflight.push_back(std::move(c));
+  ++m.events;
+}
+
 // cvt.rna.tf32.f32: round to the nearest tf32 (10 mantissa bits), ties away from zero; NaN and Inf are kept.
 uint32_t cvt_rna_tf32(float x) {
   uint32_t u;
@@ -831,6 +1066,7 @@ struct Runtime {
   std::map<std::string, cudaError_t> fail_next;
   size_t persisting_limit = 0;
   int resets = 0;
+  std::map<std::string, long> launches;  // per kernel name
   int device = 0;
 };
 Runtime& rt() {
@@ -900,9 +1136,16 @@ int occupancy(int threads, size_t smem) {
   return std::max(0, std::min(n, 32));
 }
 
+void count_launch(const char* kernel) {
+  Runtime& r = rt();
+  std::lock_guard<std::mutex> lock(r.mu);
+  ++r.launches[kernel];
+}
+
 void launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t smem, cudaStream_t,
             const std::function<void()>& body) {
   if (!launch_ok(fn, grid, block, smem)) return;
+  count_launch(kernel);
   Grid g;
   Block b;
   b.kernel = kernel;
@@ -926,6 +1169,7 @@ void launch(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t sm
 cudaError_t launch_cooperative(const char* kernel, const void* fn, dim3 grid, dim3 block, size_t smem, cudaStream_t,
                                const std::function<void()>& body) {
   if (!launch_ok(fn, grid, block, smem)) return cudaGetLastError();
+  count_launch(kernel);
   const uint64_t nb = uint64_t{grid.x} * grid.y * grid.z;
   const int per_sm = occupancy(static_cast<int>(block.x * block.y * block.z), smem);
   if (nb > static_cast<uint64_t>(per_sm) * kSms) {
@@ -990,6 +1234,12 @@ int resets() {
   Runtime& r = rt();
   std::lock_guard<std::mutex> lock(r.mu);
   return r.resets;
+}
+long launches(const char* kernel) {
+  Runtime& r = rt();
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto it = r.launches.find(kernel);
+  return it == r.launches.end() ? 0 : it->second;
 }
 
 }  // namespace sfemu
@@ -1178,4 +1428,73 @@ cudaError_t sfemu_func_set_attribute(const void* f, cudaFuncAttribute a, int v) 
   std::lock_guard<std::mutex> lock(r.mu);
   r.max_dynamic_smem[f] = v;
   return cudaSuccess;
+}
+
+// The driver entry points the lane offers: cuTensorMapEncodeTiled (CUDA 12.0 and later), nothing else.
+cudaError_t cudaGetDriverEntryPointByVersion(const char* symbol, void** funcPtr, unsigned int cudaVersion,
+                                             unsigned long long, cudaDriverEntryPointQueryResult* driverStatus) {
+  *funcPtr = nullptr;
+  if (cudaError_t e = take_injected("cudaGetDriverEntryPointByVersion")) return ret(e);
+  cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+  if (std::string(symbol) == "cuTensorMapEncodeTiled") {
+    q = cudaVersion >= 12000 ? cudaDriverEntryPointSuccess : cudaDriverEntryPointVersionNotSufficent;
+    if (q == cudaDriverEntryPointSuccess) *funcPtr = reinterpret_cast<void*>(&cuTensorMapEncodeTiled);
+  }
+  if (driverStatus) *driverStatus = q;
+  return cudaSuccess;
+}
+
+// cuTensorMapEncodeTiled with the driver's documented requirements (CUDA 13 cuda.h): CUDA_ERROR_INVALID_VALUE when
+// one is not met. The lane's copy emulates the non-interleaved maps with element strides 1 (the others are refused
+// by tma_load with a fault, not here). sfemu::fail_next("cuTensorMapEncodeTiled", ...) makes the next call fail.
+CUresult cuTensorMapEncodeTiled(CUtensorMap* tensorMap, CUtensorMapDataType tensorDataType, cuuint32_t tensorRank,
+                                void* globalAddress, const cuuint64_t* globalDim, const cuuint64_t* globalStrides,
+                                const cuuint32_t* boxDim, const cuuint32_t* elementStrides,
+                                CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
+                                CUtensorMapL2promotion l2Promotion, CUtensorMapFloatOOBfill oobFill) {
+  if (take_injected("cuTensorMapEncodeTiled") != cudaSuccess) return CUDA_ERROR_INVALID_VALUE;
+  static const int kElem[] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4};
+  if (!tensorMap || reinterpret_cast<uintptr_t>(tensorMap) % 64 != 0) return CUDA_ERROR_INVALID_VALUE;
+  if (static_cast<int>(tensorDataType) < 0 || static_cast<int>(tensorDataType) > CU_TENSOR_MAP_DATA_TYPE_TFLOAT32_FTZ)
+    return CUDA_ERROR_INVALID_VALUE;
+  if (tensorRank < 1 || tensorRank > 5) return CUDA_ERROR_INVALID_VALUE;
+  if (interleave > CU_TENSOR_MAP_INTERLEAVE_32B || (interleave != CU_TENSOR_MAP_INTERLEAVE_NONE && tensorRank < 3))
+    return CUDA_ERROR_INVALID_VALUE;
+  const uint64_t elem = static_cast<uint64_t>(kElem[tensorDataType]);
+  const uint64_t align = interleave == CU_TENSOR_MAP_INTERLEAVE_32B ? 32 : 16;
+  if (reinterpret_cast<uintptr_t>(globalAddress) % align != 0) return CUDA_ERROR_INVALID_VALUE;
+  for (cuuint32_t i = 0; i < tensorRank; ++i)
+    if (globalDim[i] == 0 || globalDim[i] > (uint64_t{1} << 32)) return CUDA_ERROR_INVALID_VALUE;
+  for (cuuint32_t i = 0; i + 1 < tensorRank; ++i)
+    if (globalStrides[i] % align != 0 || globalStrides[i] >= (uint64_t{1} << 40)) return CUDA_ERROR_INVALID_VALUE;
+  for (cuuint32_t i = 0; i < tensorRank; ++i) {
+    if (boxDim[i] == 0 || boxDim[i] > 256) return CUDA_ERROR_INVALID_VALUE;
+    if (elementStrides[i] == 0 || elementStrides[i] > 8) return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (interleave == CU_TENSOR_MAP_INTERLEAVE_NONE && (boxDim[0] * elem) % 16 != 0) return CUDA_ERROR_INVALID_VALUE;
+  if (swizzle > CU_TENSOR_MAP_SWIZZLE_128B) return CUDA_ERROR_INVALID_VALUE;  // the 128B atom variants: not emulated
+  if (interleave == CU_TENSOR_MAP_INTERLEAVE_32B && swizzle != CU_TENSOR_MAP_SWIZZLE_32B)
+    return CUDA_ERROR_INVALID_VALUE;
+  if (interleave == CU_TENSOR_MAP_INTERLEAVE_NONE && swizzle != CU_TENSOR_MAP_SWIZZLE_NONE &&
+      boxDim[0] * elem > (16u << static_cast<int>(swizzle)))
+    return CUDA_ERROR_INVALID_VALUE;  // the inner box dimension within the swizzle span (32, 64, 128 bytes)
+  if (l2Promotion > CU_TENSOR_MAP_L2_PROMOTION_L2_256B || oobFill > CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA)
+    return CUDA_ERROR_INVALID_VALUE;
+  sfemu::TensorMapImpl t{};
+  t.magic = sfemu::kTensorMapMagic;
+  t.addr = reinterpret_cast<uintptr_t>(globalAddress);
+  for (cuuint32_t i = 0; i < tensorRank; ++i) {
+    t.dim[i] = globalDim[i];
+    t.box[i] = static_cast<uint16_t>(boxDim[i]);
+    t.estride[i] = static_cast<uint8_t>(elementStrides[i]);
+    if (i + 1 < tensorRank) t.stride[i] = globalStrides[i];
+  }
+  t.rank = static_cast<uint8_t>(tensorRank);
+  t.elem = static_cast<uint8_t>(elem);
+  t.interleave = static_cast<uint8_t>(interleave);
+  t.swizzle = static_cast<uint8_t>(swizzle);
+  t.oob = static_cast<uint8_t>(oobFill);
+  *tensorMap = CUtensorMap{};
+  std::memcpy(tensorMap->opaque, &t, sizeof t);
+  return CUDA_SUCCESS;
 }

@@ -266,11 +266,14 @@ void bench_copy(Bench& b) {
 }
 
 // ---- GEMM -------------------------------------------------------------------------------------------------------
-// impl: the bf16 implementation (GemmImpl::Wgmma: the Hopper kernel, a row of its own keyed "... wgmma", with the
-// pipelined kernel's time `ref_ms` of the same product as its reference). Returns the time in ms.
+// impl: the bf16 implementation (GemmImpl::Wgmma: the Hopper kernel — with TMA staging, as these aligned operands
+// allow —, a row of its own keyed "... wgmma"; GemmImpl::WgmmaCpAsync: the same kernel staged by cp.async, keyed
+// "... wgmma-cpasync"; both with the pipelined kernel's time `ref_ms` of the same product as their reference).
+// Returns the time in ms.
 double gemm_row(Bench& b, int64_t M, int64_t N, int64_t K, bool ta, bool tb, Precision p, const std::string& what,
                 kc::GemmImpl impl = kc::GemmImpl::Pipelined, double ref_ms = 0.0) {
-  const bool wg = impl == kc::GemmImpl::Wgmma;
+  const bool wg = impl == kc::GemmImpl::Wgmma || impl == kc::GemmImpl::WgmmaCpAsync;
+  const std::string wg_tag = impl == kc::GemmImpl::Wgmma ? " wgmma" : wg ? " wgmma-cpasync" : "";
   const std::string tr = std::string(ta ? "T" : "N") + (tb ? "T" : "N");
   const std::string shape = std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K);
   const double set_bytes = 4.0 * static_cast<double>(M * K + K * N + M * N);
@@ -299,8 +302,8 @@ double gemm_row(Bench& b, int64_t M, int64_t N, int64_t K, bool ta, bool tb, Pre
   double ms = time_ms(b, [&](int i) { kc::matmul(b.s, desc(i), p, impl); });
   Row r;
   r.group = "gemm";
-  r.key = std::string("gemm ") + prec_name(p) + " " + tr + " " + shape + (wg ? " wgmma" : "");
-  r.name = "gemm " + tr + (what.empty() ? "" : " (" + what + ")") + (wg ? " wgmma" : "");
+  r.key = std::string("gemm ") + prec_name(p) + " " + tr + " " + shape + wg_tag;
+  r.name = "gemm " + tr + (what.empty() ? "" : " (" + what + ")") + wg_tag;
   if (wg) {
     r.ref = "pipelined bf16 kernel";
     r.ref_ms = ref_ms;
@@ -331,6 +334,7 @@ void bench_gemm(Bench& b) {
   if (wgmma) {
     const double ref = gemm_row(b, 4096, 4096, 4096, false, true, Precision::BF16, "");
     gemm_row(b, 4096, 4096, 4096, false, true, Precision::BF16, "", kc::GemmImpl::Wgmma, ref);
+    gemm_row(b, 4096, 4096, 4096, false, true, Precision::BF16, "", kc::GemmImpl::WgmmaCpAsync, ref);
   }
   // the three linear layers of a d=768 block at 8192 tokens: qkv/out projection (768 -> 768), fc1 (768 -> 3072),
   // fc2 (3072 -> 768); each as forward y = x W^T (NT), input gradient dx = dy W (NN), weight gradient dW = dy^T x (TN)
@@ -346,7 +350,8 @@ void bench_gemm(Bench& b) {
     for (const Lin& l : lins) {
       const double fwd = gemm_row(b, R, l.out, l.in, false, true, p, std::string(l.name) + " fwd");
       if (wgmma && p == Precision::BF16)
-        gemm_row(b, R, l.out, l.in, false, true, p, std::string(l.name) + " fwd", kc::GemmImpl::Wgmma, fwd);
+        for (kc::GemmImpl wi : {kc::GemmImpl::Wgmma, kc::GemmImpl::WgmmaCpAsync})
+          gemm_row(b, R, l.out, l.in, false, true, p, std::string(l.name) + " fwd", wi, fwd);
       gemm_row(b, R, l.in, l.out, false, false, p, std::string(l.name) + " dx");
       gemm_row(b, l.out, l.in, R, true, false, p, std::string(l.name) + " dW");
     }

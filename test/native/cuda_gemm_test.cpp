@@ -95,8 +95,23 @@ std::string describe(const Case& c, Mode mode, int misalign) {
              misalign ? cat(" misaligned+", misalign) : std::string());
 }
 
-void run_case(const Case& c, Mode mode, std::mt19937& rng, Context& ctx, const sfcuda::TestStream& st,
-              int misalign = 0) {
+// Which kernel ran the product, in the lane (where the emulator counts launches): "tma" (the warp-specialized TMA
+// Hopper kernel), "cp.async" (the Hopper kernel with cp.async staging) or "other"; "?" on a GPU.
+struct LaunchCount {
+#if defined(SF_CUDA_EMU)
+  long tma = sfemu::launches("gemm_wgmma_tma_kernel"), cpa = sfemu::launches("gemm_wgmma_kernel");
+  std::string since() const {
+    return sfemu::launches("gemm_wgmma_tma_kernel") > tma   ? "tma"
+           : sfemu::launches("gemm_wgmma_kernel") > cpa ? "cp.async"
+                                                          : "other";
+  }
+#else
+  std::string since() const { return "?"; }
+#endif
+};
+
+std::string run_case(const Case& c, Mode mode, std::mt19937& rng, Context& ctx, const sfcuda::TestStream& st,
+                     int misalign = 0) {
   const cuda::Precision p = prec_of(mode);
   const int64_t a_elems = c.M * c.K, b_elems = c.K * c.N;
   const int64_t sa = c.a_mode == 1 ? 0 : a_elems + (c.a_mode == 2 ? 13 : 0);
@@ -130,6 +145,7 @@ void run_case(const Case& c, Mode mode, std::mt19937& rng, Context& ctx, const s
   const cuda::GemmImpl impl = mode == Mode::BF16Legacy ? cuda::GemmImpl::Legacy
                               : is_wgmma(mode)           ? cuda::GemmImpl::Wgmma
                                                          : cuda::GemmImpl::Pipelined;
+  const LaunchCount launches;
   if (is_operands(mode)) {
     d.a = nullptr, d.b = nullptr;  // not read
     cuda::matmul_bf16(st.get(), d, dA16.get() + misalign, dB16.get() + misalign, impl);
@@ -137,9 +153,10 @@ void run_case(const Case& c, Mode mode, std::mt19937& rng, Context& ctx, const s
     cuda::matmul(st.get(), d, p, impl);
   }
   st.sync();
+  const std::string path = launches.since();
   std::vector<float> Cg = dC.download(), Pg = dP.download();
 
-  const std::string what = describe(c, mode, misalign);
+  const std::string what = describe(c, mode, misalign) + " [" + path + "]";
   // The padding between batch entries must be untouched; the error is measured over the M x N entries only (the
   // -777 markers would otherwise dominate max |ref| and hide errors).
   auto dense = [&](std::vector<float>& x, const char* name) {
@@ -181,6 +198,7 @@ void run_case(const Case& c, Mode mode, std::mt19937& rng, Context& ctx, const s
   if (!dA.guard_intact() || !dB.guard_intact() || !dC.guard_intact() || !dP.guard_intact() || !dbias.guard_intact() ||
       !dA16.guard_intact() || !dB16.guard_intact())
     sfcheck::fail(__FILE__, __LINE__, what + ": a guard zone was overwritten");
+  return path;
 }
 
 TEST(gemm_odd_sizes_all_transposes) {
@@ -335,6 +353,52 @@ TEST(gemm_wgmma_runs_on_compute_capability_9_0) {
   std::printf("  device %d.%d: the wgmma kernel %s\n", info.devices[0].major, info.devices[0].minor,
               cuda::gemm_wgmma_usable() ? "runs" : "is not used (pipelined fallback)");
   if (hopper) CHECK(cuda::gemm_wgmma_usable());
+}
+
+// The Hopper kernel's TMA staging (gemm_wgmma_tma_kernel) and its fallback to cp.async staging (gemm_wgmma_kernel):
+// in the lane, the operands that allow tensor maps (16-byte aligned base, leading dimension and batch stride
+// multiples of 8 elements; a broadcast operand too) must run the TMA kernel — edges in M, N and K, K = 0, more k tiles
+// than the ring has stages and batch entries sharing the ring's phases, beta, bias, GELU with preact — and the others,
+// or a refused tensor map encoding, the cp.async kernel, both matching the CPU. On a GPU the same cases run unchecked
+// for the path (the lane checks it).
+TEST(gemm_wgmma_tma_staging_and_fallback) {
+  Context ctx;
+  sfcuda::TestStream st;
+  std::mt19937 rng(21);
+  const bool lane = LaunchCount{}.since() != "?";
+  auto expect = [&](const std::string& got, const char* want, const char* what) {
+    if (lane && got != want) sfcheck::fail(__FILE__, __LINE__, cat(what, ": ran ", got, ", expected ", want));
+  };
+  const int64_t shapes[][3] = {{300, 257, 515}, {128, 128, 64}, {130, 136, 700}, {1, 8, 8}, {77, 129, 65}};
+  for (const auto& s : shapes) {
+    Case c{1, s[0], s[1], s[2], false, true};
+    // operands given in bf16 have leading dimension K: a tensor map needs K a multiple of 8 (16 bytes)
+    expect(run_case(c, Mode::BF16OperandsWgmma, rng, ctx, st), s[2] % 8 == 0 ? "tma" : "cp.async", "bf16 operands");
+    expect(run_case(c, Mode::BF16Wgmma, rng, ctx, st), "tma", "operands converted with rows padded to 8");
+    c.batch = 3, c.beta = 0.5f, c.bias = true, c.gelu = true, c.preact = true;
+    expect(run_case(c, Mode::BF16Wgmma, rng, ctx, st), "tma", "batched, beta, bias, gelu, preact");
+    if (s[2] % 8 == 0) {
+      expect(run_case(c, Mode::BF16OperandsWgmma, rng, ctx, st, 1), "cp.async", "operands 2 bytes past 16");
+      expect(run_case(c, Mode::BF16OperandsWgmma, rng, ctx, st, 8), "tma", "operands 16 bytes past 16");
+    }
+  }
+  Case k0{2, 33, 7, 0, false, true};
+  k0.beta = 0.5f, k0.bias = true;
+  expect(run_case(k0, Mode::BF16OperandsWgmma, rng, ctx, st), "tma", "K = 0");
+  Case bc{3, 64, 72, 200, false, true};
+  bc.b_mode = 1;  // a weight shared by the batch: one batch entry in its tensor map
+  expect(run_case(bc, Mode::BF16OperandsWgmma, rng, ctx, st), "tma", "broadcast B");
+  bc.a_mode = 1, bc.b_mode = 0;
+  expect(run_case(bc, Mode::BF16OperandsWgmma, rng, ctx, st), "tma", "broadcast A");
+  bc.a_mode = 2;  // batch stride not a multiple of 8 elements
+  expect(run_case(bc, Mode::BF16OperandsWgmma, rng, ctx, st), "cp.async", "padded batch stride");
+#if defined(SF_CUDA_EMU)
+  for (const char* fn : {"cuTensorMapEncodeTiled", "cudaGetDriverEntryPointByVersion"}) {
+    sfemu::fail_next(fn, cudaErrorInvalidValue);  // the encoder (or its entry point) refuses: cp.async, same result
+    expect(run_case(Case{1, 100, 136, 96, false, true}, Mode::BF16OperandsWgmma, rng, ctx, st), "cp.async", fn);
+    CHECK(cudaGetLastError() == cudaSuccess);
+  }
+#endif
 }
 
 // cuda::matmul at BF16 with one operand (or both) given already in bf16 (a16 / b16: a current window of the bf16

@@ -181,22 +181,23 @@ mutant missing-barrier-attention-dkv attention.cu cuda_attention_test reverse \
 '    __syncthreads();  // everyone'"'"'s have (and its stats, K, V are staged); every warp is done with query tile t - 1' \
 '    // (barrier removed)'
 
-# 22. wrong swizzle mode in the wgmma descriptors (Hopper kernel): the A operand described as 64-byte swizzled while
-#     the tiles are stored with the 128-byte pattern
+# 22. wrong swizzle mode in the wgmma descriptors (Hopper kernels: the k-tile helper both use): the A operand
+#     described as 64-byte swizzled while the tiles are stored with the 128-byte pattern
 mutant wgmma-descriptor-swizzle-mode gemm_sm90.cu cuda_gemm_test forward \
-'        wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, kSwizzle128B),' \
-'        wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, 2),'
+'    wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, kSwizzle128B),' \
+'    wgmma_m64n128k16_bf16(acc, wgmma_desc(a_addr + 32 * ks, 16, 1024, 2),'
 
-# 23. wgmma.wait_group off by one (Hopper kernel): each k tile's group is left pending, so the last one is never
-#     waited for before the epilogue reads the accumulators
+# 23. wgmma.wait_group off by one (Hopper kernels' k-tile helper): each k tile's group is left pending, so the last
+#     one is never waited for before the epilogue reads the accumulators
 mutant wgmma-wait-group-off-by-one gemm_sm90.cu cuda_gemm_test forward \
-'      wgmma_wait<0>();' \
-'      wgmma_wait<1>();'
+'  wgmma_wait<0>();' \
+'  wgmma_wait<1>();'
 
-# 24. wrong stride byte offset in the B descriptor (Hopper kernel): 512 for the 1024 bytes between 8-row groups
+# 24. wrong stride byte offset in the B descriptor (Hopper kernels' k-tile helper): 512 for the 1024 bytes between
+#     8-row groups
 mutant wgmma-descriptor-stride-offset gemm_sm90.cu cuda_gemm_test forward \
-'                              wgmma_desc(b_addr + 32 * ks, 16, 1024, kSwizzle128B), 1);' \
-'                              wgmma_desc(b_addr + 32 * ks, 16, 512, kSwizzle128B), 1);'
+'                          wgmma_desc(b_addr + 32 * ks, 16, 1024, kSwizzle128B), 1);' \
+'                          wgmma_desc(b_addr + 32 * ks, 16, 512, kSwizzle128B), 1);'
 
 # 25. tiles stored unswizzled (Hopper kernel): the cp.async writes ignore the 128-byte swizzle the descriptors declare
 mutant wgmma-store-unswizzled gemm_sm90.cu cuda_gemm_test forward \
@@ -208,6 +209,30 @@ mutant wgmma-store-unswizzled gemm_sm90.cu cuda_gemm_test forward \
 mutant wgmma-missing-barrier gemm_sm90.cu cuda_gemm_test forward \
 '      __syncthreads();                // everyone'"'"'s, and both warpgroups are done with k tile kt - 1 (refilled below)' \
 '      // (barrier removed)'
+
+# 27. consumer skips the full-barrier wait (Hopper TMA kernel): a stage is multiplied before its bulk copies have
+#     landed (the lane lands them only at a wait: the consumers read the poison, or an older k tile)
+mutant tma-consumer-skips-full-wait gemm_sm90.cu cuda_gemm_test forward \
+'        mbar_wait(&full[st], (it / kTStages) & 1u);  // k tile kt has landed in the stage' \
+'        // (full-barrier wait removed)'
+
+# 28. producer skips the empty-barrier wait (Hopper TMA kernel): a stage is refilled while the consumers may still
+#     read its previous k tile
+mutant tma-producer-skips-empty-wait gemm_sm90.cu cuda_gemm_test reverse \
+'          mbar_wait(&empty[st], (round & 1u) ^ 1u);  // the consumers are done with the stage'"'"'s previous k tile' \
+'          // (empty-barrier wait removed)'
+
+# 29. wrong expect_tx byte count (Hopper TMA kernel): 16 bytes more than the two copies bring, so the full barrier's
+#     phase never completes (the lane reports the deadlock)
+mutant tma-wrong-expect-tx gemm_sm90.cu cuda_gemm_test forward \
+'          mbar_arrive_expect_tx(&full[st], kHStageBytes);' \
+'          mbar_arrive_expect_tx(&full[st], kHStageBytes + 16);'
+
+# 30. tensor maps without swizzle (Hopper TMA kernel): the copies write the tiles unswizzled while the wgmma
+#     descriptors read the 128-byte swizzle
+mutant tma-map-swizzle-none gemm_sm90.cu cuda_gemm_test forward \
+'CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,' \
+'CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,'
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -5,12 +5,15 @@
 // refusals; and the faults the lane must report (a deadlock, divergent warp collectives, a lane that exits before a
 // collective naming it, grid.sync outside a cooperative launch, a warpgroup whose warp exits before a wgmma, a wgmma
 // without wgmma.fence, without wait_group, or whose shared memory is overwritten before its wait), each run in a child
-// process that must abort with sfemu's message.
+// process that must abort with sfemu's message; mbarrier phases and parity waits, the TMA copy (cp.async.bulk.tensor:
+// swizzle layout, out-of-bounds zero fill, landing at the wait, tx accounting), cuTensorMapEncodeTiled's validation,
+// and the mbarrier faults (a wrong expect_tx byte count, extra arrivals, uninitialised or overwritten barriers).
 // Built only in the CPU lane (SF_CUDA_EMU).
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -366,6 +369,173 @@ TEST(the_lane_reports_faults_a_gpu_would_hang_or_misbehave_on) {
     CHECK(faults_with([&] { wg_launch(w, L, 1, 0, out, before, 4); }, "modified before"));
   }
   cudaFree(d);
+}
+
+// ---- mbarrier and TMA (Hopper) ----------------------------------------------------------------------------------
+// A 2-D bf16 box through a tensor map into shared memory at offset 1024 (the mbarrier at offset 0): what the lane
+// reads before the wait (out[n]: must still be the poison), then the box as it landed. flags: 1 the barrier is never
+// initialised, 2 nobody waits (the copy is still in flight at the end), 4 the barrier's memory is overwritten before
+// the wait, 8 one arrival more than the barrier's count.
+__global__ void tma_kernel(const __grid_constant__ CUtensorMap map, int c0, int c1, uint32_t expect, int flags,
+                           uint16_t* out, int n) {
+  SF_DYNAMIC_SMEM(smem);
+  uint64_t* bar = reinterpret_cast<uint64_t*>(smem);
+  uint16_t* box = reinterpret_cast<uint16_t*>(smem + 1024);
+  if (threadIdx.x == 0 && !(flags & 1)) {
+    mbar_init(bar, 1);
+    fence_mbarrier_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    mbar_arrive_expect_tx(bar, expect);
+    tma_load_2d(box, &map, c0, c1, bar);
+    out[n] = box[0];  // not landed yet: no thread has waited
+    if (flags & 8) mbar_arrive(bar);
+    if (flags & 4) *bar = 0;
+  }
+  if (!(flags & 2)) mbar_wait(bar, 0);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = box[i];
+}
+
+struct TmaRun {
+  std::vector<uint16_t> src;  // rows x ld, the tensor rows x cols
+  int64_t rows = 10, cols = 40, ld = 48;
+  uint16_t* d = nullptr;
+  CUtensorMap map{};
+};
+
+CUresult tma_encode(TmaRun& r, CUtensorMapSwizzle swz, uint32_t box0 = 64, uint32_t box1 = 16) {
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+  if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+      q != cudaDriverEntryPointSuccess || !fn)
+    return CUDA_ERROR_NOT_SUPPORTED;
+  auto encode = reinterpret_cast<decltype(&cuTensorMapEncodeTiled)>(fn);
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(r.cols), static_cast<cuuint64_t>(r.rows)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(r.ld) * 2};
+  const cuuint32_t box[2] = {box0, box1}, es[2] = {1, 1};
+  return encode(&r.map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, r.d, dims, strides, box, es, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swz, CU_TENSOR_MAP_L2_PROMOTION_NONE, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
+TmaRun tma_setup() {
+  TmaRun r;
+  r.src.resize(static_cast<size_t>(r.rows * r.ld));
+  for (size_t i = 0; i < r.src.size(); ++i) r.src[i] = static_cast<uint16_t>(0x1000 + i);
+  CHECK(cudaMalloc(&r.d, r.src.size() * 2) == cudaSuccess);
+  cudaMemcpy(r.d, r.src.data(), r.src.size() * 2, cudaMemcpyHostToDevice);
+  return r;
+}
+
+std::vector<uint16_t> tma_launch(const TmaRun& r, int c0, int c1, uint32_t expect, int flags, int n = 64 * 16) {
+  uint16_t* d = nullptr;
+  CHECK(cudaMalloc(&d, static_cast<size_t>(n + 1) * 2) == cudaSuccess);
+  SF_LAUNCH(tma_kernel, (1, 64, 1024 + 2 * n, nullptr), r.map, c0, c1, expect, flags, d, n);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  std::vector<uint16_t> out(static_cast<size_t>(n + 1));
+  cudaMemcpy(out.data(), d, out.size() * 2, cudaMemcpyDeviceToHost);
+  cudaFree(d);
+  return out;
+}
+
+// The box of 64 x 16 at (c0, c1) of the 10 x 40 tensor (row stride 48): element (r, k) at byte r * 128 + 2 k, its
+// 16-byte chunk XORed with r % 8 under the 128-byte swizzle (the destination is 1024-byte aligned); elements outside
+// the tensor (negative coordinates, or past 40 columns / 10 rows) are zeros; nothing has landed before the wait.
+TEST(tma_copy_swizzles_fills_out_of_bounds_with_zeros_and_lands_at_the_wait) {
+  TmaRun r = tma_setup();
+  for (CUtensorMapSwizzle swz : {CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_SWIZZLE_NONE})
+    for (const auto& c : {std::array<int, 2>{0, 0}, std::array<int, 2>{-8, 3}, std::array<int, 2>{16, -2}}) {
+      CHECK(tma_encode(r, swz) == CUDA_SUCCESS);
+      const std::vector<uint16_t> out = tma_launch(r, c[0], c[1], 64 * 16 * 2, 0);
+      CHECK_EQ(out[64 * 16], 0xffff);  // the poison: the copy lands only when a thread waits on its barrier
+      int bad = 0;
+      for (int row = 0; row < 16; ++row)
+        for (int k = 0; k < 64; ++k) {
+          const int x = c[0] + k, y = c[1] + row;
+          const uint16_t want = x >= 0 && x < r.cols && y >= 0 && y < r.rows ? r.src[static_cast<size_t>(y * r.ld + x)] : 0;
+          const int chunk = k / 8, slot = swz == CU_TENSOR_MAP_SWIZZLE_128B ? chunk ^ (row % 8) : chunk;
+          if (out[static_cast<size_t>(row * 64 + slot * 8 + k % 8)] != want) ++bad;
+        }
+      CHECK_EQ(bad, 0);
+    }
+  cudaFree(r.d);
+}
+
+// cuTensorMapEncodeTiled refuses what the driver documents as invalid: a global address not 16-byte aligned, a row
+// stride not a multiple of 16 bytes, a box dimension over 256, an inner box dimension that is not a multiple of 16
+// bytes or wider than the swizzle span.
+TEST(tensor_map_encoding_validates_like_the_driver) {
+  TmaRun r = tma_setup();
+  CHECK(tma_encode(r, CU_TENSOR_MAP_SWIZZLE_128B) == CUDA_SUCCESS);
+  CHECK(tma_encode(r, CU_TENSOR_MAP_SWIZZLE_64B) == CUDA_ERROR_INVALID_VALUE);         // 128-byte rows, 64-byte span
+  CHECK(tma_encode(r, CU_TENSOR_MAP_SWIZZLE_64B, 32) == CUDA_SUCCESS);
+  CHECK(tma_encode(r, CU_TENSOR_MAP_SWIZZLE_NONE, 4) == CUDA_ERROR_INVALID_VALUE);     // 8-byte inner box
+  CHECK(tma_encode(r, CU_TENSOR_MAP_SWIZZLE_NONE, 64, 257) == CUDA_ERROR_INVALID_VALUE);
+  TmaRun odd = r;
+  odd.ld = 44;  // 88-byte rows
+  CHECK(tma_encode(odd, CU_TENSOR_MAP_SWIZZLE_128B) == CUDA_ERROR_INVALID_VALUE);
+  odd = r;
+  odd.d = r.d + 1;  // 2 bytes past 16
+  CHECK(tma_encode(odd, CU_TENSOR_MAP_SWIZZLE_128B) == CUDA_ERROR_INVALID_VALUE);
+  void* fn = &fn;
+  cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSuccess;
+  CHECK(cudaGetDriverEntryPointByVersion("cuNoSuchFunction", &fn, 12000, cudaEnableDefault, &q) == cudaSuccess);
+  CHECK(fn == nullptr && q == cudaDriverEntryPointSymbolNotFound);
+  cudaFree(r.d);
+}
+
+// A producer warp and a consumer warp hand 4 rounds of data through one shared slot with a "full" and an "empty"
+// mbarrier (count 32 each), waiting by phase parity; the consumers must see every round's data, in either order.
+__global__ void mbar_pingpong_kernel(int* out) {
+  SF_DYNAMIC_SMEM(smem);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem);
+  uint64_t* empty = full + 1;
+  int* slot = reinterpret_cast<int*>(smem + 16);
+  const int t = threadIdx.x, lane = t % 32;
+  if (t == 0) {
+    mbar_init(full, 32);
+    mbar_init(empty, 32);
+    fence_mbarrier_init();
+  }
+  __syncthreads();
+  for (uint32_t round = 0; round < 4; ++round) {
+    if (t < 32) {
+      mbar_wait(empty, (round & 1u) ^ 1u);
+      slot[lane] = static_cast<int>(round * 100) + lane;
+      mbar_arrive(full);
+    } else {
+      mbar_wait(full, round & 1u);
+      out[round * 32 + lane] = slot[lane];
+      mbar_arrive(empty);
+    }
+  }
+}
+
+TEST(mbarrier_phases_hand_data_over_by_parity) {
+  int* d = nullptr;
+  CHECK(cudaMalloc(&d, 4 * 32 * 4) == cudaSuccess);
+  SF_LAUNCH(mbar_pingpong_kernel, (1, 64, 1024, nullptr), d);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  std::vector<int> out(4 * 32);
+  cudaMemcpy(out.data(), d, out.size() * 4, cudaMemcpyDeviceToHost);
+  cudaFree(d);
+  for (int round = 0; round < 4; ++round)
+    for (int l = 0; l < 32; ++l) CHECK_EQ(out[static_cast<size_t>(round * 32 + l)], round * 100 + l);
+}
+
+// The mbarrier and TMA faults: an expect_tx of more bytes than the copies bring (the phase never completes: a
+// deadlock), of fewer (the tx-count would go below zero), an arrival beyond the count, a barrier never initialised
+// or overwritten by ordinary stores, a copy nobody waits for.
+TEST(the_lane_reports_mbarrier_and_tma_faults) {
+  TmaRun r = tma_setup();
+  CHECK(tma_encode(r, CU_TENSOR_MAP_SWIZZLE_128B) == CUDA_SUCCESS);
+  CHECK(faults_with([&] { tma_launch(r, 0, 0, 64 * 16 * 2 + 16, 0); }, "mbarrier.try_wait.parity"));
+  CHECK(faults_with([&] { tma_launch(r, 0, 0, 64 * 16 * 2 - 16, 0); }, "more than the expect-tx"));
+  CHECK(faults_with([&] { tma_launch(r, 0, 0, 64 * 16 * 2, 8); }, "more arrivals than its count"));
+  CHECK(faults_with([&] { tma_launch(r, 0, 0, 64 * 16 * 2, 1); }, "no mbarrier was initialised"));
+  CHECK(faults_with([&] { tma_launch(r, 0, 0, 64 * 16 * 2, 4); }, "overwritten"));
+  CHECK(faults_with([&] { tma_launch(r, 0, 0, 64 * 16 * 2, 2); }, "in flight"));
+  cudaFree(r.d);
 }
 
 }  // namespace
