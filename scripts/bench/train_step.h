@@ -1,15 +1,60 @@
 // train_step.h — one training step of a pre-LN decoder LM composed from the kernel library, without Node: the GPU
 // training step that gpu_bench times (scripts/bench/gpu_bench.cu, Ops = the CUDA kernels of cuda/kernels.h on one
-// stream) and that train_step_cpu runs on the CPU kernels (scripts/bench/train_step_cpu.cpp, Ops = native/cpu), so
-// that the composition itself can be checked against PyTorch on a machine without a GPU
-// (scripts/gpu_torch_ref.py --train-check).
+// stream; its `train` rows run it in bf16 and tf32, only --dump-train runs it in fp32) and that train_step_cpu runs on
+// the CPU kernels (scripts/bench/train_step_cpu.cpp, Ops = native/cpu), so that the composition itself can be checked
+// against PyTorch on a machine without a GPU (scripts/gpu_torch_ref.py --train-check).
 //
 // The model is lib/models/decoder.ts's (scripts/gen_model_fixture.py is its exact re-implementation): token +
 // position embedding; per layer h += Wo merge(attn(split(Wq ln1 h), split(Wk ln1 h), split(Wv ln1 h))) (causal),
 // h += W2 gelu(W1 ln2 h + b1) + b2; final LayerNorm; head tied to the token embedding; mean cross-entropy. The
 // parameters live in ONE buffer in the library's declaration order, their gradients in another, offset for offset;
-// AdamW runs once over the whole buffer (decay on 2-D weights except tok/pos, as scripts/torch_train_ref.py).
-// Sharing 'all' uses block 0 in every layer: its gradients sum L contributions because backward kernels accumulate.
+// AdamW runs once over the whole buffer (decay on 2-D weights except tok/pos: the library's decay mask, as
+// scripts/torch_train_ref.py). Sharing 'all' uses block 0 in every layer: its gradients sum L contributions because
+// backward kernels accumulate (one beta = 1 dW product per use, as the library with stackedGrads off, its default).
+//
+// Against the library's step in `npm run bench -- train` (scripts/bench.ts benchTrain: zeroGrad, loss, backward,
+// AdamW update; fp32, default options): the same GEMMs (shapes, transposes, bias / GELU epilogues; the same FLOPs),
+// the same LayerNorm, attention, embedding, cross-entropy, bias-gradient and AdamW kernels, the same parameter
+// layout and decay mask. NOT the same kernel sequence: the library makes more calls, all fills and elementwise passes.
+// Where it differs from the library's step (cost per step for `small`: d 256, dFF 1024, 6 layers, N = B*T = 1024
+// tokens, V 256; an (N, d) fp32 tensor is 1 MiB; sharing none and all alike):
+// - Calls: the library queues 20 + 62 L kernels and fills per step (392 for small; addon calls traced), this 14 + 45 L
+//   (284): +108 (+210 medium). Both zero the gradient buffer once, dpre before gelu_backward, dq/dk/dv before
+//   attention_backward and the final LayerNorm's input gradient; the extra calls are the next four items.
+// - Residual backward (lib/ops add, lib/autograd.ts Tape.accumulate): the library zero-fills a gradient per operand
+//   and axpbys dout into each: 4 calls, 8 MiB per add, 13 adds (embedding sum included) = 52 calls, 104 MiB; here dh
+//   passes through and the LayerNorm backward accumulates into it (no call).
+// - First write of an activation gradient (lib/autograd.ts Tape.gradFor): the library zero-fills it, then the
+//   producer accumulates (matmul beta = 1, permute accumulate); here the first writer overwrites (beta = 0). Per
+//   layer: dx of fc2 (N x dFF: 4 MiB fill + 4 MiB read), fc1, wo, v (1 + 1 MiB each), the merge-heads backward and
+//   the three split-heads backwards (1 + 1 MiB each); plus dx of the tied head: 49 calls, 134 MiB.
+// - GELU pre-activation (lib/ops linear): the library zero-fills preact (N x dFF) that the fc1 epilogue then
+//   overwrites: 6 calls, 24 MiB; here not filled.
+// - dlogits (lib/ops crossEntropy): the library zero-fills a separate (N, V) buffer that the kernel overwrites: 1 call,
+//   1 MiB (and 1 MiB more memory); here dlogits overwrite the logits in place.
+// - Residual forward (lib/nn/layers.ts postResidual): the library's matmul writes the sub-layer output (beta = 0),
+//   then axpby(h, out) makes a new tensor; here a copy of h, then the matmul with beta = 1: same calls (2) and bytes
+//   (4 MiB).
+// - Total: the library moves ~263 MiB more per small step (~1.0 GiB medium); the FLOPs are the same.
+// - Order (lib/ops linear backward; reverse tape order): the library runs dW, db, then dx (here dx, dW, db); Q/K/V in
+//   the order v, k, q, each split-backward before its linear (here three permutes, then q, k, v), so ln1's input
+//   gradient sums v + k + q instead of q + k + v (fp32 rounding differs); zeroGrad before the forward pass (here
+//   between forward and backward); pos embedding backward before tok.
+// - Memory (lib/autograd.ts): the library allocates each activation gradient (~22 MiB per layer, ~137 MiB in all) and
+//   frees them when the tape is released; here ~20 MiB of scratch is reused by every layer.
+// - Persisting L2 (lib/models/stack.ts BlockStack.run): on CUDA with sharing 'all' the library sets an access-policy
+//   window over block 0's parameters for the forward layers; here none (on the CPU, the bench's device, a no-op).
+// - Layout (lib/params.ts PARAM_ALIGN): the library aligns every offset to 32 floats, here packed; every size of
+//   these configs is a multiple of 32, so the offsets and the buffer length coincide (not for d % 32 != 0).
+// - Initialisation (lib/params.ts): the library draws Philox normals (seed 1 in the bench, counter = packed offset),
+//   here fill_normal(seed 1000 + offset) (a GPU kernel, mt19937_64 on the CPU); both std 0.02, LN weights 1, biases
+//   0. Batch: the bench's ids (7919 i + 13) mod V, targets (104729 i + 7) mod V; here random (seeds 51, 52). The
+//   losses differ, not the costs.
+// - Device and precision: the bench builds the model on the CPU in fp32; gpu_bench's rows run on CUDA in bf16 / tf32
+//   (the library's ops.withPrecision).
+// - Host: the library pays N-API, validation, tape recording and per-op allocation (caching allocator), and the
+//   bench waits for loss.data() and synchronize() every step; here buffers are made once and timed steps are queued
+//   back to back (CUDA events).
 //
 // Ops must provide: a movable Buf type and Buf alloc(bytes); static float* f(const Buf&), int32_t* i(const Buf&);
 // zero, copy, fill_normal, fill_const, fill_ids; the kernels (matmul, bias_grad, layernorm_forward/backward, permute,
