@@ -19,7 +19,8 @@
 // path (12 distinct copies of the block), ratio = per-layer time / shared time; a decode step of 12 layers at M = 1..32
 // rows four ways (per-layer copies, shared without and with the L2 window, the persistent kernel shared_block_decode;
 // ratio = per-layer time / that time); and whole training steps (forward +
-// backward + AdamW of a pre-LN decoder LM composed from the kernels, as the library runs it, without Node).
+// backward + AdamW of a pre-LN decoder LM composed from the kernels without Node: the library's model, FLOPs and
+// compute kernels, with fewer fills and adds than the library launches — train_step.h's header lists every difference).
 //
 // --dump-train DIR writes DIR/train_check.json + DIR/train_check.bin: the initial parameters, batch, losses of three
 // fp32 steps and per-tensor gradient norms of the first step of the small model, which scripts/gpu_torch_ref.py
