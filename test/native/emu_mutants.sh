@@ -18,13 +18,24 @@ pass=0
 fail=0
 
 # mutant NAME FILE TEST ORDER FROM TO   (FROM/TO: exact text; ORDER: forward or reverse)
+# Declares a mutant; they are built and run after all are declared, $jobs at a time (each compile and run is
+# single-threaded), and reported in declaration order.
+names=() files=() tests=() orders=() froms=() tos=()
 mutant() {
-  local name=$1 file=$2 test=$3 order=$4 from=$5 to=$6
+  [ -n "${SF_MUTANTS:-}" ] && [[ ",$SF_MUTANTS," != *",$1,"* ]] && return  # SF_MUTANTS=a,b runs only those
+  names+=("$1") files+=("$2") tests+=("$3") orders+=("$4") froms+=("$5") tos+=("$6")
+}
+
+# Builds and runs mutant i; prints one ok/not ok line (and the evidence) to stdout; creates $tmp/caught.i when the
+# test failed as it must.
+run_mutant() {
+  local i=$1
+  local name=${names[$i]} file=${files[$i]} test=${tests[$i]} order=${orders[$i]}
   local dir="$tmp/$name"
   mkdir -p "$dir/cuda"
   ln -s "$root/native" "$dir/native"
   for f in "$root"/cuda/*.cuh "$root"/cuda/*.h; do ln -s "$f" "$dir/cuda/"; done
-  if ! FROM="$from" TO="$to" python3 - "$root/cuda/$file" "$dir/cuda/$file" <<'PY'
+  if ! FROM="${froms[$i]}" TO="${tos[$i]}" python3 - "$root/cuda/$file" "$dir/cuda/$file" <<'PY'
 import os, sys
 src = open(sys.argv[1]).read()
 a, b = os.environ["FROM"], os.environ["TO"]
@@ -35,16 +46,15 @@ open(sys.argv[2], "w").write(src.replace(a, b))
 PY
   then
     echo "not ok - $name: the mutant no longer applies to cuda/$file"
-    fail=$((fail + 1))
     return
   fi
   if [ ! -f "$tmp/$test.o" ]; then
-    "$cxx" "${flags[@]}" -c "$root/test/native/$test.cpp" -o "$tmp/$test.o" || { echo "not ok - $name: $test.cpp does not compile"; fail=$((fail + 1)); return; }
+    echo "not ok - $name: $test.cpp does not compile"; cat "$tmp/$test.log"
+    return
   fi
   if ! "$cxx" "${flags[@]}" -x c++ -c "$dir/cuda/$file" -o "$dir/mutant.o" 2>"$dir/cc.log" ||
      ! "$cxx" "$tmp/$test.o" "$dir/mutant.o" "$lib" -pthread -o "$dir/t" 2>>"$dir/cc.log"; then
     echo "not ok - $name: the mutant does not build"; cat "$dir/cc.log"
-    fail=$((fail + 1))
     return
   fi
   local env=()
@@ -53,11 +63,10 @@ PY
   local rc=$?
   if [ $rc -ne 0 ] && [ $rc -ne 77 ] && [ $rc -ne 124 ]; then
     echo "ok - $name: $test fails (exit $rc): $(grep -m1 -E 'FAIL|not ok|sfemu: FAULT' "$dir/run.log" | cut -c1-160)"
-    pass=$((pass + 1))
+    : >"$tmp/caught.$i"
   else
     echo "not ok - $name: $test still passes (exit $rc) with the planted bug"
     tail -n 5 "$dir/run.log"
-    fail=$((fail + 1))
   fi
 }
 
@@ -233,6 +242,24 @@ mutant tma-wrong-expect-tx gemm_sm90.cu cuda_gemm_test forward \
 mutant tma-map-swizzle-none gemm_sm90.cu cuda_gemm_test forward \
 'CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,' \
 'CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,'
+
+# The GPU-vs-CPU test programs the mutants link with, each compiled once (in parallel), then the mutants.
+jobs=${SF_MUTANT_JOBS:-$(nproc 2>/dev/null || echo 2)}
+for test in $(printf '%s\n' "${tests[@]}" | sort -u); do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+  { "$cxx" "${flags[@]}" -c "$root/test/native/$test.cpp" -o "$tmp/$test.o.part" >"$tmp/$test.log" 2>&1 &&
+    mv "$tmp/$test.o.part" "$tmp/$test.o"; } &
+done
+wait
+for i in "${!names[@]}"; do
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+  run_mutant "$i" >"$tmp/result.$i" 2>&1 &
+done
+wait
+for i in "${!names[@]}"; do
+  cat "$tmp/result.$i"
+  if [ -e "$tmp/caught.$i" ]; then pass=$((pass + 1)); else fail=$((fail + 1)); fi
+done
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
