@@ -10,7 +10,7 @@ import { accountDecoder } from '../lib/sharing/accounting.ts';
 import type { SharingConfig } from '../lib/sharing/plan.ts';
 import { l2Span, hasSharedRuns } from '../lib/models/stack.ts';
 import { PARAM_ALIGN, type Parameter } from '../lib/params.ts';
-import { lcg } from './helpers/check.ts';
+import { Random } from './helpers/random.ts';
 import { checkGradients } from './helpers/fd.ts';
 
 const test = anyTest.serial;
@@ -36,9 +36,9 @@ const strategies: [string, Partial<DecoderConfig>][] = [
 ];
 
 function batch(seed: number, B = 2, T = 5, V = 11): { ids: Tensor; targets: Tensor } {
-  const r = lcg(seed);
-  const ids = Int32Array.from({ length: B * T }, () => Math.floor(r(0, V)));
-  const tg = Int32Array.from({ length: B * T }, () => Math.floor(r(0, V)));
+  const r = new Random(seed);
+  const ids = Int32Array.from({ length: B * T }, () => r.below(V));
+  const tg = Int32Array.from({ length: B * T }, () => r.below(V));
   return { ids: tensor(ids, [B, T]), targets: tensor(tg, [B, T]) };
 }
 
@@ -269,9 +269,9 @@ test('l2Span: the persisting-L2 window covers exactly one contiguous run of a bl
 test('gradient accumulation: two half-batches with backward({scale: 0.5}) equal one full batch', (t) => {
   resetTape();
   const m = new Decoder({ ...base, sharing: { strategy: 'cycle', unique: 2 } });
-  const r = lcg(21);
-  const ids = Int32Array.from({ length: 20 }, () => Math.floor(r(0, 11)));
-  const tg = Int32Array.from({ length: 20 }, () => Math.floor(r(0, 11)));
+  const r = new Random(21);
+  const ids = Int32Array.from({ length: 20 }, () => r.below(11));
+  const tg = Int32Array.from({ length: 20 }, () => r.below(11));
   m.zeroGrad();
   const full = m.loss(tensor(ids, [4, 5]), tensor(tg, [4, 5]));
   backward(full);

@@ -7,14 +7,14 @@ import { Encoder, type EncoderConfig } from '../lib/models/encoder.ts';
 import { EncoderDecoder, type EncoderDecoderConfig } from '../lib/models/seq2seq.ts';
 import { backward, noGrad, resetTape } from '../lib/autograd.ts';
 import { AdamW } from '../lib/optim/index.ts';
-import { lcg } from './helpers/check.ts';
+import { Random } from './helpers/random.ts';
 import { checkGradients } from './helpers/fd.ts';
 
 const test = anyTest.serial;
 
 const ints = (seed: number, n: number, hi: number) => {
-  const r = lcg(seed);
-  return Int32Array.from({ length: n }, () => Math.floor(r(0, hi)));
+  const r = new Random(seed);
+  return Int32Array.from({ length: n }, () => r.below(hi));
 };
 const scalar = (f: () => Tensor) =>
   noGrad(() => {
