@@ -10,6 +10,7 @@ import { accountDecoder } from '../lib/sharing/accounting.ts';
 import type { SharingConfig } from '../lib/sharing/plan.ts';
 import { l2Span, hasSharedRuns } from '../lib/models/stack.ts';
 import { PARAM_ALIGN, type Parameter } from '../lib/params.ts';
+import { assertClose } from './helpers/close.ts';
 import { Random } from './helpers/random.ts';
 import { checkGradients } from './helpers/fd.ts';
 
@@ -102,9 +103,7 @@ for (const sharing of [{ strategy: 'all' }, { strategy: 'cycle', unique: 2 }, { 
         if ((l >= 0 ? mapName(q.name, l) : q.name) !== p.name) continue;
         for (let i = 0; i < p.size; i++) want[i] += fg[q.offset + i];
       }
-      let worst = 0;
-      for (let i = 0; i < p.size; i++) worst = Math.max(worst, Math.abs(sg[p.offset + i] - want[i]) / (1e-6 + Math.abs(want[i])));
-      t.true(worst < 1e-3, `${p.name}: worst relative difference ${worst}`);
+      assertClose(t, sg.subarray(p.offset, p.offset + p.size), want, { rel: 1e-3, abs: 1e-3 * 1e-6, what: p.name });
     }
     shared.store.dispose();
     flat.store.dispose();
@@ -282,9 +281,7 @@ test('gradient accumulation: two half-batches with backward({scale: 0.5}) equal 
     backward(l, { scale: 0.5 });
   }
   const acc = m.store.grads.dataSync();
-  let worst = 0;
-  for (let i = 0; i < whole.length; i++) worst = Math.max(worst, Math.abs(acc[i] - whole[i]) / (1e-6 + Math.abs(whole[i])));
-  t.true(worst < 1e-3, `worst relative difference ${worst}`);
+  assertClose(t, acc, whole, { rel: 1e-3, abs: 1e-3 * 1e-6, what: 'accumulated half-batch gradients' });
   m.store.dispose();
 });
 

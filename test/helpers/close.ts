@@ -83,7 +83,7 @@ export function assertClose(t: ExecutionContext, got: ArrayLike<number>, want: A
   const c = measure(got, want, tol);
   const bound = `rel ${tol.rel ?? 0}, abs ${tol.abs ?? 0}${tol.mode === 'norm' ? ', norm-wise' : ''}`;
   if (got.length !== want.length) t.fail(`${tol.what}: ${got.length} values, expected ${want.length}`);
-  else if (tol.mode === 'norm') t.true(c.ok, `${tol.what}: ||got - want|| / (abs + rel ||want||) = ${c.ratio.toExponential(3)} > 1 (${bound})`);
+  else if (tol.mode === 'norm') t.true(c.ok, `${tol.what}: error ${c.err.toExponential(3)}, ${c.ratio.toExponential(3)} times the bound (${bound})`);
   else if (!c.ok) t.fail(`${tol.what}: element ${c.at} of ${want.length}: got ${fmt(got[c.at])}, want ${fmt(want[c.at])}: error ${c.err.toExponential(3)} (${bound})`);
   else t.pass();
   return c;
