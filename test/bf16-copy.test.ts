@@ -20,6 +20,7 @@ import * as K from '../lib/kernels.ts';
 import * as ops from '../lib/ops/index.ts';
 import { full, tensor, zeros, Tensor } from '../lib/tensor.ts';
 import { native } from '../lib/native.ts';
+import { assertClose } from './helpers/close.ts';
 import { throwsExactly } from './helpers/check.ts';
 import { Random } from './helpers/random.ts';
 
@@ -90,9 +91,7 @@ test('initial values do not depend on the padding: parameter p is Philox counter
     normal++;
     const std = p.init.std;
     const want = all.subarray(p.packedOffset, p.packedOffset + p.size);
-    let worst = 0;
-    for (let i = 0; i < p.size; i++) worst = Math.max(worst, Math.abs(got[i] - std * want[i]) / (Math.abs(std * want[i]) + 1e-30));
-    t.true(worst <= 1e-6, `${p.name}: ${worst}`);
+    assertClose(t, got, Array.from(want, (w) => std * w), { rel: 1e-6, abs: 1e-6 * 1e-30, what: p.name });
   }
   t.true(normal > 3);
   s.dispose();
@@ -111,7 +110,7 @@ test('the padding stays 0 through training: gradient norm, clipping and AdamW se
     let sum = 0;
     for (const p of s.parameters) for (let i = 0; i < p.size; i++) sum += g[p.offset + i] ** 2;
     const norm = clipGradNorm(s, 1e-3).dataSync()[0];
-    t.true(Math.abs(norm - Math.sqrt(sum)) <= 1e-5 * Math.sqrt(sum), `step ${step}: norm ${norm} vs ${Math.sqrt(sum)}`);
+    assertClose(t, [norm], [Math.sqrt(sum)], { rel: 1e-5, what: `step ${step}: gradient norm` });
     opt.update();
     t.true(padding(s, s.grads.dataSync()).every((x) => x === 0), 'gradients');
     t.true(padding(s, s.values.dataSync()).every((x) => x === 0), 'values');

@@ -10,6 +10,7 @@ import anyTest, { type ExecutionContext } from 'ava';
 import { Tensor, backends, full, kernels as K, synchronize, tensor } from '../lib/index.ts';
 import type { Device } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
+import { assertClose } from './helpers/close.ts';
 import { Random } from './helpers/random.ts';
 
 const cuda = backends().cuda;
@@ -79,7 +80,7 @@ for (const dev of devices) {
     const logits = f32(logitsData, [3, 4], dev), logitsCpu = f32(logitsData, [3, 4], 'cpu');
     const want = (await K.crossEntropy(logitsCpu, i32([1, -100, 3], 'cpu')).data())[0];
     const got = (await K.crossEntropy(logits, i32([1, -100, 3], dev)).data())[0];
-    t.true(Math.abs(got - want) <= 1e-5 * Math.abs(want), `loss ${got} vs ${want}`);
+    assertClose(t, [got], [want], { rel: 1e-5, what: 'loss' });
     t.deepEqual(Array.from(await K.crossEntropy(logits, i32([-100, -100, -100], dev)).data()), [0], 'every row ignored');
     t.true(Number.isFinite((await K.crossEntropy(logits, i32([9, 0, 3], dev), { ignoreIndex: 9 }).data())[0]), 'a custom ignoreIndex above the range');
     const dbuf = full([3, 3, 4], 5, { device: dev });
