@@ -20,7 +20,9 @@ import * as K from '../lib/kernels.ts';
 import * as ops from '../lib/ops/index.ts';
 import { full, tensor, zeros, Tensor } from '../lib/tensor.ts';
 import { native } from '../lib/native.ts';
-import { lcg, throwsExactly } from './helpers/check.ts';
+import { assertClose } from './helpers/close.ts';
+import { throwsExactly } from './helpers/check.ts';
+import { Random } from './helpers/random.ts';
 
 const test = anyTest.serial;
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -89,9 +91,7 @@ test('initial values do not depend on the padding: parameter p is Philox counter
     normal++;
     const std = p.init.std;
     const want = all.subarray(p.packedOffset, p.packedOffset + p.size);
-    let worst = 0;
-    for (let i = 0; i < p.size; i++) worst = Math.max(worst, Math.abs(got[i] - std * want[i]) / (Math.abs(std * want[i]) + 1e-30));
-    t.true(worst <= 1e-6, `${p.name}: ${worst}`);
+    assertClose(t, got, Array.from(want, (w) => std * w), { rel: 1e-6, abs: 1e-6 * 1e-30, what: p.name });
   }
   t.true(normal > 3);
   s.dispose();
@@ -110,7 +110,7 @@ test('the padding stays 0 through training: gradient norm, clipping and AdamW se
     let sum = 0;
     for (const p of s.parameters) for (let i = 0; i < p.size; i++) sum += g[p.offset + i] ** 2;
     const norm = clipGradNorm(s, 1e-3).dataSync()[0];
-    t.true(Math.abs(norm - Math.sqrt(sum)) <= 1e-5 * Math.sqrt(sum), `step ${step}: norm ${norm} vs ${Math.sqrt(sum)}`);
+    assertClose(t, [norm], [Math.sqrt(sum)], { rel: 1e-5, what: `step ${step}: gradient norm` });
     opt.update();
     t.true(padding(s, s.grads.dataSync()).every((x) => x === 0), 'gradients');
     t.true(padding(s, s.values.dataSync()).every((x) => x === 0), 'values');
@@ -205,8 +205,8 @@ test('l2Span and ParameterStore.span: alignment padding between adjacent paramet
 
 test('bf16CopyCurrent: a copy is current after the AdamW step that wrote it, stale after any other write', (t) => {
   const N = 70;
-  const r = lcg(3);
-  const rand = () => Float32Array.from({ length: N }, () => r() * 2 - 1);
+  const r = new Random(3);
+  const rand = () => Float32Array.from({ length: N }, () => r.uniform(-3, 1));
   const p = tensor(rand(), [N]), g = tensor(rand(), [N]), m = zeros([N]), v = zeros([N]);
   const copy = full([N], 0, { dtype: 'bfloat16' });
   const step = (s: number, withCopy = true) => K.adamw(p, g, m, v, { lr: 1e-2, step: s, ...(withCopy ? { bf16Copy: copy } : {}) });
@@ -247,10 +247,10 @@ test('bf16CopyCurrent: a copy is current after the AdamW step that wrote it, sta
 });
 
 test('matmul bBf16 / aBf16: checked (dtype, shape, disjoint from outputs); on the CPU not read, results unchanged', (t) => {
-  const r = lcg(8);
-  const x = tensor(Float32Array.from({ length: 5 * 6 }, () => r() - 0.5), [5, 6]);
-  const w = tensor(Float32Array.from({ length: 4 * 6 }, () => r() - 0.5), [4, 6]);
-  const bias = tensor(Float32Array.from({ length: 4 }, () => r() - 0.5), [4]);
+  const r = new Random(8);
+  const x = tensor(Float32Array.from({ length: 5 * 6 }, () => r.uniform(-1.5, 0.5)), [5, 6]);
+  const w = tensor(Float32Array.from({ length: 4 * 6 }, () => r.uniform(-1.5, 0.5)), [4, 6]);
+  const bias = tensor(Float32Array.from({ length: 4 }, () => r.uniform(-1.5, 0.5)), [4]);
   const garbage = full([4, 6], 123, { dtype: 'bfloat16' }); // not a copy of w at all: the CPU must not read it
   const x16 = full([5, 6], -7, { dtype: 'bfloat16' });
   for (const precision of ['fp32', 'tf32', 'bf16'] as const) {

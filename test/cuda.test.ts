@@ -11,7 +11,9 @@ import anyTest, { type ExecutionContext } from 'ava';
 import { AdamW, Decoder, Tensor, backends, backward, clipGradNorm, kernels as K, noGrad, ops, synchronize, tensor, zeros } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
 import type { DecoderConfig, Precision } from '../lib/index.ts';
+import { assertClose } from './helpers/close.ts';
 import { throwsExactly } from './helpers/check.ts';
+import { Random } from './helpers/random.ts';
 
 const info = backends().cuda;
 const test = info.available ? anyTest.serial : anyTest.skip;
@@ -23,21 +25,7 @@ const DEV = 'cuda:0' as const;
 
 /** Fresh random inputs each run (the seed is printed with any failure). */
 const SEED = (Date.now() ^ (process.pid << 8)) >>> 0;
-function rng(seed: number): () => number {
-  let s = (seed >>> 0) || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
-}
-const r = rng(SEED);
-const randn = (n: number, scale = 1) =>
-  Float32Array.from({ length: n }, () => scale * Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r()));
-const randInt = (n: number, hi: number) => Int32Array.from({ length: n }, () => Math.floor(r() * hi));
+const r = new Random(SEED);
 
 /** A CPU tensor and a CUDA copy of it. */
 function pair(data: Float32Array | Int32Array, shape: number[]): [Tensor, Tensor] {
@@ -45,26 +33,15 @@ function pair(data: Float32Array | Int32Array, shape: number[]): [Tensor, Tensor
   return [c, c.to(DEV)];
 }
 
-/** Max relative error of got vs want, relative to max(|want_i|, mean |want|); NaN/inf mismatches give Infinity. */
-function relErr(want: ArrayLike<number>, got: ArrayLike<number>): number {
-  if (want.length !== got.length) return Infinity;
+/**
+ * The floor of the relative error of a comparison against `want`: its mean finite |value| (close.ts: |got - want| <=
+ * tol (|want| + floor)), so elements much smaller than the typical one, whose error is that of the larger terms they
+ * were computed from, are held to tol times the typical size.
+ */
+function meanAbs(want: ArrayLike<number>): number {
   let mean = 0;
   for (let i = 0; i < want.length; i++) if (Number.isFinite(want[i])) mean += Math.abs(want[i]);
-  mean = want.length ? Math.max(mean / want.length, 1e-30) : 1;
-  let worst = 0;
-  for (let i = 0; i < want.length; i++) {
-    const a = want[i], b = got[i];
-    if (Number.isNaN(a) || Number.isNaN(b)) {
-      if (!(Number.isNaN(a) && Number.isNaN(b))) return Infinity;
-      continue;
-    }
-    if (!Number.isFinite(a) || !Number.isFinite(b)) {
-      if (a !== b) return Infinity;
-      continue;
-    }
-    worst = Math.max(worst, Math.abs(a - b) / Math.max(Math.abs(a), mean));
-  }
-  return worst;
+  return want.length ? Math.max(mean / want.length, 1e-30) : 1;
 }
 
 /** The CUDA tensor's values (it must be on CUDA) close to the CPU tensor's. */
@@ -72,8 +49,8 @@ function same(t: ExecutionContext, cpu: Tensor, gpu: Tensor, tol: number, what: 
   t.is(gpu.device, DEV, `${what}: result on ${DEV}`);
   t.is(cpu.device, 'cpu', `${what}: reference on the CPU`);
   t.deepEqual(gpu.shape, cpu.shape, `${what}: shape`);
-  const e = relErr(cpu.dataSync(), gpu.dataSync());
-  t.true(e <= tol, `${what}: max rel err ${e} > ${tol} (seed ${SEED})`);
+  const want = cpu.dataSync();
+  assertClose(t, gpu.dataSync(), want, { rel: tol, abs: tol * meanAbs(want), what: `${what} (seed ${SEED})` });
 }
 
 const TOL: Record<Precision, number> = { fp32: 1e-5, tf32: 1e-3, bf16: 1e-2 };
@@ -85,9 +62,9 @@ test('matmul on CUDA matches the CPU: transposes, batch broadcast, bias, GELU ep
     for (const [M, N, Kd] of [[1, 1, 1], [33, 65, 17], [130, 67, 259]]) {
       for (const [ta, tb] of [[false, false], [true, false], [false, true], [true, true]]) {
         const tag = `${precision} ${M}x${N}x${Kd} transA=${ta} transB=${tb}`;
-        const [ac, ag] = pair(randn(3 * M * Kd), ta ? [3, Kd, M] : [3, M, Kd]);
-        const [bc, bg] = pair(randn(Kd * N), tb ? [N, Kd] : [Kd, N]);
-        const [biasc, biasg] = pair(randn(N), [N]);
+        const [ac, ag] = pair(r.normals(3 * M * Kd), ta ? [3, Kd, M] : [3, M, Kd]);
+        const [bc, bg] = pair(r.normals(Kd * N), tb ? [N, Kd] : [Kd, N]);
+        const [biasc, biasg] = pair(r.normals(N), [N]);
         same(t, K.matmul(ac, bc, { transA: ta, transB: tb, precision }), K.matmul(ag, bg, { transA: ta, transB: tb, precision }), TOL[precision], `matmul ${tag}`);
         const prec = zeros([3, M, N]), preg = zeros([3, M, N], { device: DEV });
         same(t,
@@ -95,15 +72,15 @@ test('matmul on CUDA matches the CPU: transposes, batch broadcast, bias, GELU ep
           K.matmul(ag, bg, { transA: ta, transB: tb, bias: biasg, activation: 'gelu', preact: preg, precision }),
           TOL[precision], `matmul + bias + gelu ${tag}`);
         same(t, prec, preg, TOL[precision], `matmul preact ${tag}`);
-        const [oc, og] = pair(randn(3 * M * N), [3, M, N]);
+        const [oc, og] = pair(r.normals(3 * M * N), [3, M, N]);
         K.matmul(ac, bc, { transA: ta, transB: tb, beta: 1, alpha: 0.5, out: oc, precision });
         K.matmul(ag, bg, { transA: ta, transB: tb, beta: 1, alpha: 0.5, out: og, precision });
         same(t, oc, og, TOL[precision], `matmul beta = 1 ${tag}`);
       }
     }
   }
-  const [dyc, dyg] = pair(randn(7 * 5 * 33), [7, 5, 33]);
-  const [dbc, dbg] = pair(randn(33), [33]);
+  const [dyc, dyg] = pair(r.normals(7 * 5 * 33), [7, 5, 33]);
+  const [dbc, dbg] = pair(r.normals(33), [33]);
   K.biasGrad(dyc, dbc);
   K.biasGrad(dyg, dbg);
   same(t, dbc, dbg, 1e-5, 'biasGrad');
@@ -112,17 +89,17 @@ test('matmul on CUDA matches the CPU: transposes, batch broadcast, bias, GELU ep
 test('layer norm, GELU, softmax, axpby, dropout on CUDA match the CPU', (t) => {
   for (const [rows, C] of [[1, 1], [37, 129], [300, 1000]]) {
     const tag = `${rows}x${C}`;
-    const [xc, xg] = pair(randn(rows * C, 2), [rows, C]);
-    const [wc, wg] = pair(randn(C), [C]);
-    const [bc, bg] = pair(randn(C), [C]);
+    const [xc, xg] = pair(r.normals(rows * C, 2), [rows, C]);
+    const [wc, wg] = pair(r.normals(C), [C]);
+    const [bc, bg] = pair(r.normals(C), [C]);
     const lc = K.layerNorm(xc, wc, bc), lg = K.layerNorm(xg, wg, bg);
     same(t, lc.y, lg.y, 1e-5, `layerNorm y ${tag}`);
     same(t, lc.mean, lg.mean, 1e-5, `layerNorm mean ${tag}`);
     same(t, lc.rstd, lg.rstd, 1e-5, `layerNorm rstd ${tag}`);
-    const [dyc, dyg] = pair(randn(rows * C), [rows, C]);
-    const [dxc, dxg] = pair(randn(rows * C), [rows, C]);
-    const [dwc, dwg] = pair(randn(C), [C]);
-    const [dbc, dbg] = pair(randn(C), [C]);
+    const [dyc, dyg] = pair(r.normals(rows * C), [rows, C]);
+    const [dxc, dxg] = pair(r.normals(rows * C), [rows, C]);
+    const [dwc, dwg] = pair(r.normals(C), [C]);
+    const [dbc, dbg] = pair(r.normals(C), [C]);
     K.layerNormBackward(dyc, xc, wc, lc.mean, lc.rstd, { dx: dxc, dw: dwc, db: dbc });
     K.layerNormBackward(dyg, xg, wg, lg.mean, lg.rstd, { dx: dxg, dw: dwg, db: dbg });
     same(t, dxc, dxg, 1e-5, `layerNormBackward dx ${tag}`);
@@ -162,15 +139,15 @@ test('attention forward and backward on CUDA match the CPU: causal, padding, GQA
   for (const precision of ['fp32', 'tf32', 'bf16'] as Precision[]) {
     for (const [B, Hq, Hkv, Tq, Tk, D, causal] of [[1, 1, 1, 1, 1, 8, false], [2, 4, 2, 19, 19, 64, true], [2, 4, 1, 7, 37, 32, false], [1, 2, 2, 70, 70, 128, true]] as const) {
       const tag = `${precision} B=${B} Hq=${Hq} Hkv=${Hkv} Tq=${Tq} Tk=${Tk} D=${D} causal=${causal}`;
-      const [qc, qg] = pair(randn(B * Hq * Tq * D), [B, Hq, Tq, D]);
-      const [kc, kg] = pair(randn(B * Hkv * Tk * D), [B, Hkv, Tk, D]);
-      const [vc, vg] = pair(randn(B * Hkv * Tk * D), [B, Hkv, Tk, D]);
+      const [qc, qg] = pair(r.normals(B * Hq * Tq * D), [B, Hq, Tq, D]);
+      const [kc, kg] = pair(r.normals(B * Hkv * Tk * D), [B, Hkv, Tk, D]);
+      const [vc, vg] = pair(r.normals(B * Hkv * Tk * D), [B, Hkv, Tk, D]);
       const [klc, klg] = pair(Int32Array.from({ length: B }, (_, b) => Math.max(0, Tk - 3 * b)), [B]);
       const oc = { causal, keyLengths: klc, precision }, og = { causal, keyLengths: klg, precision };
       const fc = K.attention(qc, kc, vc, oc), fg = K.attention(qg, kg, vg, og);
       same(t, fc.o, fg.o, TOL[precision], `attention o ${tag}`);
       same(t, fc.lse, fg.lse, TOL[precision], `attention lse ${tag}`);
-      const [doc_, dog] = pair(randn(B * Hq * Tq * D), [B, Hq, Tq, D]);
+      const [doc_, dog] = pair(r.normals(B * Hq * Tq * D), [B, Hq, Tq, D]);
       const gc = { dq: zeros(qc.shape), dk: zeros(kc.shape), dv: zeros(kc.shape) };
       const gg = { dq: zeros(qc.shape, { device: DEV }), dk: zeros(kc.shape, { device: DEV }), dv: zeros(kc.shape, { device: DEV }) };
       K.attentionBackward(qc, kc, vc, fc.o, fc.lse, doc_, gc, oc);
@@ -186,19 +163,19 @@ test('embedding, cross-entropy, optimizers, norms, permutations and the KV cache
   const V = 53;
   for (const [n, C] of [[1, 1], [1000, 33], [4097, 260]]) {
     const tag = `n=${n} C=${C}`;
-    const [ic, ig] = pair(randInt(n, n > 100 ? V : 5), [n]);
-    const [tc, tg] = pair(randn(V * C), [V, C]);
+    const [ic, ig] = pair(r.ints(n, n > 100 ? V : 5), [n]);
+    const [tc, tg] = pair(r.normals(V * C), [V, C]);
     same(t, K.embedding(ic, tc), K.embedding(ig, tg), 0, `embedding ${tag}`);
-    const [dc, dg] = pair(randn(n * C), [n, C]);
-    const [gc, gg] = pair(randn(V * C), [V, C]);
+    const [dc, dg] = pair(r.normals(n * C), [n, C]);
+    const [gc, gg] = pair(r.normals(V * C), [V, C]);
     K.embeddingBackward(ic, dc, gc);
     K.embeddingBackward(ig, dg, gg);
     same(t, gc, gg, 0, `embeddingBackward (bit-identical: token order per row) ${tag}`);
   }
   for (const [N, Vc] of [[1, 1], [67, 7], [300, 5003]]) {
     const tag = `${N}x${Vc}`;
-    const tg = Int32Array.from(randInt(N, Vc), (v, i) => (i % 4 === 1 ? -100 : v));
-    const [lc, lg] = pair(randn(N * Vc, 3), [N, Vc]);
+    const tg = Int32Array.from(r.ints(N, Vc), (v, i) => (i % 4 === 1 ? -100 : v));
+    const [lc, lg] = pair(r.normals(N * Vc, 3), [N, Vc]);
     const [tcpu, tgpu] = pair(tg, [N]);
     const dlc = zeros([N, Vc]), dlg = zeros([N, Vc], { device: DEV });
     same(t, K.crossEntropy(lc, tcpu, { dlogits: dlc, gradScale: 0.5 }), K.crossEntropy(lg, tgpu, { dlogits: dlg, gradScale: 0.5 }), 1e-5, `crossEntropy loss ${tag}`);
@@ -208,8 +185,8 @@ test('embedding, cross-entropy, optimizers, norms, permutations and the KV cache
   }
   for (const n of [1, 1000, 300007]) {
     const tag = `n=${n}`;
-    const [pc, pg] = pair(randn(n), [n]);
-    const [gc, gg] = pair(randn(n, 0.1), [n]);
+    const [pc, pg] = pair(r.normals(n), [n]);
+    const [gc, gg] = pair(r.normals(n, 0.1), [n]);
     const [mc, mg] = pair(new Float32Array(n), [n]);
     const [vc, vg] = pair(new Float32Array(n), [n]);
     const [maskc, maskg] = pair(Float32Array.from({ length: n }, (_, i) => (i % 3 ? 1 : 0)), [n]);
@@ -236,25 +213,25 @@ test('embedding, cross-entropy, optimizers, norms, permutations and the KV cache
     K.scale(pg, -3);
     same(t, pc, pg, 1e-5, `scale ${tag}`);
   }
-  const [sc, sg] = pair(randn(2 * 7 * 3 * 16), [2, 7, 3, 16]);
+  const [sc, sg] = pair(r.normals(2 * 7 * 3 * 16), [2, 7, 3, 16]);
   same(t, K.permute0213(sc), K.permute0213(sg), 0, 'permute0213');
-  const [ac, ag] = pair(randn(2 * 3 * 7 * 16), [2, 3, 7, 16]);
+  const [ac, ag] = pair(r.normals(2 * 3 * 7 * 16), [2, 3, 7, 16]);
   K.permute0213(sc, { out: ac, accumulate: true });
   K.permute0213(sg, { out: ag, accumulate: true });
   same(t, ac, ag, 1e-5, 'permute0213 accumulate');
-  const [xc, xg] = pair(randn(2 * 5 * 48), [2, 5, 48]);
+  const [xc, xg] = pair(r.normals(2 * 5 * 48), [2, 5, 48]);
   const hc = K.splitHeads(xc, 3), hg = K.splitHeads(xg, 3);
   same(t, hc, hg, 0, 'splitHeads');
   same(t, K.mergeHeads(hc), K.mergeHeads(hg), 0, 'mergeHeads');
-  const [cc, cg] = pair(randn(2 * 3 * 11 * 8), [2, 3, 11, 8]);
-  const [kc, kg] = pair(randn(2 * 3 * 4 * 8), [2, 3, 4, 8]);
+  const [cc, cg] = pair(r.normals(2 * 3 * 11 * 8), [2, 3, 11, 8]);
+  const [kc, kg] = pair(r.normals(2 * 3 * 4 * 8), [2, 3, 4, 8]);
   K.kvAppend(cc, kc, 6);
   K.kvAppend(cg, kg, 6);
   same(t, cc, cg, 0, 'kvAppend (nothing outside the window changes)');
 });
 
 test('ids out of range on CUDA fail at the next synchronisation with the CPU error text, writing nothing', async (t) => {
-  const table = tensor(randn(5 * 3), [5, 3]).to(DEV);
+  const table = tensor(r.normals(5 * 3), [5, 3]).to(DEV);
   const ids = tensor(Int32Array.from([0, 4, 5, 1]), [4]).to(DEV);
   // out is a window of a buffer: the failed op's output rejects every read, the windows beside it keep their zeros
   const buf = zeros([3, 4, 3], { device: DEV });
@@ -263,7 +240,7 @@ test('ids out of range on CUDA fail at the next synchronisation with the CPU err
   await t.throwsAsync(() => out.data(), { message: /embedding: token id 5 at position 2 is out of range \[0, 5\)/ });
   t.deepEqual(Array.from(await buf.window(0, [12]).data()), new Array(12).fill(0), 'nothing written before out');
   t.deepEqual(Array.from(await buf.window(24, [12]).data()), new Array(12).fill(0), 'nothing written after out');
-  const logits = tensor(randn(3 * 4), [3, 4]).to(DEV);
+  const logits = tensor(r.normals(3 * 4), [3, 4]).to(DEV);
   const targets = tensor(Int32Array.from([1, -100, 7]), [3]).to(DEV);
   const loss = K.crossEntropy(logits, targets);
   await t.throwsAsync(() => loss.data(), { message: /cross_entropy: target 7 at row 2 is out of range \[0, 4\) and is not ignore_index \(-100\)/ });
@@ -275,21 +252,21 @@ test('ids out of range on CUDA fail at the next synchronisation with the CPU err
 // Ids uploaded from the host are checked on the host from the bounds the upload noted; ids a kernel wrote (a device
 // copy, into the whole tensor or into a window of an uploaded one) must still be checked on the device.
 test('ids written on the device (a copy from another CUDA tensor) are still checked, with the CPU error text', async (t) => {
-  const table = tensor(randn(5 * 3), [5, 3]).to(DEV);
+  const table = tensor(r.normals(5 * 3), [5, 3]).to(DEV);
   const ids = tensor(Int32Array.from([0, 1, 2, 3]), [4], { device: DEV });
   t.is((await K.embedding(ids, table).data()).length, 12, 'valid uploaded ids');
   native().copyInto(ids.window(1, [2]).handle, tensor(Int32Array.from([0, 9]), [2], { device: DEV }).handle);
   await t.throwsAsync(() => K.embedding(ids, table).data(), { message: /embeddingForward \(cuda:0 stream\): embedding: token id 9 at position 2 is out of range \[0, 5\)$/ });
   const dst = zeros([3], { dtype: 'int32', device: DEV });
   native().copyInto(dst.handle, tensor(Int32Array.from([-100, 1, 6]), [3], { device: DEV }).handle);
-  await t.throwsAsync(() => K.crossEntropy(tensor(randn(3 * 4), [3, 4]).to(DEV), dst).data(), {
+  await t.throwsAsync(() => K.crossEntropy(tensor(r.normals(3 * 4), [3, 4]).to(DEV), dst).data(), {
     message: /crossEntropy \(cuda:0 stream\): cross_entropy: target 6 at row 2 is out of range \[0, 4\) and is not ignore_index \(-100\)$/,
   });
   await synchronize().catch(() => undefined);
 });
 
 test('ops refuse tensors on different devices, naming the op, both arguments and both devices', (t) => {
-  const c = tensor(randn(4 * 4), [4, 4]);
+  const c = tensor(r.normals(4 * 4), [4, 4]);
   const g = c.to(DEV);
   const msg = (op: string, a: string, da: string, b: string, db: string) =>
     new RegExp(`^${op}: all tensors of one call must be on the same device, but ${a.replace(/[[\]]/g, '\\$&')} is on ${da} and ${b.replace(/[[\]]/g, '\\$&')} is on ${db}`);
@@ -299,7 +276,7 @@ test('ops refuse tensors on different devices, naming the op, both arguments and
   throwsExactly(t, () => K.layerNorm(g, c.window(0, [4]), g.window(0, [4])), TypeError, msg('layernormForward', 'x', DEV, 'w', 'cpu'), 'layerNorm');
   throwsExactly(t, () => K.embedding(tensor(Int32Array.from([0]), [1]), g), TypeError, msg('embeddingForward', 'ids', 'cpu', 'table', DEV), 'embedding');
   throwsExactly(t, () => K.adamw(g.window(0, [16]), c.window(0, [16]), g.clone().window(0, [16]), g.clone().window(0, [16]), { lr: 1, step: 1 }), TypeError, msg('adamw', 'param', DEV, 'grad', 'cpu'), 'adamw');
-  const q = tensor(randn(16), [1, 1, 2, 8]);
+  const q = tensor(r.normals(16), [1, 1, 2, 8]);
   throwsExactly(t, () => K.attention(q.to(DEV), q.to(DEV), q.to(DEV), { keyLengths: tensor(Int32Array.from([2]), [1]) }), TypeError,
     msg('attentionForward', 'q', DEV, 'option keyLengths', 'cpu'), 'attention keyLengths');
   throwsExactly(t, () => K.persistL2([g, c]), TypeError, msg('persistL2', 'tensors[0]', DEV, 'tensors[1]', 'cpu'), 'persistL2');
@@ -310,7 +287,7 @@ test('ops refuse tensors on different devices, naming the op, both arguments and
 const cfg: DecoderConfig = { vocab: 37, dModel: 32, heads: 4, kvHeads: 2, dFF: 48, layers: 4, maxSeq: 16, seed: 11, sharing: { strategy: 'all' } };
 
 function batch(B: number, T: number): { ids: Int32Array; targets: Int32Array } {
-  return { ids: randInt(B * T, cfg.vocab), targets: Int32Array.from(randInt(B * T, cfg.vocab), (v, i) => (i % 7 === 3 ? -100 : v)) };
+  return { ids: r.ints(B * T, cfg.vocab), targets: Int32Array.from(r.ints(B * T, cfg.vocab), (v, i) => (i % 7 === 3 ? -100 : v)) };
 }
 
 function trainStep(m: Decoder, opt: AdamW, ids: Int32Array, targets: Int32Array, B: number, T: number, precision: Precision): { loss: number; norm: number } {
@@ -347,8 +324,8 @@ test("model.to('cuda') moves the one parameter buffer and its gradients; a share
   for (let s = 0; s < 3; s++) {
     const { ids, targets } = batch(B, T);
     const lc = trainStep(cpu, oc, ids, targets, B, T, 'fp32'), lg = trainStep(gpu, og, ids, targets, B, T, 'fp32');
-    t.true(Math.abs(lc.loss - lg.loss) <= 1e-4 * Math.abs(lc.loss), `step ${s}: loss ${lg.loss} on CUDA vs ${lc.loss} on the CPU`);
-    t.true(Math.abs(lc.norm - lg.norm) <= 1e-4 * Math.abs(lc.norm), `step ${s}: gradient norm ${lg.norm} vs ${lc.norm}`);
+    assertClose(t, [lg.loss], [lc.loss], { rel: 1e-4, what: `step ${s}: loss on CUDA (got) vs the CPU (want)` });
+    assertClose(t, [lg.norm], [lc.norm], { rel: 1e-4, what: `step ${s}: gradient norm on CUDA (got) vs the CPU (want)` });
   }
   same(t, cpu.store.values, gpu.store.values, 1e-4, 'parameters after 3 steps');
   const back = gpu.to('cpu');
@@ -367,7 +344,7 @@ test('bf16 and tf32 training steps on CUDA stay close to the fp32 CPU step (fp32
     const oc = new AdamW(cpu.store, { lr: 1e-3, eps: 1e-4 }), og = new AdamW(gpu.store, { lr: 1e-3, eps: 1e-4 });
     const { ids, targets } = batch(B, T);
     const lc = trainStep(cpu, oc, ids, targets, B, T, 'fp32'), lg = trainStep(gpu, og, ids, targets, B, T, precision);
-    t.true(Math.abs(lc.loss - lg.loss) <= TOL[precision] * Math.abs(lc.loss), `${precision}: loss ${lg.loss} vs ${lc.loss}`);
+    assertClose(t, [lg.loss], [lc.loss], { rel: TOL[precision], what: `${precision}: loss on CUDA (got) vs the CPU (want)` });
     t.is(gpu.store.values.dtype, 'float32', 'master weights stay fp32');
     cpu.store.dispose();
     gpu.store.dispose();
@@ -379,8 +356,8 @@ test('bf16 and tf32 training steps on CUDA stay close to the fp32 CPU step (fp32
 test('the bf16 copy on CUDA: a current copy read by the bf16 GEMM gives the bits of converting the weight; a stale one is not read', (t) => {
   const cur = (x: Tensor, c: Tensor) => K.bf16CopyCurrent(x, c).dataSync()[0];
   const nat = native() as unknown as { fillInto: (h: unknown, v: number) => void };
-  const [w0, w] = pair(randn(72 * 40), [72, 40]);
-  const [x0, x] = pair(randn(3 * 24 * 40), [3, 24, 40]);
+  const [w0, w] = pair(r.normals(72 * 40), [72, 40]);
+  const [x0, x] = pair(r.normals(3 * 24 * 40), [3, 24, 40]);
   const g = zeros([72, 40], { device: DEV }), m = zeros([72, 40], { device: DEV }), v = zeros([72, 40], { device: DEV });
   const c = zeros([72, 40], { device: DEV, dtype: 'bfloat16' });
   t.is(cur(w, c), 0, 'a new copy mirrors nothing');
@@ -389,7 +366,7 @@ test('the bf16 copy on CUDA: a current copy read by the bf16 GEMM gives the bits
   t.is(cur(w, c), 1, 'current after the AdamW step that wrote it');
   const want = Array.from(K.matmul(x, w, { transB: true, precision: 'bf16' }).dataSync());
   t.deepEqual(Array.from(K.matmul(x, w, { transB: true, precision: 'bf16', bBf16: c }).dataSync()), want, 'forward (x W^T): the same bits');
-  const [gy0, gy] = pair(randn(3 * 24 * 72), [3, 24, 72]);
+  const [gy0, gy] = pair(r.normals(3 * 24 * 72), [3, 24, 72]);
   const wantDx = Array.from(K.matmul(gy, w, { precision: 'bf16' }).dataSync());
   t.deepEqual(Array.from(K.matmul(gy, w, { precision: 'bf16', bBf16: c }).dataSync()), wantDx, 'backward dX (dY W): the same bits');
   nat.fillInto(c.handle, 0); // a write to the copy: stale, so the GEMM converts W again (a zero copy read would show)
@@ -410,11 +387,11 @@ test('the bf16 copy on CUDA: a current copy read by the bf16 GEMM gives the bits
   for (let s = 0; s < 3; s++) {
     const { ids, targets } = batch(B, T);
     const la = trainStep(a, oa, ids, targets, B, T, 'bf16'), lb = trainStep(b, ob, ids, targets, B, T, 'bf16');
-    t.true(Math.abs(la.loss - lb.loss) <= 1e-5 * Math.abs(lb.loss), `step ${s}: loss ${la.loss} with the copy, ${lb.loss} without`);
+    assertClose(t, [la.loss], [lb.loss], { rel: 1e-5, what: `step ${s}: loss with the copy (got), without (want)` });
     t.is(cur(a.store.values, a.store.bf16Copy!), 1, `step ${s}: the copy is current after the step`);
   }
-  const e = relErr(b.store.values.dataSync(), a.store.values.dataSync());
-  t.true(e <= 1e-4, `parameters after 3 steps: max rel err ${e} (seed ${SEED})`);
+  const wantValues = b.store.values.dataSync();
+  assertClose(t, a.store.values.dataSync(), wantValues, { rel: 1e-4, abs: 1e-4 * meanAbs(wantValues), what: `parameters after 3 steps (seed ${SEED})` });
   for (const z of [w0, w, x0, x, g, m, v, c, gy0, gy]) z.dispose();
   a.store.dispose();
   b.store.dispose();
@@ -459,10 +436,10 @@ test('persistL2: a window on CUDA tensors (the stack sets one for runs of a shar
 // ---- on every machine: precision on the CPU, and the option checks ------------------------------------------------
 
 anyTest.serial('on the CPU every precision computes in fp32: matmul, attention and a whole withPrecision step are identical', (t) => {
-  const a = tensor(randn(5 * 7), [5, 7]), b = tensor(randn(7 * 3), [7, 3]);
+  const a = tensor(r.normals(5 * 7), [5, 7]), b = tensor(r.normals(7 * 3), [7, 3]);
   const want = Array.from(K.matmul(a, b).dataSync());
   for (const precision of ['tf32', 'bf16'] as Precision[]) t.deepEqual(Array.from(K.matmul(a, b, { precision }).dataSync()), want, `matmul ${precision}`);
-  const q = tensor(randn(2 * 2 * 5 * 8), [2, 2, 5, 8]);
+  const q = tensor(r.normals(2 * 2 * 5 * 8), [2, 2, 5, 8]);
   const o32 = Array.from(K.attention(q, q, q, { causal: true }).o.dataSync());
   t.deepEqual(Array.from(K.attention(q, q, q, { causal: true, precision: 'bf16' }).o.dataSync()), o32, 'attention bf16');
   const m = new Decoder(cfg);
@@ -483,9 +460,9 @@ anyTest.serial('on the CPU every precision computes in fp32: matmul, attention a
 });
 
 anyTest.serial('a bad precision is refused naming the op and the value; persistL2 of CPU tensors does nothing', (t) => {
-  const a = tensor(randn(4), [2, 2]);
+  const a = tensor(r.normals(4), [2, 2]);
   throwsExactly(t, () => K.matmul(a, a, { precision: 'fp16' as Precision }), TypeError, /^matmul: option precision must be one of 'fp32', 'tf32', 'bf16', got 'fp16'$/, 'matmul');
-  const q = tensor(randn(8), [1, 1, 1, 8]);
+  const q = tensor(r.normals(8), [1, 1, 1, 8]);
   throwsExactly(t, () => K.attention(q, q, q, { precision: 'half' as Precision }), TypeError, /^attentionForward: option precision must be one of 'fp32', 'tf32', 'bf16', got 'half'$/, 'attention');
   throwsExactly(t, () => ops.withPrecision('fp64' as Precision, () => 0), TypeError, /^withPrecision: precision must be one of 'fp32', 'tf32', 'bf16', got fp64$/, 'withPrecision');
   t.false(K.persistL2(a), 'a CPU tensor: no window');
@@ -494,6 +471,6 @@ anyTest.serial('a bad precision is refused naming the op and the value; persistL
   // a window covers exactly the bytes passed: a gap is refused on every device, so a CPU run finds it too
   throwsExactly(t, () => K.persistL2([a.window(0, [1]), a.window(2, [2])]), RangeError,
     /^persistL2: the tensors do not cover one contiguous range of their buffer: bytes \[4, 8\) between tensors\[0\] and tensors\[1\] belong to none of them; a window covers exactly the bytes passed/, 'a gap');
-  throwsExactly(t, () => K.persistL2([a, tensor(randn(2), [2])]), RangeError, /^persistL2: tensors\[1\] is not in the storage of tensors\[0\]/, 'two buffers');
+  throwsExactly(t, () => K.persistL2([a, tensor(r.normals(2), [2])]), RangeError, /^persistL2: tensors\[1\] is not in the storage of tensors\[0\]/, 'two buffers');
   throwsExactly(t, () => K.persistL2(3 as never), TypeError, /^persistL2: t must be a Tensor, got 3$/, 'not a tensor');
 });

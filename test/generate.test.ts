@@ -11,7 +11,9 @@ import { memory, synchronizeSync, tensor } from '../lib/index.ts';
 import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
 import { DecodeSession, decodeLogits, sampleToken, seededRandom } from '../lib/models/generate.ts';
 import { noGrad } from '../lib/autograd.ts';
-import { lcg, near, type ErrorClass } from './helpers/check.ts';
+import { assertClose } from './helpers/close.ts';
+import { type ErrorClass } from './helpers/check.ts';
+import { Random } from './helpers/random.ts';
 
 const test = anyTest.serial;
 
@@ -36,14 +38,14 @@ const strategies: [string, Partial<DecoderConfig>, { depth?: number }][] = [
 function model(extra: Partial<DecoderConfig> = {}, seed = 1): Decoder {
   const m = new Decoder({ ...base, ...extra });
   const v = m.store.values.sharedData() as Float32Array;
-  const r = lcg(seed);
-  for (let i = 0; i < v.length; i++) v[i] = r(-0.4, 0.4);
+  const r = new Random(seed);
+  for (let i = 0; i < v.length; i++) v[i] = r.uniform(-0.4, 0.4);
   return m;
 }
 
 function tokens(seed: number, n: number, V = base.vocab): number[] {
-  const r = lcg(seed);
-  return Array.from({ length: n }, () => Math.floor(r(0, V)));
+  const r = new Random(seed);
+  return Array.from({ length: n }, () => r.below(V));
 }
 
 /** The logits (1, T, V) of a full forward over ids, as a flat array. */
@@ -105,7 +107,7 @@ for (const [name, extra, { depth }] of strategies) {
     for (const prefill of [1, 5, 17]) {
       const rows = await decodeLogits(m, seq, { prefill, depth });
       t.is(rows.length, seq.length);
-      rows.forEach((row, pos) => near(t, row, want.subarray(pos * V, (pos + 1) * V), 1e-5, 1e-4, `prefill ${prefill}, position ${pos}`));
+      rows.forEach((row, pos) => assertClose(t, row, want.subarray(pos * V, (pos + 1) * V), { abs: 1e-5, rel: 1e-4, what: `prefill ${prefill}, position ${pos}` }));
     }
     const prompt = tokens(12, 4);
     const greedy = greedyByFullForward(m, prompt, 12, depth);

@@ -10,7 +10,8 @@ import anyTest, { type ExecutionContext } from 'ava';
 import { Tensor, backends, full, kernels as K, synchronize, tensor } from '../lib/index.ts';
 import type { Device } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
-import { lcg } from './helpers/check.ts';
+import { assertClose } from './helpers/close.ts';
+import { Random } from './helpers/random.ts';
 
 const cuda = backends().cuda;
 if (!cuda.available) console.log(`# test/ids.test.ts: the cuda:0 variants are skipped: CUDA is not available: ${cuda.reason ?? 'unknown reason'}`);
@@ -42,8 +43,8 @@ async function clean(): Promise<void> {
 for (const dev of devices) {
   const test = testOn(dev);
   const V = 5, C = 3;
-  const r = lcg(11);
-  const tableData = Float32Array.from({ length: V * C }, () => r());
+  const r = new Random(11);
+  const tableData = Float32Array.from({ length: V * C }, () => r.uniform());
   const rows = (ids: number[]) => ids.flatMap((id) => Array.from(tableData.subarray(id * C, id * C + C)));
 
   test(`${dev}: embedding ids uploaded from the host: valid ids give the rows, a bad id fails with the CPU text and writes nothing`, async (t) => {
@@ -75,11 +76,11 @@ for (const dev of devices) {
 
   test(`${dev}: cross-entropy targets: ignored rows are not errors, a bad target fails with the CPU text and writes nothing`, async (t) => {
     await clean();
-    const logitsData = Float32Array.from({ length: 3 * 4 }, () => 3 * r());
+    const logitsData = Float32Array.from({ length: 3 * 4 }, () => 3 * r.uniform());
     const logits = f32(logitsData, [3, 4], dev), logitsCpu = f32(logitsData, [3, 4], 'cpu');
     const want = (await K.crossEntropy(logitsCpu, i32([1, -100, 3], 'cpu')).data())[0];
     const got = (await K.crossEntropy(logits, i32([1, -100, 3], dev)).data())[0];
-    t.true(Math.abs(got - want) <= 1e-5 * Math.abs(want), `loss ${got} vs ${want}`);
+    assertClose(t, [got], [want], { rel: 1e-5, what: 'loss' });
     t.deepEqual(Array.from(await K.crossEntropy(logits, i32([-100, -100, -100], dev)).data()), [0], 'every row ignored');
     t.true(Number.isFinite((await K.crossEntropy(logits, i32([9, 0, 3], dev), { ignoreIndex: 9 }).data())[0]), 'a custom ignoreIndex above the range');
     const dbuf = full([3, 3, 4], 5, { device: dev });
@@ -133,7 +134,7 @@ for (const dev of devices) {
   test(`${dev}: attention keyLengths out of [0, Tk] fail with the CPU text, uploaded or written on the device`, async (t) => {
     await clean();
     const B = 2, T = 5, D = 4;
-    const x = () => f32(Float32Array.from({ length: B * T * D }, () => r()), [B, 1, T, D], dev);
+    const x = () => f32(Float32Array.from({ length: B * T * D }, () => r.uniform()), [B, 1, T, D], dev);
     const q = x(), k = x(), v = x();
     t.true((await K.attention(q, k, v, { keyLengths: i32([5, 0], dev) }).o.data()).every((y) => Number.isFinite(y)), 'valid');
     await failsWith(t, K.attention(q, k, v, { keyLengths: i32([5, 6], dev) }).o, 'attentionForward', dev,

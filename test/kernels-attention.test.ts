@@ -7,13 +7,15 @@ import anyTest, { type ExecutionContext } from 'ava';
 
 import { Tensor, synchronizeSync, tensor, zeros } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
-import { lcg, near, throwsExactly, type ErrorClass } from './helpers/check.ts';
+import { assertClose } from './helpers/close.ts';
+import { throwsExactly, type ErrorClass } from './helpers/check.ts';
+import { Random } from './helpers/random.ts';
 
 const test = anyTest.serial;
 const n = native() as any;
 
-const randArray = (r: (lo?: number, hi?: number) => number, len: number, lo = -1, hi = 1) =>
-  Array.from({ length: len }, () => Math.fround(r(lo, hi))); // exact in float32
+const randArray = (r: Random, len: number, lo = -1, hi = 1) =>
+  Array.from({ length: len }, () => Math.fround(r.uniform(lo, hi))); // exact in float32
 const f32 = (data: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(data), shape);
 const i32 = (data: number[]) => tensor(Int32Array.from(data), [data.length]);
 const wrap = (h: unknown) => new Tensor(h as any);
@@ -88,7 +90,7 @@ const configs: [string, Cfg][] = [
 ];
 
 function makeInputs(c: Cfg, seed: number) {
-  const r = lcg(seed);
+  const r = new Random(seed);
   const nq = c.B * c.Hq * c.Tq * c.D, nk = c.B * c.Hkv * c.Tk * c.D;
   return { q: randArray(r, nq), k: randArray(r, nk), v: randArray(r, nk), dout: randArray(r, nq), init: randArray(r, nq + 2 * nk, 1, 2) };
 }
@@ -113,8 +115,8 @@ test('attentionForward matches the reference: o and lse, masks, GQA/MQA, key len
       t.deepEqual(o.shape, [c.B, c.Hq, c.Tq, c.D], `${label}: o shape`);
       t.deepEqual(lse.shape, [c.B, c.Hq, c.Tq], `${label}: lse shape`);
       const ref = attentionRef(c, x.q, x.k, x.v);
-      near(t, o.dataSync(), ref.o, 1e-5, 1e-5, `${label}: o`);
-      near(t, lse.dataSync(), ref.lse, 1e-5, 1e-5, `${label}: lse`);
+      assertClose(t, o.dataSync(), ref.o, { abs: 1e-5, rel: 1e-5, what: `${label}: o` });
+      assertClose(t, lse.dataSync(), ref.lse, { abs: 1e-5, rel: 1e-5, what: `${label}: lse` });
     } finally {
       for (const z of [q, k, v, o, lse, kl]) z?.dispose();
     }
@@ -133,7 +135,7 @@ test('a query that sees no key gets o = 0 and lse = -Infinity', (t) => {
   const [oh1, lh1] = n.attentionForward(q.handle, k.handle, v.handle, { keyLengths: kl1.handle, scale: 0.5 });
   const o1 = wrap(oh1), lse1 = wrap(lh1);
   t.deepEqual(Array.from(o1.dataSync()), [5, 6, 5, 6]);
-  near(t, lse1.dataSync(), [1.5, 3.5], 1e-6, 1e-6, 'lse with one key');
+  assertClose(t, lse1.dataSync(), [1.5, 3.5], { abs: 1e-6, rel: 1e-6, what: 'lse with one key' });
   for (const z of [q, k, v, kl, o, lse, kl1, o1, lse1]) z.dispose();
 });
 
@@ -142,7 +144,7 @@ test('empty dimensions: D = 0, Tk = 0 and Tq = 0', (t) => {
   const q0 = zeros([1, 1, 3, 0]), k0 = zeros([1, 1, 4, 0]);
   const [oh, lh] = n.attentionForward(q0.handle, k0.handle, k0.handle, { causal: true });
   t.deepEqual(wrap(oh).shape, [1, 1, 3, 0]);
-  near(t, wrap(lh).dataSync(), [Math.log(2), Math.log(3), Math.log(4)], 1e-6, 1e-6, 'lse with D = 0');
+  assertClose(t, wrap(lh).dataSync(), [Math.log(2), Math.log(3), Math.log(4)], { abs: 1e-6, rel: 1e-6, what: 'lse with D = 0' });
   // Tk = 0: no query sees a key; the backward adds nothing.
   const q = f32([1, 2, 3, 4], [1, 1, 2, 2]), kE = zeros([1, 1, 0, 2]);
   const [oh2, lh2] = n.attentionForward(q.handle, kE.handle, kE.handle);
@@ -175,9 +177,9 @@ test('attentionBackward accumulates the reference gradients into dq, dk, dv', (t
       const r = n.attentionBackward(q.handle, k.handle, v.handle, oh, lh, dout.handle, dq.handle, dk.handle, dv.handle, options(c, kl));
       t.is(r, undefined, `${label}: returns undefined`);
       const ref = attentionRef(c, x.q, x.k, x.v, x.dout);
-      near(t, dq.dataSync(), ref.dq.map((g, i) => g + dqInit[i]), 2e-5, 1e-5, `${label}: dq`);
-      near(t, dk.dataSync(), ref.dk.map((g, i) => g + dkInit[i]), 2e-5, 1e-5, `${label}: dk`);
-      near(t, dv.dataSync(), ref.dv.map((g, i) => g + dvInit[i]), 2e-5, 1e-5, `${label}: dv`);
+      assertClose(t, dq.dataSync(), ref.dq.map((g, i) => g + dqInit[i]), { abs: 2e-5, rel: 1e-5, what: `${label}: dq` });
+      assertClose(t, dk.dataSync(), ref.dk.map((g, i) => g + dkInit[i]), { abs: 2e-5, rel: 1e-5, what: `${label}: dk` });
+      assertClose(t, dv.dataSync(), ref.dv.map((g, i) => g + dvInit[i]), { abs: 2e-5, rel: 1e-5, what: `${label}: dv` });
     } finally {
       for (const z of [q, k, v, dout, kl, o, lse, dq, dk, dv]) z?.dispose();
     }

@@ -6,12 +6,13 @@ import anyTest from 'ava';
 
 import { Tensor, full, kernels, tensor, zeros } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
-import { lcg, throwsExactly, type ErrorClass } from './helpers/check.ts';
+import { throwsExactly, type ErrorClass } from './helpers/check.ts';
+import { Random } from './helpers/random.ts';
 
 const test = anyTest.serial;
 const n = native() as any;
 
-const randArray = (r: (lo?: number, hi?: number) => number, len: number) => Array.from({ length: len }, () => Math.fround(r()));
+const randArray = (r: Random, len: number) => Array.from({ length: len }, () => Math.fround(r.uniform()));
 const f32 = (data: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(data), shape);
 const wrap = (h: unknown) => new Tensor(h as any);
 
@@ -40,7 +41,7 @@ const cases: number[][] = [
 
 test('kvAppend writes the window of a poisoned and of a filled cache, and returns the given cache', (t) => {
   cases.forEach(([B, H, Tmax, D, nn, pos], idx) => {
-    const r = lcg(10 + idx);
+    const r = new Random(10 + idx);
     const src = randArray(r, B * H * nn * D), init = randArray(r, B * H * Tmax * D);
     const s = f32(src, [B, H, nn, D]);
     const poisoned = full([B, H, Tmax, D], NaN), filled = f32(init, [B, H, Tmax, D]);
@@ -60,7 +61,7 @@ test('kvAppend writes the window of a poisoned and of a filled cache, and return
 
 test('a prefill then one position per step builds the whole sequence (typed wrapper)', (t) => {
   const [B, H, T, D, n0] = [1, 4, 20, 8, 6];
-  const r = lcg(5);
+  const r = new Random(5);
   const seq = randArray(r, B * H * T * D); // [B, H, T, D]
   const chunk = (t0: number, len: number) => {
     const c: number[] = [];
@@ -97,7 +98,7 @@ test('empty dimensions are accepted and write nothing', (t) => {
 // ---- errors -------------------------------------------------------------------------------------------------------
 
 test('kvAppend: bad arguments throw the right class naming the op, before anything is written', (t) => {
-  const cache = full([2, 3, 8, 4], 7), src = f32(randArray(lcg(1), 2 * 3 * 2 * 4), [2, 3, 2, 4]);
+  const cache = full([2, 3, 8, 4], 7), src = f32(randArray(new Random(1), 2 * 3 * 2 * 4), [2, 3, 2, 4]);
   const cacheI = zeros([2, 3, 8, 4], { dtype: 'int32' }), srcI = zeros([2, 3, 2, 4], { dtype: 'int32' });
   const cache3 = zeros([6, 8, 4]), src5 = zeros([1, 2, 3, 2, 4]), src3 = zeros([6, 2, 4]);
   const srcB = zeros([1, 3, 2, 4]), srcH = zeros([2, 1, 2, 4]), srcD = zeros([2, 3, 2, 5]), srcLong = zeros([2, 3, 9, 4]);

@@ -6,13 +6,15 @@ import anyTest, { type ExecutionContext } from 'ava';
 
 import { Tensor, tensor, zeros } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
-import { lcg, near, throwsExactly, type ErrorClass } from './helpers/check.ts';
+import { assertClose } from './helpers/close.ts';
+import { throwsExactly, type ErrorClass } from './helpers/check.ts';
+import { Random } from './helpers/random.ts';
 
 const test = anyTest.serial;
 const n = native() as any;
 
-const randArray = (r: (lo?: number, hi?: number) => number, len: number, lo = -1, hi = 1) =>
-  Array.from({ length: len }, () => Math.fround(r(lo, hi))); // exact in float32
+const randArray = (r: Random, len: number, lo = -1, hi = 1) =>
+  Array.from({ length: len }, () => Math.fround(r.uniform(lo, hi))); // exact in float32
 const f32 = (data: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(data), shape);
 const wrap = (h: unknown) => new Tensor(h as any);
 const read = (h: any) => Array.from(h.readSync() as Float32Array);
@@ -95,7 +97,7 @@ function keepRef(seed: bigint, e: bigint, p: number): boolean {
 // ---- layer norm ---------------------------------------------------------------------------------------------------
 
 test('layernormForward returns [y, mean, rstd] matching the reference', (t) => {
-  const r = lcg(1);
+  const r = new Random(1);
   for (const [shape, eps] of [[[2, 3, 7], 1e-5], [[5, 33], 1e-3], [[17], 1e-5]] as [number[], number][]) {
     const C = shape[shape.length - 1];
     const size = shape.reduce((a, v) => a * v, 1);
@@ -109,15 +111,15 @@ test('layernormForward returns [y, mean, rstd] matching the reference', (t) => {
     t.deepEqual(mean.shape, shape.slice(0, -1));
     t.deepEqual(rstd.shape, shape.slice(0, -1));
     const ref = layernormRef(xd, wd, bd, C, eps);
-    near(t, y.dataSync(), ref.y, 1e-5, 1e-4, `y ${shape}`);
-    near(t, mean.dataSync(), ref.mean, 1e-6, 1e-5, `mean ${shape}`);
-    near(t, rstd.dataSync(), ref.rstd, 1e-6, 1e-4, `rstd ${shape}`);
+    assertClose(t, y.dataSync(), ref.y, { abs: 1e-5, rel: 1e-4, what: `y ${shape}` });
+    assertClose(t, mean.dataSync(), ref.mean, { abs: 1e-6, rel: 1e-5, what: `mean ${shape}` });
+    assertClose(t, rstd.dataSync(), ref.rstd, { abs: 1e-6, rel: 1e-4, what: `rstd ${shape}` });
     for (const z of [x, w, b, y, mean, rstd]) z.dispose();
   }
 });
 
 test('layernormBackward accumulates dx, dw and db, any of them null', (t) => {
-  const r = lcg(2);
+  const r = new Random(2);
   const rows = 6, C = 13, eps = 1e-5;
   const xd = randArray(r, rows * C, -1, 2), wd = randArray(r, C, 0.5, 1.5), bd = randArray(r, C), dyd = randArray(r, rows * C);
   const x = f32(xd, [2, 3, C]), w = f32(wd, [C]), b = f32(bd, [C]), dy = f32(dyd, [2, 3, C]);
@@ -126,47 +128,47 @@ test('layernormBackward accumulates dx, dw and db, any of them null', (t) => {
   const dx0 = randArray(r, rows * C), dw0 = randArray(r, C), db0 = randArray(r, C);
   const dx = f32(dx0, [2, 3, C]), dw = f32(dw0, [C]), db = f32(db0, [C]);
   t.is(n.layernormBackward(dy.handle, x.handle, w.handle, mean.handle, rstd.handle, dx.handle, dw.handle, db.handle), undefined);
-  near(t, dx.dataSync().map((v, i) => v - dx0[i]), ref.dx, 1e-5, 1e-4, 'dx');
-  near(t, dw.dataSync().map((v, i) => v - dw0[i]), ref.dw, 1e-5, 1e-4, 'dw');
-  near(t, db.dataSync().map((v, i) => v - db0[i]), ref.db, 1e-5, 1e-4, 'db');
+  assertClose(t, dx.dataSync().map((v, i) => v - dx0[i]), ref.dx, { abs: 1e-5, rel: 1e-4, what: 'dx' });
+  assertClose(t, dw.dataSync().map((v, i) => v - dw0[i]), ref.dw, { abs: 1e-5, rel: 1e-4, what: 'dw' });
+  assertClose(t, db.dataSync().map((v, i) => v - db0[i]), ref.db, { abs: 1e-5, rel: 1e-4, what: 'db' });
   // only dw: dx and db untouched elsewhere; dw receives a second contribution
   const dwOnce = Array.from(dw.dataSync());
   n.layernormBackward(dy.handle, x.handle, w.handle, mean.handle, rstd.handle, null, dw.handle, null);
-  near(t, dw.dataSync().map((v, i) => v - dwOnce[i]), ref.dw, 1e-5, 1e-4, 'dw again');
+  assertClose(t, dw.dataSync().map((v, i) => v - dwOnce[i]), ref.dw, { abs: 1e-5, rel: 1e-4, what: 'dw again' });
   const dx2 = zeros([2, 3, C]);
   n.layernormBackward(dy.handle, x.handle, w.handle, mean.handle, rstd.handle, dx2.handle, null, null);
-  near(t, dx2.dataSync(), ref.dx, 1e-5, 1e-4, 'dx alone');
+  assertClose(t, dx2.dataSync(), ref.dx, { abs: 1e-5, rel: 1e-4, what: 'dx alone' });
   for (const z of [x, w, b, dy, y, mean, rstd, dx, dw, db, dx2]) z.dispose();
 });
 
 // ---- GELU and softmax ---------------------------------------------------------------------------------------------
 
 test('geluForward and geluBackward match the reference; out is allocated or filled', (t) => {
-  const r = lcg(3);
+  const r = new Random(3);
   const xd = randArray(r, 3 * 37, -6, 6), dyd = randArray(r, 3 * 37), dx0 = randArray(r, 3 * 37);
   const x = f32(xd, [3, 37]), dy = f32(dyd, [3, 37]), dx = f32(dx0, [3, 37]);
   const y = wrap(n.geluForward(x.handle, null));
   t.deepEqual(y.shape, [3, 37]);
-  near(t, y.dataSync(), xd.map(geluRef), 2e-6, 2e-6, 'gelu');
+  assertClose(t, y.dataSync(), xd.map(geluRef), { abs: 2e-6, rel: 2e-6, what: 'gelu' });
   const out = zeros([3, 37]);
   t.is(n.geluForward(x.handle, out.handle), out.handle);
-  near(t, out.dataSync(), xd.map(geluRef), 2e-6, 2e-6, 'gelu into out');
+  assertClose(t, out.dataSync(), xd.map(geluRef), { abs: 2e-6, rel: 2e-6, what: 'gelu into out' });
   t.is(n.geluBackward(x.handle, dy.handle, dx.handle), dx.handle);
-  near(t, dx.dataSync().map((v, i) => v - dx0[i]), xd.map((v, i) => geluGradRef(v) * dyd[i]), 1e-5, 1e-4, 'dgelu');
+  assertClose(t, dx.dataSync().map((v, i) => v - dx0[i]), xd.map((v, i) => geluGradRef(v) * dyd[i]), { abs: 1e-5, rel: 1e-4, what: 'dgelu' });
   for (const z of [x, dy, dx, y, out]) z.dispose();
 });
 
 test('softmaxForward and softmaxBackward over the last dimension', (t) => {
-  const r = lcg(4);
+  const r = new Random(4);
   const N = 21;
   const xd = randArray(r, 4 * N, -8, 8), dyd = randArray(r, 4 * N), dx0 = randArray(r, 4 * N);
   const x = f32(xd, [2, 2, N]), dy = f32(dyd, [2, 2, N]), dx = f32(dx0, [2, 2, N]);
   const y = wrap(n.softmaxForward(x.handle, null));
   const yr = softmaxRef(xd, N);
-  near(t, y.dataSync(), yr, 1e-7, 1e-5, 'softmax');
+  assertClose(t, y.dataSync(), yr, { abs: 1e-7, rel: 1e-5, what: 'softmax' });
   const out = zeros([2, 2, N]);
   t.is(n.softmaxForward(x.handle, out.handle), out.handle);
-  near(t, out.dataSync(), yr, 1e-7, 1e-5, 'softmax into out');
+  assertClose(t, out.dataSync(), yr, { abs: 1e-7, rel: 1e-5, what: 'softmax into out' });
   t.is(n.softmaxBackward(y.handle, dy.handle, dx.handle), dx.handle);
   const want: number[] = [];
   for (let r0 = 0; r0 < 4; r0++) {
@@ -174,7 +176,7 @@ test('softmaxForward and softmaxBackward over the last dimension', (t) => {
     for (let j = 0; j < N; j++) s += yr[r0 * N + j] * dyd[r0 * N + j];
     for (let j = 0; j < N; j++) want.push(yr[r0 * N + j] * (dyd[r0 * N + j] - s));
   }
-  near(t, dx.dataSync().map((v, i) => v - dx0[i]), want, 1e-6, 1e-4, 'dsoftmax');
+  assertClose(t, dx.dataSync().map((v, i) => v - dx0[i]), want, { abs: 1e-6, rel: 1e-4, what: 'dsoftmax' });
   // an all -inf row is NaN (0/0, as in PyTorch); a -inf entry is exactly 0
   const m = wrap(n.softmaxForward(f32([-Infinity, -Infinity, 0, -Infinity], [2, 2]).handle, null));
   const mv = m.dataSync();
@@ -186,30 +188,30 @@ test('softmaxForward and softmaxBackward over the last dimension', (t) => {
 // ---- axpby --------------------------------------------------------------------------------------------------------
 
 test('axpby computes alpha * a + beta * b, into a new tensor or in place', (t) => {
-  const r = lcg(5);
+  const r = new Random(5);
   const ad = randArray(r, 35), bd = randArray(r, 35);
   const want = ad.map((v, i) => 0.5 * v - 2 * bd[i]);
   const a = f32(ad, [5, 7]), b = f32(bd, [5, 7]);
   const o = wrap(n.axpby(a.handle, 0.5, b.handle, -2, null));
   t.deepEqual(o.shape, [5, 7]);
-  near(t, o.dataSync(), want, 1e-6, 1e-6, 'axpby');
+  assertClose(t, o.dataSync(), want, { abs: 1e-6, rel: 1e-6, what: 'axpby' });
   t.is(n.axpby(a.handle, 0.5, b.handle, -2, a.handle), a.handle); // a = 0.5 a - 2 b
-  near(t, a.dataSync(), want, 1e-6, 1e-6, 'in place into a');
+  assertClose(t, a.dataSync(), want, { abs: 1e-6, rel: 1e-6, what: 'in place into a' });
   const a2 = f32(ad, [5, 7]);
   t.is(n.axpby(a2.handle, 0.5, b.handle, -2, b.handle), b.handle); // b = 0.5 a - 2 b
-  near(t, b.dataSync(), want, 1e-6, 1e-6, 'in place into b');
+  assertClose(t, b.dataSync(), want, { abs: 1e-6, rel: 1e-6, what: 'in place into b' });
   // a window of a larger buffer, exactly aliased, is also in place
   const big = f32(ad.concat(bd), [70]);
   const w0 = big.window(35, [5, 7]);
   n.axpby(w0.handle, 2, w0.handle, 1, w0.handle);
-  near(t, w0.dataSync(), bd.map((v) => 3 * v), 1e-6, 1e-6, 'window in place');
+  assertClose(t, w0.dataSync(), bd.map((v) => 3 * v), { abs: 1e-6, rel: 1e-6, what: 'window in place' });
   for (const z of [a, b, o, a2, big, w0]) z.dispose();
 });
 
 // ---- dropout ------------------------------------------------------------------------------------------------------
 
 test('dropoutForward follows the Philox dropout stream at (seed, offset); the backward replays it', (t) => {
-  const r = lcg(6);
+  const r = new Random(6);
   const len = 203, p = 0.3;
   const xd = randArray(r, len, 0.5, 2);
   const x = f32(xd, [7, 29]);

@@ -6,13 +6,15 @@ import anyTest from 'ava';
 
 import { Tensor, full, kernels, tensor, zeros } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
-import { lcg, near, throwsExactly, type ErrorClass } from './helpers/check.ts';
+import { assertClose } from './helpers/close.ts';
+import { throwsExactly, type ErrorClass } from './helpers/check.ts';
+import { Random } from './helpers/random.ts';
 
 const test = anyTest.serial;
 const n = native() as any;
 
-const randArray = (r: (lo?: number, hi?: number) => number, len: number, lo = -1, hi = 1) =>
-  Array.from({ length: len }, () => Math.fround(r(lo, hi))); // exact in float32
+const randArray = (r: Random, len: number, lo = -1, hi = 1) =>
+  Array.from({ length: len }, () => Math.fround(r.uniform(lo, hi))); // exact in float32
 const f32 = (data: ArrayLike<number>, shape: number[]) => tensor(Float32Array.from(data), shape);
 const wrap = (h: unknown) => new Tensor(h as any);
 const prod = (s: number[]) => s.reduce((a, x) => a * x, 1);
@@ -44,7 +46,7 @@ const shapes: number[][] = [
 test('permute0213 matches the reference, into a new out and into a given (poisoned) one', (t) => {
   shapes.forEach((s, idx) => {
     const [A, B, C, D] = s;
-    const x = randArray(lcg(100 + idx), prod(s));
+    const x = randArray(new Random(100 + idx), prod(s));
     const src = f32(x, s);
     const want = permuteRef(x, s);
     const y = wrap(n.permute0213(src.handle));
@@ -64,13 +66,13 @@ test('permute0213 matches the reference, into a new out and into a given (poison
 test('permute0213 with accumulate adds into out', (t) => {
   shapes.forEach((s, idx) => {
     const [A, B, C, D] = s;
-    const r = lcg(200 + idx);
+    const r = new Random(200 + idx);
     const x = randArray(r, prod(s)), init = randArray(r, prod(s), 1, 2);
     const src = f32(x, s), out = f32(init, [A, C, B, D]);
     try {
       n.permute0213(src.handle, out.handle, { accumulate: true });
       const p = permuteRef(x, s);
-      near(t, out.dataSync(), p.map((v, i) => Math.fround(init[i] + v)), 0, 0, `${s}: out += permuted`);
+      assertClose(t, out.dataSync(), p.map((v, i) => Math.fround(init[i] + v)), { what: `${s}: out += permuted` });
     } finally {
       for (const z of [src, out]) z.dispose();
     }
@@ -80,7 +82,7 @@ test('permute0213 with accumulate adds into out', (t) => {
 test('splitHeads and mergeHeads move heads, accumulate, and round-trip to the identity', (t) => {
   const cases: [number, number, number, number][] = [[2, 7, 3, 5], [1, 33, 4, 16], [3, 1, 2, 7], [2, 9, 1, 33], [1, 65, 12, 1]];
   cases.forEach(([B, T, H, Dh], idx) => {
-    const r = lcg(300 + idx);
+    const r = new Random(300 + idx);
     const x = randArray(r, B * T * H * Dh), init = randArray(r, B * T * H * Dh, 1, 2);
     const xt = f32(x, [B, T, H * Dh]);
     const heads = wrap(n.splitHeads(xt.handle, H));
@@ -93,7 +95,7 @@ test('splitHeads and mergeHeads move heads, accumulate, and round-trip to the id
       t.deepEqual(merged.shape, [B, T, H * Dh], `${label}: merge shape`);
       t.deepEqual(Array.from(merged.dataSync()), x, `${label}: split then merge is the identity`);
       t.is(n.mergeHeads(heads.handle, acc.handle, { accumulate: true }), acc.handle, `${label}: returns the given out`);
-      near(t, acc.dataSync(), x.map((v, i) => Math.fround(init[i] + v)), 0, 0, `${label}: merge accumulates`);
+      assertClose(t, acc.dataSync(), x.map((v, i) => Math.fround(init[i] + v)), { what: `${label}: merge accumulates` });
     } finally {
       for (const z of [xt, heads, merged, acc]) z.dispose();
     }
@@ -102,7 +104,7 @@ test('splitHeads and mergeHeads move heads, accumulate, and round-trip to the id
 
 test('the typed wrappers in lib/kernels.ts', (t) => {
   const [B, T, H, Dh] = [2, 5, 3, 4];
-  const x = randArray(lcg(7), B * T * H * Dh);
+  const x = randArray(new Random(7), B * T * H * Dh);
   const xt = f32(x, [B, T, H * Dh]);
   const heads = kernels.splitHeads(xt, H);
   t.deepEqual(heads.shape, [B, H, T, Dh]);
@@ -112,14 +114,14 @@ test('the typed wrappers in lib/kernels.ts', (t) => {
   const out = zeros([B, T, H * Dh]);
   t.is(kernels.mergeHeads(heads, { out }), out, 'mergeHeads returns the given out');
   t.is(kernels.mergeHeads(heads, { out, accumulate: true }), out);
-  near(t, out.dataSync(), x.map((v) => Math.fround(2 * v)), 0, 0, 'mergeHeads accumulates');
+  assertClose(t, out.dataSync(), x.map((v) => Math.fround(2 * v)), { what: 'mergeHeads accumulates' });
   const src = f32(x, [B, T, H, Dh]);
   const p = kernels.permute0213(src);
   t.deepEqual(p.shape, [B, H, T, Dh]);
   t.deepEqual(Array.from(p.dataSync()), permuteRef(x, [B, T, H, Dh]));
   const pout = full([B, H, T, Dh], 1);
   t.is(kernels.permute0213(src, { out: pout, accumulate: true }), pout);
-  near(t, pout.dataSync(), permuteRef(x, [B, T, H, Dh]).map((v) => Math.fround(1 + v)), 0, 0, 'permute0213 accumulates');
+  assertClose(t, pout.dataSync(), permuteRef(x, [B, T, H, Dh]).map((v) => Math.fround(1 + v)), { what: 'permute0213 accumulates' });
   throwsExactly(t, () => kernels.splitHeads('x' as any, 2), TypeError, /^splitHeads: x must be a Tensor, got 'x'/, 'wrapper, non-tensor x');
   throwsExactly(t, () => kernels.mergeHeads(heads, { out: 3 as any }), TypeError, /^mergeHeads: out must be a Tensor, got 3/, 'wrapper, non-tensor out');
   throwsExactly(t, () => kernels.permute0213(src, 5 as any), TypeError, /^permute0213: options must be an object/, 'wrapper, bad options');
@@ -150,7 +152,7 @@ test('empty dimensions give empty outputs and write nothing', (t) => {
 // ---- errors -------------------------------------------------------------------------------------------------------
 
 test('permute0213: bad arguments throw the right class naming the op, before anything is written', (t) => {
-  const src = f32(randArray(lcg(1), 2 * 3 * 4 * 5), [2, 3, 4, 5]);
+  const src = f32(randArray(new Random(1), 2 * 3 * 4 * 5), [2, 3, 4, 5]);
   const out = full([2, 4, 3, 5], 7);
   const srcI = zeros([2, 3, 4, 5], { dtype: 'int32' }), outI = zeros([2, 4, 3, 5], { dtype: 'int32' });
   const src3 = zeros([6, 4, 5]), src5 = zeros([1, 2, 3, 4, 5]);

@@ -6,12 +6,14 @@ import anyTest, { type ExecutionContext } from 'ava';
 
 import { Tensor, full, synchronize, synchronizeSync, tensor, zeros } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
-import { lcg, near, throwsExactly, type ErrorClass } from './helpers/check.ts';
+import { assertClose } from './helpers/close.ts';
+import { throwsExactly, type ErrorClass } from './helpers/check.ts';
+import { Random } from './helpers/random.ts';
 
 const test = anyTest.serial;
 const n = native() as any;
 
-const randArray = (r: () => number, len: number) => Array.from({ length: len }, () => Math.fround(r())); // exact in float32
+const randArray = (r: Random, len: number, lo = -1, hi = 1) => Array.from({ length: len }, () => Math.fround(r.uniform(lo, hi))); // exact in float32
 const f32 = (data: number[], shape: number[]) => tensor(Float32Array.from(data), shape);
 const i32 = (data: number[], shape: number[]) => tensor(Int32Array.from(data), shape);
 const wrap = (h: unknown) => new Tensor(h as any);
@@ -40,7 +42,7 @@ function crossEntropyRef(x: ArrayLike<number>, targets: ArrayLike<number>, V: nu
 // ---- embedding ----------------------------------------------------------------------------------------------------
 
 test('embeddingForward gathers table rows for ids of any rank', async (t) => {
-  const r = lcg(1);
+  const r = new Random(1);
   const V = 5, C = 3;
   const tableData = randArray(r, V * C);
   const table = f32(tableData, [V, C]);
@@ -49,17 +51,17 @@ test('embeddingForward gathers table rows for ids of any rank', async (t) => {
   const out = wrap(n.embeddingForward(ids.handle, table.handle, null));
   t.deepEqual(out.shape, [2, 3, C]);
   const want = idsData.flatMap((id) => tableData.slice(id * C, id * C + C));
-  near(t, await out.data(), want, 0, 0, 'embedding');
+  assertClose(t, await out.data(), want, { what: 'embedding' });
   // a given out is written and returned
   const given = full([6, C], 7);
   const ids1 = i32(idsData, [6]);
   const back = n.embeddingForward(ids1.handle, table.handle, given.handle);
   t.is(back, given.handle);
-  near(t, await given.data(), want, 0, 0, 'embedding into out');
+  assertClose(t, await given.data(), want, { what: 'embedding into out' });
 });
 
 test('embeddingBackward accumulates a scatter of dout, repeated ids included', async (t) => {
-  const r = lcg(2);
+  const r = new Random(2);
   const V = 4, C = 5;
   const idsData = [1, 3, 1, 1, 0, 3, 2];
   const ids = i32(idsData, [7]);
@@ -72,7 +74,7 @@ test('embeddingBackward accumulates a scatter of dout, repeated ids included', a
   idsData.forEach((id, i) => {
     for (let c = 0; c < C; c++) want[id * C + c] += doutData[i * C + c];
   });
-  near(t, await dtable.data(), want, 1e-6, 1e-6, 'dtable');
+  assertClose(t, await dtable.data(), want, { abs: 1e-6, rel: 1e-6, what: 'dtable' });
 });
 
 // Design invariant 7: the failure stays with the outputs (every read rejects, naming the op), synchronize reports it
@@ -105,9 +107,9 @@ test('an out-of-range id fails at the next synchronisation, naming the op, the i
 // ---- cross-entropy ------------------------------------------------------------------------------------------------
 
 test('crossEntropy returns the mean loss over counted rows and writes dlogits', async (t) => {
-  const r = lcg(3);
+  const r = new Random(3);
   const V = 7;
-  const xData = randArray(() => r(-3, 3), 2 * 3 * V);
+  const xData = randArray(r, 2 * 3 * V, -3, 3);
   const tData = [3, -100, 0, 6, 2, -100];
   const logits = f32(xData, [2, 3, V]);
   const targets = i32(tData, [2, 3]);
@@ -117,8 +119,8 @@ test('crossEntropy returns the mean loss over counted rows and writes dlogits', 
   t.deepEqual(loss.shape, []);
   t.is(loss.dtype, 'float32');
   t.is(loss.device, 'cpu');
-  near(t, await loss.data(), [ref.loss], 1e-6, 1e-6, 'loss');
-  near(t, await dl.data(), ref.d, 1e-7, 1e-5, 'dlogits');
+  assertClose(t, await loss.data(), [ref.loss], { abs: 1e-6, rel: 1e-6, what: 'loss' });
+  assertClose(t, await dl.data(), ref.d, { abs: 1e-7, rel: 1e-5, what: 'dlogits' });
   // the loss alone; then in place (dlogits is the logits tensor)
   const loss2 = wrap(n.crossEntropy(logits.handle, targets.handle));
   t.is((await loss2.data())[0], (await loss.data())[0]);
@@ -129,7 +131,7 @@ test('crossEntropy returns the mean loss over counted rows and writes dlogits', 
   const one = f32([0.5, -1, 2], [3]);
   const tgt = i32([1], []);
   const l1 = wrap(n.crossEntropy(one.handle, tgt.handle, { ignoreIndex: 5 }));
-  near(t, await l1.data(), [crossEntropyRef([0.5, -1, 2], [1], 3, 5, 1).loss], 1e-6, 1e-6, 'rank-1 logits');
+  assertClose(t, await l1.data(), [crossEntropyRef([0.5, -1, 2], [1], 3, 5, 1).loss], { abs: 1e-6, rel: 1e-6, what: 'rank-1 logits' });
 });
 
 test('crossEntropy with every row ignored is 0 with a zero gradient', async (t) => {
@@ -163,7 +165,7 @@ const bf16Round = (x: number): number => {
 };
 
 test('adamw bf16Copy: the updated parameters rounded to bf16, written in the same pass; the step is unchanged', async (t) => {
-  const r = lcg(5);
+  const r = new Random(5);
   const N = 37;  // a vector body and a tail
   const p0 = randArray(r, N);
   const a = f32(p0, [N]), b = f32(p0, [N]), ma = zeros([N]), va = zeros([N]), mb = zeros([N]), vb = zeros([N]);
@@ -186,7 +188,7 @@ test('adamw bf16Copy: the updated parameters rounded to bf16, written in the sam
 });
 
 test('adamw follows torch.optim.AdamW over three steps, with a decay mask', async (t) => {
-  const r = lcg(4);
+  const r = new Random(4);
   const N = 37;
   const p0 = randArray(r, N);
   const mask = Array.from({ length: N }, (_, i) => (i % 3 === 0 ? 0 : 1));
@@ -205,18 +207,18 @@ test('adamw follows torch.optim.AdamW over three steps, with a decay mask', asyn
       p[i] -= ((opts.lr / bc1) * mr[i]) / (Math.sqrt(vr[i]) / Math.sqrt(bc2) + opts.eps);
     }
   }
-  near(t, await param.data(), p, 1e-6, 1e-5, 'param');
-  near(t, await m.data(), mr, 1e-7, 1e-5, 'm');
-  near(t, await v.data(), vr, 1e-9, 1e-5, 'v');
+  assertClose(t, await param.data(), p, { abs: 1e-6, rel: 1e-5, what: 'param' });
+  assertClose(t, await m.data(), mr, { abs: 1e-7, rel: 1e-5, what: 'm' });
+  assertClose(t, await v.data(), vr, { abs: 1e-9, rel: 1e-5, what: 'v' });
   // defaults: beta1 0.9, beta2 0.999, eps 1e-8, weightDecay 0.01, no mask
   const q = f32([1, -2], [2]), g2 = f32([0.5, 0.25], [2]), m2 = zeros([2]), v2 = zeros([2]);
   n.adamw(q.handle, g2.handle, m2.handle, v2.handle, { lr: 0.1, step: 1 });
   // step 1: mhat = g, vhat = g^2, update = g / (|g| + eps) = sign(g)
-  near(t, await q.data(), [1 * (1 - 0.001) - 0.1, -2 * (1 - 0.001) - 0.1], 1e-6, 1e-6, 'default adamw');
+  assertClose(t, await q.data(), [1 * (1 - 0.001) - 0.1, -2 * (1 - 0.001) - 0.1], { abs: 1e-6, rel: 1e-6, what: 'default adamw' });
 });
 
 test('sgd follows torch.optim.SGD: momentum, dampening, nesterov, weight decay', async (t) => {
-  const r = lcg(5);
+  const r = new Random(5);
   const N = 19;
   const cases = [
     { lr: 0.1 },
@@ -243,30 +245,30 @@ test('sgd follows torch.optim.SGD: momentum, dampening, nesterov, weight decay',
         p[i] -= c.lr * d;
       }
     }
-    near(t, await param.data(), p, 1e-6, 1e-5, `sgd ${JSON.stringify(c)}`);
-    if (buf) near(t, await buf.data(), b, 1e-6, 1e-5, `sgd buffer ${JSON.stringify(c)}`);
+    assertClose(t, await param.data(), p, { abs: 1e-6, rel: 1e-5, what: `sgd ${JSON.stringify(c)}` });
+    if (buf) assertClose(t, await buf.data(), b, { abs: 1e-6, rel: 1e-5, what: `sgd buffer ${JSON.stringify(c)}` });
   }
 });
 
 test('sumSquares, clipGradNorm and scale', async (t) => {
-  const r = lcg(6);
+  const r = new Random(6);
   const data = randArray(r, 1000);
   const ss = data.reduce((a, x) => a + Math.fround(x) ** 2, 0);
   const x = f32(data, [10, 100]);
   const s = wrap(n.sumSquares(x.handle));
   t.deepEqual(s.shape, []);
-  near(t, await s.data(), [ss], 0, 1e-6, 'sumSquares');
+  assertClose(t, await s.data(), [ss], { rel: 1e-6, what: 'sumSquares' });
   // clipping to half the norm: returns the norm before clipping, scales by maxNorm / (norm + eps)
   const norm = Math.sqrt(ss);
   const g = f32(data, [1000]);
   const got = wrap(n.clipGradNorm(g.handle, norm / 2));
-  near(t, await got.data(), [norm], 0, 1e-6, 'norm before clipping');
+  assertClose(t, await got.data(), [norm], { rel: 1e-6, what: 'norm before clipping' });
   const coef = norm / 2 / (norm + 1e-6);
-  near(t, await g.data(), data.map((v) => Math.fround(v) * coef), 1e-7, 1e-6, 'clipped grad');
+  assertClose(t, await g.data(), data.map((v) => Math.fround(v) * coef), { abs: 1e-7, rel: 1e-6, what: 'clipped grad' });
   // a large maxNorm leaves the gradient alone
   const h = f32(data, [1000]);
   wrap(n.clipGradNorm(h.handle, norm * 2, { eps: 0 }));
-  near(t, await h.data(), data, 0, 0, 'unclipped grad');
+  assertClose(t, await h.data(), data, { what: 'unclipped grad' });
   // scale in place, returning x
   const y = f32([1, -2, 3], [3]);
   t.is(n.scale(y.handle, -0.5), y.handle);

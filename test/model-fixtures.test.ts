@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { tensor } from '../lib/index.ts';
 import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
 import { backward, noGrad, resetTape } from '../lib/autograd.ts';
+import { assertClose } from './helpers/close.ts';
 
 const test = anyTest.serial;
 
@@ -70,30 +71,16 @@ interface Report {
   norm: Map<string, number>;
 }
 
-/** Check 2: the worst |got - want| / (|want| + FLOOR scale) must be <= RTOL. */
+/** Check 2: the worst |got - want| / (|want| + FLOOR scale) must be <= RTOL (close.ts, element-wise, floor FLOOR scale). */
 function checkElements(t: ExecutionContext, what: string, got: ArrayLike<number>, want: number[], scale: number, report: Report): void {
-  let err = got.length === want.length ? 0 : Infinity;
-  let at = -1;
-  for (let i = 0; i < want.length && err !== Infinity; i++) {
-    const d = Math.abs(got[i] - want[i]);
-    const e = d === 0 ? 0 : d / (Math.abs(want[i]) + FLOOR * scale);
-    if (!(e <= err)) [err, at] = [Number.isNaN(e) ? Infinity : e, i];
-  }
-  report.element.set(what, err);
-  t.true(err <= RTOL, `${what}: element ${at}: got ${got[at]}, want ${want[at]}: error ${err.toExponential(2)} (floor scale ${scale})`);
+  const c = assertClose(t, got, want, { rel: RTOL, abs: RTOL * FLOOR * scale, what: `${what} (floor scale ${scale})` });
+  report.element.set(what, c.err);
 }
 
-/** Check 1: ||got - want|| / ||want|| must be <= RTOL. */
+/** Check 1: ||got - want|| / ||want|| must be <= RTOL (close.ts, norm-wise). */
 function checkNorm(t: ExecutionContext, what: string, got: ArrayLike<number>, want: number[], report: Report): void {
-  let dd = 0;
-  let ww = 0;
-  for (let i = 0; i < want.length; i++) {
-    dd += (got[i] - want[i]) ** 2;
-    ww += want[i] ** 2;
-  }
-  const err = Math.sqrt(dd / ww);
-  report.norm.set(what, err);
-  t.true(err <= RTOL, `${what}: ||got - want|| / ||want|| = ${err.toExponential(2)}`);
+  const c = assertClose(t, got, want, { rel: RTOL, mode: 'norm', what: `${what}: ||got - want|| / ||want||` });
+  report.norm.set(what, c.err);
 }
 
 const top = (m: Map<string, number>, n = 4): string =>

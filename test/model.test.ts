@@ -10,7 +10,8 @@ import { accountDecoder } from '../lib/sharing/accounting.ts';
 import type { SharingConfig } from '../lib/sharing/plan.ts';
 import { l2Span, hasSharedRuns } from '../lib/models/stack.ts';
 import { PARAM_ALIGN, type Parameter } from '../lib/params.ts';
-import { lcg } from './helpers/check.ts';
+import { assertClose } from './helpers/close.ts';
+import { Random } from './helpers/random.ts';
 import { checkGradients } from './helpers/fd.ts';
 
 const test = anyTest.serial;
@@ -36,9 +37,9 @@ const strategies: [string, Partial<DecoderConfig>][] = [
 ];
 
 function batch(seed: number, B = 2, T = 5, V = 11): { ids: Tensor; targets: Tensor } {
-  const r = lcg(seed);
-  const ids = Int32Array.from({ length: B * T }, () => Math.floor(r(0, V)));
-  const tg = Int32Array.from({ length: B * T }, () => Math.floor(r(0, V)));
+  const r = new Random(seed);
+  const ids = Int32Array.from({ length: B * T }, () => r.below(V));
+  const tg = Int32Array.from({ length: B * T }, () => r.below(V));
   return { ids: tensor(ids, [B, T]), targets: tensor(tg, [B, T]) };
 }
 
@@ -102,9 +103,7 @@ for (const sharing of [{ strategy: 'all' }, { strategy: 'cycle', unique: 2 }, { 
         if ((l >= 0 ? mapName(q.name, l) : q.name) !== p.name) continue;
         for (let i = 0; i < p.size; i++) want[i] += fg[q.offset + i];
       }
-      let worst = 0;
-      for (let i = 0; i < p.size; i++) worst = Math.max(worst, Math.abs(sg[p.offset + i] - want[i]) / (1e-6 + Math.abs(want[i])));
-      t.true(worst < 1e-3, `${p.name}: worst relative difference ${worst}`);
+      assertClose(t, sg.subarray(p.offset, p.offset + p.size), want, { rel: 1e-3, abs: 1e-3 * 1e-6, what: p.name });
     }
     shared.store.dispose();
     flat.store.dispose();
@@ -269,9 +268,9 @@ test('l2Span: the persisting-L2 window covers exactly one contiguous run of a bl
 test('gradient accumulation: two half-batches with backward({scale: 0.5}) equal one full batch', (t) => {
   resetTape();
   const m = new Decoder({ ...base, sharing: { strategy: 'cycle', unique: 2 } });
-  const r = lcg(21);
-  const ids = Int32Array.from({ length: 20 }, () => Math.floor(r(0, 11)));
-  const tg = Int32Array.from({ length: 20 }, () => Math.floor(r(0, 11)));
+  const r = new Random(21);
+  const ids = Int32Array.from({ length: 20 }, () => r.below(11));
+  const tg = Int32Array.from({ length: 20 }, () => r.below(11));
   m.zeroGrad();
   const full = m.loss(tensor(ids, [4, 5]), tensor(tg, [4, 5]));
   backward(full);
@@ -282,9 +281,7 @@ test('gradient accumulation: two half-batches with backward({scale: 0.5}) equal 
     backward(l, { scale: 0.5 });
   }
   const acc = m.store.grads.dataSync();
-  let worst = 0;
-  for (let i = 0; i < whole.length; i++) worst = Math.max(worst, Math.abs(acc[i] - whole[i]) / (1e-6 + Math.abs(whole[i])));
-  t.true(worst < 1e-3, `worst relative difference ${worst}`);
+  assertClose(t, acc, whole, { rel: 1e-3, abs: 1e-3 * 1e-6, what: 'accumulated half-batch gradients' });
   m.store.dispose();
 });
 
@@ -298,9 +295,9 @@ test('clipping by global norm, stateDict round trip, parameters() lists each sha
   const g = m.store.grads.dataSync();
   const norm = Math.sqrt(Array.from(g).reduce((s, x) => s + x * x, 0));
   const reported = clipGradNorm(m.store, norm / 4).dataSync()[0];
-  t.true(Math.abs(reported - norm) / norm < 1e-5);
+  assertClose(t, [reported], [norm], { rel: 1e-5, what: 'norm reported by clipGradNorm' });
   const after = Math.sqrt(Array.from(m.store.grads.dataSync()).reduce((s, x) => s + x * x, 0));
-  t.true(Math.abs(after - norm / 4) / (norm / 4) < 1e-4, `norm after clipping ${after}, wanted ${norm / 4}`);
+  assertClose(t, [after], [norm / 4], { rel: 1e-4, what: 'norm after clipping' });
   t.is(m.parameters().length, m.store.parameters.length);
   const sd = m.stateDict();
   const other = new Decoder({ ...base, sharing: { strategy: 'all' }, seed: 99 });
@@ -317,7 +314,11 @@ test('SGD over the flat buffer trains; TransformerBlock composes a shared stack 
   const { SGD } = await import('../lib/optim/index.ts');
   const m = new Decoder({ ...base, sharing: { strategy: 'all' } });
   const opt = new SGD(m.store, { lr: 0.05, momentum: 0.9, nesterov: true });
-  const { ids, targets } = batch(13);
+  // The batch is pinned: it is the one batch(13) gave before the suite moved to test/helpers/random.ts. The batch the
+  // new stream gives for seed 13 ([6 3 0 0 0 | 0 1 3 6 9] -> [7 8 3 1 6 | 4 6 6 1 7]) has the loss plateau near 1.7
+  // from step 20 to step 60 (1.63 at step 60, 0.22 at step 120), so "halved within 60 steps" depends on the batch.
+  const ids = tensor(Int32Array.from([2, 5, 7, 1, 0, 3, 10, 6, 1, 3]), [2, 5]);
+  const targets = tensor(Int32Array.from([7, 7, 3, 2, 10, 6, 7, 5, 2, 1]), [2, 5]);
   let first = 0, last = 0;
   for (let s = 0; s < 60; s++) {
     m.zeroGrad();

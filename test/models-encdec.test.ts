@@ -7,14 +7,15 @@ import { Encoder, type EncoderConfig } from '../lib/models/encoder.ts';
 import { EncoderDecoder, type EncoderDecoderConfig } from '../lib/models/seq2seq.ts';
 import { backward, noGrad, resetTape } from '../lib/autograd.ts';
 import { AdamW } from '../lib/optim/index.ts';
-import { lcg } from './helpers/check.ts';
+import { assertClose } from './helpers/close.ts';
+import { Random } from './helpers/random.ts';
 import { checkGradients } from './helpers/fd.ts';
 
 const test = anyTest.serial;
 
 const ints = (seed: number, n: number, hi: number) => {
-  const r = lcg(seed);
-  return Int32Array.from({ length: n }, () => Math.floor(r(0, hi)));
+  const r = new Random(seed);
+  return Int32Array.from({ length: n }, () => r.below(hi));
 };
 const scalar = (f: () => Tensor) =>
   noGrad(() => {
@@ -134,9 +135,7 @@ test("encoder–decoder sharing: a shared block's gradient is the encoder's plus
       if (q.name.replace(/^dec\./, 'enc.') !== p.name) continue;
       for (let i = 0; i < p.size; i++) want[i] += ag[q.offset + i];
     }
-    let worst = 0;
-    for (let i = 0; i < p.size; i++) worst = Math.max(worst, Math.abs(sg[p.offset + i] - want[i]) / (1e-6 + Math.abs(want[i])));
-    t.true(worst < 1e-3, `${p.name}: worst relative difference ${worst}`);
+    assertClose(t, sg.subarray(p.offset, p.offset + p.size), want, { rel: 1e-3, abs: 1e-3 * 1e-6, what: p.name });
   }
   t.true(shared.numParameters < apart.numParameters);
   shared.store.dispose();

@@ -18,6 +18,7 @@ import {
   type SafeFile,
   type SafeTensor,
 } from '../lib/io/safetensors.ts';
+import { Random } from './helpers/random.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
@@ -58,19 +59,6 @@ function tmp(t: ExecutionContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'sf-safetensors-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
-}
-
-/** A deterministic stream of integers in [0, n). */
-function rng(seed: number): (n: number) => number {
-  let s = seed >>> 0;
-  return (n) => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s % n;
-  };
 }
 
 const specials = f32bits([
@@ -475,7 +463,8 @@ test('fuzz: 2000 mutations of a valid file each decode or throw SafetensorsError
   const n = Number(base.readBigUInt64LE(0));
   const headerText = base.subarray(8, 8 + n).toString('utf8');
   const data = base.subarray(8 + n);
-  const r = rng(0x5eed);
+  const rnd = new Random(0x5eed);
+  const r = (n: number) => rnd.below(n); // an integer in [0, n)
   const pool: unknown[] = [-1, 0, 1, 2, 3, 4, 8, 12, 1.5, 2 ** 53, 2 ** 64, 1e300, 'F16', 'F32', 'I32', 'BF16', 'F64', '', null, true, [], {}, [0], [1, 2], [[1]], [0, 4], [4, 0], 'x', { dtype: 'F32' }];
   const jsonChars = '{}[]":, 0123456789-.eEaFIB\\\u00e9';
 

@@ -14,13 +14,14 @@ import * as ops from '../lib/ops/index.ts';
 import * as K from '../lib/kernels.ts';
 import { CharTokenizer, TokenDataset } from '../lib/data/index.ts';
 import { Trainer } from '../lib/train/trainer.ts';
-import { lcg, near } from './helpers/check.ts';
+import { assertClose } from './helpers/close.ts';
+import { Random } from './helpers/random.ts';
 
 const test = anyTest.serial;
 
 const ints = (seed: number, n: number, hi: number) => {
-  const r = lcg(seed);
-  return Int32Array.from({ length: n }, () => Math.floor(r(0, hi)));
+  const r = new Random(seed);
+  return Int32Array.from({ length: n }, () => r.below(hi));
 };
 
 type Stats = Tape['stats'];
@@ -37,7 +38,7 @@ function close(t: ExecutionContext, got: Float32Array, want: Float32Array, what:
   let max = 0;
   for (const v of want) max = Math.max(max, Math.abs(v));
   t.true(max > 0, `${what}: some gradient is non-zero`);
-  near(t, got, want, 1e-6 * max, 1e-4, what);
+  assertClose(t, got, want, { abs: 1e-6 * max, rel: 1e-4, what });
 }
 
 const dec: DecoderConfig = { vocab: 13, dModel: 16, heads: 2, dFF: 32, layers: 4, maxSeq: 8, seed: 5 };
@@ -255,8 +256,8 @@ for (const p of [0, 0.3]) {
     const lnw = b.declare('ln.w', [d], { kind: 'ones' }, false), lnb = b.declare('ln.b', [d], { kind: 'zeros' }, false);
     const wout = b.declare('out', [V, d], { kind: 'normal', std: 0.3 }, true);
     const store = new ParameterStore(b, { seed: 9 });
-    const r = lcg(8);
-    const x = tensor(Float32Array.from({ length: N * d }, () => r()), [N, d]);
+    const r = new Random(8);
+    const x = tensor(Float32Array.from({ length: N * d }, () => r.uniform()), [N, d]);
     const tg = tensor(ints(9, N, V), [N]);
     const step = (s: boolean | StackedGradsOptions) => {
       let h = x;
@@ -284,8 +285,8 @@ test('a use that receives no gradient is skipped: the others still stack', (t) =
   const w = b.declare('w', [d, d], { kind: 'normal', std: 0.3 }, true);
   const wout = b.declare('out', [3, d], { kind: 'normal', std: 0.3 }, true);
   const store = new ParameterStore(b, { seed: 2 });
-  const r = lcg(3);
-  const x = tensor(Float32Array.from({ length: N * d }, () => r()), [N, d]);
+  const r = new Random(3);
+  const x = tensor(Float32Array.from({ length: N * d }, () => r.uniform()), [N, d]);
   const tg = tensor(Int32Array.from([0, 1, 2, 0, 1]), [N]);
   const step = (s: boolean | StackedGradsOptions) => {
     const a = ops.linear(x, w.value, null);
@@ -318,7 +319,7 @@ test('the Trainer passes stackedGrads through: on and off train to the same para
     tr.dispose();
     m.store.dispose();
   }
-  near(t, params[1], params[0], 1e-5, 1e-4, 'parameters after 3 steps');
+  assertClose(t, params[1], params[0], { abs: 1e-5, rel: 1e-4, what: 'parameters after 3 steps' });
 });
 
 test('stackedGrads is checked: type, keys, budget', (t) => {

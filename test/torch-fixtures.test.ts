@@ -4,6 +4,7 @@ import anyTest from 'ava';
 import { readFileSync } from 'node:fs';
 import { Tensor, tensor, zeros } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
+import { assertClose } from './helpers/close.ts';
 
 const test = anyTest.serial;
 const n = native() as any;
@@ -21,40 +22,31 @@ function t(a: Arr): Tensor {
 }
 const wrap = (h: unknown) => new Tensor(h as any);
 
-/** Largest |got - want| / (1 + |want|), and whether everything is finite. */
-function relErr(got: ArrayLike<number>, want: number[]): number {
-  if (got.length !== want.length) return Infinity;
-  let worst = 0;
-  for (let i = 0; i < want.length; i++) {
-    if (!Number.isFinite(got[i]) && got[i] !== want[i]) return Infinity;
-    if (got[i] === want[i]) continue;
-    worst = Math.max(worst, Math.abs(got[i] - want[i]) / (1 + Math.abs(want[i])));
-  }
-  return worst;
-}
+/** Within `tol` of the fixture, relative to |want| with the floor 1 (close.ts: |got - want| <= tol (|want| + 1)). */
+const tolOf = (tol: number) => ({ rel: tol, abs: tol });
 
 test('layer norm forward (y, mean, rstd) and backward (dx, dw, db) match PyTorch', (tt) => {
   const f = load('layernorm');
   const x = t(f.x), w = t(f.w), b = t(f.b), dy = t(f.dy);
   const [y, mean, rstd] = n.layernormForward(x.handle, w.handle, b.handle, { eps: f.eps }).map(wrap);
-  tt.true(relErr(y.dataSync(), f.y.data) < 1e-5, 'y');
-  tt.true(relErr(mean.dataSync(), f.mean.data) < 1e-5, 'mean');
-  tt.true(relErr(rstd.dataSync(), f.rstd.data) < 1e-5, 'rstd');
+  assertClose(tt, y.dataSync(), f.y.data, { ...tolOf(1e-5), what: 'y' });
+  assertClose(tt, mean.dataSync(), f.mean.data, { ...tolOf(1e-5), what: 'mean' });
+  assertClose(tt, rstd.dataSync(), f.rstd.data, { ...tolOf(1e-5), what: 'rstd' });
   const dx = zeros(f.x.shape), dw = zeros(f.w.shape), db = zeros(f.b.shape);
   n.layernormBackward(dy.handle, x.handle, w.handle, mean.handle, rstd.handle, dx.handle, dw.handle, db.handle);
-  tt.true(relErr(dx.dataSync(), f.dx.data) < 1e-5, 'dx');
-  tt.true(relErr(dw.dataSync(), f.dw.data) < 1e-5, 'dw');
-  tt.true(relErr(db.dataSync(), f.db.data) < 1e-5, 'db');
+  assertClose(tt, dx.dataSync(), f.dx.data, { ...tolOf(1e-5), what: 'dx' });
+  assertClose(tt, dw.dataSync(), f.dw.data, { ...tolOf(1e-5), what: 'dw' });
+  assertClose(tt, db.dataSync(), f.db.data, { ...tolOf(1e-5), what: 'db' });
 });
 
 test('GELU (tanh) forward and backward match PyTorch', (tt) => {
   const f = load('gelu');
   const x = t(f.x), dy = t(f.dy);
   const y = wrap(n.geluForward(x.handle, null));
-  tt.true(relErr(y.dataSync(), f.y.data) < 1e-6, 'y');
+  assertClose(tt, y.dataSync(), f.y.data, { ...tolOf(1e-6), what: 'y' });
   const dx = zeros(f.x.shape);
   n.geluBackward(x.handle, dy.handle, dx.handle);
-  tt.true(relErr(dx.dataSync(), f.dx.data) < 1e-5, 'dx');
+  assertClose(tt, dx.dataSync(), f.dx.data, { ...tolOf(1e-5), what: 'dx' });
 });
 
 test('attention (GQA, causal with Tq < Tk, key padding) forward and backward match PyTorch', (tt) => {
@@ -62,13 +54,13 @@ test('attention (GQA, causal with Tq < Tk, key padding) forward and backward mat
   const q = t(f.q), k = t(f.k), v = t(f.v), dout = t(f.dout), kl = t(f.keyLengths);
   const opts = { causal: f.causal, scale: f.scale, keyLengths: kl.handle };
   const [o, lse] = n.attentionForward(q.handle, k.handle, v.handle, opts).map(wrap);
-  tt.true(relErr(o.dataSync(), f.o.data) < 1e-5, 'o');
-  tt.true(relErr(lse.dataSync(), f.lse.data) < 1e-5, 'lse');
+  assertClose(tt, o.dataSync(), f.o.data, { ...tolOf(1e-5), what: 'o' });
+  assertClose(tt, lse.dataSync(), f.lse.data, { ...tolOf(1e-5), what: 'lse' });
   const dq = zeros(f.q.shape), dk = zeros(f.k.shape), dv = zeros(f.v.shape);
   n.attentionBackward(q.handle, k.handle, v.handle, o.handle, lse.handle, dout.handle, dq.handle, dk.handle, dv.handle, opts);
-  tt.true(relErr(dq.dataSync(), f.dq.data) < 1e-5, 'dq');
-  tt.true(relErr(dk.dataSync(), f.dk.data) < 1e-5, 'dk');
-  tt.true(relErr(dv.dataSync(), f.dv.data) < 1e-5, 'dv');
+  assertClose(tt, dq.dataSync(), f.dq.data, { ...tolOf(1e-5), what: 'dq' });
+  assertClose(tt, dk.dataSync(), f.dk.data, { ...tolOf(1e-5), what: 'dk' });
+  assertClose(tt, dv.dataSync(), f.dv.data, { ...tolOf(1e-5), what: 'dv' });
 });
 
 test('fused cross-entropy (mean over non-ignored targets) and its dlogits match PyTorch', (tt) => {
@@ -76,8 +68,8 @@ test('fused cross-entropy (mean over non-ignored targets) and its dlogits match 
   const logits = t(f.logits), targets = t(f.targets), dlogits = zeros(f.logits.shape);
   const loss = wrap(n.crossEntropy(logits.handle, targets.handle, { ignoreIndex: f.ignoreIndex, dlogits: dlogits.handle }));
   tt.deepEqual(loss.shape, []);
-  tt.true(relErr(loss.dataSync(), [f.loss]) < 1e-6, `loss ${loss.dataSync()[0]} vs ${f.loss}`);
-  tt.true(relErr(dlogits.dataSync(), f.dlogits.data) < 1e-6, 'dlogits');
+  assertClose(tt, loss.dataSync(), [f.loss], { ...tolOf(1e-6), what: 'loss' });
+  assertClose(tt, dlogits.dataSync(), f.dlogits.data, { ...tolOf(1e-6), what: 'dlogits' });
 });
 
 test('three AdamW steps with a decay mask match torch.optim.AdamW with two parameter groups', (tt) => {
@@ -89,6 +81,6 @@ test('three AdamW steps with a decay mask match torch.optim.AdamW with two param
     n.adamw(p.handle, g.handle, m.handle, v.handle, {
       lr: f.lr, beta1: f.beta1, beta2: f.beta2, eps: f.eps, weightDecay: f.weightDecay, step: s + 1, decayMask: mask.handle,
     });
-    tt.true(relErr(p.dataSync(), f.params_after[s]) < 1e-6, `step ${s + 1}`);
+    assertClose(tt, p.dataSync(), f.params_after[s], { ...tolOf(1e-6), what: `step ${s + 1}` });
   }
 });

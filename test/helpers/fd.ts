@@ -1,7 +1,7 @@
 // Whole-model gradient checks: the analytic gradient in a ParameterStore against finite differences of the loss.
 import type { ExecutionContext } from 'ava';
 import type { ParameterStore } from '../../lib/params.ts';
-import { lcg } from './check.ts';
+import { Random } from './random.ts';
 
 /**
  * For `perParam` random elements of every parameter: perturbs the value in place (CPU store), evaluates `loss()` (a
@@ -12,11 +12,11 @@ import { lcg } from './check.ts';
 export function checkGradients(t: ExecutionContext, store: ParameterStore, loss: () => number, perParam = 2, seed = 11): number {
   const grads = Float64Array.from(store.grads.dataSync());
   const values = store.values.sharedData() as Float32Array;
-  const r = lcg(seed);
+  const r = new Random(seed);
   let checked = 0;
   for (const p of store.parameters) {
     for (let s = 0; s < perParam; s++) {
-      const i = p.offset + Math.floor(r(0, p.size));
+      const i = p.offset + r.below(p.size);
       const orig = values[i];
       const central = (h: number) => {
         values[i] = orig + h;

@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import { CharTokenizer, Decoder, SafetensorsError, TokenDataset, Trainer, loadSafetensors } from '../../lib/index.ts';
 import { tensorsDigest } from '../../lib/io/checkpoint.ts';
 import { FULL, record, script } from './child.ts';
-import { mulberry32 } from './rng.ts';
+import { Random } from '../helpers/random.ts';
 
 const KILLS = FULL ? 60 : 20;
 
@@ -43,7 +43,7 @@ function inspect(mode: string, path: string): { gen: number; digest: string } {
 test(`SIGKILL at ${KILLS} random moments while saving: the checkpoint on disk stays loadable and intact`, async (t) => {
   t.timeout(FULL ? 1_200_000 : 110_000);
   const dir = mkdtempSync(join(tmpdir(), 'sf-crash-'));
-  const rnd = mulberry32(0xc0ffee);
+  const rnd = new Random(0xc0ffee);
   const digests = { raw: new Map<number, string>(), trainer: new Map<number, string>() };
   const lastSaved = { raw: 0, trainer: 0 };
   let midWrite = 0, checks = 0;
@@ -52,7 +52,7 @@ test(`SIGKILL at ${KILLS} random moments while saving: the checkpoint on disk st
     for (let k = 0; k < KILLS; k++) {
       const mode = k % 2 === 0 ? 'raw' : 'trainer';
       const path = join(dir, `${mode}.safetensors`);
-      const delay = rnd() * 120; // after this run's first completed save
+      const delay = rnd.next() * 120; // after this run's first completed save
       const child = spawn(process.execPath, ['--import', 'tsx', script('crash-writer.ts'), mode, path], { stdio: ['ignore', 'pipe', 'pipe'] });
       let pending = '', stderr = '', lastLine: { saving?: number; saved?: number } = {};
       let timer: NodeJS.Timeout | undefined;
@@ -132,12 +132,12 @@ test('truncated, bit-flipped, header-oversized and wrong-dtype checkpoints each 
     for (const at of [0, 4, 8, 8 + Math.floor(headerLen / 2), 8 + headerLen, 8 + headerLen + 100, bytes.length - 1])
       refuses(write(`trunc-${at}.safetensors`, bytes.subarray(0, at)), `truncated to ${at} bytes`, /safetensors/);
     // Bit flips anywhere: in the length, the JSON header (names, numbers, metadata, the checksum) and the data.
-    const rnd = mulberry32(77);
+    const rnd = new Random(77);
     const flips = FULL ? 400 : 60;
     for (let k = 0; k < flips; k++) {
-      const at = k < 8 ? k : k < flips / 2 ? 8 + Math.floor(rnd() * headerLen) : 8 + headerLen + Math.floor(rnd() * (bytes.length - 8 - headerLen));
+      const at = k < 8 ? k : k < flips / 2 ? 8 + rnd.below(headerLen) : 8 + headerLen + rnd.below(bytes.length - 8 - headerLen);
       const b = Buffer.from(bytes);
-      b[at] ^= 1 << Math.floor(rnd() * 8);
+      b[at] ^= 1 << rnd.below(8);
       refuses(write('flip.safetensors', b), `bit flip at byte ${at}`, at >= 8 + headerLen ? /corrupt/ : /safetensors|loadCheckpoint|Trainer\.resume/);
     }
     // Header length oversized: past the file, past the 100 MB limit, 2^63.

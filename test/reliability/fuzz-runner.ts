@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeLine } from './child.ts';
 import { SafetensorsError, decodeSafetensors, encodeSafetensors, loadSafetensors, type SafeFile, type SafeTensor } from '../../lib/index.ts';
-import { mulberry32 } from './rng.ts';
+import { Random } from '../helpers/random.ts';
 
 const [seed, from, count] = process.argv.slice(2).map(Number);
 const say = (o: object) => writeLine(JSON.stringify(o));
@@ -28,33 +28,33 @@ const SPECIAL = [0x00, 0xff, 0x7b, 0x7d, 0x5b, 0x5d, 0x22, 0x5c, 0x2c, 0x3a, 0x2
 const NUMBERS = ['-1', '1e3', '1.5', '9007199254740993', '18446744073709551616', '99999999999999999999999', '0', '-0', '4294967296', '[]', 'null', '"7"', 'true'];
 
 /** One mutation of a base file: byte- and JSON-level edits, one to four of them. */
-function mutate(r: () => number): Buffer {
-  let b = Buffer.from(bases[Math.floor(r() * bases.length)]);
-  const n = 1 + Math.floor(r() * 4);
+function mutate(r: Random): Buffer {
+  let b = Buffer.from(bases[r.below(bases.length)]);
+  const n = 1 + r.below(4);
   for (let k = 0; k < n; k++) {
-    const op = Math.floor(r() * 11);
-    const at = Math.floor(r() * Math.max(1, b.length));
+    const op = r.below(11);
+    const at = r.below(Math.max(1, b.length));
     const hl = b.length >= 8 ? Number(b.readBigUInt64LE(0) & 0xffffffffn) : 0;
-    if (op === 0) b[at] ^= 1 << Math.floor(r() * 8); // bit flip
-    else if (op === 1) b[at] = SPECIAL[Math.floor(r() * SPECIAL.length)]; // special byte
+    if (op === 0) b[at] ^= 1 << r.below(8); // bit flip
+    else if (op === 1) b[at] = SPECIAL[r.below(SPECIAL.length)]; // special byte
     else if (op === 2) b = b.subarray(0, at); // truncate
-    else if (op === 3) b = Buffer.concat([b, Buffer.from(Array.from({ length: 1 + Math.floor(r() * 64) }, () => Math.floor(r() * 256)))]); // extend
-    else if (op === 4) b = Buffer.concat([b.subarray(0, at), b.subarray(Math.min(b.length, at + 1 + Math.floor(r() * 16)))]); // delete a run
-    else if (op === 5) b = Buffer.concat([b.subarray(0, at), b.subarray(Math.floor(r() * b.length)).subarray(0, 1 + Math.floor(r() * 32)), b.subarray(at)]); // splice a copy in
-    else if (op === 6 && b.length >= 8) b.writeBigUInt64LE([0n, 1n, BigInt(hl + 8), BigInt(hl - 8 > 0 ? hl - 8 : 0), 2n ** 63n, 2n ** 64n - 1n, BigInt(Math.floor(r() * 2 ** 32))][Math.floor(r() * 7)], 0); // length field
+    else if (op === 3) b = Buffer.concat([b, Buffer.from(Array.from({ length: 1 + r.below(64) }, () => r.below(256)))]); // extend
+    else if (op === 4) b = Buffer.concat([b.subarray(0, at), b.subarray(Math.min(b.length, at + 1 + r.below(16)))]); // delete a run
+    else if (op === 5) b = Buffer.concat([b.subarray(0, at), b.subarray(r.below(b.length)).subarray(0, 1 + r.below(32)), b.subarray(at)]); // splice a copy in
+    else if (op === 6 && b.length >= 8) b.writeBigUInt64LE([0n, 1n, BigInt(hl + 8), BigInt(hl - 8 > 0 ? hl - 8 : 0), 2n ** 63n, 2n ** 64n - 1n, BigInt(r.below(2 ** 32))][r.below(7)], 0); // length field
     else if (op >= 7 && b.length > 8 && hl > 0 && hl <= b.length - 8) {
       // JSON-aware: replace a number, a string or a structural token in the header, then fix or keep the length.
       let h = b.subarray(8, 8 + hl).toString('latin1');
       const matches = [...h.matchAll(op === 7 ? /-?\d+/g : op === 8 ? /"[^"]*"/g : op === 9 ? /[{}[\],:]/g : /"(dtype|shape|data_offsets|__metadata__)"/g)];
       if (matches.length) {
-        const m = matches[Math.floor(r() * matches.length)];
-        const rep = op === 7 ? NUMBERS[Math.floor(r() * NUMBERS.length)] : op === 8 ? ['""', '"F64"', '"I32"', '"BF16"', '"__metadata__"', '"\\ud800"', '"shape"', '"a"', '"' + 'x'.repeat(200) + '"'][Math.floor(r() * 9)]
-          : op === 9 ? ['', '{', ']', '[[[[', ',,', '}}'][Math.floor(r() * 6)] : ['"dtype"', '"shape"', '"data_offsets"', '"extra"', '"__metadata__"'][Math.floor(r() * 5)];
+        const m = matches[r.below(matches.length)];
+        const rep = op === 7 ? NUMBERS[r.below(NUMBERS.length)] : op === 8 ? ['""', '"F64"', '"I32"', '"BF16"', '"__metadata__"', '"\\ud800"', '"shape"', '"a"', '"' + 'x'.repeat(200) + '"'][r.below(9)]
+          : op === 9 ? ['', '{', ']', '[[[[', ',,', '}}'][r.below(6)] : ['"dtype"', '"shape"', '"data_offsets"', '"extra"', '"__metadata__"'][r.below(5)];
         h = h.slice(0, m.index) + rep + h.slice(m.index! + m[0].length);
       }
       const hb = Buffer.from(h, 'latin1');
       const len = Buffer.alloc(8);
-      len.writeBigUInt64LE(BigInt(r() < 0.8 ? hb.length : hl), 0);
+      len.writeBigUInt64LE(BigInt(r.next() < 0.8 ? hb.length : hl), 0);
       b = Buffer.concat([len, hb, b.subarray(8 + hl)]);
     }
   }
@@ -78,7 +78,7 @@ function consistent(f: SafeFile): string | undefined {
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'sf-fuzz-'));
-const r = mulberry32(seed);
+const r = new Random(seed);
 for (let i = 0; i < from; i++) mutate(r); // the same stream, whoever runs which slice
 let loads = 0, errors = 0, fromFiles = 0, maxMs = 0;
 const t0 = performance.now();

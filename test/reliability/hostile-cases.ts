@@ -16,7 +16,7 @@ import * as sf from '../../lib/index.ts';
 import { Tensor } from '../../lib/index.ts';
 import { ParameterBuilder } from '../../lib/params.ts';
 import { main as cliMain, usage as cliUsage } from '../../lib/cli.ts';
-import { mulberry32 } from './rng.ts';
+import { Random } from '../helpers/random.ts';
 
 const K = sf.kernels;
 const ops = sf.ops;
@@ -584,15 +584,15 @@ export function buildCases(pairs = 0): Case[] {
   }
   cases.push(...cliCases());
   if (pairs > 0) {
-    const rnd = mulberry32(0x5eed);
+    const rnd = new Random(0x5eed);
     for (const f of all) {
       const slots = f.args.map((a, i) => [i, a.bad.length] as const).filter(([, n]) => n > 0);
       if (slots.length < 2) continue;
       for (let k = 0; k < pairs; k++) {
-        const i = slots[Math.floor(rnd() * slots.length)];
-        let j = slots[Math.floor(rnd() * slots.length)];
+        const i = slots[rnd.below(slots.length)];
+        let j = slots[rnd.below(slots.length)];
         if (j[0] === i[0]) j = slots[(slots.indexOf(i) + 1) % slots.length];
-        const bi = f.args[i[0]].bad[Math.floor(rnd() * i[1])], bj = f.args[j[0]].bad[Math.floor(rnd() * j[1])];
+        const bi = f.args[i[0]].bad[rnd.below(i[1])], bj = f.args[j[0]].bad[rnd.below(j[1])];
         cases.push({
           id: `${f.name} arg${i[0]}=${bi.label} arg${j[0]}=${bj.label}`,
           expect: [bi, bj].reduce((e, b) => (b.expect ? new RegExp(`${e.source}|${b.expect.source}`, 'i') : e), f.expect),

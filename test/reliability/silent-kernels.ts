@@ -11,51 +11,33 @@
 //   unclear: an error that does not name the op (reported, and fails the suite as the hostile suite would).
 import * as sf from '../../lib/index.ts';
 import { Tensor, kernels as K, tensor } from '../../lib/index.ts';
-import { mulberry32 } from './rng.ts';
+import { closeTo } from '../helpers/close.ts';
+import { Random } from '../helpers/random.ts';
 import * as R from './reference.ts';
 
 type F = Float64Array;
 
 // ---- seeded generation ----------------------------------------------------------------------------------------------
 
-export class Rng {
-  private u: () => number;
-  constructor(seed: number) {
-    this.u = mulberry32(seed);
-  }
-  next(): number {
-    return this.u();
-  }
-  int(lo: number, hi: number): number {
-    return lo + Math.floor(this.u() * (hi - lo + 1));
-  }
-  pick<T>(a: readonly T[]): T {
-    return a[Math.floor(this.u() * a.length)];
-  }
-  chance(p: number): boolean {
-    return this.u() < p;
-  }
-}
-
 export type Mut = 'valid' | 'edge' | 'extreme' | 'nonfinite' | 'badIndex' | 'alias';
 
 const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
 /** A dimension in [lo, hi]; with 'edge', often 0 or 1 (zero only when zeroOk). */
-function dim(r: Rng, m: Mut, lo: number, hi: number, zeroOk = true): number {
+function dim(r: Random, m: Mut, lo: number, hi: number, zeroOk = true): number {
   if (m === 'edge' && r.chance(0.4)) return zeroOk && r.chance(0.5) ? 0 : 1;
   return r.int(lo, hi);
 }
 
 /** Uniform values in [-1, 1) times mag. */
-function vals(r: Rng, n: number, mag = 1, lo = -1, hi = 1): F {
+function vals(r: Random, n: number, mag = 1, lo = -1, hi = 1): F {
   const a = new Float64Array(n);
   for (let i = 0; i < n; i++) a[i] = (lo + (hi - lo) * r.next()) * mag;
   return a;
 }
 
 /** Puts 1 to 3 non-finite values (NaN, +Inf, -Inf) at random positions of a; returns the positions. */
-function sprinkle(r: Rng, a: F, kinds: number[] = [NaN, Infinity, -Infinity], at?: number[]): number[] {
+function sprinkle(r: Random, a: F, kinds: number[] = [NaN, Infinity, -Infinity], at?: number[]): number[] {
   if (!a.length) return [];
   const pos: number[] = [];
   const k = r.int(1, 3);
@@ -68,7 +50,7 @@ function sprinkle(r: Rng, a: F, kinds: number[] = [NaN, Infinity, -Infinity], at
 }
 
 /** A magnitude for 'extreme' cases (the kernel's safe range: no intermediate an fp32 formula must overflow). */
-const mag = (r: Rng, m: Mut, choices: number[]) => (m === 'extreme' ? r.pick(choices) : 1);
+const mag = (r: Random, m: Mut, choices: number[]) => (m === 'extreme' ? r.pick(choices) : 1);
 
 // ---- case description -----------------------------------------------------------------------------------------------
 
@@ -112,7 +94,7 @@ export interface Spec {
   muts: Mut[];
   /** NaN placement cases (class 3) when mutated with 'nonfinite'. */
   nanClass?: boolean;
-  build(r: Rng, m: Mut): Built;
+  build(r: Random, m: Mut): Built;
 }
 
 const ids = (a: ArrayLike<number>, shape: number[]): Arr => ({ shape, data: a, int: true });
@@ -134,7 +116,7 @@ const geluAlt = (x: F, f: (v: number) => number, lim: (v: number) => number) => 
  * NaN/Inf for attention: half of the cases hit only masked keys/values (past keyLengths, or in the causal future of
  * every query), which no output may see; the rest go anywhere in `any`. Returns which.
  */
-function sprinkleAttention(r: Rng, o: { B: number; Hkv: number; Tq: number; Tk: number; D: number; causal: boolean; kl?: Int32Array }, any: F[], kv: F[]): string {
+function sprinkleAttention(r: Random, o: { B: number; Hkv: number; Tq: number; Tk: number; D: number; causal: boolean; kl?: Int32Array }, any: F[], kv: F[]): string {
   const masked: number[] = [];
   for (let b = 0; b < o.B; b++)
     for (let h = 0; h < o.Hkv; h++)
@@ -393,10 +375,10 @@ export const SPECS: Spec[] = [
             if (keep) kept++;
             const wantY = keep ? Math.fround(xi * k) : 0;
             // a dropped NaN or infinity: 0, or IEEE's x * 0 = NaN
-            const ok = same(y, wantY, 1e-6, Math.abs(wantY) * 1e-6) || (!keep && !Number.isFinite(xi) && Number.isNaN(y));
+            const ok = closeTo(y, wantY, 1e-6, Math.abs(wantY) * 1e-6) || (!keep && !Number.isFinite(xi) && Number.isNaN(y));
             if (!ok) return `y[${i}] = ${y}, expected ${wantY} (x = ${xi}, kept ${keep})`;
             const wantD = Math.fround(x.dx[i] + (keep ? x.dy[i] * k : 0));
-            if (!same(got.dx[i], wantD, 1e-6, 1e-6)) return `dx[${i}] = ${got.dx[i]}, expected ${wantD} (kept ${keep})`;
+            if (!closeTo(got.dx[i], wantD, 1e-6, 1e-6)) return `dx[${i}] = ${got.dx[i]}, expected ${wantD} (kept ${keep})`;
           }
           if (p === 0 && kept !== n) return `p = 0 dropped ${n - kept} of ${n}`;
           if (n >= 256 && Math.abs(kept / n - (1 - p)) > 0.15) return `kept ${kept} of ${n} at p = ${p}`;
@@ -697,14 +679,6 @@ export const SPECS: Spec[] = [
 
 // ---- comparison -------------------------------------------------------------------------------------------------------
 
-/** got (fp32) equals want (already rounded to fp32 where finite): NaN with NaN, infinities sign-equal, finite within tolerance. */
-function same(got: number, want: number, rtol: number, atol: number): boolean {
-  if (Number.isNaN(want)) return Number.isNaN(got);
-  if (!Number.isFinite(want)) return got === want;
-  if (!Number.isFinite(got)) return false;
-  return Math.abs(got - want) <= rtol * Math.abs(want) + atol;
-}
-
 const fmt = (v: number) => (Number.isInteger(v) || !Number.isFinite(v) ? String(v) : v.toPrecision(7));
 
 /** The first mismatch of an output against its expectation, or null. */
@@ -717,9 +691,9 @@ export function compare(name: string, got: Float32Array, e: Expect, rtol: number
     if (e.skip?.(i)) continue;
     let atol = rtol * (e.elemScale ? e.elemScale[i] : scale);
     if (!Number.isFinite(atol)) atol = 0; // a term that is NaN or infinite but does not reach the result (sgd's first step ignores buf)
-    if (same(got[i], want[i], rtol, atol)) continue;
+    if (closeTo(got[i], want[i], rtol, atol)) continue; // NaN with NaN, infinities sign-equal, finite within tolerance
     const alt = e.alt?.get(i);
-    if (alt !== undefined && same(got[i], Math.fround(alt), rtol, atol)) continue;
+    if (alt !== undefined && closeTo(got[i], Math.fround(alt), rtol, atol)) continue;
     return `${name}[${i}] = ${fmt(got[i])}, expected ${fmt(want[i])}${alt !== undefined ? ` (or ${fmt(alt)})` : ''}`;
   }
   return null;
@@ -746,7 +720,7 @@ function errMessage(e: unknown): string {
 
 /** Runs one case of `spec` with mutation `m` from `seed`: builds the tensors (windows of one buffer, or separate), calls, reads, compares. */
 export async function runCase(spec: Spec, m: Mut, seed: number): Promise<Outcome & { desc: string }> {
-  const r = new Rng(seed);
+  const r = new Random(seed);
   const b = spec.build(r, m);
   const desc = `${spec.name}/${m}#${seed}: ${b.desc}${b.alias ? ` [${b.alias.out} over ${b.alias.on}${b.alias.shift ? ` shifted ${b.alias.shift}` : ''}]` : ''}`;
   const arena = b.alias !== undefined || r.chance(0.5);

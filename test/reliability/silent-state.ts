@@ -20,7 +20,8 @@ import { native } from '../../lib/native.ts';
 import { CHECKSUM_KEY, tensorsDigest } from '../../lib/io/checkpoint.ts';
 import { encodeSafetensors, decodeSafetensors, type SafeTensor } from '../../lib/io/safetensors.ts';
 import { resetTape } from '../../lib/autograd.ts';
-import { Rng } from './silent-kernels.ts';
+import { measure } from '../helpers/close.ts';
+import { Random } from '../helpers/random.ts';
 
 export interface StateOutcome {
   desc: string;
@@ -66,17 +67,9 @@ function readWays(t: Tensor): [string, () => Promise<ArrayLike<number>>][] {
   ];
 }
 
-function close(a: ArrayLike<number>, b: Float32Array): number {
-  if (a.length !== b.length) return 0;
-  for (let i = 0; i < b.length; i++) {
-    if (Number.isNaN(b[i]) ? !Number.isNaN(a[i]) : Math.abs(a[i] - b[i]) > 1e-6 * Math.abs(b[i]) + 1e-30) return i;
-  }
-  return -1;
-}
-
 /** One seeded poisoning case: a failing op, then `steps` random actions. */
 export async function runPoisonCase(seed: number, steps: number): Promise<StateOutcome> {
-  const r = new Rng(seed);
+  const r = new Random(seed);
   await sf.synchronize().catch(() => undefined);
   const all: Tensor[] = [];
   const live: Tracked[] = [];
@@ -187,8 +180,11 @@ export async function runPoisonCase(seed: number, steps: number): Promise<StateO
       const got = await read();
       if (x.failed) fail(`${x.name} (failed: ${x.origin}, cause ${x.cause}) read by ${wn} resolved: [${Array.from(got).slice(0, 4)}...]`);
       else {
-        const i = close(got, x.want);
-        if (i !== -1) fail(`${x.name} (unrelated) read by ${wn}: element ${i} = ${got[i]}, expected ${x.want[i]}`);
+        const c = measure(got, x.want, { rel: 1e-6, abs: 1e-30 });
+        if (!c.ok) {
+          fail(c.at < 0 ? `${x.name} (unrelated) read by ${wn}: ${got.length} elements, expected ${x.want.length}`
+            : `${x.name} (unrelated) read by ${wn}: element ${c.at} = ${got[c.at]}, expected ${x.want[c.at]}`);
+        }
       }
     } catch (e) {
       const msg = e instanceof Error ? e.message : String(e);
@@ -335,7 +331,7 @@ export const ATOMIC_KINDS: AtomicKind[] = ['decoder.loadStateDict', 'encoder.loa
 
 /** One atomicity case: the call must throw and leave parameters, moments and counters bit-identical. */
 export async function runAtomicCase(kind: AtomicKind, seed: number): Promise<StateOutcome> {
-  const r = new Rng(Math.imul(seed, 2654435761) >>> 0);
+  const r = new Random(Math.imul(seed, 2654435761) >>> 0);
   resetTape();
   const dir = mkdtempSync(join(tmpdir(), 'sf-silent-'));
   const disposers: (() => void)[] = [];
