@@ -100,7 +100,8 @@ export function checkNumber(who: string, v: unknown, name: string, bounds: Numbe
   if (typeof v !== 'number') throw new TypeError(`${who}: ${name} must be a number, got ${describe(v)}`);
   if (finite && !Number.isFinite(v)) throw new RangeError(`${who}: ${name} must be finite, got ${describe(v)}`);
   if (Number.isNaN(v) || v < min || v > max) {
-    const range = max === Infinity ? `>= ${min}` : min === -Infinity ? `<= ${max}` : `in [${min}, ${max}]`;
+    const range =
+      min === -Infinity && max === Infinity ? 'other than NaN' : max === Infinity ? `>= ${min}` : min === -Infinity ? `<= ${max}` : `in [${min}, ${max}]`;
     throw new RangeError(`${who}: ${name} must be a number ${range}, got ${describe(v)}`);
   }
   return v;
