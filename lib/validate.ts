@@ -108,12 +108,20 @@ export function checkNumber(who: string, v: unknown, name: string, bounds: Numbe
 }
 
 /**
+ * An object argument (not null, not an array), else a TypeError `<who>: <what> must be an object<shape>, got <value>`;
+ * `shape` says what the object holds (' { lr, warmup, total, minLr? }').
+ */
+export function checkObject(who: string, v: unknown, what: string, shape = ''): void {
+  if (!isPlainObject(v)) throw new TypeError(`${who}: ${what} must be an object${shape}, got ${describe(v)}`);
+}
+
+/**
  * An options argument: undefined (no options) gives {}, an object is returned as it is, anything else is a TypeError
  * naming the method. With `allowed`, a key not in it (a misspelt option) is a TypeError listing the options.
  */
 export function checkOptions<T extends object>(who: string, o: T | undefined, allowed?: readonly string[]): T {
   if (o === undefined) return {} as T;
-  if (!isPlainObject(o)) throw new TypeError(`${who}: options must be an object (or left out), got ${describe(o)}`);
+  checkObject(who, o, 'options', ' (or left out)');
   if (allowed) checkKeys(who, o, allowed, 'option');
   return o;
 }

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { checkInt, checkKeys, checkNumber, checkOptions, describe, isPlainObject, showJson, typeOf } from '../lib/validate.ts';
+import { checkInt, checkKeys, checkNumber, checkObject, checkOptions, describe, isPlainObject, showJson, typeOf } from '../lib/validate.ts';
 import { tensor } from '../lib/tensor.ts';
 
 test('describe shows each kind of value as error messages print it', (t) => {
@@ -79,4 +79,10 @@ test('checkOptions: undefined is {}, a non-object is a TypeError, unknown keys a
     t.throws(() => checkOptions('f', v as never), { instanceOf: TypeError, message: `f: options must be an object (or left out), got ${shown}` });
   t.throws(() => checkOptions('f', { a: 1, c: 2 }, ['a', 'b']), { instanceOf: TypeError, message: 'f: unknown option "c"; the options are a, b' });
   t.throws(() => checkKeys('M', { layer: 2 }, ['layers'], 'config key'), { instanceOf: TypeError, message: 'M: unknown config key "layer"; the config keys are layers' });
+});
+
+test('checkObject: a TypeError naming what must be an object, what it holds, and the value', (t) => {
+  t.notThrows(() => checkObject('f', {}, 'options'));
+  t.throws(() => checkObject('f', null, 'options', ' { lr }'), { instanceOf: TypeError, message: 'f: options must be an object { lr }, got null' });
+  t.throws(() => checkObject('M', [1], 'config'), { instanceOf: TypeError, message: 'M: config must be an object, got an array of length 1' });
 });

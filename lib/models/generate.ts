@@ -19,7 +19,7 @@ import * as ops from '../ops/index.ts';
 import { noGrad } from '../autograd.ts';
 import { appliedLayers, type LayerPlan } from '../sharing/plan.ts';
 import { linearInference, type FeedForward } from '../nn/layers.ts';
-import { checkInt, checkKeys, checkNumber, describe, isPlainObject } from '../validate.ts';
+import { checkInt, checkKeys, checkNumber, checkObject, describe } from '../validate.ts';
 
 /** How generate() picks tokens: length, temperature, top-k / top-p, seed. */
 export interface GenerateOptions {
@@ -228,8 +228,8 @@ interface Resolved {
 }
 
 function resolveOptions(options: unknown, vocab: number): Resolved {
-  if (!isPlainObject(options)) throw new TypeError(`${OP}: options must be an object with at least maxNewTokens, got ${describe(options)}`);
-  const o = options;
+  checkObject(OP, options, 'options', ' with at least maxNewTokens');
+  const o = options as Record<string, unknown>;
   checkKeys(OP, o, OPTION_KEYS, 'option');
   const r: Resolved = { maxNewTokens: checkInt(OP, o.maxNewTokens, 'maxNewTokens', 0, Number.MAX_SAFE_INTEGER), temperature: 1, seed: 0 };
   if (o.temperature !== undefined) {
@@ -426,7 +426,7 @@ export async function decodeLogits(model: Decoder, ids: Tensor | number[], optio
   const op = 'decodeLogits';
   const seq = await promptIds(ids, model.config.vocab, op);
   const T = seq.length;
-  if (!isPlainObject(options)) throw new TypeError(`${op}: options must be an object { prefill, depth? }, got ${describe(options)}`);
+  checkObject(op, options, 'options', ' { prefill, depth? }');
   const P = checkInt(op, options.prefill, 'prefill', 1, T);
   if (T > model.config.maxSeq) throw new RangeError(`${op}: ${T} positions exceed the model's maxSeq (${model.config.maxSeq})`);
   const V = model.config.vocab;

@@ -11,7 +11,7 @@ import { tape } from '../autograd.ts';
 import { native } from '../native.ts';
 import { appliedLayers, kvProjectionBlocks, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import type { Accounting } from '../sharing/accounting.ts';
-import { checkInt, describe, isPlainObject } from '../validate.ts';
+import { checkInt, checkObject } from '../validate.ts';
 
 /** The configuration every single-stack model (Decoder, Encoder) shares. */
 export interface StackConfig {
@@ -55,7 +55,7 @@ export const STACK_CONFIG_KEYS = [
 
 /** Validates the dimensions every model has (integers, dModel % heads, heads % kvHeads). */
 export function checkDims(who: string, c: Partial<Dims> & Record<string, unknown>): Dims {
-  if (!isPlainObject(c)) throw new TypeError(`${who}: config must be an object, got ${describe(c)}`);
+  checkObject(who, c, 'config');
   const heads = checkInt(who, c.heads, 'heads', 1);
   const d: Dims = {
     vocab: checkInt(who, c.vocab, 'vocab', 1),

@@ -3,7 +3,7 @@
 import { full, type Tensor } from '../tensor.ts';
 import * as K from '../kernels.ts';
 import { ParameterStore } from '../params.ts';
-import { describe, isPlainObject } from '../validate.ts';
+import { checkObject, describe } from '../validate.ts';
 
 /** Hyperparameters of AdamW. */
 export interface AdamWConfig {
@@ -134,7 +134,7 @@ function checkSchedule(fn: string, step: unknown, o: unknown): { lr: number; war
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new RangeError(`${fn}: ${name} must be a finite number >= 0, got ${describe(v)}`);
   };
   int(step, 'step', 0);
-  if (!isPlainObject(o)) throw new TypeError(`${fn}: options must be an object { lr, warmup, total, minLr? }, got ${describe(o)}`);
+  checkObject(fn, o, 'options', ' { lr, warmup, total, minLr? }');
   const s = o as { lr: number; warmup: number; total: number; minLr?: number };
   rate(s.lr, 'lr');
   int(s.warmup, 'warmup', 0);

@@ -49,7 +49,7 @@
 //   would use an attention block that has no K/V projections (possible with CLA and cycle).
 
 import { appliedLayers, checkRank, kvProjectionBlocks, type SharingPlan } from './plan.ts';
-import { checkInt, checkNumber, describe, isPlainObject } from '../validate.ts';
+import { checkInt, checkNumber, checkObject, describe, isPlainObject } from '../validate.ts';
 
 /** The sizes accounting needs: vocabulary, widths, heads, depth, sequence length. */
 export interface ModelDims {
@@ -121,7 +121,7 @@ function account(dims: ModelDims, plan: SharingPlan, opts: AccountingOptions, ca
   if (typeof plan !== 'object' || plan === null || !Array.isArray(plan.layers)) fail(TypeError, 'plan must be a SharingPlan from makePlan()');
   const L = plan.layers.length;
   if (L !== dims.layers) fail(RangeError, `the plan covers ${L} layers but dims.layers is ${dims.layers}`);
-  if (!isPlainObject(opts as unknown)) fail(TypeError, `opts must be an object, got ${describe(opts)}`);
+  checkObject('sharing', opts, 'opts');
   const bytes = opts.bytesPerParam === undefined ? 4 : posNumber(opts.bytesPerParam, 'opts.bytesPerParam');
   const kvBytes = opts.kvBytesPerElement === undefined ? bytes : posNumber(opts.kvBytesPerElement, 'opts.kvBytesPerElement');
 

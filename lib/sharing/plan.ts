@@ -54,7 +54,7 @@
 //   Options a strategy does not use are errors, not silently ignored: unique is accepted only by sequence, cycle and
 //   cycle-rev; rank only by basis and delta; custom only by custom.
 
-import { checkInt, checkKeys, describe as describeValue, isPlainObject } from '../validate.ts';
+import { checkInt, checkKeys, checkObject, describe as describeValue } from '../validate.ts';
 
 /** The cross-layer sharing strategies. */
 export type Strategy =
@@ -209,9 +209,7 @@ function plural(n: number, word: string): string {
 export function makePlan(config: Partial<SharingConfig> | undefined, numLayers: number, dims?: PlanDims): SharingPlan {
   const L = checkInt('sharing', numLayers, 'numLayers', 1, MAX_LAYERS);
   if (config === undefined) config = {};
-  if (!isPlainObject(config)) {
-    throw new TypeError(`sharing: the config must be an object like { strategy: 'cycle', unique: 3 }, got ${describeValue(config)}`);
-  }
+  checkObject('sharing', config, 'the config', " like { strategy: 'cycle', unique: 3 }");
   checkKeys('sharing', config, CONFIG_KEYS, 'config key');
   const c = config as Record<string, unknown>;
 

@@ -12,7 +12,7 @@ import type { TokenDataset } from '../data/index.ts';
 import { tensor, type Tensor } from '../tensor.ts';
 import { native } from '../native.ts';
 import { withPrecision } from '../ops/index.ts';
-import { describe, isPlainObject } from '../validate.ts';
+import { checkObject, describe } from '../validate.ts';
 import type { Precision } from '../kernels.ts';
 
 /** Options of a Trainer: steps, batch shape, optimizer, schedule, clipping, evaluation, checkpoints, cancellation. */
@@ -129,7 +129,7 @@ export class Trainer extends EventEmitter {
 
   constructor(readonly model: Decoder, readonly data: TokenDataset, options: TrainerOptions) {
     super();
-    if (!isPlainObject(options)) throw new TypeError(`Trainer: options must be an object, got ${describe(options)}`);
+    checkObject('Trainer', options, 'options');
     const o = options;
     const steps = positiveInt(o.steps, 'steps');
     const batchSize = positiveInt(o.batchSize, 'batchSize');
