@@ -7,6 +7,7 @@
 // layers or benchmark kernels.
 import { native } from './native.ts';
 import { Tensor, handleOf } from './tensor.ts';
+import { checkOptions } from './validate.ts';
 
 const n = () => native() as unknown as Record<string, (...args: unknown[]) => any>;
 const h = (t: unknown, op: string, name: string) => handleOf(t, op, name);
@@ -16,9 +17,7 @@ const wrap = (x: unknown) => new Tensor(x as never);
 const outOr = (out: unknown, res: unknown) => (out ? (out as Tensor) : wrap(res));
 
 function opts(o: unknown, op: string): Record<string, unknown> {
-  if (o === undefined) return {};
-  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new TypeError(`${op}: options must be an object`);
-  return o as Record<string, unknown>;
+  return checkOptions(op, o as Record<string, unknown> | undefined);
 }
 
 /** Replaces Tensor-valued options by their native handles (checked), leaving the rest as given. */

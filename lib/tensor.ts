@@ -8,6 +8,7 @@
 import { native, type DTypeName, type HostArray, type NativeTensor } from './native.ts';
 // A cycle (autograd.ts imports Tensor), safe because neither module uses the other's bindings while it loads.
 import { backward as runBackward, type BackwardOptions } from './autograd.ts';
+import { checkOptions, describe, shownAs } from './validate.ts';
 
 /** Element types: float32, int32, and bfloat16 (stored as bf16, read back as float32). */
 export type DType = DTypeName;
@@ -32,24 +33,6 @@ export interface RandomOptions extends TensorOptions {
 
 /** Nested arrays of numbers, as accepted by tensor(). */
 export type NestedNumbers = number | readonly NestedNumbers[];
-
-function isOptions(x: unknown, op: string): void {
-  if (x !== undefined && (typeof x !== 'object' || x === null || Array.isArray(x)))
-    throw new TypeError(`${op}: options must be an object, got ${describe(x)}`);
-}
-
-function describe(x: unknown): string {
-  if (x === null) return 'null';
-  if (typeof x === 'symbol') return 'a symbol';
-  if (typeof x === 'bigint') return `${x}n`;
-  if (x instanceof DataView) return 'a DataView';
-  if (Array.isArray(x)) return `an array of length ${x.length}`;
-  if (ArrayBuffer.isView(x)) return `a ${x.constructor.name}`;
-  if (typeof x === 'string') return `'${x.length > 40 ? x.slice(0, 40) + '...' : x}'`;
-  if (typeof x === 'number' || typeof x === 'boolean' || x === undefined) return String(x);
-  if (x instanceof Tensor) return 'a Tensor';
-  return typeof x === 'function' ? 'a function' : 'an object';
-}
 
 /** The native handle of a Tensor argument, or a TypeError naming the op and the argument. */
 export function handleOf(t: unknown, op: string, name: string): NativeTensor {
@@ -191,6 +174,11 @@ export class Tensor {
     if (this.disposed) return 'Tensor(disposed)';
     return `Tensor(${this.dtype}[${this.shape.join(', ')}] on ${this.device})`;
   }
+
+  /** @internal How error messages show a Tensor (see validate.ts). */
+  [shownAs](): string {
+    return this.toString();
+  }
 }
 
 // ---- factories ---------------------------------------------------------------------------------------------------
@@ -228,7 +216,7 @@ export function tensor(
   opts?: TensorOptions,
 ): Tensor {
   const op = 'tensor';
-  isOptions(opts, op);
+  checkOptions(op, opts);
   const device = opts?.device ?? 'cpu';
   if (data instanceof DataView || (ArrayBuffer.isView(data) && !(data instanceof Float32Array || data instanceof Int32Array || data instanceof Uint16Array)))
     throw new TypeError(`${op}: data must be a Float32Array, Int32Array or Uint16Array (or nested arrays of numbers), got ${describe(data)}`);
@@ -255,17 +243,17 @@ export function tensor(
 
 /** A tensor filled with `value`. */
 export function full(shape: readonly number[], value: number, opts?: TensorOptions): Tensor {
-  isOptions(opts, 'full');
+  checkOptions('full', opts);
   return new Tensor(native().full(shape as number[], value, opts?.dtype ?? 'float32', opts?.device ?? 'cpu'));
 }
 /** A new tensor of the given shape filled with 0. */
 export function zeros(shape: readonly number[], opts?: TensorOptions): Tensor {
-  isOptions(opts, 'zeros');
+  checkOptions('zeros', opts);
   return new Tensor(native().full(shape as number[], 0, opts?.dtype ?? 'float32', opts?.device ?? 'cpu', 'zeros'));
 }
 /** A new tensor of the given shape filled with 1. */
 export function ones(shape: readonly number[], opts?: TensorOptions): Tensor {
-  isOptions(opts, 'ones');
+  checkOptions('ones', opts);
   return new Tensor(native().full(shape as number[], 1, opts?.dtype ?? 'float32', opts?.device ?? 'cpu', 'ones'));
 }
 
@@ -283,7 +271,7 @@ export function manualSeed(seed: number | bigint): void {
 }
 
 function randomTensor(op: 'rand' | 'randn', shape: readonly number[], a: number, b: number, opts?: RandomOptions): Tensor {
-  isOptions(opts, op);
+  checkOptions(op, opts);
   const explicit = opts?.seed !== undefined;
   const seed = opts?.seed ?? defaultGenerator.seed;
   const offset = opts?.offset ?? (explicit ? 0 : defaultGenerator.offset);

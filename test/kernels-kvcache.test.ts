@@ -78,7 +78,7 @@ test('a prefill then one position per step builds the whole sequence (typed wrap
     c1.dispose();
   }
   t.deepEqual(Array.from(cache.dataSync()), seq);
-  throwsExactly(t, () => kernels.kvAppend('c' as any, cache, 0), TypeError, /^kvAppend: cache must be a Tensor, got 'c'/, 'wrapper, non-tensor cache');
+  throwsExactly(t, () => kernels.kvAppend('c' as any, cache, 0), TypeError, /^kvAppend: cache must be a Tensor, got "c"/, 'wrapper, non-tensor cache');
   throwsExactly(t, () => kernels.kvAppend(cache, null as any, 0), TypeError, /^kvAppend: src must be a Tensor, got null/, 'wrapper, null src');
   const s = zeros([B, H, 2, D]);
   throwsExactly(t, () => kernels.kvAppend(cache, s, T - 1), RangeError, /^kvAppend: pos \+ n = 19 \+ 2 exceeds the cache length Tmax = 20/, 'wrapper, past the end');

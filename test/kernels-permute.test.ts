@@ -122,7 +122,7 @@ test('the typed wrappers in lib/kernels.ts', (t) => {
   const pout = full([B, H, T, Dh], 1);
   t.is(kernels.permute0213(src, { out: pout, accumulate: true }), pout);
   assertClose(t, pout.dataSync(), permuteRef(x, [B, T, H, Dh]).map((v) => Math.fround(1 + v)), { what: 'permute0213 accumulates' });
-  throwsExactly(t, () => kernels.splitHeads('x' as any, 2), TypeError, /^splitHeads: x must be a Tensor, got 'x'/, 'wrapper, non-tensor x');
+  throwsExactly(t, () => kernels.splitHeads('x' as any, 2), TypeError, /^splitHeads: x must be a Tensor, got "x"/, 'wrapper, non-tensor x');
   throwsExactly(t, () => kernels.mergeHeads(heads, { out: 3 as any }), TypeError, /^mergeHeads: out must be a Tensor, got 3/, 'wrapper, non-tensor out');
   throwsExactly(t, () => kernels.permute0213(src, 5 as any), TypeError, /^permute0213: options must be an object/, 'wrapper, bad options');
   throwsExactly(t, () => kernels.permute0213(src, { accumulate: true }), RangeError, /^permute0213: accumulate = true adds into out, but no out was given/, 'wrapper, accumulate without out');

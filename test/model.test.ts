@@ -178,8 +178,10 @@ test('training steps release their activations: memory is flat across steps', (t
 test('bad configurations and inputs are clear errors', (t) => {
   t.throws(() => new Decoder({ ...base, dModel: 9 }), { instanceOf: RangeError, message: /dModel \(9\) must be a multiple of heads \(2\)/ });
   t.throws(() => new Decoder({ ...base, kvHeads: 3, heads: 2 }), { instanceOf: RangeError, message: /multiple of kvHeads/ });
-  t.throws(() => new Decoder({ ...base, layers: 0 }), { instanceOf: RangeError, message: /layers must be at least 1/ });
-  t.throws(() => new Decoder({ ...base, vocab: 2.5 }), { instanceOf: TypeError, message: /vocab must be an integer/ });
+  t.throws(() => new Decoder({ ...base, layers: 0 }), { instanceOf: RangeError, message: /layers must be an integer >= 1, got 0$/ });
+  // a number that is not an integer is out of range (RangeError, as in sharing and generate); a non-number is a TypeError
+  t.throws(() => new Decoder({ ...base, vocab: 2.5 }), { instanceOf: RangeError, message: /vocab must be an integer >= 1, got 2\.5$/ });
+  t.throws(() => new Decoder({ ...base, vocab: '8' as never }), { instanceOf: TypeError, message: /vocab must be an integer, got "8"$/ });
   t.throws(() => new Decoder({ ...base, sharing: { strategy: 'cycle' } }), { message: /sharing: / });
   t.throws(() => new Decoder({ ...base, sharing: { strategy: 'bogus' as any } }), { instanceOf: TypeError, message: /sharing: / });
   t.throws(() => new Decoder({ ...base, norm: 'middle' as any }), { instanceOf: TypeError, message: /norm must be 'pre' or 'post'/ });
@@ -361,9 +363,9 @@ test('a config key the model does not have is refused, naming it and the valid k
   const { Encoder } = await import('../lib/models/encoder.ts');
   const { EncoderDecoder } = await import('../lib/models/seq2seq.ts');
   const base = { vocab: 10, dModel: 8, heads: 2, dFF: 16, maxSeq: 8 };
-  t.throws(() => new Decoder({ ...base, layers: 2, layer: 3 } as DecoderConfig), { instanceOf: TypeError, message: /^Decoder: unknown config key 'layer'; the keys are vocab, dModel, .*layers/ });
-  t.throws(() => new Encoder({ ...base, layers: 2, numClass: 3 } as never), { instanceOf: TypeError, message: /^Encoder: unknown config key 'numClass'; .*numClasses/ });
-  t.throws(() => new EncoderDecoder({ ...base, encoderLayers: 2, decoderLayers: 2, layers: 2 } as never), { instanceOf: TypeError, message: /^EncoderDecoder: unknown config key 'layers'; .*encoderLayers, decoderLayers/ });
+  t.throws(() => new Decoder({ ...base, layers: 2, layer: 3 } as DecoderConfig), { instanceOf: TypeError, message: /^Decoder: unknown config key "layer"; the config keys are vocab, dModel, .*layers/ });
+  t.throws(() => new Encoder({ ...base, layers: 2, numClass: 3 } as never), { instanceOf: TypeError, message: /^Encoder: unknown config key "numClass"; .*numClasses/ });
+  t.throws(() => new EncoderDecoder({ ...base, encoderLayers: 2, decoderLayers: 2, layers: 2 } as never), { instanceOf: TypeError, message: /^EncoderDecoder: unknown config key "layers"; .*encoderLayers, decoderLayers/ });
   const m = new Decoder({ ...base, layers: 2, kvHeads: 1, sharing: { strategy: 'all' }, tiedEmbeddings: true, norm: 'pre', bias: true, seed: 3, device: 'cpu' });
   t.is(m.config.layers, 2, 'every documented key is accepted');
   m.store.dispose();

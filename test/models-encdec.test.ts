@@ -177,7 +177,7 @@ test('EncoderDecoder and Encoder overfit a batch', (t) => {
 
 test('bad configurations and inputs are clear errors', (t) => {
   t.throws(() => new EncoderDecoder({ ...s2s, decoderLayers: 3, shareEncoderDecoder: true }), { instanceOf: RangeError, message: /as many decoder as encoder layers/ });
-  t.throws(() => new Encoder({ ...enc, numClasses: 1 }), { instanceOf: RangeError, message: /numClasses must be at least 2/ });
+  t.throws(() => new Encoder({ ...enc, numClasses: 1 }), { instanceOf: RangeError, message: /numClasses must be an integer >= 2, got 1$/ });
   const e = new Encoder(enc);
   t.throws(() => e.encode(tensor(Int32Array.from([1, 2]), [1, 2]), { keyLengths: [5] }), { instanceOf: RangeError, message: /keyLengths must be 1 integers in \[0, 2\]/ });
   const m = new EncoderDecoder(s2s);

@@ -170,7 +170,7 @@ test('Decoder.load refuses, by name, a missing file, a non-checkpoint, another m
     t.throws(() => Decoder.load(join(dir, 'none.safetensors')), { message: /^Decoder\.load: cannot read .*none\.safetensors: no such file$/ });
     t.throws(() => Decoder.load(dir), { message: /^Decoder\.load: cannot read .*: it is a directory$/ });
     t.throws(() => Decoder.load(''), { instanceOf: TypeError, message: /Decoder\.load: path must be a non-empty string/ });
-    t.throws(() => Decoder.load(join(dir, 'x'), { dev: 'cpu' } as never), { instanceOf: TypeError, message: /Decoder\.load: unknown option 'dev'/ });
+    t.throws(() => Decoder.load(join(dir, 'x'), { dev: 'cpu' } as never), { instanceOf: TypeError, message: /Decoder\.load: unknown option "dev"/ });
     const text = join(dir, 'notes.txt');
     writeFileSync(text, 'hello, this is not a checkpoint at all');
     t.throws(() => Decoder.load(text), { message: /^Decoder\.load: .*notes\.txt is not a readable safetensors checkpoint/ });

@@ -178,7 +178,7 @@ test('bad configs: unknown strategy / key / wrong types are TypeErrors naming th
     t.true(e!.message.includes(s), s);
   }
   t.throws(() => makePlan({ strategy: 3 as never }, 6), sharingError(TypeError, /valid strategies/));
-  t.throws(() => makePlan({ strategy: 'cycle', uniq: 3 } as never, 6), sharingError(TypeError, /unknown config key 'uniq'/));
+  t.throws(() => makePlan({ strategy: 'cycle', uniq: 3 } as never, 6), sharingError(TypeError, /unknown config key "uniq"/));
   t.throws(() => makePlan(null as never, 6), sharingError(TypeError));
   t.throws(() => makePlan('cycle' as never, 6), sharingError(TypeError));
   t.throws(() => makePlan({ strategy: 'cycle', unique: '3' as never }, 6), sharingError(TypeError, /unique/));

@@ -1,6 +1,7 @@
 // data — a character tokenizer, token datasets with a train/validation split, and batches drawn by a counter-based
 // hash of (seed, batch index), so batch i is the same on every run and after a resume, with no sampler state to save.
 import { tensor, type Tensor, type Device } from '../tensor.ts';
+import { describe } from '../validate.ts';
 
 /** Characters to ids and back; the vocabulary is the sorted set of characters of the text it was built from. */
 export class CharTokenizer {
@@ -66,11 +67,6 @@ function hash32(a: number, b: number, c: number): number {
   return h >>> 0;
 }
 
-/** A value for an error message (a symbol cannot go through a template string). */
-function show(v: unknown): string {
-  return typeof v === 'symbol' ? 'a symbol' : typeof v === 'string' ? JSON.stringify(v) : String(v);
-}
-
 /** One training batch: input ids and the next-token targets. */
 export interface Batch {
   /** int32 (B, T) */
@@ -86,8 +82,8 @@ export class TokenDataset {
   constructor(tokens: Int32Array, readonly vocabSize: number, trainFraction = 0.9) {
     if (!(tokens instanceof Int32Array)) throw new TypeError('TokenDataset: tokens must be an Int32Array');
     if (typeof vocabSize !== 'number' || !Number.isInteger(vocabSize) || vocabSize < 1 || vocabSize > 2 ** 31)
-      throw new RangeError(`TokenDataset: vocabSize must be an integer in [1, 2^31], got ${show(vocabSize)}`);
-    if (typeof trainFraction !== 'number' || !(trainFraction > 0 && trainFraction < 1)) throw new RangeError(`TokenDataset: trainFraction must be a number in (0, 1), got ${show(trainFraction)}`);
+      throw new RangeError(`TokenDataset: vocabSize must be an integer in [1, 2^31], got ${describe(vocabSize)}`);
+    if (typeof trainFraction !== 'number' || !(trainFraction > 0 && trainFraction < 1)) throw new RangeError(`TokenDataset: trainFraction must be a number in (0, 1), got ${describe(trainFraction)}`);
     for (let i = 0; i < tokens.length; i++)
       if (tokens[i] < 0 || tokens[i] >= vocabSize) throw new RangeError(`TokenDataset: token ${tokens[i]} at position ${i} is outside [0, ${vocabSize})`);
     const n = Math.floor(tokens.length * trainFraction);
@@ -100,12 +96,12 @@ export class TokenDataset {
    * batch for the same arguments, always.
    */
   batch(split: 'train' | 'val', B: number, T: number, seed: number, index: number, device: Device = 'cpu'): Batch {
-    if (split !== 'train' && split !== 'val') throw new TypeError(`TokenDataset.batch: split must be 'train' or 'val', got ${show(split)}`);
+    if (split !== 'train' && split !== 'val') throw new TypeError(`TokenDataset.batch: split must be 'train' or 'val', got ${describe(split)}`);
     const src = split === 'train' ? this.train : this.val;
-    if (!Number.isInteger(B) || B < 1 || !Number.isInteger(T) || T < 1) throw new RangeError(`TokenDataset.batch: batch ${show(B)} and sequence ${show(T)} must be positive integers`);
+    if (!Number.isInteger(B) || B < 1 || !Number.isInteger(T) || T < 1) throw new RangeError(`TokenDataset.batch: batch ${describe(B)} and sequence ${describe(T)} must be positive integers`);
     if (B * T > 2 ** 30) throw new RangeError(`TokenDataset.batch: a batch of ${B} x ${T} tokens is over the 2^30 limit`);
     for (const [name, v] of [['seed', seed], ['index', index]] as const)
-      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new RangeError(`TokenDataset.batch: ${name} must be a non-negative integer, got ${show(v)}`);
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new RangeError(`TokenDataset.batch: ${name} must be a non-negative integer, got ${describe(v)}`);
     if (src.length < T + 1) throw new RangeError(`TokenDataset.batch: the ${split} split has ${src.length} tokens, fewer than a window of ${T + 1}`);
     const ids = new Int32Array(B * T), tg = new Int32Array(B * T);
     const span = src.length - T;

@@ -16,6 +16,7 @@ import { open as openAsync, rename as renameAsync, unlink as unlinkAsync } from 
 import { randomBytes } from 'node:crypto';
 import { endianness } from 'node:os';
 import { basename, dirname, join } from 'node:path';
+import { checkInt, checkOptions, describe, isPlainObject, showJson, typeOf } from '../validate.ts';
 
 /** The safetensors dtypes sharedformer reads and writes. */
 export type SafeDType = 'F32' | 'I32' | 'BF16';
@@ -75,25 +76,6 @@ const IO_CHUNK = 1 << 30;
 // ---------------------------------------------------------------------------------------------------------------
 // helpers
 
-/** A short, printable rendering of any JSON value or name, for messages. */
-function show(v: unknown): string {
-  let s: string;
-  try {
-    s = v === undefined ? 'undefined' : (JSON.stringify(v) ?? typeof v);
-  } catch {
-    s = `<${typeOf(v)}>`; // e.g. nesting too deep to print
-  }
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
-}
-
-function typeOf(v: unknown): string {
-  return v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
-}
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 /** True when s has an unpaired UTF-16 surrogate (it could not be written as UTF-8 without loss). */
 function hasLoneSurrogate(s: string): boolean {
   return /[\uD800-\uDFFF]/u.test(s);
@@ -129,7 +111,7 @@ function prepare(fn: string, tensors: unknown, metadata: unknown): Prepared {
   if (tensors instanceof Map) {
     entries = [];
     for (const [k, v] of tensors) {
-      if (typeof k !== 'string') throw new TypeError(`${fn}: tensor names must be strings, got ${typeOf(k)} ${show(k)}`);
+      if (typeof k !== 'string') throw new TypeError(`${fn}: tensor names must be strings, got ${typeOf(k)} ${showJson(k)}`);
       entries.push([k, v]);
     }
   } else if (isPlainObject(tensors)) {
@@ -140,14 +122,14 @@ function prepare(fn: string, tensors: unknown, metadata: unknown): Prepared {
 
   // Validate every tensor before anything is built or written.
   const items = entries.map(([name, t]) => {
-    const what = `${fn}: tensor ${show(name)}`;
+    const what = `${fn}: tensor ${showJson(name)}`;
     if (name.length === 0) throw new RangeError(`${fn}: tensor names must be non-empty`);
     if (name === '__metadata__') throw new RangeError(`${fn}: "__metadata__" is reserved and cannot name a tensor`);
     if (hasLoneSurrogate(name)) throw new RangeError(`${what}: the name has an unpaired surrogate (not valid UTF-8)`);
     if (!isPlainObject(t)) throw new TypeError(`${what}: expected {dtype, shape, data}, got ${typeOf(t)}`);
     const { dtype, shape, data } = t as Partial<SafeTensor>;
     if (typeof dtype !== 'string' || !(SUPPORTED as readonly string[]).includes(dtype)) {
-      throw new TypeError(`${what}: dtype must be one of ${SUPPORTED.join(', ')}, got ${show(dtype)}`);
+      throw new TypeError(`${what}: dtype must be one of ${SUPPORTED.join(', ')}, got ${showJson(dtype)}`);
     }
     const dt = dtype as SafeDType;
     const Ctor = ARRAY_OF[dt];
@@ -160,13 +142,13 @@ function prepare(fn: string, tensors: unknown, metadata: unknown): Prepared {
     for (let i = 0; i < shape.length; i++) {
       const d = shape[i];
       if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
-        throw new RangeError(`${what}: shape[${i}] must be a non-negative safe integer, got ${show(d)} in shape ${show(shape)}`);
+        throw new RangeError(`${what}: shape[${i}] must be a non-negative safe integer, got ${showJson(d)} in shape ${showJson(shape)}`);
       }
       count *= d;
     }
-    if (!Number.isSafeInteger(count)) throw new RangeError(`${what}: shape ${show(shape)} has too many elements`);
+    if (!Number.isSafeInteger(count)) throw new RangeError(`${what}: shape ${showJson(shape)} has too many elements`);
     if (data.length !== count) {
-      throw new RangeError(`${what}: shape ${show(shape)} holds ${count} elements but data has ${data.length}`);
+      throw new RangeError(`${what}: shape ${showJson(shape)} holds ${count} elements but data has ${data.length}`);
     }
     return { name, key: Buffer.from(name, 'utf8'), dtype: dt, shape: shape.slice() as number[], data };
   });
@@ -176,10 +158,10 @@ function prepare(fn: string, tensors: unknown, metadata: unknown): Prepared {
     if (!isPlainObject(metadata)) throw new TypeError(`${fn}: metadata must be a plain object of strings, got ${typeOf(metadata)}`);
     for (const [k, v] of Object.entries(metadata)) {
       if (typeof v !== 'string') {
-        throw new TypeError(`${fn}: metadata value ${show(k)} must be a string, got ${typeOf(v)} ${show(v)}`);
+        throw new TypeError(`${fn}: metadata value ${showJson(k)} must be a string, got ${typeOf(v)} ${showJson(v)}`);
       }
       if (hasLoneSurrogate(k) || hasLoneSurrogate(v)) {
-        throw new RangeError(`${fn}: metadata entry ${show(k)} has an unpaired surrogate (not valid UTF-8)`);
+        throw new RangeError(`${fn}: metadata entry ${showJson(k)} has an unpaired surrogate (not valid UTF-8)`);
       }
       meta.push([k, v]);
     }
@@ -252,7 +234,7 @@ export function saveSafetensors(
   metadata?: Record<string, string>,
 ): void {
   if (typeof path !== 'string' || path.length === 0) {
-    throw new TypeError(`saveSafetensors: path must be a non-empty string, got ${typeOf(path)} ${show(path)}`);
+    throw new TypeError(`saveSafetensors: path must be a non-empty string, got ${typeOf(path)} ${showJson(path)}`);
   }
   const { head, parts } = prepare('saveSafetensors', tensors, metadata);
   writeFileAtomic(path, [head, ...parts]);
@@ -303,7 +285,7 @@ export async function saveSafetensorsAsync(
   metadata?: Record<string, string>,
 ): Promise<void> {
   if (typeof path !== 'string' || path.length === 0) {
-    throw new TypeError(`saveSafetensors: path must be a non-empty string, got ${typeOf(path)} ${show(path)}`);
+    throw new TypeError(`saveSafetensors: path must be a non-empty string, got ${typeOf(path)} ${showJson(path)}`);
   }
   const { head, parts } = prepare('saveSafetensors', tensors, metadata);
   await writeFileAtomicAsync(path, [head, ...parts]);
@@ -410,7 +392,7 @@ function scanHeader(s: string, source: string): void {
   // One frame per open container; for objects, the keys seen so far and the key whose value is being read.
   const stack: { keys: Set<string> | null; expectKey: boolean; key: string }[] = [];
   const where = () => {
-    const path = stack.filter((f) => f.keys && !f.expectKey).map((f) => show(f.key));
+    const path = stack.filter((f) => f.keys && !f.expectKey).map((f) => showJson(f.key));
     return path.length > 0 ? ` (at ${path.join(' > ')})` : '';
   };
   for (let i = 0; i < s.length; ) {
@@ -442,7 +424,7 @@ function scanHeader(s: string, source: string): void {
       if (top && top.keys && top.expectKey) {
         const raw = s.slice(i, j);
         const key = raw.includes('\\') ? (JSON.parse(raw) as string) : raw.slice(1, -1);
-        if (top.keys.has(key)) fail(source, `header JSON has the key ${show(key)} twice${where()}`);
+        if (top.keys.has(key)) fail(source, `header JSON has the key ${showJson(key)} twice${where()}`);
         top.keys.add(key);
         top.key = key;
         top.expectKey = false;
@@ -526,43 +508,43 @@ function checkHeader(bytes: Uint8Array, dataBytes: number, source: string): Head
       const pairs: [string, string][] = [];
       for (const k of Object.keys(info)) {
         const v = info[k];
-        if (typeof v !== 'string') fail(source, `__metadata__ value ${show(k)} must be a string, got ${typeOf(v)} ${show(v)}`);
-        if (hasLoneSurrogate(k) || hasLoneSurrogate(v)) fail(source, `__metadata__ entry ${show(k)} has an unpaired surrogate escape (not valid UTF-8)`);
+        if (typeof v !== 'string') fail(source, `__metadata__ value ${showJson(k)} must be a string, got ${typeOf(v)} ${showJson(v)}`);
+        if (hasLoneSurrogate(k) || hasLoneSurrogate(v)) fail(source, `__metadata__ entry ${showJson(k)} has an unpaired surrogate escape (not valid UTF-8)`);
         pairs.push([k, v]);
       }
       metadata = Object.fromEntries(pairs); // defines own properties, "__proto__" included
       continue;
     }
-    const what = `tensor ${show(name)}`;
+    const what = `tensor ${showJson(name)}`;
     if (name.length === 0) fail(source, 'a tensor has an empty name');
     // JSON can escape a lone surrogate ("\ud800"); such a name is not Unicode text, and the writer refuses it too.
     if (hasLoneSurrogate(name)) fail(source, `${what}: the name has an unpaired surrogate escape (not valid UTF-8)`);
-    if (!isPlainObject(info)) fail(source, `${what}: entry must be an object {dtype, shape, data_offsets}, got ${typeOf(info)} ${show(info)}`);
+    if (!isPlainObject(info)) fail(source, `${what}: entry must be an object {dtype, shape, data_offsets}, got ${typeOf(info)} ${showJson(info)}`);
     for (const k of Object.keys(info)) {
-      if (!TENSOR_FIELDS.includes(k)) fail(source, `${what}: unexpected field ${show(k)} (expected dtype, shape, data_offsets)`);
+      if (!TENSOR_FIELDS.includes(k)) fail(source, `${what}: unexpected field ${showJson(k)} (expected dtype, shape, data_offsets)`);
     }
     const { dtype, shape, data_offsets: offsets } = info;
     if (typeof dtype !== 'string' || !(SUPPORTED as readonly string[]).includes(dtype)) {
       const known = typeof dtype === 'string' && KNOWN_UNSUPPORTED.has(dtype) ? ' (a standard safetensors dtype, but not supported by sharedformer)' : '';
-      fail(source, `${what}: dtype ${show(dtype)}${known} is not supported; supported dtypes: ${SUPPORTED.join(', ')}`);
+      fail(source, `${what}: dtype ${showJson(dtype)}${known} is not supported; supported dtypes: ${SUPPORTED.join(', ')}`);
     }
     const dt = dtype as SafeDType;
-    if (!Array.isArray(shape)) fail(source, `${what}: shape must be an array, got ${typeOf(shape)} ${show(shape)}`);
+    if (!Array.isArray(shape)) fail(source, `${what}: shape must be an array, got ${typeOf(shape)} ${showJson(shape)}`);
     let count = 1;
     for (let i = 0; i < shape.length; i++) {
       const d = shape[i];
       if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
-        fail(source, `${what}: shape[${i}] must be a non-negative safe integer, got ${show(d)} in shape ${show(shape)}`);
+        fail(source, `${what}: shape[${i}] must be a non-negative safe integer, got ${showJson(d)} in shape ${showJson(shape)}`);
       }
       count *= d; // may round once past 2^53, but then it exceeds any buffer and fails the size check below
     }
     if (!Array.isArray(offsets) || offsets.length !== 2) {
-      fail(source, `${what}: data_offsets must be an array [begin, end], got ${show(offsets)}`);
+      fail(source, `${what}: data_offsets must be an array [begin, end], got ${showJson(offsets)}`);
     }
     const [begin, end] = offsets as unknown[];
     for (const v of [begin, end]) {
       if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
-        fail(source, `${what}: data_offsets must be non-negative safe integers, got ${show(offsets)}`);
+        fail(source, `${what}: data_offsets must be non-negative safe integers, got ${showJson(offsets)}`);
       }
     }
     const b = begin as number;
@@ -571,7 +553,7 @@ function checkHeader(bytes: Uint8Array, dataBytes: number, source: string): Head
     if (e > dataBytes) fail(source, `${what}: data_offsets [${b}, ${e}] end beyond the ${dataBytes}-byte data buffer`);
     const want = count * ELEMENT_BYTES[dt];
     if (want !== e - b) {
-      fail(source, `${what}: dtype ${dt} shape ${show(shape)} needs ${Number.isSafeInteger(want) ? want : 'more than 2^53'} bytes but data_offsets [${b}, ${e}] span ${e - b}`);
+      fail(source, `${what}: dtype ${dt} shape ${showJson(shape)} needs ${Number.isSafeInteger(want) ? want : 'more than 2^53'} bytes but data_offsets [${b}, ${e}] span ${e - b}`);
     }
     entries.push({ name, dtype: dt, shape: (shape as number[]).slice(), begin: b, end: e });
   }
@@ -582,10 +564,10 @@ function checkHeader(bytes: Uint8Array, dataBytes: number, source: string): Head
   let prev: Entry | undefined;
   for (const t of sorted) {
     if (t.begin < at) {
-      fail(source, `tensor ${show(t.name)}: data_offsets [${t.begin}, ${t.end}] overlap tensor ${show(prev!.name)} at [${prev!.begin}, ${prev!.end}]`);
+      fail(source, `tensor ${showJson(t.name)}: data_offsets [${t.begin}, ${t.end}] overlap tensor ${showJson(prev!.name)} at [${prev!.begin}, ${prev!.end}]`);
     }
     if (t.begin > at) {
-      fail(source, `tensor ${show(t.name)}: data_offsets [${t.begin}, ${t.end}] leave a hole of ${t.begin - at} bytes at [${at}, ${t.begin}) (ranges must be contiguous)`);
+      fail(source, `tensor ${showJson(t.name)}: data_offsets [${t.begin}, ${t.end}] leave a hole of ${t.begin - at} bytes at [${at}, ${t.begin}) (ranges must be contiguous)`);
     }
     at = t.end;
     prev = t;
@@ -600,7 +582,7 @@ function allocate(e: Entry, source: string): Float32Array | Int32Array | Uint16A
   try {
     return new ARRAY_OF[e.dtype]((e.end - e.begin) / ELEMENT_BYTES[e.dtype]);
   } catch (err) {
-    fail(source, `tensor ${show(e.name)}: cannot allocate ${e.end - e.begin} bytes (${(err as Error).message})`);
+    fail(source, `tensor ${showJson(e.name)}: cannot allocate ${e.end - e.begin} bytes (${(err as Error).message})`);
   }
 }
 
@@ -609,23 +591,17 @@ function finish(e: Entry, data: Float32Array | Int32Array | Uint16Array): SafeTe
   return { dtype: e.dtype, shape: e.shape, data };
 }
 
-function checkOptions(fn: string, opts: DecodeOptions | undefined): { max: number; source?: string } {
-  if (opts === undefined) return { max: DEFAULT_MAX_HEADER_BYTES };
-  if (!isPlainObject(opts)) throw new TypeError(`${fn}: options must be an object, got ${typeOf(opts)}`);
-  const max = opts.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES;
-  if (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 2) {
-    throw new RangeError(`${fn}: maxHeaderBytes must be a safe integer >= 2, got ${show(max)}`);
-  }
-  if (opts.source !== undefined && typeof opts.source !== 'string') {
-    throw new TypeError(`${fn}: source must be a string, got ${typeOf(opts.source)}`);
-  }
-  return { max, source: opts.source };
+function decodeOptions(fn: string, opts: DecodeOptions | undefined): { max: number; source?: string } {
+  const o = checkOptions(fn, opts);
+  const max = o.maxHeaderBytes === undefined ? DEFAULT_MAX_HEADER_BYTES : checkInt(fn, o.maxHeaderBytes, 'maxHeaderBytes', 2, Number.MAX_SAFE_INTEGER);
+  if (o.source !== undefined && typeof o.source !== 'string') throw new TypeError(`${fn}: source must be a string, got ${describe(o.source)}`);
+  return { max, source: o.source };
 }
 
 /** Parses and validates the bytes of a safetensors file; every tensor's data is copied into a fresh, aligned array. */
 export function decodeSafetensors(buf: Uint8Array, opts?: DecodeOptions): SafeFile {
   if (!(buf instanceof Uint8Array)) throw new TypeError(`decodeSafetensors: expected a Uint8Array or Buffer, got ${typeOf(buf)}`);
-  const { max, source = '<buffer>' } = checkOptions('decodeSafetensors', opts);
+  const { max, source = '<buffer>' } = decodeOptions('decodeSafetensors', opts);
   const n = headerLength(buf.subarray(0, 8), buf.length, max, source);
   const dataStart = 8 + n;
   const { entries, metadata } = parseHeader(buf.subarray(8, dataStart), buf.length - dataStart, source);
@@ -652,9 +628,9 @@ function readExactly(fd: number, into: Uint8Array, position: number, source: str
  */
 function openWithHeader(fn: string, path: string, opts: DecodeOptions | undefined) {
   if (typeof path !== 'string' || path.length === 0) {
-    throw new TypeError(`${fn}: path must be a non-empty string, got ${typeOf(path)} ${show(path)}`);
+    throw new TypeError(`${fn}: path must be a non-empty string, got ${typeOf(path)} ${showJson(path)}`);
   }
-  const { max, source = path } = checkOptions(fn, opts);
+  const { max, source = path } = decodeOptions(fn, opts);
   const fd = openSync(path, 'r');
   try {
     const st = fstatSync(fd);
@@ -684,7 +660,7 @@ export function loadSafetensors(path: string, opts?: DecodeOptions): SafeFile {
     const tensors = new Map<string, SafeTensor>();
     for (const e of entries) {
       const data = allocate(e, source);
-      readExactly(fd, bytesOf(data), dataStart + e.begin, source, `tensor ${show(e.name)}`);
+      readExactly(fd, bytesOf(data), dataStart + e.begin, source, `tensor ${showJson(e.name)}`);
       tensors.set(e.name, finish(e, data));
     }
     return { tensors, metadata };

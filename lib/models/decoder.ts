@@ -17,7 +17,8 @@ import { loadCheckpoint, saveCheckpoint, type CheckpointMeta } from '../io/check
 import { readSafetensorsHeader, type SafeTensorInfo } from '../io/safetensors.ts';
 import { statSync, type Stats } from 'node:fs';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, checkTargets, formatSummary, idsShape, persistingL2Summary } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkDims, STACK_CONFIG_KEYS, checkIds, checkNorm, checkTargets, formatSummary, idsShape, persistingL2Summary } from './stack.ts';
+import { checkInt, checkKeys, checkOptions } from '../validate.ts';
 import type { StackConfig } from './stack.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
 import { generate, type GenerateOptions } from './generate.ts';
@@ -121,7 +122,7 @@ export class Decoder extends Model {
   constructor(config: DecoderConfig) {
     super();
     const d = checkDims('Decoder', config as unknown as Record<string, unknown>);
-    checkConfigKeys('Decoder', config, STACK_CONFIG_KEYS);
+    checkKeys('Decoder', config, STACK_CONFIG_KEYS, 'config key');
     const layers = checkInt('Decoder', config.layers, 'layers', 1);
     const E = config.factorizedEmbedding === undefined ? undefined : checkInt('Decoder', config.factorizedEmbedding, 'factorizedEmbedding', 1);
     this.plan = makePlan(config.sharing, layers, { dModel: d.dModel, dFF: d.dFF, kvDim: d.kvHeads * (d.dModel / d.heads) });
@@ -236,8 +237,7 @@ export class Decoder extends Model {
   static load(path: string, options: DecoderLoadOptions = {}): Decoder {
     const who = 'Decoder.load';
     if (typeof path !== 'string' || path === '') throw new TypeError(`${who}: path must be a non-empty string, got ${typeof path === 'string' ? 'an empty string' : path === null ? 'null' : typeof path}`);
-    const o = checkOptions(who, options as DecoderLoadOptions | undefined);
-    for (const k of Object.keys(o)) if (k !== 'device') throw new TypeError(`${who}: unknown option '${k}'; valid: device`);
+    const o = checkOptions(who, options as DecoderLoadOptions | undefined, ['device']);
     let st: Stats;
     try {
       st = statSync(path);

@@ -11,7 +11,8 @@ import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { accountEncoder, type Accounting } from '../sharing/accounting.ts';
-import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, STACK_CONFIG_KEYS, checkIds, checkInt, checkNorm, checkTargets, formatSummary, idsShape, persistingL2Summary, type Dims } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkDims, STACK_CONFIG_KEYS, checkIds, checkNorm, checkTargets, formatSummary, idsShape, persistingL2Summary, type Dims } from './stack.ts';
+import { checkInt, checkKeys, checkOptions } from '../validate.ts';
 import type { StackConfig } from './stack.ts';
 
 /** An encoder's configuration: the shared StackConfig fields, plus an optional classification head. */
@@ -49,7 +50,7 @@ export class Encoder extends Model {
   constructor(config: EncoderConfig) {
     super();
     const d = checkDims('Encoder', config as unknown as Record<string, unknown>);
-    checkConfigKeys('Encoder', config, [...STACK_CONFIG_KEYS, 'numClasses']);
+    checkKeys('Encoder', config, [...STACK_CONFIG_KEYS, 'numClasses'], 'config key');
     const layers = checkInt('Encoder', config.layers, 'layers', 1);
     const numClasses = config.numClasses === undefined ? 0 : checkInt('Encoder', config.numClasses, 'numClasses', 2);
     const E = config.factorizedEmbedding === undefined ? undefined : checkInt('Encoder', config.factorizedEmbedding, 'factorizedEmbedding', 1);

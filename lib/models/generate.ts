@@ -19,6 +19,7 @@ import * as ops from '../ops/index.ts';
 import { noGrad } from '../autograd.ts';
 import { appliedLayers, type LayerPlan } from '../sharing/plan.ts';
 import { linearInference, type FeedForward } from '../nn/layers.ts';
+import { checkInt, checkKeys, checkNumber, checkObject, describe } from '../validate.ts';
 
 /** How generate() picks tokens: length, temperature, top-k / top-p, seed. */
 export interface GenerateOptions {
@@ -214,27 +215,6 @@ function checkTokenId(x: unknown, what: string, vocab: number): void {
 
 // ---- options ---------------------------------------------------------------------------------------------------------
 
-function describe(v: unknown): string {
-  if (typeof v === 'string') return `'${v}'`;
-  if (Array.isArray(v)) return `an array of length ${v.length}`;
-  if (v instanceof Tensor) return v.toString();
-  if (typeof v === 'object' && v !== null) return 'an object';
-  return typeof v === 'bigint' ? `${v}n` : String(v);
-}
-
-function checkInteger(v: unknown, name: string, lo: number, hi: number): number {
-  if (typeof v !== 'number') throw new TypeError(`${OP}: ${name} must be an integer, got ${describe(v)}`);
-  if (!Number.isInteger(v) || v < lo || v > hi)
-    throw new RangeError(`${OP}: ${name} must be an integer in [${lo}, ${hi === Number.MAX_SAFE_INTEGER ? '2^53 - 1' : hi}], got ${v}`);
-  return v;
-}
-
-function checkNumber(v: unknown, name: string): number {
-  if (typeof v !== 'number') throw new TypeError(`${OP}: ${name} must be a number, got ${describe(v)}`);
-  if (!Number.isFinite(v)) throw new RangeError(`${OP}: ${name} must be finite, got ${v}`);
-  return v;
-}
-
 interface Resolved {
   maxNewTokens: number;
   temperature: number;
@@ -248,24 +228,22 @@ interface Resolved {
 }
 
 function resolveOptions(options: unknown, vocab: number): Resolved {
-  if (typeof options !== 'object' || options === null || Array.isArray(options))
-    throw new TypeError(`${OP}: options must be an object with at least maxNewTokens, got ${describe(options)}`);
+  checkObject(OP, options, 'options', ' with at least maxNewTokens');
   const o = options as Record<string, unknown>;
-  for (const k of Object.keys(o))
-    if (!OPTION_KEYS.includes(k)) throw new TypeError(`${OP}: unknown option '${k}' (the options are ${OPTION_KEYS.join(', ')})`);
-  const r: Resolved = { maxNewTokens: checkInteger(o.maxNewTokens, 'maxNewTokens', 0, Number.MAX_SAFE_INTEGER), temperature: 1, seed: 0 };
+  checkKeys(OP, o, OPTION_KEYS, 'option');
+  const r: Resolved = { maxNewTokens: checkInt(OP, o.maxNewTokens, 'maxNewTokens', 0, Number.MAX_SAFE_INTEGER), temperature: 1, seed: 0 };
   if (o.temperature !== undefined) {
-    r.temperature = checkNumber(o.temperature, 'temperature');
+    r.temperature = checkNumber(OP, o.temperature, 'temperature');
     if (r.temperature < 0) throw new RangeError(`${OP}: temperature must be >= 0 (0 is greedy), got ${r.temperature}`);
   }
-  if (o.topK !== undefined) r.topK = checkInteger(o.topK, 'topK', 1, Number.MAX_SAFE_INTEGER);
+  if (o.topK !== undefined) r.topK = checkInt(OP, o.topK, 'topK', 1, Number.MAX_SAFE_INTEGER);
   if (o.topP !== undefined) {
-    r.topP = checkNumber(o.topP, 'topP');
+    r.topP = checkNumber(OP, o.topP, 'topP');
     if (!(r.topP > 0 && r.topP <= 1)) throw new RangeError(`${OP}: topP must be in (0, 1], got ${r.topP}`);
   }
-  r.seed = o.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : checkInteger(o.seed, 'seed', 0, Number.MAX_SAFE_INTEGER);
-  if (o.eos !== undefined) r.eos = checkInteger(o.eos, 'eos', 0, vocab - 1);
-  if (o.depth !== undefined) r.depth = checkInteger(o.depth, 'depth', 1, Number.MAX_SAFE_INTEGER);
+  r.seed = o.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : checkInt(OP, o.seed, 'seed', 0, Number.MAX_SAFE_INTEGER);
+  if (o.eos !== undefined) r.eos = checkInt(OP, o.eos, 'eos', 0, vocab - 1);
+  if (o.depth !== undefined) r.depth = checkInt(OP, o.depth, 'depth', 1, Number.MAX_SAFE_INTEGER);
   if (o.slide !== undefined && typeof o.slide !== 'boolean') throw new TypeError(`${OP}: slide must be a boolean, got ${describe(o.slide)}`);
   if (o.slide) r.slide = true;
   if (o.onTokens !== undefined && typeof o.onTokens !== 'function') throw new TypeError(`${OP}: onTokens must be a function, got ${describe(o.onTokens)}`);
@@ -448,9 +426,8 @@ export async function decodeLogits(model: Decoder, ids: Tensor | number[], optio
   const op = 'decodeLogits';
   const seq = await promptIds(ids, model.config.vocab, op);
   const T = seq.length;
-  if (typeof options !== 'object' || options === null) throw new TypeError(`${op}: options must be an object`);
-  const P = options.prefill;
-  if (!Number.isInteger(P) || P < 1 || P > T) throw new RangeError(`${op}: prefill must be an integer in [1, ${T}], got ${String(P)}`);
+  checkObject(op, options, 'options', ' { prefill, depth? }');
+  const P = checkInt(op, options.prefill, 'prefill', 1, T);
   if (T > model.config.maxSeq) throw new RangeError(`${op}: ${T} positions exceed the model's maxSeq (${model.config.maxSeq})`);
   const V = model.config.vocab;
   const session = new DecodeSession(model, T, options.depth);

@@ -12,7 +12,8 @@ import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import { isGradEnabled, tape } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
-import { BlockStack, Model, TokenIO, checkConfigKeys, checkDims, checkOptions, checkIds, checkInt, checkTargets, idsShape, persistingL2Summary, type Dims } from './stack.ts';
+import { BlockStack, Model, TokenIO, checkDims, checkIds, checkTargets, idsShape, persistingL2Summary, type Dims } from './stack.ts';
+import { checkInt, checkKeys, checkOptions } from '../validate.ts';
 
 /**
  * The shape of an EncoderDecoder: sizes, depths, sharing of each side and whether the decoder reuses the encoder
@@ -65,10 +66,10 @@ export class EncoderDecoder extends Model {
   constructor(config: EncoderDecoderConfig) {
     super();
     const d = checkDims('EncoderDecoder', config as unknown as Record<string, unknown>);
-    checkConfigKeys('EncoderDecoder', config, [
+    checkKeys('EncoderDecoder', config, [
       'vocab', 'dModel', 'heads', 'kvHeads', 'dFF', 'encoderLayers', 'decoderLayers', 'maxSeq', 'sharing', 'decoderSharing',
       'shareEncoderDecoder', 'tiedEmbeddings', 'bias', 'seed', 'device',
-    ]);
+    ], 'config key');
     const encoderLayers = checkInt('EncoderDecoder', config.encoderLayers, 'encoderLayers', 1);
     const decoderLayers = checkInt('EncoderDecoder', config.decoderLayers, 'decoderLayers', 1);
     const shared = config.shareEncoderDecoder ?? false;

@@ -11,6 +11,7 @@ import { tape } from '../autograd.ts';
 import { native } from '../native.ts';
 import { appliedLayers, kvProjectionBlocks, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import type { Accounting } from '../sharing/accounting.ts';
+import { checkInt, checkObject } from '../validate.ts';
 
 /** The configuration every single-stack model (Decoder, Encoder) shares. */
 export interface StackConfig {
@@ -46,35 +47,15 @@ export interface Dims {
   bias: boolean;
 }
 
-export function checkInt(who: string, v: unknown, name: string, lo: number): number {
-  if (typeof v !== 'number' || !Number.isInteger(v)) throw new TypeError(`${who}: ${name} must be an integer, got ${String(v)}`);
-  if (v < lo) throw new RangeError(`${who}: ${name} must be at least ${lo}, got ${v}`);
-  return v;
-}
-
 /** The keys of StackConfig (Decoder's config; Encoder adds numClasses). */
 export const STACK_CONFIG_KEYS = [
   'vocab', 'dModel', 'heads', 'kvHeads', 'dFF', 'layers', 'maxSeq', 'sharing', 'tiedEmbeddings', 'factorizedEmbedding',
   'norm', 'bias', 'seed', 'device',
 ] as const;
 
-/** Refuses keys a model's config does not have: a misspelt key (`layer: 12`) would otherwise be ignored silently. */
-export function checkConfigKeys(who: string, c: object, allowed: readonly string[]): void {
-  for (const k of Object.keys(c))
-    if (!allowed.includes(k)) throw new TypeError(`${who}: unknown config key '${k}'; the keys are ${allowed.join(', ')}`);
-}
-
-/** An options argument: undefined (no options) or an object, else a TypeError naming the method. */
-export function checkOptions<T extends object>(who: string, o: T | undefined): T {
-  if (o === undefined) return {} as T;
-  if (typeof o !== 'object' || o === null || Array.isArray(o))
-    throw new TypeError(`${who}: options must be an object (or left out), got ${o === null ? 'null' : Array.isArray(o) ? 'an array' : typeof o}`);
-  return o;
-}
-
 /** Validates the dimensions every model has (integers, dModel % heads, heads % kvHeads). */
 export function checkDims(who: string, c: Partial<Dims> & Record<string, unknown>): Dims {
-  if (typeof c !== 'object' || c === null) throw new TypeError(`${who}: config must be an object`);
+  checkObject(who, c, 'config');
   const heads = checkInt(who, c.heads, 'heads', 1);
   const d: Dims = {
     vocab: checkInt(who, c.vocab, 'vocab', 1),

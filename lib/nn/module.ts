@@ -3,6 +3,7 @@
 import type { Parameter } from '../params.ts';
 import { Tensor } from '../tensor.ts';
 import { native } from '../native.ts';
+import { describe } from '../validate.ts';
 
 /**
  * The base of every layer and model, as PyTorch's nn.Module: owns parameters and child modules, train/eval mode, state
@@ -80,14 +81,14 @@ export abstract class Module {
    */
   loadStateDict(sd: Record<string, Tensor>): void {
     if (typeof sd !== 'object' || sd === null || Array.isArray(sd) || sd instanceof Tensor)
-      throw new TypeError(`loadStateDict: the state dict must be an object of name -> Tensor, got ${sd === null ? 'null' : Array.isArray(sd) ? 'an array' : sd instanceof Tensor ? 'a Tensor' : typeof sd}`);
+      throw new TypeError(`loadStateDict: the state dict must be an object of name -> Tensor, got ${describe(sd)}`);
     const params = this.parameters();
     const names = new Set(params.map((p) => p.name));
     for (const k of Object.keys(sd)) if (!names.has(k)) throw new Error(`loadStateDict: unexpected key '${k}'`);
     for (const p of params) {
       const t = Object.hasOwn(sd, p.name) ? sd[p.name] : undefined;
       if (t === undefined) throw new Error(`loadStateDict: missing key '${p.name}'`);
-      if (!(t instanceof Tensor)) throw new TypeError(`loadStateDict: '${p.name}' must be a Tensor, got ${t === null ? 'null' : typeof t}`);
+      if (!(t instanceof Tensor)) throw new TypeError(`loadStateDict: '${p.name}' must be a Tensor, got ${describe(t)}`);
       if (t.disposed) throw new Error(`loadStateDict: '${p.name}' has been disposed`);
       if (t.shape.join() !== p.shape.join())
         throw new RangeError(`loadStateDict: '${p.name}' has shape [${t.shape.join(', ')}], the model expects [${p.shape.join(', ')}]`);

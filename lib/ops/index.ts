@@ -6,6 +6,7 @@
 import { Tensor, zeros } from '../tensor.ts';
 import * as K from '../kernels.ts';
 import { bf16TwinOf, collect, recording, tape, type Tape } from '../autograd.ts';
+import { checkOptions } from '../validate.ts';
 
 // ---- precision scope ------------------------------------------------------------------------------------------------
 // The arithmetic of the matmuls (linear, matmul) and of attention on CUDA: 'fp32' unless a withPrecision() scope says
@@ -268,8 +269,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: K.AttentionO
 // backward: dlogits (scaled by backward()'s scale) becomes the logits' gradient — no second pass over the logits
 /** Mean cross-entropy of logits against int32 targets, as a scalar tensor; differentiable in the logits. */
 export function crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreIndex?: number } = {}): Tensor {
-  if (typeof options !== 'object' || options === null || Array.isArray(options))
-    throw new TypeError(`ops.crossEntropy: options must be an object (or left out), got ${options === null ? 'null' : Array.isArray(options) ? 'an array' : typeof options}`);
+  checkOptions('ops.crossEntropy', options);
   const rec = recording(logits);
   const dlogits = rec ? own(zeros(logits.shape, { device: logits.device }), rec) : undefined;
   const loss = own(K.crossEntropy(logits, targets, { ignoreIndex: options.ignoreIndex, dlogits }), rec);

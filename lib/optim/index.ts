@@ -3,6 +3,7 @@
 import { full, type Tensor } from '../tensor.ts';
 import * as K from '../kernels.ts';
 import { ParameterStore } from '../params.ts';
+import { checkObject, describe } from '../validate.ts';
 
 /** Hyperparameters of AdamW. */
 export interface AdamWConfig {
@@ -127,13 +128,13 @@ function checkStepArg(who: string, lr: unknown): number | undefined {
 /** The arguments of a schedule: step and warmup non-negative integers, total a positive integer, rates finite >= 0. */
 function checkSchedule(fn: string, step: unknown, o: unknown): { lr: number; warmup: number; total: number; minLr?: number } {
   const int = (v: unknown, name: string, lo: number) => {
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < lo) throw new RangeError(`${fn}: ${name} must be an integer >= ${lo}, got ${typeof v === 'symbol' ? 'a symbol' : String(v)}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < lo) throw new RangeError(`${fn}: ${name} must be an integer >= ${lo}, got ${describe(v)}`);
   };
   const rate = (v: unknown, name: string) => {
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new RangeError(`${fn}: ${name} must be a finite number >= 0, got ${typeof v === 'symbol' ? 'a symbol' : String(v)}`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new RangeError(`${fn}: ${name} must be a finite number >= 0, got ${describe(v)}`);
   };
   int(step, 'step', 0);
-  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new TypeError(`${fn}: options must be an object { lr, warmup, total, minLr? }`);
+  checkObject(fn, o, 'options', ' { lr, warmup, total, minLr? }');
   const s = o as { lr: number; warmup: number; total: number; minLr?: number };
   rate(s.lr, 'lr');
   int(s.warmup, 'warmup', 0);

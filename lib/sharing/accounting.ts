@@ -49,6 +49,7 @@
 //   would use an attention block that has no K/V projections (possible with CLA and cycle).
 
 import { appliedLayers, checkRank, kvProjectionBlocks, type SharingPlan } from './plan.ts';
+import { checkInt, checkNumber, checkObject, describe, isPlainObject } from '../validate.ts';
 
 /** The sizes accounting needs: vocabulary, widths, heads, depth, sequence length. */
 export interface ModelDims {
@@ -94,23 +95,20 @@ function fail(Cls: typeof TypeError | typeof RangeError, msg: string): never {
 }
 
 function posInt(v: unknown, what: string): number {
-  if (typeof v !== 'number') fail(TypeError, `${what} must be a number, got ${typeof v}`);
-  if (!Number.isInteger(v) || v < 1) fail(RangeError, `${what} must be a positive integer, got ${v}`);
-  return v;
+  return checkInt('sharing', v, what, 1);
 }
 
 function posNumber(v: unknown, what: string): number {
-  if (typeof v !== 'number') fail(TypeError, `${what} must be a number, got ${typeof v}`);
-  if (!Number.isFinite(v) || v <= 0) fail(RangeError, `${what} must be a positive finite number, got ${v}`);
-  return v;
+  if (checkNumber('sharing', v, what) <= 0) fail(RangeError, `${what} must be a positive finite number, got ${describe(v)}`);
+  return v as number;
 }
 
 function checkDims(dims: ModelDims): void {
-  if (typeof dims !== 'object' || dims === null) fail(TypeError, 'dims must be a ModelDims object');
+  if (!isPlainObject(dims)) fail(TypeError, `dims must be a ModelDims object, got ${describe(dims)}`);
   for (const k of ['vocab', 'dModel', 'heads', 'kvHeads', 'dFF', 'layers', 'maxSeq'] as const) posInt(dims[k], `dims.${k}`);
   if (dims.factorizedEmbedding !== undefined) posInt(dims.factorizedEmbedding, 'dims.factorizedEmbedding');
   for (const k of ['tiedEmbeddings', 'bias'] as const) {
-    if (typeof dims[k] !== 'boolean') fail(TypeError, `dims.${k} must be a boolean, got ${typeof dims[k]}`);
+    if (typeof dims[k] !== 'boolean') fail(TypeError, `dims.${k} must be a boolean, got ${describe(dims[k])}`);
   }
   if (dims.dModel % dims.heads !== 0) fail(RangeError, `dims.dModel ${dims.dModel} is not divisible by dims.heads ${dims.heads}`);
   if (dims.kvHeads > dims.heads || dims.heads % dims.kvHeads !== 0) {
@@ -123,7 +121,7 @@ function account(dims: ModelDims, plan: SharingPlan, opts: AccountingOptions, ca
   if (typeof plan !== 'object' || plan === null || !Array.isArray(plan.layers)) fail(TypeError, 'plan must be a SharingPlan from makePlan()');
   const L = plan.layers.length;
   if (L !== dims.layers) fail(RangeError, `the plan covers ${L} layers but dims.layers is ${dims.layers}`);
-  if (typeof opts !== 'object' || opts === null) fail(TypeError, 'opts must be an object');
+  checkObject('sharing', opts, 'opts');
   const bytes = opts.bytesPerParam === undefined ? 4 : posNumber(opts.bytesPerParam, 'opts.bytesPerParam');
   const kvBytes = opts.kvBytesPerElement === undefined ? bytes : posNumber(opts.kvBytesPerElement, 'opts.kvBytesPerElement');
 

@@ -54,6 +54,8 @@
 //   Options a strategy does not use are errors, not silently ignored: unique is accepted only by sequence, cycle and
 //   cycle-rev; rank only by basis and delta; custom only by custom.
 
+import { checkInt, checkKeys, checkObject, describe as describeValue } from '../validate.ts';
+
 /** The cross-layer sharing strategies. */
 export type Strategy =
   | 'none'
@@ -132,35 +134,18 @@ const CONFIG_KEYS = ['strategy', 'unique', 'custom', 'rank', 'kvShareGroup'] as 
 const USES_UNIQUE: ReadonlySet<Strategy> = new Set<Strategy>(['sequence', 'cycle', 'cycle-rev']);
 const USES_RANK: ReadonlySet<Strategy> = new Set<Strategy>(['basis', 'delta']);
 
-function typeName(v: unknown): string {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  if (typeof v === 'string') return `the string ${JSON.stringify(v)}`;
-  return typeof v === 'object' ? 'an object' : `${typeof v} ${String(v)}`;
-}
-
 /** The most layers a plan may have (its arrays are this long): an absurd count is an error, not an out-of-memory crash. */
 export const MAX_LAYERS = 1 << 16;
 
-/** A number that must be an integer in [min, max]: TypeError when not a number, RangeError otherwise. */
-function checkInt(v: unknown, what: string, min: number, max: number, hint = ''): number {
-  if (typeof v !== 'number') throw new TypeError(`sharing: ${what} must be a number, got ${typeName(v)}${hint}`);
-  if (!Number.isInteger(v) || v < min || v > max) {
-    const range = max === Infinity ? `>= ${min}` : `in [${min}, ${max}]`;
-    throw new RangeError(`sharing: ${what} must be an integer ${range}, got ${v}${hint}`);
-  }
-  return v;
-}
-
 function checkIndexList(v: unknown, what: string, L: number): number[] {
-  if (!Array.isArray(v)) throw new TypeError(`sharing: ${what} must be an array of block indices, got ${typeName(v)}`);
+  if (!Array.isArray(v)) throw new TypeError(`sharing: ${what} must be an array of block indices, got ${describeValue(v)}`);
   if (v.length !== L) {
     throw new RangeError(`sharing: ${what} has ${v.length} entries, but the model has ${L} layers (one index per layer)`);
   }
   const used = new Set<number>();
   let max = -1;
   v.forEach((x, i) => {
-    if (typeof x !== 'number') throw new TypeError(`sharing: ${what}[${i}] must be a number, got ${typeName(x)}`);
+    if (typeof x !== 'number') throw new TypeError(`sharing: ${what}[${i}] must be a number, got ${describeValue(x)}`);
     if (!Number.isInteger(x) || x < 0 || x >= L) {
       throw new RangeError(`sharing: ${what}[${i}] = ${x} is not an integer block index in [0, ${L})`);
     }
@@ -222,21 +207,15 @@ function plural(n: number, word: string): string {
  * without it those checks are skipped (accounting.ts repeats them with the full model dims).
  */
 export function makePlan(config: Partial<SharingConfig> | undefined, numLayers: number, dims?: PlanDims): SharingPlan {
-  const L = checkInt(numLayers, 'numLayers', 1, MAX_LAYERS);
+  const L = checkInt('sharing', numLayers, 'numLayers', 1, MAX_LAYERS);
   if (config === undefined) config = {};
-  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
-    throw new TypeError(`sharing: the config must be an object like { strategy: 'cycle', unique: 3 }, got ${typeName(config)}`);
-  }
-  for (const key of Object.keys(config)) {
-    if (!(CONFIG_KEYS as readonly string[]).includes(key)) {
-      throw new TypeError(`sharing: unknown config key '${key}'; valid keys: ${CONFIG_KEYS.join(', ')}`);
-    }
-  }
+  checkObject('sharing', config, 'the config', " like { strategy: 'cycle', unique: 3 }");
+  checkKeys('sharing', config, CONFIG_KEYS, 'config key');
   const c = config as Record<string, unknown>;
 
   const strategy = (c.strategy === undefined ? 'none' : c.strategy) as Strategy;
   if (typeof strategy !== 'string' || !STRATEGIES.includes(strategy)) {
-    throw new TypeError(`sharing: unknown strategy ${typeName(strategy)}; valid strategies: ${STRATEGIES.join(', ')}`);
+    throw new TypeError(`sharing: unknown strategy ${describeValue(strategy)}; valid strategies: ${STRATEGIES.join(', ')}`);
   }
 
   // Options a strategy does not use are rejected, so a config means exactly one thing.
@@ -250,13 +229,13 @@ export function makePlan(config: Partial<SharingConfig> | undefined, numLayers: 
     throw new TypeError(`sharing: 'custom' index lists apply only to strategy custom, not '${strategy}'`);
   }
 
-  const s = c.kvShareGroup === undefined ? 1 : checkInt(c.kvShareGroup, 'kvShareGroup', 1, L, ` (${L} layers)`);
+  const s = c.kvShareGroup === undefined ? 1 : checkInt('sharing', c.kvShareGroup, 'kvShareGroup', 1, L, ` (${L} layers)`);
 
   if (dims !== undefined) {
-    if (typeof dims !== 'object' || dims === null) throw new TypeError(`sharing: dims must be { dModel, dFF }, got ${typeName(dims)}`);
-    checkInt(dims.dModel, 'dims.dModel', 1, Infinity);
-    checkInt(dims.dFF, 'dims.dFF', 1, Infinity);
-    if (dims.kvDim !== undefined) checkInt(dims.kvDim, 'dims.kvDim', 1, Infinity);
+    if (typeof dims !== 'object' || dims === null) throw new TypeError(`sharing: dims must be { dModel, dFF }, got ${describeValue(dims)}`);
+    checkInt('sharing', dims.dModel, 'dims.dModel', 1, Infinity);
+    checkInt('sharing', dims.dFF, 'dims.dFF', 1, Infinity);
+    if (dims.kvDim !== undefined) checkInt('sharing', dims.kvDim, 'dims.kvDim', 1, Infinity);
   }
 
   let attention: number[];
@@ -271,7 +250,7 @@ export function makePlan(config: Partial<SharingConfig> | undefined, numLayers: 
       if (c.unique === undefined) {
         throw new TypeError(`sharing: strategy '${strategy}' needs 'unique', the number of unique blocks in [1, ${L}]`);
       }
-      U = checkInt(c.unique, 'unique', 1, L, ` (strategy '${strategy}' over ${L} layers)`);
+      U = checkInt('sharing', c.unique, 'unique', 1, L, ` (strategy '${strategy}' over ${L} layers)`);
       attention = assignments(strategy, L, U);
       ffn = attention.slice();
       break;
@@ -295,7 +274,7 @@ export function makePlan(config: Partial<SharingConfig> | undefined, numLayers: 
       } else if (typeof spec === 'object' && spec !== null) {
         const keys = Object.keys(spec);
         for (const k of keys) {
-          if (k !== 'attention' && k !== 'ffn') throw new TypeError(`sharing: unknown key '${k}' in custom; valid keys: attention, ffn`);
+          if (k !== 'attention' && k !== 'ffn') throw new TypeError(`sharing: unknown key ${JSON.stringify(k)} in custom; the keys are attention, ffn`);
         }
         const o = spec as { attention?: unknown; ffn?: unknown };
         if (o.attention === undefined || o.ffn === undefined) {
@@ -304,7 +283,7 @@ export function makePlan(config: Partial<SharingConfig> | undefined, numLayers: 
         attention = checkIndexList(o.attention, 'custom.attention', L);
         ffn = checkIndexList(o.ffn, 'custom.ffn', L);
       } else {
-        throw new TypeError(`sharing: custom must be an array of block indices or { attention, ffn }, got ${typeName(spec)}`);
+        throw new TypeError(`sharing: custom must be an array of block indices or { attention, ffn }, got ${describeValue(spec)}`);
       }
       break;
     }
@@ -313,7 +292,7 @@ export function makePlan(config: Partial<SharingConfig> | undefined, numLayers: 
       if (c.rank === undefined) {
         throw new TypeError(`sharing: strategy '${strategy}' needs 'rank', the ${strategy === 'basis' ? 'shared basis width' : 'per-layer delta rank'} r >= 1`);
       }
-      rank = checkInt(c.rank, 'rank', 1, Infinity, ` (strategy '${strategy}')`);
+      rank = checkInt('sharing', c.rank, 'rank', 1, Infinity, ` (strategy '${strategy}')`);
       if (dims !== undefined) {
         checkRank(strategy, rank, L, [
           ['d x d (Wq, Wo)', dims.dModel, dims.dModel],
@@ -396,10 +375,10 @@ export function appliedLayers(plan: SharingPlan, depth?: number): LayerPlan[] {
   if (typeof plan !== 'object' || plan === null || !Array.isArray(plan.layers)) throw new TypeError('sharing: appliedLayers needs a plan made by makePlan()');
   const L = plan.layers.length;
   if (depth === undefined || depth === L) {
-    if (depth !== undefined) checkInt(depth, 'depth', 1, MAX_LAYERS);
+    if (depth !== undefined) checkInt('sharing', depth, 'depth', 1, MAX_LAYERS);
     return plan.layers.slice();
   }
-  checkInt(depth, 'depth', 1, MAX_LAYERS);
+  checkInt('sharing', depth, 'depth', 1, MAX_LAYERS);
   if (plan.strategy !== 'all' && plan.strategy !== 'cycle') {
     throw new RangeError(
       `sharing: a run-time depth override needs strategy all or cycle (the plan is '${plan.strategy}' over ${L} layers, depth ${depth} asked)`,

@@ -12,6 +12,7 @@ import type { TokenDataset } from '../data/index.ts';
 import { tensor, type Tensor } from '../tensor.ts';
 import { native } from '../native.ts';
 import { withPrecision } from '../ops/index.ts';
+import { checkObject, describe } from '../validate.ts';
 import type { Precision } from '../kernels.ts';
 
 /** Options of a Trainer: steps, batch shape, optimizer, schedule, clipping, evaluation, checkpoints, cancellation. */
@@ -105,11 +106,11 @@ export interface TrainResult {
 
 function positiveInt(v: unknown, name: string, allowZero = false): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < (allowZero ? 0 : 1))
-    throw new RangeError(`Trainer: ${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${String(v)}`);
+    throw new RangeError(`Trainer: ${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${describe(v)}`);
   return v;
 }
 function finite(v: unknown, name: string, lo = -Infinity): number {
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo) throw new RangeError(`Trainer: ${name} must be a finite number >= ${lo}, got ${String(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < lo) throw new RangeError(`Trainer: ${name} must be a finite number >= ${lo}, got ${describe(v)}`);
   return v;
 }
 
@@ -128,7 +129,7 @@ export class Trainer extends EventEmitter {
 
   constructor(readonly model: Decoder, readonly data: TokenDataset, options: TrainerOptions) {
     super();
-    if (typeof options !== 'object' || options === null) throw new TypeError('Trainer: options must be an object');
+    checkObject('Trainer', options, 'options');
     const o = options;
     const steps = positiveInt(o.steps, 'steps');
     const batchSize = positiveInt(o.batchSize, 'batchSize');
