@@ -118,7 +118,9 @@ test('trains in the background while answering /status and /generate, and the ev
   })();
   await Promise.all([statusWorker, generateWorker]);
   const requestsMs = performance.now() - t0;
-  while (performance.now() - t0 < TRAIN_MS) await sleep(50);
+  // Train for TRAIN_MS, and on until 50 steps: how many steps fit in a time depends on the machine's load (a count
+  // is not a speed test); the cap only bounds a training that does not advance at all.
+  while ((performance.now() - t0 < TRAIN_MS || server.status().step < 50) && performance.now() - t0 < 120_000) await sleep(50);
   const mid = server.status();
   h.disable();
   const trainedMs = performance.now() - t0;
@@ -135,7 +137,7 @@ test('trains in the background while answering /status and /generate, and the ev
   }
   for (let i = 1; i < statuses.length; i++) t.true(statuses[i].step >= statuses[i - 1].step, 'the step never goes back');
   t.true(statuses.at(-1)!.step > statuses[0].step, `the step advances across status calls (${statuses[0].step} -> ${statuses.at(-1)!.step})`);
-  t.true(mid.step >= 50, `trained ${mid.step} steps in ${Math.round(trainedMs)} ms`);
+  t.true(mid.step >= 50, `trained ${mid.step} steps in ${Math.round(trainedMs)} ms (the test waits up to 120 s for 50)`);
   t.true(mid.valLoss !== undefined && Number.isFinite(mid.valLoss), 'the scheduled evaluation reports valLoss');
   for (const g of generations) {
     t.is([...g.text].length, g.tokens);
