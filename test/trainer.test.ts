@@ -142,6 +142,35 @@ test('evaluation and tidy() free an inference pass\'s intermediates at once (no 
   model.store.dispose();
 });
 
+test('scope(): a recorded pass made inside scopes survives them (the tape pins it), and backward frees it all', async (t) => {
+  resetTape();
+  const { memory, synchronizeSync, scope, keep, backward, noGrad } = await import('../lib/index.ts');
+  const model = new Decoder(cfg);
+  const { ids, targets } = data.batch('train', 2, 16, 1, 0);
+  const reference = noGrad(() => model.loss(ids, targets)); // caches the position ids of this shape
+  const want = reference.dataSync()[0];
+  reference.dispose();
+  synchronizeSync();
+  const before = memory().cpu;
+  // the loss is recorded inside two scopes and not returned from the inner one: keep() moves it out of its freeing;
+  // every intermediate is pinned by the tape and survives both scopes for backward()
+  const loss = scope(() => scope(() => keep(model.loss(ids, targets))));
+  t.false(loss.disposed);
+  t.is(loss.dataSync()[0], want, 'the recorded pass computes what the inference pass did');
+  model.zeroGrad();
+  backward(loss);
+  const g = model.store.grads.dataSync() as Float32Array;
+  t.true(g.some((x) => x !== 0), 'gradients flowed through tensors made inside the scopes');
+  t.false(loss.disposed, 'the loss stays readable after backward()');
+  loss.dispose();
+  synchronizeSync();
+  const after = memory().cpu;
+  t.is(after.tensors, before.tensors, 'backward() released everything the scopes handed to the graph');
+  t.is(after.storages, before.storages);
+  for (const x of [ids, targets]) x.dispose();
+  model.store.dispose();
+});
+
 test('Trainer.save writes without blocking the event loop, the same bytes as saveSync, from the state at the call', async (t) => {
   resetTape();
   const dir = mkdtempSync(join(tmpdir(), 'sf-save-'));
