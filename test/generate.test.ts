@@ -345,7 +345,7 @@ test('scope(): a forward pass under noGrad leaves memory() as it was; a DecodeSe
     const before = cpuCounts();
     const sum = noGrad(() => scope(() => {
       const y = m.forward(x);
-      return y.dataSync().reduce((a, b) => a + b, 0);
+      return (y.dataSync() as Float32Array).reduce((a, b) => a + b, 0);
     }));
     t.true(Number.isFinite(sum), `${name}: the forward pass ran`);
     t.deepEqual(cpuCounts(), before, `${name}: a forward pass under noGrad inside scope() frees everything it made`);

@@ -81,14 +81,14 @@ export class Encoder extends Model {
 
   /** Masked-LM logits (B, T, V). */
   mlmLogits(ids: Tensor, options: EncodeOptions = {}): Tensor {
-    return this.io.logits(this.encode(ids, options));
+    return scope(() => this.io.logits(this.encode(ids, options)));
   }
 
   /** Mean cross-entropy of the MLM logits over positions whose target is not -100 (the unmasked ones). */
   mlmLoss(ids: Tensor, targets: Tensor, options: EncodeOptions = {}): Tensor {
     const shape = idsShape(ids);
     if (shape) checkTargets('Encoder.mlmLoss', targets, shape); // before the forward pass records anything
-    return this.tokenLoss(this.mlmLogits(ids, options), targets, 'Encoder.mlmLoss');
+    return scope(() => this.tokenLoss(this.mlmLogits(ids, options), targets, 'Encoder.mlmLoss')); // frees the logits
   }
 
   /** Class logits (B, numClasses) from the first position's hidden state. */
@@ -108,7 +108,7 @@ export class Encoder extends Model {
   classificationLoss(ids: Tensor, labels: Tensor, options: EncodeOptions = {}): Tensor {
     const shape = idsShape(ids);
     if (shape) checkTargets('Encoder.classificationLoss', labels, [shape[0]], 'labels', 'one per sequence'); // before the forward pass
-    return ops.crossEntropy(this.classify(ids, options), labels);
+    return scope(() => ops.crossEntropy(this.classify(ids, options), labels)); // frees the logits
   }
 
   /** Unique parameters, bytes, applied depth and FLOPs per token of this encoder (at `depth` layers when given). */

@@ -146,7 +146,7 @@ export class EncoderDecoder extends Model {
   loss(src: Tensor, tgtIn: Tensor, tgtOut: Tensor, options: { srcLengths?: number[] } = {}): Tensor {
     const shape = idsShape(tgtIn);
     if (shape) checkTargets('EncoderDecoder.loss', tgtOut, shape); // before the forward pass records anything
-    return this.tokenLoss(this.forward(src, tgtIn, options), tgtOut, 'EncoderDecoder.loss');
+    return scope(() => this.tokenLoss(this.forward(src, tgtIn, options), tgtOut, 'EncoderDecoder.loss')); // frees the logits
   }
 
 
