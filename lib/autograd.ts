@@ -9,10 +9,11 @@
 // Ownership — one mechanism, the Scope. Every tensor an op makes, recording or not, belongs to the innermost open
 // scope (scope(fn), tidy(fn)) and is freed when that scope exits, unless fn returns it or keep()s it (it then moves
 // to the enclosing scope). The tape holds closures, not tensors: a tensor a recorded closure needs (an op's inputs,
-// outputs and saved tensors) is PINNED, and an exiting scope hands a pinned tensor to its parent instead of freeing
-// it. Below every scope lies the graph's scope: the tape opens it when its first op records; pinned tensors that
-// leave the outermost scope, tensors a recording op makes while no scope is open, and everything backward allocates
-// (activation gradients) belong to it, and it closes — freeing them — when the tape is released (backward() without
+// outputs and saved tensors) is PINNED, and an exiting scope hands a pinned tensor it does not return to the graph's
+// scope instead of freeing it. The graph's scope lies below every scope: the tape opens it when its first op records;
+// pinned tensors that leave their scope unreturned (or leave the outermost scope), tensors a recording op makes while
+// no scope is open, and everything backward allocates (activation gradients) belong to it, and it closes — freeing
+// them, and what recording ops made that open scopes still hold — when the tape is released (backward() without
 // retain, releaseTape(), a failed pass). A tensor an op makes that nothing records, with no scope open, belongs to
 // the caller (dispose(), or the finalizer).
 //
@@ -20,7 +21,7 @@
 // its gradient from ONE product dW += dY^T X over the row-stacked inputs X and output gradients dY of all its uses
 // (K = uses × tokens), computed when backward() visits the last of them, instead of one beta = 1 product per use.
 // Each use's backward hands its input and output gradient to the tape (deferWeightGrad) instead of running its own
-// product; both stay alive until then because the graph's scope holds them until release(), and an activation's gradient is
+// product; both stay alive until then because the graph holds them until release(), and an activation's gradient is
 // never written after its producer's backward has run (its consumers all ran before). The stacking buffer exists only
 // while that one product runs, and is used only when it fits in the byte budget (else the uses accumulate one by one
 // as before). See BackwardOptions.stackedGrads.
@@ -117,6 +118,7 @@ export class Tape {
   private grads = new Map<Tensor, Tensor>(); // activation -> its gradient (owned by the tape)
   private needs = new Set<Tensor>(); // activations whose gradient is needed (made by a recorded op)
   private pins = new Set<Tensor>(); // tensors recorded closures need: no scope frees them before release
+  private made = new WeakSet<Tensor>(); // the pinned tensors recording ops made (not their inputs): the graph's own
   private graph: Scope | null = null; // the graph's scope: opened by the first record, closed by release()
   /** The scale of the loss's gradient for the current backward() (1, or 1/k for gradient accumulation). */
   seedScale = 1;
@@ -152,6 +154,12 @@ export class Tape {
     return (this.graph ??= new Scope());
   }
 
+  /** @internal Pins t, made by a recording op (an output or a saved statistic): it belongs to the graph. */
+  pinMade(t: Tensor): void {
+    this.pins.add(t);
+    this.made.add(t);
+  }
+
   /** @internal Notes a loss recorded on this tape: a possible root of backward(), kept alive when the tape is released. */
   addRoot(loss: Tensor): void {
     this.roots.add(loss);
@@ -164,7 +172,8 @@ export class Tape {
 
   /**
    * @internal Records an op whose outputs need gradients; `saved` are the other tensors its closure reads (inputs,
-   * saved statistics). Outputs and saved tensors are pinned until the tape is released.
+   * saved statistics). Outputs and saved tensors are pinned until the tape is released (what the op made was pinned
+   * as the graph's by track()).
    */
   record(op: string, outputs: Tensor[], backward: (tape: Tape) => void, saved: readonly (Tensor | null | undefined)[] = []): void {
     this.graphScope();
@@ -341,10 +350,11 @@ export class Tape {
   }
 
   /**
-   * Closes the graph's scope: frees every activation gradient and every tensor the graph pinned that a scope holds
-   * (the graph's own, and pinned ones still in open scopes), except those in `keep` and the losses recorded on the
-   * tape (still readable, and then the caller's or their scope's; a later backward() of one of them says why its graph
-   * is gone: `why(loss)`). The closures go with it.
+   * Closes the graph's scope: frees every activation gradient and every tensor it owns, and the tensors recording
+   * ops made that open scopes still hold (the graph was released inside them, or they were returned into them), except
+   * those in `keep` and the losses recorded on the tape (still readable, and then the caller's or their scope's; a
+   * later backward() of one of them says why its graph is gone: `why(loss)`). Pinned inputs an open scope holds are
+   * only unpinned: that scope frees them. The closures go with it.
    */
   release(keep: Tensor[] = [], why: (loss: Tensor) => string = () => 'by releaseTape()'): void {
     for (const r of this.roots) freedGraphs.set(r, why(r));
@@ -354,10 +364,10 @@ export class Tape {
     const graph = this.graph;
     this.graph = null;
     if (graph) for (const t of graph.tensors) if (!kept.has(t)) t.dispose();
-    // pinned tensors an open scope still holds (the graph was released inside it) are freed now, as the graph's
+    // what recording ops made that an open scope still holds is the graph's: freed now
     for (const s of scopes)
       for (const t of s.tensors)
-        if (this.pins.has(t) && !kept.has(t)) {
+        if (this.made.has(t) && !kept.has(t)) {
           s.tensors.delete(t);
           t.dispose();
         }
@@ -366,6 +376,7 @@ export class Tape {
     this.grads.clear();
     this.needs.clear();
     this.pins.clear();
+    this.made = new WeakSet();
     this.nodes = [];
     this.seed = null;
     this.seedScale = 1;
@@ -419,6 +430,7 @@ const scopes: Scope[] = [];
  * pins it and, when no scope is open, the graph's scope owns it. Returns t. Every tensor an op makes goes through here.
  */
 export function track<T extends Tensor>(t: T, pin = false): T {
+  if (pin) current.pinMade(t);
   const s = scopes.length ? scopes[scopes.length - 1] : pin ? current.graphScope() : null;
   s?.tensors.add(t);
   return t;
@@ -448,7 +460,12 @@ export function handOver(t: Tensor): void {
   if (outer.tensors.delete(t)) inner.tensors.add(t);
 }
 
-/** Closes the innermost scope `s`: its returned and kept tensors, and pinned ones, go to the parent; the rest are freed. */
+/**
+ * Closes the innermost scope `s`: its returned and kept tensors go to the parent (at the outermost: to the caller, or
+ * to the graph's scope when pinned); pinned ones not returned go to the graph's scope, their owner until the tape is
+ * released (straight there, so that a long-lived enclosing scope, a training loop's, does not collect every step's
+ * activations); the rest are freed.
+ */
 function exitScope(s: Scope, result: unknown): void {
   const out = new Set<Tensor>(s.kept);
   const visit = (v: unknown) => {
@@ -460,11 +477,9 @@ function exitScope(s: Scope, result: unknown): void {
   const parent = scopes.length ? scopes[scopes.length - 1] : null;
   for (const t of s.tensors) {
     const pinned = current.isPinned(t);
-    if (out.has(t) || pinned) {
-      // the outermost scope hands a returned tensor to the caller, a pinned one to the graph's scope
-      const to = parent ?? (pinned ? current.graphScope() : null);
-      to?.tensors.add(t);
-    } else t.dispose();
+    if (out.has(t)) (parent ?? (pinned ? current.graphScope() : null))?.tensors.add(t);
+    else if (pinned) current.graphScope().tensors.add(t);
+    else t.dispose();
   }
 }
 

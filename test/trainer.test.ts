@@ -167,6 +167,19 @@ test('scope(): a recorded pass made inside scopes survives them (the tape pins i
   const after = memory().cpu;
   t.is(after.tensors, before.tensors, 'backward() released everything the scopes handed to the graph');
   t.is(after.storages, before.storages);
+  // a training loop inside one long-lived scope: each backward() frees its step's activations (the pinned tensors
+  // went to the graph's scope, not up to the loop's), so memory is flat across steps
+  scope(() => {
+    const counts: number[] = [];
+    for (let step = 0; step < 3; step++) {
+      const l = model.loss(ids, targets);
+      backward(l);
+      l.dispose();
+      synchronizeSync();
+      counts.push(memory().cpu.tensors);
+    }
+    t.deepEqual(counts, [before.tensors, before.tensors, before.tensors], 'no step leaves tensors in the enclosing scope');
+  });
   for (const x of [ids, targets]) x.dispose();
   model.store.dispose();
 });
