@@ -4,15 +4,24 @@
 // closure that, given the gradient of the op's outputs, calls the backward kernels. backward(loss) runs the nodes in
 // reverse. Backward kernels ACCUMULATE: a parameter's gradient is a view into the ParameterStore's one flat gradient
 // buffer, so a weight used by several layers receives the sum of their contributions where it lies, and gradients
-// accumulate across backward() calls until zeroGrad(). Activation gradients are allocated on first use and, with
-// every tensor the ops made while recording, freed when the tape is released (backward() releases it by default) —
-// one step's scratch.
+// accumulate across backward() calls until zeroGrad(). Activation gradients are allocated on first use.
+//
+// Ownership — one mechanism, the Scope. Every tensor an op makes, recording or not, belongs to the innermost open
+// scope (scope(fn), tidy(fn)) and is freed when that scope exits, unless fn returns it or keep()s it (it then moves
+// to the enclosing scope). The tape holds closures, not tensors: a tensor a recorded closure needs (an op's inputs,
+// outputs and saved tensors) is PINNED, and an exiting scope hands a pinned tensor it does not return to the graph's
+// scope instead of freeing it. The graph's scope lies below every scope: the tape opens it when its first op records;
+// pinned tensors that leave their scope unreturned (or leave the outermost scope), tensors a recording op makes while
+// no scope is open, and everything backward allocates (activation gradients) belong to it, and it closes — freeing
+// them, and what recording ops made that open scopes still hold — when the tape is released (backward() without
+// retain, releaseTape(), a failed pass). A tensor an op makes that nothing records, with no scope open, belongs to
+// the caller (dispose(), or the finalizer).
 //
 // Stacked weight gradients: a weight that several recorded linear ops use (a block shared by several layers) gets
 // its gradient from ONE product dW += dY^T X over the row-stacked inputs X and output gradients dY of all its uses
 // (K = uses × tokens), computed when backward() visits the last of them, instead of one beta = 1 product per use.
 // Each use's backward hands its input and output gradient to the tape (deferWeightGrad) instead of running its own
-// product; both stay alive until then because the tape owns them until release(), and an activation's gradient is
+// product; both stay alive until then because the graph holds them until release(), and an activation's gradient is
 // never written after its producer's backward has run (its consumers all ran before). The stacking buffer exists only
 // while that one product runs, and is used only when it fits in the byte budget (else the uses accumulate one by one
 // as before). See BackwardOptions.stackedGrads.
@@ -108,7 +117,9 @@ export class Tape {
   private nodes: Node[] = [];
   private grads = new Map<Tensor, Tensor>(); // activation -> its gradient (owned by the tape)
   private needs = new Set<Tensor>(); // activations whose gradient is needed (made by a recorded op)
-  private made: Tensor[] = []; // every tensor ops made while recording, freed on release
+  private pins = new Set<Tensor>(); // tensors recorded closures need: no scope frees them before release
+  private made = new WeakSet<Tensor>(); // the pinned tensors recording ops made (not their inputs): the graph's own
+  private graph: Scope | null = null; // the graph's scope: opened by the first record, closed by release()
   /** The scale of the loss's gradient for the current backward() (1, or 1/k for gradient accumulation). */
   seedScale = 1;
   /** The loss tensor backward() started from. */
@@ -133,10 +144,20 @@ export class Tape {
     return paramGrads.has(t) || this.needs.has(t);
   }
 
-  /** @internal Keeps `t` for release() (forward outputs and saved tensors). */
-  own<T extends Tensor>(t: T): T {
-    this.made.push(t);
-    return t;
+  /** Whether a recorded closure needs `t` (an exiting scope then hands it to its parent instead of freeing it). */
+  isPinned(t: Tensor): boolean {
+    return this.pins.has(t);
+  }
+
+  /** @internal The graph's scope, opened on first use: the owner of pinned tensors no other scope holds. */
+  graphScope(): Scope {
+    return (this.graph ??= new Scope());
+  }
+
+  /** @internal Pins t, made by a recording op (an output or a saved statistic): it belongs to the graph. */
+  pinMade(t: Tensor): void {
+    this.pins.add(t);
+    this.made.add(t);
   }
 
   /** @internal Notes a loss recorded on this tape: a possible root of backward(), kept alive when the tape is released. */
@@ -149,9 +170,18 @@ export class Tape {
     return this.roots.has(t);
   }
 
-  /** @internal Records an op whose outputs need gradients. */
-  record(op: string, outputs: Tensor[], backward: (tape: Tape) => void): void {
-    for (const o of outputs) this.needs.add(o);
+  /**
+   * @internal Records an op whose outputs need gradients; `saved` are the other tensors its closure reads (inputs,
+   * saved statistics). Outputs and saved tensors are pinned until the tape is released (what the op made was pinned
+   * as the graph's by track()).
+   */
+  record(op: string, outputs: Tensor[], backward: (tape: Tape) => void, saved: readonly (Tensor | null | undefined)[] = []): void {
+    this.graphScope();
+    for (const o of outputs) {
+      this.needs.add(o);
+      this.pins.add(o);
+    }
+    for (const t of saved) if (t) this.pins.add(t);
     this.nodes.push({ op, backward });
   }
 
@@ -167,6 +197,7 @@ export class Tape {
     let g = this.grads.get(t);
     if (!g) {
       g = full(t.shape, 0, { device: t.device });
+      this.graphScope().tensors.add(g);
       this.grads.set(t, g);
     }
     return g;
@@ -278,10 +309,13 @@ export class Tape {
   run(): void {
     this.stats = { stacked: 0, stackedUses: 0, direct: 0, overBudget: 0 };
     // Each pass starts from no activation gradients (a retained tape run again gives the same gradients again, as
-    // PyTorch's retain_graph does, instead of re-adding into the previous pass's); buffers the ops made stay.
+    // PyTorch's retain_graph does, instead of re-adding into the previous pass's); buffers the ops made (pinned) stay.
     if (this.grads.size) {
-      const made = new Set(this.made);
-      for (const g of this.grads.values()) if (!made.has(g)) g.dispose();
+      for (const g of this.grads.values())
+        if (!this.pins.has(g)) {
+          this.graph?.tensors.delete(g);
+          g.dispose();
+        }
       this.grads.clear();
     }
     for (const list of this.groups.values())
@@ -289,12 +323,16 @@ export class Tape {
         g.visited = 0;
         g.mode = null;
       }
+    // What backward allocates (activation gradients, saved pre-activation gradients) belongs to the graph's scope: it
+    // is the innermost scope while the nodes run.
+    scopes.push(this.graphScope());
     try {
       for (let i = this.nodes.length - 1; i >= 0; i--) this.nodes[i].backward(this);
       // Every use has been visited, so every group has flushed; a group whose count was not reached (a node that
       // threw is the only way) owes its product now.
       for (const list of this.groups.values()) for (const g of list) this.flush(g);
     } finally {
+      scopes.pop();
       this.dropPending();
     }
   }
@@ -312,20 +350,33 @@ export class Tape {
   }
 
   /**
-   * Frees every activation gradient and every tensor the ops made, except those in `keep` and the losses recorded on
-   * the tape (still readable; a later backward() of one of them says why its graph is gone: `why(loss)`).
+   * Closes the graph's scope: frees every activation gradient and every tensor it owns, and the tensors recording
+   * ops made that open scopes still hold (the graph was released inside them, or they were returned into them), except
+   * those in `keep` and the losses recorded on the tape (still readable, and then the caller's or their scope's; a
+   * later backward() of one of them says why its graph is gone: `why(loss)`). Pinned inputs an open scope holds are
+   * only unpinned: that scope frees them. The closures go with it.
    */
   release(keep: Tensor[] = [], why: (loss: Tensor) => string = () => 'by releaseTape()'): void {
     for (const r of this.roots) freedGraphs.set(r, why(r));
     const kept = new Set([...keep, ...this.roots]);
     this.roots.clear();
     for (const g of this.grads.values()) if (!kept.has(g)) g.dispose();
-    for (const t of this.made) if (!kept.has(t)) t.dispose();
+    const graph = this.graph;
+    this.graph = null;
+    if (graph) for (const t of graph.tensors) if (!kept.has(t)) t.dispose();
+    // what recording ops made that an open scope still holds is the graph's: freed now
+    for (const s of scopes)
+      for (const t of s.tensors)
+        if (this.made.has(t) && !kept.has(t)) {
+          s.tensors.delete(t);
+          t.dispose();
+        }
     this.dropPending();
     this.groups.clear();
     this.grads.clear();
     this.needs.clear();
-    this.made = [];
+    this.pins.clear();
+    this.made = new WeakSet();
     this.nodes = [];
     this.seed = null;
     this.seedScale = 1;
@@ -361,43 +412,105 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
-// Tensors made by ops while nothing records, inside tidy(): freed when tidy() returns.
-let scratch: Tensor[] | null = null;
+// ---- ownership: one Scope -------------------------------------------------------------------------------------------
 
-/** @internal Hands a tensor made by an op that recorded nothing to the enclosing tidy() (if any). */
-export function collect<T extends Tensor>(t: T): T {
-  scratch?.push(t);
+/** The tensors one scope owns (scope(), tidy(), or the graph's scope of a tape). */
+export class Scope {
+  /** @internal The tensors this scope frees when it exits, unless returned, kept or pinned. */
+  readonly tensors = new Set<Tensor>();
+  /** @internal Tensors keep() moved out of this scope's freeing: they go to the parent on exit. */
+  readonly kept = new Set<Tensor>();
+}
+
+// The open scopes, innermost last. While backward() runs, the graph's scope is pushed on top.
+const scopes: Scope[] = [];
+
+/**
+ * @internal Makes t, just made by an op, belong to the innermost scope; with `pin` (a recording op made it), the tape
+ * pins it and, when no scope is open, the graph's scope owns it. Returns t. Every tensor an op makes goes through here.
+ */
+export function track<T extends Tensor>(t: T, pin = false): T {
+  if (pin) current.pinMade(t);
+  const s = scopes.length ? scopes[scopes.length - 1] : pin ? current.graphScope() : null;
+  s?.tensors.add(t);
   return t;
 }
 
 /**
- * Runs fn and then frees every tensor that ops made during it without recording (an inference pass's
- * intermediates), except the ones fn returns (a Tensor, or an array or object of them) — like tf.tidy. Recorded
- * tensors belong to the tape, not to tidy().
+ * Moves t out of the innermost scope's freeing: when that scope exits, t goes to the enclosing scope (or, at the
+ * outermost, to the caller) as a returned tensor does. Returns t. A tensor the innermost scope does not own is left
+ * as it is.
  */
-export function tidy<T>(fn: () => T): T {
-  if (typeof fn !== 'function') throw new TypeError(`tidy: expected a function, got ${fn === null ? 'null' : typeof fn}`);
-  const outer = scratch;
-  const mine: Tensor[] = [];
-  scratch = mine;
-  let result: T;
-  try {
-    result = fn();
-  } finally {
-    scratch = outer;
-  }
-  const keep = new Set<Tensor>();
+export function keep<T extends Tensor>(t: T): T {
+  if (!(t instanceof Tensor)) throw new TypeError(`keep: expected a Tensor, got ${t === null ? 'null' : typeof t}`);
+  const s = scopes[scopes.length - 1];
+  if (s?.tensors.has(t)) s.kept.add(t);
+  return t;
+}
+
+/**
+ * @internal Moves t from the scope enclosing the innermost one into the innermost, so that it is freed when the
+ * innermost exits unless returned (a layer loop hands each layer's input to that layer's scope). A tensor the
+ * enclosing scope does not own is left where it is (the caller's input stays the caller's).
+ */
+export function handOver(t: Tensor): void {
+  const n = scopes.length;
+  if (n < 2) return;
+  const outer = scopes[n - 2], inner = scopes[n - 1];
+  if (outer.tensors.delete(t)) inner.tensors.add(t);
+}
+
+/**
+ * Closes the innermost scope `s`: its returned and kept tensors go to the parent (at the outermost: to the caller, or
+ * to the graph's scope when pinned); pinned ones not returned go to the graph's scope, their owner until the tape is
+ * released (straight there, so that a long-lived enclosing scope, a training loop's, does not collect every step's
+ * activations); the rest are freed.
+ */
+function exitScope(s: Scope, result: unknown): void {
+  const out = new Set<Tensor>(s.kept);
   const visit = (v: unknown) => {
-    if (v instanceof Tensor) keep.add(v);
+    if (v instanceof Tensor) out.add(v);
     else if (Array.isArray(v)) v.forEach(visit);
     else if (v && typeof v === 'object') Object.values(v).forEach(visit);
   };
   visit(result);
-  for (const t of mine) {
-    if (keep.has(t)) outer?.push(t);
+  const parent = scopes.length ? scopes[scopes.length - 1] : null;
+  for (const t of s.tensors) {
+    const pinned = current.isPinned(t);
+    if (out.has(t)) (parent ?? (pinned ? current.graphScope() : null))?.tensors.add(t);
+    else if (pinned) current.graphScope().tensors.add(t);
     else t.dispose();
   }
-  return result;
+}
+
+/**
+ * Runs fn in a new scope: every tensor that ops make during it (recording or not) belongs to the scope and is freed
+ * when fn returns or throws, except the ones fn returns (a Tensor, or an array or object of them) or keep()s,
+ * which move to the enclosing scope (at the outermost, to the caller), and the ones a recorded op needs (pinned by
+ * the tape: they move on to the enclosing scope, and at the outermost to the graph's scope, freed when the tape is
+ * released). Like tf.tidy.
+ */
+export function scope<T>(fn: () => T): T {
+  if (typeof fn !== 'function') throw new TypeError(`scope: expected a function, got ${fn === null ? 'null' : typeof fn}`);
+  const s = new Scope();
+  scopes.push(s);
+  let result: T | undefined;
+  try {
+    result = fn();
+    return result;
+  } finally {
+    scopes.pop();
+    exitScope(s, result);
+  }
+}
+
+/**
+ * Runs fn in a new scope and frees what ops made during it except what it returns (a Tensor, or an array or object of
+ * them) — like tf.tidy. The same function as scope(); the name stays for code written against it.
+ */
+export function tidy<T>(fn: () => T): T {
+  if (typeof fn !== 'function') throw new TypeError(`tidy: expected a function, got ${fn === null ? 'null' : typeof fn}`);
+  return scope(fn);
 }
 
 /** Whether grad mode is on. */

@@ -10,7 +10,7 @@ export type { BackendsInfo, PersistingL2Info, BuildInfo, DeviceMemory, LoadAttem
  */
 export * as kernels from './kernels.ts';
 export type { Precision, MatmulOptions, AttentionOptions, CrossEntropyOptions, AdamWOptions, SgdOptions, DropoutOptions, PermuteOptions } from './kernels.ts';
-export { backward, noGrad, tidy, isGradEnabled, releaseTape, STACKED_GRADS_DEFAULT, STACKED_GRADS_BUDGET, type BackwardOptions, type StackedGradsOptions } from './autograd.ts';
+export { backward, noGrad, scope, tidy, keep, isGradEnabled, releaseTape, STACKED_GRADS_DEFAULT, STACKED_GRADS_BUDGET, type BackwardOptions, type StackedGradsOptions } from './autograd.ts';
 /** Differentiable operations: each records its backward on the autograd tape while gradients are enabled. */
 export * as ops from './ops/index.ts';
 export { ParameterStore, ParameterBuilder, Parameter, PARAM_ALIGN, type Init, type SlotRow } from './params.ts';

@@ -10,7 +10,7 @@ import anyTest, { type ExecutionContext } from 'ava';
 import { memory, synchronizeSync, tensor } from '../lib/index.ts';
 import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
 import { DecodeSession, decodeLogits, sampleToken, seededRandom } from '../lib/models/generate.ts';
-import { noGrad } from '../lib/autograd.ts';
+import { noGrad, scope } from '../lib/autograd.ts';
 import { assertClose } from './helpers/close.ts';
 import { type ErrorClass } from './helpers/check.ts';
 import { Random } from './helpers/random.ts';
@@ -326,6 +326,51 @@ test('memory() counts return to where they were after every call, and do not gro
     s.dispose();
     s.dispose();
     t.deepEqual(cpuCounts(), before, `${name}: a session freed twice`);
+    m.store.dispose();
+  }
+});
+
+// One ownership scope (lib/autograd.ts): a forward pass under noGrad inside scope() frees everything but what it
+// returns, and a DecodeSession step (the same layer loop, BlockStack.run, over the KV cache) leaves exactly its logits.
+test('scope(): a forward pass under noGrad leaves memory() as it was; a DecodeSession step leaves only its logits', (t) => {
+  const plans: [string, Partial<DecoderConfig>][] = [
+    ['none', { sharing: { strategy: 'none' } }],
+    ['all', { sharing: { strategy: 'all' } }],
+    ['basis r=4', { sharing: { strategy: 'basis', rank: 4 } }],
+    ['delta r=3', { sharing: { strategy: 'delta', rank: 3 } }],
+    ['cycle U=2 + cross-layer KV (s=2), post-LN', { norm: 'post', sharing: { strategy: 'cycle', unique: 2, kvShareGroup: 2 } }],
+  ];
+  for (const [name, extra] of plans) {
+    const m = model(extra, 7);
+    const x = tensor(Int32Array.from(tokens(71, 7)), [1, 7]);
+    noGrad(() => m.forward(x)).dispose(); // the position ids of this shape are cached by the model: make them first
+    const before = cpuCounts();
+    const sum = noGrad(() => scope(() => {
+      const y = m.forward(x);
+      return (y.dataSync() as Float32Array).reduce((a, b) => a + b, 0);
+    }));
+    t.true(Number.isFinite(sum), `${name}: the forward pass ran`);
+    t.deepEqual(cpuCounts(), before, `${name}: a forward pass under noGrad inside scope() frees everything it made`);
+    // the returned logits survive the scope, and nothing else does
+    const kept = noGrad(() => scope(() => m.forward(x)));
+    t.false(kept.disposed, `${name}: the returned tensor survives scope()`);
+    kept.dispose();
+    t.deepEqual(cpuCounts(), before, `${name}: after disposing the returned logits`);
+
+    const s = new DecodeSession(m, 6);
+    s.prefill([1, 2, 3]).dispose();
+    const withCache = cpuCounts();
+    for (const id of [4, 5, 6]) {
+      const l = s.step(id);
+      const after = cpuCounts();
+      t.is(after.tensors, withCache.tensors + 1, `${name}: a step leaves one tensor (its logits)`);
+      t.is(after.storages, withCache.storages + 1, `${name}: a step leaves one storage (its logits')`);
+      l.dispose();
+      t.deepEqual(cpuCounts(), withCache, `${name}: a step leaves no extra tensors once its logits are freed`);
+    }
+    s.dispose();
+    t.deepEqual(cpuCounts(), before, `${name}: the session freed`);
+    x.dispose();
     m.store.dispose();
   }
 });

@@ -8,7 +8,7 @@ import { tensor, type Tensor } from '../lib/index.ts';
 import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
 import { Encoder } from '../lib/models/encoder.ts';
 import { EncoderDecoder } from '../lib/models/seq2seq.ts';
-import { backward, recording, resetTape, tape, STACKED_GRADS_DEFAULT, type StackedGradsOptions, type Tape } from '../lib/autograd.ts';
+import { backward, recording, resetTape, tape, track, STACKED_GRADS_DEFAULT, type StackedGradsOptions, type Tape } from '../lib/autograd.ts';
 import { ParameterBuilder, ParameterStore } from '../lib/params.ts';
 import * as ops from '../lib/ops/index.ts';
 import * as K from '../lib/kernels.ts';
@@ -235,13 +235,12 @@ for (const [name, extra] of [
 // gradient) is what the per-use path would have used.
 function dropoutOp(x: Tensor, p: number, seed: number): Tensor {
   const rec = recording(x);
-  const y = K.dropout(x, { p, seed });
+  const y = track(K.dropout(x, { p, seed }), rec);
   if (rec) {
-    tape().own(y);
     tape().record('dropout', [y], (tp) => {
       const g = tp.gradOf(y);
       if (g) K.dropoutBackward(g, tp.gradFor(x), { p, seed });
-    });
+    }, [x]);
   }
   return y;
 }

@@ -142,6 +142,48 @@ test('evaluation and tidy() free an inference pass\'s intermediates at once (no 
   model.store.dispose();
 });
 
+test('scope(): a recorded pass made inside scopes survives them (the tape pins it), and backward frees it all', async (t) => {
+  resetTape();
+  const { memory, synchronizeSync, scope, keep, backward, noGrad } = await import('../lib/index.ts');
+  const model = new Decoder(cfg);
+  const { ids, targets } = data.batch('train', 2, 16, 1, 0);
+  const reference = noGrad(() => model.loss(ids, targets)); // caches the position ids of this shape
+  const want = reference.dataSync()[0];
+  reference.dispose();
+  synchronizeSync();
+  const before = memory().cpu;
+  // the loss is recorded inside two scopes and not returned from the inner one: keep() moves it out of its freeing;
+  // every intermediate is pinned by the tape and survives both scopes for backward()
+  const loss = scope(() => scope(() => keep(model.loss(ids, targets))));
+  t.false(loss.disposed);
+  t.is(loss.dataSync()[0], want, 'the recorded pass computes what the inference pass did');
+  model.zeroGrad();
+  backward(loss);
+  const g = model.store.grads.dataSync() as Float32Array;
+  t.true(g.some((x) => x !== 0), 'gradients flowed through tensors made inside the scopes');
+  t.false(loss.disposed, 'the loss stays readable after backward()');
+  loss.dispose();
+  synchronizeSync();
+  const after = memory().cpu;
+  t.is(after.tensors, before.tensors, 'backward() released everything the scopes handed to the graph');
+  t.is(after.storages, before.storages);
+  // a training loop inside one long-lived scope: each backward() frees its step's activations (the pinned tensors
+  // went to the graph's scope, not up to the loop's), so memory is flat across steps
+  scope(() => {
+    const counts: number[] = [];
+    for (let step = 0; step < 3; step++) {
+      const l = model.loss(ids, targets);
+      backward(l);
+      l.dispose();
+      synchronizeSync();
+      counts.push(memory().cpu.tensors);
+    }
+    t.deepEqual(counts, [before.tensors, before.tensors, before.tensors], 'no step leaves tensors in the enclosing scope');
+  });
+  for (const x of [ids, targets]) x.dispose();
+  model.store.dispose();
+});
+
 test('Trainer.save writes without blocking the event loop, the same bytes as saveSync, from the state at the call', async (t) => {
   resetTape();
   const dir = mkdtempSync(join(tmpdir(), 'sf-save-'));

@@ -22,6 +22,7 @@ import { checkInt, checkKeys, checkOptions } from '../validate.ts';
 import type { StackConfig } from './stack.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
 import { generate, type GenerateOptions } from './generate.ts';
+import { scope } from '../autograd.ts';
 
 // declaredParameters(): the constructor runs (every check, every declaration) and stops before the store is allocated.
 let declaring = false;
@@ -164,15 +165,16 @@ export class Decoder extends Model {
   forward(ids: Tensor, options?: { depth?: number }): Tensor {
     options = checkOptions('Decoder.forward', options);
     checkIds('Decoder.forward', ids, this.config.maxSeq);
-    const h = this.stack.run(this.io.embed(ids), { depth: options.depth });
-    return this.io.logits(this.lnF.forward(h));
+    const depth = options.depth;
+    // a scope frees the pass's tensors but the logits (recorded ones are pinned by the tape until it is released)
+    return scope(() => this.io.logits(this.lnF.forward(this.stack.run(this.io.embed(ids), { depth }))));
   }
 
   /** The mean next-token cross-entropy of logits(ids) against targets (B, T) (ignoreIndex -100). */
   loss(ids: Tensor, targets: Tensor, options: { depth?: number } = {}): Tensor {
     const shape = idsShape(ids);
     if (shape) checkTargets('Decoder.loss', targets, shape); // before the forward pass records anything
-    return this.tokenLoss(this.forward(ids, options), targets, 'Decoder.loss');
+    return scope(() => this.tokenLoss(this.forward(ids, options), targets, 'Decoder.loss')); // frees the logits
   }
 
   /**

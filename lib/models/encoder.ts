@@ -8,7 +8,7 @@ import { LayerNorm, Linear } from '../nn/layers.ts';
 import { ParameterBuilder, ParameterStore } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
-import { isGradEnabled, tape } from '../autograd.ts';
+import { scope, track } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { accountEncoder, type Accounting } from '../sharing/accounting.ts';
 import { BlockStack, Model, TokenIO, checkDims, STACK_CONFIG_KEYS, checkIds, checkNorm, checkTargets, formatSummary, idsShape, persistingL2Summary, type Dims } from './stack.ts';
@@ -26,12 +26,6 @@ export interface EncodeOptions {
   /** int32 [B] (or numbers): keys at positions >= keyLengths[b] are padding. */
   keyLengths?: Tensor | number[];
   depth?: number;
-}
-
-/** A tensor made for this forward pass: the tape keeps it for backward (and frees it on release); else freed now. */
-function scratch(t: Tensor): void {
-  if (isGradEnabled()) tape().own(t);
-  else t.dispose();
 }
 
 /**
@@ -70,47 +64,52 @@ export class Encoder extends Model {
     if (kl === undefined || kl instanceof Tensor) return kl;
     if (!Array.isArray(kl) || kl.length !== B || kl.some((x) => !Number.isInteger(x) || x < 0 || x > T))
       throw new RangeError(`Encoder: keyLengths must be ${B} integers in [0, ${T}], got ${JSON.stringify(kl)}`);
-    return tensor(Int32Array.from(kl), [B], { device: this.store.device });
+    return track(tensor(Int32Array.from(kl), [B], { device: this.store.device })); // the encode pass's scope frees it
   }
 
   /** ids (B, T) -> hidden states (B, T, C) after the final LayerNorm. */
   encode(ids: Tensor, options?: EncodeOptions): Tensor {
     options = checkOptions('Encoder.encode', options);
     const [B, T] = checkIds('Encoder', ids, this.dims.maxSeq);
-    const kl = this.lengths(B, T, options.keyLengths);
-    const h = this.stack.run(this.io.embed(ids), { depth: options.depth, keyLengths: kl });
-    if (kl && kl !== options.keyLengths) scratch(kl);
-    return this.lnF.forward(h);
+    const o = options;
+    // a scope frees the pass's tensors (key lengths made here included) but its output; what attention's backward
+    // needs is pinned by the tape while it records
+    return scope(() => {
+      const kl = this.lengths(B, T, o.keyLengths);
+      return this.lnF.forward(this.stack.run(this.io.embed(ids), { depth: o.depth, keyLengths: kl }));
+    });
   }
 
   /** Masked-LM logits (B, T, V). */
   mlmLogits(ids: Tensor, options: EncodeOptions = {}): Tensor {
-    return this.io.logits(this.encode(ids, options));
+    return scope(() => this.io.logits(this.encode(ids, options)));
   }
 
   /** Mean cross-entropy of the MLM logits over positions whose target is not -100 (the unmasked ones). */
   mlmLoss(ids: Tensor, targets: Tensor, options: EncodeOptions = {}): Tensor {
     const shape = idsShape(ids);
     if (shape) checkTargets('Encoder.mlmLoss', targets, shape); // before the forward pass records anything
-    return this.tokenLoss(this.mlmLogits(ids, options), targets, 'Encoder.mlmLoss');
+    return scope(() => this.tokenLoss(this.mlmLogits(ids, options), targets, 'Encoder.mlmLoss')); // frees the logits
   }
 
   /** Class logits (B, numClasses) from the first position's hidden state. */
   classify(ids: Tensor, options: EncodeOptions = {}): Tensor {
     if (!this.classifier) throw new Error('Encoder.classify: this encoder has no classification head (set numClasses)');
-    const h = this.encode(ids, options);
-    const [B, T, C] = h.shape;
-    const first = tensor(Int32Array.from({ length: B }, (_, i) => i * T), [B], { device: this.store.device });
-    const cls = ops.embedding(first, ops.reshape(h, [B * T, C])); // row b * T of the flattened states
-    scratch(first);
-    return this.classifier.forward(cls);
+    const classifier = this.classifier;
+    return scope(() => {
+      const h = this.encode(ids, options);
+      const [B, T, C] = h.shape;
+      const first = track(tensor(Int32Array.from({ length: B }, (_, i) => i * T), [B], { device: this.store.device }));
+      const cls = ops.embedding(first, ops.reshape(h, [B * T, C])); // row b * T of the flattened states
+      return classifier.forward(cls);
+    });
   }
 
   /** Mean cross-entropy of classify() against labels int32 [B]. */
   classificationLoss(ids: Tensor, labels: Tensor, options: EncodeOptions = {}): Tensor {
     const shape = idsShape(ids);
     if (shape) checkTargets('Encoder.classificationLoss', labels, [shape[0]], 'labels', 'one per sequence'); // before the forward pass
-    return ops.crossEntropy(this.classify(ids, options), labels);
+    return scope(() => ops.crossEntropy(this.classify(ids, options), labels)); // frees the logits
   }
 
   /** Unique parameters, bytes, applied depth and FLOPs per token of this encoder (at `depth` layers when given). */

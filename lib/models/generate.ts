@@ -1,5 +1,6 @@
 // generate.ts — text generation from a Decoder over a KV cache (incremental decoding), and the token sampler.
 //
+//   Both passes are the model's one layer loop, BlockStack.run, given the session's KV cache (KVCache, stack.ts).
 //   prefill: the prompt (positions [0, T0)) goes through every applied layer in one causal pass, exactly as
 //     Decoder.forward computes it; each layer that computes its own K and V (plan.layers[l].kvSource == l) also writes
 //     them into its cache (1, Hkv, capacity, Dh) with kvAppend.
@@ -11,14 +12,13 @@
 //     restricted to the topK most likely tokens, then to the smallest most-likely set whose probability reaches topP
 //     (nucleus), drawn with a seeded PRNG (sfc32): the same seed gives the same tokens.
 //
-// Everything runs under noGrad and frees its temporaries as it goes (caches included, when the call ends): memory()
-// returns to where it was. The caches live on the model's device (kvAppend has a CPU and a CUDA kernel).
+// Everything runs under noGrad, each pass in a scope (autograd.ts) that frees its temporaries (run() frees each
+// layer's as it goes; the caches when the call ends): memory() returns to where it was. The caches live on the model's device (kvAppend has a CPU and a CUDA kernel).
 import type { Decoder } from './decoder.ts';
 import { Tensor, tensor, zeros } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
-import { noGrad } from '../autograd.ts';
-import { appliedLayers, type LayerPlan } from '../sharing/plan.ts';
-import { linearInference, type FeedForward } from '../nn/layers.ts';
+import { noGrad, scope, track } from '../autograd.ts';
+import { appliedLayers } from '../sharing/plan.ts';
 import { checkInt, checkKeys, checkNumber, checkObject, describe } from '../validate.ts';
 
 /** How generate() picks tokens: length, temperature, top-k / top-p, seed. */
@@ -57,55 +57,26 @@ type KV = { k: Tensor; v: Tensor };
 const OP = 'Decoder.generate';
 const OPTION_KEYS = ['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'eos', 'depth', 'slide', 'onTokens'];
 
-/** h + d as a new tensor, freeing both. */
-function residual(h: Tensor, d: Tensor): Tensor {
-  const r = ops.add(h, d);
-  h.dispose();
-  d.dispose();
-  return r;
-}
-
-/** The residual of a sub-layer (normalised after the sum for post-LN), freeing h, d and the sum. */
-function subResidual(sub: { norm: 'pre' | 'post'; ln: { forward(x: Tensor): Tensor } }, h: Tensor, d: Tensor): Tensor {
-  const r = residual(h, d);
-  if (sub.norm === 'pre') return r;
-  const n = sub.ln.forward(r);
-  r.dispose();
-  return n;
-}
-
-/** FeedForward.forward for inference, freeing its intermediates. */
-function feedForward(f: FeedForward, x: Tensor): Tensor {
-  const a = f.norm === 'pre' ? f.ln.forward(x) : x;
-  const b = linearInference(f.fc1, a, 'gelu');
-  if (a !== x) a.dispose();
-  const c = linearInference(f.fc2, b);
-  b.dispose();
-  return c;
-}
-
 /**
  * One sequence (B = 1) being decoded incrementally: per-layer K/V caches of `capacity` positions and the number of
  * positions fed so far. Call prefill() once, then step() per token; dispose() frees the caches. Every method runs
- * under noGrad and frees its temporaries.
+ * under noGrad, in a scope that frees its temporaries; both feed the model's layer loop, BlockStack.run.
  */
 export class DecodeSession {
   readonly capacity: number;
-  private readonly layers: LayerPlan[];
   private readonly caches: (KV | null)[]; // per applied layer; null for layers that reuse another layer's K/V
   private fed = 0;
 
-  constructor(readonly model: Decoder, capacity: number, depth?: number) {
+  constructor(readonly model: Decoder, capacity: number, private readonly depth?: number) {
     if (typeof model !== 'object' || model === null || typeof model.config !== 'object' || !model.store)
       throw new TypeError('DecodeSession: model must be a Decoder');
     const { dModel, heads, kvHeads, maxSeq } = model.config;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > maxSeq)
       throw new RangeError(`DecodeSession: capacity must be an integer in [1, ${maxSeq}] (the model's maxSeq), got ${String(capacity)}`);
     this.capacity = capacity;
-    this.layers = appliedLayers(model.plan, depth);
     const device = model.store.device;
     const shape = [1, kvHeads, capacity, dModel / heads];
-    this.caches = this.layers.map((lp, l) => (lp.kvSource === l ? { k: zeros(shape, { device }), v: zeros(shape, { device }) } : null));
+    this.caches = appliedLayers(model.plan, depth).map((lp, l) => (lp.kvSource === l ? { k: zeros(shape, { device }), v: zeros(shape, { device }) } : null));
   }
 
   /** Positions fed so far (the position of the next token). */
@@ -126,33 +97,17 @@ export class DecodeSession {
     if (T < 1 || T > this.capacity) throw new RangeError(`DecodeSession.prefill: ${T} positions do not fit the capacity ${this.capacity}`);
     const V = this.model.config.vocab;
     for (let i = 0; i < T; i++) checkTokenId(ids[i], `${op}: ids[${i}]`, V);
-    return noGrad(() => {
-      const m = this.model;
-      let h = this.embed(Int32Array.from(ids), Int32Array.from({ length: T }, (_, i) => i));
-      const fresh: (KV | null)[] = [];
-      try {
-        this.layers.forEach((lp, l) => {
-          const reuse = lp.kvSource !== l ? fresh[lp.kvSource] ?? undefined : undefined;
-          const { out, kv } = m.attn[lp.attention].forwardPrefill(h, this.caches[l], reuse);
-          fresh[l] = kv;
-          h = subResidual(m.attn[lp.attention], h, out);
-          h = subResidual(m.ffn[lp.ffn], h, feedForward(m.ffn[lp.ffn], h));
-        });
-      } finally {
-        for (const kv of fresh) {
-          kv?.k.dispose();
-          kv?.v.dispose();
-        }
-      }
-      this.fed = T;
-      if (!all && T > 1) {
+    return noGrad(() =>
+      scope(() => {
+        const m = this.model;
+        const x = this.embed(Int32Array.from(ids), Int32Array.from({ length: T }, (_, i) => i));
+        const h = m.stack.run(x, { depth: this.depth, kv: { layers: this.caches, pos: 0 } });
+        this.fed = T;
+        // layer norm and head are per position: the last one suffices
         const C = m.config.dModel;
-        const last = h.window((T - 1) * C, [1, 1, C]); // layer norm and head are per position: the last one suffices
-        h.dispose();
-        h = last;
-      }
-      return this.logits(h);
-    });
+        return this.logits(!all && T > 1 ? track(h.window((T - 1) * C, [1, 1, C])) : h);
+      }),
+    );
   }
 
   /** Feeds one token at the next position; returns its logits (1, 1, vocab). */
@@ -161,19 +116,16 @@ export class DecodeSession {
     if (t === 0) throw new Error('DecodeSession.step: call prefill() first');
     if (t >= this.capacity) throw new RangeError(`DecodeSession.step: the cache is full (capacity ${this.capacity} positions)`);
     checkTokenId(id, 'DecodeSession.step: id', this.model.config.vocab);
-    return noGrad(() => {
-      const m = this.model;
-      let h = this.embed(Int32Array.of(id), Int32Array.of(t));
-      const keyLengths = tensor(Int32Array.of(t + 1), [1], { device: m.store.device });
-      this.layers.forEach((lp, l) => {
-        const cache = this.caches[lp.kvSource]!;
-        h = subResidual(m.attn[lp.attention], h, m.attn[lp.attention].forwardStep(h, cache, t, lp.kvSource === l, keyLengths));
-        h = subResidual(m.ffn[lp.ffn], h, feedForward(m.ffn[lp.ffn], h));
-      });
-      keyLengths.dispose();
-      this.fed = t + 1;
-      return this.logits(h);
-    });
+    return noGrad(() =>
+      scope(() => {
+        const m = this.model;
+        const x = this.embed(Int32Array.of(id), Int32Array.of(t));
+        const keyLengths = track(tensor(Int32Array.of(t + 1), [1], { device: m.store.device }));
+        const h = m.stack.run(x, { depth: this.depth, kv: { layers: this.caches, pos: t }, causal: false, keyLengths });
+        this.fed = t + 1;
+        return this.logits(h);
+      }),
+    );
   }
 
   /** Frees the caches. Idempotent. */
@@ -184,26 +136,16 @@ export class DecodeSession {
     }
   }
 
-  /** Token + positional embeddings (1, n, C) of ids at positions. */
+  /** Token + positional embeddings (1, n, C) of ids at positions (in the caller's scope, as the id tensors). */
   private embed(ids: Int32Array, positions: Int32Array): Tensor {
     const m = this.model;
     const device = m.store.device;
-    const idT = tensor(ids, [1, ids.length], { device });
-    const posT = tensor(positions, [1, positions.length], { device });
-    const h = m.io.embed(idT, posT);
-    idT.dispose();
-    posT.dispose();
-    return h;
+    return m.io.embed(track(tensor(ids, [1, ids.length], { device })), track(tensor(positions, [1, positions.length], { device })));
   }
 
-  /** Final layer norm and head over h (1, n, C), freeing h: logits (1, n, vocab). */
+  /** Final layer norm and head over h (1, n, C): logits (1, n, vocab). */
   private logits(h: Tensor): Tensor {
-    const m = this.model;
-    const n = m.lnF.forward(h);
-    h.dispose();
-    const y = m.io.logits(n);
-    n.dispose();
-    return y;
+    return this.model.io.logits(this.model.lnF.forward(h));
   }
 }
 

@@ -10,7 +10,7 @@ import { LayerNorm, MultiHeadAttention } from '../nn/layers.ts';
 import { ParameterBuilder, ParameterStore } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
-import { isGradEnabled, tape } from '../autograd.ts';
+import { scope, track } from '../autograd.ts';
 import { makePlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import { BlockStack, Model, TokenIO, checkDims, checkIds, checkTargets, idsShape, persistingL2Summary, type Dims } from './stack.ts';
 import { checkInt, checkKeys, checkOptions } from '../validate.ts';
@@ -108,19 +108,18 @@ export class EncoderDecoder extends Model {
     const [B, S] = checkIds('EncoderDecoder.forward', src, this.dims.maxSeq);
     const [Bt] = checkIds('EncoderDecoder.forward', tgt, this.dims.maxSeq);
     if (B !== Bt) throw new RangeError(`EncoderDecoder.forward: source batch ${B} differs from target batch ${Bt}`);
-    let kl: Tensor | undefined;
-    if (options.srcLengths !== undefined) {
-      const sl = options.srcLengths;
-      if (!Array.isArray(sl) || sl.length !== B || sl.some((x) => !Number.isInteger(x) || x < 1 || x > S))
-        throw new RangeError(`EncoderDecoder.forward: srcLengths must be ${B} integers in [1, ${S}], got ${JSON.stringify(sl)}`);
-      kl = tensor(Int32Array.from(sl), [B], { device: this.store.device });
-      if (isGradEnabled()) tape().own(kl); // attention's backward needs it; the tape frees it on release
-    }
-    const memory = this.encode(src, kl);
-    const between = (l: number, h: Tensor) => ops.add(h, this.cross[l].forward(h, undefined, { memory, keyLengths: kl }).out);
-    const h = this.lnDec.forward(this.decoder.run(this.io.embed(tgt), { causal: true, between }));
-    if (kl && !isGradEnabled()) kl.dispose();
-    return this.io.logits(h);
+    const sl = options.srcLengths;
+    if (sl !== undefined && (!Array.isArray(sl) || sl.length !== B || sl.some((x) => !Number.isInteger(x) || x < 1 || x > S)))
+      throw new RangeError(`EncoderDecoder.forward: srcLengths must be ${B} integers in [1, ${S}], got ${JSON.stringify(sl)}`);
+    // a scope frees the pass's tensors (the key lengths included) but the logits; what attention's backward needs is
+    // pinned by the tape while it records
+    return scope(() => {
+      const kl = sl === undefined ? undefined : track(tensor(Int32Array.from(sl), [B], { device: this.store.device }));
+      const memory = this.encode(src, kl);
+      const between = (l: number, h: Tensor) => ops.add(h, this.cross[l].forward(h, undefined, { memory, keyLengths: kl }).out);
+      const h = this.lnDec.forward(this.decoder.run(this.io.embed(tgt), { causal: true, between }));
+      return this.io.logits(h);
+    });
   }
 
   /**
@@ -148,7 +147,7 @@ export class EncoderDecoder extends Model {
   loss(src: Tensor, tgtIn: Tensor, tgtOut: Tensor, options: { srcLengths?: number[] } = {}): Tensor {
     const shape = idsShape(tgtIn);
     if (shape) checkTargets('EncoderDecoder.loss', tgtOut, shape); // before the forward pass records anything
-    return this.tokenLoss(this.forward(src, tgtIn, options), tgtOut, 'EncoderDecoder.loss');
+    return scope(() => this.tokenLoss(this.forward(src, tgtIn, options), tgtOut, 'EncoderDecoder.loss')); // frees the logits
   }
 
 

@@ -7,7 +7,7 @@ import type { ParameterBuilder } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import * as K from '../kernels.ts';
-import { tape } from '../autograd.ts';
+import { handOver, scope } from '../autograd.ts';
 import { native } from '../native.ts';
 import { appliedLayers, kvProjectionBlocks, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import type { Accounting } from '../sharing/accounting.ts';
@@ -69,11 +69,6 @@ export function checkDims(who: string, c: Partial<Dims> & Record<string, unknown
   if (d.dModel % d.heads) throw new RangeError(`${who}: dModel (${d.dModel}) must be a multiple of heads (${d.heads})`);
   if (d.heads % d.kvHeads) throw new RangeError(`${who}: heads (${d.heads}) must be a multiple of kvHeads (${d.kvHeads})`);
   return d;
-}
-
-/** Intermediates of a forward pass that recorded nothing (inference) are freed at once; recorded ones belong to the tape. */
-export function scratchDone(...ts: Tensor[]): void {
-  for (const t of ts) if (!tape().requiresGrad(t)) t.dispose();
 }
 
 /** 'pre' (default) or 'post', else a TypeError naming the model. */
@@ -144,20 +139,16 @@ export class TokenIO {
         this.positions.set(key, p);
       }
     }
-    const t = this.tok.forward(ids);
-    const e = this.inProj ? this.inProj.forward(t) : t;
-    const pe = this.pos.forward(p);
-    const out = ops.add(e, pe);
-    scratchDone(t, e, pe);
-    return out;
+    const pos = p;
+    return scope(() => {
+      const t = this.tok.forward(ids);
+      return ops.add(this.inProj ? this.inProj.forward(t) : t, this.pos.forward(pos));
+    });
   }
   /** h (..., d) -> logits (..., V). */
   logits(h: Tensor): Tensor {
     if (this.head) return this.head.forward(h);
-    const mid = this.outProj ? this.outProj.forward(h) : h;
-    const y = ops.linear(mid, this.tok.weight.value, null);
-    if (mid !== h) scratchDone(mid);
-    return y;
+    return scope(() => ops.linear(this.outProj ? this.outProj.forward(h) : h, this.tok.weight.value, null));
   }
 }
 
@@ -260,49 +251,83 @@ export class BlockStack {
 
   /**
    * Applies the plan's layers to h (B, T, C): residual sub-layers, pre-LN or post-LN. `between(l, h)` runs after layer l's
-   * attention (the encoder–decoder's cross-attention goes there).
+   * attention (the encoder–decoder's cross-attention goes there). This is the one layer loop: training, evaluation
+   * and incremental decoding all run it. With `kv` (decoding one sequence, B = 1), each layer that computes its own
+   * K/V writes them into its slot of the cache at kv.pos, and attends as MultiHeadAttention.forward says (the prompt
+   * at pos 0 causally; one later position with causal false and keyLengths [pos + 1], which the caller passes).
+   *
+   * Each sub-layer runs in its own scope (autograd.ts): what it makes is freed when it ends, except its output (and
+   * K/V a later layer reuses), so inference holds one layer's intermediates at a time; recorded tensors are pinned by
+   * the tape and survive. The input h stays the caller's.
    */
-  run(h: Tensor, o: { depth?: number; keyLengths?: Tensor; causal?: boolean; between?: (l: number, h: Tensor) => Tensor } = {}): Tensor {
-    const kvOf: { k: Tensor; v: Tensor }[] = [];
+  run(h: Tensor, o: { depth?: number; keyLengths?: Tensor; causal?: boolean; between?: (l: number, h: Tensor) => Tensor; kv?: KVCache } = {}): Tensor {
     const layers = appliedLayers(this.plan, o.depth);
-    // Shared weights on chip (CUDA): while consecutive layers apply the same attention and FFN blocks (plans 'all',
-    // 'sequence'), those blocks' parameters persist in L2 for the run of layers, so the second and later layers read
-    // them from L2 instead of HBM. A window is one contiguous range of the flat parameter buffer and covers exactly
-    // the bytes passed: l2Span picks the largest contiguous part of the blocks' parameters (all of them with plan
-    // 'all', whose one attention and one FFN block are declared one after the other), alignment padding counted as
-    // contiguous. When the store keeps a bf16 copy the window is over the copy's bytes of that run (half as many).
-    // A no-op on the CPU; best effort on CUDA (backends() and summary() say whether it is in effect).
-    const onCuda = h.device !== 'cpu';
-    let persisting = false;
-    layers.forEach((lp, l) => {
-      if (onCuda) {
-        const inRun = sameBlocks(layers[l - 1], lp) || sameBlocks(lp, layers[l + 1]);
-        if (inRun && !sameBlocks(layers[l - 1], lp)) {
-          // one tensor over the run's bytes (the alignment padding between its parameters included): of the store's
-          // bf16 copy when it keeps one (what bf16 matmuls read while it is current), else of the fp32 values
-          const span = l2Span([...this.attn[lp.attention].parameters(), ...this.ffn[lp.ffn].parameters()]);
-          const store = span[0]?._store;
-          if (store) {
-            const win = store.span(span, store.bf16Copy ? 'bf16' : 'values');
-            persisting = K.persistL2(win) || persisting;
-            win.dispose();
+    const kv = o.kv;
+    if (kv && kv.layers.length !== layers.length)
+      throw new RangeError(`BlockStack.run: the KV cache has ${kv.layers.length} layers, the plan applies ${layers.length}`);
+    const reused = new Set(layers.filter((lp, l) => lp.kvSource !== l).map((lp) => lp.kvSource));
+    const causal = o.causal ?? this.causal;
+    return scope(() => {
+      const kvOf: { k: Tensor; v: Tensor }[] = [];
+      // Shared weights on chip (CUDA): while consecutive layers apply the same attention and FFN blocks (plans 'all',
+      // 'sequence'), those blocks' parameters persist in L2 for the run of layers, so the second and later layers read
+      // them from L2 instead of HBM. A window is one contiguous range of the flat parameter buffer and covers exactly
+      // the bytes passed: l2Span picks the largest contiguous part of the blocks' parameters (all of them with plan
+      // 'all', whose one attention and one FFN block are declared one after the other), alignment padding counted as
+      // contiguous. When the store keeps a bf16 copy the window is over the copy's bytes of that run (half as many).
+      // A no-op on the CPU; best effort on CUDA (backends() and summary() say whether it is in effect).
+      const onCuda = h.device !== 'cpu';
+      let persisting = false;
+      try {
+        layers.forEach((lp, l) => {
+          if (onCuda) {
+            const inRun = sameBlocks(layers[l - 1], lp) || sameBlocks(lp, layers[l + 1]);
+            if (inRun && !sameBlocks(layers[l - 1], lp)) {
+              // one tensor over the run's bytes (the alignment padding between its parameters included): of the store's
+              // bf16 copy when it keeps one (what bf16 matmuls read while it is current), else of the fp32 values
+              const span = l2Span([...this.attn[lp.attention].parameters(), ...this.ffn[lp.ffn].parameters()]);
+              const store = span[0]?._store;
+              if (store) {
+                const win = store.span(span, store.bf16Copy ? 'bf16' : 'values');
+                persisting = K.persistL2(win) || persisting;
+                win.dispose();
+              }
+            } else if (!inRun && persisting) {
+              K.persistL2(null);
+              persisting = false;
+            }
           }
-        } else if (!inRun && persisting) {
-          K.persistL2(null);
-          persisting = false;
-        }
+          const attn = this.attn[lp.attention], ffn = this.ffn[lp.ffn];
+          const reuse = lp.kvSource !== l ? kvOf[lp.kvSource] : undefined;
+          const slot = kv && !reuse ? kv.layers[l] : null;
+          const a = scope(() => {
+            handOver(h); // the previous layer's output is freed with this sub-layer's scope (the caller's input is not)
+            const r = attn.forward(h, reuse, { keyLengths: o.keyLengths, causal, cache: slot ? { k: slot.k, v: slot.v, pos: kv!.pos } : undefined });
+            const sum = attn.residual(h, r.out);
+            return { h: o.between ? o.between(l, sum) : sum, kv: reused.has(l) ? r.kv : null };
+          });
+          if (a.kv) kvOf[l] = a.kv;
+          h = scope(() => {
+            handOver(a.h);
+            return ffn.residual(a.h, ffn.forward(a.h));
+          });
+        });
+      } finally {
+        if (persisting) K.persistL2(null);
       }
-      const reuse = lp.kvSource !== l ? kvOf[lp.kvSource] : undefined;
-      const { out, kv } = this.attn[lp.attention].forward(h, reuse, { keyLengths: o.keyLengths, causal: o.causal ?? this.causal });
-      kvOf[l] = kv;
-      h = this.attn[lp.attention].residual(h, out);
-      if (o.between) h = o.between(l, h);
-      const f = this.ffn[lp.ffn];
-      h = f.residual(h, f.forward(h));
+      return h;
     });
-    if (persisting) K.persistL2(null);
-    return h;
   }
+}
+
+/**
+ * The KV cache of one sequence being decoded (lib/models/generate.ts), as BlockStack.run reads it: per applied layer,
+ * the K and V (1, Hkv, capacity, Dh) it writes, or null for a layer that reuses another layer's (cross-layer KV
+ * sharing); and the position of the first position of the h that run() is given.
+ */
+export interface KVCache {
+  readonly layers: readonly ({ k: Tensor; v: Tensor } | null)[];
+  readonly pos: number;
 }
 
 /** What every model shares: its ParameterStore and TokenIO, moving, counting, zeroing, and the token loss. */

@@ -165,94 +165,60 @@ export class MultiHeadAttention extends Module {
   /** K and V (B, Hkv, T, Dh) of the normalised input h = ln(x). */
   keysValues(h: Tensor): { k: Tensor; v: Tensor } {
     if (!this.wk || !this.wv) throw new Error('MultiHeadAttention: this block has no K/V projections (it reuses another layer\'s K and V)');
-    return { k: ops.splitHeads(this.wk.forward(h), this.kvHeads), v: ops.splitHeads(this.wv.forward(h), this.kvHeads) };
+    return { k: splitHeads(this.wk.forward(h), this.kvHeads), v: splitHeads(this.wv.forward(h), this.kvHeads) };
   }
 
   /**
    * x (B, T, C) -> the sub-layer's output (B, T, C), without the residual. With `kv`, reuses those keys and values
    * (cross-layer K/V sharing) instead of computing its own; returns the K/V it used.
+   *
+   * Incremental decoding (BlockStack.run with a KV cache): with `cache` (and no `kv`), this layer's own K and V of the
+   * T positions of x (B = 1) are written into cache.k / cache.v (1, Hkv, capacity, Dh) at cache.pos. At position 0
+   * (the prompt) the layer attends to its own K/V (causal) and returns them, for the layers that reuse them in the
+   * same pass; at a later position (T = 1) it attends to the cache's first pos + 1 keys (`keyLengths`, causal false:
+   * the cache holds no later position) and returns the cache, which a layer reusing this layer's K/V then reads.
+   * With one position the head split and merge are reshapes (a view, no copy).
    */
-  forward(x: Tensor, kv?: { k: Tensor; v: Tensor }, options: { keyLengths?: Tensor; memory?: Tensor; causal?: boolean } = {}): { out: Tensor; kv: { k: Tensor; v: Tensor } } {
+  forward(
+    x: Tensor,
+    kv?: { k: Tensor; v: Tensor },
+    options: { keyLengths?: Tensor; memory?: Tensor; causal?: boolean; cache?: { k: Tensor; v: Tensor; pos: number } } = {},
+  ): { out: Tensor; kv: { k: Tensor; v: Tensor } } {
     const h = this.norm === 'pre' ? this.ln.forward(x) : x;
-    const q = ops.splitHeads(this.wq.forward(h), this.heads);
+    const q = splitHeads(this.wq.forward(h), this.heads);
     // keys and values: reused (cross-layer sharing), from `memory` (cross-attention over an encoder's output, which
-    // is already normalised), or from this input
-    const used = kv ?? this.keysValues(options.memory ?? h);
+    // is already normalised), or from this input (and then appended to the cache when decoding)
+    let used = kv;
+    if (!used) {
+      used = this.keysValues(options.memory ?? h);
+      const c = options.cache;
+      if (c) {
+        kvAppend(c.k, used.k, c.pos);
+        kvAppend(c.v, used.v, c.pos);
+        if (c.pos > 0) used = { k: c.k, v: c.v };
+      }
+    }
     const causal = options.causal ?? (this.causal && !options.memory); // a block shared by encoder and decoder is told
     const o = ops.attention(q, used.k, used.v, { causal, keyLengths: options.keyLengths });
-    return { out: this.wo.forward(ops.mergeHeads(o)), kv: used };
+    return { out: this.wo.forward(mergeHeads(o)), kv: used };
   }
 
   /** The residual connection of this sub-layer: h + out (pre-LN), or LayerNorm(h + out) (post-LN). */
   residual(h: Tensor, out: Tensor): Tensor {
     return postResidual(this.norm, this.ln, h, out);
   }
+}
 
-  // ---- incremental decoding (lib/models/generate.ts): inference only, run under noGrad; intermediates are freed ----
+/** (B, T, H*Dh) -> (B, H, T, Dh); with T = 1 a reshape (a view, no copy). Differentiable. */
+function splitHeads(y: Tensor, heads: number): Tensor {
+  const [B, T, HD] = y.shape;
+  return T === 1 ? ops.reshape(y, [B, heads, 1, HD / heads]) : ops.splitHeads(y, heads);
+}
 
-  /**
-   * The prompt of one sequence (B = 1) at positions [0, T): as forward(x, kv), causal. Without `kv` (this layer
-   * computes its own K/V), the K and V (1, Hkv, T, Dh) are also written into `cache` (1, Hkv, Tmax, Dh) at position 0
-   * and returned for the layers that reuse them in the same pass (the caller frees them); with `kv`, kv is null.
-   */
-  forwardPrefill(x: Tensor, cache: { k: Tensor; v: Tensor } | null, kv?: { k: Tensor; v: Tensor }): { out: Tensor; kv: { k: Tensor; v: Tensor } | null } {
-    const h = this.norm === 'pre' ? this.ln.forward(x) : x;
-    const q = this.headsFreeing(this.wq, h, this.heads);
-    const own = kv ? null : this.keysValuesFreeing(h);
-    if (h !== x) h.dispose();
-    const used = kv ?? own!;
-    if (own && cache) {
-      kvAppend(cache.k, own.k, 0);
-      kvAppend(cache.v, own.v, 0);
-    }
-    const o = ops.attention(q, used.k, used.v, { causal: this.causal });
-    q.dispose();
-    return { out: this.outFreeing(o), kv: own };
-  }
-
-  /**
-   * One new position `pos` of one sequence, x (1, 1, C), attending to the first pos + 1 keys of `cache`
-   * (1, Hkv, Tmax, Dh); keyLengths is int32 [1] holding pos + 1 (no causal mask is needed: the cache holds no later
-   * position). With `append` (this layer computes its own K/V), this position's K and V are first written into the
-   * cache at pos; without, the cache is the one of the layer whose K/V this layer reuses, already holding pos.
-   * Returns the output (1, 1, C), without the residual.
-   */
-  forwardStep(x: Tensor, cache: { k: Tensor; v: Tensor }, pos: number, append: boolean, keyLengths: Tensor): Tensor {
-    const h = this.norm === 'pre' ? this.ln.forward(x) : x;
-    const q = this.headsFreeing(this.wq, h, this.heads);
-    if (append) {
-      const kv = this.keysValuesFreeing(h);
-      kvAppend(cache.k, kv.k, pos);
-      kvAppend(cache.v, kv.v, pos);
-      kv.k.dispose();
-      kv.v.dispose();
-    }
-    if (h !== x) h.dispose();
-    const o = ops.attention(q, cache.k, cache.v, { causal: false, keyLengths });
-    q.dispose();
-    return this.outFreeing(o);
-  }
-
-  // With one position (T = 1) the head split and merge are reshapes: a view, no copy.
-  private headsFreeing(lin: LinearLike, h: Tensor, heads: number): Tensor {
-    const y = linearInference(lin, h);
-    const [B, T, HD] = y.shape;
-    const out = T === 1 ? y.view([B, heads, 1, HD / heads]) : ops.splitHeads(y, heads);
-    y.dispose();
-    return out;
-  }
-  private keysValuesFreeing(h: Tensor): { k: Tensor; v: Tensor } {
-    if (!this.wk || !this.wv) throw new Error('MultiHeadAttention: this block has no K/V projections (it reuses another layer\'s K and V)');
-    return { k: this.headsFreeing(this.wk, h, this.kvHeads), v: this.headsFreeing(this.wv, h, this.kvHeads) };
-  }
-  private outFreeing(o: Tensor): Tensor {
-    const [B, H, T, Dh] = o.shape;
-    const m = T === 1 ? o.view([B, 1, H * Dh]) : ops.mergeHeads(o);
-    o.dispose();
-    const out = linearInference(this.wo, m);
-    m.dispose();
-    return out;
-  }
+/** (B, H, T, Dh) -> (B, T, H*Dh); with T = 1 a reshape (a view, no copy). Differentiable. */
+function mergeHeads(o: Tensor): Tensor {
+  const [B, H, T, Dh] = o.shape;
+  return T === 1 ? ops.reshape(o, [B, 1, H * Dh]) : ops.mergeHeads(o);
 }
 
 /** Feed-forward sub-layer: (pre-LN: LayerNorm,) Linear + GELU (fused), Linear. */
@@ -277,32 +243,6 @@ export class FeedForward extends Module {
   residual(h: Tensor, out: Tensor): Tensor {
     return postResidual(this.norm, this.ln, h, out);
   }
-}
-
-/**
- * lin.forward(x, activation) for inference (under noGrad), freeing the temporaries that factored layers (basis,
- * delta) compute through; a LinearLike of another kind goes through its forward().
- */
-export function linearInference(lin: LinearLike, x: Tensor, activation: 'none' | 'gelu' = 'none'): Tensor {
-  if (lin instanceof Linear) return lin.forward(x, activation);
-  if (lin instanceof BasisLinear) {
-    const t = ops.linear(x, lin.basis.value, null);
-    const y = ops.linear(t, lin.coef.value, lin.bias?.value ?? null, activation);
-    t.dispose();
-    return y;
-  }
-  if (lin instanceof DeltaLinear) {
-    const base = ops.linear(x, lin.shared.value, lin.bias?.value ?? null);
-    const down = ops.linear(x, lin.down.value, null);
-    const low = ops.linear(down, lin.up.value, null);
-    const y = ops.add(base, low);
-    for (const t of [base, down, low]) t.dispose();
-    if (activation !== 'gelu') return y;
-    const g = ops.gelu(y);
-    y.dispose();
-    return g;
-  }
-  return lin.forward(x, activation);
 }
 
 /** The shape of a TransformerBlock: attention plus a feed-forward width. */

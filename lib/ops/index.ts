@@ -1,11 +1,12 @@
 // ops — differentiable operations. Each pairs its forward native call with the backward native calls, side by side.
 // Inputs that need gradients are parameters (views into the flat parameter buffer) or outputs of recorded ops; the
 // backward closures add into tape.gradFor(input), which for a parameter is its gradient view (so shared weights sum
-// their uses in place). Forward outputs and saved tensors are owned by the tape while it records, and freed when it is
-// released.
+// their uses in place). Every tensor an op makes belongs to the innermost scope (autograd.ts, track()); when the op
+// records, its closure's tensors (inputs, outputs, saved statistics) are pinned by the tape, so no scope frees them
+// before the tape is released.
 import { Tensor, zeros } from '../tensor.ts';
 import * as K from '../kernels.ts';
-import { bf16TwinOf, collect, recording, tape, type Tape } from '../autograd.ts';
+import { bf16TwinOf, recording, tape, track, type Tape } from '../autograd.ts';
 import { checkOptions } from '../validate.ts';
 
 // ---- precision scope ------------------------------------------------------------------------------------------------
@@ -34,11 +35,6 @@ export function currentPrecision(): K.Precision {
   return precisionNow;
 }
 
-/** Tensors made while recording belong to the tape (freed on release); others to the caller (or an enclosing tidy()). */
-function own<T extends Tensor>(t: T, rec: boolean): T {
-  return rec ? tape().own(t) : collect(t);
-}
-
 const rows = (t: Tensor) => t.shape.slice(0, -1).reduce((a, b) => a * b, 1);
 const as2d = (t: Tensor) => t.view([rows(t), t.shape[t.rank - 1]]);
 
@@ -58,12 +54,12 @@ function addGrad(tp: Tape, t: Tensor, g: Tensor, scale = 1): void {
 /** The same storage under another shape (no copy); differentiable. */
 export function reshape(x: Tensor, shape: number[]): Tensor {
   const rec = recording(x);
-  const out = own(x.view(shape), rec);
+  const out = track(x.view(shape), rec);
   if (rec)
     tape().record('reshape', [out], (tp) => {
       const g = tp.gradOf(out);
       if (g) addGrad(tp, x, g);
-    });
+    }, [x]);
   return out;
 }
 
@@ -72,12 +68,12 @@ export function reshape(x: Tensor, shape: number[]): Tensor {
 /** Rows of `table` picked by int32 `ids`; differentiable in the table. */
 export function embedding(ids: Tensor, table: Tensor): Tensor {
   const rec = recording(table);
-  const out = own(K.embedding(ids, table), rec);
+  const out = track(K.embedding(ids, table), rec);
   if (rec)
     tape().record('embedding', [out], (tp) => {
       const g = tp.gradOf(out);
       if (g) K.embeddingBackward(ids, g, tp.gradFor(table));
-    });
+    }, [ids, table]);
   return out;
 }
 
@@ -86,14 +82,14 @@ export function embedding(ids: Tensor, table: Tensor): Tensor {
 /** Element-wise a + b of two tensors of the same shape; differentiable. */
 export function add(a: Tensor, b: Tensor): Tensor {
   const rec = recording(a, b);
-  const out = own(K.axpby(a, 1, b, 1), rec);
+  const out = track(K.axpby(a, 1, b, 1), rec);
   if (rec)
     tape().record('add', [out], (tp) => {
       const g = tp.gradOf(out);
       if (!g) return;
       if (tp.requiresGrad(a)) addGrad(tp, a, g);
       if (tp.requiresGrad(b)) addGrad(tp, b, g);
-    });
+    }, [a, b]);
   return out;
 }
 
@@ -108,8 +104,8 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none
   const w16 = precision === 'bf16' ? bf16TwinOf(w) : undefined;
   // recording with GELU: the matmul's epilogue also writes the pre-activation, which backward needs (one kernel, no
   // separate GELU pass over the output)
-  const preact = activation === 'gelu' && rec ? own(zeros([...x.shape.slice(0, -1), w.shape[0]], { device: x.device }), rec) : null;
-  const y = own(K.matmul(x, w, { transB: true, bias: b ?? undefined, activation, preact: preact ?? undefined, precision, bBf16: w16 }), rec);
+  const preact = activation === 'gelu' && rec ? track(zeros([...x.shape.slice(0, -1), w.shape[0]], { device: x.device }), rec) : null;
+  const y = track(K.matmul(x, w, { transB: true, bias: b ?? undefined, activation, preact: preact ?? undefined, precision, bBf16: w16 }), rec);
   if (rec) {
     const tp0 = tape();
     // A weight (a parameter) used by several linear ops on this tape — a block shared by several layers — may have its
@@ -123,7 +119,7 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none
       }
       let g = gy;
       if (preact) {
-        g = tp.own(K.geluBackward(preact, gy, zeros(gy.shape, { device: gy.device })));
+        g = track(K.geluBackward(preact, gy, zeros(gy.shape, { device: gy.device }))); // the graph's scope owns it
       }
       const g2 = as2d(g);
       let deferred = false;
@@ -148,7 +144,7 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none
         gx.dispose();
       }
       g2.dispose(); // views hold their storage: release them now, not at garbage collection
-    });
+    }, [x, w, b, preact]);
   }
   return y;
 }
@@ -158,12 +154,12 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none
 /** GELU (tanh form); differentiable. */
 export function gelu(x: Tensor): Tensor {
   const rec = recording(x);
-  const y = own(K.gelu(x), rec);
+  const y = track(K.gelu(x), rec);
   if (rec)
     tape().record('gelu', [y], (tp) => {
       const g = tp.gradOf(y);
       if (g) K.geluBackward(x, g, tp.gradFor(x));
-    });
+    }, [x]);
   return y;
 }
 
@@ -175,14 +171,14 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const precision = precisionNow;
   // bf16: parameters whose store keeps a bf16 copy pass their windows of it (see linear)
   const a16 = precision === 'bf16' ? bf16TwinOf(a) : undefined, b16 = precision === 'bf16' ? bf16TwinOf(b) : undefined;
-  const c = own(K.matmul(a, b, { precision, aBf16: a16, bBf16: b16 }), rec);
+  const c = track(K.matmul(a, b, { precision, aBf16: a16, bBf16: b16 }), rec);
   if (rec)
     tape().record('matmul', [c], (tp) => {
       const g = tp.gradOf(c);
       if (!g) return;
       if (tp.requiresGrad(a)) K.matmul(g, b, { transB: true, beta: 1, out: tp.gradFor(a), precision, bBf16: b16 });
       if (tp.requiresGrad(b)) K.matmul(a, g, { transA: true, beta: 1, out: tp.gradFor(b), precision, aBf16: a16 });
-    });
+    }, [a, b]);
   return c;
 }
 
@@ -192,14 +188,14 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
 export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps = 1e-5): Tensor {
   const rec = recording(x, w, b);
   const { y, mean, rstd } = K.layerNorm(x, w, b, { eps });
-  own(y, rec);
+  track(y, rec);
   if (!rec) {
     mean.dispose();
     rstd.dispose();
     return y;
   }
-  own(mean, rec);
-  own(rstd, rec);
+  track(mean, rec);
+  track(rstd, rec);
   tape().record('layerNorm', [y], (tp) => {
     const g = tp.gradOf(y);
     if (!g) return;
@@ -208,7 +204,7 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps = 1e-5): Tensor {
       dw: tp.requiresGrad(w) ? tp.gradFor(w) : undefined,
       db: tp.requiresGrad(b) ? tp.gradFor(b) : undefined,
     });
-  });
+  }, [x, w, b, mean, rstd]);
   return y;
 }
 
@@ -217,12 +213,12 @@ export function layerNorm(x: Tensor, w: Tensor, b: Tensor, eps = 1e-5): Tensor {
 /** (B, T, H*Dh) -> (B, H, T, Dh); differentiable. */
 export function splitHeads(x: Tensor, heads: number): Tensor {
   const rec = recording(x);
-  const out = own(K.splitHeads(x, heads), rec);
+  const out = track(K.splitHeads(x, heads), rec);
   if (rec)
     tape().record('splitHeads', [out], (tp) => {
       const g = tp.gradOf(out);
       if (g) K.mergeHeads(g, { out: tp.gradFor(x), accumulate: true });
-    });
+    }, [x]);
   return out;
 }
 
@@ -230,7 +226,7 @@ export function splitHeads(x: Tensor, heads: number): Tensor {
 /** (B, H, T, Dh) -> (B, T, H*Dh); differentiable. */
 export function mergeHeads(x: Tensor): Tensor {
   const rec = recording(x);
-  const out = own(K.mergeHeads(x), rec);
+  const out = track(K.mergeHeads(x), rec);
   if (rec)
     tape().record('mergeHeads', [out], (tp) => {
       const g = tp.gradOf(out);
@@ -239,7 +235,7 @@ export function mergeHeads(x: Tensor): Tensor {
       const gv = g.view([B, T, H, Dh]);
       K.permute0213(gv, { out: tp.gradFor(x), accumulate: true });
       gv.dispose();
-    });
+    }, [x]);
   return out;
 }
 
@@ -250,17 +246,17 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: K.AttentionO
   const rec = recording(q, k, v);
   if (options.precision === undefined && precisionNow !== 'fp32') options = { ...options, precision: precisionNow };
   const { o, lse } = K.attention(q, k, v, options);
-  own(o, rec);
+  track(o, rec);
   if (!rec) {
     lse.dispose();
     return o;
   }
-  own(lse, rec);
+  track(lse, rec);
   tape().record('attention', [o], (tp) => {
     const g = tp.gradOf(o);
     if (!g) return;
     K.attentionBackward(q, k, v, o, lse, g, { dq: tp.gradFor(q), dk: tp.gradFor(k), dv: tp.gradFor(v) }, options);
-  });
+  }, [q, k, v, lse, options.keyLengths]);
   return o;
 }
 
@@ -271,8 +267,8 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: K.AttentionO
 export function crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreIndex?: number } = {}): Tensor {
   checkOptions('ops.crossEntropy', options);
   const rec = recording(logits);
-  const dlogits = rec ? own(zeros(logits.shape, { device: logits.device }), rec) : undefined;
-  const loss = own(K.crossEntropy(logits, targets, { ignoreIndex: options.ignoreIndex, dlogits }), rec);
+  const dlogits = rec ? track(zeros(logits.shape, { device: logits.device }), rec) : undefined;
+  const loss = track(K.crossEntropy(logits, targets, { ignoreIndex: options.ignoreIndex, dlogits }), rec);
   if (rec) {
     tape().addRoot(loss);
     tape().record('crossEntropy', [loss], (tp) => {
@@ -282,7 +278,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: { ignoreI
         return;
       }
       tp.accumulate(logits, dlogits!, tp.seedScale, true);
-    });
+    }, [logits, dlogits]);
   }
   return loss;
 }
