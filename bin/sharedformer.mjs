@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// The `sharedformer` command. Runs the compiled CLI (dist/cli/index.js, from `npm run build:ts`) when it exists; otherwise,
-// in a checkout, the TypeScript source (lib/cli/index.ts) through tsx. SHAREDFORMER_CLI_SOURCE=1 forces the source. In a
-// checkout (lib/ is there; an installed package has none) the source is also used when a file of lib/ is newer than
-// dist/cli/index.js, so that an edit is never run stale (`npm test` / `npm run demo` recompile dist/ then).
+// The `sharedformer` command. Runs the compiled CLI (dist/cli/index.js, from `npm run build:ts`) when it exists;
+// otherwise, in a checkout, the TypeScript source (lib/cli/index.ts) through tsx. SHAREDFORMER_CLI_SOURCE=1 forces the
+// source. In a checkout (lib/ is there; an installed package has none) the source is also used when a file of lib/ is
+// newer than dist/cli/index.js, so that an edit is never run stale (`npm test` / `npm run demo` recompile dist/ then).
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 

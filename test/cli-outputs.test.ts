@@ -34,7 +34,7 @@ test('--json reports the loss, learning rate and time of every step', async (t) 
     t.true(Number.isFinite(l.loss) && l.loss > 0, `loss ${l.loss}`);
     t.true(l.lr > 0 && l.ms >= 0);
   }
-  t.is(losses.at(-1)!.loss, done.loss, 'the last step\'s loss is the summary\'s');
+  t.is(losses.at(-1)!.loss, done.loss as number, 'the last step\'s loss is the summary\'s');
   t.is(done.log, join(dir, 'json.log.jsonl'));
   t.is(done.plot, join(dir, 'json.loss.svg'));
   t.is(done.earlyStop, null);
