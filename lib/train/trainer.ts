@@ -40,6 +40,13 @@ export interface EvaluateOptions {
  * trainer's batch shape and seed.
  */
 export async function evaluate(model: TrainableModel, data: TokenDataset, o: EvaluateOptions): Promise<number> {
+  if (typeof o !== 'object' || o === null) throw new TypeError('evaluate: options must be an object');
+  for (const k of ['batches', 'batchSize', 'seqLen', 'seed'] as const) {
+    const v = o[k], lo = k === 'seed' ? 0 : 1;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < lo)
+      throw new RangeError(`evaluate: ${k} must be an integer >= ${lo}, got ${String(v)}`);
+  }
+  if (o.seqLen > model.config.maxSeq) throw new RangeError(`evaluate: seqLen ${o.seqLen} exceeds the model's maxSeq ${model.config.maxSeq}`);
   let sum = 0;
   for (let i = 0; i < o.batches; i++) {
     const { ids, targets } = data.batch('val', o.batchSize, o.seqLen, o.seed, i, model.store.device);
