@@ -2,7 +2,7 @@
 // progress bar, evaluations, periodic and final checkpoints, the checkpoint on Ctrl-C, and the training outputs of
 // `train` (a JSON-lines log, the loss-curve SVG, rotation of periodic checkpoints, the best checkpoint by validation
 // loss, early stopping).
-import { appendFileSync, copyFileSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, copyFileSync, existsSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { Trainer, type EvalInfo, type StepInfo, type TrainableModel, type TrainerOptions } from '../train/trainer.ts';
 import type { TokenDataset } from '../data/index.ts';
@@ -214,12 +214,18 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
       log({ type: 'checkpoint', step: trainer.step, path: ck!.path });
       plot();
     };
-    /** Rotation: the newest `keep` periodic checkpoints as OUT.step-S.safetensors (a copy renamed into place). */
+    /** Rotation: the newest `keep` periodic checkpoints as OUT.step-S.safetensors (a copy, fsynced, renamed into place). */
     const rotate = () => {
       if (!ck?.keep || !files) return;
       const target = files.step(trainer.step), tmp = `${target}.tmp-${process.pid}`;
       try {
         copyFileSync(ck.path, tmp);
+        const fd = openSync(tmp, 'r+');
+        try {
+          fsyncSync(fd); // on disk before it takes the name, as writeFileAtomic does
+        } finally {
+          closeSync(fd);
+        }
         renameSync(tmp, target);
         const dir = dirname(ck.path);
         const kept = readdirSync(dir)
