@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// The `sharedformer` command. Runs the compiled CLI (dist/cli.js, from `npm run build:ts`) when it exists; otherwise,
-// in a checkout, the TypeScript source (lib/cli.ts) through tsx. SHAREDFORMER_CLI_SOURCE=1 forces the source. In a
-// checkout (lib/ is there; an installed package has none) the source is also used when a file of lib/ is newer than
-// dist/cli.js, so that an edit is never run stale (`npm test` / `npm run demo` recompile dist/ then).
+// The `sharedformer` command. Runs the compiled CLI (dist/cli/index.js, from `npm run build:ts`) when it exists;
+// otherwise, in a checkout, the TypeScript source (lib/cli/index.ts) through tsx. SHAREDFORMER_CLI_SOURCE=1 forces the
+// source. In a checkout (lib/ is there; an installed package has none) the source is also used when a file of lib/ is
+// newer than dist/cli/index.js, so that an edit is never run stale (`npm test` / `npm run demo` recompile dist/ then).
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -12,9 +12,9 @@ process.stdout.on('error', (e) => {
   throw e;
 });
 
-const dist = new URL('../dist/cli.js', import.meta.url);
-const source = new URL('../lib/cli.ts', import.meta.url);
-/** Whether a checkout's lib/ has a file newer than dist/cli.js (false in an installed package: no lib/). */
+const dist = new URL('../dist/cli/index.js', import.meta.url);
+const source = new URL('../lib/cli/index.ts', import.meta.url);
+/** Whether a checkout's lib/ has a file newer than dist/cli/index.js (false in an installed package: no lib/). */
 function distIsStale() {
   const lib = fileURLToPath(new URL('../lib', import.meta.url));
   if (!existsSync(lib)) return false;
@@ -31,7 +31,7 @@ if (useSource) {
   try {
     ({ register } = await import('tsx/esm/api'));
   } catch {
-    process.stderr.write('sharedformer: dist/cli.js is missing and tsx is not installed to run lib/cli.ts; run `npm run build:ts` (or `npm ci` in a checkout)\n');
+    process.stderr.write('sharedformer: dist/cli/index.js is missing and tsx is not installed to run lib/cli/index.ts; run `npm run build:ts` (or `npm ci` in a checkout)\n');
     process.exit(1);
   }
   register();

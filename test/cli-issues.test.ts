@@ -9,7 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { notText, printable, loadModel } from '../lib/cli.ts';
+import { notText, printable, loadModel } from '../lib/cli/index.ts';
 import { run, jsonLines } from './helpers/cli.ts';
 import { loadSafetensors } from '../lib/io/safetensors.ts';
 import { differingKeys } from '../lib/io/checkpoint.ts';

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { main, train, parseFlags, benchInvocation, usage, Progress, CliError, UsageError } from '../lib/cli.ts';
+import { main, train, parseFlags, benchInvocation, usage, Progress, CliError, UsageError } from '../lib/cli/index.ts';
 import { capture, run, jsonLines } from './helpers/cli.ts';
 import { describeCorpus, generateCorpus } from '../lib/data/corpus.ts';
 import { loadSafetensors } from '../lib/io/safetensors.ts';

@@ -5,7 +5,7 @@ import anyTest from 'ava';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { parseStrategyList, UsageError, type CompareRow } from '../lib/cli.ts';
+import { parseStrategyList, UsageError, type CompareRow } from '../lib/cli/index.ts';
 import { lossCurveSvg, niceTicks, bucketMeans, movingAverage, xmlEscape } from '../lib/plot.ts';
 import { run, jsonLines } from './helpers/cli.ts';
 

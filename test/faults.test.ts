@@ -17,7 +17,7 @@ import { saveSafetensors, type SafeTensor } from '../lib/io/safetensors.ts';
 import { Tensor, tensor, full } from '../lib/tensor.ts';
 import { backward, releaseTape, resetTape } from '../lib/autograd.ts';
 import { memory } from '../lib/runtime.ts';
-import { loadModel, benchArgs, invocationDir, CliError } from '../lib/cli.ts';
+import { loadModel, benchArgs, invocationDir, CliError } from '../lib/cli/index.ts';
 import { run } from './helpers/cli.ts';
 
 const test = anyTest.serial;

@@ -35,7 +35,7 @@ const walk = /## From install to a trained[\s\S]*?```sh\n([\s\S]*?)```/.exec(rea
 const shellWords = (line: string) => [...line.matchAll(/"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2]);
 
 test('the README walkthrough runs as written: train, Ctrl-C-safe resume, eval, generate, compare', async (t) => {
-  const { main } = await import('../lib/cli.ts');
+  const { main } = await import('../lib/cli/index.ts');
   const lines = walk.split('\n').filter((l) => l.startsWith('npx sharedformer '));
   t.deepEqual(lines.map((l) => l.split(' ')[2]), ['train', 'train', 'eval', 'generate', 'compare']);
   const dir = mkdtempSync(join(tmpdir(), 'sf-walk-'));

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
 import { CharTokenizer, TokenDataset } from '../lib/data/index.ts';
-import { Trainer, type StepInfo } from '../lib/train/trainer.ts';
+import { Trainer, evaluate, type StepInfo } from '../lib/train/trainer.ts';
 import { resetTape } from '../lib/autograd.ts';
 
 const test = anyTest.serial;
@@ -181,6 +181,30 @@ test('scope(): a recorded pass made inside scopes survives them (the tape pins i
     t.deepEqual(counts, [before.tensors, before.tensors, before.tensors], 'no step leaves tensors in the enclosing scope');
   });
   for (const x of [ids, targets]) x.dispose();
+  model.store.dispose();
+});
+
+test('evaluate() is Trainer.evaluate as a function (what eval in the CLI uses), freeing each pass, with clear errors', async (t) => {
+  resetTape();
+  const { memory, synchronizeSync } = await import('../lib/index.ts');
+  const model = new Decoder(cfg);
+  const trainer = new Trainer(model, data, { steps: 1, batchSize: 2, seqLen: 16, lr: 1e-3, seed: 5 });
+  const viaTrainer = await trainer.evaluate(3);
+  synchronizeSync();
+  const before = memory().cpu;
+  t.is(await evaluate(model, data, { batches: 3, batchSize: 2, seqLen: 16, seed: 5 }), viaTrainer.loss);
+  synchronizeSync();
+  const after = memory().cpu;
+  t.is(after.tensors, before.tensors, 'nothing left behind');
+  t.is(after.storages, before.storages);
+  const o = { batches: 1, batchSize: 1, seqLen: 8, seed: 0 };
+  await t.throwsAsync(evaluate(model, data, { ...o, batches: 0 }), { instanceOf: RangeError, message: /^evaluate: batches must be an integer in \[1, 2\^53 - 1\], got 0/ });
+  await t.throwsAsync(evaluate(model, data, { ...o, seed: -1 }), { instanceOf: RangeError, message: /^evaluate: seed must be an integer in \[0, 2\^53 - 1\], got -1/ });
+  await t.throwsAsync(evaluate(model, data, { ...o, batches: 2 ** 60 }), { instanceOf: RangeError, message: /^evaluate: batches must be an integer in \[1, 2\^53 - 1\], got 1152921504606846976/ });
+  await t.throwsAsync(evaluate(model, data, { ...o, batchSize: '2' as any }), { instanceOf: TypeError, message: /^evaluate: batchSize must be an integer, got "2"/ });
+  await t.throwsAsync(evaluate(model, data, { ...o, seqLen: 64 }), { instanceOf: RangeError, message: /^evaluate: seqLen 64 exceeds the model's maxSeq 32/ });
+  await t.throwsAsync(evaluate(model, data, null as any), { instanceOf: TypeError, message: /^evaluate: options must be an object/ });
+  trainer.dispose();
   model.store.dispose();
 });
 

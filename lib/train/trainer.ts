@@ -7,13 +7,52 @@ import { backward, noGrad, releaseTape, resolveStackedGrads, tidy, type StackedG
 import { AdamW, clipGradNorm, warmupCosine, warmupLinear } from '../optim/index.ts';
 import { sumSquares } from '../kernels.ts';
 import { loadCheckpoint, saveCheckpoint, saveCheckpointAsync } from '../io/checkpoint.ts';
-import type { Decoder } from '../models/decoder.ts';
+import type { Model } from '../models/stack.ts';
+import type { CheckpointMeta } from '../io/checkpoint.ts';
 import type { TokenDataset } from '../data/index.ts';
 import { tensor, type Tensor } from '../tensor.ts';
 import { native } from '../native.ts';
 import { withPrecision } from '../ops/index.ts';
-import { checkObject, describe } from '../validate.ts';
+import { checkInt, checkObject, describe } from '../validate.ts';
 import type { Precision } from '../kernels.ts';
+
+/**
+ * What a Trainer trains: a Model (lib/models/stack.ts: the flat ParameterStore, zeroGrad) that takes a batch of token
+ * ids and its targets to a loss (a language model: Decoder), has a context and vocabulary, and describes itself for
+ * checkpoints.
+ */
+export type TrainableModel = Model & {
+  readonly config: { readonly maxSeq: number; readonly vocab: number };
+  loss(ids: Tensor, targets: Tensor): Tensor;
+  meta(): CheckpointMeta;
+};
+
+/** How evaluate() samples the validation split: `batches` fixed batches of batchSize x seqLen, chosen by `seed`. */
+export interface EvaluateOptions {
+  batches: number;
+  batchSize: number;
+  seqLen: number;
+  seed: number;
+}
+
+/**
+ * Mean validation loss (nats per token) of `model` over fixed validation batches, without gradients; each forward
+ * pass runs inside tidy(), so its intermediates are freed batch by batch. Trainer.evaluate uses it with the
+ * trainer's batch shape and seed.
+ */
+export async function evaluate(model: TrainableModel, data: TokenDataset, o: EvaluateOptions): Promise<number> {
+  checkObject('evaluate', o, 'options', ' {batches, batchSize, seqLen, seed}');
+  for (const k of ['batches', 'batchSize', 'seqLen', 'seed'] as const) checkInt('evaluate', o[k], k, k === 'seed' ? 0 : 1, Number.MAX_SAFE_INTEGER);
+  if (o.seqLen > model.config.maxSeq) throw new RangeError(`evaluate: seqLen ${o.seqLen} exceeds the model's maxSeq ${model.config.maxSeq}`);
+  let sum = 0;
+  for (let i = 0; i < o.batches; i++) {
+    const { ids, targets } = data.batch('val', o.batchSize, o.seqLen, o.seed, i, model.store.device);
+    const l = noGrad(() => tidy(() => model.loss(ids, targets))); // frees the pass's intermediates
+    sum += (await l.data())[0];
+    for (const t of [l, ids, targets]) t.dispose();
+  }
+  return sum / o.batches;
+}
 
 /** Options of a Trainer: steps, batch shape, optimizer, schedule, clipping, evaluation, checkpoints, cancellation. */
 export interface TrainerOptions {
@@ -127,7 +166,7 @@ export class Trainer extends EventEmitter {
   skipped = 0;
   private lastLoss = NaN;
 
-  constructor(readonly model: Decoder, readonly data: TokenDataset, options: TrainerOptions) {
+  constructor(readonly model: TrainableModel, readonly data: TokenDataset, options: TrainerOptions) {
     super();
     checkObject('Trainer', options, 'options');
     const o = options;
@@ -226,14 +265,7 @@ export class Trainer extends EventEmitter {
   /** Mean validation loss over `batches` fixed validation batches (the same batches every time). */
   async evaluate(batches = this.options.evalBatches): Promise<EvalInfo> {
     const o = this.options;
-    let sum = 0;
-    for (let i = 0; i < batches; i++) {
-      const { ids, targets } = this.data.batch('val', o.batchSize, o.seqLen, o.seed, i, this.model.store.device);
-      const l = noGrad(() => tidy(() => this.model.loss(ids, targets))); // frees the pass's intermediates
-      sum += (await l.data())[0];
-      for (const t of [l, ids, targets]) t.dispose();
-    }
-    const loss = sum / batches;
+    const loss = await evaluate(this.model, this.data, { batches, batchSize: o.batchSize, seqLen: o.seqLen, seed: o.seed });
     const info = { step: this.step, loss, bpc: loss / Math.LN2 };
     this.emit('eval', info);
     return info;

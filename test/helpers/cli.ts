@@ -1,5 +1,5 @@
 // Runs the CLI in-process through main() with captured stdout/stderr (shared by the CLI test files).
-import { main, type CliIO } from '../../lib/cli.ts';
+import { main, type CliIO } from '../../lib/cli/index.ts';
 
 export interface Captured {
   io: CliIO;

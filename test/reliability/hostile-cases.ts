@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import * as sf from '../../lib/index.ts';
 import { Tensor } from '../../lib/index.ts';
 import { ParameterBuilder } from '../../lib/params.ts';
-import { main as cliMain, usage as cliUsage } from '../../lib/cli.ts';
+import { main as cliMain, usage as cliUsage } from '../../lib/cli/index.ts';
 import { Random } from '../helpers/random.ts';
 
 const K = sf.kernels;
