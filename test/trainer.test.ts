@@ -200,7 +200,7 @@ test('evaluate() is Trainer.evaluate as a function (what eval in the CLI uses), 
   const o = { batches: 1, batchSize: 1, seqLen: 8, seed: 0 };
   await t.throwsAsync(evaluate(model, data, { ...o, batches: 0 }), { instanceOf: RangeError, message: /^evaluate: batches must be an integer in \[1, 2\^53 - 1\], got 0/ });
   await t.throwsAsync(evaluate(model, data, { ...o, seed: -1 }), { instanceOf: RangeError, message: /^evaluate: seed must be an integer in \[0, 2\^53 - 1\], got -1/ });
-  await t.throwsAsync(evaluate(model, data, { ...o, batches: 2 ** 60 }), { instanceOf: RangeError, message: /^evaluate: batches must be an integer in \[1, 2\^53 - 1\], got 1152921504606846976/ });
+  await t.throwsAsync(evaluate(model, data, { ...o, batches: 2 ** 60 }), { instanceOf: RangeError, message: /^evaluate: batches must be an integer in \[1, 2\^53 - 1\], got 1152921504606847000/ });
   await t.throwsAsync(evaluate(model, data, { ...o, batchSize: '2' as any }), { instanceOf: TypeError, message: /^evaluate: batchSize must be an integer, got "2"/ });
   await t.throwsAsync(evaluate(model, data, { ...o, seqLen: 64 }), { instanceOf: RangeError, message: /^evaluate: seqLen 64 exceeds the model's maxSeq 32/ });
   await t.throwsAsync(evaluate(model, data, null as any), { instanceOf: TypeError, message: /^evaluate: options must be an object/ });
