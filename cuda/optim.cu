@@ -29,8 +29,10 @@ __global__ void adamw_kernel(AdamWConst c, float* __restrict__ param, const floa
                              uint16_t* __restrict__ p16, int64_t n) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float p = param[i], mm = m[i], vv = v[i];
-    adamw_update(c, p, grad[i], mm, vv, decay ? decay[i] : 1.0f, decay != nullptr, Sqrtf{});  // adamw_math.h
+    float p = param[i];
+    const float g = grad[i], dec = decay ? decay[i] : 1.0f;
+    float mm = m[i], vv = v[i];
+    adamw_update(c, p, g, mm, vv, dec, decay != nullptr, Sqrtf{});  // adamw_math.h
     param[i] = p;
     m[i] = mm;
     v[i] = vv;
