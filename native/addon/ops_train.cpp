@@ -47,6 +47,16 @@ Shape with_last(const Shape& s, int64_t last) {
   return r;
 }
 
+// The embedding kernels' ids must lie in [0, V). The CPU kernel checks them itself; on CUDA they are checked in the
+// op's stream task before the kernel (bad_id, ops.cpp), with the CPU kernel's error text.
+void embedding_ids_in_range(ThreadPool&, Backend*, const Tensor&, int64_t, int64_t, const char*) {}
+#if SHAREDFORMER_WITH_CUDA
+void embedding_ids_in_range(cuda::Stream s, Backend* be, const Tensor& ids, int64_t n, int64_t V, const char* op) {
+  auto [at, id] = bad_id(*be, s, ids, n, static_cast<int32_t>(std::min<int64_t>(V, INT32_MAX)), false, 0, op);
+  if (at >= 0) range_error("embedding: token id ", id, " at position ", at, " is out of range [0, ", V, ")");
+}
+#endif
+
 // A required number option (TypeError when absent).
 float required_f32(const OpArgs& args, const Napi::Object& o, const char* key) {
   if (o.Get(key).IsUndefined()) type_error(args.op(), ": option ", key, " is required");
@@ -79,18 +89,11 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
       o = args.output(oshape, DType::f32, table.device());
     }
     const int64_t n = ids.numel();
-    SF_CUDA_ONLY(Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);)
-    args.run(
-        {ids, table, o},
-        [ids, table, o, n, V, C](ThreadPool& pool) {
-          cpu::embedding_forward(pool, ids.data<int32_t>(), n, table.data<float>(), V, C, o.data<float>());
-        },
-        SF_CUDA([ids, table, o, n, V, C, be](cuda::Stream s) {
-          auto [at, id] = bad_id(*be, s, ids, n, static_cast<int32_t>(std::min<int64_t>(V, INT32_MAX)), false, 0,
-                                 "embeddingForward");
-          if (at >= 0) range_error("embedding: token id ", id, " at position ", at, " is out of range [0, ", V, ")");
-          cuda::embedding_forward(s, ids.data<int32_t>(), n, table.data<float>(), V, C, o.data<float>());
-        }));
+    Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);
+    args.run({ids, table, o},
+             SF_ON_DEVICE(embedding_ids_in_range(sf_dev, be, ids, n, V, "embeddingForward");
+                          sf_k::embedding_forward(sf_dev, ids.data<int32_t>(), n, table.data<float>(), V, C,
+                                                  o.data<float>())));
     return out ? args.arg(2) : args.wrap(o);
   });
 }
@@ -112,19 +115,12 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
     check_shape(dout, with_last(ids.shape, C), op, "dout");
     check_all_disjoint(op, {{&dtable, "dtable"}}, {{&dout, "dout"}, {&ids, "ids"}});
     const int64_t n = ids.numel();
-    SF_CUDA_ONLY(Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);)
+    Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);
     args.update(dtable);
-    args.run(
-        {ids, dout, dtable},
-        [ids, dout, dtable, n, V, C](ThreadPool& pool) {
-          cpu::embedding_backward(pool, ids.data<int32_t>(), n, dout.data<float>(), V, C, dtable.data<float>());
-        },
-        SF_CUDA([ids, dout, dtable, n, V, C, be](cuda::Stream s) {
-          auto [at, id] = bad_id(*be, s, ids, n, static_cast<int32_t>(std::min<int64_t>(V, INT32_MAX)), false, 0,
-                                 "embeddingBackward");
-          if (at >= 0) range_error("embedding: token id ", id, " at position ", at, " is out of range [0, ", V, ")");
-          cuda::embedding_backward(s, ids.data<int32_t>(), n, dout.data<float>(), V, C, dtable.data<float>());
-        }));
+    args.run({ids, dout, dtable},
+             SF_ON_DEVICE(embedding_ids_in_range(sf_dev, be, ids, n, V, "embeddingBackward");
+                          sf_k::embedding_backward(sf_dev, ids.data<int32_t>(), n, dout.data<float>(), V, C,
+                                                   dtable.data<float>())));
     return args.arg(2);
   });
 }
