@@ -1,6 +1,6 @@
 // optim.cu — the optimizer kernels over one flat buffer on CUDA: AdamW, SGD, the deterministic sum of squares, an
 // in-place scale, and global-norm clipping without a host round trip (see kernels.h; native/cpu/optim.cpp is the
-// reference, and the per-element arithmetic below is its formula in its order, with the same host-side constants).
+// reference; AdamW's constants and per-element update are native/core/adamw_math.h's, shared with it).
 //
 // sum_squares: squares are added in double per fixed 4096-element chunk (one block per chunk, a fixed tree inside
 // the block), then the chunk sums are added by one block in a fixed order: the same bits on every run. clip_by_norm
@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../native/core/adamw_math.h"
 #include "../native/core/dtype.h"
 #include "cuda_common.cuh"
 #include "scratch.cuh"
@@ -19,8 +20,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kChunk = 4096;  // elements per partial sum of sum_squares (as the CPU's)
 
-struct AdamWConst {
-  float beta1, beta2, one_minus_beta1, one_minus_beta2, step_size, inv_bc2_sqrt, eps, lr_wd, keep;
+struct Sqrtf {
+  SF_HD float operator()(float x) const { return sqrtf(x); }
 };
 
 __global__ void adamw_kernel(AdamWConst c, float* __restrict__ param, const float* __restrict__ grad,
@@ -29,12 +30,9 @@ __global__ void adamw_kernel(AdamWConst c, float* __restrict__ param, const floa
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float p = param[i];
-    const float g = grad[i];
-    p = decay ? p * (1.0f - c.lr_wd * decay[i]) : p * c.keep;  // decoupled weight decay, on the old parameter
-    const float mm = c.beta1 * m[i] + c.one_minus_beta1 * g;
-    const float vv = c.beta2 * v[i] + c.one_minus_beta2 * (g * g);
-    const float denom = sqrtf(vv) * c.inv_bc2_sqrt + c.eps;
-    p = p - c.step_size * (mm / denom);
+    const float g = grad[i], dec = decay ? decay[i] : 1.0f;
+    float mm = m[i], vv = v[i];
+    adamw_update(c, p, g, mm, vv, dec, decay != nullptr, Sqrtf{});  // adamw_math.h
     param[i] = p;
     m[i] = mm;
     v[i] = vv;
@@ -118,20 +116,7 @@ __global__ void clip_kernel(float* __restrict__ x, int64_t n, const double* __re
 void adamw(Stream s, const cpu::AdamWDesc& d, float* param, const float* grad, float* m, float* v, const float* decay,
            int64_t n, uint16_t* param_bf16) {
   if (n <= 0) return;
-  // The constants exactly as native/cpu/optim.cpp computes them.
-  const double step = static_cast<double>(d.step);
-  const double bc1 = 1.0 - std::pow(static_cast<double>(d.beta1), step);
-  const double bc2 = 1.0 - std::pow(static_cast<double>(d.beta2), step);
-  AdamWConst c;
-  c.beta1 = d.beta1;
-  c.beta2 = d.beta2;
-  c.one_minus_beta1 = static_cast<float>(1.0 - static_cast<double>(d.beta1));
-  c.one_minus_beta2 = static_cast<float>(1.0 - static_cast<double>(d.beta2));
-  c.step_size = static_cast<float>(static_cast<double>(d.lr) / bc1);
-  c.inv_bc2_sqrt = static_cast<float>(1.0 / std::sqrt(bc2));
-  c.eps = d.eps;
-  c.lr_wd = static_cast<float>(static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
-  c.keep = static_cast<float>(1.0 - static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
+  const AdamWConst c = adamw_constants(d.lr, d.beta1, d.beta2, d.eps, d.weight_decay, d.step);  // as the CPU's
   SF_LAUNCH(adamw_kernel, (grid_for(n, kThreads), kThreads, 0, s), c, param, grad, m, v, decay, param_bf16, n);
   check_launch("adamw");
 }

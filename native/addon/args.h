@@ -1,11 +1,14 @@
 // args.h — turning JavaScript values into validated C++ values, or throwing an error that names the op, the argument
-// and what was received. Nothing here touches tensor memory.
+// and what was received; and the checks of tensor arguments (dtype, shape, rank, aliasing) that name the op and the
+// argument. Nothing here touches tensor memory.
 #pragma once
 #include <napi.h>
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <string>
+#include <utility>
 
 #include "../core/device.h"
 #include "../core/dtype.h"
@@ -32,5 +35,23 @@ Shape get_shape(const Napi::Value& v, const char* op, const char* name);
 DType get_dtype(const Napi::Value& v, const char* op);
 Device get_device(const Napi::Value& v, const char* op);
 void expect_args(const Napi::CallbackInfo& info, size_t n, const char* op);
+
+// ---- tensor checks (they read a tensor's description, never its memory) ------------------------------------------
+void check_dtype(const Tensor& t, DType d, const char* op, const char* name);
+void check_shape(const Tensor& t, const Shape& s, const char* op, const char* name);
+void check_rank(const Tensor& t, size_t lo, size_t hi, const char* op, const char* name);
+// Whether the two tensors' element ranges share any byte of one storage.
+bool overlaps(const Tensor& a, const Tensor& b);
+// An output must not overlap an input it is computed from (unless the kernel says it may alias):
+// "<op>: <out_name> must not overlap <in_name> (they share memory)".
+void check_disjoint(const Tensor& out, const char* out_name, const Tensor& in, const char* in_name, const char* op);
+// A tensor and the name its errors give it; a null tensor (an optional argument not given) is skipped.
+using NamedTensor = std::pair<const Tensor*, const char*>;
+// Every tensor an op writes must share no memory with any tensor it reads, nor with any other tensor it writes
+// (inputs may share memory with each other). For each written tensor in order: check_disjoint against each read
+// tensor in order, then against each later written tensor; the first overlapping pair throws, in check_disjoint's
+// words with the written tensor named first.
+void check_all_disjoint(const char* op, std::initializer_list<NamedTensor> written,
+                        std::initializer_list<NamedTensor> read = {});
 
 }  // namespace sf::js

@@ -162,30 +162,9 @@ void OpArgs::run(std::vector<Tensor> keep, std::function<void(ThreadPool&)> cpu_
       effects(std::move(keep)));
 }
 
-void check_dtype(const Tensor& t, DType d, const char* op, const char* name) {
-  if (t.dtype != d) type_error(op, ": ", name, " must be ", dtype_name(d), ", got ", t.describe());
-}
-
-void check_shape(const Tensor& t, const Shape& s, const char* op, const char* name) {
-  if (t.shape != s) range_error(op, ": ", name, " must have shape ", shape_str(s), ", got ", shape_str(t.shape));
-}
-
-void check_rank(const Tensor& t, size_t lo, size_t hi, const char* op, const char* name) {
-  if (t.rank() < lo || t.rank() > hi) {
-    if (lo == hi) range_error(op, ": ", name, " must have rank ", lo, ", got shape ", shape_str(t.shape));
-    range_error(op, ": ", name, " must have rank ", lo, " to ", hi, ", got shape ", shape_str(t.shape));
-  }
-}
-
-bool overlaps(const Tensor& a, const Tensor& b) {
-  if (a.storage != b.storage) return false;
-  const char* a0 = static_cast<const char*>(a.raw());
-  const char* b0 = static_cast<const char*>(b.raw());
-  return a.nbytes() && b.nbytes() && a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
-}
-
-void check_disjoint(const Tensor& out, const char* out_name, const Tensor& in, const char* in_name, const char* op) {
-  if (overlaps(out, in)) range_error(op, ": ", out_name, " must not overlap ", in_name, " (they share memory)");
+void check_f32_dev(const OpArgs& args, const Tensor& t, const char* name) {
+  check_dtype(t, DType::f32, args.op(), name);
+  args.same_device(t, name);
 }
 
 std::string shape_of(const Tensor& t) { return shape_str(t.shape); }

@@ -25,6 +25,26 @@
 #define SF_CUDA_ONLY(...)
 #endif
 
+// SF_ON_DEVICE(statements): both kernel arguments of OpArgs::run() from one body, compiled once per device: in the
+// first `sf_dev` is the ThreadPool& and `sf_k` the namespace sf::cpu, in the second (SF_CUDA: nullptr in a build
+// without CUDA) `sf_dev` is the device's cuda::Stream and `sf_k` sf::cuda. Each lambda captures by value what the body
+// names (the tensors, hence their storage, stay alive until the task has run, as with explicit captures).
+//   args.run({x, y}, SF_ON_DEVICE(sf_k::gelu_forward(sf_dev, x.data<float>(), y.data<float>(), n)));
+// SF_KERNEL(kernel, args...): the common case, sf::cpu::kernel(pool, args...) on the CPU and
+// sf::cuda::kernel(stream, args...) on CUDA — the kernel's arguments named once:
+//   args.run({x, y}, SF_KERNEL(gelu_forward, x.data<float>(), y.data<float>(), n));
+// An op whose two halves differ (an id check before the CUDA kernel, a different signature) writes two lambdas.
+#define SF_ON_DEVICE(...)                                                              \
+  [=]([[maybe_unused]] ::sf::ThreadPool & sf_dev) {                                   \
+    namespace sf_k = ::sf::cpu;                                                        \
+    __VA_ARGS__;                                                                       \
+  },                                                                                   \
+      SF_CUDA([=]([[maybe_unused]] ::sf::cuda::Stream sf_dev) {                        \
+        namespace sf_k = ::sf::cuda;                                                   \
+        __VA_ARGS__;                                                                   \
+      })
+#define SF_KERNEL(kernel, ...) SF_ON_DEVICE(sf_k::kernel(sf_dev, __VA_ARGS__))
+
 namespace sf::js {
 
 class OpArgs {
@@ -92,14 +112,9 @@ class OpArgs {
   mutable const char* dev_name_ = nullptr;  // the argument that set dev_
 };
 
-void check_dtype(const Tensor& t, DType d, const char* op, const char* name);
-void check_shape(const Tensor& t, const Shape& s, const char* op, const char* name);
-void check_rank(const Tensor& t, size_t lo, size_t hi, const char* op, const char* name);
-// Whether the two tensors' element ranges share any byte of one storage.
-bool overlaps(const Tensor& a, const Tensor& b);
-// An output must not overlap an input it is computed from (unless the kernel says it may alias).
-void check_disjoint(const Tensor& out, const char* out_name, const Tensor& in, const char* in_name, const char* op);
-// Every element of x is finite? (reads memory: only for host-side checks after synchronisation)
+// float32 (check_dtype) and on the call's device (OpArgs::same_device): the check of most tensor arguments.
+void check_f32_dev(const OpArgs& args, const Tensor& t, const char* name);
+// t's shape as text, "[2, 3]".
 std::string shape_of(const Tensor& t);
 
 #if SHAREDFORMER_WITH_CUDA

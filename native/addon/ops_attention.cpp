@@ -145,30 +145,21 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
     AttnOpts a = check_qkv(args, q, k, v, 9);
     const cpu::AttentionDesc& d = a.d;
 
-    const std::pair<const Tensor*, const char*> qshaped[] = {{&o, "o"}, {&dout, "dout"}, {&dq, "dq"}};
+    const NamedTensor qshaped[] = {{&o, "o"}, {&dout, "dout"}, {&dq, "dq"}};
     for (auto [t, name] : qshaped) {
-      check_dtype(*t, DType::f32, op, name);
-      args.same_device(*t, name);
+      check_f32_dev(args, *t, name);
       check_shape(*t, q.shape, op, name);
     }
-    check_dtype(lse, DType::f32, op, "lse");
-    args.same_device(lse, "lse");
+    check_f32_dev(args, lse, "lse");
     check_shape(lse, {d.B, d.Hq, d.Tq}, op, "lse");
-    const std::pair<const Tensor*, const char*> kshaped[] = {{&dk, "dk"}, {&dv, "dv"}};
+    const NamedTensor kshaped[] = {{&dk, "dk"}, {&dv, "dv"}};
     for (auto [t, name] : kshaped) {
-      check_dtype(*t, DType::f32, op, name);
-      args.same_device(*t, name);
+      check_f32_dev(args, *t, name);
       check_shape(*t, k.shape, op, name);
     }
-    const std::pair<const Tensor*, const char*> grads[] = {{&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}};
-    std::vector<std::pair<const Tensor*, const char*>> inputs = {{&q, "q"},     {&k, "k"},       {&v, "v"},
-                                                                 {&o, "o"},     {&lse, "lse"},   {&dout, "dout"}};
-    if (a.key_lengths) inputs.emplace_back(&*a.key_lengths, "option keyLengths");
-    for (auto [g, gname] : grads)
-      for (auto [in, iname] : inputs) check_disjoint(*g, gname, *in, iname, op);
-    check_disjoint(dq, "dq", dk, "dk", op);
-    check_disjoint(dq, "dq", dv, "dv", op);
-    check_disjoint(dk, "dk", dv, "dv", op);
+    check_all_disjoint(op, {{&dq, "dq"}, {&dk, "dk"}, {&dv, "dv"}},
+                       {{&q, "q"}, {&k, "k"}, {&v, "v"}, {&o, "o"}, {&lse, "lse"}, {&dout, "dout"},
+                        {a.key_lengths ? &*a.key_lengths : nullptr, "option keyLengths"}});
 
     std::vector<Tensor> keep{q, k, v, o, lse, dout, dq, dk, dv};
     for (const Tensor* g : {&dq, &dk, &dv}) args.update(*g);  // gradients accumulate

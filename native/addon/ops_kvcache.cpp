@@ -37,14 +37,7 @@ Napi::Value KvAppend(const Napi::CallbackInfo& info) {
     check_disjoint(cache, "cache", src, "src", op);
     // Only a window of the cache is written, so the rest must already be valid: the cache is read and written.
     args.update(cache);
-    args.run(
-        {src, cache},
-        [src, cache, B, H, n, Tmax, D, pos](ThreadPool& pool) {
-          cpu::kv_append(pool, src.data<float>(), cache.data<float>(), B, H, n, Tmax, D, pos);
-        },
-        SF_CUDA([src, cache, B, H, n, Tmax, D, pos](cuda::Stream s) {
-          cuda::kv_append(s, src.data<float>(), cache.data<float>(), B, H, n, Tmax, D, pos);
-        }));
+    args.run({src, cache}, SF_KERNEL(kv_append, src.data<float>(), cache.data<float>(), B, H, n, Tmax, D, pos));
     return args.arg(0);
   });
 }

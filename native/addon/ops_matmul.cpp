@@ -95,9 +95,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
       check_dtype(c, DType::f32, op, "out");
       args.same_device(c, "out");
       check_shape(c, oshape, op, "out");
-      check_disjoint(c, "out", a, "a", op);
-      check_disjoint(c, "out", b, "b", op);
-      if (bias) check_disjoint(c, "out", *bias, "bias", op);
+      check_all_disjoint(op, {{&c, "out"}}, {{&a, "a"}, {&b, "b"}, {bias ? &*bias : nullptr, "bias"}});
       if (beta != 0.0)
         args.update(c);  // out = alpha * a @ b + beta * out reads out
       else
@@ -109,10 +107,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
       check_dtype(*pre, DType::f32, op, "preact");
       args.same_device(*pre, "preact");
       check_shape(*pre, oshape, op, "preact");
-      check_disjoint(*pre, "preact", c, "out", op);
-      check_disjoint(*pre, "preact", a, "a", op);
-      check_disjoint(*pre, "preact", b, "b", op);
-      if (bias) check_disjoint(*pre, "preact", *bias, "bias", op);
+      check_all_disjoint(op, {{&*pre, "preact"}},
+                         {{&c, "out"}, {&a, "a"}, {&b, "b"}, {bias ? &*bias : nullptr, "bias"}});
       args.write(*pre);
     }
 
@@ -124,8 +120,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
                    dtype_name(t16->dtype));
       args.same_device(*t16, cat("option ", name).c_str());
       check_shape(*t16, x.shape, op, cat("option ", name).c_str());
-      check_disjoint(c, "out", *t16, cat("option ", name).c_str(), op);
-      if (pre) check_disjoint(*pre, "preact", *t16, cat("option ", name).c_str(), op);
+      check_all_disjoint(op, {{&c, "out"}, {pre ? &*pre : nullptr, "preact"}},
+                         {{&*t16, cat("option ", name).c_str()}});
     };
     check_twin(a16, a, "aBf16", "a");
     check_twin(b16, b, "bBf16", "b");
@@ -184,9 +180,7 @@ Napi::Value Bf16CopyCurrent(const Napi::CallbackInfo& info) {
     check_shape(copy, x.shape, op, "copy");
     Tensor r = args.output({}, DType::i32, args.device());
     Backend* be = &args.addon().ctx().backend(args.device(), op);
-    args.run(
-        {x, copy, r}, [be, x, copy, r](ThreadPool&) { be->fill(r, current_twin(x, copy) ? 1 : 0); },
-        SF_CUDA([be, x, copy, r](cuda::Stream) { be->fill(r, current_twin(x, copy) ? 1 : 0); }));
+    args.run({x, copy, r}, SF_ON_DEVICE(be->fill(r, current_twin(x, copy) ? 1 : 0)));
     return args.wrap(r);
   });
 }
@@ -207,9 +201,7 @@ Napi::Value BiasGrad(const Napi::CallbackInfo& info) {
     check_disjoint(db, "dbias", dy, "dy", op);
     const int64_t rows = n ? dy.numel() / n : 0;
     args.update(db);
-    args.run(
-        {dy, db}, [dy, db, rows, n](ThreadPool& pool) { cpu::bias_grad(pool, dy.data<float>(), rows, n, db.data<float>()); },
-        SF_CUDA([dy, db, rows, n](cuda::Stream s) { cuda::bias_grad(s, dy.data<float>(), rows, n, db.data<float>()); }));
+    args.run({dy, db}, SF_KERNEL(bias_grad, dy.data<float>(), rows, n, db.data<float>()));
     return args.arg(1);
   });
 }

@@ -26,12 +26,6 @@ namespace sf::js {
 
 namespace {
 
-// float32, and on the call's device (args.same_device)
-void check_f32_dev(const OpArgs& args, const Tensor& t, const char* name) {
-  check_dtype(t, DType::f32, args.op(), name);
-  args.same_device(t, name);
-}
-
 Shape leading(const Shape& s) { return Shape(s.begin(), s.end() - 1); }
 
 // Rows and last dimension of a tensor of rank >= 1 (rows = 0 when the last dimension is 0).
@@ -42,12 +36,12 @@ void rows_cols(const Tensor& t, int64_t* rows, int64_t* cols) {
 
 // An optional output: checked (float32, the call's device, `shape`, disjoint from `inputs`) when given, allocated when null.
 Tensor output_or_new(const OpArgs& args, const std::optional<Tensor>& out, const Shape& shape, const Tensor& like,
-                     std::initializer_list<std::pair<const Tensor*, const char*>> inputs) {
+                     std::initializer_list<NamedTensor> inputs) {
   const char* op = args.op();
   if (!out) return args.output(shape, DType::f32, like.device());
   check_f32_dev(args, *out, "out");
   check_shape(*out, shape, op, "out");
-  for (auto& [t, name] : inputs) check_disjoint(*out, "out", *t, name, op);
+  check_all_disjoint(op, {{&*out, "out"}}, inputs);
   args.write(*out);
   return *out;
 }
@@ -93,17 +87,9 @@ Napi::Value LayernormForward(const Napi::CallbackInfo& info) {
     Tensor y = args.output(x.shape, DType::f32, x.device());
     Tensor mean = args.output(leading(x.shape), DType::f32, x.device());
     Tensor rstd = args.output(leading(x.shape), DType::f32, x.device());
-    const float e = eps;
-    args.run(
-        {x, w, b, y, mean, rstd},
-        [x, w, b, y, mean, rstd, rows, C, e](ThreadPool& pool) {
-          cpu::layernorm_forward(pool, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(),
-                                 mean.data<float>(), rstd.data<float>(), rows, C, e);
-        },
-        SF_CUDA([x, w, b, y, mean, rstd, rows, C, e](cuda::Stream s) {
-          cuda::layernorm_forward(s, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(),
-                                  mean.data<float>(), rstd.data<float>(), rows, C, e);
-        }));
+    args.run({x, w, b, y, mean, rstd},
+             SF_KERNEL(layernorm_forward, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(),
+                       mean.data<float>(), rstd.data<float>(), rows, C, eps));
     Napi::Array result = Napi::Array::New(info.Env(), 3);
     result.Set(0u, args.wrap(y));
     result.Set(1u, args.wrap(mean));
@@ -137,46 +123,29 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
     check_shape(w, {C}, op, "w");
     check_shape(mean, leading(x.shape), op, "mean");
     check_shape(rstd, leading(x.shape), op, "rstd");
-    const std::pair<const Tensor*, const char*> inputs[] = {{&dy, "dy"}, {&x, "x"}, {&w, "w"}, {&mean, "mean"},
-                                                            {&rstd, "rstd"}};
-    std::vector<std::pair<const Tensor*, const char*>> grads;
     if (dx) {
       check_f32_dev(args, *dx, "dx");
       check_shape(*dx, x.shape, op, "dx");
-      grads.emplace_back(&*dx, "dx");
     }
     if (dw) {
       check_f32_dev(args, *dw, "dw");
       check_shape(*dw, {C}, op, "dw");
-      grads.emplace_back(&*dw, "dw");
     }
     if (db) {
       check_f32_dev(args, *db, "db");
       check_shape(*db, {C}, op, "db");
-      grads.emplace_back(&*db, "db");
     }
-    for (size_t i = 0; i < grads.size(); ++i) {
-      for (auto& [t, name] : inputs) check_disjoint(*grads[i].first, grads[i].second, *t, name, op);
-      for (size_t k = i + 1; k < grads.size(); ++k)
-        check_disjoint(*grads[i].first, grads[i].second, *grads[k].first, grads[k].second, op);
-    }
+    check_all_disjoint(op, {{dx ? &*dx : nullptr, "dx"}, {dw ? &*dw : nullptr, "dw"}, {db ? &*db : nullptr, "db"}},
+                       {{&dy, "dy"}, {&x, "x"}, {&w, "w"}, {&mean, "mean"}, {&rstd, "rstd"}});
     std::vector<Tensor> keep{dy, x, w, mean, rstd};
-    for (auto& g : grads) {
-      keep.push_back(*g.first);
-      args.update(*g.first);
-    }
-    args.run(
-        std::move(keep),
-        [dy, x, w, mean, rstd, dx, dw, db, rows, C](ThreadPool& pool) {
-          cpu::layernorm_backward(pool, dy.data<float>(), x.data<float>(), w.data<float>(), mean.data<float>(),
-                                  rstd.data<float>(), dx ? dx->data<float>() : nullptr,
-                                  dw ? dw->data<float>() : nullptr, db ? db->data<float>() : nullptr, rows, C);
-        },
-        SF_CUDA([dy, x, w, mean, rstd, dx, dw, db, rows, C](cuda::Stream s) {
-          cuda::layernorm_backward(s, dy.data<float>(), x.data<float>(), w.data<float>(), mean.data<float>(),
-                                   rstd.data<float>(), dx ? dx->data<float>() : nullptr,
-                                   dw ? dw->data<float>() : nullptr, db ? db->data<float>() : nullptr, rows, C);
-        }));
+    for (const std::optional<Tensor>* g : {&dx, &dw, &db})
+      if (*g) {
+        keep.push_back(**g);
+        args.update(**g);
+      }
+    args.run(std::move(keep), SF_KERNEL(layernorm_backward, dy.data<float>(), x.data<float>(), w.data<float>(),
+                                        mean.data<float>(), rstd.data<float>(), dx ? dx->data<float>() : nullptr,
+                                        dw ? dw->data<float>() : nullptr, db ? db->data<float>() : nullptr, rows, C));
     return info.Env().Undefined();
   });
 }
@@ -191,9 +160,7 @@ Napi::Value GeluForward(const Napi::CallbackInfo& info) {
     check_f32_dev(args, x, "x");
     Tensor y = output_or_new(args, out, x.shape, x, {{&x, "x"}});
     const int64_t n = x.numel();
-    args.run(
-        {x, y}, [x, y, n](ThreadPool& pool) { cpu::gelu_forward(pool, x.data<float>(), y.data<float>(), n); },
-        SF_CUDA([x, y, n](cuda::Stream s) { cuda::gelu_forward(s, x.data<float>(), y.data<float>(), n); }));
+    args.run({x, y}, SF_KERNEL(gelu_forward, x.data<float>(), y.data<float>(), n));
     return out ? args.arg(1) : args.wrap(y);
   });
 }
@@ -210,18 +177,10 @@ Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
     check_f32_dev(args, dx, "dx");
     check_shape(dy, x.shape, op, "dy");
     check_shape(dx, x.shape, op, "dx");
-    check_disjoint(dx, "dx", x, "x", op);
-    check_disjoint(dx, "dx", dy, "dy", op);
+    check_all_disjoint(op, {{&dx, "dx"}}, {{&x, "x"}, {&dy, "dy"}});
     const int64_t n = x.numel();
     args.update(dx);
-    args.run(
-        {x, dy, dx},
-        [x, dy, dx, n](ThreadPool& pool) {
-          cpu::gelu_backward(pool, x.data<float>(), dy.data<float>(), dx.data<float>(), n);
-        },
-        SF_CUDA([x, dy, dx, n](cuda::Stream s) {
-          cuda::gelu_backward(s, x.data<float>(), dy.data<float>(), dx.data<float>(), n);
-        }));
+    args.run({x, dy, dx}, SF_KERNEL(gelu_backward, x.data<float>(), dy.data<float>(), dx.data<float>(), n));
     return args.arg(2);
   });
 }
@@ -239,11 +198,7 @@ Napi::Value SoftmaxForward(const Napi::CallbackInfo& info) {
     Tensor y = output_or_new(args, out, x.shape, x, {{&x, "x"}});
     int64_t rows, n;
     rows_cols(x, &rows, &n);
-    args.run(
-        {x, y}, [x, y, rows, n](ThreadPool& pool) { cpu::softmax_forward(pool, x.data<float>(), y.data<float>(), rows, n); },
-        SF_CUDA([x, y, rows, n](cuda::Stream s) {
-          cuda::softmax_forward(s, x.data<float>(), y.data<float>(), rows, n);
-        }));
+    args.run({x, y}, SF_KERNEL(softmax_forward, x.data<float>(), y.data<float>(), rows, n));
     return out ? args.arg(1) : args.wrap(y);
   });
 }
@@ -261,19 +216,11 @@ Napi::Value SoftmaxBackward(const Napi::CallbackInfo& info) {
     check_rank(y, 1, kMaxRank, op, "y");
     check_shape(dy, y.shape, op, "dy");
     check_shape(dx, y.shape, op, "dx");
-    check_disjoint(dx, "dx", y, "y", op);
-    check_disjoint(dx, "dx", dy, "dy", op);
+    check_all_disjoint(op, {{&dx, "dx"}}, {{&y, "y"}, {&dy, "dy"}});
     int64_t rows, n;
     rows_cols(y, &rows, &n);
     args.update(dx);
-    args.run(
-        {y, dy, dx},
-        [y, dy, dx, rows, n](ThreadPool& pool) {
-          cpu::softmax_backward(pool, y.data<float>(), dy.data<float>(), dx.data<float>(), rows, n);
-        },
-        SF_CUDA([y, dy, dx, rows, n](cuda::Stream s) {
-          cuda::softmax_backward(s, y.data<float>(), dy.data<float>(), dx.data<float>(), rows, n);
-        }));
+    args.run({y, dy, dx}, SF_KERNEL(softmax_backward, y.data<float>(), dy.data<float>(), dx.data<float>(), rows, n));
     return args.arg(2);
   });
 }
@@ -310,14 +257,7 @@ Napi::Value Axpby(const Napi::CallbackInfo& info) {
       o = args.output(a.shape, DType::f32, a.device());
     }
     const int64_t n = a.numel();
-    args.run(
-        {a, b, o},
-        [a, b, o, fa, fb, n](ThreadPool& pool) {
-          cpu::axpby(pool, a.data<float>(), fa, b.data<float>(), fb, o.data<float>(), n);
-        },
-        SF_CUDA([a, b, o, fa, fb, n](cuda::Stream s) {
-          cuda::axpby(s, a.data<float>(), fa, b.data<float>(), fb, o.data<float>(), n);
-        }));
+    args.run({a, b, o}, SF_KERNEL(axpby, a.data<float>(), fa, b.data<float>(), fb, o.data<float>(), n));
     return out ? args.arg(4) : args.wrap(o);
   });
 }
@@ -333,14 +273,7 @@ Napi::Value DropoutForward(const Napi::CallbackInfo& info) {
     check_f32_dev(args, x, "x");
     Tensor y = output_or_new(args, out, x.shape, x, {{&x, "x"}});
     const int64_t n = x.numel();
-    args.run(
-        {x, y},
-        [x, y, n, d](ThreadPool& pool) {
-          cpu::dropout_forward(pool, x.data<float>(), y.data<float>(), n, d.p, d.seed, d.offset);
-        },
-        SF_CUDA([x, y, n, d](cuda::Stream s) {
-          cuda::dropout_forward(s, x.data<float>(), y.data<float>(), n, d.p, d.seed, d.offset);
-        }));
+    args.run({x, y}, SF_KERNEL(dropout_forward, x.data<float>(), y.data<float>(), n, d.p, d.seed, d.offset));
     return out ? args.arg(1) : args.wrap(y);
   });
 }
@@ -358,14 +291,7 @@ Napi::Value DropoutBackward(const Napi::CallbackInfo& info) {
     check_disjoint(dx, "dx", dy, "dy", op);
     const int64_t n = dy.numel();
     args.update(dx);
-    args.run(
-        {dy, dx},
-        [dy, dx, n, d](ThreadPool& pool) {
-          cpu::dropout_backward(pool, dy.data<float>(), dx.data<float>(), n, d.p, d.seed, d.offset);
-        },
-        SF_CUDA([dy, dx, n, d](cuda::Stream s) {
-          cuda::dropout_backward(s, dy.data<float>(), dx.data<float>(), n, d.p, d.seed, d.offset);
-        }));
+    args.run({dy, dx}, SF_KERNEL(dropout_backward, dy.data<float>(), dx.data<float>(), n, d.p, d.seed, d.offset));
     return args.arg(1);
   });
 }

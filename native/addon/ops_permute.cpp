@@ -37,14 +37,7 @@ Tensor out_or_new(const OpArgs& args, const std::optional<Tensor>& out, const Sh
 // Submits dst (A, C, B, D) (= or +=) src (A, B, C, D).
 void submit(const OpArgs& args, const Tensor& src, const Tensor& dst, int64_t A, int64_t B, int64_t C, int64_t D,
             bool accumulate) {
-  args.run(
-      {src, dst},
-      [src, dst, A, B, C, D, accumulate](ThreadPool& pool) {
-        cpu::permute0213(pool, src.data<float>(), dst.data<float>(), A, B, C, D, accumulate);
-      },
-      SF_CUDA([src, dst, A, B, C, D, accumulate](cuda::Stream s) {
-        cuda::permute0213(s, src.data<float>(), dst.data<float>(), A, B, C, D, accumulate);
-      }));
+  args.run({src, dst}, SF_KERNEL(permute0213, src.data<float>(), dst.data<float>(), A, B, C, D, accumulate));
 }
 
 Napi::Value Permute0213(const Napi::CallbackInfo& info) {

@@ -41,18 +41,21 @@ namespace sf::js {
 
 namespace {
 
-// float32, and on the call's device (args.same_device)
-void check_f32_dev(const OpArgs& args, const Tensor& t, const char* name) {
-  check_dtype(t, DType::f32, args.op(), name);
-  args.same_device(t, name);
-}
-
-
 Shape with_last(const Shape& s, int64_t last) {
   Shape r = s;
   r.push_back(last);
   return r;
 }
+
+// The embedding kernels' ids must lie in [0, V). The CPU kernel checks them itself; on CUDA they are checked in the
+// op's stream task before the kernel (bad_id, ops.cpp), with the CPU kernel's error text.
+void embedding_ids_in_range(ThreadPool&, Backend*, const Tensor&, int64_t, int64_t, const char*) {}
+#if SHAREDFORMER_WITH_CUDA
+void embedding_ids_in_range(cuda::Stream s, Backend* be, const Tensor& ids, int64_t n, int64_t V, const char* op) {
+  auto [at, id] = bad_id(*be, s, ids, n, static_cast<int32_t>(std::min<int64_t>(V, INT32_MAX)), false, 0, op);
+  if (at >= 0) range_error("embedding: token id ", id, " at position ", at, " is out of range [0, ", V, ")");
+}
+#endif
 
 // A required number option (TypeError when absent).
 float required_f32(const OpArgs& args, const Napi::Object& o, const char* key) {
@@ -80,25 +83,17 @@ Napi::Value EmbeddingForward(const Napi::CallbackInfo& info) {
       o = *out;
       check_f32_dev(args, o, "out");
       check_shape(o, oshape, op, "out");
-      check_disjoint(o, "out", table, "table", op);
-      check_disjoint(o, "out", ids, "ids", op);
+      check_all_disjoint(op, {{&o, "out"}}, {{&table, "table"}, {&ids, "ids"}});
       args.write(o);
     } else {
       o = args.output(oshape, DType::f32, table.device());
     }
     const int64_t n = ids.numel();
-    SF_CUDA_ONLY(Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);)
-    args.run(
-        {ids, table, o},
-        [ids, table, o, n, V, C](ThreadPool& pool) {
-          cpu::embedding_forward(pool, ids.data<int32_t>(), n, table.data<float>(), V, C, o.data<float>());
-        },
-        SF_CUDA([ids, table, o, n, V, C, be](cuda::Stream s) {
-          auto [at, id] = bad_id(*be, s, ids, n, static_cast<int32_t>(std::min<int64_t>(V, INT32_MAX)), false, 0,
-                                 "embeddingForward");
-          if (at >= 0) range_error("embedding: token id ", id, " at position ", at, " is out of range [0, ", V, ")");
-          cuda::embedding_forward(s, ids.data<int32_t>(), n, table.data<float>(), V, C, o.data<float>());
-        }));
+    Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);
+    args.run({ids, table, o},
+             SF_ON_DEVICE(embedding_ids_in_range(sf_dev, be, ids, n, V, "embeddingForward");
+                          sf_k::embedding_forward(sf_dev, ids.data<int32_t>(), n, table.data<float>(), V, C,
+                                                  o.data<float>())));
     return out ? args.arg(2) : args.wrap(o);
   });
 }
@@ -118,22 +113,14 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
     check_rank(dtable, 2, 2, op, "dtable");
     const int64_t V = dtable.shape[0], C = dtable.shape[1];
     check_shape(dout, with_last(ids.shape, C), op, "dout");
-    check_disjoint(dtable, "dtable", dout, "dout", op);
-    check_disjoint(dtable, "dtable", ids, "ids", op);
+    check_all_disjoint(op, {{&dtable, "dtable"}}, {{&dout, "dout"}, {&ids, "ids"}});
     const int64_t n = ids.numel();
-    SF_CUDA_ONLY(Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);)
+    Backend* be = args.device().is_cpu() ? nullptr : &args.addon().ctx().backend(args.device(), op);
     args.update(dtable);
-    args.run(
-        {ids, dout, dtable},
-        [ids, dout, dtable, n, V, C](ThreadPool& pool) {
-          cpu::embedding_backward(pool, ids.data<int32_t>(), n, dout.data<float>(), V, C, dtable.data<float>());
-        },
-        SF_CUDA([ids, dout, dtable, n, V, C, be](cuda::Stream s) {
-          auto [at, id] = bad_id(*be, s, ids, n, static_cast<int32_t>(std::min<int64_t>(V, INT32_MAX)), false, 0,
-                                 "embeddingBackward");
-          if (at >= 0) range_error("embedding: token id ", id, " at position ", at, " is out of range [0, ", V, ")");
-          cuda::embedding_backward(s, ids.data<int32_t>(), n, dout.data<float>(), V, C, dtable.data<float>());
-        }));
+    args.run({ids, dout, dtable},
+             SF_ON_DEVICE(embedding_ids_in_range(sf_dev, be, ids, n, V, "embeddingBackward");
+                          sf_k::embedding_backward(sf_dev, ids.data<int32_t>(), n, dout.data<float>(), V, C,
+                                                   dtable.data<float>())));
     return args.arg(2);
   });
 }
@@ -230,27 +217,15 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
       check_shape(*decay, param.shape, op, "option decayMask");
     }
     // The three updated tensors must not share memory with each other or with the inputs.
-    check_disjoint(param, "param", grad, "grad", op);
-    check_disjoint(param, "param", m, "m", op);
-    check_disjoint(param, "param", v, "v", op);
-    check_disjoint(m, "m", grad, "grad", op);
-    check_disjoint(m, "m", v, "v", op);
-    check_disjoint(v, "v", grad, "grad", op);
-    if (decay) {
-      check_disjoint(param, "param", *decay, "option decayMask", op);
-      check_disjoint(m, "m", *decay, "option decayMask", op);
-      check_disjoint(v, "v", *decay, "option decayMask", op);
-    }
+    const Tensor* dm = decay ? &*decay : nullptr;
+    check_all_disjoint(op, {{&param, "param"}, {&m, "m"}, {&v, "v"}}, {{&grad, "grad"}, {dm, "option decayMask"}});
     if (copy) {
       if (copy->dtype != DType::bf16)
         type_error(op, ": option bf16Copy must be a bfloat16 tensor, got ", dtype_name(copy->dtype));
       args.same_device(*copy, "option bf16Copy");
       check_shape(*copy, param.shape, op, "option bf16Copy");
-      check_disjoint(*copy, "option bf16Copy", param, "param", op);
-      check_disjoint(*copy, "option bf16Copy", grad, "grad", op);
-      check_disjoint(*copy, "option bf16Copy", m, "m", op);
-      check_disjoint(*copy, "option bf16Copy", v, "v", op);
-      if (decay) check_disjoint(*copy, "option bf16Copy", *decay, "option decayMask", op);
+      check_all_disjoint(op, {{&*copy, "option bf16Copy"}},
+                         {{&param, "param"}, {&grad, "grad"}, {&m, "m"}, {&v, "v"}, {dm, "option decayMask"}});
     }
     const int64_t n = param.numel();
     std::vector<Tensor> keep{param, grad, m, v};
@@ -260,19 +235,14 @@ Napi::Value AdamW(const Napi::CallbackInfo& info) {
     args.update(m);
     args.update(v);
     if (copy) args.write(*copy);
-    args.run(
-        std::move(keep),
-        [d, param, grad, m, v, decay, copy, n](ThreadPool& pool) {
-          cpu::adamw(pool, d, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
-                     decay ? decay->data<float>() : nullptr, n, copy ? copy->data<uint16_t>() : nullptr);
-          if (copy) copy->storage->note_mirror(param.storage, param.byte_begin(), param.byte_end(), copy->byte_begin());
-        },
-        SF_CUDA([d, param, grad, m, v, decay, copy, n](cuda::Stream s) {
-          cuda::adamw(s, d, param.data<float>(), grad.data<float>(), m.data<float>(), v.data<float>(),
-                      decay ? decay->data<float>() : nullptr, n, copy ? copy->data<uint16_t>() : nullptr);
-          // stream-ordered: a consumer's kernel, queued after this one on the device's stream, reads the copy written
-          if (copy) copy->storage->note_mirror(param.storage, param.byte_begin(), param.byte_end(), copy->byte_begin());
-        }));
+    // On CUDA the mirror note is stream-ordered: a consumer's kernel, queued after this one on the device's stream,
+    // reads the copy written.
+    args.run(std::move(keep),
+             SF_ON_DEVICE(sf_k::adamw(sf_dev, d, param.data<float>(), grad.data<float>(), m.data<float>(),
+                                      v.data<float>(), decay ? decay->data<float>() : nullptr, n,
+                                      copy ? copy->data<uint16_t>() : nullptr);
+                          if (copy) copy->storage->note_mirror(param.storage, param.byte_begin(), param.byte_end(),
+                                                               copy->byte_begin())));
     return args.env().Undefined();
   });
 }
@@ -309,24 +279,16 @@ Napi::Value Sgd(const Napi::CallbackInfo& info) {
     if (buf) {
       check_f32_dev(args, *buf, "buf");
       check_shape(*buf, param.shape, op, "buf");
-      check_disjoint(*buf, "buf", param, "param", op);
-      check_disjoint(*buf, "buf", grad, "grad", op);
     }
-    check_disjoint(param, "param", grad, "grad", op);
+    check_all_disjoint(op, {{buf ? &*buf : nullptr, "buf"}, {&param, "param"}}, {{&grad, "grad"}});
     const int64_t n = param.numel();
     std::optional<Tensor> b = d.momentum > 0 ? buf : std::nullopt;
     std::vector<Tensor> keep{param, grad};
     if (b) keep.push_back(*b);
     args.update(param);
     if (b) args.update(*b);
-    args.run(
-        std::move(keep),
-        [d, param, grad, b, n](ThreadPool& pool) {
-          cpu::sgd(pool, d, param.data<float>(), grad.data<float>(), b ? b->data<float>() : nullptr, n);
-        },
-        SF_CUDA([d, param, grad, b, n](cuda::Stream s) {
-          cuda::sgd(s, d, param.data<float>(), grad.data<float>(), b ? b->data<float>() : nullptr, n);
-        }));
+    args.run(std::move(keep),
+             SF_KERNEL(sgd, d, param.data<float>(), grad.data<float>(), b ? b->data<float>() : nullptr, n));
     return args.env().Undefined();
   });
 }
@@ -398,9 +360,7 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
     check_f32_dev(args, x, "x");
     const int64_t n = x.numel();
     args.update(x);
-    args.run(
-        {x}, [x, n, s](ThreadPool& pool) { cpu::scale_inplace(pool, x.data<float>(), n, s); },
-        SF_CUDA([x, n, s](cuda::Stream st) { cuda::scale_inplace(st, x.data<float>(), n, s); }));
+    args.run({x}, SF_KERNEL(scale_inplace, x.data<float>(), n, s));
     return args.arg(0);
   });
 }

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "../core/adamw_math.h"
 #include "../core/dtype.h"
 #include "kernels.h"
 #include "simd.h"
@@ -59,23 +60,13 @@ SF_INLINE V vsqrt(V x) {
 
 
 // ---- AdamW ------------------------------------------------------------------------------------------------------
-struct AdamWConst {
-  float beta1, beta2, one_minus_beta1, one_minus_beta2;
-  float step_size;     // lr / (1 - beta1^step)
-  float inv_bc2_sqrt;  // 1 / sqrt(1 - beta2^step)
-  float eps;
-  float lr_wd;         // lr * weight_decay (times decay[i] per element)
-  float keep;          // 1 - lr * weight_decay, when there is no decay mask
+// The constants and the per-element update are native/core/adamw_math.h's (shared with cuda/optim.cu).
+struct VecSqrt {
+  template <typename V>
+  SF_INLINE V operator()(V x) const {
+    return vsqrt(x);
+  }
 };
-
-template <typename V>
-SF_INLINE void adamw_vec(const AdamWConst& c, V& p, V g, V& m, V& v, V dec, bool has_mask) {
-  p = has_mask ? p * (1.0f - c.lr_wd * dec) : p * c.keep;  // decoupled weight decay, on the old parameter
-  m = c.beta1 * m + c.one_minus_beta1 * g;
-  v = c.beta2 * v + c.one_minus_beta2 * (g * g);
-  V denom = vsqrt(v) * c.inv_bc2_sqrt + c.eps;
-  p = p - c.step_size * (m / denom);
-}
 
 template <typename V>
 void adamw_body(const AdamWConst& c, float* param, const float* grad, float* m, float* v, const float* decay,
@@ -86,7 +77,7 @@ void adamw_body(const AdamWConst& c, float* param, const float* grad, float* m, 
   int64_t i = lo;
   for (; i + W <= hi; i += W) {
     V p = load<V>(param + i), mm = load<V>(m + i), vv = load<V>(v + i);
-    adamw_vec<V>(c, p, load<V>(grad + i), mm, vv, mask ? load<V>(decay + i) : one, mask);
+    adamw_update<V>(c, p, load<V>(grad + i), mm, vv, mask ? load<V>(decay + i) : one, mask, VecSqrt{});
     store<V>(param + i, p);
     store<V>(m + i, mm);
     store<V>(v + i, vv);
@@ -96,7 +87,8 @@ void adamw_body(const AdamWConst& c, float* param, const float* grad, float* m, 
   if (i < hi) {
     const int64_t k = hi - i;
     V p = load_part<V>(param + i, k, 0.0f), mm = load_part<V>(m + i, k, 0.0f), vv = load_part<V>(v + i, k, 0.0f);
-    adamw_vec<V>(c, p, load_part<V>(grad + i, k, 0.0f), mm, vv, mask ? load_part<V>(decay + i, k, 0.0f) : one, mask);
+    adamw_update<V>(c, p, load_part<V>(grad + i, k, 0.0f), mm, vv, mask ? load_part<V>(decay + i, k, 0.0f) : one, mask,
+                    VecSqrt{});
     store_part<V>(param + i, p, k);
     store_part<V>(m + i, mm, k);
     store_part<V>(v + i, vv, k);
@@ -232,19 +224,7 @@ void for_blocks(ThreadPool& pool, int64_t n, F&& fn) {
 void adamw(ThreadPool& pool, const AdamWDesc& d, float* param, const float* grad, float* m, float* v,
            const float* decay, int64_t n, uint16_t* param_bf16) {
   if (n <= 0) return;
-  const double step = static_cast<double>(d.step);
-  const double bc1 = 1.0 - std::pow(static_cast<double>(d.beta1), step);
-  const double bc2 = 1.0 - std::pow(static_cast<double>(d.beta2), step);
-  AdamWConst c;
-  c.beta1 = d.beta1;
-  c.beta2 = d.beta2;
-  c.one_minus_beta1 = static_cast<float>(1.0 - static_cast<double>(d.beta1));
-  c.one_minus_beta2 = static_cast<float>(1.0 - static_cast<double>(d.beta2));
-  c.step_size = static_cast<float>(static_cast<double>(d.lr) / bc1);
-  c.inv_bc2_sqrt = static_cast<float>(1.0 / std::sqrt(bc2));
-  c.eps = d.eps;
-  c.lr_wd = static_cast<float>(static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
-  c.keep = static_cast<float>(1.0 - static_cast<double>(d.lr) * static_cast<double>(d.weight_decay));
+  const AdamWConst c = adamw_constants(d.lr, d.beta1, d.beta2, d.eps, d.weight_decay, d.step);
   auto fn = SF_PICK(adamw_range);
   for_blocks(pool, n, [&](int64_t lo, int64_t hi) { fn(c, param, grad, m, v, decay, param_bf16, lo, hi); });
 }
