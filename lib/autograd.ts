@@ -487,8 +487,8 @@ function exitScope(s: Scope, result: unknown): void {
  * Runs fn in a new scope: every tensor that ops make during it (recording or not) belongs to the scope and is freed
  * when fn returns or throws, except the ones fn returns (a Tensor, or an array or object of them) or keep()s,
  * which move to the enclosing scope (at the outermost, to the caller), and the ones a recorded op needs (pinned by
- * the tape: they move on to the enclosing scope, and at the outermost to the graph's scope, freed when the tape is
- * released). Like tf.tidy.
+ * the tape: they go to the graph's scope, freed when the tape is released). fn must be synchronous: a Promise result
+ * is a TypeError (the scope cannot span an await). Like tf.tidy.
  */
 export function scope<T>(fn: () => T): T {
   if (typeof fn !== 'function') throw new TypeError(`scope: expected a function, got ${fn === null ? 'null' : typeof fn}`);
@@ -497,7 +497,13 @@ export function scope<T>(fn: () => T): T {
   let result: T | undefined;
   try {
     result = fn();
-    return result;
+    if (result !== null && (typeof result === 'object' || typeof result === 'function') && typeof (result as { then?: unknown }).then === 'function') {
+      // an async fn: the scope would exit at its first await and free what it made so far while it still runs
+      (result as unknown as Promise<unknown>).then(undefined, () => {}); // its failure is reported by the throw below
+      result = undefined;
+      throw new TypeError('scope: fn returned a Promise — a scope cannot span an await (what fn made before the await would be freed while it runs); run the synchronous parts in scope() and await outside it');
+    }
+    return result as T;
   } finally {
     scopes.pop();
     exitScope(s, result);
