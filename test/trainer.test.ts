@@ -142,6 +142,17 @@ test('evaluation and tidy() free an inference pass\'s intermediates at once (no 
   model.store.dispose();
 });
 
+/**
+ * Runs collections until the finalizers of tensors that earlier code dropped without dispose() have run (they free
+ * whenever a collection happens): a count of live tensors taken after it changes only by what the test itself does.
+ */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    (globalThis as { gc?: () => void }).gc?.();
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 test('scope(): a recorded pass made inside scopes survives them (the tape pins it), and backward frees it all', async (t) => {
   resetTape();
   const { memory, synchronizeSync, scope, keep, backward, noGrad } = await import('../lib/index.ts');
@@ -150,6 +161,7 @@ test('scope(): a recorded pass made inside scopes survives them (the tape pins i
   const reference = noGrad(() => model.loss(ids, targets)); // caches the position ids of this shape
   const want = reference.dataSync()[0];
   reference.dispose();
+  await settle();
   synchronizeSync();
   const before = memory().cpu;
   // the loss is recorded inside two scopes and not returned from the inner one: keep() moves it out of its freeing;
@@ -211,19 +223,14 @@ test('evaluate() is Trainer.evaluate as a function (what eval in the CLI uses), 
   const model = new Decoder(cfg);
   const trainer = new Trainer(model, data, { steps: 1, batchSize: 2, seqLen: 16, lr: 1e-3, seed: 5 });
   const viaTrainer = await trainer.evaluate(3);
-  // Tensors that earlier code dropped without dispose() are freed by finalizers whenever a collection runs: collect
-  // before each count, so that only what evaluate() leaves behind can differ (the count fell by 4 in CI without this).
-  const settle = async () => {
-    for (let i = 0; i < 3; i++) {
-      (globalThis as { gc?: () => void }).gc?.();
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    synchronizeSync();
-  };
+  // collect before each count, so that only what evaluate() leaves behind can differ (the count fell by 4 in CI
+  // without this)
   await settle();
+  synchronizeSync();
   const before = memory().cpu;
   t.is(await evaluate(model, data, { batches: 3, batchSize: 2, seqLen: 16, seed: 5 }), viaTrainer.loss);
   await settle();
+  synchronizeSync();
   const after = memory().cpu;
   t.is(after.tensors, before.tensors, 'nothing left behind');
   t.is(after.storages, before.storages);
