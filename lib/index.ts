@@ -32,7 +32,8 @@ export { Trainer, evaluate, type TrainerOptions, type TrainableModel, type Evalu
 export { generateCorpus, describeCorpus } from './data/corpus.ts';
 export { lossCurveSvg, type LossSeries, type LossPlotOptions } from './plot.ts';
 // Types that appear in the signatures above (documented with them).
-export type { StackConfig, Dims, TokenIO, BlockStack } from './models/stack.ts';
+export type { StackConfig, Dims, TokenIO, BlockStack, Model, KVCache } from './models/stack.ts';
+export type { CheckpointMeta } from './io/checkpoint.ts';
 export type { LinearLike, LinearFactory } from './nn/layers.ts';
 export type { CorpusInfo } from './data/corpus.ts';
 export type { AccountingOptions } from './sharing/accounting.ts';

@@ -10,6 +10,7 @@ import { tensor } from '../tensor.ts';
 import { native } from '../native.ts';
 import type { ParameterStore } from '../params.ts';
 
+/** What a checkpoint's metadata says about the model that wrote it (Model.meta()); load checks it against the model. */
 export interface CheckpointMeta {
   /** What kind of model ('decoder', ...). */
   model: string;

@@ -23,7 +23,9 @@ import type { Precision } from '../kernels.ts';
  */
 export type TrainableModel = Model & {
   readonly config: { readonly maxSeq: number; readonly vocab: number };
+  /** The mean token loss of ids (B, T) against targets (B, T), as a scalar tensor. */
   loss(ids: Tensor, targets: Tensor): Tensor;
+  /** What a checkpoint records about the model (its kind, config and sharing plan). */
   meta(): CheckpointMeta;
 };
 
