@@ -138,6 +138,16 @@ export function axpby(a: Tensor, alpha: number, b: Tensor, beta: number, options
   return outOr(o.out, n().axpby(h(a, 'axpby', 'a'), alpha, h(b, 'axpby', 'b'), beta, maybe(o.out as Tensor, 'axpby', 'out')));
 }
 
+/**
+ * dst[dstOffset + i] = src[srcOffset + i] for i < length, for each (dstOffset, srcOffset, length) triple of
+ * `segments` (float32 tensors on one device, disjoint; the rest of dst keeps its values). Packs the flat buffers'
+ * parameters back to back (ParameterStore.packSegments) and unpacks them. One op, one stream task.
+ */
+export function copySegments(dst: Tensor, src: Tensor, segments: Float64Array): Tensor {
+  n().copySegments(h(dst, 'copySegments', 'dst'), h(src, 'copySegments', 'src'), segments);
+  return dst;
+}
+
 /** Options of kernels.dropout(): the probability and the Philox stream that makes the mask. */
 export interface DropoutOptions {
   /** Probability of zeroing an element, in [0, 1). */

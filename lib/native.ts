@@ -101,6 +101,14 @@ export interface BackendsInfo {
     driverVersion: number;
     architectures: string[];
   };
+  /**
+   * The distributed libraries, loaded at run time (docs/distributed.md): MPI (Open MPI's libmpi.so.40, or
+   * $SHAREDFORMER_MPI_LIB) and NCCL (libnccl.so.2, or $SHAREDFORMER_NCCL_LIB) — found or not, and why not.
+   */
+  distributed: {
+    mpi: { found: boolean; library: string; version?: string; reason?: string; initialized: boolean };
+    nccl: { found: boolean; library: string; version?: number; reason?: string };
+  };
 }
 
 /** How the loaded binary was built. */

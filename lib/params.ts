@@ -292,6 +292,35 @@ export class ParameterStore {
     return out;
   }
 
+  /**
+   * The packed range [begin, end) (positions without the alignment padding) as copy segments for
+   * kernels.copySegments: (dstOffset, srcOffset, length) triples, one per parameter it meets. `toPacked` true: from a
+   * flat buffer in the store's layout, whose element `base` is element 0 of the source, into a packed buffer holding
+   * [begin, end) from its element 0; false: the reverse. Data-parallel training sends packed gradients and parameters,
+   * so that a collective moves 4 bytes per unique parameter and no padding.
+   */
+  packSegments(begin: number, end: number, toPacked: boolean, base = 0): Float64Array {
+    const out: number[] = [];
+    for (const p of this.parameters) {
+      const s = Math.max(begin, p.packedOffset), e = Math.min(end, p.packedOffset + p.size);
+      if (s >= e) continue;
+      const flat = p.offset + (s - p.packedOffset) - base, packed = s - begin;
+      out.push(toPacked ? packed : flat, toPacked ? flat : packed, e - s);
+    }
+    return new Float64Array(out);
+  }
+
+  /** The window [lo, hi) of the flat buffers that holds the packed range [begin, end) (its padding included). */
+  flatRange(begin: number, end: number): [number, number] {
+    if (begin >= end) return [0, 0];
+    let lo = -1, hi = -1;
+    for (const p of this.parameters) {
+      if (lo < 0 && begin < p.packedOffset + p.size) lo = p.offset + Math.max(0, begin - p.packedOffset);
+      if (end > p.packedOffset && end <= p.packedOffset + p.size) hi = p.offset + (end - p.packedOffset);
+    }
+    return [lo, hi];
+  }
+
   /** The slot table: name, shape, offset (aligned, in the flat buffers), size, decay. */
   table(): SlotRow[] {
     return this.parameters.map((p) => ({ name: p.name, shape: p.shape, offset: p.offset, size: p.size, decay: p.decay }));

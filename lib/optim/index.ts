@@ -15,18 +15,33 @@ export interface AdamWConfig {
   weightDecay?: number;
 }
 
-/** AdamW over the flat parameter buffer: its two moment buffers mirror the store, offset for offset. */
+/** Options of AdamW beyond its hyperparameters. */
+export interface AdamWOptions {
+  /**
+   * Update only the flat buffers' elements [lo, hi) and hold the moments of those only (ZeRO-1: each rank updates its
+   * shard; distributed Trainer). Default: the whole buffer.
+   */
+  window?: [number, number];
+}
+
+/** AdamW over the flat parameter buffer: its two moment buffers mirror the store (or its window), offset for offset. */
 export class AdamW {
   readonly m: Tensor;
   readonly v: Tensor;
+  /** The flat buffers' elements [lo, hi) this optimizer updates (the whole store unless options.window). */
+  readonly window: [number, number];
   /** Updates taken so far (the next step() is update stepCount + 1, for bias correction). */
   stepCount = 0;
-  constructor(readonly store: ParameterStore, readonly config: AdamWConfig) {
+  constructor(readonly store: ParameterStore, readonly config: AdamWConfig, options: AdamWOptions = {}) {
     if (!(store instanceof ParameterStore)) throw new TypeError('AdamW: store must be a ParameterStore (a model\'s .store)');
     if (typeof config?.lr !== 'number' || !Number.isFinite(config.lr) || config.lr < 0)
       throw new RangeError(`AdamW: lr must be a finite number >= 0, got ${String(config?.lr)}`);
-    this.m = full([store.length], 0, { device: store.device });
-    this.v = full([store.length], 0, { device: store.device });
+    const w = options.window ?? [0, store.length];
+    if (!Array.isArray(w) || w.length !== 2 || !w.every((x) => Number.isSafeInteger(x)) || w[0] < 0 || w[0] > w[1] || w[1] > store.length)
+      throw new RangeError(`AdamW: window must be [lo, hi] with 0 <= lo <= hi <= ${store.length} (the store's length), got ${describe(w)}`);
+    this.window = [w[0], w[1]];
+    this.m = full([w[1] - w[0]], 0, { device: store.device });
+    this.v = full([w[1] - w[0]], 0, { device: store.device });
   }
   /**
    * One update with the current gradients (PyTorch's `optimizer.step()`); `lr` overrides the configured rate
@@ -42,22 +57,33 @@ export class AdamW {
   /** One update with the current gradients; `lr` overrides the configured rate (schedules). */
   update(lr = this.config.lr): void {
     const step = this.stepCount + 1; // counted once the update has been accepted (a refused one changes nothing)
-    K.adamw(this.store.values, this.store.grads, this.m, this.v, {
-      lr,
-      beta1: this.config.beta1 ?? 0.9,
-      beta2: this.config.beta2 ?? 0.999,
-      eps: this.config.eps ?? 1e-8,
-      weightDecay: this.config.weightDecay ?? 0.01,
-      step,
-      decayMask: this.store.decayMask,
-      // the store's bf16 copy, written in the same pass: current (for bf16 matmuls) until the next write of the params
-      bf16Copy: this.store.bf16Copy ?? undefined,
-    });
+    const s = this.store;
+    const [lo, hi] = this.window;
+    const whole = lo === 0 && hi === s.length;
+    const win = (t: Tensor) => (whole ? t : t.window(lo, [hi - lo]));
+    const [p, g, mask] = [win(s.values), win(s.grads), win(s.decayMask)];
+    try {
+      if (hi > lo || whole)
+        K.adamw(p, g, this.m, this.v, {
+          lr,
+          beta1: this.config.beta1 ?? 0.9,
+          beta2: this.config.beta2 ?? 0.999,
+          eps: this.config.eps ?? 1e-8,
+          weightDecay: this.config.weightDecay ?? 0.01,
+          step,
+          decayMask: mask,
+          // the store's bf16 copy, written in the same pass: current (for bf16 matmuls) until the next write of the
+          // params (a window of the buffer leaves the copy stale: it is then not passed, and not used)
+          bf16Copy: whole ? s.bf16Copy ?? undefined : undefined,
+        });
+    } finally {
+      if (!whole) for (const t of [p, g, mask]) t.dispose();
+    }
     this.stepCount = step;
   }
-  /** Optimizer-state bytes (two moments, each the flat buffer's size with its alignment padding). */
+  /** Optimizer-state bytes (two moments, each the flat buffer's size, or its window's, with the alignment padding). */
   get bytes(): number {
-    return 2 * this.store.bufferBytes;
+    return 2 * 4 * (this.window[1] - this.window[0]);
   }
   /** Frees the optimizer's moment buffers. */
   dispose(): void {

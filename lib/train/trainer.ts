@@ -10,10 +10,13 @@ import { loadCheckpoint, saveCheckpoint, saveCheckpointAsync } from '../io/check
 import type { Model } from '../models/stack.ts';
 import type { CheckpointMeta } from '../io/checkpoint.ts';
 import type { TokenDataset } from '../data/index.ts';
-import { tensor, type Tensor } from '../tensor.ts';
+import { full, tensor, type Tensor } from '../tensor.ts';
 import { native } from '../native.ts';
 import { withPrecision } from '../ops/index.ts';
 import { checkInt, checkObject, describe } from '../validate.ts';
+import { axpby } from '../kernels.ts';
+import * as dist from '../distributed/index.ts';
+import { DataParallel, type DistributedOption, type CommPlan } from '../distributed/data-parallel.ts';
 import type { Precision } from '../kernels.ts';
 
 /**
@@ -108,6 +111,17 @@ export interface TrainerOptions {
    * { enabled, budgetBytes }. Default: off (STACKED_GRADS_DEFAULT: slower on the CPU, unmeasured on CUDA); 256 MiB budget.
    */
   stackedGrads?: boolean | StackedGradsOptions;
+  /**
+   * Data-parallel training over the ranks of an MPI job (docs/distributed.md; distributed.init() is called if it has
+   * not been). true: plain data parallel — each rank runs `accumulate` micro-batches of its own (rank-strided over the
+   * global batch index: rank r of W takes micro-batches k·W + r of each step), then one all-reduce of the flat
+   * gradient buffer; W ranks with batch b train on exactly the batches of one process with accumulate W.
+   * { zero: 1 }: ZeRO-1 — a reduce-scatter of the gradients, each rank runs AdamW on its contiguous shard of the flat
+   * buffers and holds only that shard's moments, then an all-gather of the parameters. Clipping uses the global
+   * norm. Every rank starts from rank 0's parameters; only rank 0 writes checkpoints (save() is a collective under
+   * ZeRO-1: call it on every rank).
+   */
+  distributed?: DistributedOption;
 }
 
 /** What each optimizer step reports (the 'step' event and steps()). */
@@ -123,6 +137,11 @@ export interface StepInfo {
   etaMs: number;
   /** True when the step was dropped for a non-finite loss or gradient (nonFinite: 'skip'); loss is then that value. */
   skipped?: boolean;
+  /**
+   * Distributed training: the world size, the flat-buffer bytes this step's collectives moved (4 per unique parameter;
+   * twice that with ZeRO-1) and the milliseconds this rank spent inside collectives since the previous step.
+   */
+  comm?: { world: number; bytes: number; ms: number };
 }
 
 /** What an evaluation on the validation split reports (the 'eval' event). */
@@ -145,6 +164,21 @@ export interface TrainResult {
   skipped: number;
 }
 
+/** The `distributed` option: null (one process), 0 (plain data parallel) or 1 (ZeRO-1). */
+function distributedZero(v: unknown): 0 | 1 | null {
+  if (v === undefined || v === false) return null;
+  if (v === true) return 0;
+  if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+    const keys = Object.keys(v);
+    const bad = keys.find((k) => k !== 'zero');
+    if (bad !== undefined) throw new TypeError(`Trainer: distributed has an unknown key '${bad}' (it takes { zero: 0 | 1 })`);
+    const z = (v as { zero?: unknown }).zero ?? 0;
+    if (z !== 0 && z !== 1) throw new RangeError(`Trainer: distributed.zero must be 0 or 1 (ZeRO stage 1), got ${describe(z)}`);
+    return z;
+  }
+  throw new TypeError(`Trainer: distributed must be true, false or { zero: 0 | 1 }, got ${describe(v)}`);
+}
+
 function positiveInt(v: unknown, name: string, allowZero = false): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < (allowZero ? 0 : 1))
     throw new RangeError(`Trainer: ${name} must be a ${allowZero ? 'non-negative' : 'positive'} integer, got ${describe(v)}`);
@@ -161,7 +195,9 @@ function finite(v: unknown, name: string, lo = -Infinity): number {
  */
 export class Trainer extends EventEmitter {
   readonly opt: AdamW;
-  readonly options: Required<Omit<TrainerOptions, 'checkpoint' | 'signal' | 'stackedGrads'>> & Pick<TrainerOptions, 'checkpoint' | 'signal' | 'stackedGrads'>;
+  readonly options: Required<Omit<TrainerOptions, 'checkpoint' | 'signal' | 'stackedGrads' | 'distributed'>> & Pick<TrainerOptions, 'checkpoint' | 'signal' | 'stackedGrads' | 'distributed'>;
+  /** Distributed training (options.distributed): this rank's collectives and shard; null in one process. */
+  readonly dp: DataParallel | null = null;
   /** Optimizer steps completed. */
   step = 0;
   /** Steps dropped for a non-finite loss or gradient so far (nonFinite: 'skip'). */
@@ -188,8 +224,11 @@ export class Trainer extends EventEmitter {
     if (!['fp32', 'tf32', 'bf16'].includes(precision)) throw new TypeError(`Trainer: precision must be 'fp32', 'tf32' or 'bf16', got ${String(precision)}`);
     if (nonFinite !== 'error' && nonFinite !== 'skip') throw new TypeError(`Trainer: nonFinite must be 'error' or 'skip', got ${String(nonFinite)}`);
     resolveStackedGrads(o.stackedGrads, model.store.device, 'Trainer'); // refuses a malformed option now, not at the first step
-    const bf16Copy = o.bf16Copy ?? (precision === 'bf16' && model.store.device !== 'cpu');
+    const zero = distributedZero(o.distributed);
+    const bf16Copy = o.bf16Copy ?? (precision === 'bf16' && model.store.device !== 'cpu' && zero !== 1);
     if (typeof bf16Copy !== 'boolean') throw new TypeError(`Trainer: bf16Copy must be a boolean, got ${String(bf16Copy)}`);
+    if (bf16Copy && zero === 1)
+      throw new RangeError('Trainer: bf16Copy cannot be used with distributed: { zero: 1 } (each rank updates only its shard, so its copy of the rest would be stale)');
     this.options = {
       steps, batchSize, seqLen, lr, schedule,
       minLr: finite(o.minLr ?? lr / 10, 'minLr', 0),
@@ -208,9 +247,26 @@ export class Trainer extends EventEmitter {
       precision,
       bf16Copy,
       stackedGrads: o.stackedGrads,
+      distributed: o.distributed,
     };
+    if (zero !== null) {
+      if (!dist.isInitialized()) dist.init({ device: model.store.device === 'cpu' ? 'cpu' : 'cuda' });
+      this.dp = new DataParallel(model.store, zero);
+      this.dp.broadcastParameters();
+    }
     if (bf16Copy) model.store.enableBf16Copy(); // stale until the first AdamW step writes it
-    this.opt = new AdamW(model.store, { lr, beta1: this.options.beta1, beta2: this.options.beta2, weightDecay: this.options.weightDecay });
+    this.opt = new AdamW(model.store, { lr, beta1: this.options.beta1, beta2: this.options.beta2, weightDecay: this.options.weightDecay },
+      this.dp?.zero ? { window: this.dp.window } : {});
+  }
+
+  /** Distributed training: the flat-buffer collectives of one step and their bytes (null in one process). */
+  get commPlan(): CommPlan | null {
+    return this.dp?.plan ?? null;
+  }
+
+  /** Whether this process writes checkpoints, logs and plots: rank 0 of a distributed job, or a lone process. */
+  get isMain(): boolean {
+    return (this.dp?.rank ?? 0) === 0;
   }
 
   /** The learning rate of 0-based step `s`. */
@@ -222,33 +278,53 @@ export class Trainer extends EventEmitter {
     return s < o.warmup ? (o.lr * (s + 1)) / o.warmup : o.lr;
   }
 
-  /** One optimizer step (accumulating micro-batches); resolves with its loss once the kernels have run. */
+  /**
+   * One optimizer step (accumulating micro-batches); resolves with its loss once the kernels have run. Each
+   * micro-batch's gradient is computed alone (into zeroed gradients) and added to the sum of the earlier ones, so
+   * accumulate: k sums k whole micro-batch gradients — the same sum, bit for bit, as k ranks' all-reduce (k = 2).
+   */
   private async trainStep(): Promise<{ loss: number; lr: number; gradNorm?: number; skipped?: boolean }> {
     const o = this.options;
     const m = this.model;
+    const dp = this.dp;
+    const world = dp?.world ?? 1, rank = dp?.rank ?? 0;
+    const micro = o.accumulate * world; // micro-batches per optimizer step, over all ranks
     m.zeroGrad();
-    const losses = [];
-    for (let k = 0; k < o.accumulate; k++) {
-      const { ids, targets } = this.data.batch('train', o.batchSize, o.seqLen, o.seed, this.step * o.accumulate + k, m.store.device);
-      const loss = withPrecision(o.precision, () => m.loss(ids, targets));
-      backward(loss, { scale: 1 / o.accumulate, stackedGrads: o.stackedGrads });
-      ids.dispose();
-      targets.dispose();
-      losses.push(loss);
+    const losses: Tensor[] = [];
+    let acc: Tensor | null = null;
+    try {
+      for (let k = 0; k < o.accumulate; k++) {
+        if (k > 0) {
+          acc ??= full([m.store.length], 0, { device: m.store.device });
+          native().copyInto(acc.handle, m.store.grads.handle);
+          m.zeroGrad();
+        }
+        const index = this.step * micro + k * world + rank; // rank-strided over the global micro-batch index
+        const { ids, targets } = this.data.batch('train', o.batchSize, o.seqLen, o.seed, index, m.store.device);
+        const loss = withPrecision(o.precision, () => m.loss(ids, targets));
+        backward(loss, { scale: 1 / micro, stackedGrads: o.stackedGrads });
+        ids.dispose();
+        targets.dispose();
+        losses.push(loss);
+        if (k > 0) axpby(m.store.grads, 1, acc!, 1, { out: m.store.grads });
+      }
+    } finally {
+      acc?.dispose();
     }
+    const statsBefore = dp ? dist.stats() : null;
+    dp?.reduceGradients();
     // The norm before clipping, or (clipping off) the sum of squares: either is finite exactly when every gradient is.
-    const norm = o.clip > 0 ? clipGradNorm(m.store, o.clip) : sumSquares(m.store.grads);
+    const norm = dp ? dp.clip(o.clip) : o.clip > 0 ? clipGradNorm(m.store, o.clip) : sumSquares(m.store.grads);
     const lr = this.lrAt(this.step);
+    const values = await this.lossValues(losses);
     let sum = 0;
-    for (const l of losses) {
-      sum += (await l.data())[0]; // awaiting: the event loop runs while the step computes
-      l.dispose();
-    }
+    for (const v of values) sum += v; // in the order of the global micro-batch index
     const normValue = (await norm.data())[0];
     norm.dispose();
     const gradNorm = o.clip > 0 ? normValue : undefined;
-    const loss = sum / o.accumulate;
-    // Checked before the update: a NaN/Infinity never reaches the parameters or the AdamW moments.
+    const loss = sum / micro;
+    // Checked before the update: a NaN/Infinity never reaches the parameters or the AdamW moments. Every rank sees the
+    // same loss and norm (both global), so every rank takes the same decision.
     if (!Number.isFinite(loss) || !Number.isFinite(normValue)) {
       const what = !Number.isFinite(loss) ? `the loss is ${loss}` : `the gradient ${o.clip > 0 ? 'norm' : 'sum of squares'} is ${normValue} (loss ${loss})`;
       if (o.nonFinite === 'error')
@@ -260,8 +336,51 @@ export class Trainer extends EventEmitter {
       return { loss, lr, gradNorm, skipped: true };
     }
     this.opt.update(lr);
+    dp?.gatherParameters();
     this.step += 1;
+    if (dp && statsBefore) {
+      const after = dist.stats();
+      this.lastComm = { world, bytes: dp.plan.bytesPerStep, ms: (after.seconds - statsBefore.seconds) * 1000 };
+    }
     return { loss, lr, gradNorm };
+  }
+
+  private lastComm: StepInfo['comm'] | undefined;
+
+  /**
+   * The loss of every micro-batch of the step in the order of the global micro-batch index (disposing the local
+   * ones): in one process, this process's; distributed, every rank's, gathered (micro-batch k of rank r is global
+   * micro-batch k·W + r).
+   */
+  private async lossValues(losses: Tensor[]): Promise<number[]> {
+    const dp = this.dp;
+    try {
+      if (!dp) {
+        const out: number[] = [];
+        for (const l of losses) out.push((await l.data())[0]); // awaiting: the event loop runs while the step computes
+        return out;
+      }
+      const A = losses.length, W = dp.world;
+      const device = this.model.store.device;
+      const mine = full([A], 0, { device }), all = full([A * W], 0, { device });
+      try {
+        losses.forEach((l, k) => {
+          const w = mine.window(k, []);
+          native().copyInto(w.handle, l.handle);
+          w.dispose();
+        });
+        dist.allGather(all, mine);
+        const v = (await all.data()) as Float32Array; // rank-major: [r][k]
+        const out: number[] = [];
+        for (let k = 0; k < A; k++) for (let r = 0; r < W; r++) out.push(v[r * A + k]);
+        return out;
+      } finally {
+        mine.dispose();
+        all.dispose();
+      }
+    } finally {
+      for (const l of losses) l.dispose();
+    }
   }
 
   /** Mean validation loss over `batches` fixed validation batches (the same batches every time). */
@@ -278,7 +397,7 @@ export class Trainer extends EventEmitter {
     const o = this.options;
     const t0 = performance.now();
     const start = this.step;
-    const tokensPerStep = o.batchSize * o.seqLen * o.accumulate;
+    const tokensPerStep = o.batchSize * o.seqLen * o.accumulate * (this.dp?.world ?? 1);
     while (this.step < o.steps) {
       if (o.signal?.aborted) break;
       const { loss, lr, gradNorm, skipped } = await this.trainStep();
@@ -291,6 +410,7 @@ export class Trainer extends EventEmitter {
         elapsedMs,
         etaMs: (elapsedMs / done) * (o.steps - this.step),
         ...(skipped ? { skipped: true } : {}),
+        ...(this.dp && this.lastComm ? { comm: this.lastComm } : {}),
       };
       this.emit('step', info);
       yield info;
@@ -305,7 +425,7 @@ export class Trainer extends EventEmitter {
     const start = this.step;
     for await (const _ of this.steps());
     const aborted = this.step < this.options.steps;
-    const tokens = (this.step - start) * this.options.batchSize * this.options.seqLen * this.options.accumulate;
+    const tokens = (this.step - start) * this.options.batchSize * this.options.seqLen * this.options.accumulate * (this.dp?.world ?? 1);
     const tokensPerSec = tokens / ((performance.now() - t0) / 1000);
     const val = aborted ? undefined : await this.evaluate();
     if (this.options.checkpoint) await this.save(this.options.checkpoint.path);
@@ -321,25 +441,37 @@ export class Trainer extends EventEmitter {
    */
   async save(path: string, extra: Record<string, string> = {}): Promise<void> {
     const step = this.step, adamStep = this.opt.stepCount;
-    const [values, m, v] = await Promise.all([this.model.store.values.data(), this.opt.m.data(), this.opt.v.data()]);
-    await saveCheckpointAsync(path, this.model.store, values as Float32Array, this.model.meta(), ...this.checkpointExtra(extra, step, adamStep, m, v));
+    const s = this.model.store, dp = this.dp;
+    // ZeRO-1: the moments are gathered from every rank's shard (a collective, so every rank calls save())
+    const moments = dp?.zero
+      ? Promise.all([dp.gatherMoment(this.opt.m), dp.gatherMoment(this.opt.v)])
+      : Promise.all([this.opt.m.data(), this.opt.v.data()]).then((a) => a.map((x) => s.pack(x as Float32Array)));
+    const [values, [m, v]] = await Promise.all([s.values.data(), moments]);
+    if (!this.isMain) return; // only rank 0 writes
+    await saveCheckpointAsync(path, s, values as Float32Array, this.model.meta(), ...this.checkpointExtra(extra, step, adamStep, m, v));
     this.emit('checkpoint', { step, path });
   }
 
-  /** save(), blocking the calling thread until the file is written (for exit paths that cannot wait). */
+  /**
+   * save(), blocking the calling thread until the file is written (for exit paths that cannot wait). Not under
+   * ZeRO-1 (whose moments need a collective: use save()); on a rank other than 0 of a distributed job it writes nothing.
+   */
   saveSync(path: string, extra: Record<string, string> = {}): void {
+    if (this.dp?.zero) throw new Error('Trainer.saveSync: under distributed: { zero: 1 } the moments are sharded; use await save() on every rank');
+    if (!this.isMain) return;
     const m = this.opt.m.dataSync(), v = this.opt.v.dataSync(); // saveCheckpoint reads the parameters itself
-    saveCheckpoint(path, this.model.store, this.model.meta(), ...this.checkpointExtra(extra, this.step, this.opt.stepCount, m, v));
+    const s = this.model.store;
+    saveCheckpoint(path, s, this.model.meta(), ...this.checkpointExtra(extra, this.step, this.opt.stepCount, s.pack(m as Float32Array), s.pack(v as Float32Array)));
     this.emit('checkpoint', { step: this.step, path });
   }
 
-  /** The metadata, moments and finiteness check of a trainer checkpoint (save / saveSync). */
-  private checkpointExtra(extra: Record<string, string>, step: number, adamStep: number, m: unknown, v: unknown):
+  /** The metadata, moments (packed) and finiteness check of a trainer checkpoint (save / saveSync). */
+  private checkpointExtra(extra: Record<string, string>, step: number, adamStep: number, m: Float32Array, v: Float32Array):
     [Record<string, string>, Map<string, Float32Array>, { who: string; when: string }] {
     const moments = new Map<string, Float32Array>([
       // in the packed layout (no alignment padding): the file format does not depend on the padding
-      ['optimizer.m', this.model.store.pack(m as Float32Array)],
-      ['optimizer.v', this.model.store.pack(v as Float32Array)],
+      ['optimizer.m', m],
+      ['optimizer.v', v],
     ]);
     // Never replace a good checkpoint with a corrupted one: every value written must be finite.
     return [{ ...extra, trainer: JSON.stringify({ step, adamStep }) }, moments, { who: 'Trainer.save', when: `at step ${step}` }];
@@ -375,7 +507,9 @@ export class Trainer extends EventEmitter {
         // m and v hold the file's moments now; their device copies are made before the parameters are written, so
         // that a failed allocation changes nothing.
         // (the file holds them packed; the store's layout has the alignment padding, zero)
-        for (const src of [m, v]) sources.push(tensor(this.model.store.unpack(src), [this.model.store.length], { device: this.model.store.device }));
+        // (ZeRO-1: only this rank's window [lo, hi) of them)
+        const [lo, hi] = this.opt.window;
+        for (const src of [m, v]) sources.push(tensor(this.model.store.unpack(src).subarray(lo, hi), [hi - lo], { device: this.model.store.device }));
       });
       const n = native();
       n.copyInto(this.opt.m.handle, sources[0].handle);
@@ -388,8 +522,9 @@ export class Trainer extends EventEmitter {
     return md;
   }
 
-  /** Frees the optimizer's state tensors. */
+  /** Frees the optimizer's state tensors (and the distributed buffers). */
   dispose(): void {
     this.opt.dispose();
+    this.dp?.dispose();
   }
 }

@@ -714,6 +714,7 @@ Napi::Value Addon::Backends(const Napi::CallbackInfo& info) {
   for (const auto& s : ci.architectures) archs.Set(archs.Length(), s);
   cuda.Set("architectures", archs);
   out.Set("cuda", cuda);
+  out.Set("distributed", distributed_report(env, *ctx_));
   return out;
 }
 

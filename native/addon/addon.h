@@ -140,5 +140,7 @@ class Addon : public Napi::Addon<Addon> {
 
 // Registers every op of the kernel library on `exports` (ops.cpp).
 void register_ops(Napi::Env env, Napi::Object exports);
+// backends().distributed: whether MPI and NCCL were found, and why not (ops_distributed.cpp).
+Napi::Object distributed_report(Napi::Env env, Context& ctx);
 
 }  // namespace sf::js

@@ -7,10 +7,29 @@ namespace sf {
 Context::Context() : pool_(std::make_unique<ThreadPool>()), cpu_(std::make_unique<CpuBackend>(*pool_)) {}
 
 // Backends (and their streams, whose tasks may use the pool) go before the pool.
+// The distributed runtime goes after the streams (their queued collectives finish first) and before the pool.
 Context::~Context() {
   cuda_.clear();
   cpu_.reset();
+  comm_.reset();
   pool_.reset();
+}
+
+Comm* Context::comm() {
+  std::lock_guard<std::mutex> lk(mu_);
+  return comm_.get();
+}
+
+Comm& Context::init_comm() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!comm_) comm_ = std::make_unique<Comm>();
+  return *comm_;
+}
+
+const CommProbe& Context::comm_probe() {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!comm_probe_) comm_probe_ = std::make_unique<CommProbe>(sf::comm_probe());
+  return *comm_probe_;
 }
 
 const CudaInfo& Context::cuda_info() {

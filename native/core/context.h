@@ -9,6 +9,7 @@
 #include <mutex>
 
 #include "backend.h"
+#include "comm.h"
 #include "thread_pool.h"
 
 namespace sf {
@@ -27,6 +28,12 @@ class Context {
   // Every backend created so far (for memory reports and synchronisation).
   std::vector<Backend*> backends();
 
+  // The distributed runtime (comm.h): null until init_comm(), which loads and initialises MPI (throws naming what to
+  // install when it is missing). What backends() reports about MPI and NCCL is probed once (comm_probe()).
+  Comm* comm();
+  Comm& init_comm();
+  const CommProbe& comm_probe();
+
  private:
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Backend> cpu_;
@@ -34,6 +41,8 @@ class Context {
   std::map<int, std::unique_ptr<Backend>> cuda_;
   bool probed_ = false;
   CudaInfo cuda_info_;
+  std::unique_ptr<Comm> comm_;
+  std::unique_ptr<CommProbe> comm_probe_;
 };
 
 }  // namespace sf
