@@ -30,6 +30,13 @@ export { decodeLogits, DecodeSession, type GenerateOptions } from './models/gene
 export { CharTokenizer, TokenDataset, type Batch } from './data/index.ts';
 export { Trainer, evaluate, type TrainerOptions, type TrainableModel, type EvaluateOptions, type StepInfo, type EvalInfo, type TrainResult } from './train/trainer.ts';
 export { generateCorpus, describeCorpus } from './data/corpus.ts';
+/**
+ * Data-parallel training over MPI (CPU tensors) and NCCL (CUDA tensors), both loaded at run time: init, collectives on
+ * tensors, barrier (docs/distributed.md). The Trainer's `distributed` option uses it.
+ */
+export * as distributed from './distributed/index.ts';
+export type { DistributedInfo, ReduceOp, CommStats } from './distributed/index.ts';
+export type { DistributedOption, CommPlan } from './distributed/data-parallel.ts';
 export { lossCurveSvg, type LossSeries, type LossPlotOptions } from './plot.ts';
 // Types that appear in the signatures above (documented with them).
 export type { StackConfig, Dims, TokenIO, BlockStack, Model, KVCache } from './models/stack.ts';
