@@ -16,6 +16,7 @@
         "SHAREDFORMER_BUILDER=\"node-gyp\"",
         "SHAREDFORMER_VERSION=\"<!(node -p \"require('./package.json').version\")\""
       ],
+      "libraries": ["-ldl"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-O3", "-ffp-contract=fast", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-psabi", "-Werror"],

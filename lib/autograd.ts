@@ -400,6 +400,16 @@ export function recording(...inputs: (Tensor | null | undefined)[]): boolean {
   return gradEnabled && inputs.some((t) => t != null && current.requiresGrad(t));
 }
 
+/**
+ * @internal Records, while grad mode is on, a node whose backward calls `fn`: backward runs nodes in reverse, so `fn`
+ * runs once every op recorded after this point has run its backward (their gradients are final unless an op
+ * recorded before also writes them). Distributed training starts a layer's gradient reduction there (BlockStack
+ * layer hooks, lib/distributed/data-parallel.ts).
+ */
+export function recordHook(fn: () => void): void {
+  if (gradEnabled) current.record('hook', [], () => fn());
+}
+
 /** Runs fn with recording off (inference, optimizer updates), like torch.no_grad(). */
 export function noGrad<T>(fn: () => T): T {
   if (typeof fn !== 'function') throw new TypeError(`noGrad: expected a function, got ${fn === null ? 'null' : typeof fn}`);

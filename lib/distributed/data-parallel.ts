@@ -6,11 +6,30 @@
 import { full, type Tensor } from '../tensor.ts';
 import { copySegments } from '../kernels.ts';
 import { clipGradNorm as localClip, sumSquares } from '../kernels.ts';
-import type { ParameterStore } from '../params.ts';
+import type { Parameter, ParameterStore } from '../params.ts';
+import { recordHook } from '../autograd.ts';
+import { appliedLayers } from '../sharing/plan.ts';
+import type { BlockStack, LayerHook } from '../models/stack.ts';
+import { native } from '../native.ts';
+
+const raw = () => native() as unknown as Record<string, (...args: unknown[]) => unknown>;
 import * as dist from './index.ts';
 
-/** The Trainer's `distributed` option: true (plain data parallel) or { zero: 1 } (ZeRO-1). */
-export type DistributedOption = boolean | { zero?: 0 | 1 };
+/**
+ * The Trainer's `distributed` option: true (plain data parallel) or { zero: 1 } (ZeRO-1); `overlap` (plain data
+ * parallel on the CPU, accumulate 1): reduce each layer's gradients while backward goes on (see DataParallel).
+ */
+export type DistributedOption = boolean | { zero?: 0 | 1; overlap?: boolean };
+
+/** One bucket of the overlapped reduction: parameters whose gradients become final together, packed contiguously. */
+interface Bucket {
+  params: Parameter[];
+  /** Its range [offset, offset + size) of the packed buffer. */
+  offset: number;
+  size: number;
+  pack: Float64Array;
+  unpack: Float64Array;
+}
 
 /** The flat-buffer traffic of one step on this rank. */
 export interface CommPlan {
@@ -32,7 +51,24 @@ export class DataParallel {
   private readonly pack: Float64Array;
   private readonly unpack: Float64Array;
 
-  constructor(readonly store: ParameterStore, zero: 0 | 1) {
+  /**
+   * Overlap (plain data parallel, CPU): the gradients of the blocks a layer is the first to use (in forward order) are
+   * final once that layer's backward has run — a per-layer block at the end of its layer's backward, a block shared by
+   * several layers only after its last use in backward (its first layer in forward order). BlockStack.run tells
+   * (withLayerHook) where each layer starts on the tape; a hook recorded there starts the all-reduce of that layer's
+   * bucket on the communication thread while backward goes on with the earlier layers; everything else (embeddings,
+   * final norm, head) is one last bucket; the optimizer waits for all of them.
+   */
+  readonly overlap: boolean;
+  private buckets: Bucket[] | null = null; // by first-use layer, then the rest (built at the first forward)
+  private bucketOfLayer = new Map<number, Bucket>();
+  private started = new Set<Bucket>();
+  private startedDuringBackward = 0;
+  /** Overlap: how many buckets of the last step a layer's hook started during backward (the rest start after it). */
+  hookStarts = 0;
+  private stack: BlockStack | null = null;
+
+  constructor(readonly store: ParameterStore, zero: 0 | 1, overlap = false) {
     const i = dist.info();
     if (!i) throw new Error('Trainer: distributed training needs distributed.init() first');
     this.rank = i.rank;
@@ -45,10 +81,67 @@ export class DataParallel {
     this.packed = full([store.numel], 0, { device: store.device });
     const [b, e] = this.shard;
     this.shardBuf = zero ? full([e - b], 0, { device: store.device }) : null;
+    if (overlap && (zero || store.device !== 'cpu'))
+      throw new RangeError(`Trainer: distributed.overlap is for plain data parallel on the CPU (got ${zero ? 'ZeRO-1' : `a model on ${store.device}`})`);
+    this.overlap = overlap;
+  }
+
+  /** The hook BlockStack.run calls before each layer during a training forward (overlap). */
+  readonly layerHook: LayerHook = (stack, layer) => {
+    if (this.stack && this.stack !== stack) throw new Error('Trainer: distributed.overlap supports models with one layer stack (a Decoder)');
+    if (!this.buckets) this.makeBuckets(stack);
+    const bucket = this.bucketOfLayer.get(layer);
+    if (bucket) recordHook(() => this.start(bucket));
+  };
+
+  private makeBuckets(stack: BlockStack): void {
+    this.stack = stack;
+    const seen = new Set<Parameter>();
+    const buckets: Bucket[] = [];
+    let offset = 0;
+    const add = (params: Parameter[]) => {
+      if (!params.length) return null;
+      const size = params.reduce((n, p) => n + p.size, 0);
+      const pack: number[] = [], unpack: number[] = [];
+      let at = offset;
+      for (const p of params) {
+        pack.push(at - offset, p.offset, p.size); // into the bucket's window of the packed buffer
+        unpack.push(p.offset, at, p.size);
+        at += p.size;
+      }
+      const b = { params, offset, size, pack: new Float64Array(pack), unpack: new Float64Array(unpack) };
+      offset += size;
+      buckets.push(b);
+      return b;
+    };
+    appliedLayers(stack.plan).forEach((lp, l) => {
+      const fresh = [...stack.attn[lp.attention].parameters(), ...stack.ffn[lp.ffn].parameters()].filter((p) => !seen.has(p) && p._store === this.store);
+      for (const p of fresh) seen.add(p);
+      const b = add(fresh);
+      if (b) this.bucketOfLayer.set(l, b);
+    });
+    add(this.store.parameters.filter((p) => !seen.has(p)));
+    this.buckets = buckets;
+  }
+
+  /** Packs a bucket's final gradients and hands its all-reduce to the communication thread. */
+  private start(b: Bucket, byHook = true): void {
+    if (this.started.has(b)) return;
+    if (byHook) this.startedDuringBackward++;
+    this.started.add(b);
+    const view = this.packed.window(b.offset, [b.size]);
+    try {
+      copySegments(view, this.store.grads, b.pack);
+      raw().distAllReduceStart(view.handle);
+    } finally {
+      view.dispose();
+    }
   }
 
   get plan(): CommPlan {
     const n = this.store.numel;
+    if (this.overlap && this.buckets)
+      return { bytesPerStep: 4 * n, collectives: this.buckets.map((b) => ({ kind: 'allReduce' as const, elements: b.size })) };
     return this.zero
       ? { bytesPerStep: 8 * n, collectives: [{ kind: 'reduceScatter', elements: n }, { kind: 'allGather', elements: n }] }
       : { bytesPerStep: 4 * n, collectives: [{ kind: 'allReduce', elements: n }] };
@@ -66,6 +159,15 @@ export class DataParallel {
    */
   reduceGradients(): void {
     const s = this.store;
+    if (this.overlap && this.buckets) {
+      for (const b of this.buckets) this.start(b, false); // the buckets no hook started (the last one, or all after a failure)
+      raw().distAllReduceWait(this.packed.handle);
+      for (const b of this.buckets) copySegments(s.grads, this.packed, b.unpack);
+      this.started.clear();
+      this.hookStarts = this.startedDuringBackward;
+      this.startedDuringBackward = 0;
+      return;
+    }
     copySegments(this.packed, s.grads, this.pack);
     if (!this.zero) {
       dist.allReduce(this.packed, 'sum');

@@ -42,8 +42,8 @@ let state: { backend: 'mpi' | 'nccl'; exitHook: boolean } | null = null;
 /**
  * Joins the job: loads MPI, initialises it (once per process) and returns this rank's place. Without mpirun the
  * process is a job of one rank (an MPI singleton). `device: 'cuda'` (or 'cuda:N') also requires NCCL for CUDA
- * tensors (backend 'nccl'). Calling it again returns the same information. At process exit the job is finalised
- * (exit code 0) or aborted (any other code: MPI_Abort ends every rank, so none waits for this one).
+ * tensors (backend 'nccl'). Calling it again returns the same information. At process exit (code 0) the job is
+ * finalised; a rank that exits with another code leaves it to mpirun, which ends the other ranks.
  */
 export function init(options: { device?: string } = {}): DistributedInfo {
   checkOptions('distributed.init', options as Record<string, unknown>);
@@ -59,9 +59,11 @@ export function init(options: { device?: string } = {}): DistributedInfo {
   const i = n().distInit() as Omit<DistributedInfo, 'backend'>;
   if (!state) {
     state = { backend, exitHook: true };
+    // Exit code 0: finalise (collective; every rank gets there). Any other code: leave MPI as it is and exit —
+    // mpirun sees a rank end with a non-zero status and ends the job (a finalize could wait forever for ranks stuck
+    // in a collective, and an MPI_Abort here would kill this rank before its error message is forwarded).
     process.on('exit', (code) => {
-      if (code !== 0) n().distAbort(Math.min(255, Math.max(1, code)));
-      else n().distFinalize();
+      if (code === 0) n().distFinalize();
     });
   } else if (backend === 'nccl') state.backend = 'nccl';
   return { ...i, backend: state.backend };
@@ -142,6 +144,11 @@ export function clipGradNorm(x: Tensor, maxNorm: number, options: { eps?: number
 /** Seconds inside collectives, payload bytes and calls on this rank since init() (zero before). */
 export function stats(): CommStats {
   return n().distStats() as CommStats;
+}
+
+/** Ends every rank of the job now (MPI_Abort with `code`): for a rank that cannot go on and must not leave the others waiting. */
+export function abort(code = 1): void {
+  n().distAbort(code);
 }
 
 /**

@@ -9,7 +9,7 @@ import * as ops from '../ops/index.ts';
 import * as K from '../kernels.ts';
 import { handOver, scope } from '../autograd.ts';
 import { native } from '../native.ts';
-import { appliedLayers, kvProjectionBlocks, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
+import { appliedLayers, kvProjectionBlocks, type LayerPlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import type { Accounting } from '../sharing/accounting.ts';
 import { checkInt, checkObject } from '../validate.ts';
 
@@ -228,6 +228,26 @@ export function persistingL2Summary(device: Device, plans: readonly SharingPlan[
     `the last ${l2.lastWindowBytes.toLocaleString('en-US')} bytes with hit ratio ${+l2.lastHitRatio.toFixed(3)}; window now: ${l2.window})`;
 }
 
+/** Called by BlockStack.run before each applied layer (withLayerHook). */
+export type LayerHook = (stack: BlockStack, layer: number, plan: LayerPlan) => void;
+let layerHook: LayerHook | null = null;
+
+/**
+ * Runs fn with `hook` called by every BlockStack.run before each layer it applies (nested calls replace the hook for
+ * their duration). Distributed training uses it to learn, during the forward pass, where each layer starts on the
+ * tape, so that the gradients of the blocks a layer is the first to use can be reduced as soon as that layer's
+ * backward has run (lib/distributed/data-parallel.ts).
+ */
+export function withLayerHook<T>(hook: LayerHook, fn: () => T): T {
+  const prev = layerHook;
+  layerHook = hook;
+  try {
+    return fn();
+  } finally {
+    layerHook = prev;
+  }
+}
+
 /** The unique blocks of one stack, registered on `owner` under `${prefix}attn.i` and `${prefix}ffn.i`. */
 export class BlockStack {
   readonly attn: MultiHeadAttention[] = [];
@@ -297,6 +317,7 @@ export class BlockStack {
               persisting = false;
             }
           }
+          layerHook?.(this, l, lp);
           const attn = this.attn[lp.attention], ffn = this.ffn[lp.ffn];
           const reuse = lp.kvSource !== l ? kvOf[lp.kvSource] : undefined;
           const slot = kv && !reuse ? kv.layers[l] : null;

@@ -17,6 +17,7 @@ import { checkInt, checkObject, describe } from '../validate.ts';
 import { axpby } from '../kernels.ts';
 import * as dist from '../distributed/index.ts';
 import { DataParallel, type DistributedOption, type CommPlan } from '../distributed/data-parallel.ts';
+import { withLayerHook } from '../models/stack.ts';
 import type { Precision } from '../kernels.ts';
 
 /**
@@ -164,19 +165,19 @@ export interface TrainResult {
   skipped: number;
 }
 
-/** The `distributed` option: null (one process), 0 (plain data parallel) or 1 (ZeRO-1). */
-function distributedZero(v: unknown): 0 | 1 | null {
+/** The `distributed` option: null (one process), or the ZeRO stage (0: plain data parallel; 1) and overlap. */
+function distributedOption(v: unknown): { zero: 0 | 1; overlap: boolean } | null {
   if (v === undefined || v === false) return null;
-  if (v === true) return 0;
+  if (v === true) return { zero: 0, overlap: false };
   if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
-    const keys = Object.keys(v);
-    const bad = keys.find((k) => k !== 'zero');
-    if (bad !== undefined) throw new TypeError(`Trainer: distributed has an unknown key '${bad}' (it takes { zero: 0 | 1 })`);
-    const z = (v as { zero?: unknown }).zero ?? 0;
-    if (z !== 0 && z !== 1) throw new RangeError(`Trainer: distributed.zero must be 0 or 1 (ZeRO stage 1), got ${describe(z)}`);
-    return z;
+    const bad = Object.keys(v).find((k) => k !== 'zero' && k !== 'overlap');
+    if (bad !== undefined) throw new TypeError(`Trainer: distributed has an unknown key '${bad}' (it takes { zero?: 0 | 1, overlap?: boolean })`);
+    const { zero = 0, overlap = false } = v as { zero?: unknown; overlap?: unknown };
+    if (zero !== 0 && zero !== 1) throw new RangeError(`Trainer: distributed.zero must be 0 or 1 (ZeRO stage 1), got ${describe(zero)}`);
+    if (typeof overlap !== 'boolean') throw new TypeError(`Trainer: distributed.overlap must be a boolean, got ${describe(overlap)}`);
+    return { zero, overlap };
   }
-  throw new TypeError(`Trainer: distributed must be true, false or { zero: 0 | 1 }, got ${describe(v)}`);
+  throw new TypeError(`Trainer: distributed must be true, false or { zero?: 0 | 1, overlap?: boolean }, got ${describe(v)}`);
 }
 
 function positiveInt(v: unknown, name: string, allowZero = false): number {
@@ -224,7 +225,8 @@ export class Trainer extends EventEmitter {
     if (!['fp32', 'tf32', 'bf16'].includes(precision)) throw new TypeError(`Trainer: precision must be 'fp32', 'tf32' or 'bf16', got ${String(precision)}`);
     if (nonFinite !== 'error' && nonFinite !== 'skip') throw new TypeError(`Trainer: nonFinite must be 'error' or 'skip', got ${String(nonFinite)}`);
     resolveStackedGrads(o.stackedGrads, model.store.device, 'Trainer'); // refuses a malformed option now, not at the first step
-    const zero = distributedZero(o.distributed);
+    const dopt = distributedOption(o.distributed);
+    const zero = dopt?.zero ?? null;
     const bf16Copy = o.bf16Copy ?? (precision === 'bf16' && model.store.device !== 'cpu' && zero !== 1);
     if (typeof bf16Copy !== 'boolean') throw new TypeError(`Trainer: bf16Copy must be a boolean, got ${String(bf16Copy)}`);
     if (bf16Copy && zero === 1)
@@ -249,9 +251,13 @@ export class Trainer extends EventEmitter {
       stackedGrads: o.stackedGrads,
       distributed: o.distributed,
     };
-    if (zero !== null) {
+    if (dopt) {
+      if (dopt.overlap && resolveStackedGrads(o.stackedGrads, model.store.device, 'Trainer'))
+        throw new RangeError('Trainer: distributed.overlap cannot be used with stackedGrads (a stacked weight gradient is written after the layers\' hooks have run)');
+      if (dopt.overlap && this.options.accumulate !== 1)
+        throw new RangeError(`Trainer: distributed.overlap needs accumulate 1 (gradients are final only after the last micro-batch), got accumulate ${this.options.accumulate}`);
       if (!dist.isInitialized()) dist.init({ device: model.store.device === 'cpu' ? 'cpu' : 'cuda' });
-      this.dp = new DataParallel(model.store, zero);
+      this.dp = new DataParallel(model.store, dopt.zero, dopt.overlap);
       this.dp.broadcastParameters();
     }
     if (bf16Copy) model.store.enableBf16Copy(); // stale until the first AdamW step writes it
@@ -301,7 +307,9 @@ export class Trainer extends EventEmitter {
         }
         const index = this.step * micro + k * world + rank; // rank-strided over the global micro-batch index
         const { ids, targets } = this.data.batch('train', o.batchSize, o.seqLen, o.seed, index, m.store.device);
-        const loss = withPrecision(o.precision, () => m.loss(ids, targets));
+        const forward = () => withPrecision(o.precision, () => m.loss(ids, targets));
+        // overlap: the layers' hooks on the tape start each bucket's all-reduce during backward
+        const loss = dp?.overlap ? withLayerHook(dp.layerHook, forward) : forward();
         backward(loss, { scale: 1 / micro, stackedGrads: o.stackedGrads });
         ids.dispose();
         targets.dispose();

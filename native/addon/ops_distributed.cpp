@@ -8,6 +8,8 @@
 //   distReduceScatter(out, in, op)          out <- this rank's shard (shard_range) of the sum / mean of every in
 //   distAllGather(out, in)                  out <- every rank's in, in rank order (in: this rank's shard of out;
 //                                           in may be exactly that window of out)
+//   distAllReduceStart(t) / distAllReduceWait(t): an all-reduce (sum) of t overlapped with the stream's later kernels
+//                                           (CPU; see below)
 //   distBroadcast(t, root)                  t (float32 or int32) <- root's t; returns t
 //   distBarrier() -> scalar tensor          ready once every rank has reached it
 //   distSumSquares(x, maxNorm, eps) -> scalar tensor: over every rank's x, the sum of squares (maxNorm 0) or the norm
@@ -106,6 +108,45 @@ Napi::Value DistAllReduce(const Napi::CallbackInfo& info) {
           c->agree(op, Collective::AllReduce, n, mean, 0, ptr(f));
           c->nccl_allreduce(op, t.device().index, t.data<float>(), n, mean, s);
         }));
+    return args.arg(0);
+  });
+}
+
+// Overlap (CPU): the start op, when the stream reaches it (after the kernels that wrote t), hands the all-reduce of t
+// to the Comm's own thread and returns, so the stream goes on with later kernels while the ranks communicate; the
+// wait op blocks the stream until every handed-over all-reduce has run, and fails (poisoning its tensor) with the
+// first error among them. Nothing may read or write t between the two (the Trainer's buckets are final gradients).
+Napi::Value DistAllReduceStart(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "allReduceStart", 1);
+    const char* op = args.op();
+    Tensor t = args.tensor(0, "t");
+    check_f32_dev(args, t, "t");
+    if (!args.device().is_cpu())
+      type_error(op, ": t is on ", args.device().str(), "; overlapped all-reduces are for CPU tensors (on CUDA, NCCL's "
+                 "collectives are already asynchronous on the device's stream)");
+    Comm* c = &need_comm(args);
+    const int64_t n = t.numel();
+    args.not_read(t);
+    args.run_cpu({t}, [=](ThreadPool&) {
+      const auto f = failed(t);
+      c->submit_async([=] {
+        c->agree(op, Collective::AllReduce, n, 0, 0, ptr(f));
+        c->allreduce_sum(op, t.data<float>(), n);
+      });
+    });
+    return args.arg(0);
+  });
+}
+
+Napi::Value DistAllReduceWait(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "allReduceWait", 1);
+    Tensor t = args.tensor(0, "t");
+    check_f32_dev(args, t, "t");
+    Comm* c = &need_comm(args);
+    args.write(t);  // what the handed-over all-reduces wrote: failed with their error, or valid
+    args.run_cpu({t}, [c](ThreadPool&) { c->wait_async(); });
     return args.arg(0);
   });
 }
@@ -391,6 +432,8 @@ void register_distributed_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("distInit", Napi::Function::New(env, DistInit, "distInit"));
   exports.Set("distInfo", Napi::Function::New(env, DistInfo, "distInfo"));
   exports.Set("distAllReduce", Napi::Function::New(env, DistAllReduce, "distAllReduce"));
+  exports.Set("distAllReduceStart", Napi::Function::New(env, DistAllReduceStart, "distAllReduceStart"));
+  exports.Set("distAllReduceWait", Napi::Function::New(env, DistAllReduceWait, "distAllReduceWait"));
   exports.Set("distReduceScatter", Napi::Function::New(env, DistReduceScatter, "distReduceScatter"));
   exports.Set("distAllGather", Napi::Function::New(env, DistAllGather, "distAllGather"));
   exports.Set("distBroadcast", Napi::Function::New(env, DistBroadcast, "distBroadcast"));

@@ -1,11 +1,7 @@
 // comm.cpp — MPI and NCCL loaded with dlopen, and the collectives of comm.h.
 //
-// Open MPI's ABI (libmpi.so.40, the soname of Open MPI 3.x-5.x): MPI_Comm, MPI_Datatype, MPI_Op, MPI_Info and
-// MPI_Errhandler are pointers, and the predefined ones (MPI_COMM_WORLD, MPI_FLOAT, MPI_SUM, ...) are the addresses of
-// the globals ompi_mpi_comm_world, ompi_mpi_float, ... that dlsym() returns. MPI_IN_PLACE is
-// (void*)1, MPI_THREAD_SERIALIZED 2, MPI_COMM_TYPE_SHARED 0. native/test/comm_abi_test.cpp checks these against
-// mpi.h. NCCL's C API (nccl.h, stable since 2.0): ncclResult_t and ncclDataType_t / ncclRedOp_t are ints
-// (ncclFloat32 = 7, ncclSum = 0, ncclAvg = 4 since 2.10), ncclComm_t a pointer, ncclUniqueId 128 bytes.
+// The ABI assumed of Open MPI (libmpi.so.40) and of NCCL (libnccl.so.2) is in mpi_abi.h, checked against the real
+// mpi.h by test/native/comm_test.cpp when Open MPI's headers are installed.
 #include "comm.h"
 
 #include <dlfcn.h>
@@ -16,19 +12,21 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 
 #include "error.h"
+#include "mpi_abi.h"
 
 namespace sf {
 
 namespace {
 
 using Handle = void*;
-constexpr int kMpiSuccess = 0;
-constexpr int kThreadSerialized = 2;
-constexpr int kCommTypeShared = 0;
-constexpr int kMaxErrorString = 256;
-void* const kInPlace = reinterpret_cast<void*>(1);
+constexpr int kMpiSuccess = mpi_abi::kSuccess;
+constexpr int kThreadSerialized = mpi_abi::kThreadSerialized;
+constexpr int kCommTypeShared = mpi_abi::kCommTypeShared;
+constexpr int kMaxErrorString = mpi_abi::kMaxErrorString;
+void* const kInPlace = reinterpret_cast<void*>(mpi_abi::kInPlace);
 
 // dlopen that reports dlerror() on failure.
 void* open_library(const char* name, std::string* why) {
@@ -76,7 +74,7 @@ struct MpiApi {
 
   // Loads every symbol; false (and *why) if the library or a symbol is missing.
   bool load(std::string* file, std::string* why) {
-    *file = env_or("SHAREDFORMER_MPI_LIB", "libmpi.so.40");
+    *file = env_or("SHAREDFORMER_MPI_LIB", mpi_abi::kLibrary);
     lib = open_library(file->c_str(), why);
     if (!lib) {
       if (void* mpich = dlopen("libmpi.so.12", RTLD_NOW | RTLD_LOCAL)) {
@@ -111,13 +109,9 @@ struct MpiApi {
     sym(Abort, "MPI_Abort");
     sym(Error_string, "MPI_Error_string");
     sym(Get_library_version, "MPI_Get_library_version");
-    sym(comm_world, "ompi_mpi_comm_world");
-    sym(t_float, "ompi_mpi_float");
-    sym(t_double, "ompi_mpi_double");
-    sym(t_int64, "ompi_mpi_int64_t");
-    sym(t_byte, "ompi_mpi_byte");
-    sym(info_null, "ompi_mpi_info_null");
-    sym(errors_return, "ompi_mpi_errors_return");
+    Handle* handles[] = {&comm_world, &t_float, &t_double, &t_int64, &t_byte, &info_null, &errors_return};
+    static_assert(std::size(mpi_abi::kHandles) == 7, "one slot per predefined handle");
+    for (size_t i = 0; i < std::size(handles); ++i) sym(*handles[i], mpi_abi::kHandles[i].symbol);
     return ok;
   }
 
@@ -133,7 +127,7 @@ struct MpiApi {
 
 // ---- NCCL ---------------------------------------------------------------------------------------------------------
 struct NcclUniqueId {
-  char internal[128];
+  char internal[nccl_abi::kUniqueIdBytes];
 };
 struct NcclApi {
   void* lib = nullptr;
@@ -150,7 +144,7 @@ struct NcclApi {
   int version = 0;
 
   bool load(std::string* file, std::string* why) {
-    *file = env_or("SHAREDFORMER_NCCL_LIB", "libnccl.so.2");
+    *file = env_or("SHAREDFORMER_NCCL_LIB", nccl_abi::kLibrary);
     lib = open_library(file->c_str(), why);
     if (!lib) return false;
     bool ok = true;
@@ -179,7 +173,8 @@ struct NcclApi {
     return ok;
   }
 };
-constexpr int kNcclFloat32 = 7, kNcclSum = 0, kNcclAvg = 4, kNcclAvgSince = 21000;
+constexpr int kNcclFloat32 = nccl_abi::kFloat32, kNcclSum = nccl_abi::kSum, kNcclAvg = nccl_abi::kAvg,
+              kNcclAvgSince = nccl_abi::kAvgSince;
 
 CommProbe comm_probe() {
   CommProbe p;
@@ -253,6 +248,12 @@ Comm::Comm() : api_(std::make_unique<MpiApi>()) {
 }
 
 Comm::~Comm() {
+  {
+    std::lock_guard<std::mutex> lk(async_mu_);
+    async_stop_ = true;
+  }
+  async_cv_.notify_all();
+  if (async_thread_.joinable()) async_thread_.join();
   for (auto& [dev, c] : nccl_comms_) nccl_->CommDestroy(c);
   if (!finalized_) {
     int fin = 0;
@@ -410,6 +411,44 @@ std::vector<double> Comm::allgather_double(const char* op, double mine) {
           }),
           8.0);
   return all;
+}
+
+void Comm::submit_async(std::function<void()> job) {
+  std::lock_guard<std::mutex> lk(async_mu_);
+  if (!async_thread_.joinable())
+    async_thread_ = std::thread([this] {
+      std::unique_lock<std::mutex> l(async_mu_);
+      for (;;) {
+        async_cv_.wait(l, [this] { return async_stop_ || !async_jobs_.empty(); });
+        if (async_jobs_.empty()) return;  // stopping, nothing left
+        std::function<void()> f = std::move(async_jobs_.front());
+        async_jobs_.pop_front();
+        ++async_running_;
+        l.unlock();
+        std::string err;
+        try {
+          f();
+        } catch (const std::exception& e) {
+          err = e.what();
+        }
+        l.lock();
+        --async_running_;
+        if (!err.empty() && async_error_.empty()) async_error_ = err;
+        async_cv_.notify_all();
+      }
+    });
+  async_jobs_.push_back(std::move(job));
+  async_cv_.notify_all();
+}
+
+void Comm::wait_async() {
+  std::unique_lock<std::mutex> l(async_mu_);
+  async_cv_.wait(l, [this] { return async_jobs_.empty() && async_running_ == 0; });
+  if (!async_error_.empty()) {
+    std::string e;
+    e.swap(async_error_);
+    error(e);
+  }
 }
 
 void Comm::finalize() {

@@ -7,7 +7,7 @@
 // second addon built against mpi.h could not see this addon's tensors or streams. So the library is dlopen()ed when
 // distributed training is asked for (or backends() reports on it), and the few functions and handles we use are
 // declared here for Open MPI's ABI (libmpi.so.40: handles are the addresses of predefined globals) — checked against
-// the real mpi.h by native/test/comm_abi_test.cpp when Open MPI's headers are installed.
+// the real mpi.h by test/native/comm_test.cpp (its values: mpi_abi.h) when Open MPI's headers are installed.
 //
 // MPI's process-wide state: MPI_Init may be called once per process. The Comm object is owned by one addon
 // instance's Context (no static mutable state); a second instance (a worker thread) that asks for it is refused with
@@ -20,6 +20,10 @@
 // MPI calls. It costs one small all-gather per collective.
 #pragma once
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <thread>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -104,6 +108,12 @@ class Comm {
   void nccl_allgather(const char* op, int device, const float* in, float* out, int64_t n, void* stream);
   void nccl_bcast(const char* op, int device, float* buf, int64_t n, int root, void* stream);
 
+  // Overlap: jobs (a collective each) run on this Comm's own thread in submission order, while the device stream goes on
+  // with later kernels. wait_async() blocks until every job submitted so far has run, then throws the first error of
+  // those jobs (each error once). The thread starts with the first job and ends with the Comm.
+  void submit_async(std::function<void()> job);
+  void wait_async();
+
   void finalize();           // collective; after it no call is possible
   void abort(int code);      // MPI_Abort(MPI_COMM_WORLD, code): ends every rank
 
@@ -124,6 +134,15 @@ class Comm {
   std::string library_;
   bool finalized_ = false;
   std::atomic<int64_t> comm_ns_{0}, comm_bytes_{0}, comm_calls_{0};
+
+  // the overlap thread (submit_async / wait_async)
+  std::mutex async_mu_;
+  std::condition_variable async_cv_;
+  std::deque<std::function<void()>> async_jobs_;
+  size_t async_running_ = 0;
+  bool async_stop_ = false;
+  std::string async_error_;
+  std::thread async_thread_;
 };
 
 }  // namespace sf
