@@ -269,3 +269,19 @@ test('one rank: distributed training (plain, ZeRO-1, overlapped) equals one proc
     t.is(one.plan, null);
   }
 });
+
+test('one rank: an AbortSignal stops every rank after the same step (the step after it fires carries it)', async (t) => {
+  if (!needMpi(t)) return;
+  resetTape();
+  const m = new Decoder(cfg('all'));
+  const ac = new AbortController();
+  const tr = new Trainer(m, data, { steps: 10, batchSize: 2, seqLen: 16, lr: 1e-3, signal: ac.signal, distributed: true });
+  tr.on('step', (s: { step: number }) => {
+    if (s.step === 2) ac.abort();
+  });
+  const r = await tr.run();
+  t.true(r.aborted);
+  t.is(r.steps, 3, 'step 3 gathered the signal; every rank stops after it');
+  tr.dispose();
+  m.store.dispose();
+});

@@ -88,7 +88,11 @@ export interface TrainerOptions {
   seed?: number;
   /** Write a checkpoint to `path` every `every` steps and at the end (and when aborted). */
   checkpoint?: { path: string; every?: number };
-  /** Stops training cleanly between steps (after writing a checkpoint when configured). */
+  /**
+   * Stops training cleanly between steps (after writing a checkpoint when configured). Distributed, every rank stops
+   * after the same step: the step after the signal fires carries it to every rank (with the gathered losses), so one
+   * more step runs.
+   */
   signal?: AbortSignal;
   /**
    * What a NaN or infinite loss or gradient norm does (checked before the optimizer update, so the parameters and the
@@ -354,6 +358,8 @@ export class Trainer extends EventEmitter {
   }
 
   private lastComm: StepInfo['comm'] | undefined;
+  /** Distributed: a rank's AbortSignal had fired when the last step's losses were gathered (all ranks stop after it). */
+  private stopAgreed = false;
 
   /**
    * The loss of every micro-batch of the step in the order of the global micro-batch index (disposing the local
@@ -368,9 +374,10 @@ export class Trainer extends EventEmitter {
         for (const l of losses) out.push((await l.data())[0]); // awaiting: the event loop runs while the step computes
         return out;
       }
-      const A = losses.length, W = dp.world;
+      // each rank's losses and, last, whether its AbortSignal has fired: every rank then stops after the same step
+      const A = losses.length, W = dp.world, E = A + 1;
       const device = this.model.store.device;
-      const mine = full([A], 0, { device }), all = full([A * W], 0, { device });
+      const mine = full([E], this.options.signal?.aborted ? 1 : 0, { device }), all = full([E * W], 0, { device });
       try {
         losses.forEach((l, k) => {
           const w = mine.window(k, []);
@@ -380,7 +387,8 @@ export class Trainer extends EventEmitter {
         dist.allGather(all, mine);
         const v = (await all.data()) as Float32Array; // rank-major: [r][k]
         const out: number[] = [];
-        for (let k = 0; k < A; k++) for (let r = 0; r < W; r++) out.push(v[r * A + k]);
+        for (let k = 0; k < A; k++) for (let r = 0; r < W; r++) out.push(v[r * E + k]);
+        for (let r = 0; r < W; r++) if (v[r * E + A] !== 0) this.stopAgreed = true;
         return out;
       } finally {
         mine.dispose();
@@ -406,8 +414,11 @@ export class Trainer extends EventEmitter {
     const t0 = performance.now();
     const start = this.step;
     const tokensPerStep = o.batchSize * o.seqLen * o.accumulate * (this.dp?.world ?? 1);
+    this.stopAgreed = false;
     while (this.step < o.steps) {
-      if (o.signal?.aborted) break;
+      // Distributed, the ranks must stop after the same step: a signal counts once every rank knows of it (it travels
+      // with the next step's gathered losses), not when this rank sees it.
+      if (this.dp ? this.stopAgreed : o.signal?.aborted) break;
       const { loss, lr, gradNorm, skipped } = await this.trainStep();
       if (!skipped) this.lastLoss = loss;
       const elapsedMs = performance.now() - t0;
