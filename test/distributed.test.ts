@@ -190,7 +190,7 @@ mpiTest('a checkpoint written at 2 ranks (step 2 of 4) resumed in one process wi
   const ck = join(dir, 'np2-step2.safetensors');
   const [whole, first] = await Promise.all([train(2, ['--share', 'all']), train(2, ['--share', 'all', '--stop-at', '2', '--ckpt', ck])]);
   t.is(first.step, 2);
-  sameBits(t, 'the first half', first, { ...whole, losses: whole.losses.slice(0, 2), values: first.values });
+  t.is(firstBitDiff(first.losses, whole.losses.slice(0, 2)), -1, `the first half's losses ${first.losses} vs ${whole.losses}`);
   const resumed = await train(0, ['--share', 'all', '--single', '--accumulate', '2', '--resume', ck]);
   t.is(resumed.step, 4);
   t.is(resumed.losses.length, 2);
