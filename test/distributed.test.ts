@@ -174,6 +174,21 @@ for (const np of [2, 3]) {
   });
 }
 
+for (const np of [2, 3]) {
+  mpiTest(`training on ${np} ranks with overlap (each layer's buckets reduced during backward): the parameters and losses of plain data parallel, bit for bit, for the shared and the unshared decoder`, async (t) => {
+    if (!mpiReady(t)) return;
+    t.timeout(150_000);
+    for (const share of ['all', 'none'] as const) {
+      const [plain, overlapped] = await Promise.all([train(np, ['--share', share]), train(np, ['--share', share, '--overlap'])]);
+      sameBits(t, `np=${np}, share ${share}: overlap vs plain`, overlapped, plain);
+      t.is(overlapped.plan!.bytesPerStep, 4 * overlapped.numel);
+      t.is(overlapped.plan!.collectives.reduce((s, c) => s + c.elements, 0), overlapped.numel);
+      t.true(overlapped.plan!.collectives.every((c) => c.kind === 'allReduce'));
+      if (share === 'none') t.true(overlapped.plan!.collectives.length > 1, 'one bucket per layer at least');
+    }
+  });
+}
+
 mpiTest('training on 3 ranks gives the losses and parameters of one process with accumulate 3, bit for bit', async (t) => {
   if (!mpiReady(t)) return;
   t.timeout(120_000);
@@ -323,7 +338,7 @@ anyTest.serial('without MPI (SHAREDFORMER_MPI_LIB pointing nowhere): init() and 
 
 // --- g. bad arguments --------------------------------------------------------------------------------------------
 
-mpiTest('bad arguments on 2 ranks: op max, a reduceScatter out of the wrong size, a broadcast root out of range, Trainer distributed {zero: 2} / {foo: 1} / "yes"', async (t) => {
+mpiTest('bad arguments on 2 ranks: op max, a reduceScatter out of the wrong size, a broadcast root out of range, Trainer distributed {zero: 2} / {foo: 1} / "yes" / {overlap: "yes"}', async (t) => {
   if (!mpiReady(t)) return;
   t.timeout(90_000);
   const j = await mpirun(2, COLL, ['--mode', 'badargs'], { timeoutMs: JOB_MS });
@@ -344,7 +359,8 @@ mpiTest('bad arguments on 2 ranks: op max, a reduceScatter out of the wrong size
     is('broadcast root negative', 'RangeError', /broadcast: root must be between 0 and 1, got -1/);
     is('Trainer distributed zero 2', 'RangeError', /Trainer: distributed\.zero must be 0 or 1.*got 2/);
     is('Trainer distributed foo 1', 'TypeError', /Trainer: distributed has an unknown key 'foo'/);
-    is("Trainer distributed 'yes'", 'TypeError', /Trainer: distributed must be true, false or \{ zero: 0 \| 1 \}, got/);
+    is("Trainer distributed 'yes'", 'TypeError', /Trainer: distributed must be true, false or \{ zero\?: 0 \| 1, overlap\?: boolean \}, got "yes"/);
+    is("Trainer distributed overlap 'yes'", 'TypeError', /Trainer: distributed\.overlap must be a boolean, got "yes"/);
     t.deepEqual(ok, [2, 2], `rank ${rank}: the job still works`);
   }
 });

@@ -199,7 +199,7 @@ async function badargs() {
   attempt('broadcast root out of range', () => dist.broadcast(t, W));
   attempt('broadcast root negative', () => dist.broadcast(t, -1));
   const { model, data } = tinyTrainerData();
-  for (const [name, v] of [['zero 2', { zero: 2 }], ['foo 1', { foo: 1 }], ["'yes'", 'yes']] as const)
+  for (const [name, v] of [['zero 2', { zero: 2 }], ['foo 1', { foo: 1 }], ["'yes'", 'yes'], ["overlap 'yes'", { overlap: 'yes' }]] as const)
     attempt(`Trainer distributed ${name}`, () => new Trainer(model, data, { steps: 1, lr: 1e-3, batchSize: 1, seqLen: 8, distributed: v as never }));
   // after all of that, the job still works
   const ok = Array.from(await dist.allReduce(full([2], 1), 'sum').data());

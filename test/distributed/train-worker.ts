@@ -4,7 +4,7 @@
 // (one process; --single) as the reference.
 //   --share all|none   --zero 0|1   --accumulate K   --steps S   --single (no distributed option)
 //   --ckpt FILE --ckpt-every N (checkpoint)   --resume FILE   --clip X   --die-rank R --die-step S (SIGKILL itself)
-//   --lr X (default 1e-2)   --stop-at S (leave the loop after step S, the schedule still that of --steps; then the
+//   --overlap (distributed: { overlap: true })   --lr X (default 1e-2)   --stop-at S (leave the loop after step S, the schedule still that of --steps; then the
 //   checkpoint --ckpt is written at step S: the first half of an interrupted run)
 import { writeFileSync } from 'node:fs';
 import { Decoder } from '../../lib/models/decoder.ts';
@@ -36,7 +36,7 @@ const trainer = new Trainer(model, data, {
   accumulate: Number(opt('accumulate', '1')),
   clip: Number(opt('clip', '1')),
   seed: 11,
-  ...(single ? {} : { distributed: { zero } }),
+  ...(single ? {} : { distributed: flag('overlap') ? { zero, overlap: true } : { zero } }),
   ...(ckpt ? { checkpoint: { path: ckpt, every: Number(opt('ckpt-every', '1000')) } } : {}),
 });
 const resume = opt('resume');
