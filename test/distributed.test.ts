@@ -189,12 +189,15 @@ for (const np of [2, 3]) {
   });
 }
 
-mpiTest('training on 3 ranks gives the losses and parameters of one process with accumulate 3, bit for bit', async (t) => {
+mpiTest('training on 3 ranks gives the losses and parameters of one process with accumulate 3, bit for bit, shared and unshared', async (t) => {
   if (!mpiReady(t)) return;
   t.timeout(120_000);
-  const [three, one] = await Promise.all([train(3, ['--share', 'all']), train(0, ['--share', 'all', '--single', '--accumulate', '3'])]);
-  t.is(three.world, 3);
-  sameBits(t, 'np=3 vs accumulate 3', three, one);
+  for (const share of ['all', 'none'] as const) {
+    const [three, one] = await Promise.all([train(3, ['--share', share]), train(0, ['--share', share, '--single', '--accumulate', '3'])]);
+    t.is(three.world, 3);
+    sameBits(t, `np=3 vs accumulate 3 (share ${share})`, three, one);
+    t.is(three.plan!.bytesPerStep, 4 * three.numel);
+  }
 });
 
 // --- c. resume at another world size -----------------------------------------------------------------------------
