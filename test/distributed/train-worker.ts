@@ -4,6 +4,8 @@
 // (one process; --single) as the reference.
 //   --share all|none   --zero 0|1   --accumulate K   --steps S   --single (no distributed option)
 //   --ckpt FILE --ckpt-every N (checkpoint)   --resume FILE   --clip X   --die-rank R --die-step S (SIGKILL itself)
+//   --overlap (distributed: { overlap: true })   --lr X (default 1e-2)   --stop-at S (leave the loop after step S, the schedule still that of --steps; then the
+//   checkpoint --ckpt is written at step S: the first half of an interrupted run)
 import { writeFileSync } from 'node:fs';
 import { Decoder } from '../../lib/models/decoder.ts';
 import { CharTokenizer, TokenDataset } from '../../lib/data/index.ts';
@@ -29,29 +31,31 @@ const trainer = new Trainer(model, data, {
   steps: Number(opt('steps', '4')),
   batchSize: 2,
   seqLen: 16,
-  lr: 1e-2,
+  lr: Number(opt('lr', '1e-2')),
   warmup: 1,
   accumulate: Number(opt('accumulate', '1')),
   clip: Number(opt('clip', '1')),
   seed: 11,
-  ...(single ? {} : { distributed: { zero } }),
+  ...(single ? {} : { distributed: flag('overlap') ? { zero, overlap: true } : { zero } }),
   ...(ckpt ? { checkpoint: { path: ckpt, every: Number(opt('ckpt-every', '1000')) } } : {}),
 });
 const resume = opt('resume');
 if (resume) trainer.resume(resume);
 const rank = single ? 0 : dist.info()!.rank;
 const dieRank = Number(opt('die-rank', '-1')), dieStep = Number(opt('die-step', '-1'));
+const stopAt = Number(opt('stop-at', '-1'));
 const losses: number[] = [];
 const comm: unknown[] = [];
 for await (const s of trainer.steps()) {
   losses.push(s.loss);
   if (s.comm) comm.push(s.comm);
   if (rank === dieRank && s.step === dieStep) process.kill(process.pid, 'SIGKILL');
+  if (s.step === stopAt) break;
 }
 if (ckpt) await trainer.save(ckpt);
 const values = Array.from(await model.store.values.data());
 if (rank === 0) {
   const out = opt('out');
-  if (out) writeFileSync(out, JSON.stringify({ losses, values, world: single ? 1 : dist.info()!.worldSize, comm, plan: trainer.commPlan }));
+  if (out) writeFileSync(out, JSON.stringify({ losses, values, step: trainer.step, numel: model.store.numel, world: single ? 1 : dist.info()!.worldSize, comm, plan: trainer.commPlan }));
 }
 trainer.dispose();
