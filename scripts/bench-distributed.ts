@@ -44,11 +44,11 @@ const JOB_TIMEOUT_MS = 600_000;
 const MPIRUN_OPTS = ['--oversubscribe', '--bind-to', 'none'];
 
 /** The model's network links: bandwidth in bits/s and the per-message latency alpha in seconds. */
-const LINKS = [
+export const LINKS = [
   { name: '25 Gb/s Ethernet', short: '25 GbE', bitsPerSec: 25e9, alpha: 5e-6 },
   { name: '400 Gb/s InfiniBand', short: '400 Gb IB', bitsPerSec: 400e9, alpha: 1e-6 },
 ] as const;
-const MODEL_WORLDS = [1, 2, 4, 8, 16, 32, 64];
+export const MODEL_WORLDS = [1, 2, 4, 8, 16, 32, 64];
 
 export interface DistRow {
   suite: 'distributed';
@@ -161,7 +161,8 @@ async function runDdp(torch: Extract<TorchEnv, { ok: true }>, share: string, wor
   const args = [DDP_REF, '--config', JSON.stringify({ ...c, threads }), '--share', share, '--zero', String(zero), '--steps', String(steps), '--warmup', String(WARMUP)];
   const procs = Array.from({ length: world }, (_, rank) => {
     const env = { ...torch.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads), RANK: String(rank), LOCAL_RANK: String(rank),
-      WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) };
+      WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port),
+      GLOO_SOCKET_IFNAME: torch.env.GLOO_SOCKET_IFNAME ?? 'lo' }; // every rank is on this machine: gloo over loopback
     const p = spawn(PY, args, { cwd: ROOT, env });
     let out = '', err = '';
     p.stdout.on('data', (d) => (out += d));
@@ -190,7 +191,7 @@ async function runDdp(torch: Extract<TorchEnv, { ok: true }>, share: string, wor
  * Strong scaling: a fixed global batch, compute = compute_ms_single / W; speedup = compute_ms_single / t(W) (the
  * batch must split into W parts: beyond 8 ranks, read it as a larger global batch at the measured time per sequence).
  */
-function modelRows(single: Map<string, { ms: number; bytes: number }>): DistModelRow[] {
+export function modelRows(single: Map<string, { ms: number; bytes: number }>): DistModelRow[] {
   const rows: DistModelRow[] = [];
   for (const [share, s] of single) for (const link of LINKS) for (const scaling of ['weak', 'strong'] as const) for (const W of MODEL_WORLDS) {
     const commS = W === 1 ? 0 : ((2 * (W - 1)) / W) * (s.bytes / (link.bitsPerSec / 8)) + 2 * (W - 1) * link.alpha;
