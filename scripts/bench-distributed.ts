@@ -22,10 +22,10 @@
 //
 // SF_DIST_STEPS=N (timed steps, default 5), SF_DIST_SHARES=none,all (the sharing plans).
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { mpiUnavailable } from '../test/helpers/mpi.ts';
 import { TRAIN_CONFIGS, PY, findTorch, type TorchEnv } from './bench/common.ts';
 
@@ -122,8 +122,13 @@ function runWorker(share: string, world: number, zero: 0 | 1, threads: number, s
   const r = spawnSync(cmd, argv, { cwd: ROOT, encoding: 'utf8', timeout: JOB_TIMEOUT_MS, maxBuffer: 64 << 20 });
   const what = `${CONFIG}/${share} world ${world}${zero ? ' ZeRO-1' : ''} (${launcher})`;
   if (r.error || r.status !== 0) {
+    // The ranks' own error messages: the worker writes them to files, since MPI_Abort can end the job before mpirun
+    // has forwarded a rank's stderr.
+    const errors = readdirSync(tmp).filter((f) => f.startsWith(`${basename(out)}.error-rank`)).sort()
+      .map((f) => `${f.slice(basename(out).length + 1)}: ${readFileSync(join(tmp, f), 'utf8').trim().split('\n')[0]}`);
     const tail = `${r.stderr ?? ''}${r.stdout ?? ''}`.trim().split('\n').slice(-15).join('\n');
-    throw new Error(`bench distributed: ${what} failed: ${r.error?.message ?? `exit ${r.status}${r.signal ? `, ${r.signal}` : ''}`}\n${tail}`);
+    throw new Error(`bench distributed: ${what} failed: ${r.error?.message ?? `exit ${r.status}${r.signal ? `, ${r.signal}` : ''}`}` +
+      `${errors.length ? `\n${errors.join('\n')}` : ''}\n${tail}`);
   }
   try {
     return { json: JSON.parse(readFileSync(out, 'utf8')), launcher };
