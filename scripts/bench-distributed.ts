@@ -4,6 +4,9 @@
 //   world 1  — one plain process (no distributed option), all cores' threads;
 //   world 2  — `mpirun -np 2 --oversubscribe --bind-to none`, Trainer distributed: true (one all-reduce of the flat
 //              gradient buffer per step), floor(cores / 2) threads per rank;
+//   world 2, overlap — distributed: { overlap: true }: the all-reduce in per-layer buckets, each started on the
+//              communication thread as soon as its layer's backward has made its gradients final (issue 16 asks to
+//              keep overlap only if this shows it helps);
 //   world 2, ZeRO-1 — the same job with distributed: { zero: 1 } (reduce-scatter + all-gather).
 // Every row is a fresh process (or job) of scripts/bench/distributed-worker.ts, which times SF_DIST_STEPS (default 5)
 // Trainer steps after 2 warm-up steps and reports from rank 0: ms_per_step (median), comm_ms (median of
@@ -13,7 +16,8 @@
 //
 // Reference: when Debian's /usr/bin/python3 has torch.distributed with gloo (and a PyTorch on OpenBLAS: the train
 // suite's findTorch), scripts/torch_ddp_ref.py trains the same model with DistributedDataParallel (gloo; ZeRO-1 rows:
-// ZeroRedundancyOptimizer) at the same world size and threads in the same run: ratio = ours / PyTorch. Otherwise every
+// ZeroRedundancyOptimizer) at the same world size and threads in the same run: ratio = ours / PyTorch (DDP always
+// overlaps its bucketed all-reduce with backward: the plain and the overlap rows share one DDP run). Otherwise every
 // row says why there is no reference.
 //
 // Then a model of step time against world size, printed as markdown tables for docs/distributed.md: for W in 1..64,
@@ -57,6 +61,12 @@ export interface DistRow {
   world: number;
   /** 0: plain data parallel (or world 1); 1: ZeRO-1. */
   zero: 0 | 1;
+  /** distributed.overlap: per-layer buckets reduced during backward. */
+  overlap: boolean;
+  /** Collectives on the flat buffer per step (trainer.commPlan; with overlap, one per bucket). */
+  collectives: number;
+  /** Overlap: buckets of the last step that a layer's hook started during backward (the rest start after it). */
+  hook_starts: number;
   threads_per_rank: number;
   ms_per_step: number;
   /** Rank 0's median ms inside collectives per step (StepInfo.comm.ms); 0 at world 1. */
@@ -112,15 +122,15 @@ function warnLoad(when: string, cores: number): void {
 }
 
 /** One row's job: the worker under `mpirun -np world` (or one plain process at world 1); its JSON from rank 0. */
-function runWorker(share: string, world: number, zero: 0 | 1, threads: number, steps: number, tmp: string): { json: Record<string, unknown>; launcher: string } {
-  const out = join(tmp, `${share}-w${world}-z${zero}.json`);
+function runWorker(share: string, world: number, zero: 0 | 1, overlap: boolean, threads: number, steps: number, tmp: string): { json: Record<string, unknown>; launcher: string } {
+  const out = join(tmp, `${share}-w${world}-z${zero}${overlap ? '-overlap' : ''}.json`);
   const workerArgs = [process.execPath, '--import', 'tsx', WORKER, '--config', CONFIG, '--share', share, '--zero', String(zero),
-    '--threads', String(threads), '--steps', String(steps), '--warmup', String(WARMUP), '--out', out];
+    ...(overlap ? ['--overlap'] : []), '--threads', String(threads), '--steps', String(steps), '--warmup', String(WARMUP), '--out', out];
   const [cmd, argv, launcher] = world === 1
     ? [workerArgs[0], [...workerArgs.slice(1), '--single'], 'node (one process)']
     : ['mpirun', ['-np', String(world), ...MPIRUN_OPTS, ...workerArgs, '--world', String(world)], `mpirun -np ${world} ${MPIRUN_OPTS.join(' ')}`];
   const r = spawnSync(cmd, argv, { cwd: ROOT, encoding: 'utf8', timeout: JOB_TIMEOUT_MS, maxBuffer: 64 << 20 });
-  const what = `${CONFIG}/${share} world ${world}${zero ? ' ZeRO-1' : ''} (${launcher})`;
+  const what = `${CONFIG}/${share} world ${world}${zero ? ' ZeRO-1' : ''}${overlap ? ' overlap' : ''} (${launcher})`;
   if (r.error || r.status !== 0) {
     // The ranks' own error messages: the worker writes them to files, since MPI_Abort can end the job before mpirun
     // has forwarded a rank's stderr.
@@ -190,8 +200,8 @@ async function runDdp(torch: Extract<TorchEnv, { ok: true }>, share: string, wor
  * The step-time model: t(W) = compute + ring all-reduce time, with
  *   ring all-reduce = 2 (W - 1) / W × bytes / bandwidth + 2 (W - 1) × alpha
  * (bytes = the flat gradient buffer, 4 × unique parameters; ZeRO-1's reduce-scatter + all-gather moves the same volume
- * in a ring, so its rows are the same), no overlap of communication with compute (the Trainer reduces after the
- * backward pass), and each rank as fast as this run's world-1 process. Weak scaling: a fixed per-rank batch, so
+ * in a ring, so its rows are the same), no overlap of communication with compute (the Trainer's default: it reduces
+ * after the backward pass), and each rank as fast as this run's world-1 process. Weak scaling: a fixed per-rank batch, so
  * compute per step stays compute_ms_single and the global batch grows W×; efficiency = compute_ms_single / t(W).
  * Strong scaling: a fixed global batch, compute = compute_ms_single / W; speedup = compute_ms_single / t(W) (the
  * batch must split into W parts: beyond 8 ranks, read it as a larger global batch at the measured time per sequence).
@@ -223,7 +233,7 @@ function printModel(single: Map<string, { ms: number; bytes: number; unique: num
     console.log(`- share ${share}: compute ${s.ms.toFixed(1)} ms/step (measured, world 1, ${s.threads} threads), ` +
       `${s.bytes.toLocaleString('en-US')} bytes all-reduced per step (4 × ${s.unique.toLocaleString('en-US')} unique parameters)`);
   console.log(`- communication: ring all-reduce, 2 (W − 1) / W × bytes / bandwidth + 2 (W − 1) × α, with ` +
-    `${LINKS.map((l) => `${l.name} (α = ${l.alpha * 1e6} µs)`).join(' and ')}; no overlap with compute; every rank as fast as the measured world-1 process` +
+    `${LINKS.map((l) => `${l.name} (α = ${l.alpha * 1e6} µs)`).join(' and ')}; no overlap with compute (the Trainer's default); every rank as fast as the measured world-1 process` +
     `; ZeRO-1 (reduce-scatter + all-gather) moves the same volume in a ring, so the same times`);
   console.log(`\n**Weak scaling** (fixed per-rank batch: compute per step stays the world-1 time, the global batch grows W×): ms/step (efficiency = compute / step time)\n`);
   console.log(head);
@@ -264,9 +274,10 @@ export async function benchDistributed(): Promise<(DistRow | DistModelRow)[]> {
   try {
     for (const share of shares as ('none' | 'all')[]) {
       let single: DistRow | undefined;
-      for (const [world, zero] of [[1, 0], [2, 0], [2, 1]] as [number, 0 | 1][]) {
+      const refs = new Map<string, Record<string, unknown> | Error>(); // one PyTorch run per (world, zero)
+      for (const [world, zero, overlap] of [[1, 0, false], [2, 0, false], [2, 0, true], [2, 1, false]] as [number, 0 | 1, boolean][]) {
         const threads = world === 1 ? cores : world2Threads;
-        const { json: j, launcher } = runWorker(share, world, zero, threads, steps, tmp);
+        const { json: j, launcher } = runWorker(share, world, zero, overlap, threads, steps, tmp);
         const unique = j.unique_params as number;
         // The worker asserted these on every rank; checked again here against what it reported.
         const expected = world === 1 ? 0 : (zero ? 8 : 4) * unique;
@@ -276,7 +287,8 @@ export async function benchDistributed(): Promise<(DistRow | DistModelRow)[]> {
           throw new Error(`bench distributed: ${share} world ${world} has ${unique} unique parameters, world 1 had ${single.unique_params}`);
         const ms = j.ms_per_step as number;
         const row: DistRow = {
-          suite: 'distributed', config: CONFIG, share, world, zero, threads_per_rank: j.threads_per_rank as number,
+          suite: 'distributed', config: CONFIG, share, world, zero, overlap, collectives: j.collectives as number, hook_starts: j.hook_starts as number,
+          threads_per_rank: j.threads_per_rank as number,
           ms_per_step: ms, comm_ms: j.comm_ms as number, bytes_per_step: expected, unique_params: unique,
           tokens_per_step: j.tokens_per_step as number, tokens_per_s: (j.tokens_per_step as number) / (ms / 1000),
           ratio_vs_single: single ? ms / single.ms_per_step : 1,
@@ -284,8 +296,11 @@ export async function benchDistributed(): Promise<(DistRow | DistModelRow)[]> {
           steps_ms: j.steps_ms as number[], comm_ms_steps: j.comm_ms_steps as number[], launcher, loadavg: 0,
         };
         if (torch.ok) {
+          const key = `${world}/${zero}`;
+          if (!refs.has(key)) refs.set(key, await runDdp(torch, share, world, zero, threads, steps).catch((e: Error) => e));
           try {
-            const p = await runDdp(torch, share, world, zero, threads, steps);
+            const p = refs.get(key)!;
+            if (p instanceof Error) throw p;
             if (p.parameters !== unique) throw new Error(`PyTorch model has ${p.parameters} parameters, ours ${unique}`);
             if (!(p.blas_libs as string[]).some((l) => /openblas/i.test(l))) throw new Error(`PyTorch ran on ${JSON.stringify(p.blas_libs)}, not OpenBLAS`);
             row.ref_ms_per_step = p.ms_per_step as number;
@@ -299,7 +314,7 @@ export async function benchDistributed(): Promise<(DistRow | DistModelRow)[]> {
         single ??= row;
         rows.push(row);
         const f = (x?: number) => (x === undefined ? '-' : x.toFixed(1));
-        console.log(`  ${CONFIG}/${share} world ${world}${zero ? ' ZeRO-1' : ''}: ${f(ms)} ms/step (comm ${f(row.comm_ms)} ms, ${row.bytes_per_step} bytes), ` +
+        console.log(`  ${CONFIG}/${share} world ${world}${zero ? ' ZeRO-1' : ''}${overlap ? ' overlap' : ''}: ${f(ms)} ms/step (comm ${f(row.comm_ms)} ms, ${row.bytes_per_step} bytes), ` +
           `${row.threads_per_rank} thread(s)/rank, ×${row.ratio_vs_single.toFixed(2)} of world 1; PyTorch ${f(row.ref_ms_per_step)}; ratio ${row.ratio?.toFixed(2) ?? '-'}`);
       }
     }
@@ -309,7 +324,7 @@ export async function benchDistributed(): Promise<(DistRow | DistModelRow)[]> {
 
   console.log('\ndistributed');
   console.table(rows.map((r) => ({
-    share: r.share, world: r.world, zero: r.zero, 'threads/rank': r.threads_per_rank, 'unique params': r.unique_params, 'ms/step': r.ms_per_step.toFixed(1),
+    share: r.share, world: r.world, zero: r.zero, overlap: r.overlap ? `on (${r.hook_starts}/${r.collectives} in bwd)` : '', 'threads/rank': r.threads_per_rank, 'unique params': r.unique_params, 'ms/step': r.ms_per_step.toFixed(1),
     'comm ms': r.comm_ms.toFixed(1), 'bytes/step': r.bytes_per_step, 'tokens/s': Math.round(r.tokens_per_s), 'vs world 1': r.ratio_vs_single.toFixed(2),
     'ref ms/step': r.ref_ms_per_step?.toFixed(1), ratio: r.ratio?.toFixed(2), load: r.loadavg.toFixed(1),
   })));

@@ -22,9 +22,10 @@
 //             PyTorch reference then runs once per (config, share). Config 'small12b1' (d=256, 12 layers, seq 128,
 //             batch 1: few tokens per layer, where stacking should help most) runs only when named in SF_TRAIN_CONFIGS.
 //   distributed — data-parallel training of the `small` train model (scripts/bench-distributed.ts): world 1 (one plain
-//             process), world 2 (`mpirun -np 2`, plain data parallel) and world 2 with ZeRO-1, sharing 'none' and
-//             'all': ms per step, ms in collectives, flat-buffer bytes per step (asserted: 4 × unique parameters, 8 ×
-//             with ZeRO-1), ratio to world 1; PyTorch DDP (gloo) as the reference when Debian's torch has it; then a
+//             process), world 2 (`mpirun -np 2`, plain data parallel; and with distributed.overlap) and world 2 with
+//             ZeRO-1, sharing 'none' and 'all': ms per step, ms in collectives, flat-buffer bytes per step (asserted:
+//             4 × unique parameters, 8 × with ZeRO-1), ratio to world 1; PyTorch DDP (gloo) as the reference when
+//             Debian's torch has it; then a
 //             model of step time against world size (1–64) over 25 Gb/s Ethernet and 400 Gb/s InfiniBand. Needs
 //             mpirun (as root: OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1). Not a default suite: name it.
 //             SF_DIST_STEPS=N timed steps (default 5, after 2 warm-up steps); SF_DIST_SHARES=none,all.

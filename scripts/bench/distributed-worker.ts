@@ -5,15 +5,16 @@
 // unique parameters, and every timed step.
 //
 //   mpirun -np 2 --oversubscribe --bind-to none node --import tsx scripts/bench/distributed-worker.ts \
-//     --config small --share all --zero 0 --threads 1 --steps 5 --warmup 2 --out FILE
+//     --config small --share all --zero 0 [--overlap] --threads 1 --steps 5 --warmup 2 --world 2 --out FILE
 //   node --import tsx scripts/bench/distributed-worker.ts --single --config small --share all --threads 2 ... (world 1)
 //
 // --single: one plain process, no distributed option (the world-1 row). Otherwise the Trainer runs with
-// distributed: { zero } and the script checks, on every rank, that the world size is --world and that the bytes per
+// distributed: { zero, overlap } (--overlap: plain data parallel's all-reduce in per-layer buckets started during
+// backward) and the script checks, on every rank, that the world size is --world and that the bytes per
 // step are 4 × unique parameters (8 × with ZeRO-1: reduce-scatter + all-gather) in trainer.commPlan and in every
 // StepInfo.comm; any mismatch throws, which exits non-zero and aborts the job (the bench then fails, naming it).
-// Errors are printed and written to --out's name + `.error-rank<R>` by this script before it exits: the library's exit
-// hook calls MPI_Abort, and Node emits 'exit' before it prints an uncaught error, so an uncaught error would vanish.
+// Errors are printed and also written to --out's name + `.error-rank<R>` before the script exits: mpirun can end the
+// job before it has forwarded a failing rank's stderr, and the file is read by the bench either way.
 // Trainer settings: lr 1e-4 constant, AdamW (0.9, 0.99, weight decay 0.1), clipping at global norm 1 (the Trainer's
 // default; a real training step, so distributed runs include the norm's collective).
 import { writeFileSync } from 'node:fs';
@@ -44,6 +45,8 @@ async function main(): Promise<void> {
   if (share !== 'all' && share !== 'none') throw new Error(`distributed-worker: --share takes all or none, got '${share}'`);
   const zero = int('zero', '0', 0);
   if (zero !== 0 && zero !== 1) throw new Error(`distributed-worker: --zero takes 0 or 1, got ${zero}`);
+  const overlap = args.includes('--overlap');
+  if (overlap && (single || zero)) throw new Error('distributed-worker: --overlap is for plain data parallel (not --single, not --zero 1)');
   const threads = int('threads');
   const steps = int('steps', '5');
   const warmup = int('warmup', '2', 0);
@@ -63,7 +66,7 @@ async function main(): Promise<void> {
   const model = new Decoder({ vocab: c.vocab, dModel: c.dModel, heads: c.heads, dFF: c.dFF, layers: c.layers, maxSeq: c.seq, sharing: { strategy: share }, seed: 1 });
   const trainer = new Trainer(model, data, {
     steps: warmup + steps, batchSize: c.batch, seqLen: c.seq, lr: 1e-4, schedule: 'constant', beta1: 0.9, beta2: 0.99, weightDecay: 0.1, seed: 1,
-    ...(single ? {} : { distributed: { zero: zero as 0 | 1 } }),
+    ...(single ? {} : { distributed: { zero: zero as 0 | 1, overlap } }),
   });
 
   const unique = model.store.numel;
@@ -71,7 +74,7 @@ async function main(): Promise<void> {
   const rank = info?.rank ?? 0;
   const world = info?.worldSize ?? 1;
   const fail = (what: string): never => {
-    throw new Error(`distributed-worker (rank ${rank} of ${world}, ${configName}/${share}, zero ${zero}): ${what}`);
+    throw new Error(`distributed-worker (rank ${rank} of ${world}, ${configName}/${share}, zero ${zero}${overlap ? ', overlap' : ''}): ${what}`);
   };
   if (world !== expectedWorld) fail(`the job has ${world} ranks, the bench asked for ${expectedWorld}`);
   const expectedBytes = single ? 0 : (zero ? 8 : 4) * unique;
@@ -98,9 +101,10 @@ async function main(): Promise<void> {
   if (stepsMs.length !== steps) fail(`timed ${stepsMs.length} steps, expected ${steps}`);
   if (rank === 0) {
     writeFileSync(out, JSON.stringify({
-      config: configName, share, world, zero: single ? 0 : zero, threads_per_rank: getNumThreads(),
+      config: configName, share, world, zero: single ? 0 : zero, overlap, threads_per_rank: getNumThreads(),
       ms_per_step: median(stepsMs), comm_ms: single ? 0 : median(commMs), bytes_per_step: expectedBytes, unique_params: unique,
       tokens_per_step: c.batch * c.seq * world, steps_ms: stepsMs, comm_ms_steps: commMs,
+      collectives: trainer.commPlan?.collectives.length ?? 0, hook_starts: overlap ? trainer.dp!.hookStarts : 0,
       mpi_library: info ? dist.info()?.library : undefined,
     }));
   }
