@@ -69,7 +69,10 @@ export interface DistRow {
   hook_starts: number;
   threads_per_rank: number;
   ms_per_step: number;
-  /** Rank 0's median ms inside collectives per step (StepInfo.comm.ms); 0 at world 1. */
+  /**
+   * Rank 0's median ms inside collectives per step (StepInfo.comm.ms); 0 at world 1. With overlap, the communication
+   * thread's time in the buckets' all-reduces, alongside backward: not time added to the step.
+   */
   comm_ms: number;
   /** Flat-buffer bytes of the step's collectives (trainer.commPlan.bytesPerStep); 0 at world 1. */
   bytes_per_step: number;
