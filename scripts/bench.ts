@@ -21,13 +21,23 @@
 //             weight gradients off and on (backward()'s stackedGrads; default: the device's default only); the
 //             PyTorch reference then runs once per (config, share). Config 'small12b1' (d=256, 12 layers, seq 128,
 //             batch 1: few tokens per layer, where stacking should help most) runs only when named in SF_TRAIN_CONFIGS.
+//   distributed — data-parallel training of the `small` train model (scripts/bench-distributed.ts): world 1 (one plain
+//             process), world 2 (`mpirun -np 2`, plain data parallel; and with distributed.overlap) and world 2 with
+//             ZeRO-1, sharing 'none' and 'all': ms per step, ms in collectives, flat-buffer bytes per step (asserted:
+//             4 × unique parameters, 8 × with ZeRO-1), ratio to world 1; PyTorch DDP (gloo) as the reference when
+//             Debian's torch has it; then a
+//             model of step time against world size (1–64) over 25 Gb/s Ethernet and 400 Gb/s InfiniBand. Needs
+//             mpirun (as root: OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1). Not a default suite: name it.
+//             SF_DIST_STEPS=N timed steps (default 5, after 2 warm-up steps); SF_DIST_SHARES=none,all.
 //
 // With no SUITE: kernels and tensors.
-import { existsSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import * as sf from '../lib/index.ts';
+import { TRAIN_CONFIGS, PY, TORCH_REF, findTorch, median } from './bench/common.ts';
+import { benchDistributed } from './bench-distributed.ts';
 
 interface Row {
   name: string;
@@ -80,11 +90,6 @@ async function benchKernels(): Promise<Row[]> {
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 /** Median wall time of fn over `reps` runs after one warm-up, in ms. */
@@ -149,22 +154,8 @@ async function benchTensors(): Promise<Row[]> {
 }
 
 // ---- train: one training step of a decoder LM, against PyTorch in the same run -------------------------------------
+// (the models, TRAIN_CONFIGS, and the PyTorch finder live in scripts/bench/common.ts, shared with the distributed suite)
 
-interface TrainConfig {
-  vocab: number;
-  dModel: number;
-  heads: number;
-  dFF: number;
-  layers: number;
-  seq: number;
-  batch: number;
-}
-
-const TRAIN_CONFIGS: Record<string, TrainConfig> = {
-  small: { vocab: 256, dModel: 256, heads: 4, dFF: 1024, layers: 6, seq: 128, batch: 8 },
-  medium: { vocab: 256, dModel: 512, heads: 8, dFF: 2048, layers: 12, seq: 256, batch: 4 },
-  small12b1: { vocab: 256, dModel: 256, heads: 4, dFF: 1024, layers: 12, seq: 128, batch: 1 },
-};
 /** Configs run only when SF_TRAIN_CONFIGS names them. */
 const TRAIN_ON_REQUEST = new Set(['small12b1']);
 
@@ -194,57 +185,6 @@ interface TrainRow {
   ref_steps_ms?: number[];
   /** The 1-minute load average after the row (above the thread count: other processes shared the CPU). */
   loadavg: number;
-}
-
-const PY = '/usr/bin/python3';
-const TORCH_REF = join(import.meta.dirname, 'torch_train_ref.py');
-
-/** The OpenBLAS builds of the reference BLAS (libblas.so.3) that Debian's alternatives can select, existing here. */
-function openblasCandidates(): string[] {
-  const triplet = process.arch === 'arm64' ? 'aarch64-linux-gnu' : 'x86_64-linux-gnu';
-  const out: string[] = [];
-  for (const v of ['openblas-openmp', 'openblas-pthread', 'openblas-serial', 'openblas']) {
-    const p = join('/usr/lib', triplet, v, 'libblas.so.3');
-    if (existsSync(p)) out.push(realpathSync(p));
-  }
-  return out;
-}
-
-type TorchEnv = { ok: true; env: NodeJS.ProcessEnv; how: string; probe: Record<string, unknown> } | { ok: false; reason: string };
-
-/**
- * Finds a PyTorch that runs on OpenBLAS: Debian's python3-torch (BLAS_INFO=generic) calls whatever libblas.so.3 the
- * alternatives system selects, so the probe reads the library actually mapped after an sgemm. When that is not
- * OpenBLAS, LD_LIBRARY_PATH and then LD_PRELOAD point at an OpenBLAS libblas.so.3, each verified by probing again.
- */
-function findTorch(threads: number): TorchEnv {
-  if (!existsSync(PY)) return { ok: false, reason: `${PY} not found` };
-  const base: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) };
-  const probe = (env: NodeJS.ProcessEnv) => {
-    const r = spawnSync(PY, [TORCH_REF, '--probe'], { env, encoding: 'utf8', timeout: 120_000 });
-    let j: Record<string, unknown> | undefined;
-    try {
-      j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
-    } catch {
-      j = undefined;
-    }
-    return { status: r.status, json: j, err: (r.stderr || r.error?.message || '').trim().split('\n').pop() ?? '' };
-  };
-  const first = probe(base);
-  if (!first.json) return { ok: false, reason: `PyTorch under ${PY} is not usable: ${first.err || `exit ${first.status}`}` };
-  if (first.json.openblas) return { ok: true, env: base, how: 'system libblas.so.3 alternative', probe: first.json };
-  for (const lib of openblasCandidates()) {
-    const dir = dirname(lib);
-    const tries: [string, NodeJS.ProcessEnv][] = [
-      [`LD_LIBRARY_PATH=${dir}`, { ...base, LD_LIBRARY_PATH: [dir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') }],
-      [`LD_PRELOAD=${lib}`, { ...base, LD_PRELOAD: [lib, process.env.LD_PRELOAD].filter(Boolean).join(' ') }],
-    ];
-    for (const [how, env] of tries) {
-      const p = probe(env);
-      if (p.json?.openblas) return { ok: true, env, how, probe: p.json };
-    }
-  }
-  return { ok: false, reason: `PyTorch uses ${JSON.stringify(first.json.blas_libs)}, not OpenBLAS, and no OpenBLAS libblas.so.3 could be selected` };
 }
 
 async function benchTrain(): Promise<TrainRow[]> {
@@ -371,7 +311,7 @@ if (jsonIdx >= 0 && !jsonFile) {
   process.exit(2);
 }
 const suites = args.filter((a, i) => !a.startsWith('--') && (jsonIdx < 0 || i !== jsonIdx + 1));
-const known: Record<string, () => Promise<object[]>> = { kernels: benchKernels, tensors: benchTensors, train: benchTrain };
+const known: Record<string, () => Promise<object[]>> = { kernels: benchKernels, tensors: benchTensors, train: benchTrain, distributed: benchDistributed };
 const chosen = suites.length ? suites : ['kernels', 'tensors'];
 for (const s of chosen) {
   if (!known[s]) {
@@ -386,7 +326,7 @@ const all: object[] = [];
 for (const s of chosen) {
   const rows = await known[s]();
   all.push(...rows);
-  if (s === 'kernels' || s === 'train') continue; // sf_bench and benchTrain printed their own tables
+  if (s === 'kernels' || s === 'train' || s === 'distributed') continue; // sf_bench, benchTrain and benchDistributed printed their own tables
   console.log(`\n${s}`);
   console.table((rows as Row[]).map((r) => ({ name: r.name, shape: Array.isArray(r.shape) ? `[${r.shape.join(', ')}]` : r.shape, ms: r.ms.toFixed(2), 'GB/s': r.gbps?.toFixed(1), ref: r.ref, 'ref ms': r.ref_ms?.toFixed(2), ratio: r.ratio?.toFixed(2) })));
 }

@@ -1,0 +1,80 @@
+// Shared by the benchmark suites of scripts/bench.ts and scripts/bench-distributed.ts (and the distributed suite's
+// worker, scripts/bench/distributed-worker.ts): the benchmark models, the median, and the PyTorch reference finder.
+import { existsSync, realpathSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+
+/** A benchmark decoder LM: pre-LN, tied embeddings, fp32. */
+export interface TrainConfig {
+  vocab: number;
+  dModel: number;
+  heads: number;
+  dFF: number;
+  layers: number;
+  seq: number;
+  batch: number;
+}
+
+/** The benchmark models of the train suite (and of the distributed suite, which runs `small`). */
+export const TRAIN_CONFIGS: Record<string, TrainConfig> = {
+  small: { vocab: 256, dModel: 256, heads: 4, dFF: 1024, layers: 6, seq: 128, batch: 8 },
+  medium: { vocab: 256, dModel: 512, heads: 8, dFF: 2048, layers: 12, seq: 256, batch: 4 },
+  small12b1: { vocab: 256, dModel: 256, heads: 4, dFF: 1024, layers: 12, seq: 128, batch: 1 },
+};
+
+/** The median (the upper one of an even count). */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+export const PY = '/usr/bin/python3';
+export const TORCH_REF = join(import.meta.dirname, '..', 'torch_train_ref.py');
+
+/** The OpenBLAS builds of the reference BLAS (libblas.so.3) that Debian's alternatives can select, existing here. */
+function openblasCandidates(): string[] {
+  const triplet = process.arch === 'arm64' ? 'aarch64-linux-gnu' : 'x86_64-linux-gnu';
+  const out: string[] = [];
+  for (const v of ['openblas-openmp', 'openblas-pthread', 'openblas-serial', 'openblas']) {
+    const p = join('/usr/lib', triplet, v, 'libblas.so.3');
+    if (existsSync(p)) out.push(realpathSync(p));
+  }
+  return out;
+}
+
+export type TorchEnv = { ok: true; env: NodeJS.ProcessEnv; how: string; probe: Record<string, unknown> } | { ok: false; reason: string };
+
+/**
+ * Finds a PyTorch that runs on OpenBLAS: Debian's python3-torch (BLAS_INFO=generic) calls whatever libblas.so.3 the
+ * alternatives system selects, so the probe reads the library actually mapped after an sgemm. When that is not
+ * OpenBLAS, LD_LIBRARY_PATH and then LD_PRELOAD point at an OpenBLAS libblas.so.3, each verified by probing again.
+ */
+export function findTorch(threads: number): TorchEnv {
+  if (!existsSync(PY)) return { ok: false, reason: `${PY} not found` };
+  const base: NodeJS.ProcessEnv = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) };
+  const probe = (env: NodeJS.ProcessEnv) => {
+    const r = spawnSync(PY, [TORCH_REF, '--probe'], { env, encoding: 'utf8', timeout: 120_000 });
+    let j: Record<string, unknown> | undefined;
+    try {
+      j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '');
+    } catch {
+      j = undefined;
+    }
+    return { status: r.status, json: j, err: (r.stderr || r.error?.message || '').trim().split('\n').pop() ?? '' };
+  };
+  const first = probe(base);
+  if (!first.json) return { ok: false, reason: `PyTorch under ${PY} is not usable: ${first.err || `exit ${first.status}`}` };
+  if (first.json.openblas) return { ok: true, env: base, how: 'system libblas.so.3 alternative', probe: first.json };
+  for (const lib of openblasCandidates()) {
+    const dir = dirname(lib);
+    const tries: [string, NodeJS.ProcessEnv][] = [
+      [`LD_LIBRARY_PATH=${dir}`, { ...base, LD_LIBRARY_PATH: [dir, process.env.LD_LIBRARY_PATH].filter(Boolean).join(':') }],
+      [`LD_PRELOAD=${lib}`, { ...base, LD_PRELOAD: [lib, process.env.LD_PRELOAD].filter(Boolean).join(' ') }],
+    ];
+    for (const [how, env] of tries) {
+      const p = probe(env);
+      if (p.json?.openblas) return { ok: true, env, how, probe: p.json };
+    }
+  }
+  return { ok: false, reason: `PyTorch uses ${JSON.stringify(first.json.blas_libs)}, not OpenBLAS, and no OpenBLAS libblas.so.3 could be selected` };
+}
