@@ -28,9 +28,10 @@ constexpr int kCommTypeShared = mpi_abi::kCommTypeShared;
 constexpr int kMaxErrorString = mpi_abi::kMaxErrorString;
 void* const kInPlace = reinterpret_cast<void*>(mpi_abi::kInPlace);
 
-// dlopen that reports dlerror() on failure.
-void* open_library(const char* name, std::string* why) {
-  void* h = dlopen(name, RTLD_NOW | RTLD_GLOBAL);  // GLOBAL: Open MPI's plugins resolve libmpi's symbols
+// dlopen that reports dlerror() on failure. `global` for use (Open MPI's plugins resolve libmpi's symbols); a probe
+// loads locally and closes the library again, so that backends() does not leave MPI mapped into every process.
+void* open_library(const char* name, std::string* why, bool global = true) {
+  void* h = dlopen(name, RTLD_NOW | (global ? RTLD_GLOBAL : RTLD_LOCAL));
   if (!h) {
     const char* e = dlerror();
     *why = e ? e : cat("dlopen(", name, ") failed");
@@ -73,9 +74,9 @@ struct MpiApi {
   }
 
   // Loads every symbol; false (and *why) if the library or a symbol is missing.
-  bool load(std::string* file, std::string* why) {
+  bool load(std::string* file, std::string* why, bool global = true) {
     *file = env_or("SHAREDFORMER_MPI_LIB", mpi_abi::kLibrary);
-    lib = open_library(file->c_str(), why);
+    lib = open_library(file->c_str(), why, global);
     if (!lib) {
       if (void* mpich = dlopen("libmpi.so.12", RTLD_NOW | RTLD_LOCAL)) {
         dlclose(mpich);
@@ -143,9 +144,9 @@ struct NcclApi {
   int (*GroupEnd)();
   int version = 0;
 
-  bool load(std::string* file, std::string* why) {
+  bool load(std::string* file, std::string* why, bool global = true) {
     *file = env_or("SHAREDFORMER_NCCL_LIB", nccl_abi::kLibrary);
-    lib = open_library(file->c_str(), why);
+    lib = open_library(file->c_str(), why, global);
     if (!lib) return false;
     bool ok = true;
     auto sym = [&](auto& fn, const char* name) {
@@ -180,13 +181,15 @@ CommProbe comm_probe() {
   CommProbe p;
   {
     MpiApi api;
-    p.mpi_found = api.load(&p.mpi_library, &p.mpi_reason);
+    p.mpi_found = api.load(&p.mpi_library, &p.mpi_reason, /*global=*/false);
     if (p.mpi_found) p.mpi_version = api.version();
+    if (api.lib) dlclose(api.lib);  // (a no-op for the mapping when distributed.init() has loaded it for use)
   }
   {
     NcclApi api;
-    p.nccl_found = api.load(&p.nccl_library, &p.nccl_reason);
+    p.nccl_found = api.load(&p.nccl_library, &p.nccl_reason, /*global=*/false);
     if (p.nccl_found) p.nccl_version = api.version;
+    if (api.lib) dlclose(api.lib);
   }
   return p;
 }
