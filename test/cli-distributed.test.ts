@@ -5,7 +5,7 @@
 // error of distributed.init (no mpirun needed for that). The MPI tests skip, saying why, where mpirun cannot run
 // (as root without OMPI_ALLOW_RUN_AS_ROOT*), unless SF_REQUIRE_MPI=1 (CI).
 import anyTest, { type ExecutionContext } from 'ava';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { jsonLines, run } from './helpers/cli.ts';
@@ -174,4 +174,16 @@ mpiTest('mpirun -np 2 train --distributed: an error is printed with the rank tha
   t.not(r.code, 0);
   t.regex(r.err, /^rank [01]: sharedformer train: .*missing\.safetensors/m);
   t.is(r.out, '');
+});
+
+mpiTest('mpirun -np 2 train --zero 1 --keep-best: a best checkpoint that cannot be written ends the job with that error and rank 0', async (t) => {
+  const out = join(dir, 'blocked.safetensors');
+  mkdirSync(join(dir, 'blocked.best.safetensors')); // a folder where the best checkpoint goes
+  writeFileSync(join(dir, 'blocked.best.safetensors', 'f'), '');
+  const r = await mpirun(2, BIN, ['train', ...TINY, '--zero', '1', '--eval-every', '2', '--eval-batches', '2', '--keep-best', '--quiet', '--out', out], { timeoutMs: JOB_MS });
+  t.false(r.timedOut, `the job timed out after ${r.ms} ms: ${r.err}`);
+  t.not(r.code, 0);
+  t.regex(r.err, /^rank 0: sharedformer train: cannot write the checkpoint .*blocked\.best\.safetensors: /m);
+  t.false(r.err.includes('nhandled'), r.err);
+  t.false(existsSync(out), 'training stopped before the final checkpoint');
 });

@@ -276,13 +276,16 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
     let sinceBest = 0, patienceBest = Infinity, patienceStep = start;
     let earlyStop: TrainingResult['earlyStop'];
     let lastEval: EvalInfo | undefined;
-    /** Distributed: best checkpoints being written (started by the 'eval' handler, which cannot wait). */
-    let pending: Promise<void>[] = [];
+    /**
+     * Distributed: best checkpoints being written (started by the 'eval' handler, which cannot wait), each resolving
+     * to its error or null (a rejection left unhandled until settle() would end the process).
+     */
+    let pending: Promise<unknown>[] = [];
     const settle = async () => {
       const p = pending;
       pending = [];
-      const failed = (await Promise.allSettled(p)).find((x) => x.status === 'rejected');
-      if (failed) throw (failed as PromiseRejectedResult).reason;
+      const failed = (await Promise.all(p)).find((x) => x !== null);
+      if (failed !== undefined) throw failed;
     };
     trainer.on('eval', (e: EvalInfo) => {
       lastEval = e;
@@ -308,7 +311,7 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
         } else {
           // The handler cannot wait: save() takes the values now (its collectives are queued on every rank in the
           // same order) and is awaited before the next step is reported and before training ends (settle()).
-          pending.push(save(files.best, extra).then(written));
+          pending.push(save(files.best, extra).then(written).then(() => null, (err: unknown) => err));
         }
       }
       if (r.patience !== undefined && !early.signal.aborted) {
