@@ -31,6 +31,8 @@ export const TRAIN_SPECS: Specs = {
   ...COMMON,
 };
 
+const ranks = (n: number) => `${n} rank${n === 1 ? '' : 's'}`;
+
 /** Where the ranks of a distributed run other than 0 write: nowhere (their errors still reach stderr, from main()). */
 const SILENT: CliIO = { stdout: { write: () => true }, stderr: { write: () => true } };
 
@@ -125,7 +127,7 @@ async function trainRun(f: Flags, io: CliIO, signal: AbortSignal, device: Device
           if (dp) {
             const moved = dp.zero ? 'reduce-scattered and all-gathered' : 'all-reduced';
             const global = tcfg.batchSize * (tcfg.accumulate ?? 1) * dp.world;
-            say(io, `world     ${dp.world} ranks, ZeRO-${dp.zero}${dp.zero ? ' (optimizer state sharded)' : ' (plain data parallel)'}: ${fmt(acc.uniqueParameters)} unique parameters, ${fmt(dp.plan.bytesPerStep)} bytes of flat buffer ${moved} per step; ${global} sequences per step over all ranks`);
+            say(io, `world     ${ranks(dp.world)}, ZeRO-${dp.zero}${dp.zero ? ' (optimizer state sharded)' : ' (plain data parallel)'}: ${fmt(acc.uniqueParameters)} unique parameters, ${fmt(dp.plan.bytesPerStep)} bytes of flat buffer ${moved} per step; ${global} sequences per step over all ranks`);
           }
           if (resumePath !== undefined) say(io, `resumed   from ${resumePath} at step ${start}`);
         }
@@ -160,7 +162,7 @@ async function trainRun(f: Flags, io: CliIO, signal: AbortSignal, device: Device
       const reached = r.start > 0 ? ` (step ${r.start} -> ${r.step})` : '';
       say(io, `done      ${sessionSteps} steps${reached} in ${r.seconds.toFixed(1)} s (${fmt(r.tokensPerSec)} tokens/s); train loss ${fixed(r.last?.loss, 4)}, validation loss ${val.loss.toFixed(4)} (${val.bpc.toFixed(3)} bits/char)`);
       if (r.comm)
-        say(io, `comm      ${r.comm.world} ranks (ZeRO-${r.comm.zero}): ${fmt(r.comm.bytesPerStep)} bytes per step; ${r.comm.msPerStep.toFixed(1)} ms per step in collectives on rank 0 (${(100 * r.comm.share).toFixed(1)}% of the step time)`);
+        say(io, `comm      ${ranks(r.comm.world)} (ZeRO-${r.comm.zero}): ${fmt(r.comm.bytesPerStep)} bytes per step; ${r.comm.msPerStep.toFixed(1)} ms per step in collectives on rank 0 (${(100 * r.comm.share).toFixed(1)}% of the step time)`);
       say(io, `saved     ${out}`);
       say(io, `          ${files.log} (log), ${files.plot} (loss curve)${r.best ? `, ${r.best.path} (best: step ${r.best.step})` : ''}`);
     }
