@@ -367,7 +367,9 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
       tokensPerSec: last ? last.tokensPerSec : 0,
       ...(dp ? { comm: commSummary(losses, dp.world, dp.zero, dp.plan.bytesPerStep) } : {}),
     });
-    if (trainer.step < total && userSignal?.aborted) {
+    // Distributed, the Trainer stops every rank after the same step when any rank's signal fires (that rank's alone,
+    // say a SIGINT sent to one process): every rank then takes this path, and writes (rank 0) the same checkpoint.
+    if (trainer.step < total && (userSignal?.aborted || (dp !== null && earlyStop === undefined))) {
       if (ck) await checkpoint();
       log({ type: 'end', step: trainer.step, reason: 'interrupted' });
       return result(undefined, true);
