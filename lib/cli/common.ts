@@ -31,6 +31,17 @@ export class CliError extends Error {
   override name = 'CliError';
 }
 
+/**
+ * An error of one rank of a distributed run (train --distributed): reported as `rank R: ` before the usual line, so
+ * that the interleaved output of mpirun says which process failed; `error` keeps its exit code (usage or runtime).
+ */
+export class RankError extends Error {
+  override name = 'RankError';
+  constructor(readonly rank: number, readonly error: unknown) {
+    super(message(error));
+  }
+}
+
 export const EXIT_OK = 0;
 export const EXIT_RUNTIME = 1;
 export const EXIT_USAGE = 2;

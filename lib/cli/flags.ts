@@ -144,6 +144,23 @@ export function num(f: Flags, k: string): number | undefined {
   return f[k] as number | undefined;
 }
 
+/** Data-parallel training of `train` under mpirun (docs/cli.md, docs/distributed.md). */
+export const DIST_FLAGS: Specs = {
+  distributed: { kind: 'bool', help: 'data-parallel training over the ranks of an MPI job (run under mpirun; rank 0 prints and writes the files)' },
+  zero: { kind: 'string', arg: 'N', choices: ['0', '1'], help: 'ZeRO stage: 0 all-reduces the gradients, 1 also shards the optimizer state over the ranks (implies --distributed; default 0)' },
+};
+
+/**
+ * The Trainer's `distributed` option from --distributed and --zero N (which implies it): undefined (one process),
+ * true (--distributed alone) or { zero }. --distributed=false with --zero is a contradiction, refused.
+ */
+export function distributedOption(f: Flags): true | { zero: 0 | 1 } | undefined {
+  const zero = f.zero === undefined ? undefined : (Number(f.zero) as 0 | 1);
+  if (zero !== undefined && f.distributed === false) throw new UsageError(`--zero ${f.zero} implies --distributed, but --distributed=false was given`);
+  if (zero !== undefined) return { zero };
+  return f.distributed === true ? true : undefined;
+}
+
 /** The training outputs of `train`: rotation of periodic checkpoints, the best checkpoint, early stopping. */
 export const OUTPUT_FLAGS: Specs = {
   keep: { kind: 'int', arg: 'N', min: 1, help: 'keep the newest N checkpoints of --checkpoint-every as OUT.step-S.safetensors (older ones are deleted)' },

@@ -6,12 +6,12 @@
 // flag, an invalid model or training configuration); 1 runtime errors (a file that cannot be read or is not a
 // checkpoint, text the tokenizer cannot encode, data too small, a failure while training); 130 interrupted (SIGINT,
 // or io.signal aborted), after writing the checkpoint. Errors are one line on stderr: `sharedformer CMD: message`
-// (SHAREDFORMER_DEBUG=1 adds the stack).
+// (SHAREDFORMER_DEBUG=1 adds the stack); a rank of `train --distributed` puts `rank R: ` before it (RankError).
 //
 // The pieces: common.ts (I/O, errors, formatting), flags.ts (the parser and the flag tables), progress.ts (the
 // progress bar), data.ts, config.ts, device.ts, checkpoint.ts and signals.ts (shared by the commands),
 // run-training.ts (the one training loop of train, demo and compare), and one file per command.
-import { EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, UsageError, firstLine, message, printable, version, type CliIO } from './common.ts';
+import { EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, RankError, UsageError, firstLine, message, printable, version, type CliIO } from './common.ts';
 import { parseFlags, type Command, type Specs } from './flags.ts';
 import { interrupts } from './signals.ts';
 import { benchCmd, benchCommand } from './bench.ts';
@@ -82,7 +82,11 @@ export function usage(cmd?: string): string {
 }
 
 function report(e: unknown, io: CliIO, cmd: string | undefined): number {
-  const where = cmd && COMMANDS[cmd] ? `sharedformer ${cmd}` : 'sharedformer';
+  let where = cmd && COMMANDS[cmd] ? `sharedformer ${cmd}` : 'sharedformer';
+  if (e instanceof RankError) {
+    where = `rank ${e.rank}: ${where}`;
+    e = e.error;
+  }
   const debug = process.env.SHAREDFORMER_DEBUG && process.env.SHAREDFORMER_DEBUG !== '0';
   if (e instanceof UsageError) {
     io.stderr.write(`${where}: ${printable(e.message).replace(/[\t\n]/g, (c) => (c === '\t' ? '\\t' : '\\n'))} (see: sharedformer help${cmd && COMMANDS[cmd] ? ` ${cmd}` : ''})\n`);

@@ -1,4 +1,5 @@
-// progress.ts — the progress bar of the training commands: redrawn in place on a terminal, periodic lines otherwise.
+// progress.ts — the progress bar of the training commands: redrawn in place on a terminal, periodic lines otherwise;
+// in a distributed run, each line also shows the step's time inside collectives.
 import type { StepInfo } from '../train/trainer.ts';
 import { clock, fmt, type CliStream } from './common.ts';
 
@@ -21,7 +22,9 @@ export class Progress {
     const filled = Math.min(width, Math.round((width * s.step) / this.total));
     const bar = '#'.repeat(filled) + '-'.repeat(width - filled);
     const w = String(this.total).length;
-    return `${this.label} [${bar}] ${String(s.step).padStart(w)}/${this.total}  loss ${s.loss.toFixed(3)}  ${fmt(s.tokensPerSec)} tok/s  ETA ${clock(s.etaMs)}`;
+    // distributed: this rank's milliseconds inside collectives during the step
+    const comm = s.comm ? `  comm ${s.comm.ms.toFixed(1)} ms` : '';
+    return `${this.label} [${bar}] ${String(s.step).padStart(w)}/${this.total}  loss ${s.loss.toFixed(3)}  ${fmt(s.tokensPerSec)} tok/s${comm}  ETA ${clock(s.etaMs)}`;
   }
 
   update(s: StepInfo): void {

@@ -20,6 +20,12 @@ export interface StepRecord {
   lr: number;
   /** Wall time since the previous step ended (or since training began), evaluations and checkpoints in between included. */
   ms: number;
+  /** Distributed training (only then): the world size. */
+  world?: number;
+  /** Distributed: the flat-buffer bytes the step's collectives moved (Trainer.commPlan.bytesPerStep). */
+  comm_bytes?: number;
+  /** Distributed: this rank's milliseconds inside collectives during the step (StepInfo.comm.ms). */
+  comm_ms?: number;
 }
 
 /** The files next to a checkpoint `out`: OUT.log.jsonl, OUT.loss.svg, OUT.best.safetensors, OUT.step-S.safetensors. */
@@ -98,6 +104,21 @@ export interface TrainingResult {
   best?: { step: number; valLoss: number; path: string };
   seconds: number;
   tokensPerSec: number;
+  /**
+   * Distributed training (only then): the world size, the ZeRO stage, the flat-buffer bytes of one step's collectives,
+   * this rank's mean milliseconds inside collectives per step of this session, and their share of the steps' time.
+   */
+  comm?: { world: number; zero: 0 | 1; bytesPerStep: number; msPerStep: number; share: number };
+}
+
+/** Distributed: the mean time per step inside collectives over this session's steps, and its share of their time. */
+function commSummary(steps: StepRecord[], world: number, zero: 0 | 1, bytesPerStep: number): NonNullable<TrainingResult['comm']> {
+  let comm = 0, total = 0;
+  for (const s of steps) {
+    comm += s.comm_ms ?? 0;
+    total += s.ms;
+  }
+  return { world, zero, bytesPerStep, msPerStep: steps.length ? comm / steps.length : 0, share: total > 0 ? comm / total : 0 };
 }
 
 /** The validation loss recorded in a best checkpoint written earlier, if there is one to beat. */
@@ -136,6 +157,11 @@ function curveFromLog(path: string, upTo: number): TrainingResult['curve'] {
  * rotates them), the best one, the log and the SVG, stops early by `patience`, and at the end (unless interrupted)
  * evaluates and writes the final checkpoint; when the user's signal stops it first, the checkpoint is still written.
  * The model stays the caller's; the Trainer is disposed before it returns.
+ *
+ * Distributed (options.distributed): every rank runs this loop and takes the same decisions (losses and validation
+ * losses are the same on every rank), but only rank 0 (trainer.isMain) writes the checkpoints, the log, the SVG and
+ * the rotated copies; checkpoints are written with save() on every rank, a collective under ZeRO-1. The progress
+ * bar and the callbacks run on every rank: the caller keeps other ranks quiet (train gives them no progress bar).
  */
 export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult> {
   const userSignal = r.options.signal;
@@ -156,6 +182,8 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
   const ck = r.checkpoint;
   const files = ck ? outputPaths(ck.path) : undefined;
   const progress = r.progress ? new Progress(r.progress.out, r.progress.label, total, r.progress.quiet) : undefined;
+  // Distributed: only rank 0 writes files; checkpoints go through save() on every rank (a collective under ZeRO-1).
+  const main = trainer.isMain, dp = trainer.dp;
   const t0 = performance.now();
   try {
     if (r.resume !== undefined) {
@@ -168,14 +196,14 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
     const start = trainer.step;
     const resuming = r.resume !== undefined;
     const log = (o: object) => {
-      if (!files) return;
+      if (!files || !main) return;
       try {
         appendFileSync(files.log, `${jsonText(o)}\n`);
       } catch (e) {
         throw new CliError(`cannot write the log ${files.log}: ${firstLine(message(e))}`);
       }
     };
-    if (files) {
+    if (files && main) {
       // A new run starts a new log; a run resumed into the same checkpoint appends to its log, and one resumed into
       // another checkpoint starts from a copy of the log it resumed from.
       const from = resuming ? outputPaths(r.resume!).log : undefined;
@@ -189,34 +217,37 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
         throw new CliError(`cannot write the log ${files.log}: ${firstLine(message(e))}`);
       }
     }
-    const curve = files && resuming ? curveFromLog(files.log, start) : { train: [], val: [] } as TrainingResult['curve'];
+    const curve = files && main && resuming ? curveFromLog(files.log, start) : { train: [], val: [] } as TrainingResult['curve'];
     log({ type: 'start', step: start, steps: total, resumed: resuming, time: new Date().toISOString() });
     r.onStart?.(trainer);
 
     const plot = () => {
-      if (!files || !ck || (curve.train.length === 0 && curve.val.length === 0)) return;
+      if (!files || !ck || !main || (curve.train.length === 0 && curve.val.length === 0)) return;
       try {
         writeFileAtomic(files.plot, lossCurveSvg([{ name: ck.plot.name, train: curve.train, val: curve.val }], { title: ck.plot.title, subtitle: ck.plot.subtitle }));
       } catch (e) {
         throw new CliError(`cannot write the loss curve ${files.plot}: ${firstLine(message(e))}`);
       }
     };
-    const save = (path: string, extra: Record<string, string> = {}) => {
+    const cannotWrite = (path: string, e: unknown) => new CliError(`cannot write the checkpoint ${path}: ${firstLine(message(e))}`);
+    /** One process: written before it returns. Distributed: save() on every rank, awaited (rank 0 writes). */
+    const save = async (path: string, extra: Record<string, string> = {}) => {
       try {
-        trainer.saveSync(path, { ...ck!.extra, ...extra });
+        if (dp) await trainer.save(path, { ...ck!.extra, ...extra });
+        else trainer.saveSync(path, { ...ck!.extra, ...extra });
       } catch (e) {
-        throw new CliError(`cannot write the checkpoint ${path}: ${firstLine(message(e))}`);
+        throw cannotWrite(path, e);
       }
     };
     /** The checkpoint, the log's note of it and the SVG. */
-    const checkpoint = () => {
-      save(ck!.path);
+    const checkpoint = async () => {
+      await save(ck!.path);
       log({ type: 'checkpoint', step: trainer.step, path: ck!.path });
       plot();
     };
     /** Rotation: the newest `keep` periodic checkpoints as OUT.step-S.safetensors (a copy, fsynced, renamed into place). */
     const rotate = () => {
-      if (!ck?.keep || !files) return;
+      if (!ck?.keep || !files || !main) return;
       const target = files.step(trainer.step), tmp = `${target}.tmp-${process.pid}`;
       try {
         copyFileSync(ck.path, tmp);
@@ -245,6 +276,17 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
     let sinceBest = 0, patienceBest = Infinity, patienceStep = start;
     let earlyStop: TrainingResult['earlyStop'];
     let lastEval: EvalInfo | undefined;
+    /**
+     * Distributed: best checkpoints being written (started by the 'eval' handler, which cannot wait), each resolving
+     * to its error or null (a rejection left unhandled until settle() would end the process).
+     */
+    let pending: Promise<unknown>[] = [];
+    const settle = async () => {
+      const p = pending;
+      pending = [];
+      const failed = (await Promise.all(p)).find((x) => x !== null);
+      if (failed !== undefined) throw failed;
+    };
     trainer.on('eval', (e: EvalInfo) => {
       lastEval = e;
       curve.val.push([e.step, e.loss]);
@@ -253,10 +295,24 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
       r.onEval?.(e);
       if (ck?.keepBest && files && (best === undefined || e.loss < best.valLoss)) {
         best = { step: e.step, valLoss: e.loss };
-        save(files.best, { bestValLoss: String(e.loss), bestStep: String(e.step) });
-        bestPath = { step: e.step, valLoss: e.loss, path: files.best };
-        log({ type: 'best', step: e.step, valLoss: e.loss, path: files.best });
-        r.onCheckpoint?.({ step: e.step, path: files.best, kind: 'best', valLoss: e.loss });
+        const written = () => {
+          bestPath = { step: e.step, valLoss: e.loss, path: files.best };
+          log({ type: 'best', step: e.step, valLoss: e.loss, path: files.best });
+          r.onCheckpoint?.({ step: e.step, path: files.best, kind: 'best', valLoss: e.loss });
+        };
+        const extra = { bestValLoss: String(e.loss), bestStep: String(e.step) };
+        if (!dp) {
+          try {
+            trainer.saveSync(files.best, { ...ck.extra, ...extra });
+          } catch (err) {
+            throw cannotWrite(files.best, err);
+          }
+          written();
+        } else {
+          // The handler cannot wait: save() takes the values now (its collectives are queued on every rank in the
+          // same order) and is awaited before the next step is reported and before training ends (settle()).
+          pending.push(save(files.best, extra).then(written).then(() => null, (err: unknown) => err));
+        }
       }
       if (r.patience !== undefined && !early.signal.aborted) {
         if (e.loss < patienceBest) {
@@ -278,9 +334,13 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
     let prevMs = 0;
     try {
       for await (const s of trainer.steps()) {
+        await settle();
         last = s;
         const now = performance.now() - t0;
-        const rec: StepRecord = { step: s.step, loss: s.loss, lr: s.lr, ms: now - prevMs };
+        const rec: StepRecord = {
+          step: s.step, loss: s.loss, lr: s.lr, ms: now - prevMs,
+          ...(s.comm ? { world: s.comm.world, comm_bytes: s.comm.bytes, comm_ms: s.comm.ms } : {}),
+        };
         prevMs = now;
         losses.push(rec);
         curve.train.push([s.step, s.loss]);
@@ -288,12 +348,13 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
         progress?.update(s);
         r.onStep?.(s);
         if (ck?.every && s.step % ck.every === 0 && s.step < total) {
-          checkpoint();
+          await checkpoint();
           rotate();
           progress?.clear();
           r.onCheckpoint?.({ step: s.step, path: ck.path, kind: 'periodic' });
         }
       }
+      await settle();
     } catch (e) {
       progress?.done();
       // A failed step (say, a non-finite loss) leaves the last checkpoint in place.
@@ -304,9 +365,12 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
     const result = (val: EvalInfo | undefined, interrupted: boolean): TrainingResult => ({
       start, step: trainer.step, last, val, losses, curve, interrupted, earlyStop, best: bestPath, seconds,
       tokensPerSec: last ? last.tokensPerSec : 0,
+      ...(dp ? { comm: commSummary(losses, dp.world, dp.zero, dp.plan.bytesPerStep) } : {}),
     });
-    if (trainer.step < total && userSignal?.aborted) {
-      if (ck) checkpoint();
+    // Distributed, the Trainer stops every rank after the same step when any rank's signal fires (that rank's alone,
+    // say a SIGINT sent to one process): every rank then takes this path, and writes (rank 0) the same checkpoint.
+    if (trainer.step < total && (userSignal?.aborted || (dp !== null && earlyStop === undefined))) {
+      if (ck) await checkpoint();
       log({ type: 'end', step: trainer.step, reason: 'interrupted' });
       return result(undefined, true);
     }
@@ -314,11 +378,12 @@ export async function runTraining(r: RunTrainingOptions): Promise<TrainingResult
     try {
       // The final evaluation (unless --eval-every just made it).
       if (r.finalEval !== false) val = lastEval?.step === trainer.step ? lastEval : await trainer.evaluate();
+      await settle();
     } catch (e) {
       if (e instanceof CliError) throw e;
       throw new CliError(`${r.errorPrefix ?? ''}${firstLine(message(e)).replace(/^Trainer: /, '')}`);
     }
-    if (ck) checkpoint();
+    if (ck) await checkpoint();
     log({ type: 'end', step: trainer.step, reason: earlyStop ? 'early stop' : 'done', ...(earlyStop ? { why: earlyStop.reason } : {}) });
     return result(val, false);
   } finally {

@@ -258,11 +258,9 @@ Comm::~Comm() {
   async_cv_.notify_all();
   if (async_thread_.joinable()) async_thread_.join();
   for (auto& [dev, c] : nccl_comms_) nccl_->CommDestroy(c);
-  if (!finalized_) {
-    int fin = 0;
-    api_->Finalized(&fin);
-    if (!fin) api_->Finalize();
-  }
+  // No MPI_Finalize here: a clean exit has finalised already (distributed/index.ts, exit code 0), and a rank that
+  // exits with an error must not finalise — MPI_Finalize waits for the other ranks, which may be stuck in a
+  // collective waiting for this one, so neither would ever end. Exiting unfinalised, it lets mpirun end the job.
 }
 
 void Comm::check(const char* op, const char* fn, int rc) {
