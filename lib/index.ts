@@ -36,10 +36,10 @@ export { generateCorpus, describeCorpus } from './data/corpus.ts';
  */
 export * as distributed from './distributed/index.ts';
 export type { DistributedInfo, ReduceOp, CommStats } from './distributed/index.ts';
-export type { DistributedOption, CommPlan } from './distributed/data-parallel.ts';
+export type { DistributedOption, CommPlan, DataParallel } from './distributed/data-parallel.ts';
 export { lossCurveSvg, type LossSeries, type LossPlotOptions } from './plot.ts';
 // Types that appear in the signatures above (documented with them).
-export type { StackConfig, Dims, TokenIO, BlockStack, Model, KVCache } from './models/stack.ts';
+export type { StackConfig, Dims, TokenIO, BlockStack, Model, KVCache, LayerHook } from './models/stack.ts';
 export type { CheckpointMeta } from './io/checkpoint.ts';
 export type { LinearLike, LinearFactory } from './nn/layers.ts';
 export type { CorpusInfo } from './data/corpus.ts';

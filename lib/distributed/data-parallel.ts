@@ -39,6 +39,10 @@ export interface CommPlan {
   collectives: { kind: 'allReduce' | 'reduceScatter' | 'allGather'; elements: number }[];
 }
 
+/**
+ * What a Trainer with `distributed` does each step on this rank (trainer.dp): the packed flat-buffer reductions (plain
+ * data parallel), the ZeRO-1 shard of the update, or the overlapped per-layer buckets.
+ */
 export class DataParallel {
   readonly rank: number;
   readonly world: number;
@@ -138,6 +142,7 @@ export class DataParallel {
     }
   }
 
+  /** The flat-buffer collectives of one step and their bytes. */
   get plan(): CommPlan {
     const n = this.store.numel;
     if (this.overlap && this.buckets)
@@ -223,6 +228,7 @@ export class DataParallel {
     }
   }
 
+  /** Frees the packed buffers. */
   dispose(): void {
     this.packed.dispose();
     this.shardBuf?.dispose();

@@ -15,15 +15,6 @@ export interface AdamWConfig {
   weightDecay?: number;
 }
 
-/** Options of AdamW beyond its hyperparameters. */
-export interface AdamWOptions {
-  /**
-   * Update only the flat buffers' elements [lo, hi) and hold the moments of those only (ZeRO-1: each rank updates its
-   * shard; distributed Trainer). Default: the whole buffer.
-   */
-  window?: [number, number];
-}
-
 /** AdamW over the flat parameter buffer: its two moment buffers mirror the store (or its window), offset for offset. */
 export class AdamW {
   readonly m: Tensor;
@@ -32,7 +23,11 @@ export class AdamW {
   readonly window: [number, number];
   /** Updates taken so far (the next step() is update stepCount + 1, for bias correction). */
   stepCount = 0;
-  constructor(readonly store: ParameterStore, readonly config: AdamWConfig, options: AdamWOptions = {}) {
+  /**
+   * @param options.window Update only the flat buffers' elements [lo, hi) and hold the moments of those only (ZeRO-1:
+   * each rank updates its shard; the distributed Trainer). Default: the whole buffer.
+   */
+  constructor(readonly store: ParameterStore, readonly config: AdamWConfig, options: { window?: [number, number] } = {}) {
     if (!(store instanceof ParameterStore)) throw new TypeError('AdamW: store must be a ParameterStore (a model\'s .store)');
     if (typeof config?.lr !== 'number' || !Number.isFinite(config.lr) || config.lr < 0)
       throw new RangeError(`AdamW: lr must be a finite number >= 0, got ${String(config?.lr)}`);
