@@ -28,7 +28,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -93,13 +92,7 @@ def train(c, steps, warmup, zero):
         opt.step()
         return loss.item()
 
-    for _ in range(warmup):
-        step()
-    ms = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        ms.append((time.perf_counter() - t0) * 1e3)
+    ms = ref.time_steps(step, warmup, steps)
     out = {'ms_per_step': statistics.median(ms), 'steps_ms': ms, 'world': world, 'zero': zero,
            'parameters': sum(p.numel() for p in P.values()), 'torch': torch.__version__,
            'threads': torch.get_num_threads(), 'blas_libs': ref.loaded_blas()}

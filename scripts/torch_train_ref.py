@@ -141,6 +141,18 @@ def check():
     return 0 if worst < 1e-10 else 1
 
 
+def time_steps(step, warmup, steps):
+    """Runs step() warmup times, then steps times; returns each timed step's milliseconds."""
+    for _ in range(warmup):
+        step()
+    ms = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        ms.append((time.perf_counter() - t0) * 1e3)
+    return ms
+
+
 def train(c, steps, warmup, phase_steps):
     torch.set_num_threads(c.get('threads', 2))
     torch.manual_seed(0)
@@ -162,13 +174,7 @@ def train(c, steps, warmup, phase_steps):
         opt.step()
         return loss.item()
 
-    for _ in range(warmup):
-        step()
-    ms = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        ms.append((time.perf_counter() - t0) * 1e3)
+    ms = time_steps(step, warmup, steps)
     fwd, bwd, upd = [], [], []
     for _ in range(phase_steps):
         t0 = time.perf_counter()

@@ -44,6 +44,19 @@ std::string env_or(const char* var, const char* def) {
   return v && *v ? v : def;
 }
 
+// Resolves `name` in lib into fn (a function pointer or a Handle); the first missing symbol sets *why, naming the file,
+// and *ok false.
+template <typename Fn>
+void bind_symbol(void* lib, const std::string& file, const char* name, Fn& fn, bool* ok, std::string* why,
+                 const char* hint) {
+  void* p = dlsym(lib, name);
+  if (!p && *ok) {
+    *why = cat(file, " has no symbol ", name, hint);
+    *ok = false;
+  }
+  fn = reinterpret_cast<Fn>(p);
+}
+
 }  // namespace
 
 // ---- MPI ----------------------------------------------------------------------------------------------------------
@@ -85,14 +98,7 @@ struct MpiApi {
       return false;
     }
     bool ok = true;
-    auto sym = [&](auto& fn, const char* name) {
-      void* p = dlsym(lib, name);
-      if (!p && ok) {
-        *why = cat(*file, " has no symbol ", name, " (not Open MPI's ABI?)");
-        ok = false;
-      }
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(p);
-    };
+    auto sym = [&](auto& fn, const char* name) { bind_symbol(lib, *file, name, fn, &ok, why, " (not Open MPI's ABI?)"); };
     sym(Initialized, "MPI_Initialized");
     sym(Finalized, "MPI_Finalized");
     sym(Init_thread, "MPI_Init_thread");
@@ -149,14 +155,7 @@ struct NcclApi {
     lib = open_library(file->c_str(), why, global);
     if (!lib) return false;
     bool ok = true;
-    auto sym = [&](auto& fn, const char* name) {
-      void* p = dlsym(lib, name);
-      if (!p && ok) {
-        *why = cat(*file, " has no symbol ", name);
-        ok = false;
-      }
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(p);
-    };
+    auto sym = [&](auto& fn, const char* name) { bind_symbol(lib, *file, name, fn, &ok, why, ""); };
     sym(GetVersion, "ncclGetVersion");
     sym(GetUniqueId, "ncclGetUniqueId");
     sym(CommInitRank, "ncclCommInitRank");
