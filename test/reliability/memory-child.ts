@@ -10,6 +10,8 @@ const [scenario, nArg] = process.argv.slice(2);
 const N = Number(nArg);
 const gc = (globalThis as { gc?: () => void }).gc!;
 const rssMB = () => process.memoryUsage().rss / 2 ** 20;
+/** The V8 heap's size (heapTotal: what it has reserved, garbage included), which is part of RSS. */
+const heapMB = () => process.memoryUsage().heapTotal / 2 ** 20;
 
 /** Collects garbage (finalizers run from the event loop), waits for queued work, and empties the caching allocator. */
 async function collect(): Promise<void> {
@@ -65,8 +67,14 @@ if (scenario === 'cycles') {
     live.push(memory().cpu.tensors);
     // Sampled as a server would see it, without forcing collections mid-run (forced full collections were seen to
     // raise RSS by ~30 MiB to a plateau, with the heap and the live counts unchanged).
-    if (s.step === Math.floor(N / 10)) rssWarm = rssMB();
-    if (s.step === N) extra.rssLastStepMB = rssMB();
+    if (s.step === Math.floor(N / 10)) {
+      rssWarm = rssMB();
+      extra.heapWarmMB = heapMB();
+    }
+    if (s.step === N) {
+      extra.rssLastStepMB = rssMB();
+      extra.heapLastStepMB = heapMB();
+    }
   });
   const r = await trainer.run();
   trainer.dispose();
@@ -80,4 +88,4 @@ if (scenario === 'cycles') {
 }
 const seconds = (performance.now() - t0) / 1000;
 await collect();
-process.stdout.write(`${JSON.stringify({ scenario, n: N, seconds, start, end: counts(), peakBytes: memory().cpu.peakBytes, rssWarmMB: rssWarm, rssEndMB: rssMB(), ...extra })}\n`);
+process.stdout.write(`${JSON.stringify({ scenario, n: N, seconds, start, end: counts(), peakBytes: memory().cpu.peakBytes, rssWarmMB: rssWarm, rssEndMB: rssMB(), heapUsedEndMB: process.memoryUsage().heapUsed / 2 ** 20, ...extra })}\n`);

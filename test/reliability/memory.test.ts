@@ -26,13 +26,25 @@ test(`${CYCLES} tensor create/dispose cycles leave memory() at its start and RSS
   await record('memory-cycles', { ...r, boundMB: RSS_BOUND_MB });
 });
 
+/** What the V8 heap may still hold after the final full collection: the program's live JavaScript (about 9 MiB). */
+const LIVE_HEAP_BOUND_MB = 32;
+
+// Training is sampled without forced collections (as a server runs), and then the V8 heap grows for hundreds of steps
+// on garbage alone: heapTotal 18 -> 32 MiB by step 200 and 62 MiB by step 800, while the heap's live size after a
+// full collection stays at 8.3-8.9 MiB (measured; the same on the code before issue 16, where the whole-RSS bound of
+// 16 MiB was exceeded by 17-18 MiB in 3 of 3 runs on a loaded machine). So the RSS bound applies to what is outside
+// V8's heap (native memory: the allocators, the pool, the streams — where a native leak would show), and the heap is
+// checked by its live size after the final collection.
 test(`${STEPS} training steps of a small model leave memory() at its start and RSS flat`, async (t) => {
   const r = await scenario('training', STEPS);
   t.is(r.steps, STEPS);
   t.is(r.liveMax, r.liveMin, `live tensors after each step (past the first 5): ${r.liveMin}..${r.liveMax}`);
   t.deepEqual(r.end, r.start, 'tensors, storages and bytes back at their start values');
-  t.true(r.rssLastStepMB - r.rssWarmMB <= RSS_BOUND_MB, `RSS ${r.rssWarmMB.toFixed(1)} MiB at step ${STEPS / 10} -> ${r.rssLastStepMB.toFixed(1)} MiB at step ${STEPS} (bound ${RSS_BOUND_MB} MiB)`);
-  t.log(`${STEPS} steps in ${r.seconds.toFixed(1)} s (loss ${r.loss.toFixed(3)}); ${r.liveMin} live tensors after every step; memory() ${JSON.stringify(r.start)} -> ${JSON.stringify(r.end)}; RSS ${r.rssWarmMB.toFixed(1)} -> ${r.rssLastStepMB.toFixed(1)} MiB`);
+  const outside = (rss: number, heap: number) => rss - heap;
+  const growth = outside(r.rssLastStepMB, r.heapLastStepMB) - outside(r.rssWarmMB, r.heapWarmMB);
+  t.true(growth <= RSS_BOUND_MB, `RSS outside the V8 heap ${outside(r.rssWarmMB, r.heapWarmMB).toFixed(1)} MiB at step ${STEPS / 10} -> ${outside(r.rssLastStepMB, r.heapLastStepMB).toFixed(1)} MiB at step ${STEPS} (bound ${RSS_BOUND_MB} MiB)`);
+  t.true(r.heapUsedEndMB <= LIVE_HEAP_BOUND_MB, `the V8 heap holds ${r.heapUsedEndMB.toFixed(1)} MiB of live objects after the final collection (bound ${LIVE_HEAP_BOUND_MB} MiB)`);
+  t.log(`${STEPS} steps in ${r.seconds.toFixed(1)} s (loss ${r.loss.toFixed(3)}); ${r.liveMin} live tensors after every step; memory() ${JSON.stringify(r.start)} -> ${JSON.stringify(r.end)}; RSS ${r.rssWarmMB.toFixed(1)} -> ${r.rssLastStepMB.toFixed(1)} MiB, of which the V8 heap ${r.heapWarmMB.toFixed(1)} -> ${r.heapLastStepMB.toFixed(1)} MiB; live heap after the final collection ${r.heapUsedEndMB.toFixed(1)} MiB`);
   await record('memory-training', { ...r, boundMB: RSS_BOUND_MB });
 });
 
