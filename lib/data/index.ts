@@ -92,6 +92,16 @@ export class TokenDataset {
   }
 
   /**
+   * The tokens of `text` as one stream (no special tokens: a corpus is not one sequence), split as the constructor
+   * splits them; `tokenizer` is a CharTokenizer or a SubwordTokenizer.
+   */
+  static fromText(text: string, tokenizer: { readonly vocabSize: number; encode(text: string, options?: { addSpecialTokens?: boolean }): Int32Array }, trainFraction = 0.9): TokenDataset {
+    if (typeof text !== 'string') throw new TypeError(`TokenDataset.fromText: text must be a string, got ${describe(text)}`);
+    if (!tokenizer || typeof tokenizer.encode !== 'function') throw new TypeError('TokenDataset.fromText: tokenizer must be a CharTokenizer or a SubwordTokenizer');
+    return new TokenDataset(tokenizer.encode(text, { addSpecialTokens: false }), tokenizer.vocabSize, trainFraction);
+  }
+
+  /**
    * Batch number `index` of `split`: B windows of T + 1 tokens at offsets hashed from (seed, index, row) — the same
    * batch for the same arguments, always.
    */
