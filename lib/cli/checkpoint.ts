@@ -1,17 +1,17 @@
 // checkpoint.ts — reading checkpoints written by `sharedformer train`: the metadata (tokenizer, model and training
 // configuration) checked before any model is built, and loading a model for eval and generate.
 import { Decoder, TRAINER_MOMENTS, checkDecoderCheckpoint, type DecoderConfig } from '../models/decoder.ts';
-import { CharTokenizer } from '../data/index.ts';
+import { tokenizerFromJSON } from '../data/tokenizer.ts';
 import { SafetensorsError, readSafetensorsHeader, type SafeTensorInfo } from '../io/safetensors.ts';
 import { loadCheckpoint } from '../io/checkpoint.ts';
 import type { Device } from '../tensor.ts';
 import { CliError, firstLine, message, parseJSON } from './common.ts';
 import { TRAIN_KEYS, type ModelConfig, type TrainConfig } from './config.ts';
-import type { DataSource } from './data.ts';
+import type { AnyTokenizer, DataSource } from './data.ts';
 
 export interface Loaded {
   model: Decoder;
-  tokenizer: CharTokenizer;
+  tokenizer: AnyTokenizer;
   modelConfig: ModelConfig;
   trainConfig?: Partial<TrainConfig> & { data?: DataSource };
   metadata: Record<string, string>;
@@ -44,9 +44,9 @@ export function readCheckpointMeta(path: string, what: string): Omit<Loaded, 'mo
   if (md.format !== 'sharedformer' || md.model !== 'decoder') throw new CliError(`${what} ${path} is not a sharedformer decoder checkpoint`);
   if (!md.tokenizer) throw new CliError(`${what} ${path} has no tokenizer in its metadata (it was not written by 'sharedformer train')`);
   const bad = (m: string) => new CliError(m);
-  let tokenizer: CharTokenizer;
+  let tokenizer: AnyTokenizer;
   try {
-    tokenizer = CharTokenizer.fromJSON(parseJSON(md.tokenizer, `the tokenizer in ${path}`, bad));
+    tokenizer = tokenizerFromJSON(parseJSON(md.tokenizer, `the tokenizer in ${path}`, bad));
   } catch (e) {
     throw new CliError(`${what} ${path}: ${firstLine(message(e))}`);
   }

@@ -9,7 +9,7 @@ import { getNumThreads, setNumThreads } from '../runtime.ts';
 import { STRATEGIES, type SharingConfig } from '../sharing/plan.ts';
 import { CliError, EXIT_INTERRUPTED, EXIT_OK, UsageError, firstLine, fmt, jsonLine, message, say, tableLines, version, type CliIO } from './common.ts';
 import { DEFAULT_MODEL, buildModel, modelConfigFrom, readConfigFile, trainConfigFrom } from './config.ts';
-import { encode, loadData, makeDataset, vocabulary } from './data.ts';
+import { encode, loadData, makeDataset, newTokenizer, unitOf } from './data.ts';
 import { checkDevice } from './device.ts';
 import { COMMON, DATA_FLAGS, MODEL_FLAGS, QUIET, TRAIN_FLAGS, invocationDir, str, type Command, type Flags } from './flags.ts';
 import { runTraining } from './run-training.ts';
@@ -78,8 +78,9 @@ async function compareCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise
   const tcfg = trainConfigFrom({ steps: 300 }, file.train, f, base.maxSeq ?? 64);
   const evalEvery = tcfg.evalEvery || Math.max(1, Math.floor(tcfg.steps / 10));
   const { text, source, label } = loadData(f.data === undefined && f.corpus === undefined ? { ...f, corpus: 'default' } : f, undefined, 'compare');
-  const tok = vocabulary(text, f['vocab-from-data'] === true);
-  const data = makeDataset(encode(tok, text, label), tok.vocabSize, tcfg.seqLen, label);
+  const tok = newTokenizer(f, text);
+  const unit = unitOf(tok);
+  const data = makeDataset(encode(tok, text, label), tok.vocabSize, tcfg.seqLen, label, unit);
   const configs = entries.map((e) => ({ ...e, model: { ...base, sharing: { ...e.sharing, ...(base.sharing?.kvShareGroup ? { kvShareGroup: base.sharing.kvShareGroup } : {}) }, seed: base.seed ?? tcfg.seed } }));
   // Every model is built once before any training, so that a bad combination fails at once; and the options too.
   for (const c of configs) {
@@ -100,14 +101,14 @@ async function compareCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise
   }
 
   const settings = {
-    model: { ...base, sharing: undefined, vocab: tok.vocabSize }, train: tcfg, evalEvery, data: source, device,
+    model: { ...base, sharing: undefined, vocab: tok.vocabSize }, train: tcfg, evalEvery, data: source, unit, ...(unit === 'token' ? { tokenizer: (tok as { sha256: string }).sha256 } : {}), device,
     threads: getNumThreads(), version: version(), date: new Date().toISOString(),
   };
   const line = (s = '') => { if (!json) say(io, s); };
   if (json) jsonLine(io, { type: 'start', strategies: entries.map((e) => e.name), ...settings });
   line(`compare   ${entries.length} sharing strategies at ${tcfg.steps} steps each: ${entries.map((e) => e.name).join(', ')}`);
   line(`model     ${layers} layers, dModel ${base.dModel}, ${base.heads} heads, dFF ${base.dFF}, context ${base.maxSeq}, vocabulary ${tok.vocabSize}, on ${device}`);
-  line(`data      ${label}: ${fmt(data.train.length)} train / ${fmt(data.val.length)} validation characters; the same batches for every run`);
+  line(`data      ${label}: ${fmt(data.train.length)} train / ${fmt(data.val.length)} validation ${unit === 'char' ? 'characters' : 'tokens'}; the same batches for every run`);
   line(`training  batch ${tcfg.batchSize} x ${tcfg.seqLen}, lr ${tcfg.lr} (${tcfg.schedule}, warmup ${tcfg.warmup}), validation every ${evalEvery} steps on ${tcfg.evalBatches} batches, ${getNumThreads()} CPU threads`);
 
   const rows: CompareRow[] = [];
@@ -140,7 +141,7 @@ async function compareCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise
       rows.push(row);
       write(true);
       if (json) jsonLine(io, { type: 'result', ...row, curve: undefined });
-      else line(`        validation loss ${row.valLoss.toFixed(4)} nats/char = ${row.bpc.toFixed(3)} bits/char; ${fmt(row.tokensPerSec)} tokens/s; ${r.seconds.toFixed(1)} s`);
+      else line(`        validation loss ${row.valLoss.toFixed(4)} nats/${unit} = ${row.bpc.toFixed(3)} bits/${unit}; ${fmt(row.tokensPerSec)} tokens/s; ${r.seconds.toFixed(1)} s`);
     } finally {
       model.store.dispose();
     }
@@ -157,7 +158,7 @@ async function compareCommand(f: Flags, io: CliIO, signal: AbortSignal): Promise
     return EXIT_OK;
   }
   const ref = rows.find((r) => r.name === 'none');
-  const head = ['strategy', 'unique params', 'bytes', ...(ref ? ['vs none'] : []), 'val loss', 'bits/char', 'tokens/s'];
+  const head = ['strategy', 'unique params', 'bytes', ...(ref ? ['vs none'] : []), 'val loss', `bits/${unit}`, 'tokens/s'];
   const cells = rows.map((r) => [
     r.name, fmt(r.uniqueParameters), fmt(r.parameterBytes), ...(ref ? [`${((100 * r.uniqueParameters) / ref.uniqueParameters).toFixed(0)}%`] : []),
     r.valLoss.toFixed(4), r.bpc.toFixed(3), fmt(r.tokensPerSec),

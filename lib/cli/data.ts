@@ -3,6 +3,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { CharTokenizer, TokenDataset } from '../data/index.ts';
+import { SubwordTokenizer } from '../data/tokenizer.ts';
 import { generateCorpus } from '../data/corpus.ts';
 import { CliError, UsageError, firstLine, fmt, message } from './common.ts';
 import { num, str, type Flags } from './flags.ts';
@@ -93,20 +94,62 @@ export function loadData(f: Flags, recorded: DataSource | undefined, needed: str
   return { text: generateCorpus(source.chars), source, label: `the embedded corpus (${fmt(source.chars)} characters)` };
 }
 
-export function encode(tok: CharTokenizer, text: string, what: string): Int32Array {
+/** The tokenizers of the CLI: characters (the default) or a Hugging Face tokenizer.json (--tokenizer FILE). */
+export type AnyTokenizer = CharTokenizer | SubwordTokenizer;
+
+/** What one token of `tok` is, for the units of losses and sizes ("nats/char", "nats/token"). */
+export function unitOf(tok: AnyTokenizer): 'char' | 'token' {
+  return tok instanceof SubwordTokenizer ? 'token' : 'char';
+}
+
+function describeTokenizer(tok: AnyTokenizer): string {
+  return tok instanceof SubwordTokenizer ? `the ${tok.model} tokenizer with SHA-256 ${tok.sha256.slice(0, 12)}...` : `a character tokenizer (${tok.vocabSize} characters)`;
+}
+
+/** --tokenizer FILE, read and checked (CliError naming the file), or undefined when the flag is absent. */
+export function tokenizerFlag(f: Flags): SubwordTokenizer | undefined {
+  const path = str(f, 'tokenizer');
+  if (path === undefined) return undefined;
   try {
-    return tok.encode(text);
+    return SubwordTokenizer.fromFile(path);
+  } catch (e) {
+    throw new CliError(`--tokenizer ${path}: ${firstLine(message(e)).replace(/^SubwordTokenizer(\.fromFile)?: /, '')}`);
+  }
+}
+
+/**
+ * The tokenizer of a command that reads a checkpoint: the checkpoint's own. --tokenizer FILE, when given, must be the
+ * same tokenizer (by SHA-256): a model cannot be read through another vocabulary.
+ */
+export function checkpointTokenizer(f: Flags, recorded: AnyTokenizer, checkpoint: string): AnyTokenizer {
+  const given = tokenizerFlag(f);
+  if (given !== undefined && !(recorded instanceof SubwordTokenizer && recorded.sha256 === given.sha256))
+    throw new CliError(`--tokenizer ${str(f, 'tokenizer')} is ${describeTokenizer(given)}, but ${checkpoint} was trained with ${describeTokenizer(recorded)}; leave out --tokenizer (the checkpoint holds its tokenizer) or use a checkpoint trained with this one`);
+  return recorded;
+}
+
+/** The tokenizer of a new model: --tokenizer FILE, or characters (see vocabulary()). */
+export function newTokenizer(f: Flags, text: string): AnyTokenizer {
+  const given = tokenizerFlag(f);
+  if (given !== undefined && f['vocab-from-data'] === true) throw new UsageError('give either --tokenizer FILE or --vocab-from-data, not both');
+  return given ?? vocabulary(text, f['vocab-from-data'] === true);
+}
+
+/** The ids of `text` (no special tokens: a corpus or a prompt is not a sentence pair), with the CLI's errors. */
+export function encode(tok: AnyTokenizer, text: string, what: string): Int32Array {
+  try {
+    return tok instanceof SubwordTokenizer ? tok.encode(text, { addSpecialTokens: false }) : tok.encode(text);
   } catch (e) {
     throw new CliError(`${what}: ${firstLine(message(e)).replace(/^CharTokenizer\.encode: /, '')} of the model`);
   }
 }
 
-export function makeDataset(tokens: Int32Array, vocab: number, seqLen: number, label: string): TokenDataset {
+export function makeDataset(tokens: Int32Array, vocab: number, seqLen: number, label: string, unit: 'char' | 'token' = 'char'): TokenDataset {
   const data = new TokenDataset(tokens, vocab);
   const need = seqLen + 1;
   if (data.train.length < need || data.val.length < need)
     throw new CliError(
-      `${label} is too small: ${fmt(tokens.length)} characters give ${fmt(data.train.length)} for training and ${fmt(data.val.length)} for validation (the last 10%); each needs at least seq + 1 = ${need}`,
+      `${label} is too small: ${fmt(tokens.length)} ${unit === 'char' ? 'characters' : 'tokens'} give ${fmt(data.train.length)} for training and ${fmt(data.val.length)} for validation (the last 10%); each needs at least seq + 1 = ${need}`,
     );
   return data;
 }

@@ -4,7 +4,7 @@ import { setNumThreads } from '../runtime.ts';
 import { evaluate } from '../train/trainer.ts';
 import { EXIT_OK, UsageError, jsonLine, say, type CliIO } from './common.ts';
 import { checkRecordedBatch, loadModel, readCheckpointMeta } from './checkpoint.ts';
-import { encode, loadData, makeDataset } from './data.ts';
+import { checkpointTokenizer, encode, loadData, makeDataset, unitOf } from './data.ts';
 import { checkDevice } from './device.ts';
 import { COMMON, DATA_FLAGS, MODEL_FLAGS, num, str, type Command, type Flags } from './flags.ts';
 
@@ -14,6 +14,8 @@ async function evalCommand(f: Flags, io: CliIO): Promise<number> {
   if (f.threads !== undefined) setNumThreads(f.threads as number);
   const device = checkDevice(str(f, 'device'));
   const meta = readCheckpointMeta(path, '--model');
+  const tok = checkpointTokenizer(f, meta.tokenizer, `--model ${path}`);
+  const unit = unitOf(tok);
   const { text, label } = loadData(f, meta.trainConfig?.data, 'eval');
   const tc = meta.trainConfig ?? {};
   const maxSeq = meta.modelConfig.maxSeq ?? 64;
@@ -23,16 +25,16 @@ async function evalCommand(f: Flags, io: CliIO): Promise<number> {
   if (T > maxSeq) throw new UsageError(`--seq ${T} exceeds the model's context (maxSeq ${maxSeq})`);
   const seed = num(f, 'seed') ?? tc.seed ?? 1;
   const batches = num(f, 'batches') ?? 20;
-  const tokens = encode(meta.tokenizer, text, label);
-  const data = makeDataset(tokens, meta.tokenizer.vocabSize, T, label);
+  const tokens = encode(tok, text, label);
+  const data = makeDataset(tokens, tok.vocabSize, T, label, unit);
   const { model } = loadModel(path, device, meta);
   try {
     const loss = await evaluate(model, data, { batches, batchSize: B, seqLen: T, seed });
     const bpc = loss / Math.LN2;
-    if (f.json) jsonLine(io, { type: 'eval', model: path, data: label, loss, bpc, batches, batchSize: B, seqLen: T, characters: batches * B * T });
+    if (f.json) jsonLine(io, { type: 'eval', model: path, data: label, loss, bpc, batches, batchSize: B, seqLen: T, characters: batches * B * T, tokens: batches * B * T, unit });
     else {
-      say(io, `validation loss ${loss.toFixed(4)} nats/char  ${bpc.toFixed(3)} bits/char`);
-      say(io, `(${batches} batches of ${B} x ${T} characters from the validation split, the last 10%, of ${label})`);
+      say(io, `validation loss ${loss.toFixed(4)} nats/${unit}  ${bpc.toFixed(3)} bits/${unit}`);
+      say(io, `(${batches} batches of ${B} x ${T} ${unit === 'char' ? 'characters' : 'tokens'} from the validation split, the last 10%, of ${label})`);
     }
     return EXIT_OK;
   } finally {
@@ -49,7 +51,7 @@ export const evalCmd: Command = {
     ...DATA_FLAGS,
     batches: { kind: 'int', arg: 'N', min: 1, help: 'validation batches (default 20)' },
     batch: { kind: 'int', arg: 'B', min: 1, help: 'sequences per batch (default: as trained)' },
-    seq: { kind: 'int', arg: 'T', min: 1, help: 'characters per sequence (default: as trained)' },
+    seq: { kind: 'int', arg: 'T', min: 1, help: 'tokens (characters, or subword tokens) per sequence (default: as trained)' },
     seed: { kind: 'int', arg: 'N', min: 0, max: 0xffffffff, help: 'which batches (default: as trained)' },
     device: MODEL_FLAGS.device,
     ...COMMON,

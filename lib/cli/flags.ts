@@ -63,10 +63,17 @@ export const TRAIN_FLAGS: Specs = {
   seed: { kind: 'int', arg: 'N', min: 0, max: 0xffffffff, help: 'seed of the initialisation and the batches (default 1)' },
 };
 
+/** --tokenizer FILE: subword tokens from a Hugging Face tokenizer.json; a checkpoint embeds it. */
+export const TOKENIZER_FLAG: Specs[string] = {
+  kind: 'string', arg: 'FILE', path: true,
+  help: 'a Hugging Face tokenizer.json (BPE, WordPiece or Unigram) for subword tokens instead of characters; checkpoints embed it, and a checkpoint refuses another one',
+};
+
 export const DATA_FLAGS: Specs = {
   data: { kind: 'string', arg: 'FILE', path: true, help: 'a UTF-8 text file' },
   corpus: { kind: 'string', arg: 'NAME', choices: ['default'], help: 'the embedded corpus instead of a file' },
   'corpus-chars': { kind: 'int', arg: 'N', min: 1000, help: 'characters of the embedded corpus (default 400000)' },
+  tokenizer: TOKENIZER_FLAG,
 };
 
 export interface Command {

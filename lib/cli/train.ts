@@ -11,7 +11,7 @@ import * as distributed from '../distributed/index.ts';
 import { CliError, EXIT_INTERRUPTED, EXIT_OK, RankError, UsageError, fixed, fmt, jsonLine, say, version, type CliIO } from './common.ts';
 import { readCheckpointMeta, checkRecordedBatch } from './checkpoint.ts';
 import { DEFAULT_MODEL, FLAG_TO_TRAIN, buildModel, modelConfigFrom, readConfigFile, trainConfigFrom } from './config.ts';
-import { encode, loadData, makeDataset, vocabulary } from './data.ts';
+import { checkpointTokenizer, encode, loadData, makeDataset, newTokenizer, unitOf } from './data.ts';
 import { checkDevice } from './device.ts';
 import { COMMON, DATA_FLAGS, DIST_FLAGS, MODEL_FLAGS, OUTPUT_FLAGS, QUIET, TRAIN_FLAGS, checkOutputFlags, distributedOption, num, str, type Command, type Flags, type Specs } from './flags.ts';
 import { outputPaths, runTraining } from './run-training.ts';
@@ -61,9 +61,11 @@ async function trainRun(f: Flags, io: CliIO, signal: AbortSignal, device: Device
 
   const prior = resumePath !== undefined ? readCheckpointMeta(resumePath, '--resume') : undefined;
   if (prior && f['vocab-from-data']) throw new UsageError('--vocab-from-data cannot be used with --resume (the vocabulary comes from the checkpoint)');
+  const recordedTok = prior ? checkpointTokenizer(f, prior.tokenizer, `--resume ${resumePath}`) : undefined;
   if (prior && !prior.hasMoments) throw new CliError(`--resume ${resumePath} holds no optimizer state (it was not written by a Trainer)`);
   const { text, source, label } = loadData(f, prior?.trainConfig?.data, 'train');
-  const tok = prior?.tokenizer ?? vocabulary(text, f['vocab-from-data'] === true);
+  const tok = recordedTok ?? newTokenizer(f, text);
+  const unit = unitOf(tok);
   const tokens = encode(tok, text, label);
 
   const mcfg = modelConfigFrom(prior?.modelConfig ?? DEFAULT_MODEL, file.model, f);
@@ -76,7 +78,7 @@ async function trainRun(f: Flags, io: CliIO, signal: AbortSignal, device: Device
   if (f.batch === undefined && file.train.batchSize === undefined) checkRecordedBatch(`--resume ${resumePath}`, prior?.trainConfig?.batchSize);
   const tcfg = trainConfigFrom(prior?.trainConfig ?? {}, file.train, f, mcfg.maxSeq ?? 64);
   checkOutputFlags(f, tcfg.evalEvery ?? 0);
-  const data = makeDataset(tokens, tok.vocabSize, tcfg.seqLen, label);
+  const data = makeDataset(tokens, tok.vocabSize, tcfg.seqLen, label, unit);
   const model = buildModel({ ...mcfg, seed: mcfg.seed ?? tcfg.seed }, tok.vocabSize, device);
   try {
     const files = outputPaths(out);
@@ -115,14 +117,14 @@ async function trainRun(f: Flags, io: CliIO, signal: AbortSignal, device: Device
         if (json) {
           jsonLine(io, {
             type: 'start', model: { ...mcfg, vocab: tok.vocabSize }, plan: model.plan.describe(), uniqueParameters: acc.uniqueParameters,
-            parameterBytes: acc.parameterBytes, train: tcfg, data: source, characters: tokens.length, startStep: start, device,
+            parameterBytes: acc.parameterBytes, train: tcfg, data: source, characters: tokens.length, tokens: tokens.length, tokenizer: unit === 'char' ? 'char' : (tok as { sha256: string }).sha256, startStep: start, device,
             log: files.log, plot: files.plot,
             ...(dp ? { world: dp.world, zero: dp.zero, comm_bytes: dp.plan.bytesPerStep } : {}),
           });
         } else {
           say(io, `model     ${model.plan.describe()}; ${fmt(acc.uniqueParameters)} unique parameters (${fmt(acc.parameterBytes)} bytes)`);
           say(io, `          dModel ${model.config.dModel}, ${model.config.heads} heads, dFF ${model.config.dFF}, context ${model.config.maxSeq}, vocabulary ${tok.vocabSize}, on ${device}`);
-          say(io, `data      ${label}: ${fmt(tokens.length)} characters (${fmt(data.train.length)} train, ${fmt(data.val.length)} validation)`);
+          say(io, `data      ${label}: ${fmt(tokens.length)} ${unit === 'char' ? 'characters' : 'tokens'} (${fmt(data.train.length)} train, ${fmt(data.val.length)} validation)`);
           say(io, `training  steps ${start} -> ${steps}, batch ${tcfg.batchSize} x ${tcfg.seqLen}${(tcfg.accumulate ?? 1) > 1 ? ` x ${tcfg.accumulate}` : ''}, lr ${tcfg.lr} (${tcfg.schedule}, warmup ${tcfg.warmup}), ${getNumThreads()} CPU threads`);
           if (dp) {
             const moved = dp.zero ? 'reduce-scattered and all-gathered' : 'all-reduced';
@@ -134,7 +136,7 @@ async function trainRun(f: Flags, io: CliIO, signal: AbortSignal, device: Device
       },
       onEval: (e: EvalInfo) => {
         if (json) jsonLine(io, { type: 'eval', step: e.step, loss: e.loss, bpc: e.bpc });
-        else say(io, `step ${String(e.step).padStart(String(steps).length)}  validation loss ${e.loss.toFixed(4)}  ${e.bpc.toFixed(3)} bits/char`);
+        else say(io, `step ${String(e.step).padStart(String(steps).length)}  validation loss ${e.loss.toFixed(4)}  ${e.bpc.toFixed(3)} bits/${unit}`);
       },
       onCheckpoint: (c) => {
         if (json) jsonLine(io, { type: 'checkpoint', step: c.step, path: c.path, ...(c.kind === 'best' ? { best: true, valLoss: c.valLoss } : {}) });
@@ -160,7 +162,7 @@ async function trainRun(f: Flags, io: CliIO, signal: AbortSignal, device: Device
     else {
       if (r.earlyStop) say(io, `stopped   early at step ${r.step} of ${steps}: ${r.earlyStop.reason} (--patience ${r.earlyStop.patience})`);
       const reached = r.start > 0 ? ` (step ${r.start} -> ${r.step})` : '';
-      say(io, `done      ${sessionSteps} steps${reached} in ${r.seconds.toFixed(1)} s (${fmt(r.tokensPerSec)} tokens/s); train loss ${fixed(r.last?.loss, 4)}, validation loss ${val.loss.toFixed(4)} (${val.bpc.toFixed(3)} bits/char)`);
+      say(io, `done      ${sessionSteps} steps${reached} in ${r.seconds.toFixed(1)} s (${fmt(r.tokensPerSec)} tokens/s); train loss ${fixed(r.last?.loss, 4)}, validation loss ${val.loss.toFixed(4)} (${val.bpc.toFixed(3)} bits/${unit})`);
       if (r.comm)
         say(io, `comm      ${ranks(r.comm.world)} (ZeRO-${r.comm.zero}): ${fmt(r.comm.bytesPerStep)} bytes per step; ${r.comm.msPerStep.toFixed(1)} ms per step in collectives on rank 0 (${(100 * r.comm.share).toFixed(1)}% of the step time)`);
       say(io, `saved     ${out}`);
