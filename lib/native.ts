@@ -131,6 +131,8 @@ export interface NativeAddon {
   memory(): Record<string, DeviceMemory>;
   backends(): BackendsInfo;
   buildInfo(): BuildInfo;
+  /** BPE merges (native/core/bpe.h): (left, right, id) triples in rank order, computed off the JavaScript thread. */
+  bpeTrain(symbols: Int32Array, offsets: Float64Array, counts: Float64Array, tokens: string[], vocabSize: number, minFrequency: number): Promise<Int32Array>;
   setNumThreads(n: number): void;
   numThreads(): number;
   synchronize(): Promise<void>;

@@ -9,9 +9,12 @@ Run: python3 -m venv /tmp/hfv && /tmp/hfv/bin/pip install tokenizers && /tmp/hfv
 """
 import json
 import os
+import subprocess
+import tempfile
 
 import tokenizers
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+from tokenizers.models import BPE
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'test', 'fixtures', 'tokenizers')
 
@@ -115,6 +118,39 @@ STRINGS = [
 ]
 
 
+# The training fixture: the embedded corpus (lib/data/corpus.ts, generateCorpus(60000, 1)) followed by this text,
+# trained by the Python library's BpeTrainer as docs/tokenizers.md describes; test/bpe-train.test.ts trains on the same
+# text with trainBpe and compares the vocabulary and the merges.
+TRAIN_TAIL = ''.join(
+    f'Line {i}: naïve café — 東京 {i * 37} 😀 e\u0301  \t tabs, CRLF\r\n' + ("    indented it's ok\n" if i % 3 == 0 else '\n')
+    for i in range(40))
+TRAIN_VOCAB = 700
+
+
+def bpe_training_fixture():
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+    corpus = subprocess.run(
+        ['npx', 'tsx', '-e', "import('./lib/data/corpus.ts').then((m) => process.stdout.write(m.generateCorpus(60000, 1)))"],
+        cwd=root, check=True, capture_output=True).stdout.decode('utf-8')
+    assert len(corpus) == 60000
+    with tempfile.NamedTemporaryFile('w', encoding='utf-8', suffix='.txt', delete=False) as f:
+        f.write(corpus + TRAIN_TAIL)
+        path = f.name
+    try:
+        tok = Tokenizer(BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=TRAIN_VOCAB, min_frequency=0, special_tokens=['<|endoftext|>'],
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+        tok.train([path], trainer)
+    finally:
+        os.unlink(path)
+    model = json.loads(tok.to_str())['model']
+    merges = [m if isinstance(m, list) else m.split(' ') for m in model['merges']]
+    return {'generator': f'tokenizers {tokenizers.__version__} (Python) BpeTrainer', 'corpus': 'generateCorpus(60000, 1)',
+            'tail': TRAIN_TAIL, 'vocab_size': TRAIN_VOCAB, 'vocab': model['vocab'], 'merges': merges}
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     expected = {'generator': f'tokenizers {tokenizers.__version__} (Python)', 'cases': {}}
@@ -135,6 +171,9 @@ def main():
         expected['cases'][name] = {'vocab_size': tok.get_vocab_size(with_added_tokens=True), 'rows': rows}
     with open(os.path.join(OUT, 'expected.json'), 'w', encoding='utf-8') as f:
         json.dump(expected, f, ensure_ascii=False, indent=1)
+        f.write('\n')
+    with open(os.path.join(OUT, 'bpe-train.json'), 'w', encoding='utf-8') as f:
+        json.dump(bpe_training_fixture(), f, ensure_ascii=False)
         f.write('\n')
 
 

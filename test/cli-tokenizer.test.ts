@@ -106,3 +106,39 @@ test('generateText with a subword tokenizer streams the decoded text: the chunks
     model.store.dispose();
   }
 });
+
+test('tokenizer train writes a byte-level BPE tokenizer.json that train --tokenizer then uses; its errors', async (t) => {
+  const out = join(dir, 'trained.json');
+  const r = await run(['tokenizer', 'train', '--data', textFile, '--vocab', '280', '--out', out, '--json']);
+  t.is(r.code, 0, r.err);
+  const line = jsonLines(r.out)[0];
+  t.is(line.type, 'tokenizer');
+  t.is(line.vocab, 280);
+  t.is(line.merges, 280 - 257);
+  t.is(line.bytes, Buffer.byteLength(text, 'utf8'));
+  t.true((line.mbPerSecond as number) > 0);
+  const tok = SubwordTokenizer.fromFile(out);
+  t.is(tok.model, 'BPE');
+  t.is(tok.decode(tok.encode(text, { addSpecialTokens: false })), text);
+  t.is(line.sha256, tok.sha256);
+  const human = await run(['tokenizer', 'train', '--data', textFile, '--vocab', '1000', '--out', join(dir, 't2.json'), '--special-tokens', '<s>,</s>']);
+  t.is(human.code, 0, human.err);
+  // Four sentences repeated: the pairs run out before 1000 tokens.
+  t.regex(human.out, /vocabulary \d+ = 2 special \+ 256 bytes \+ \d+ merges \(the text has no more pairs to merge; 1,000 asked\)/);
+  t.regex(human.out, /MB\/s/);
+  const m = join(dir, 'm.safetensors');
+  t.is((await run(['train', '--data', textFile, '--tokenizer', out, '--out', m, '--steps', '2', ...TINY])).code, 0);
+  for (const [argv, code, re] of [
+    [['tokenizer'], 2, /tokenizer needs the verb 'train'/],
+    [['tokenizer', 'fit', '--data', textFile], 2, /unknown verb 'fit' of tokenizer; verbs: train/],
+    [['tokenizer', 'train', '--data', textFile, '--vocab', '100', '--out', join(dir, 'x.json')], 2, /vocabSize must be an integer in \[257/],
+    [['tokenizer', 'train', '--data', textFile, '--vocab', '300'], 2, /--out FILE .* is required/],
+    [['tokenizer', 'train', '--data', textFile, '--vocab', '300', '--out', join(dir, 'no', 'x.json')], 1, /the folder .* does not exist/],
+    [['tokenizer', 'train', '--data', join(dir, 'nope.txt'), '--vocab', '300', '--out', join(dir, 'x.json')], 1, /cannot read --data .*no such file/],
+  ] as const) {
+    const e = await run([...argv]);
+    t.is(e.code, code, `${argv.join(' ')}: ${e.err}`);
+    t.regex(e.err, re);
+  }
+  t.regex((await run(['help', 'tokenizer'])).out, /sharedformer tokenizer train --data FILE --vocab N --out tokenizer\.json/);
+});

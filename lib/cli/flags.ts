@@ -82,6 +82,8 @@ export interface Command {
   specs: Specs;
   examples: string[];
   run(flags: Flags, io: CliIO, signal: AbortSignal): Promise<number>;
+  /** Verbs that must follow the command (`tokenizer train`); the flags come after the verb, which run() sees as flags.verb. */
+  verbs?: string[];
   /** Takes SIGINT (train, demo). */
   interruptible?: boolean;
 }

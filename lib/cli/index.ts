@@ -21,6 +21,7 @@ import { evalCmd } from './eval.ts';
 import { generateCmd } from './generate.ts';
 import { infoCmd } from './info.ts';
 import { trainCmd } from './train.ts';
+import { tokenizerCmd } from './tokenizer.ts';
 
 export { CliError, UsageError, printable, version, type CliIO, type CliStream } from './common.ts';
 export { parseFlags, invocationDir, type Flags, type FlagSpec, type Specs } from './flags.ts';
@@ -40,6 +41,7 @@ const COMMANDS: Record<string, Command> = {
   compare: compareCmd,
   info: infoCmd,
   bench: benchCmd,
+  tokenizer: tokenizerCmd,
 };
 
 function flagLines(specs: Specs): string[] {
@@ -122,7 +124,16 @@ export async function main(argv: string[], io: CliIO = { stdout: process.stdout,
       }
       return await benchCommand(rest, io);
     }
-    const flags = parseFlags(rest, c.specs);
+    let args = rest, verb: string | undefined;
+    if (c.verbs) {
+      verb = rest[0];
+      if (verb !== undefined && !verb.startsWith('-')) {
+        if (!c.verbs.includes(verb)) throw new UsageError(`unknown verb '${verb}' of ${cmd}; verbs: ${c.verbs.join(', ')}`);
+        args = rest.slice(1);
+      } else verb = undefined;
+    }
+    const flags = parseFlags(args, c.specs);
+    if (verb !== undefined) flags.verb = verb;
     if (flags.help) {
       io.stdout.write(`${usage(cmd)}\n`);
       return EXIT_OK;

@@ -12,6 +12,7 @@ void register_train_ops(Napi::Env env, Napi::Object exports);
 void register_attention_ops(Napi::Env env, Napi::Object exports);
 void register_device_ops(Napi::Env env, Napi::Object exports);
 void register_distributed_ops(Napi::Env env, Napi::Object exports);
+void register_text_ops(Napi::Env env, Napi::Object exports);
 
 void register_ops(Napi::Env env, Napi::Object exports) {
   register_matmul_ops(env, exports);
@@ -22,6 +23,7 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   register_attention_ops(env, exports);
   register_device_ops(env, exports);
   register_distributed_ops(env, exports);
+  register_text_ops(env, exports);
 }
 
 OpArgs::OpArgs(const Napi::CallbackInfo& info, const char* op, size_t min_args)
