@@ -7,6 +7,7 @@ import { native } from '../native.ts';
 import { describe } from '../validate.ts';
 import { SubwordTokenizer } from './tokenizer.ts';
 
+/** Options of trainBpe. */
 export interface TrainBpeOptions {
   /** Tokens in the vocabulary: special tokens + the 256 byte tokens + merges (at least specials + 256). */
   vocabSize: number;
@@ -16,6 +17,7 @@ export interface TrainBpeOptions {
   minFrequency?: number;
 }
 
+/** What trainBpe returns: the tokenizer, its tokenizer.json text, and what the training saw and took. */
 export interface TrainBpeResult {
   tokenizer: SubwordTokenizer;
   /** The tokenizer.json text. */

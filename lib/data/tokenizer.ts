@@ -16,11 +16,15 @@ import { CharTokenizer } from './index.ts';
 export interface TextTokenizer {
   /** Ids are 0 .. vocabSize - 1. */
   readonly vocabSize: number;
+  /** The ids of `text`. */
   encode(text: string): Int32Array;
+  /** The text of `ids`. */
   decode(ids: ArrayLike<number>): string;
+  /** The description checkpoints store; tokenizerFromJSON() reads it back. */
   toJSON(): CharTokenizerJSON | SubwordTokenizerJSON;
 }
 
+/** A character tokenizer as checkpoints store it (CharTokenizer.toJSON()). */
 export interface CharTokenizerJSON {
   type: 'char';
   chars: string[];
@@ -33,11 +37,13 @@ export interface SubwordTokenizerJSON {
   json: string;
 }
 
+/** Options of SubwordTokenizer.encode and tokenize. */
 export interface TokenizerEncodeOptions {
   /** Add the special tokens of the tokenizer's post-processor ([CLS] ... [SEP] for BERT); default true, as in Hugging Face. */
   addSpecialTokens?: boolean;
 }
 
+/** Options of SubwordTokenizer.decode. */
 export interface TokenizerDecodeOptions {
   /** Leave out the special tokens (added tokens marked special); default false, as in Hugging Face. */
   skipSpecialTokens?: boolean;
@@ -45,6 +51,7 @@ export interface TokenizerDecodeOptions {
 
 /** The model types of tokenizer.json this library reads. */
 export const SUBWORD_MODELS = ['BPE', 'WordPiece', 'Unigram'] as const;
+/** One of SUBWORD_MODELS. */
 export type SubwordModel = (typeof SUBWORD_MODELS)[number];
 
 const MAX_FILE_BYTES = 256 * 1024 * 1024;
@@ -185,6 +192,7 @@ export class SubwordTokenizer implements TextTokenizer {
     return [...this.specialIds].sort((a, b) => a - b);
   }
 
+  /** The description checkpoints store: the tokenizer.json text and its SHA-256. */
   toJSON(): SubwordTokenizerJSON {
     return { type: 'huggingface', sha256: this.sha256, json: this.json };
   }
