@@ -2,9 +2,9 @@
 // cannot be used (it falls back to the CPU package and says why in backends().cuda.reason). The install itself —
 // packing, installing offline without a compiler, training and generating — is `npm run test:install`.
 import test from 'ava';
-import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { packageRoot } from '../lib/index.ts';
 
@@ -88,6 +88,11 @@ test('backends().cuda.reason carries the loader note when the CUDA package was p
   const dir = fakeInstall('broken', true);
   try {
     cpSync(join(packageRoot, 'lib'), join(dir, 'lib'), { recursive: true });
+    // The package's own dependencies, as an install has them beside it.
+    for (const dep of Object.keys(JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')).dependencies as Record<string, string>)) {
+      mkdirSync(dirname(join(dir, 'node_modules', dep)), { recursive: true });
+      if (!existsSync(join(dir, 'node_modules', dep))) symlinkSync(join(packageRoot, 'node_modules', dep), join(dir, 'node_modules', dep));
+    }
     const script = `import(${JSON.stringify(join(dir, 'lib', 'index.ts'))}).then((m) => {
       console.log(JSON.stringify({ cuda: m.backends().cuda, path: m.buildInfo().path }));
     });`;
