@@ -162,7 +162,8 @@ Napi::Value DistReduceScatter(const Napi::CallbackInfo& info) {
     const bool mean = get_mean(args[2], op);
     Comm* c = &need_comm(args);
     const int64_t n = in.numel();
-    const auto [b, e] = shard_range(n, c->size(), c->rank());
+    const auto r_ = shard_range(n, c->size(), c->rank());
+    const int64_t b = r_.first, e = r_.second;  // not a structured binding: lambdas capture it (C++17)
     if (out.numel() != e - b)
       range_error(op, ": rank ", c->rank(), " of ", c->size(), ": out has ", out.numel(), " elements; its shard of in (",
                   n, " elements) has ", e - b, " (elements ", b, " to ", e, ")");
@@ -196,7 +197,8 @@ Napi::Value DistAllGather(const Napi::CallbackInfo& info) {
     check_f32_dev(args, in, "in");
     Comm* c = &need_comm(args);
     const int64_t n = out.numel();
-    const auto [b, e] = shard_range(n, c->size(), c->rank());
+    const auto r_ = shard_range(n, c->size(), c->rank());
+    const int64_t b = r_.first, e = r_.second;  // not a structured binding: lambdas capture it (C++17)
     if (in.numel() != e - b)
       range_error(op, ": rank ", c->rank(), " of ", c->size(), ": in has ", in.numel(), " elements; its shard of out (",
                   n, " elements) has ", e - b, " (elements ", b, " to ", e, ")");
@@ -321,7 +323,8 @@ Napi::Value DistShard(const Napi::CallbackInfo& info) {
     OpArgs args(info, "distributed.shardRange", 1);
     const int64_t n = get_int(args[0], args.op(), "n", 0, kMaxNumel);
     Comm& c = need_comm(args);
-    const auto [b, e] = shard_range(n, c.size(), c.rank());
+    const auto r_ = shard_range(n, c.size(), c.rank());
+    const int64_t b = r_.first, e = r_.second;  // not a structured binding: lambdas capture it (C++17)
     Napi::Array a = Napi::Array::New(info.Env(), 2);
     a.Set(0u, static_cast<double>(b));
     a.Set(1u, static_cast<double>(e));

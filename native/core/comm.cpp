@@ -331,7 +331,8 @@ void Comm::reduce_scatter_locked(const char* op, const float* in, float* out, in
   icount(op, n);
   const auto W = static_cast<size_t>(size_);
   std::vector<int> scounts(W), sdispls(W), rcounts(W), rdispls(W);
-  const auto [mb, me] = shard_range(n, size_, rank_);
+  const auto mr_ = shard_range(n, size_, rank_);
+  const int64_t mb = mr_.first, me = mr_.second;  // not a structured binding: lambdas capture it (C++17)
   const int mine = static_cast<int>(me - mb);
   for (int r = 0; r < size_; ++r) {
     auto [b, e] = shard_range(n, size_, r);
@@ -369,7 +370,8 @@ void Comm::allgather_locked(const char* op, const float* in, float* out, int64_t
 
 void Comm::allreduce_sum(const char* op, float* buf, int64_t n) {
   std::lock_guard<std::mutex> lk(mu_);
-  const auto [b, e] = shard_range(n, size_, rank_);
+  const auto r_ = shard_range(n, size_, rank_);
+  const int64_t b = r_.first, e = r_.second;  // not a structured binding: lambdas capture it (C++17)
   std::vector<float> shard(static_cast<size_t>(e - b));
   account(timed([&] {
             reduce_scatter_locked(op, buf, shard.data(), n);
