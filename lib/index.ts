@@ -29,6 +29,7 @@ export { EncoderDecoder, type EncoderDecoderConfig } from './models/seq2seq.ts';
 export { decodeLogits, DecodeSession, type GenerateOptions } from './models/generate.ts';
 export { CharTokenizer, TokenDataset, type Batch } from './data/index.ts';
 export { SubwordTokenizer, tokenizerFromJSON, tokenizerHash, SUBWORD_MODELS, type TextTokenizer, type SubwordModel, type SubwordTokenizerJSON, type CharTokenizerJSON, type TokenizerEncodeOptions, type TokenizerDecodeOptions } from './data/tokenizer.ts';
+export { convertSharing, truncatedSvd, symmetricEigen, type ConversionReport } from './sharing/convert.ts';
 export { fromPretrained, savePretrained, type FromPretrainedOptions, type SavePretrainedResult } from './io/hf.ts';
 export { trainBpe, byteToChar, GPT2_PATTERN, type TrainBpeOptions, type TrainBpeResult } from './data/bpe-train.ts';
 export { Trainer, evaluate, type TrainerOptions, type TrainableModel, type EvaluateOptions, type StepInfo, type EvalInfo, type TrainResult } from './train/trainer.ts';
