@@ -37,6 +37,19 @@ def bytes_to_unicode():
     return {b: chr(c) for b, c in zip(bs, cs)}
 
 
+def cls_sep_template():
+    """BERT's post-processor: [CLS] A [SEP] (and [CLS] A [SEP] B [SEP]), with [CLS] = 2 and [SEP] = 3."""
+    cls, sep = {'SpecialToken': {'id': '[CLS]', 'type_id': 0}}, {'SpecialToken': {'id': '[SEP]', 'type_id': 0}}
+    return {
+        'type': 'TemplateProcessing',
+        'single': [cls, {'Sequence': {'id': 'A', 'type_id': 0}}, sep],
+        'pair': [cls, {'Sequence': {'id': 'A', 'type_id': 0}}, sep, {'Sequence': {'id': 'B', 'type_id': 1}},
+                 {'SpecialToken': {'id': '[SEP]', 'type_id': 1}}],
+        'special_tokens': {'[CLS]': {'id': '[CLS]', 'ids': [2], 'tokens': ['[CLS]']},
+                           '[SEP]': {'id': '[SEP]', 'ids': [3], 'tokens': ['[SEP]']}},
+    }
+
+
 def byte_bpe():
     table = bytes_to_unicode()
     vocab = {table[b]: b for b in range(256)}  # byte b has id b
@@ -63,21 +76,13 @@ def byte_bpe():
 def wordpiece():
     words = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]', 'un', '##aff', '##able', 'run', '##ning', '!', 'cafe', '京',
              'the', '##s', 'a', ',', '.', 'e']
-    cls, sep = {'SpecialToken': {'id': '[CLS]', 'type_id': 0}}, {'SpecialToken': {'id': '[SEP]', 'type_id': 0}}
     return {
         'version': '1.0', 'truncation': None, 'padding': None,
         'added_tokens': [special(i, w) for i, w in enumerate(words[:5])],
         'normalizer': {'type': 'BertNormalizer', 'clean_text': True, 'handle_chinese_chars': True,
                        'strip_accents': None, 'lowercase': True},
         'pre_tokenizer': {'type': 'BertPreTokenizer'},
-        'post_processor': {
-            'type': 'TemplateProcessing',
-            'single': [cls, {'Sequence': {'id': 'A', 'type_id': 0}}, sep],
-            'pair': [cls, {'Sequence': {'id': 'A', 'type_id': 0}}, sep, {'Sequence': {'id': 'B', 'type_id': 1}},
-                     {'SpecialToken': {'id': '[SEP]', 'type_id': 1}}],
-            'special_tokens': {'[CLS]': {'id': '[CLS]', 'ids': [2], 'tokens': ['[CLS]']},
-                               '[SEP]': {'id': '[SEP]', 'ids': [3], 'tokens': ['[SEP]']}},
-        },
+        'post_processor': cls_sep_template(),
         'decoder': {'type': 'WordPiece', 'prefix': '##', 'cleanup': True},
         'model': {'type': 'WordPiece', 'unk_token': '[UNK]', 'continuing_subword_prefix': '##',
                   'max_input_chars_per_word': 100, 'vocab': {w: i for i, w in enumerate(words)}},
@@ -88,7 +93,6 @@ def unigram():
     pieces = [['<pad>', 0.0], ['<unk>', 0.0], ['[CLS]', 0.0], ['[SEP]', 0.0], ['▁', -2.0], ['▁a', -1.0], ['bc', -1.0],
               ['▁ab', -1.0], ['c', -5.0], ['a', -3.0], ['b', -3.0], ['▁hello', -5.5], ['▁he', -3.0], ['llo', -3.0],
               ['h', -4.0], ['e', -4.0], ['l', -4.0], ['o', -4.0], ['é', -4.0], ['▁the', -2.5], ['!', -3.5]]
-    cls, sep = {'SpecialToken': {'id': '[CLS]', 'type_id': 0}}, {'SpecialToken': {'id': '[SEP]', 'type_id': 0}}
     return {
         'version': '1.0', 'truncation': None, 'padding': None,
         'added_tokens': [special(i, p[0]) for i, p in enumerate(pieces[:4])],
@@ -98,14 +102,7 @@ def unigram():
             {'type': 'Replace', 'pattern': {'String': "''"}, 'content': '"'},
             {'type': 'NFKD'}, {'type': 'StripAccents'}, {'type': 'Lowercase'}]},
         'pre_tokenizer': {'type': 'Metaspace', 'replacement': '▁', 'prepend_scheme': 'always', 'split': True},
-        'post_processor': {
-            'type': 'TemplateProcessing',
-            'single': [cls, {'Sequence': {'id': 'A', 'type_id': 0}}, sep],
-            'pair': [cls, {'Sequence': {'id': 'A', 'type_id': 0}}, sep, {'Sequence': {'id': 'B', 'type_id': 1}},
-                     {'SpecialToken': {'id': '[SEP]', 'type_id': 1}}],
-            'special_tokens': {'[CLS]': {'id': '[CLS]', 'ids': [2], 'tokens': ['[CLS]']},
-                               '[SEP]': {'id': '[SEP]', 'ids': [3], 'tokens': ['[SEP]']}},
-        },
+        'post_processor': cls_sep_template(),
         'decoder': {'type': 'Metaspace', 'replacement': '▁', 'prepend_scheme': 'always', 'split': True},
         'model': {'type': 'Unigram', 'unk_id': 1, 'vocab': pieces, 'byte_fallback': False},
     }
