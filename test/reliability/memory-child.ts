@@ -12,6 +12,8 @@ const gc = (globalThis as { gc?: () => void }).gc!;
 const rssMB = () => process.memoryUsage().rss / 2 ** 20;
 /** The V8 heap's size (heapTotal: what it has reserved, garbage included), which is part of RSS. */
 const heapMB = () => process.memoryUsage().heapTotal / 2 ** 20;
+/** Memory V8 accounts outside its heap (ArrayBuffer backing stores, garbage ones included until a collection), also part of RSS. */
+const externalMB = () => process.memoryUsage().external / 2 ** 20;
 
 /** Collects garbage (finalizers run from the event loop), waits for queued work, and empties the caching allocator. */
 async function collect(): Promise<void> {
@@ -67,13 +69,15 @@ if (scenario === 'cycles') {
     live.push(memory().cpu.tensors);
     // Sampled as a server would see it, without forcing collections mid-run (forced full collections were seen to
     // raise RSS by ~30 MiB to a plateau, with the heap and the live counts unchanged).
-    if (s.step === Math.floor(N / 10)) {
+    if (s.step === Math.floor(N / 2)) { // the end of the warm-up: the first half (see memory.test.ts)
       rssWarm = rssMB();
       extra.heapWarmMB = heapMB();
+      extra.externalWarmMB = externalMB();
     }
     if (s.step === N) {
       extra.rssLastStepMB = rssMB();
       extra.heapLastStepMB = heapMB();
+      extra.externalLastStepMB = externalMB();
     }
   });
   const r = await trainer.run();
@@ -88,4 +92,4 @@ if (scenario === 'cycles') {
 }
 const seconds = (performance.now() - t0) / 1000;
 await collect();
-process.stdout.write(`${JSON.stringify({ scenario, n: N, seconds, start, end: counts(), peakBytes: memory().cpu.peakBytes, rssWarmMB: rssWarm, rssEndMB: rssMB(), heapUsedEndMB: process.memoryUsage().heapUsed / 2 ** 20, ...extra })}\n`);
+process.stdout.write(`${JSON.stringify({ scenario, n: N, seconds, start, end: counts(), peakBytes: memory().cpu.peakBytes, rssWarmMB: rssWarm, rssEndMB: rssMB(), heapUsedEndMB: process.memoryUsage().heapUsed / 2 ** 20, externalEndMB: externalMB(), ...extra })}\n`);
