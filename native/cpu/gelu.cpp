@@ -1,9 +1,12 @@
-// gelu.cpp — GELU, tanh form (GPT-2's and PyTorch's approximate='tanh'; see kernels.h), forward and backward.
+// gelu.cpp — GELU, forward and backward, in two forms (see kernels.h): the tanh form (GPT-2's and PyTorch's
+// approximate='tanh') and the exact erf form (BERT's, PyTorch's default approximate='none').
 //
 // Purely elementwise: the flat range is split over the thread pool and each piece runs the vector gelu / gelu_grad of
-// simd.h (polynomial exp, no libm calls; the formula matmul's fused GELU epilogue uses), two vectors per step. The exp
-// and the division make the forward about as compute- as memory-bound on one core. The tail shorter than a vector
-// goes through the same vector code on a padded copy, so an element gets the same bits wherever a thread's range cuts.
+// simd.h (polynomial exp, no libm calls; the formula matmul's fused GELU epilogue uses), or gelu_erf / gelu_erf_grad
+// (a polynomial near 0, Mills' ratio times an exp of the exactly carried x^2 / 2 in the tails; no libm calls either),
+// two vectors per step. The exp and the division make the tanh forward about as compute- as memory-bound on one
+// core; the erf form does about twice the arithmetic. The tail shorter than a vector goes through the same vector
+// code on a padded copy, so an element gets the same bits wherever a thread's range cuts.
 #include <cstring>
 
 #include "kernels.h"
@@ -17,48 +20,82 @@ namespace {
 
 constexpr int64_t kGrain = 8192;  // elements per parallel task, at least
 
-// y[i] = gelu(x[i]) for i in [lo, hi)
-template <typename V>
-void gelu_forward_body(int64_t lo, int64_t hi, const float* x, float* y) {
+// The two forms, as types the bodies below take: f(x) and f'(x) on a vector.
+struct TanhForm {
+  template <typename V>
+  static SF_INLINE V f(V x) { return gelu(x); }
+  template <typename V>
+  static SF_INLINE V df(V x) { return gelu_grad(x); }
+};
+struct ErfForm {
+  template <typename V>
+  static SF_INLINE V f(V x) { return gelu_erf(x); }
+  template <typename V>
+  static SF_INLINE V df(V x) { return gelu_erf_grad(x); }
+};
+
+// y[i] = f(x[i]) for i in [lo, hi)
+template <typename F, typename V>
+void forward_body(int64_t lo, int64_t hi, const float* x, float* y) {
   constexpr int W = Traits<V>::W;
   int64_t i = lo;
   for (; i + 2 * W <= hi; i += 2 * W) {
-    store<V>(y + i, gelu(load<V>(x + i)));
-    store<V>(y + i + W, gelu(load<V>(x + i + W)));
+    store<V>(y + i, F::f(load<V>(x + i)));
+    store<V>(y + i + W, F::f(load<V>(x + i + W)));
   }
-  for (; i + W <= hi; i += W) store<V>(y + i, gelu(load<V>(x + i)));
+  for (; i + W <= hi; i += W) store<V>(y + i, F::f(load<V>(x + i)));
   if (i < hi) {
     const size_t bytes = static_cast<size_t>(hi - i) * sizeof(float);
     float buf[W] = {};
     std::memcpy(buf, x + i, bytes);
-    store<V>(buf, gelu(load<V>(buf)));
+    store<V>(buf, F::f(load<V>(buf)));
     std::memcpy(y + i, buf, bytes);
   }
 }
-SF_VARIANTS(gelu_fwd, (int64_t lo, int64_t hi, const float* x, float* y), (lo, hi, x, y), gelu_forward_body)
 
-// dx[i] += gelu'(x[i]) * dy[i] for i in [lo, hi)
-template <typename V>
-void gelu_backward_body(int64_t lo, int64_t hi, const float* x, const float* dy, float* dx) {
+// dx[i] += f'(x[i]) * dy[i] for i in [lo, hi)
+template <typename F, typename V>
+void backward_body(int64_t lo, int64_t hi, const float* x, const float* dy, float* dx) {
   constexpr int W = Traits<V>::W;
   int64_t i = lo;
   for (; i + 2 * W <= hi; i += 2 * W) {
-    store<V>(dx + i, load<V>(dx + i) + gelu_grad(load<V>(x + i)) * load<V>(dy + i));
-    store<V>(dx + i + W, load<V>(dx + i + W) + gelu_grad(load<V>(x + i + W)) * load<V>(dy + i + W));
+    store<V>(dx + i, load<V>(dx + i) + F::df(load<V>(x + i)) * load<V>(dy + i));
+    store<V>(dx + i + W, load<V>(dx + i + W) + F::df(load<V>(x + i + W)) * load<V>(dy + i + W));
   }
-  for (; i + W <= hi; i += W) store<V>(dx + i, load<V>(dx + i) + gelu_grad(load<V>(x + i)) * load<V>(dy + i));
+  for (; i + W <= hi; i += W) store<V>(dx + i, load<V>(dx + i) + F::df(load<V>(x + i)) * load<V>(dy + i));
   if (i < hi) {
     const size_t bytes = static_cast<size_t>(hi - i) * sizeof(float);
     float bx[W] = {}, bdy[W] = {}, bdx[W] = {};
     std::memcpy(bx, x + i, bytes);
     std::memcpy(bdy, dy + i, bytes);
     std::memcpy(bdx, dx + i, bytes);
-    store<V>(bdx, load<V>(bdx) + gelu_grad(load<V>(bx)) * load<V>(bdy));
+    store<V>(bdx, load<V>(bdx) + F::df(load<V>(bx)) * load<V>(bdy));
     std::memcpy(dx + i, bdx, bytes);
   }
 }
+
+template <typename V>
+void gelu_forward_body(int64_t lo, int64_t hi, const float* x, float* y) {
+  forward_body<TanhForm, V>(lo, hi, x, y);
+}
+template <typename V>
+void gelu_backward_body(int64_t lo, int64_t hi, const float* x, const float* dy, float* dx) {
+  backward_body<TanhForm, V>(lo, hi, x, dy, dx);
+}
+template <typename V>
+void gelu_erf_forward_body(int64_t lo, int64_t hi, const float* x, float* y) {
+  forward_body<ErfForm, V>(lo, hi, x, y);
+}
+template <typename V>
+void gelu_erf_backward_body(int64_t lo, int64_t hi, const float* x, const float* dy, float* dx) {
+  backward_body<ErfForm, V>(lo, hi, x, dy, dx);
+}
+SF_VARIANTS(gelu_fwd, (int64_t lo, int64_t hi, const float* x, float* y), (lo, hi, x, y), gelu_forward_body)
 SF_VARIANTS(gelu_bwd, (int64_t lo, int64_t hi, const float* x, const float* dy, float* dx), (lo, hi, x, dy, dx),
             gelu_backward_body)
+SF_VARIANTS(gelu_erf_fwd, (int64_t lo, int64_t hi, const float* x, float* y), (lo, hi, x, y), gelu_erf_forward_body)
+SF_VARIANTS(gelu_erf_bwd, (int64_t lo, int64_t hi, const float* x, const float* dy, float* dx), (lo, hi, x, dy, dx),
+            gelu_erf_backward_body)
 
 }  // namespace
 
@@ -69,6 +106,16 @@ void gelu_forward(ThreadPool& pool, const float* x, float* y, int64_t n) {
 
 void gelu_backward(ThreadPool& pool, const float* x, const float* dy, float* dx, int64_t n) {
   auto fn = SF_PICK(gelu_bwd);
+  pool.parallel_for(n, kGrain, [&](int64_t lo, int64_t hi) { fn(lo, hi, x, dy, dx); });
+}
+
+void gelu_erf_forward(ThreadPool& pool, const float* x, float* y, int64_t n) {
+  auto fn = SF_PICK(gelu_erf_fwd);
+  pool.parallel_for(n, kGrain, [&](int64_t lo, int64_t hi) { fn(lo, hi, x, y); });
+}
+
+void gelu_erf_backward(ThreadPool& pool, const float* x, const float* dy, float* dx, int64_t n) {
+  auto fn = SF_PICK(gelu_erf_bwd);
   pool.parallel_for(n, kGrain, [&](int64_t lo, int64_t hi) { fn(lo, hi, x, dy, dx); });
 }
 

@@ -56,6 +56,11 @@ void layernorm_backward(ThreadPool& pool, const float* dy, const float* x, const
 // GELU, tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) — GPT-2's and PyTorch's approximate='tanh'.
 void gelu_forward(ThreadPool& pool, const float* x, float* y, int64_t n);
 void gelu_backward(ThreadPool& pool, const float* x, const float* dy, float* dx, int64_t n);  // dx += gelu'(x) dy
+// GELU, exact form: x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) — BERT's and PyTorch's approximate='none'. Within a few
+// ulp of the correctly rounded value for every float, tails included (simd.h gelu_erf); IEEE (and PyTorch) values at
+// the non-finite inputs: gelu(+inf) = +inf, gelu(-inf) = NaN, gelu'(+-inf) = NaN, NaN -> NaN.
+void gelu_erf_forward(ThreadPool& pool, const float* x, float* y, int64_t n);
+void gelu_erf_backward(ThreadPool& pool, const float* x, const float* dy, float* dx, int64_t n);  // dx += gelu'(x) dy
 
 // ---- softmax.cpp ------------------------------------------------------------------------------------------------
 // Row-wise softmax over the last dimension n.

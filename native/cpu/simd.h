@@ -160,6 +160,157 @@ inline float gelu_grad_scalar(float x) {
   return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * x * x);
 }
 
+// ---- erf and the exact (erf) GELU ------------------------------------------------------------------------------
+// Phi(x) = (1 + erf(x / sqrt 2)) / 2 is the standard normal CDF, phi(x) = c exp(-x^2 / 2) its density, c = 1/sqrt(2 pi).
+// Two approximations, fitted by scripts/fit_gelu_erf.py for the smallest maximum relative error (in double: 7.1e-10
+// and 1.5e-10, far below float's 6e-8):
+//   |x| <= 1:            Phi(x) = 1/2 + x P(x^2),                  P of degree 5
+//   0.5 <= a <= 15:      Phi(-a) = exp(-a^2 / 2) c q(a) / (a q(a) + p(a)),   p of degree 4, q of degree 5
+// The tail form is Mills' ratio, Phi(-a) = phi(a) / (a + s) with s = p / q: an error in s moves the result by less
+// than s / (a + s) < 0.6 of it, and rounding errors of q cancel between numerator and denominator. erf(t) is the
+// same pair at x = sqrt 2 t, with the coefficients rescaled at compile time: erf(t) = t E(t^2), E_k = 2 sqrt2 2^k P_k;
+// erfc(t) = exp(-t^2) / sqrt(pi) qt(t) / (t qt(t) + pt(t)), qt_k = q_k 2^(k/2), pt_k = p_k 2^((k-1)/2).
+namespace erf_detail {
+constexpr double kSmall[6] = {0.39894228011766308, -0.066490359923376458, 0.0099733234085354859,
+                              -0.0011863299374429599, 0.00011348636608145279, -7.654205680201337e-06};
+constexpr double kTailP[5] = {0.79788525327080073, 0.53492333135413128, 0.1843022566022966, 0.034931394611021842,
+                              0.0031683179565386577};
+constexpr double kTailQ[6] = {1, 1.1258634922282182, 0.60709631295026956, 0.19047665532903613, 0.034938061842163644,
+                              0.0031681980644086699};
+constexpr double kSqrt2 = 1.4142135623730951;
+
+template <size_t N>
+struct Coefs {
+  float v[N];
+};
+// c_k scale sqrt2^(k step) (minus `minus0` at k = 0), computed in double and rounded to float once
+template <size_t N>
+constexpr Coefs<N> scaled(const double (&c)[N], double scale, int step, double minus0 = 0) {
+  Coefs<N> r{};
+  for (size_t k = 0; k < N; ++k) {
+    double f = scale;
+    for (int i = 0; i < static_cast<int>(k) * step; ++i) f *= kSqrt2;
+    r.v[k] = static_cast<float>(c[k] * f - (k == 0 ? minus0 : 0.0));
+  }
+  return r;
+}
+
+inline constexpr Coefs<6> kGeluSmall = scaled(kSmall, 1.0, 0);
+inline constexpr Coefs<5> kGeluTailP = scaled(kTailP, 1.0, 0);
+inline constexpr Coefs<6> kGeluTailQ = scaled(kTailQ, 1.0, 0);
+inline constexpr Coefs<6> kErfSmall = scaled(kSmall, 2 * kSqrt2, 2, 1.0);  // 2 sqrt2 2^k, minus 1 at k = 0
+inline constexpr Coefs<5> kErfTailP = scaled(kTailP, 1.0 / kSqrt2, 1);     // 2^((k-1)/2)
+inline constexpr Coefs<6> kErfTailQ = scaled(kTailQ, 1.0, 1);              // 2^(k/2)
+// c 2^-64 and 2^-64 / sqrt(pi) as a float plus a correction (exact scalings by 2^-64 of the float pair)
+constexpr double kC = 0.398942280401432678, kInvSqrtPi = 0.564189583547756287;
+constexpr float kC64 = static_cast<float>(kC) * 0x1p-64f;
+constexpr float kC64Lo = static_cast<float>(kC - static_cast<float>(kC)) * 0x1p-64f;
+constexpr float kInvSqrtPi64 = static_cast<float>(kInvSqrtPi) * 0x1p-64f;
+}  // namespace erf_detail
+
+// c[0] + c[1] x + ... by Horner's rule
+template <typename V, size_t N>
+SF_INLINE V poly(V x, const erf_detail::Coefs<N>& c) {
+  V r = splat<V>(c.v[N - 1]);
+  for (size_t k = N - 1; k-- > 0;) r = r * x + c.v[k];
+  return r;
+}
+
+// exp(-k a^2) = scale (1 + s) 2^-64 for a in [0, 15] and k = 1/2 or 1: scale a power of two (a normal float for every
+// a here, down to e^-112.5: the caller scales back once, rounding a denormal result once), |s| < 0.42 (the caller
+// multiplies by 1 + s with one fused multiply-add, not rounding 1 + s). a^2 is carried exactly: a = ah + al with ah the
+// leading 12 bits of a, so k ah^2, which sets the exponent, is exact, and only k (2 ah al + al^2) < 2^-10 k a^2 is
+// rounded (exp(-k a^2) of a rounded a^2 would be off by k a^2 2^-24 relative: 50 ulp at a = 10). exp(r) - 1,
+// |r| <= ln2 / 2, by Cephes' expf polynomial.
+template <typename V>
+SF_INLINE void exp_neg_square_2p64(V a, float k, V& scale, V& s) {
+  using I = typename Traits<V>::I;
+  const V ah = (V)((I)a & ~0xfff);
+  const V al = a - ah;
+  const V h = (ah * ah) * k;  // exact: 24 bits, times a power of 2
+  const V l = (al * (ah + ah + al)) * k;
+  const V magic = splat<V>(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const V t = h * -1.44269504088896341f + magic;
+  const V n = t - magic;  // round(-h / ln 2), in [-163, 0]
+  const I ni = (I)t - (I)magic;
+  V r = n * -0.693145751953125f - h;  // exact (ln2's leading 15 bits times n <= 163; Sterbenz)
+  r = (r - n * 1.428606765330187045e-06f) - l;
+  V p = splat<V>(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  s = p * (r * r) + r;
+  scale = (V)((ni + (127 + 64)) << 23);  // 2^(n + 64)
+}
+
+// erf(t) for float vectors: t + t (E(t^2) - 1) below 0.7 (E - 1, not E, so that nothing is rounded near 1), else
+// 1 - erfc(|t|) with the sign of t; 1 from |t| = 4 on (erf(3.92) already rounds to 1), -0 for -0, NaN for NaN. Within
+// 1.6 ulp of the exact erf over all 2^32 floats with fused multiply-adds (the AVX2 and AVX-512 builds), 1.9 without
+// (test/native/norm_kernels_test.cpp sweeps every binade).
+template <typename V>
+SF_INLINE V erf(V t) {
+  using I = typename Traits<V>::I;
+  using namespace erf_detail;
+  const V a = (V)((I)t & 0x7fffffff);
+  const V ac = vmin(a, splat<V>(4.0f));  // (a NaN a becomes 4: its lane is replaced below)
+  V scale, s;
+  exp_neg_square_2p64(ac, 1.0f, scale, s);
+  const V q = poly(ac, kErfTailQ), p = poly(ac, kErfTailP);
+  const V big = 1.0f - scale * ((q * s + q) / (ac * q + p)) * kInvSqrtPi64;
+  const V small = t + t * poly(t * t, kErfSmall);
+  const V r = a < 0.7f ? small : (V)((I)big | ((I)t & ~0x7fffffff));
+  return t == t ? r : t;
+}
+
+// The exact GELU, x Phi(x) (PyTorch's approximate='none'), and its derivative Phi(x) + x phi(x): the small form on
+// (-0.5, 1); for x <= -0.5 the tail x Phi(-|x|), which keeps its relative accuracy down to denormal results (x ~
+// -14.5; 1 + erf(x / sqrt 2) in float, as PyTorch computes it, has no correct digit below x ~ -5.5); for x >= 1,
+// x (1 - Phi(-x)). Over all 2^32 floats, gelu is within 4.0 ulp of the exact value with fused multiply-adds (AVX2,
+// AVX-512), 4.8 without; gelu' within 2.7 (3.1) ulp of the larger of Phi(x), |x phi(x)|, its two terms, which cancel
+// where gelu' crosses 0 at x = -0.7518 (test/native/norm_kernels_test.cpp sweeps every binade). Non-finite inputs
+// follow IEEE on x Phi(x) and Phi(x) + x phi(x), as PyTorch does: gelu(+inf) = +inf, gelu(-inf) = -inf * 0 = NaN,
+// gelu'(+-inf) = NaN, NaN -> NaN; beyond |x| = 15, Phi(-|x|) is 0.
+template <typename V>
+SF_INLINE V gelu_erf(V x) {
+  using I = typename Traits<V>::I;
+  using namespace erf_detail;
+  const V a = (V)((I)x & 0x7fffffff);
+  const V ac = vmin(a, splat<V>(15.0f));  // (NaN becomes 15)
+  V scale, s;
+  exp_neg_square_2p64(ac, 0.5f, scale, s);
+  scale = a < 15.0f ? scale : splat<V>(0.0f);  // Phi(-a) = 0 beyond 15 (and for NaN)
+  const V q = poly(ac, kGeluTailQ), p = poly(ac, kGeluTailP);
+  const V m = (x * scale) * ((q * s + q) / (ac * q + p));  // x Phi(-a) 2^64 / c
+  const V yn = (V)((I)(m * kC64 + m * kC64Lo) | ~0x7fffffff);  // x <= -0.5: x Phi(x) < 0 (-0 where it underflows)
+  const V yp = a < 15.0f ? x - (m * kC64 + m * kC64Lo) : x;  // x >= 1: x - x Phi(-x) (x itself beyond 15: +inf)
+  V ys = x * 0.5f + x * (x * poly(x * x, kGeluSmall));
+  ys = (V)((I)ys | ((I)x & ~0x7fffffff));  // gelu has the sign of x here: -0 (+0 + -0 would give +0) at x = -0
+  const V y = x < 1.0f ? ys : yp;
+  return x <= -0.5f ? yn : y;
+}
+template <typename V>
+SF_INLINE V gelu_erf_grad(V x) {
+  using I = typename Traits<V>::I;
+  using namespace erf_detail;
+  const V a = (V)((I)x & 0x7fffffff);
+  const V ac = vmin(a, splat<V>(15.0f));
+  V scale, s;
+  exp_neg_square_2p64(ac, 0.5f, scale, s);
+  scale = a < 15.0f ? scale : splat<V>(0.0f);
+  const V q = poly(ac, kGeluTailQ), p = poly(ac, kGeluTailP);
+  // Phi(-a) + x phi(x) = c 2^-64 scale (1 + s) (q / (a q + p) + x), and 1 - Phi(-a) + x phi(x) likewise
+  const V w = q / (ac * q + p);
+  const V wn = x + w, wp = x - w;
+  const V gn = scale * (wn * s + wn);
+  const V gp = scale * (wp * s + wp);
+  const V ph = scale * kC64;  // exp(-x^2/2) c / (1 + s)
+  const V gs = 0.5f + x * (poly(x * x, kGeluSmall) + (ph * s + ph));
+  const V g = x < 1.0f ? gs : 1.0f + (gp * kC64 + gp * kC64Lo);
+  return x <= -0.5f ? gn * kC64 + gn * kC64Lo : g;
+}
+
 enum class Isa { Portable = 0, Avx2 = 1, Avx512 = 2 };
 
 // v exactly as rounded: an empty asm the compiler cannot see through, so that a product is not fused into the

@@ -4,7 +4,7 @@
 // entries (no max subtraction, no masking by multiplication): a NaN reference element must be NaN in the kernel, an
 // infinite one the same infinity, a finite one finite and close. Attention forward and backward (causal, key_lengths
 // padding, GQA; a NaN in one key, one query, the last value row, one dout row; an Inf in masked values and keys),
-// cross-entropy, softmax, layer norm, GELU, the sum of squares and bias_grad. The kernels run the widest ISA variant
+// cross-entropy, softmax, layer norm, GELU (tanh and erf forms), the sum of squares and bias_grad. The kernels run the widest ISA variant
 // of the CPU: run with SHAREDFORMER_ISA=avx2 and =portable too to cover the others.
 #include <cmath>
 #include <cstdio>
@@ -391,6 +391,29 @@ TEST(gelu_nan_and_inf_stay_in_place) {
       if (!inf) CHECK(std::isnan(dx[i]) == nan);  // gelu'(inf) is 1 + inf * 0 by the formula: not checked
       if (inf) CHECK(y[i] == kInff);
       if (!nan && !inf) CHECK(std::isfinite(y[i]) && std::isfinite(dx[i]));
+    }
+  }
+}
+
+// The exact (erf) GELU follows IEEE arithmetic on x Phi(x) and Phi(x) + x phi(x), as PyTorch does: NaN in -> NaN out
+// at that element only; gelu(+inf) = +inf, gelu(-inf) = -inf * 0 = NaN, gelu'(+-inf) = +-inf * 0 = NaN.
+TEST(gelu_erf_nan_and_inf_stay_in_place) {
+  Context ctx;
+  for (int64_t n : {1, 7, 16, 37, 100}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) x[i] = 0.7f * static_cast<float>(i % 13) - 4.2f;
+    x[static_cast<size_t>(n / 2)] = kNaNf;
+    if (n > 2) x[static_cast<size_t>(n - 1)] = kInff;
+    if (n > 3) x[0] = -kInff;
+    std::vector<float> y(x.size(), 7.0f), dx(x.size(), 0.0f), dy(x.size(), 1.0f);
+    cpu::gelu_erf_forward(ctx.pool(), x.data(), y.data(), n);
+    cpu::gelu_erf_backward(ctx.pool(), x.data(), dy.data(), dx.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const bool nan = i == n / 2, inf = n > 2 && i == n - 1, ninf = n > 3 && i == 0;
+      CHECK(std::isnan(y[i]) == (nan || ninf));
+      CHECK(std::isnan(dx[i]) == (nan || inf || ninf));
+      if (inf) CHECK(y[i] == kInff);
+      if (!nan && !inf && !ninf) CHECK(std::isfinite(y[i]) && std::isfinite(dx[i]));
     }
   }
 }
