@@ -89,6 +89,8 @@ void layernorm_backward(Stream s, const float* dy, const float* x, const float* 
                         const float* rstd, float* dx, float* dw, float* db, int64_t rows, int64_t C);
 void gelu_forward(Stream s, const float* x, float* y, int64_t n);
 void gelu_backward(Stream s, const float* x, const float* dy, float* dx, int64_t n);
+void gelu_erf_forward(Stream s, const float* x, float* y, int64_t n);  // x Phi(x), PyTorch's approximate='none'
+void gelu_erf_backward(Stream s, const float* x, const float* dy, float* dx, int64_t n);
 void softmax_forward(Stream s, const float* x, float* y, int64_t rows, int64_t n);
 void softmax_backward(Stream s, const float* y, const float* dy, float* dx, int64_t rows, int64_t n);
 void axpby(Stream s, const float* a, float alpha, const float* b, float beta, float* out, int64_t n);

@@ -1,5 +1,6 @@
-// pointwise.cu — the CUDA kernels of layer norm, GELU, softmax, axpby, dropout, the head permutation and the KV-cache
-// append (see kernels.h; the CPU kernels of native/cpu are the reference and the formulas below are theirs).
+// pointwise.cu — the CUDA kernels of layer norm, GELU (tanh and erf forms), softmax, axpby, dropout, the head
+// permutation and the KV-cache append (see kernels.h; the CPU kernels of native/cpu are the reference and the formulas
+// below are theirs, except the erf GELU's, which is CUDA's normcdff where the CPU has its own polynomials).
 //
 //  * Row kernels (layer norm, softmax) run one block per row: block-wide reductions (warp shuffles, then one value per
 //    warp through shared memory, always combined in the same order), so a row's result does not depend on the grid.
@@ -143,6 +144,30 @@ __global__ void gelu_backward_kernel(const float* __restrict__ x, const float* _
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     dx[i] += gelu_grad_f(x[i]) * dy[i];
+}
+
+// ---- GELU, exact form: x Phi(x), Phi the normal CDF (BERT's; PyTorch's approximate='none') ---------------------------
+// normcdff rather than 0.5 (1 + erff(x / sqrt 2)): the same function, but accurate in relative terms in the negative
+// tail, where 1 + erff cancels to no correct digit below x ~ -5.5 (the CPU kernel keeps those digits too). Non-finite
+// values as the CPU's (and PyTorch's): gelu(+inf) = +inf, gelu(-inf) = -inf * 0 = NaN, gelu'(+-inf) = NaN.
+
+constexpr float kInvSqrt2Pi = 0.3989422804014327f;  // 1 / sqrt(2 pi)
+
+__device__ __forceinline__ float gelu_erf_f(float x) { return x * normcdff(x); }
+__device__ __forceinline__ float gelu_erf_grad_f(float x) {
+  return normcdff(x) + x * (kInvSqrt2Pi * expf(-0.5f * x * x));
+}
+
+__global__ void gelu_erf_forward_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = gelu_erf_f(x[i]);
+}
+__global__ void gelu_erf_backward_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+                                         float* __restrict__ dx, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    dx[i] += gelu_erf_grad_f(x[i]) * dy[i];
 }
 
 // ---- softmax ------------------------------------------------------------------------------------------------------
@@ -299,6 +324,18 @@ void gelu_backward(Stream s, const float* x, const float* dy, float* dx, int64_t
   if (n <= 0) return;
   SF_LAUNCH(gelu_backward_kernel, (grid_for(n, kThreads), kThreads, 0, s), x, dy, dx, n);
   check_launch("gelu_backward");
+}
+
+void gelu_erf_forward(Stream s, const float* x, float* y, int64_t n) {
+  if (n <= 0) return;
+  SF_LAUNCH(gelu_erf_forward_kernel, (grid_for(n, kThreads), kThreads, 0, s), x, y, n);
+  check_launch("gelu_erf_forward");
+}
+
+void gelu_erf_backward(Stream s, const float* x, const float* dy, float* dx, int64_t n) {
+  if (n <= 0) return;
+  SF_LAUNCH(gelu_erf_backward_kernel, (grid_for(n, kThreads), kThreads, 0, s), x, dy, dx, n);
+  check_launch("gelu_erf_backward");
 }
 
 void softmax_forward(Stream s, const float* x, float* y, int64_t rows, int64_t n) {

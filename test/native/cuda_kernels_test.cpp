@@ -217,6 +217,31 @@ void test_gelu(Env& e) {
   }
 }
 
+// The exact (erf) GELU: x Phi(x) with CUDA's normcdff, against the CPU's polynomial kernel; the tails (30 saturates,
+// -12 is far below 1 but still a normal float: the relative check scales it by the mean |ref|).
+void test_gelu_erf(Env& e) {
+  for (int64_t n : {int64_t{1}, int64_t{1000}, int64_t{1000003}}) {
+    auto x = e.randn(n, 3.0f);
+    if (n > 10) {
+      x[0] = 30.0f;
+      x[1] = -30.0f;
+      x[2] = 0.0f;
+      x[3] = -12.0f;
+      x[4] = -0.7517974f;  // gelu' = 0 near here
+    }
+    std::vector<float> y(x.size());
+    cpu::gelu_erf_forward(e.pool, x.data(), y.data(), n);
+    Tensor gx = e.up(x), gy = e.poisoned(n);
+    cuda::gelu_erf_forward(e.s, gx.data<float>(), gy.data<float>(), n);
+    near(y, e.down(gy), kTol, "gelu_erf_forward n=" + std::to_string(n));
+    auto dy = e.randn(n), dx = e.randn(n);
+    Tensor gdy = e.up(dy), gdx = e.up(dx);
+    cpu::gelu_erf_backward(e.pool, x.data(), dy.data(), dx.data(), n);
+    cuda::gelu_erf_backward(e.s, gx.data<float>(), gdy.data<float>(), gdx.data<float>(), n);
+    near(dx, e.down(gdx), kTol, "gelu_erf_backward n=" + std::to_string(n));
+  }
+}
+
 void test_softmax(Env& e) {
   for (int64_t rows : {int64_t{1}, int64_t{17}}) {
     for (int64_t n : {int64_t{1}, int64_t{5}, int64_t{1025}, int64_t{32001}}) {
@@ -411,7 +436,7 @@ void test_cross_entropy(Env& e) {
 }
 
 // NaN placement (issue 13): a NaN logit makes its row's dlogits and the mean loss NaN, and nothing else; a NaN in a
-// row of layer norm's input stays in that row (dx too); GELU keeps NaN in place. The CPU kernels are checked against
+// row of layer norm's input stays in that row (dx too); GELU (both forms) keeps NaN in place. The CPU kernels are checked against
 // a double reference in nan_test; rel_err requires NaN exactly where the CPU has one.
 void test_nan_placement(Env& e) {
   for (int64_t V : {int64_t{3}, int64_t{7}, int64_t{5003}}) {
@@ -455,6 +480,20 @@ void test_nan_placement(Env& e) {
   Tensor gx = e.up(x), gy = e.poisoned(1001);
   cuda::gelu_forward(e.s, gx.data<float>(), gy.data<float>(), 1001);
   near(y, e.down(gy), kTol, "gelu_forward NaN in place");
+  // the erf GELU: NaN in place, gelu(+inf) = +inf, gelu(-inf) = NaN, gelu'(+-inf) = NaN (as PyTorch; nan_test)
+  x[0] = std::numeric_limits<float>::infinity();
+  x[1000] = -std::numeric_limits<float>::infinity();
+  std::vector<float> ye(x.size()), dy = e.randn(1001), dxe = e.randn(1001);
+  cpu::gelu_erf_forward(e.pool, x.data(), ye.data(), 1001);
+  Tensor gxe = e.up(x), gye = e.poisoned(1001), gdy = e.up(dy), gdxe = e.up(dxe);
+  cuda::gelu_erf_forward(e.s, gxe.data<float>(), gye.data<float>(), 1001);
+  near(ye, e.down(gye), kTol, "gelu_erf_forward NaN in place, +-inf");
+  cpu::gelu_erf_backward(e.pool, x.data(), dy.data(), dxe.data(), 1001);
+  cuda::gelu_erf_backward(e.s, gxe.data<float>(), gdy.data<float>(), gdxe.data<float>(), 1001);
+  near(dxe, e.down(gdxe), kTol, "gelu_erf_backward NaN in place, +-inf");
+  expect(std::isnan(ye[500]) && ye[0] == x[0] && std::isnan(ye[1000]) && std::isnan(dxe[0]) && std::isnan(dxe[1000]) &&
+             std::isnan(dxe[500]) && std::isfinite(ye[1]) && std::isfinite(dxe[1]),
+         "cpu gelu_erf: NaN in place, gelu(+inf) = +inf, gelu(-inf) = NaN, gelu'(+-inf) = NaN");
 }
 
 // ---- optimizers, norms ----------------------------------------------------------------------------------------------
@@ -641,6 +680,7 @@ int main() {
   try {
     test_layernorm(e);
     test_gelu(e);
+    test_gelu_erf(e);
     test_softmax(e);
     test_axpby(e);
     test_dropout(e);
