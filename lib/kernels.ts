@@ -119,6 +119,21 @@ export function geluBackward(x: Tensor, dy: Tensor, dx: Tensor): Tensor {
   return dx;
 }
 
+/**
+ * GELU, exact form: x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (PyTorch's default approximate='none'; BERT's). Within a
+ * few ulp of the exact value for every float, the far negative tail included; gelu(+Inf) = +Inf, gelu(-Inf) = NaN and
+ * NaN stays NaN, as PyTorch computes them.
+ */
+export function geluErf(x: Tensor, options?: { out?: Tensor }): Tensor {
+  const o = opts(options, 'geluErf');
+  return outOr(o.out, n().geluErfForward(h(x, 'geluErf', 'x'), maybe(o.out as Tensor, 'geluErf', 'out')));
+}
+/** dx += gelu'(x) * dy for the exact form: gelu'(x) = Phi(x) + x phi(x) (NaN at +-Inf, as PyTorch). */
+export function geluErfBackward(x: Tensor, dy: Tensor, dx: Tensor): Tensor {
+  n().geluErfBackward(h(x, 'geluErfBackward', 'x'), h(dy, 'geluErfBackward', 'dy'), h(dx, 'geluErfBackward', 'dx'));
+  return dx;
+}
+
 /** Softmax over the last dimension. */
 export function softmax(x: Tensor, options?: { out?: Tensor }): Tensor {
   const o = opts(options, 'softmax');

@@ -86,7 +86,7 @@ test('matmul on CUDA matches the CPU: transposes, batch broadcast, bias, GELU ep
   same(t, dbc, dbg, 1e-5, 'biasGrad');
 });
 
-test('layer norm, GELU, softmax, axpby, dropout on CUDA match the CPU', (t) => {
+test('layer norm, GELU (both forms), softmax, axpby, dropout on CUDA match the CPU', (t) => {
   for (const [rows, C] of [[1, 1], [37, 129], [300, 1000]]) {
     const tag = `${rows}x${C}`;
     const [xc, xg] = pair(r.normals(rows * C, 2), [rows, C]);
@@ -110,6 +110,10 @@ test('layer norm, GELU, softmax, axpby, dropout on CUDA match the CPU', (t) => {
     K.geluBackward(xc, dyc, dxc);
     K.geluBackward(xg, dyg, dxg);
     same(t, dxc, dxg, 1e-5, `geluBackward ${tag}`);
+    same(t, K.geluErf(xc), K.geluErf(xg), 1e-5, `geluErf ${tag}`);
+    K.geluErfBackward(xc, dyc, dxc);
+    K.geluErfBackward(xg, dyg, dxg);
+    same(t, dxc, dxg, 1e-5, `geluErfBackward ${tag}`);
 
     const yc = K.softmax(xc), yg = K.softmax(xg);
     same(t, yc, yg, 1e-5, `softmax ${tag}`);

@@ -1,10 +1,11 @@
-// kernels-norm.test.ts — layer norm, GELU, softmax, axpby and dropout through the binding (native/addon/ops_norm.cpp)
-// against small JavaScript references: forward values, accumulating backward passes, outputs given or allocated, the
-// in-place forms axpby allows, the dropout mask against a JavaScript Philox, and every class of bad argument throwing
-// the right error class with a message naming the op.
+// kernels-norm.test.ts — layer norm, GELU (tanh and exact erf forms), softmax, axpby and dropout through the binding
+// (native/addon/ops_norm.cpp) against small JavaScript references: forward values, accumulating backward passes,
+// outputs given or allocated, the in-place forms axpby allows, the dropout mask against a JavaScript Philox, and every
+// class of bad argument throwing the right error class with a message naming the op. ops.gelu's two forms: values,
+// gradients through backward() against the derivative and finite differences, and its argument check.
 import anyTest, { type ExecutionContext } from 'ava';
 
-import { Tensor, tensor, zeros } from '../lib/index.ts';
+import { ParameterBuilder, ParameterStore, Tensor, backward, kernels, ops, tensor, zeros } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
 import { assertClose } from './helpers/close.ts';
 import { throwsExactly, type ErrorClass } from './helpers/check.ts';
@@ -62,6 +63,27 @@ function geluGradRef(x: number) {
   const t = Math.tanh(K * (x + 0.044715 * x ** 3));
   return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * K * (1 + 3 * 0.044715 * x * x);
 }
+
+// The exact GELU in double: x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2, with erfc(z), z >= 0, from the series
+// erf(z) = 2 / sqrt(pi) exp(-z^2) sum_n (2 z^2)^n z / (1 3 5 ... (2n + 1)) (positive terms) below z = 3 and the
+// continued fraction erfc(z) = exp(-z^2) / sqrt(pi) / (z + (1/2) / (z + 1 / (z + (3/2) / (z + ...)))) above. Checked
+// against mpmath to 2e-11 relative (worst just below z = 3, where 1 - erf cancels); float's ulp is 6e-8.
+function erfcPos(z: number): number {
+  if (z < 3) {
+    let term = z, sum = z;
+    for (let k = 1; term > 1e-17 * sum; k++) {
+      term *= (2 * z * z) / (2 * k + 1);
+      sum += term;
+    }
+    return 1 - (2 / Math.sqrt(Math.PI)) * Math.exp(-z * z) * sum;
+  }
+  let f = z;
+  for (let k = 80; k >= 1; k--) f = z + k / 2 / f;
+  return Math.exp(-z * z) / Math.sqrt(Math.PI) / f;
+}
+const normCdf = (x: number) => (x < 0 ? 0.5 * erfcPos(-x / Math.SQRT2) : 1 - 0.5 * erfcPos(x / Math.SQRT2));
+const geluErfRef = (x: number) => x * normCdf(x);
+const geluErfGradRef = (x: number) => normCdf(x) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI);
 
 function softmaxRef(x: number[], N: number) {
   const y: number[] = [];
@@ -156,6 +178,110 @@ test('geluForward and geluBackward match the reference; out is allocated or fill
   t.is(n.geluBackward(x.handle, dy.handle, dx.handle), dx.handle);
   assertClose(t, dx.dataSync().map((v, i) => v - dx0[i]), xd.map((v, i) => geluGradRef(v) * dyd[i]), { abs: 1e-5, rel: 1e-4, what: 'dgelu' });
   for (const z of [x, dy, dx, y, out]) z.dispose();
+});
+
+// Values across the range: both formula switches of the CPU kernel (-0.5, 1), gelu's minimum (-0.7518), the far
+// negative tail (a normal float down to x ~ -13, denormal to -14.5), large positive x.
+const ERF_EDGES = [-14.2, -13, -11.5, -9, -7.25, -5.5, -3.1, -1, -0.7517974, -0.5, -0.4999, 0, 1e-30, 0.3, 0.9999, 1, 2.5, 5.5, 9, 1e6];
+
+test('geluErfForward and geluErfBackward match an erf reference; out is allocated or filled', (t) => {
+  const r = new Random(31);
+  const xd = [...ERF_EDGES, ...randArray(r, 3 * 41 - ERF_EDGES.length, -7, 7)].map(Math.fround);
+  const dyd = randArray(r, 3 * 41), dx0 = randArray(r, 3 * 41);
+  const x = f32(xd, [3, 41]), dy = f32(dyd, [3, 41]), dx = f32(dx0, [3, 41]);
+  const y = wrap(n.geluErfForward(x.handle, null));
+  t.deepEqual(y.shape, [3, 41]);
+  // a few ulp of every value, tails included (relative, with a floor at the smallest normal float)
+  assertClose(t, y.dataSync(), xd.map(geluErfRef), { abs: 1e-44, rel: 6e-7, what: 'gelu erf' });
+  const out = zeros([3, 41]);
+  t.is(n.geluErfForward(x.handle, out.handle), out.handle);
+  t.deepEqual(Array.from(out.dataSync()), Array.from(y.dataSync()), 'into out: the same bits');
+  t.is(n.geluErfBackward(x.handle, dy.handle, dx.handle), dx.handle);
+  // dx0 + g dy rounds to the float spacing of dx0 (|dx0| < 1): 6e-8 absolute
+  assertClose(t, dx.dataSync().map((v, i) => v - dx0[i]), xd.map((v, i) => geluErfGradRef(v) * dyd[i]), { abs: 2e-7, rel: 1e-6, what: 'dgelu erf' });
+  // not the tanh form: they differ by up to 5e-4 around |x| = 2
+  const tanh = wrap(n.geluForward(x.handle, null)).dataSync();
+  t.true(xd.some((v, i) => Math.abs(tanh[i] - geluErfRef(v)) > 1e-4), 'the tanh form is measurably different');
+  for (const z of [x, dy, dx, y, out]) z.dispose();
+});
+
+test('geluErf keeps NaN in place; +inf -> +inf, -inf -> NaN, gradients at +-inf NaN (as PyTorch)', (t) => {
+  const xd = [0.5, NaN, -2, Infinity, -Infinity, 0, -0, -30, 30];
+  const x = f32(xd, [9]);
+  const y = Array.from(kernels.geluErf(x).dataSync());
+  t.true(Number.isNaN(y[1]) && Number.isNaN(y[4]));
+  t.is(y[3], Infinity);
+  t.true(Object.is(y[5], 0) && Object.is(y[6], -0), 'gelu(+-0) = +-0');
+  t.true(Object.is(y[7], -0), 'gelu(-30) underflows to -0');
+  t.is(y[8], 30);
+  for (const i of [0, 2]) t.true(Math.abs(y[i] - geluErfRef(xd[i])) <= 1e-6 * Math.abs(geluErfRef(xd[i])));
+  const dx = kernels.geluErfBackward(x, f32(new Array(9).fill(1), [9]), zeros([9]));
+  const g = Array.from(dx.dataSync());
+  t.deepEqual(g.map(Number.isNaN), [false, true, false, true, true, false, false, false, false]);
+  t.true(g[5] === 0.5 && g[6] === 0.5 && g[7] === 0 && g[8] === 1, `gelu'(+-0, -30, 30): ${g.slice(5)}`);
+});
+
+test('ops.gelu: the tanh form by default, the exact form with approximate = none, both differentiable', (t) => {
+  const r = new Random(33);
+  const B = 3, V = 11;
+  const xd = [...ERF_EDGES.slice(4, 18), ...randArray(r, B * V - 14, -4, 4)].map(Math.fround);
+  const targets = tensor(Int32Array.from([2, 7, 10]), [B]);
+  const x = f32(xd, [B, V]);
+  // forward: the default and 'tanh' are kernels.gelu bit for bit; 'none' is the erf form
+  const bits = (a: Tensor) => Array.from(new Uint32Array(Float32Array.from(a.dataSync()).buffer));
+  t.deepEqual(bits(ops.gelu(x)), bits(kernels.gelu(x)));
+  t.deepEqual(bits(ops.gelu(x, 'tanh')), bits(kernels.gelu(x)));
+  assertClose(t, ops.gelu(x, 'none').dataSync(), xd.map(geluErfRef), { abs: 1e-44, rel: 6e-7, what: "ops.gelu(x, 'none')" });
+  // gradients: loss = crossEntropy(gelu(x)), x a parameter
+  const lossRef = (v: number[], f: (u: number) => number) => {
+    let l = 0;
+    for (let b = 0; b < B; b++) {
+      const row = v.slice(b * V, (b + 1) * V).map(f);
+      const m = Math.max(...row);
+      const lse = m + Math.log(row.reduce((s, u) => s + Math.exp(u - m), 0));
+      l += lse - row[targets.dataSync()[b]];
+    }
+    return l / B;
+  };
+  for (const [form, f, df] of [['none', geluErfRef, geluErfGradRef], ['tanh', geluRef, geluGradRef]] as const) {
+    const pb = new ParameterBuilder();
+    const p = pb.declare('x', [B, V], { kind: 'zeros' }, false);
+    const store = new ParameterStore(pb);
+    (store.values.sharedData() as Float32Array).set(xd, p.offset);
+    const loss = ops.crossEntropy(ops.gelu(p.value, form), targets);
+    t.true(Math.abs(loss.dataSync()[0] - lossRef(xd, f)) <= 1e-6 * lossRef(xd, f), `${form}: the loss`);
+    backward(loss);
+    const got = Array.from(p.grad.dataSync());
+    // analytic: dL/dx = gelu'(x) (softmax(gelu(x)) - onehot) / B
+    const want = xd.map((v, i) => {
+      const b = Math.floor(i / V), row = xd.slice(b * V, (b + 1) * V).map(f);
+      const m = Math.max(...row), z = row.reduce((s, u) => s + Math.exp(u - m), 0);
+      const sm = Math.exp(f(v) - m) / z - (i % V === targets.dataSync()[b] ? 1 : 0);
+      return (df(v) * sm) / B;
+    });
+    assertClose(t, got, want, { abs: 1e-7, rel: 1e-5, what: `${form}: dx vs the derivative` });
+    // central differences of the double loss
+    const h = 1e-5;
+    const fd = xd.map((_, i) => {
+      const up = xd.slice(), dn = xd.slice();
+      up[i] += h;
+      dn[i] -= h;
+      return (lossRef(up, f) - lossRef(dn, f)) / (2 * h);
+    });
+    assertClose(t, got, fd, { abs: 1e-7, rel: 1e-5, what: `${form}: dx vs finite differences` });
+    loss.dispose();
+    store.dispose();
+  }
+  // NaN stays in place through ops.gelu(x, 'none')
+  const withNaN = ops.gelu(f32([1, NaN, -1], [3]), 'none').dataSync();
+  t.deepEqual(Array.from(withNaN).map(Number.isNaN), [false, true, false]);
+  // the argument is checked
+  for (const bad of ['erf', 'exact', '', null, 1, true]) {
+    const e = t.throws(() => ops.gelu(x, bad as never), { instanceOf: TypeError });
+    t.regex(e!.message, /^ops\.gelu: approximate must be 'tanh' or 'none', got /, String(bad));
+  }
+  t.regex(t.throws(() => ops.gelu(x, 'erf' as never))!.message, /got "erf"$/);
+  x.dispose();
 });
 
 test('softmaxForward and softmaxBackward over the last dimension', (t) => {
@@ -295,6 +421,16 @@ test('bad arguments throw the right error class with a message naming the op', (
     ['geluBackward dy shape', () => n.geluBackward(x.handle, zeros([6]).handle, zeros([2, 3]).handle), RangeError, /^geluBackward: dy must have shape \[2, 3\], got \[6\]/],
     ['geluBackward dx overlaps dy', () => n.geluBackward(x.handle, big.window(0, [2, 3]).handle, big.window(5, [2, 3]).handle), RangeError, /^geluBackward: dx must not overlap dy/],
     ['geluBackward missing dx', () => n.geluBackward(x.handle, x.handle), TypeError, /^geluBackward: expected 3 argument/],
+    ['geluErf x not a tensor', () => n.geluErfForward(3, null), TypeError, /^geluErfForward: x must be a Tensor, got 3/],
+    ['geluErf int32', () => n.geluErfForward(ints.handle, null), TypeError, /^geluErfForward: x must be float32/],
+    ['geluErf out shape', () => n.geluErfForward(x.handle, zeros([3, 2]).handle), RangeError, /^geluErfForward: out must have shape \[2, 3\], got \[3, 2\]/],
+    ['geluErf out is x', () => n.geluErfForward(x.handle, x.handle), RangeError, /^geluErfForward: out must not overlap x/],
+    ['geluErf disposed x', () => n.geluErfForward(disposed.handle), Error, /^geluErfForward: x has been disposed/],
+    ['geluErfBackward dy shape', () => n.geluErfBackward(x.handle, zeros([6]).handle, zeros([2, 3]).handle), RangeError, /^geluErfBackward: dy must have shape \[2, 3\], got \[6\]/],
+    ['geluErfBackward dx overlaps dy', () => n.geluErfBackward(x.handle, big.window(0, [2, 3]).handle, big.window(5, [2, 3]).handle), RangeError, /^geluErfBackward: dx must not overlap dy/],
+    ['geluErfBackward dx is x', () => n.geluErfBackward(x.handle, zeros([2, 3]).handle, x.handle), RangeError, /^geluErfBackward: dx must not overlap x/],
+    ['geluErfBackward int32 dy', () => n.geluErfBackward(x.handle, ints.handle, zeros([2, 3]).handle), TypeError, /^geluErfBackward: dy must be float32/],
+    ['geluErfBackward missing dx', () => n.geluErfBackward(x.handle, x.handle), TypeError, /^geluErfBackward: expected 3 argument/],
     // softmax
     ['softmax scalar', () => n.softmaxForward(zeros([]).handle, null), RangeError, /^softmaxForward: x must have rank 1 to 8/],
     ['softmax out dtype', () => n.softmaxForward(x.handle, ints.handle), TypeError, /^softmaxForward: out must be float32/],

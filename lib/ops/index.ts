@@ -7,7 +7,7 @@
 import { Tensor, zeros } from '../tensor.ts';
 import * as K from '../kernels.ts';
 import { bf16TwinOf, recording, tape, track, type Tape } from '../autograd.ts';
-import { checkOptions } from '../validate.ts';
+import { checkOptions, describe } from '../validate.ts';
 
 // ---- precision scope ------------------------------------------------------------------------------------------------
 // The arithmetic of the matmuls (linear, matmul) and of attention on CUDA: 'fp32' unless a withPrecision() scope says
@@ -150,15 +150,21 @@ export function linear(x: Tensor, w: Tensor, b: Tensor | null, activation: 'none
 }
 
 // ---- gelu -----------------------------------------------------------------------------------------------------------
-// forward: y = gelu(x) (tanh form);  backward: dx += gelu'(x) dy
-/** GELU (tanh form); differentiable. */
-export function gelu(x: Tensor): Tensor {
+// forward: y = gelu(x), tanh form or exact (erf) form;  backward: dx += gelu'(x) dy of the same form
+/**
+ * GELU; differentiable. approximate: 'tanh' (the default; GPT-2's, PyTorch's approximate='tanh') or 'none' (the exact
+ * x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)): BERT's, PyTorch's default), as torch.nn.functional.gelu names them.
+ */
+export function gelu(x: Tensor, approximate: 'tanh' | 'none' = 'tanh'): Tensor {
+  if (approximate !== 'tanh' && approximate !== 'none')
+    throw new TypeError(`ops.gelu: approximate must be 'tanh' or 'none', got ${describe(approximate)}`);
+  const exact = approximate === 'none';
   const rec = recording(x);
-  const y = track(K.gelu(x), rec);
+  const y = track(exact ? K.geluErf(x) : K.gelu(x), rec);
   if (rec)
-    tape().record('gelu', [y], (tp) => {
+    tape().record(exact ? 'geluErf' : 'gelu', [y], (tp) => {
       const g = tp.gradOf(y);
-      if (g) K.geluBackward(x, g, tp.gradFor(x));
+      if (g) (exact ? K.geluErfBackward : K.geluBackward)(x, g, tp.gradFor(x));
     }, [x]);
   return y;
 }

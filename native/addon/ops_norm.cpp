@@ -1,5 +1,6 @@
-// ops_norm.cpp — bindings for layer norm, GELU, softmax, axpby and dropout (kernels in native/cpu/layernorm.cpp,
-// gelu.cpp, softmax.cpp and elementwise.cpp). Every tensor is float32, all on one device (CPU or CUDA); backward ops ACCUMULATE (+=).
+// ops_norm.cpp — bindings for layer norm, GELU (tanh and erf forms), softmax, axpby and dropout (kernels in
+// native/cpu/layernorm.cpp, gelu.cpp, softmax.cpp and elementwise.cpp). Every tensor is float32, all on one device (CPU
+// or CUDA); backward ops ACCUMULATE (+=).
 //
 //   layernormForward(x, w, b, {eps = 1e-5}) -> [y, mean, rstd]
 //     x (..., C) with C >= 1, w and b (C); y has x's shape, mean and rstd have x.shape[:-1]. eps is finite and > 0.
@@ -8,6 +9,9 @@
 //     share memory with the inputs or with each other.
 //   geluForward(x, out | null) -> out                 out = gelu(x) (tanh form), out of x's shape, allocated when null
 //   geluBackward(x, dy, dx) -> dx                      dx += gelu'(x) * dy
+//   geluErfForward(x, out | null) -> out              out = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (exact form), as
+//                                                      geluForward; +inf -> +inf, -inf -> NaN, NaN -> NaN (PyTorch's)
+//   geluErfBackward(x, dy, dx) -> dx                   dx += (Phi(x) + x phi(x)) * dy
 //   softmaxForward(x, out | null) -> out               softmax over the last dimension
 //   softmaxBackward(y, dy, dx) -> dx                   dx += y * (dy - sum(y * dy)) over the last dimension
 //   axpby(a, alpha, b, beta, out | null) -> out        out = alpha * a + beta * b; out may be a or b itself (exactly
@@ -185,6 +189,40 @@ Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
   });
 }
 
+// The exact (erf) form: the same arguments, checks and messages as the tanh form's, under its own names.
+Napi::Value GeluErfForward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "geluErfForward", 1);
+    Tensor x = args.tensor(0, "x");
+    std::optional<Tensor> out = args.maybe_tensor(1, "out");
+    check_f32_dev(args, x, "x");
+    Tensor y = output_or_new(args, out, x.shape, x, {{&x, "x"}});
+    const int64_t n = x.numel();
+    args.run({x, y}, SF_KERNEL(gelu_erf_forward, x.data<float>(), y.data<float>(), n));
+    return out ? args.arg(1) : args.wrap(y);
+  });
+}
+
+Napi::Value GeluErfBackward(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, "geluErfBackward", 3);
+    const char* op = args.op();
+    Tensor x = args.tensor(0, "x");
+    Tensor dy = args.tensor(1, "dy");
+    Tensor dx = args.tensor(2, "dx");
+    check_f32_dev(args, x, "x");
+    check_f32_dev(args, dy, "dy");
+    check_f32_dev(args, dx, "dx");
+    check_shape(dy, x.shape, op, "dy");
+    check_shape(dx, x.shape, op, "dx");
+    check_all_disjoint(op, {{&dx, "dx"}}, {{&x, "x"}, {&dy, "dy"}});
+    const int64_t n = x.numel();
+    args.update(dx);
+    args.run({x, dy, dx}, SF_KERNEL(gelu_erf_backward, x.data<float>(), dy.data<float>(), dx.data<float>(), n));
+    return args.arg(2);
+  });
+}
+
 // ---- softmax ------------------------------------------------------------------------------------------------------
 
 Napi::Value SoftmaxForward(const Napi::CallbackInfo& info) {
@@ -303,6 +341,8 @@ void register_norm_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("layernormBackward", Napi::Function::New(env, LayernormBackward, "layernormBackward"));
   exports.Set("geluForward", Napi::Function::New(env, GeluForward, "geluForward"));
   exports.Set("geluBackward", Napi::Function::New(env, GeluBackward, "geluBackward"));
+  exports.Set("geluErfForward", Napi::Function::New(env, GeluErfForward, "geluErfForward"));
+  exports.Set("geluErfBackward", Napi::Function::New(env, GeluErfBackward, "geluErfBackward"));
   exports.Set("softmaxForward", Napi::Function::New(env, SoftmaxForward, "softmaxForward"));
   exports.Set("softmaxBackward", Napi::Function::New(env, SoftmaxBackward, "softmaxBackward"));
   exports.Set("axpby", Napi::Function::New(env, Axpby, "axpby"));
