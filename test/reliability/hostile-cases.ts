@@ -282,6 +282,8 @@ function fns(): Fn[] {
   (_c, [dy, x, w, m, r, g]) => K.layerNormBackward(dy, x, w, m, r, g));
   fn('kernels.gelu', names('gelu'), [T([2, 3]), O({}, { out: [bad('out [3]', (c) => c.t([3])), bad('out int32', (c) => c.t([2, 3], 'int32')), val('number', 1)] }, { nullOk: true })], (_c, [x, o]) => K.gelu(x, o));
   fn('kernels.geluBackward', names('gelu'), [T([2, 3]), T([2, 3], { shapes: [[3, 2], [6]] }), T([2, 3], { shapes: [[2, 4]] })], (_c, [x, dy, dx]) => K.geluBackward(x, dy, dx));
+  fn('kernels.geluErf', names('gelu'), [T([2, 3]), O({}, { out: [bad('out [3]', (c) => c.t([3])), bad('out int32', (c) => c.t([2, 3], 'int32')), val('number', 1)] }, { nullOk: true })], (_c, [x, o]) => K.geluErf(x, o));
+  fn('kernels.geluErfBackward', names('gelu'), [T([2, 3]), T([2, 3], { shapes: [[3, 2], [6]] }), T([2, 3], { shapes: [[2, 4]] })], (_c, [x, dy, dx]) => K.geluErfBackward(x, dy, dx));
   fn('kernels.softmax', names('softmax'), [T([2, 3], { shapes: [[]] }), O({}, { out: [bad('out [2,4]', (c) => c.t([2, 4]))] }, { nullOk: true })], (_c, [x, o]) => K.softmax(x, o));
   fn('kernels.softmaxBackward', names('softmax'), [T([2, 3]), T([2, 3], { shapes: [[2, 4]] }), T([2, 3], { shapes: [[3, 3]] })], (_c, [y, dy, dx]) => K.softmaxBackward(y, dy, dx));
   fn('kernels.axpby', names('axpby'), [T([2, 3]), F(1), T([2, 3], { shapes: [[3, 2], [6], [2, 4]] }), F(1), O({}, { out: [bad('out [6]', (c) => c.t([6])), bad('out int32', (c) => c.t([2, 3], 'int32'))] }, { nullOk: true })],
@@ -333,7 +335,7 @@ function fns(): Fn[] {
   fn('ops.add', names('add', 'axpby'), [T([2, 3]), T([2, 3], { shapes: [[3, 2], [2, 4], [6]] })], (_c, [a, b]) => ops.add(a, b));
   fn('ops.linear', names('linear', 'matmul'), [T([2, 3], { shapes: [[2, 4], [3]] }), T([4, 3], { shapes: [[4, 5], [3]] }), T([4], { shapes: [[5]], nullable: true }), { valid: () => 'none', bad: [val("'relu'", 'relu'), val('5', 5)] }],
     (_c, [x, w, b, a]) => ops.linear(x, w, b, a));
-  fn('ops.gelu', names('gelu'), [T([3])], (_c, [x]) => ops.gelu(x));
+  fn('ops.gelu', names('gelu'), [T([3]), { valid: () => 'none', bad: [val("'erf'", 'erf'), val('5', 5), val('null', null)] }], (_c, [x, a]) => ops.gelu(x, a));
   fn('ops.matmul', names('matmul'), [T([2, 3], { shapes: [[2, 5]] }), T([3, 4], { shapes: [[4, 4]] })], (_c, [a, b]) => ops.matmul(a, b));
   fn('ops.layerNorm', names('layernorm', 'layerNorm'), [T([2, 4]), T([4], { shapes: [[3]] }), T([4], { shapes: [[5]] }), F(1e-5, [val('-1', -1)])], (_c, [x, w, b, e]) => ops.layerNorm(x, w, b, e));
   fn('ops.splitHeads', names('splitHeads', 'heads'), [T([2, 3, 8], { shapes: [[2, 8]] }), I(2, 1, [val('3', 3)])], (_c, [x, h]) => ops.splitHeads(x, h));

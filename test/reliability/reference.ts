@@ -24,6 +24,31 @@ export function geluGradScalar(x: number): number {
   return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_PI * (1 + 3 * 0.044715 * x * x);
 }
 
+// The exact (erf) GELU: x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (not 1 + erf, which cancels in the negative tail),
+// erfc(z >= 0) from the positive series of erf below z = 3 and the continued fraction above (2e-11 relative).
+function erfcPos(z: number): number {
+  if (z < 3) {
+    let term = z, sum = z;
+    for (let k = 1; term > 1e-17 * sum; k++) {
+      term *= (2 * z * z) / (2 * k + 1);
+      sum += term;
+    }
+    return 1 - (2 / Math.sqrt(Math.PI)) * Math.exp(-z * z) * sum;
+  }
+  let f = z;
+  for (let k = 80; k >= 1; k--) f = z + k / 2 / f;
+  return Math.exp(-z * z) / Math.sqrt(Math.PI) / f;
+}
+export function normCdf(x: number): number {
+  return x < 0 ? 0.5 * erfcPos(-x / Math.SQRT2) : 1 - 0.5 * erfcPos(x / Math.SQRT2);
+}
+export function geluErfScalar(x: number): number {
+  return x * normCdf(x);
+}
+export function geluErfGradScalar(x: number): number {
+  return normCdf(x) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI);
+}
+
 export interface MatmulRef {
   batch: number; M: number; N: number; K: number;
   aBatched: boolean; bBatched: boolean; transA: boolean; transB: boolean;

@@ -293,6 +293,46 @@ export const SPECS: Spec[] = [
       };
     },
   },
+  // the exact (erf) form: IEEE on x Phi(x) and Phi(x) + x phi(x) at +-Inf too (gelu(-Inf) = NaN, as PyTorch), no alternative
+  {
+    name: 'geluErf', op: /gelu/i, muts: ['valid', 'edge', 'extreme', 'nonfinite', 'alias'],
+    build(r, m) {
+      const shape = [dim(r, m, 1, 4), dim(r, m, 1, 9)], n = numel(shape);
+      const x = vals(r, n, mag(r, m, GELU_MAGS) * 3);
+      if (m === 'nonfinite') sprinkle(r, x);
+      const hasOut = m === 'alias' || r.chance(0.5);
+      const arrays: Record<string, Arr> = { x: arr(shape, x) };
+      if (hasOut) arrays.out = arr(shape, vals(r, n));
+      return {
+        desc: `geluErf [${shape}] out ${+hasOut}`, arrays, writes: hasOut ? ['out'] : [],
+        alias: m === 'alias' ? { out: 'out', on: 'x', shift: r.pick([0, 1, -1]) } : undefined,
+        call: (t) => {
+          const y = K.geluErf(t.x, { out: t.out });
+          return hasOut ? {} : { y };
+        },
+        ref: (x) => ({ [hasOut ? 'out' : 'y']: { want: x.x.map(R.geluErfScalar), elemScale: x.x.map(Math.abs) } }),
+      };
+    },
+  },
+  {
+    name: 'geluErfBackward', op: /gelu/i, muts: ['valid', 'edge', 'extreme', 'nonfinite', 'alias'],
+    build(r, m) {
+      const shape = [dim(r, m, 1, 4), dim(r, m, 1, 9)], n = numel(shape);
+      const x = vals(r, n, mag(r, m, GELU_MAGS) * 3), dy = vals(r, n), dx = vals(r, n);
+      if (m === 'nonfinite') sprinkle(r, r.pick([x, dy]));
+      return {
+        desc: `geluErfBackward [${shape}]`, arrays: { x: arr(shape, x), dy: arr(shape, dy), dx: arr(shape, dx) }, writes: ['dx'],
+        alias: m === 'alias' ? { out: 'dx', on: r.pick(['x', 'dy']), shift: r.pick([0, 1]) } : undefined,
+        call: (t) => (K.geluErfBackward(t.x, t.dy, t.dx), {}),
+        ref: (x) => ({
+          dx: {
+            want: x.dx.map((d, i) => d + R.geluErfGradScalar(x.x[i]) * x.dy[i]),
+            elemScale: x.dx.map((d, i) => Math.abs(d) + Math.abs(x.dy[i]) * Math.min(10, Math.max(1, Math.abs(x.x[i])))),
+          },
+        }),
+      };
+    },
+  },
   {
     name: 'softmax', op: /softmax/i, muts: ['valid', 'edge', 'extreme', 'nonfinite', 'alias'], nanClass: true,
     build(r, m) {

@@ -20,7 +20,7 @@ import { ATOMIC_KINDS, runAtomicCase, runPoisonCase } from './silent-state.ts';
 
 const test = anyTest.serial; // one device stream: a failure of one case must not reach another's synchronize()
 const SEED = Number(process.env.SHAREDFORMER_SILENT_SEED ?? 0x5113) >>> 0;
-const KERNEL_PER_SPEC = FULL ? 500 : 20; // x 24 kernels
+const KERNEL_PER_SPEC = FULL ? 500 : 20; // x 26 kernels
 const NAN_PER_SPEC = FULL ? 1000 : 30; // x 6 kernels
 const POISON_CASES = FULL ? 1000 : 60;
 const POISON_STEPS = FULL ? 24 : 14;
