@@ -578,6 +578,8 @@ void bench_memory(Bench& b) {
     const std::string sh = std::to_string(n / 1'048'576) + "M floats";
     mem_row(b, "gelu fwd", sh, time_ms(b, [&](int) { kc::gelu_forward(b.s, x, y, n); }), 8.0 * n);
     mem_row(b, "gelu bwd", sh, time_ms(b, [&](int) { kc::gelu_backward(b.s, x, dy, dx, n); }), 16.0 * n);
+    mem_row(b, "gelu erf fwd", sh, time_ms(b, [&](int) { kc::gelu_erf_forward(b.s, x, y, n); }), 8.0 * n);
+    mem_row(b, "gelu erf bwd", sh, time_ms(b, [&](int) { kc::gelu_erf_backward(b.s, x, dy, dx, n); }), 16.0 * n);
     mem_row(b, "residual add (axpby)", sh, time_ms(b, [&](int) { kc::axpby(b.s, x, 1.0f, dy, 1.0f, y, n); }), 12.0 * n);
     mem_row(b, "dropout fwd p=0.1", sh, time_ms(b, [&](int) { kc::dropout_forward(b.s, x, y, n, 0.1f, 7, 0); }), 8.0 * n);
     const int64_t rows = n / 1024;

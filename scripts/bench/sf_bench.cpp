@@ -204,6 +204,8 @@ void bench_memory_bound(ThreadPool& pool, const Opts& o, double copy, std::vecto
     if (wanted(o, "gelu")) {
       rows.push_back(mem_row("gelu fwd", sh, sfbench::time_ms([&] { cpu::gelu_forward(pool, x.data(), y.data(), int64_t(N)); }), 8 * n, copy));
       rows.push_back(mem_row("gelu bwd", sh, sfbench::time_ms([&] { cpu::gelu_backward(pool, x.data(), dy.data(), dx.data(), int64_t(N)); }), 16 * n, copy));
+      rows.push_back(mem_row("gelu erf fwd", sh, sfbench::time_ms([&] { cpu::gelu_erf_forward(pool, x.data(), y.data(), int64_t(N)); }), 8 * n, copy));
+      rows.push_back(mem_row("gelu erf bwd", sh, sfbench::time_ms([&] { cpu::gelu_erf_backward(pool, x.data(), dy.data(), dx.data(), int64_t(N)); }), 16 * n, copy));
     }
     if (wanted(o, "softmax")) {
       rows.push_back(mem_row("softmax fwd", sh, sfbench::time_ms([&] { cpu::softmax_forward(pool, x.data(), y.data(), T, C); }), 8 * n, copy));
