@@ -146,7 +146,7 @@ __global__ void gelu_backward_kernel(const float* __restrict__ x, const float* _
     dx[i] += gelu_grad_f(x[i]) * dy[i];
 }
 
-// ---- GELU, exact form: x Phi(x), Phi the normal CDF (BERT's; PyTorch's approximate='none') ---------------------------
+// ---- GELU, exact form: x Phi(x), Phi the normal CDF (BERT's; PyTorch's approximate='none') -----------------------
 // normcdff rather than 0.5 (1 + erff(x / sqrt 2)): the same function, but accurate in relative terms in the negative
 // tail, where 1 + erff cancels to no correct digit below x ~ -5.5 (the CPU kernel keeps those digits too). Non-finite
 // values as the CPU's (and PyTorch's): gelu(+inf) = +inf, gelu(-inf) = -inf * 0 = NaN, gelu'(+-inf) = NaN.

@@ -56,7 +56,8 @@ def main():
     e_small, ps, _ = lawson(xs**2, f, np.abs(f), 5, 0)
     # tail: a in [0.5, 15], s(a) = c / M(a) - a with M = Phi(-a) exp(a^2/2), weighted by a + s (the error of M)
     lo, hi = 0.5, 15.0
-    a = np.unique(np.concatenate([np.linspace(lo, hi, 6001), lo + (hi - lo) * (1 - np.cos(np.linspace(0, np.pi / 2, 2001)))]))
+    dense_low = lo + (hi - lo) * (1 - np.cos(np.linspace(0, np.pi / 2, 2001)))  # more points near lo
+    a = np.unique(np.concatenate([np.linspace(lo, hi, 6001), dense_low]))
     M = [phi_tail(v) for v in a]
     s = np.array([float(C / m - mp.mpf(v)) for m, v in zip(M, a)])
     e_tail, pt, qt = lawson(a, s, a + s, 4, 5)

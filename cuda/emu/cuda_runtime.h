@@ -365,7 +365,9 @@ inline float __fadd_rn(float a, float b) {
 inline float __fdividef(float a, float b) { return a / b; }
 inline float __expf(float x) { return std::exp(x); }
 // normcdff: the normal CDF, 0.5 erfc(-x / sqrt 2), evaluated in double (CUDA's is within 5 ulp of it).
-inline float normcdff(float x) { return static_cast<float>(0.5 * std::erfc(-static_cast<double>(x) * 0.70710678118654752440)); }
+inline float normcdff(float x) {
+  return static_cast<float>(0.5 * std::erfc(-static_cast<double>(x) * 0.70710678118654752440));
+}
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 
 // CUDA's global min / max overloads for device code.

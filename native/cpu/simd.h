@@ -161,9 +161,9 @@ inline float gelu_grad_scalar(float x) {
 }
 
 // ---- erf and the exact (erf) GELU ------------------------------------------------------------------------------
-// Phi(x) = (1 + erf(x / sqrt 2)) / 2 is the standard normal CDF, phi(x) = c exp(-x^2 / 2) its density, c = 1/sqrt(2 pi).
-// Two approximations, fitted by scripts/fit_gelu_erf.py for the smallest maximum relative error (in double: 7.1e-10
-// and 1.5e-10, far below float's 6e-8):
+// Phi(x) = (1 + erf(x / sqrt 2)) / 2 is the standard normal CDF, phi(x) = c exp(-x^2 / 2) its density, with
+// c = 1 / sqrt(2 pi). Two approximations, fitted by scripts/fit_gelu_erf.py for the smallest maximum relative error
+// (in double: 7.1e-10 and 1.5e-10, far below float's 6e-8):
 //   |x| <= 1:            Phi(x) = 1/2 + x P(x^2),                  P of degree 5
 //   0.5 <= a <= 15:      Phi(-a) = exp(-a^2 / 2) c q(a) / (a q(a) + p(a)),   p of degree 4, q of degree 5
 // The tail form is Mills' ratio, Phi(-a) = phi(a) / (a + s) with s = p / q: an error in s moves the result by less

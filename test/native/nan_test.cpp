@@ -4,8 +4,8 @@
 // entries (no max subtraction, no masking by multiplication): a NaN reference element must be NaN in the kernel, an
 // infinite one the same infinity, a finite one finite and close. Attention forward and backward (causal, key_lengths
 // padding, GQA; a NaN in one key, one query, the last value row, one dout row; an Inf in masked values and keys),
-// cross-entropy, softmax, layer norm, GELU (tanh and erf forms), the sum of squares and bias_grad. The kernels run the widest ISA variant
-// of the CPU: run with SHAREDFORMER_ISA=avx2 and =portable too to cover the others.
+// cross-entropy, softmax, layer norm, GELU (tanh and erf forms), the sum of squares and bias_grad. The kernels run the
+// widest ISA variant of the CPU: run with SHAREDFORMER_ISA=avx2 and =portable too to cover the others.
 #include <cmath>
 #include <cstdio>
 #include <cstring>
