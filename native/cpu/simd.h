@@ -247,7 +247,7 @@ SF_INLINE void exp_neg_square_2p64(V a, float k, V& scale, V& s) {
 
 // erf(t) for float vectors: t + t (E(t^2) - 1) below 0.7 (E - 1, not E, so that nothing is rounded near 1), else
 // 1 - erfc(|t|) with the sign of t; 1 from |t| = 4 on (erf(3.92) already rounds to 1), -0 for -0, NaN for NaN. Within
-// 1.6 ulp of the exact erf over all 2^32 floats with fused multiply-adds (the AVX2 and AVX-512 builds), 1.9 without
+// 1.57 ulp of the exact erf over all 2^32 floats with fused multiply-adds (the AVX2 and AVX-512 builds), 1.94 without
 // (test/native/norm_kernels_test.cpp sweeps every binade).
 template <typename V>
 SF_INLINE V erf(V t) {
@@ -267,8 +267,8 @@ SF_INLINE V erf(V t) {
 // The exact GELU, x Phi(x) (PyTorch's approximate='none'), and its derivative Phi(x) + x phi(x): the small form on
 // (-0.5, 1); for x <= -0.5 the tail x Phi(-|x|), which keeps its relative accuracy down to denormal results (x ~
 // -14.5; 1 + erf(x / sqrt 2) in float, as PyTorch computes it, has no correct digit below x ~ -5.5); for x >= 1,
-// x (1 - Phi(-x)). Over all 2^32 floats, gelu is within 4.0 ulp of the exact value with fused multiply-adds (AVX2,
-// AVX-512), 4.8 without; gelu' within 2.7 (3.1) ulp of the larger of Phi(x), |x phi(x)|, its two terms, which cancel
+// x (1 - Phi(-x)). Over all 2^32 floats, gelu is within 3.96 ulp of the exact value with fused multiply-adds (AVX2,
+// AVX-512), 4.74 without; gelu' within 2.61 (3.01) ulp of the larger of Phi(x), |x phi(x)|, its two terms, which cancel
 // where gelu' crosses 0 at x = -0.7518 (test/native/norm_kernels_test.cpp sweeps every binade). Non-finite inputs
 // follow IEEE on x Phi(x) and Phi(x) + x phi(x), as PyTorch does: gelu(+inf) = +inf, gelu(-inf) = -inf * 0 = NaN,
 // gelu'(+-inf) = NaN, NaN -> NaN; beyond |x| = 15, Phi(-|x|) is 0.
