@@ -91,6 +91,8 @@ void gelu_forward(Stream s, const float* x, float* y, int64_t n);
 void gelu_backward(Stream s, const float* x, const float* dy, float* dx, int64_t n);
 void gelu_erf_forward(Stream s, const float* x, float* y, int64_t n);  // x Phi(x), PyTorch's approximate='none'
 void gelu_erf_backward(Stream s, const float* x, const float* dy, float* dx, int64_t n);
+void tanh_forward(Stream s, const float* x, float* y, int64_t n);  // tanhf
+void tanh_backward(Stream s, const float* x, const float* dy, float* dx, int64_t n);  // dx += (1 - tanh(x)^2) dy
 void softmax_forward(Stream s, const float* x, float* y, int64_t rows, int64_t n);
 void softmax_backward(Stream s, const float* y, const float* dy, float* dx, int64_t rows, int64_t n);
 void axpby(Stream s, const float* a, float alpha, const float* b, float beta, float* out, int64_t n);

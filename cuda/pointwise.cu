@@ -170,6 +170,22 @@ __global__ void gelu_erf_backward_kernel(const float* __restrict__ x, const floa
     dx[i] += gelu_erf_grad_f(x[i]) * dy[i];
 }
 
+// ---- tanh (the pooler's activation) -------------------------------------------------------------------------------
+
+__global__ void tanh_forward_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = tanhf(x[i]);
+}
+__global__ void tanh_backward_kernel(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ dx,
+                                     int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float t = tanhf(x[i]);
+    dx[i] += (1.0f - t * t) * dy[i];
+  }
+}
+
 // ---- softmax ------------------------------------------------------------------------------------------------------
 // NaN semantics as the CPU's (and PyTorch's): a NaN, a +inf or an all -inf row gives a NaN row, which here follows from
 // the arithmetic itself (x - max is NaN there, and the NaN reaches the sum).
@@ -336,6 +352,18 @@ void gelu_erf_backward(Stream s, const float* x, const float* dy, float* dx, int
   if (n <= 0) return;
   SF_LAUNCH(gelu_erf_backward_kernel, (grid_for(n, kThreads), kThreads, 0, s), x, dy, dx, n);
   check_launch("gelu_erf_backward");
+}
+
+void tanh_forward(Stream s, const float* x, float* y, int64_t n) {
+  if (n <= 0) return;
+  SF_LAUNCH(tanh_forward_kernel, (grid_for(n, kThreads), kThreads, 0, s), x, y, n);
+  check_launch("tanh_forward");
+}
+
+void tanh_backward(Stream s, const float* x, const float* dy, float* dx, int64_t n) {
+  if (n <= 0) return;
+  SF_LAUNCH(tanh_backward_kernel, (grid_for(n, kThreads), kThreads, 0, s), x, dy, dx, n);
+  check_launch("tanh_backward");
 }
 
 void softmax_forward(Stream s, const float* x, float* y, int64_t rows, int64_t n) {

@@ -134,6 +134,17 @@ export function geluErfBackward(x: Tensor, dy: Tensor, dx: Tensor): Tensor {
   return dx;
 }
 
+/** tanh(x) elementwise, within a few ulp (tanh(+-Inf) = +-1, NaN stays NaN). */
+export function tanh(x: Tensor, options?: { out?: Tensor }): Tensor {
+  const o = opts(options, 'tanh');
+  return outOr(o.out, n().tanhForward(h(x, 'tanh', 'x'), maybe(o.out as Tensor, 'tanh', 'out')));
+}
+/** dx += (1 - tanh(x)^2) * dy. */
+export function tanhBackward(x: Tensor, dy: Tensor, dx: Tensor): Tensor {
+  n().tanhBackward(h(x, 'tanhBackward', 'x'), h(dy, 'tanhBackward', 'dy'), h(dx, 'tanhBackward', 'dx'));
+  return dx;
+}
+
 /** Softmax over the last dimension. */
 export function softmax(x: Tensor, options?: { out?: Tensor }): Tensor {
   const o = opts(options, 'softmax');

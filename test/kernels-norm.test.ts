@@ -1,4 +1,4 @@
-// kernels-norm.test.ts — layer norm, GELU (tanh and exact erf forms), softmax, axpby and dropout through the binding
+// kernels-norm.test.ts — layer norm, GELU (tanh and exact erf forms), tanh, softmax, axpby and dropout through the binding
 // (native/addon/ops_norm.cpp) against small JavaScript references: forward values, accumulating backward passes,
 // outputs given or allocated, the in-place forms axpby allows, the dropout mask against a JavaScript Philox, and every
 // class of bad argument throwing the right error class with a message naming the op. ops.gelu's two forms: values,
@@ -281,6 +281,61 @@ test('ops.gelu: the tanh form by default, the exact form with approximate = none
     t.regex(e!.message, /^ops\.gelu: approximate must be 'tanh' or 'none', got /, String(bad));
   }
   t.regex(t.throws(() => ops.gelu(x, 'erf' as never))!.message, /got "erf"$/);
+  x.dispose();
+});
+
+test('tanhForward / tanhBackward and ops.tanh: Math.tanh values, +-0, +-inf and NaN, gradients against the derivative and finite differences', (t) => {
+  const r = new Random(34);
+  const xd = [0, -0, 1e-30, -1e-6, 0.1, 0.3999999, 0.4, 0.4000001, -0.7, 1, 2.5, -9, 20, ...randArray(r, 40, -5, 5)].map(Math.fround);
+  const x = f32(xd, [xd.length]);
+  const y = kernels.tanh(x).dataSync();
+  // within 4 ulp of the float nearest tanh (Math.tanh in double), the signs of zeros kept
+  xd.forEach((v, i) => {
+    const want = Math.tanh(v), ulp = Math.max(2 ** -149, 2 ** (Math.floor(Math.log2(Math.abs(want) || 2 ** -149)) - 23));
+    t.true(Math.abs(y[i] - want) <= 4 * ulp, `tanh(${v}) = ${y[i]}, want ${want}`);
+    if (v === 0) t.is(Object.is(y[i], -0), Object.is(v, -0), 'the sign of zero');
+  });
+  t.deepEqual(Array.from(kernels.tanh(f32([Infinity, -Infinity, NaN], [3])).dataSync()), [1, -1, NaN]);
+  // out given; backward accumulates (1 - tanh^2) dy
+  const out = zeros([xd.length]);
+  t.is(kernels.tanh(x, { out }), out);
+  t.deepEqual(Array.from(out.dataSync()), Array.from(y));
+  const dy = randArray(r, xd.length), dx0 = randArray(r, xd.length);
+  const dx = f32(dx0, [xd.length]);
+  kernels.tanhBackward(x, f32(dy, [xd.length]), dx);
+  assertClose(t, dx.dataSync(), xd.map((v, i) => dx0[i] + (1 - Math.tanh(v) ** 2) * dy[i]), { abs: 3e-7, rel: 1e-6, what: 'tanhBackward' });
+  // ops.tanh through backward(): loss = crossEntropy(tanh(x))
+  const B = 2, V = 5;
+  const xs = randArray(r, B * V, -3, 3), targets = tensor(Int32Array.from([1, 4]), [B]);
+  const lossRef = (v: number[]) => {
+    let l = 0;
+    for (let b = 0; b < B; b++) {
+      const row = v.slice(b * V, (b + 1) * V).map(Math.tanh);
+      const m = Math.max(...row);
+      l += m + Math.log(row.reduce((s, u) => s + Math.exp(u - m), 0)) - row[[1, 4][b]];
+    }
+    return l / B;
+  };
+  const pb = new ParameterBuilder();
+  const p = pb.declare('x', [B, V], { kind: 'zeros' }, false);
+  const store = new ParameterStore(pb);
+  (store.values.sharedData() as Float32Array).set(xs, p.offset);
+  const loss = ops.crossEntropy(ops.tanh(p.value), targets);
+  t.true(Math.abs(loss.dataSync()[0] - lossRef(xs)) <= 1e-6 * lossRef(xs), 'the loss');
+  backward(loss);
+  const h = 1e-5;
+  const fd = xs.map((_, i) => {
+    const up = xs.slice(), dn = xs.slice();
+    up[i] += h;
+    dn[i] -= h;
+    return (lossRef(up) - lossRef(dn)) / (2 * h);
+  });
+  assertClose(t, Array.from(p.grad.dataSync()), fd, { abs: 1e-7, rel: 1e-5, what: 'ops.tanh: dx vs finite differences' });
+  loss.dispose();
+  store.dispose();
+  // bad arguments name the op
+  t.throws(() => n.tanhForward(1, null), { instanceOf: TypeError, message: /tanhForward/ });
+  t.throws(() => n.tanhBackward(x.handle, x.handle, zeros([3]).handle), { message: /tanhBackward/ });
   x.dispose();
 });
 

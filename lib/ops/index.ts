@@ -169,6 +169,20 @@ export function gelu(x: Tensor, approximate: 'tanh' | 'none' = 'tanh'): Tensor {
   return y;
 }
 
+// ---- tanh -----------------------------------------------------------------------------------------------------------
+// forward: y = tanh(x);  backward: dx += (1 - tanh(x)^2) dy
+/** tanh; differentiable (BERT's pooler). */
+export function tanh(x: Tensor): Tensor {
+  const rec = recording(x);
+  const y = track(K.tanh(x), rec);
+  if (rec)
+    tape().record('tanh', [y], (tp) => {
+      const g = tp.gradOf(y);
+      if (g) K.tanhBackward(x, g, tp.gradFor(x));
+    }, [x]);
+  return y;
+}
+
 // ---- matmul (weights made from weights: basis and delta sharing) -----------------------------------------------------
 // forward: C = A B (2-D);  backward: dA += dC B^T;  dB += A^T dC
 /** The 2-D matrix product A B; differentiable. */

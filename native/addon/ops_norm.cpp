@@ -1,4 +1,4 @@
-// ops_norm.cpp — bindings for layer norm, GELU (tanh and erf forms), softmax, axpby and dropout (kernels in
+// ops_norm.cpp — bindings for layer norm, GELU (tanh and erf forms), tanh, softmax, axpby and dropout (kernels in
 // native/cpu/layernorm.cpp, gelu.cpp, softmax.cpp and elementwise.cpp). Every tensor is float32, all on one device (CPU
 // or CUDA); backward ops ACCUMULATE (+=).
 //
@@ -12,6 +12,8 @@
 //   geluErfForward(x, out | null) -> out              out = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (exact form), as
 //                                                      geluForward; +inf -> +inf, -inf -> NaN, NaN -> NaN (PyTorch's)
 //   geluErfBackward(x, dy, dx) -> dx                   dx += (Phi(x) + x phi(x)) * dy
+//   tanhForward(x, out | null) -> out                 out = tanh(x), as geluForward
+//   tanhBackward(x, dy, dx) -> dx                      dx += (1 - tanh(x)^2) * dy
 //   softmaxForward(x, out | null) -> out               softmax over the last dimension
 //   softmaxBackward(y, dy, dx) -> dx                   dx += y * (dy - sum(y * dy)) over the last dimension
 //   axpby(a, alpha, b, beta, out | null) -> out        out = alpha * a + beta * b; out may be a or b itself (exactly
@@ -22,6 +24,8 @@
 //     tensor uses Philox counter offset + i of the dropout stream (native/cpu/dropout.h), identical on every device.
 // Outputs of forward ops must not share memory with their inputs (except axpby's exact alias).
 #include <cmath>
+#include <functional>
+#include <utility>
 
 #include "../cpu/kernels.h"
 #include "ops.h"
@@ -154,72 +158,70 @@ Napi::Value LayernormBackward(const Napi::CallbackInfo& info) {
   });
 }
 
-// ---- GELU ---------------------------------------------------------------------------------------------------------
+// ---- GELU (both forms) and tanh: elementwise activations ----------------------------------------------------------
+// One binding body for each direction; the kernels (CPU and CUDA) come from the caller's SF_KERNEL.
+
+using Launches = std::pair<std::function<void(ThreadPool&)>, std::function<void(cuda::Stream)>>;
+
+// name(x, out | null) -> out: y = f(x), out of x's shape, allocated when null
+template <typename Make>
+Napi::Value activation_forward(const Napi::CallbackInfo& info, const char* name, Make make) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, name, 1);
+    Tensor x = args.tensor(0, "x");
+    std::optional<Tensor> out = args.maybe_tensor(1, "out");
+    check_f32_dev(args, x, "x");
+    Tensor y = output_or_new(args, out, x.shape, x, {{&x, "x"}});
+    Launches l = make(x.data<float>(), y.data<float>(), x.numel());
+    args.run({x, y}, std::move(l.first), std::move(l.second));
+    return out ? args.arg(1) : args.wrap(y);
+  });
+}
+
+// name(x, dy, dx) -> dx: dx += f'(x) dy
+template <typename Make>
+Napi::Value activation_backward(const Napi::CallbackInfo& info, const char* name, Make make) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    OpArgs args(info, name, 3);
+    const char* op = args.op();
+    Tensor x = args.tensor(0, "x");
+    Tensor dy = args.tensor(1, "dy");
+    Tensor dx = args.tensor(2, "dx");
+    check_f32_dev(args, x, "x");
+    check_f32_dev(args, dy, "dy");
+    check_f32_dev(args, dx, "dx");
+    check_shape(dy, x.shape, op, "dy");
+    check_shape(dx, x.shape, op, "dx");
+    check_all_disjoint(op, {{&dx, "dx"}}, {{&x, "x"}, {&dy, "dy"}});
+    args.update(dx);
+    Launches l = make(x.data<float>(), dy.data<float>(), dx.data<float>(), x.numel());
+    args.run({x, dy, dx}, std::move(l.first), std::move(l.second));
+    return args.arg(2);
+  });
+}
 
 Napi::Value GeluForward(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    OpArgs args(info, "geluForward", 1);
-    Tensor x = args.tensor(0, "x");
-    std::optional<Tensor> out = args.maybe_tensor(1, "out");
-    check_f32_dev(args, x, "x");
-    Tensor y = output_or_new(args, out, x.shape, x, {{&x, "x"}});
-    const int64_t n = x.numel();
-    args.run({x, y}, SF_KERNEL(gelu_forward, x.data<float>(), y.data<float>(), n));
-    return out ? args.arg(1) : args.wrap(y);
-  });
+  return activation_forward(info, "geluForward", [](const float* x, float* y, int64_t n) { return Launches{SF_KERNEL(gelu_forward, x, y, n)}; });
 }
-
 Napi::Value GeluBackward(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    OpArgs args(info, "geluBackward", 3);
-    const char* op = args.op();
-    Tensor x = args.tensor(0, "x");
-    Tensor dy = args.tensor(1, "dy");
-    Tensor dx = args.tensor(2, "dx");
-    check_f32_dev(args, x, "x");
-    check_f32_dev(args, dy, "dy");
-    check_f32_dev(args, dx, "dx");
-    check_shape(dy, x.shape, op, "dy");
-    check_shape(dx, x.shape, op, "dx");
-    check_all_disjoint(op, {{&dx, "dx"}}, {{&x, "x"}, {&dy, "dy"}});
-    const int64_t n = x.numel();
-    args.update(dx);
-    args.run({x, dy, dx}, SF_KERNEL(gelu_backward, x.data<float>(), dy.data<float>(), dx.data<float>(), n));
-    return args.arg(2);
+  return activation_backward(info, "geluBackward", [](const float* x, const float* dy, float* dx, int64_t n) {
+    return Launches{SF_KERNEL(gelu_backward, x, dy, dx, n)};
   });
 }
-
-// The exact (erf) form: the same arguments, checks and messages as the tanh form's, under its own names.
 Napi::Value GeluErfForward(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    OpArgs args(info, "geluErfForward", 1);
-    Tensor x = args.tensor(0, "x");
-    std::optional<Tensor> out = args.maybe_tensor(1, "out");
-    check_f32_dev(args, x, "x");
-    Tensor y = output_or_new(args, out, x.shape, x, {{&x, "x"}});
-    const int64_t n = x.numel();
-    args.run({x, y}, SF_KERNEL(gelu_erf_forward, x.data<float>(), y.data<float>(), n));
-    return out ? args.arg(1) : args.wrap(y);
+  return activation_forward(info, "geluErfForward", [](const float* x, float* y, int64_t n) { return Launches{SF_KERNEL(gelu_erf_forward, x, y, n)}; });
+}
+Napi::Value GeluErfBackward(const Napi::CallbackInfo& info) {
+  return activation_backward(info, "geluErfBackward", [](const float* x, const float* dy, float* dx, int64_t n) {
+    return Launches{SF_KERNEL(gelu_erf_backward, x, dy, dx, n)};
   });
 }
-
-Napi::Value GeluErfBackward(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value {
-    OpArgs args(info, "geluErfBackward", 3);
-    const char* op = args.op();
-    Tensor x = args.tensor(0, "x");
-    Tensor dy = args.tensor(1, "dy");
-    Tensor dx = args.tensor(2, "dx");
-    check_f32_dev(args, x, "x");
-    check_f32_dev(args, dy, "dy");
-    check_f32_dev(args, dx, "dx");
-    check_shape(dy, x.shape, op, "dy");
-    check_shape(dx, x.shape, op, "dx");
-    check_all_disjoint(op, {{&dx, "dx"}}, {{&x, "x"}, {&dy, "dy"}});
-    const int64_t n = x.numel();
-    args.update(dx);
-    args.run({x, dy, dx}, SF_KERNEL(gelu_erf_backward, x.data<float>(), dy.data<float>(), dx.data<float>(), n));
-    return args.arg(2);
+Napi::Value TanhForward(const Napi::CallbackInfo& info) {
+  return activation_forward(info, "tanhForward", [](const float* x, float* y, int64_t n) { return Launches{SF_KERNEL(tanh_forward, x, y, n)}; });
+}
+Napi::Value TanhBackward(const Napi::CallbackInfo& info) {
+  return activation_backward(info, "tanhBackward", [](const float* x, const float* dy, float* dx, int64_t n) {
+    return Launches{SF_KERNEL(tanh_backward, x, dy, dx, n)};
   });
 }
 
@@ -343,6 +345,8 @@ void register_norm_ops(Napi::Env env, Napi::Object exports) {
   exports.Set("geluBackward", Napi::Function::New(env, GeluBackward, "geluBackward"));
   exports.Set("geluErfForward", Napi::Function::New(env, GeluErfForward, "geluErfForward"));
   exports.Set("geluErfBackward", Napi::Function::New(env, GeluErfBackward, "geluErfBackward"));
+  exports.Set("tanhForward", Napi::Function::New(env, TanhForward, "tanhForward"));
+  exports.Set("tanhBackward", Napi::Function::New(env, TanhBackward, "tanhBackward"));
   exports.Set("softmaxForward", Napi::Function::New(env, SoftmaxForward, "softmaxForward"));
   exports.Set("softmaxBackward", Napi::Function::New(env, SoftmaxBackward, "softmaxBackward"));
   exports.Set("axpby", Napi::Function::New(env, Axpby, "axpby"));

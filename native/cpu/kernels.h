@@ -61,6 +61,10 @@ void gelu_backward(ThreadPool& pool, const float* x, const float* dy, float* dx,
 // the non-finite inputs: gelu(+inf) = +inf, gelu(-inf) = NaN, gelu'(+-inf) = NaN, NaN -> NaN.
 void gelu_erf_forward(ThreadPool& pool, const float* x, float* y, int64_t n);
 void gelu_erf_backward(ThreadPool& pool, const float* x, const float* dy, float* dx, int64_t n);  // dx += gelu'(x) dy
+// tanh (BERT's and ALBERT's pooler): within 4 ulp of the correctly rounded value (an odd polynomial below |x| 0.4,
+// 1 - 2 / (exp(2|x|) + 1) above); tanh(+-inf) = +-1, tanh(-0) = -0, NaN -> NaN. Backward from x: dx += (1 - tanh(x)^2) dy.
+void tanh_forward(ThreadPool& pool, const float* x, float* y, int64_t n);
+void tanh_backward(ThreadPool& pool, const float* x, const float* dy, float* dx, int64_t n);
 
 // ---- softmax.cpp ------------------------------------------------------------------------------------------------
 // Row-wise softmax over the last dimension n.

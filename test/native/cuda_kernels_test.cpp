@@ -242,6 +242,30 @@ void test_gelu_erf(Env& e) {
   }
 }
 
+// tanh: CUDA's tanhf against the CPU's kernel; saturation, +-0 and the CPU's polynomial range.
+void test_tanh(Env& e) {
+  for (int64_t n : {int64_t{1}, int64_t{1000}, int64_t{1000003}}) {
+    auto x = e.randn(n, 2.0f);
+    if (n > 10) {
+      x[0] = 30.0f;
+      x[1] = -30.0f;
+      x[2] = 0.0f;
+      x[3] = 0.1f;
+      x[4] = -0.25f;
+    }
+    std::vector<float> y(x.size());
+    cpu::tanh_forward(e.pool, x.data(), y.data(), n);
+    Tensor gx = e.up(x), gy = e.poisoned(n);
+    cuda::tanh_forward(e.s, gx.data<float>(), gy.data<float>(), n);
+    near(y, e.down(gy), kTol, "tanh_forward n=" + std::to_string(n));
+    auto dy = e.randn(n), dx = e.randn(n);
+    Tensor gdy = e.up(dy), gdx = e.up(dx);
+    cpu::tanh_backward(e.pool, x.data(), dy.data(), dx.data(), n);
+    cuda::tanh_backward(e.s, gx.data<float>(), gdy.data<float>(), gdx.data<float>(), n);
+    near(dx, e.down(gdx), kTol, "tanh_backward n=" + std::to_string(n));
+  }
+}
+
 void test_softmax(Env& e) {
   for (int64_t rows : {int64_t{1}, int64_t{17}}) {
     for (int64_t n : {int64_t{1}, int64_t{5}, int64_t{1025}, int64_t{32001}}) {
@@ -681,6 +705,7 @@ int main() {
     test_layernorm(e);
     test_gelu(e);
     test_gelu_erf(e);
+    test_tanh(e);
     test_softmax(e);
     test_axpby(e);
     test_dropout(e);

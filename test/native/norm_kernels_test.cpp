@@ -456,6 +456,75 @@ TEST(gelu_erf_backward_matches_derivative_and_finite_differences) {
   }
 }
 
+// ---- tanh (the pooler's activation) -----------------------------------------------------------------------------
+
+TEST(tanh_matches_double_reference_special_values_and_thread_count) {
+  Context ctx;
+  ThreadPool& pool = ctx.pool();
+  Rng rng(31);
+  for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{17}, int64_t{8193}, int64_t{100003}}) {
+    Vec x = rng.vec(n, -6.0f, 6.0f);
+    for (size_t i = 0; i < x.size(); i += 3) x[i] *= 0.07f;  // the polynomial's range |x| < 0.4 too
+    Vec y1 = poisoned(n), y3 = poisoned(n);
+    pool.set_threads(1);
+    cpu::tanh_forward(pool, x.data(), y1.data(), n);
+    pool.set_threads(3);
+    cpu::tanh_forward(pool, x.data(), y3.data(), n);
+    CHECK(same_bits(y1, y3));
+    double worst = 0;
+    for (size_t i = 0; i < x.size(); ++i) worst = std::max(worst, ulps(y3[i], std::tanh(static_cast<double>(x[i]))));
+    if (!(worst <= 4.0)) std::fprintf(stderr, "    tanh n %lld: %.2f ulp\n", static_cast<long long>(n), worst);
+    CHECK(worst <= 4.0);
+  }
+  // every binade from denormals to saturation, both signs, and the branch point 0.4
+  Vec x;
+  for (int e = -149; e <= 5; ++e)
+    for (float m : {1.0f, 1.2345f, 1.5f, 1.999f}) {
+      x.push_back(std::ldexp(m, e));
+      x.push_back(-std::ldexp(m, e));
+    }
+  for (float v : {0.3999999f, 0.4f, 0.4000001f, -0.4f}) x.push_back(v);
+  Vec y = poisoned(static_cast<int64_t>(x.size()));
+  cpu::tanh_forward(pool, x.data(), y.data(), static_cast<int64_t>(x.size()));
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) worst = std::max(worst, ulps(y[i], std::tanh(static_cast<double>(x[i]))));
+  if (!(worst <= 4.0)) std::fprintf(stderr, "    tanh binades: %.2f ulp\n", worst);
+  CHECK(worst <= 4.0);
+  const Vec sx = {0.0f, -0.0f, INFINITY, -INFINITY, std::nanf(""), 1e30f, -1e30f};
+  Vec sy = poisoned(7), sg(7, 0.0f);
+  const Vec one(7, 1.0f);
+  cpu::tanh_forward(pool, sx.data(), sy.data(), 7);
+  cpu::tanh_backward(pool, sx.data(), one.data(), sg.data(), 7);
+  CHECK(sy[0] == 0.0f && !std::signbit(sy[0]) && sy[1] == 0.0f && std::signbit(sy[1]));  // +-0 keep their sign
+  CHECK(sy[2] == 1.0f && sy[3] == -1.0f && std::isnan(sy[4]) && sy[5] == 1.0f && sy[6] == -1.0f);
+  CHECK(sg[0] == 1.0f && sg[1] == 1.0f && sg[2] == 0.0f && sg[3] == 0.0f && std::isnan(sg[4]) && sg[5] == 0.0f);
+}
+
+TEST(tanh_backward_matches_derivative_and_finite_differences) {
+  Context ctx;
+  ThreadPool& pool = ctx.pool();
+  Rng rng(32);
+  for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{17}, int64_t{8193}}) {
+    Vec x = rng.vec(n, -4.0f, 4.0f), R = rng.vec(n, -1.0f, 1.0f);
+    Vec dx0 = rng.vec(n, -1.0f, 1.0f), dx1 = dx0, dx3 = dx0;
+    pool.set_threads(1);
+    cpu::tanh_backward(pool, x.data(), R.data(), dx1.data(), n);
+    pool.set_threads(3);
+    cpu::tanh_backward(pool, x.data(), R.data(), dx3.data(), n);
+    CHECK(same_bits(dx1, dx3));
+    const DVec got = minus(dx3, dx0);  // proves += (dx0 is not zero)
+    DVec fd(x.size()), an(x.size());
+    const double h = 1e-4;
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double xi = x[i], t = std::tanh(xi);
+      fd[i] = R[i] * (std::tanh(xi + h) - std::tanh(xi - h)) / (2 * h);
+      an[i] = R[i] * (1 - t * t);
+    }
+    CHECK(near_all(got.data(), an.data(), n, 2.5e-7, 5e-7, ("dtanh vs derivative n " + std::to_string(n)).c_str()));
+    CHECK(near_all(got.data(), fd.data(), n, 5e-7, 1e-6, ("dtanh vs finite differences n " + std::to_string(n)).c_str()));
+  }
+}
+
 // ---- softmax ------------------------------------------------------------------------------------------------------
 
 TEST(softmax_forward_matches_double_reference) {
