@@ -42,7 +42,11 @@ export function synchronizeSync(): void {
   native().synchronizeSync();
 }
 
-/** Returns the caching allocators' free blocks to the system (after queued work finishes), like torch.cuda.empty_cache(). */
+/**
+ * Returns the caching allocators' free blocks to the system (after queued work finishes), like
+ * torch.cuda.empty_cache(); on the CPU (glibc) it also releases the wholly free pages malloc keeps (malloc_trim), so the
+ * process's RSS drops to what is in use.
+ */
 export function emptyCache(): void {
   native().emptyCache();
 }

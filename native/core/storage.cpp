@@ -1,6 +1,9 @@
 #include "storage.h"
 
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <cstdlib>
@@ -192,6 +195,12 @@ void CpuAllocator::deallocate(void* p, size_t bytes) noexcept {
 
 void CpuAllocator::empty_cache() noexcept {
   cache_.drain([](void* p) { std::free(p); });
+#if defined(__GLIBC__)
+  // free() gives memory back to the system only from the top of an arena: the pages of blocks freed below a live one
+  // (and of the small native objects of tensors the garbage collector has finalized since) stay resident. Emptying
+  // the cache is when a caller asks for memory back, so every arena's wholly free pages are released too.
+  malloc_trim(0);
+#endif
 }
 
 void Storage::note_mirror(const std::shared_ptr<Storage>& src, size_t src_begin, size_t src_end, size_t dst_begin) {

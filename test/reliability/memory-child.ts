@@ -3,6 +3,7 @@
 // emptied), and RSS after the warm-up (the first tenth) and at the end.
 //   node --import tsx --expose-gc test/reliability/memory-child.ts cycles|training N
 import { setTimeout as sleep } from 'node:timers/promises';
+import v8 from 'node:v8';
 import { CharTokenizer, Decoder, TokenDataset, Trainer, emptyCache, full, memory, randn, synchronize, synchronizeSync, tensor, type StepInfo } from '../../lib/index.ts';
 import { releaseTape } from '../../lib/autograd.ts';
 
@@ -12,6 +13,10 @@ const gc = (globalThis as { gc?: () => void }).gc!;
 const rssMB = () => process.memoryUsage().rss / 2 ** 20;
 /** The V8 heap's size (heapTotal: what it has reserved, garbage included), which is part of RSS. */
 const heapMB = () => process.memoryUsage().heapTotal / 2 ** 20;
+/** The V8 heap's resident pages (total_physical_size: the part of heapTotal that has been touched), part of RSS. */
+const heapPhysicalMB = () => v8.getHeapStatistics().total_physical_size / 2 ** 20;
+/** Live JavaScript objects (used_heap_size; after a full collection, only what is reachable). */
+const heapUsedMB = () => v8.getHeapStatistics().used_heap_size / 2 ** 20;
 /** Memory V8 accounts outside its heap (ArrayBuffer backing stores, garbage ones included until a collection), also part of RSS. */
 const externalMB = () => process.memoryUsage().external / 2 ** 20;
 
@@ -55,6 +60,8 @@ if (scenario === 'cycles') {
     if (i + 1 === Math.floor(N / 10)) {
       await collect();
       rssWarm = rssMB();
+      extra.heapPhysicalWarmMB = heapPhysicalMB();
+      extra.heapUsedWarmMB = heapUsedMB();
     }
   }
   extra.tensors = 5 * N;
@@ -92,4 +99,4 @@ if (scenario === 'cycles') {
 }
 const seconds = (performance.now() - t0) / 1000;
 await collect();
-process.stdout.write(`${JSON.stringify({ scenario, n: N, seconds, start, end: counts(), peakBytes: memory().cpu.peakBytes, rssWarmMB: rssWarm, rssEndMB: rssMB(), heapUsedEndMB: process.memoryUsage().heapUsed / 2 ** 20, externalEndMB: externalMB(), ...extra })}\n`);
+process.stdout.write(`${JSON.stringify({ scenario, n: N, seconds, start, end: counts(), peakBytes: memory().cpu.peakBytes, rssWarmMB: rssWarm, rssEndMB: rssMB(), heapUsedEndMB: process.memoryUsage().heapUsed / 2 ** 20, heapPhysicalEndMB: heapPhysicalMB(), heapLiveEndMB: heapUsedMB(), externalEndMB: externalMB(), ...extra })}\n`);
