@@ -26,6 +26,7 @@ const scalar = (f: () => Tensor) =>
   });
 
 const enc: EncoderConfig = { vocab: 11, dModel: 8, heads: 2, dFF: 12, layers: 3, maxSeq: 8, seed: 4, numClasses: 3 };
+const BERT_LIKE: Partial<EncoderConfig> = { norm: 'post', typeVocab: 2, embeddingNorm: true, finalNorm: false, layerNormEps: 1e-12, activation: 'gelu_erf', mlmTransform: true };
 
 for (const [name, extra] of [
   ['none', {}],
@@ -35,6 +36,9 @@ for (const [name, extra] of [
   ['all + factorized embedding E=4 (tied)', { sharing: { strategy: 'all' }, factorizedEmbedding: 4 }],
   ['factorized embedding E=4, untied head', { factorizedEmbedding: 4, tiedEmbeddings: false }],
   ['post-LN, all', { norm: 'post', sharing: { strategy: 'all' } }],
+  ['BERT-like: post-LN, token types, embedding LayerNorm, no final norm, eps 1e-12, exact GELU, MLM head', BERT_LIKE],
+  ['ALBERT-like: the same, factorized E=4 (embeddings and their norm in E), all, tanh GELU', { ...BERT_LIKE, factorizedEmbedding: 4, sharing: { strategy: 'all' }, activation: 'gelu_tanh' }],
+  ['BERT-like with an untied MLM output matrix', { ...BERT_LIKE, tiedEmbeddings: false }],
 ] as [string, Partial<EncoderConfig>][]) {
   test(`Encoder MLM + padding: gradients match finite differences (${name})`, (t) => {
     resetTape();
@@ -73,9 +77,58 @@ test('Encoder classification: gradients match finite differences; padding keys d
   m.store.dispose();
 });
 
+test('Encoder classification through the pooler, with token types: gradients match finite differences; types matter', (t) => {
+  resetTape();
+  const m = new Encoder({ ...enc, ...BERT_LIKE, pooler: true, sharing: { strategy: 'cycle', unique: 2 } });
+  const ids = tensor(ints(3, 12, 11), [2, 6]);
+  const types = tensor(Int32Array.from([0, 0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 0]), [2, 6]);
+  const labels = tensor(Int32Array.from([2, 0]), [2]);
+  const opts = { keyLengths: [6, 5], tokenTypes: types };
+  m.zeroGrad();
+  const l = m.classificationLoss(ids, labels, opts);
+  backward(l);
+  l.dispose();
+  checkGradients(t, m.store, () => scalar(() => m.classificationLoss(ids, labels, opts)), 1);
+  // the token types change the result (type 1's row is used), and no types means all 0
+  const zero = tensor(new Int32Array(12), [2, 6]);
+  const a = noGrad(() => m.classify(ids, opts)).dataSync();
+  const b = noGrad(() => m.classify(ids, { keyLengths: [6, 5] })).dataSync();
+  const c = noGrad(() => m.classify(ids, { keyLengths: [6, 5], tokenTypes: zero })).dataSync();
+  t.notDeepEqual(Array.from(a), Array.from(b));
+  t.deepEqual(Array.from(b), Array.from(c));
+  m.store.dispose();
+});
+
+test('Encoder options are checked: token types, activation, epsilon, booleans, the pooler', (t) => {
+  const bad: [Partial<EncoderConfig>, RegExp][] = [
+    [{ activation: 'relu' as never }, /Encoder: activation must be 'gelu_tanh' or 'gelu_erf', got "relu"/],
+    [{ layerNormEps: 0 }, /Encoder: layerNormEps must be a number >= 5e-324, got 0/],
+    [{ layerNormEps: NaN }, /Encoder: layerNormEps must be finite/],
+    [{ embeddingNorm: 1 as never }, /Encoder: embeddingNorm must be a boolean, got 1/],
+    [{ finalNorm: 'no' as never }, /Encoder: finalNorm must be a boolean/],
+    [{ typeVocab: 0 }, /Encoder: typeVocab must be an integer >= 1/],
+    [{ pooler: true, numClasses: undefined }, /Encoder: pooler needs a classification head \(numClasses\)/],
+    [{ typeVoab: 2 } as never, /unknown config key "typeVoab"/],
+  ];
+  for (const [extra, re] of bad) t.throws(() => new Encoder({ ...enc, ...extra }), { message: re });
+  const m = new Encoder({ ...enc, typeVocab: 2 });
+  const plain = new Encoder(enc);
+  const ids = tensor(ints(3, 12, 11), [2, 6]);
+  try {
+    t.throws(() => plain.encode(ids, { tokenTypes: tensor(new Int32Array(12), [2, 6]) }), { message: /tokenTypes given, but this encoder has no token-type embeddings/ });
+    t.throws(() => m.encode(ids, { tokenTypes: tensor(new Int32Array(6), [1, 6]) }), { message: /tokenTypes must be an int32 Tensor of shape \[2, 6\]/ });
+    t.throws(() => m.encode(ids, { tokenTypes: tensor(new Float32Array(12), [2, 6]) as never }), { message: /tokenTypes must be an int32 Tensor/ });
+    t.throws(() => m.encode(ids, { tokenType: 1 } as never), { message: /unknown option "tokenType"/ });
+  } finally {
+    m.store.dispose();
+    plain.store.dispose();
+  }
+});
+
 test('Encoder unique-parameter count equals the closed form', (t) => {
   for (const sharing of [{ strategy: 'none' }, { strategy: 'all' }, { strategy: 'cycle', unique: 2 }] as const) {
-    for (const extra of [{}, { factorizedEmbedding: 4 }, { factorizedEmbedding: 4, tiedEmbeddings: false }]) {
+    for (const extra of [{}, { factorizedEmbedding: 4 }, { factorizedEmbedding: 4, tiedEmbeddings: false }, BERT_LIKE, { ...BERT_LIKE, factorizedEmbedding: 4 },
+      { ...BERT_LIKE, factorizedEmbedding: 4, tiedEmbeddings: false }, { ...BERT_LIKE, mlmTransform: false, numClasses: 3, pooler: true }, { typeVocab: 3, finalNorm: false }]) {
       const m = new Encoder({ ...enc, numClasses: undefined, sharing, ...extra });
       t.is(m.numParameters, m.accounting().uniqueParameters, `${sharing.strategy} ${JSON.stringify(extra)}`);
       m.store.dispose();

@@ -2,12 +2,12 @@
 // attention and FFN blocks indexed per layer by a SharingPlan.
 import { Module } from '../nn/module.ts';
 import { PARAM_ALIGN, type Parameter, type ParameterStore } from '../params.ts';
-import { BasisLinear, DeltaLinear, Embedding, FeedForward, Linear, MultiHeadAttention, plainLinear, type LinearFactory } from '../nn/layers.ts';
+import { BasisLinear, DeltaLinear, Embedding, FeedForward, LayerNorm, Linear, MlmHead, MultiHeadAttention, plainLinear, type Activation, type LinearFactory } from '../nn/layers.ts';
 import type { ParameterBuilder } from '../params.ts';
 import { Tensor, tensor, type Device } from '../tensor.ts';
 import * as ops from '../ops/index.ts';
 import * as K from '../kernels.ts';
-import { handOver, scope } from '../autograd.ts';
+import { handOver, scope, track } from '../autograd.ts';
 import { native } from '../native.ts';
 import { appliedLayers, kvProjectionBlocks, type LayerPlan, type SharingConfig, type SharingPlan } from '../sharing/plan.ts';
 import type { Accounting } from '../sharing/accounting.ts';
@@ -88,36 +88,63 @@ export function checkIds(who: string, ids: unknown, maxSeq: number): [number, nu
   return [B, T];
 }
 
+/** What a TokenIO has besides the token table and positions (the Encoder's options; a Decoder uses tied/factorized). */
+export interface TokenIOOptions {
+  tied: boolean;
+  /** E: a V x E table and an E -> d projection (ALBERT). */
+  factorized?: number;
+  /** Token-type (segment) embeddings: this many types (BERT and ALBERT: 2). */
+  types?: number;
+  /**
+   * A LayerNorm over the sum of the embeddings (BERT, ALBERT), with this epsilon. Token, type and position embeddings
+   * then all have the embedding width (E when factorized) and are summed and normalised before the projection to d,
+   * as ALBERT does; without it positions (and types) are added after the projection, in width d.
+   */
+  normEps?: number;
+  /** The masked-LM prediction head (BERT, ALBERT): dense -> activation -> LayerNorm -> output matrix + bias. */
+  mlm?: { activation: Activation; eps: number };
+}
+
 /**
  * The model's edges: token embedding (optionally factorized, ALBERT: V x E then a projection E -> d), learned
- * positions, and the output head — tied to the token embedding by default (Press & Wolf), through an own d -> E
- * projection when factorized, or an untied V x d matrix. Position-id tensors are cached per (B, T).
+ * positions, optional token types and embedding LayerNorm, and the output head — tied to the token embedding by
+ * default (Press & Wolf), through an own d -> E projection when factorized, or an untied V x d matrix; or BERT's
+ * prediction head (MlmHead) before the output matrix. Position-id tensors are cached per (B, T).
  */
 export class TokenIO {
   readonly tok: Embedding;
   readonly pos: Embedding;
+  readonly type: Embedding | null; // token types, options.types only
+  readonly norm: LayerNorm | null; // over the summed embeddings, options.normEps only
   readonly inProj: Linear | null; // E -> d, factorized only
-  outProj: Linear | null = null; // d -> E, factorized and tied only
-  head: Linear | null = null; // d -> V, untied only
+  outProj: Linear | null = null; // d -> E, factorized and tied only (without the MLM head)
+  head: Linear | null = null; // d (or the MLM head's width) -> V, untied only
+  mlm: MlmHead | null = null;
   private positions = new Map<string, Tensor>();
-  /** Declares the input side (tok, pos, tok_proj); declareOutput() declares the head after the blocks. */
+  /** Declares the input side (tok, pos, type, emb_ln, tok_proj); declareOutput() declares the head after the blocks. */
   constructor(
     owner: { add: <M extends Module>(name: string, m: M) => M },
     b: ParameterBuilder,
     private d: Dims,
-    private o: { tied: boolean; factorized?: number },
+    private o: TokenIOOptions,
     private device: () => Device,
   ) {
     const E = o.factorized;
+    // with the embedding LayerNorm everything is summed in the embedding width, else positions and types in d
+    const added = o.normEps !== undefined ? E ?? d.dModel : d.dModel;
     this.tok = owner.add('tok', new Embedding(b, 'tok', d.vocab, E ?? d.dModel));
-    this.pos = owner.add('pos', new Embedding(b, 'pos', d.maxSeq, d.dModel));
+    this.pos = owner.add('pos', new Embedding(b, 'pos', d.maxSeq, added));
+    this.type = o.types !== undefined ? owner.add('type', new Embedding(b, 'type', o.types, added)) : null;
+    this.norm = o.normEps !== undefined ? owner.add('emb_ln', new LayerNorm(b, 'emb_ln', added, o.normEps)) : null;
     this.inProj = E !== undefined ? owner.add('tok_proj', new Linear(b, 'tok_proj', E, d.dModel, { bias: d.bias })) : null;
   }
-  /** Declares the output side: head_proj (factorized and tied) or head (untied); nothing when simply tied. */
+  /** Declares the output side: the MLM head, head_proj (factorized and tied) or head (untied); nothing when simply tied. */
   declareOutput(owner: { add: <M extends Module>(name: string, m: M) => M }, b: ParameterBuilder): void {
     const { d, o } = this;
-    if (o.factorized !== undefined && o.tied) this.outProj = owner.add('head_proj', new Linear(b, 'head_proj', d.dModel, o.factorized, { bias: d.bias }));
-    if (!o.tied) this.head = owner.add('head', new Linear(b, 'head', d.dModel, d.vocab, { bias: false }));
+    const width = o.mlm ? o.factorized ?? d.dModel : d.dModel;
+    if (o.mlm) this.mlm = owner.add('mlm', new MlmHead(b, 'mlm', d.dModel, width, d.vocab, o.mlm.activation, o.mlm.eps));
+    else if (o.factorized !== undefined && o.tied) this.outProj = owner.add('head_proj', new Linear(b, 'head_proj', d.dModel, o.factorized, { bias: d.bias }));
+    if (!o.tied) this.head = owner.add('head', new Linear(b, 'head', width, d.vocab, { bias: false }));
   }
   /** Forgets cached position ids (after the model moved to another device). */
   clearCache(): void {
@@ -125,8 +152,11 @@ export class TokenIO {
     this.positions.clear();
   }
 
-  /** ids (B, T) -> token + position embeddings (B, T, d); positions 0..T-1 unless given (int32 (B, T)). */
-  embed(ids: Tensor, positions?: Tensor): Tensor {
+  /**
+   * ids (B, T) -> token + position (+ type) embeddings (B, T, d); positions 0..T-1 unless given (int32 (B, T)); token
+   * types (int32 (B, T), checked by the caller) 0 unless given.
+   */
+  embed(ids: Tensor, positions?: Tensor, types?: Tensor): Tensor {
     const [B, T] = ids.shape;
     let p = positions;
     if (!p) {
@@ -141,12 +171,27 @@ export class TokenIO {
     }
     const pos = p;
     return scope(() => {
+      const typeTable = this.type;
+      // (token + type) + position, as transformers' BertEmbeddings and AlbertEmbeddings sum them; type 0 by default
+      const withType = (x: Tensor) => (typeTable ? ops.add(x, typeTable.forward(types ?? this.zeroTypes(B, T))) : x);
       const t = this.tok.forward(ids);
-      return ops.add(this.inProj ? this.inProj.forward(t) : t, this.pos.forward(pos));
+      if (this.norm) {
+        const e = this.norm.forward(ops.add(withType(t), this.pos.forward(pos)));
+        return this.inProj ? this.inProj.forward(e) : e;
+      }
+      return ops.add(withType(this.inProj ? this.inProj.forward(t) : t), this.pos.forward(pos));
     });
+  }
+  /** int32 zeros (B, T): the token types when none are given (the scope of the pass frees them). */
+  private zeroTypes(B: number, T: number): Tensor {
+    return track(tensor(new Int32Array(B * T), [B, T], { device: this.device() }));
   }
   /** h (..., d) -> logits (..., V). */
   logits(h: Tensor): Tensor {
+    if (this.mlm) {
+      const out = this.head ? this.head.weight.value : this.tok.weight.value;
+      return this.mlm.forward(h, out);
+    }
     if (this.head) return this.head.forward(h);
     return scope(() => ops.linear(this.outProj ? this.outProj.forward(h) : h, this.tok.weight.value, null));
   }
@@ -260,13 +305,14 @@ export class BlockStack {
     d: Dims,
     readonly causal: boolean,
     readonly norm: 'pre' | 'post' = 'pre',
+    o: { eps?: number; activation?: Activation } = {},
   ) {
     const ownsKV = new Set(kvProjectionBlocks(plan));
     const linear = linearFor(plan, prefix);
     for (let i = 0; i < plan.uniqueAttention; i++)
-      this.attn.push(owner.add(`${prefix}attn.${i}`, new MultiHeadAttention(b, `${prefix}attn.${i}`, { dModel: d.dModel, heads: d.heads, kvHeads: d.kvHeads, bias: d.bias, causal, ownKV: ownsKV.has(i), linear, norm })));
+      this.attn.push(owner.add(`${prefix}attn.${i}`, new MultiHeadAttention(b, `${prefix}attn.${i}`, { dModel: d.dModel, heads: d.heads, kvHeads: d.kvHeads, bias: d.bias, causal, ownKV: ownsKV.has(i), linear, norm, eps: o.eps })));
     for (let i = 0; i < plan.uniqueFfn; i++)
-      this.ffn.push(owner.add(`${prefix}ffn.${i}`, new FeedForward(b, `${prefix}ffn.${i}`, d.dModel, d.dFF, d.bias, linear, norm)));
+      this.ffn.push(owner.add(`${prefix}ffn.${i}`, new FeedForward(b, `${prefix}ffn.${i}`, d.dModel, d.dFF, d.bias, linear, norm, o)));
   }
 
   /**

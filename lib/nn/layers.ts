@@ -37,6 +37,17 @@ export type LinearFactory = (b: ParameterBuilder, name: string, role: string, in
 export const plainLinear: LinearFactory = (b, name, _role, i, o, opts) => new Linear(b, name, i, o, opts);
 
 /**
+ * The feed-forward activation: 'gelu_tanh' (GPT-2's GELU, PyTorch's approximate='tanh'; fused into the matmul's
+ * epilogue) or 'gelu_erf' (the exact GELU, BERT's "gelu": a separate elementwise op after the matmul).
+ */
+export type Activation = 'gelu_tanh' | 'gelu_erf';
+
+/** layer(x) followed by the activation: fused into the product for gelu_tanh, an elementwise op for gelu_erf. */
+export function activated(layer: LinearLike, x: Tensor, activation: Activation): Tensor {
+  return activation === 'gelu_erf' ? ops.gelu(layer.forward(x), 'none') : layer.forward(x, 'gelu');
+}
+
+/**
  * Basis sharing: W_l = W_S · C_l, y = act((x W_S) C_l + b_l). W_S (in -> r) is shared by every layer of a stack for
  * this role ('<stack>basis.<role>.weight', where <stack> is opts.stack: '' for a Decoder or Encoder, 'enc.' / 'dec.'
  * in an EncoderDecoder), C_l (r -> out) and the bias belong to the layer. Two thin products instead of one.
@@ -104,6 +115,26 @@ export class LayerNorm extends Module {
   }
 }
 
+/**
+ * The masked-LM prediction head of BERT and ALBERT: a dense layer (dModel -> width), the activation, a LayerNorm,
+ * then the output matrix (the token embedding, tied, or an own one) plus an output bias over the vocabulary.
+ */
+export class MlmHead extends Module {
+  readonly dense: Linear;
+  readonly ln: LayerNorm;
+  readonly bias: Parameter; // (vocab)
+  constructor(b: ParameterBuilder, name: string, dModel: number, width: number, vocab: number, readonly activation: Activation, eps: number) {
+    super();
+    this.dense = this.addModule('dense', new Linear(b, `${name}.dense`, dModel, width));
+    this.ln = this.addModule('ln', new LayerNorm(b, `${name}.ln`, width, eps));
+    this.bias = this.addParameter('bias', b.declare(`${name}.bias`, [vocab], { kind: 'zeros' }, false));
+  }
+  /** h (..., dModel) -> logits (..., vocab) = LN(act(h W^T + b)) out^T + bias, for the output matrix out (vocab, width). */
+  forward(h: Tensor, out: Tensor): Tensor {
+    return ops.linear(this.ln.forward(activated(this.dense, h, this.activation)), out, this.bias.value);
+  }
+}
+
 /** A lookup table of `num` vectors of size `dim`. */
 export class Embedding extends Module {
   readonly weight: Parameter; // (num, dim)
@@ -129,6 +160,8 @@ export interface AttentionConfig {
   linear?: LinearFactory;
   /** 'pre' (default): the sub-layer normalises its input; 'post': the residual sum is normalised after it. */
   norm?: 'pre' | 'post';
+  /** The LayerNorm's epsilon (default 1e-5; BERT and ALBERT use 1e-12). */
+  eps?: number;
   /** Whether this block has its own K/V projections (false for blocks used only by layers that reuse another
    * layer's K and V under cross-layer KV sharing). Default true. */
   ownKV?: boolean;
@@ -153,7 +186,7 @@ export class MultiHeadAttention extends Module {
     this.causal = c.causal ?? true;
     const dh = c.dModel / c.heads;
     const bias = c.bias ?? true;
-    this.ln = this.addModule('ln', new LayerNorm(b, `${name}.ln`, c.dModel));
+    this.ln = this.addModule('ln', new LayerNorm(b, `${name}.ln`, c.dModel, c.eps));
     const mk = c.linear ?? plainLinear;
     this.wq = this.addModule('wq', mk(b, `${name}.wq`, 'attn.wq', c.dModel, c.dModel, { bias }));
     const ownKV = c.ownKV ?? true;
@@ -226,18 +259,21 @@ export class FeedForward extends Module {
   readonly ln: LayerNorm;
   readonly fc1: LinearLike;
   readonly fc2: LinearLike;
+  readonly activation: Activation;
   constructor(
     b: ParameterBuilder, name: string, dModel: number, dFF: number, bias = true, linear: LinearFactory = plainLinear,
     readonly norm: 'pre' | 'post' = 'pre',
+    o: { eps?: number; activation?: Activation } = {},
   ) {
     super();
-    this.ln = this.addModule('ln', new LayerNorm(b, `${name}.ln`, dModel));
+    this.activation = o.activation ?? 'gelu_tanh';
+    this.ln = this.addModule('ln', new LayerNorm(b, `${name}.ln`, dModel, o.eps));
     this.fc1 = this.addModule('fc1', linear(b, `${name}.fc1`, 'ffn.fc1', dModel, dFF, { bias }));
     this.fc2 = this.addModule('fc2', linear(b, `${name}.fc2`, 'ffn.fc2', dFF, dModel, { bias }));
   }
   /** The feed-forward sub-layer applied to x (B, T, C); returns its output (the caller adds the residual). */
   forward(x: Tensor): Tensor {
-    return this.fc2.forward(this.fc1.forward(this.norm === 'pre' ? this.ln.forward(x) : x, 'gelu'));
+    return this.fc2.forward(activated(this.fc1, this.norm === 'pre' ? this.ln.forward(x) : x, this.activation));
   }
   /** h + out (pre-LN), or LayerNorm(h + out) (post-LN). */
   residual(h: Tensor, out: Tensor): Tensor {
@@ -248,6 +284,8 @@ export class FeedForward extends Module {
 /** The shape of a TransformerBlock: attention plus a feed-forward width. */
 export interface TransformerBlockConfig extends AttentionConfig {
   dFF: number;
+  /** The feed-forward activation (default 'gelu_tanh'). */
+  activation?: Activation;
 }
 
 /**
@@ -261,7 +299,7 @@ export class TransformerBlock extends Module {
   constructor(b: ParameterBuilder, name: string, c: TransformerBlockConfig) {
     super();
     this.attn = this.addModule('attn', new MultiHeadAttention(b, `${name}.attn`, c));
-    this.ffn = this.addModule('ffn', new FeedForward(b, `${name}.ffn`, c.dModel, c.dFF, c.bias ?? true, c.linear ?? plainLinear, c.norm ?? 'pre'));
+    this.ffn = this.addModule('ffn', new FeedForward(b, `${name}.ffn`, c.dModel, c.dFF, c.bias ?? true, c.linear ?? plainLinear, c.norm ?? 'pre', { eps: c.eps, activation: c.activation }));
   }
   /** h (B, T, C) -> (B, T, C). */
   forward(h: Tensor, options: { keyLengths?: Tensor } = {}): Tensor {

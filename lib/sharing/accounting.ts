@@ -20,7 +20,11 @@
 //                          tied, not factorized: none (logits = h · embeddingᵀ)
 //                          tied and factorized: out-projection d × E (+ E bias), own weights, then E × V tied to
 //                          the V × E embedding table (ALBERT's MLM head without its extra LayerNorm)
-//   The LM head never has a bias of its own.
+//   The LM head never has a bias of its own — except BERT's MLM head (mlmTransform): dense d × w + w, LayerNorm 2w,
+//   output bias V, the output matrix tied (or an own V × w), w = E when factorized, else d.
+//   Encoders' optional parts (named in the breakdown only when present): token types typeVocab × d', an embedding
+//   LayerNorm 2d' (d' = E when factorized with embeddingNorm, else d; positions then have width d' too), the pooler
+//   d × d + d, the classifier d × C + C; finalNorm false drops the final LayerNorm.
 //
 //   Attention blocks: plan.uniqueAttention of them, FFN blocks: plan.uniqueFfn (plan.ts says which layer uses which).
 //   basis: every weight matrix role (Wq, Wk, Wv, Wo, W1, W2), in × out, has ONE shared W_S (in × r) for all layers
@@ -64,6 +68,18 @@ export interface ModelDims {
   /** E, ALBERT's factorization: V × E + E × H. */
   factorizedEmbedding?: number;
   bias: boolean;
+  /** Token-type embeddings (encoders): typeVocab × the width positions have. */
+  typeVocab?: number;
+  /** A LayerNorm over the summed embeddings (encoders): positions and types then have the embedding width (E or d). */
+  embeddingNorm?: boolean;
+  /** The final LayerNorm (default true). */
+  finalNorm?: boolean;
+  /** BERT's MLM prediction head: dense d × w + w, LayerNorm 2w, output bias V (w = E when factorized, else d). */
+  mlmTransform?: boolean;
+  /** BERT's pooler: d × d + d (encoders with a classifier). */
+  pooler?: boolean;
+  /** A classification head: d × numClasses + numClasses (encoders). */
+  numClasses?: number;
 }
 
 /** What a model costs: unique parameters and bytes, applied depth, FLOPs and KV-cache bytes per token. */
@@ -107,6 +123,11 @@ function checkDims(dims: ModelDims): void {
   if (!isPlainObject(dims)) fail(TypeError, `dims must be a ModelDims object, got ${describe(dims)}`);
   for (const k of ['vocab', 'dModel', 'heads', 'kvHeads', 'dFF', 'layers', 'maxSeq'] as const) posInt(dims[k], `dims.${k}`);
   if (dims.factorizedEmbedding !== undefined) posInt(dims.factorizedEmbedding, 'dims.factorizedEmbedding');
+  if (dims.typeVocab !== undefined) posInt(dims.typeVocab, 'dims.typeVocab');
+  if (dims.numClasses !== undefined && dims.numClasses !== 0) posInt(dims.numClasses, 'dims.numClasses');
+  for (const k of ['embeddingNorm', 'finalNorm', 'mlmTransform', 'pooler'] as const) {
+    if (dims[k] !== undefined && typeof dims[k] !== 'boolean') fail(TypeError, `dims.${k} must be a boolean, got ${describe(dims[k])}`);
+  }
   for (const k of ['tiedEmbeddings', 'bias'] as const) {
     if (typeof dims[k] !== 'boolean') fail(TypeError, `dims.${k} must be a boolean, got ${describe(dims[k])}`);
   }
@@ -137,15 +158,25 @@ function account(dims: ModelDims, plan: SharingPlan, opts: AccountingOptions, ca
   const kvBlocks = new Set(kvProjectionBlocks(plan));
 
   // ---- unique parameters ----
+  // positions and token types are summed in the embedding width under the embedding LayerNorm, else in d; BERT's MLM
+  // head works in width w (its dense layer and LayerNorm; its Linear always has a bias), then the output matrix
+  const added = dims.embeddingNorm ? E ?? d : d;
+  const w = E ?? d;
+  const mlm = dims.mlmTransform === true;
   const breakdown: Record<string, number> = {
     tokenEmbedding: V * (E ?? d),
     embeddingProjection: E !== undefined ? E * d + b(d) : 0,
-    positionalEmbedding: S * d,
+    positionalEmbedding: S * added,
     attention: 0,
     ffn: 0,
-    finalNorm: 2 * d,
-    head: !dims.tiedEmbeddings ? V * d : E !== undefined ? d * E + b(E) : 0,
+    finalNorm: dims.finalNorm === false ? 0 : 2 * d,
+    head: mlm ? d * w + w + 2 * w + V + (dims.tiedEmbeddings ? 0 : V * w) : !dims.tiedEmbeddings ? V * d : E !== undefined ? d * E + b(E) : 0,
   };
+  // the encoders' optional parts, named only when present
+  if (dims.typeVocab !== undefined) breakdown.typeEmbedding = dims.typeVocab * added;
+  if (dims.embeddingNorm) breakdown.embeddingNorm = 2 * added;
+  if (dims.pooler) breakdown.pooler = d * d + d;
+  if (dims.numClasses) breakdown.classifier = d * dims.numClasses + dims.numClasses;
 
   // Matrix roles: [name, in, out, number of layers / blocks owning it].
   const strategy = plan.strategy;
@@ -194,7 +225,7 @@ function account(dims: ModelDims, plan: SharingPlan, opts: AccountingOptions, ca
     layerMacs += 2 * macs(d, d) + (computesKV ? 2 * macs(d, dkv) : 0) + macs(d, F) + macs(F, d);
     if (computesKV) kvLayers++;
   });
-  const edgeMacs = (E !== undefined ? E * d : 0) + (dims.tiedEmbeddings && E !== undefined ? d * E + E * V : d * V);
+  const edgeMacs = (E !== undefined ? E * d : 0) + (mlm ? d * w + w * V : dims.tiedEmbeddings && E !== undefined ? d * E + E * V : d * V);
   const flopsPerToken = 2 * (layerMacs + edgeMacs) + depth * 2 * 2 * T * d;
 
   return {
