@@ -1,119 +1,66 @@
 // hf.ts — Hugging Face checkpoints in and out: a folder with config.json and model.safetensors (or shards listed by
 // model.safetensors.index.json) in the layout of `transformers`' GPT2LMHeadModel, read into a Decoder and written from
-// one. The mapping, what is refused and how it is verified are in docs/models.md; test/hf.test.ts checks it against
+// one; BERT and ALBERT folders are handed to lib/io/hf-encoder.ts (an Encoder). The mapping, what is refused and how it is verified are in docs/models.md; test/hf.test.ts checks it against
 // fixtures made by scripts/hf_fixtures.py, a PyTorch re-implementation of the model's forward pass.
 //
 // GPT-2 stores its projections as Conv1D weights, [in, out] (x @ W + b), with Q, K and V side by side in one
 // c_attn [E, 3E]; sharedformer's Linear stores [out, in] (PyTorch's nn.Linear) and Q, K, V apart. Reading splits and
 // transposes; writing joins and transposes back, so a round trip is bit-exact.
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { Decoder } from '../models/decoder.ts';
+import { Encoder } from '../models/encoder.ts';
+import { checkInt } from '../validate.ts';
+import { readEncoderCheckpoint, writeEncoderCheckpoint, type EncoderArchitecture } from './hf-encoder.ts';
 import { tensor, type Device, type Tensor } from '../tensor.ts';
 import { describe } from '../validate.ts';
-import { loadSafetensors, saveSafetensors, writeFileAtomic, type SafeTensor } from './safetensors.ts';
+import { saveSafetensors, writeFileAtomic, type SafeTensor } from './safetensors.ts';
+import { asFloat32, int, readJson, readWeights, transposeCols } from './hf-common.ts';
 
 /** Options of fromPretrained. */
 export interface FromPretrainedOptions {
   /** Where the model lives (default 'cpu'). */
   device?: Device;
+  /**
+   * BERT / ALBERT: give the Encoder a classification head of this many classes (pooler and classifier), freshly
+   * initialised when the checkpoint has none (a masked-LM checkpoint to fine-tune), as transformers'
+   * from_pretrained(num_labels=...). A checkpoint's own classifier must have this many classes.
+   */
+  numClasses?: number;
 }
 
 /** What savePretrained wrote. */
 export interface SavePretrainedResult {
-  architecture: 'GPT2LMHeadModel';
+  architecture: 'GPT2LMHeadModel' | EncoderArchitecture;
   /** The files written, in the folder. */
   files: string[];
   /** True when the model shares blocks across layers and each layer was written with its own copy of its block. */
   expanded: boolean;
 }
 
-const MAX_CONFIG_BYTES = 1 << 20;
-
-function readJson(path: string, who: string): Record<string, unknown> {
-  let st;
-  try {
-    st = statSync(path);
-  } catch {
-    throw new Error(`${who}: ${path} does not exist`);
-  }
-  if (!st.isFile()) throw new Error(`${who}: ${path} is not a regular file`);
-  if (st.size > MAX_CONFIG_BYTES) throw new RangeError(`${who}: ${path} is ${st.size} bytes, over the ${MAX_CONFIG_BYTES}-byte limit for a JSON file here`);
-  let v: unknown;
-  try {
-    v = JSON.parse(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new TypeError(`${who}: ${path} is not JSON (${(e as Error).message})`);
-  }
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new TypeError(`${who}: ${path} is not a JSON object`);
-  return v as Record<string, unknown>;
-}
-
-/** Every tensor of the checkpoint: model.safetensors, or the shards model.safetensors.index.json lists. */
-function readWeights(dir: string, who: string): Map<string, SafeTensor> {
-  const single = join(dir, 'model.safetensors'), index = join(dir, 'model.safetensors.index.json');
-  if (existsSync(single)) return loadSafetensors(single).tensors;
-  if (!existsSync(index)) throw new Error(`${who}: ${dir} has neither model.safetensors nor model.safetensors.index.json (only safetensors checkpoints are read; a pytorch_model.bin is not)`);
-  const idx = readJson(index, who);
-  const map = idx.weight_map as Record<string, unknown> | undefined;
-  if (map === null || typeof map !== 'object' || Array.isArray(map)) throw new TypeError(`${who}: ${index} has no "weight_map" object`);
-  const shards = new Map<string, string[]>();
-  for (const [name, file] of Object.entries(map)) {
-    if (typeof file !== 'string' || file !== basename(file) || file === '..' || file === '.' || !file.endsWith('.safetensors'))
-      throw new TypeError(`${who}: ${index} maps ${JSON.stringify(name)} to ${describe(file)}, not a .safetensors file name in the folder`);
-    shards.set(file, [...(shards.get(file) ?? []), name]);
-  }
-  const out = new Map<string, SafeTensor>();
-  for (const [file, names] of shards) {
-    const tensors = loadSafetensors(join(dir, file)).tensors;
-    for (const [name, t] of tensors) {
-      if (map[name] !== file) throw new Error(`${who}: ${join(dir, file)} holds ${JSON.stringify(name)}, which ${index} ${map[name] === undefined ? 'does not list' : `puts in ${JSON.stringify(map[name])}`}`);
-      out.set(name, t);
-    }
-    for (const name of names) if (!tensors.has(name)) throw new Error(`${who}: ${index} puts ${JSON.stringify(name)} in ${file}, which does not hold it`);
-  }
-  return out;
-}
-
-function asFloat32(t: SafeTensor, name: string, who: string): Float32Array {
-  if (t.dtype === 'F32') return t.data as Float32Array;
-  if (t.dtype === 'BF16') {
-    const src = t.data as Uint16Array, out = new Float32Array(src.length), bits = new Uint32Array(out.buffer);
-    for (let i = 0; i < src.length; i++) bits[i] = src[i] << 16;
-    return out;
-  }
-  throw new TypeError(`${who}: ${name} is ${t.dtype}; floating-point weights (F32 or BF16) are expected`);
-}
-
-function int(c: Record<string, unknown>, key: string, who: string, path: string, dflt?: number): number {
-  const v = c[key] ?? dflt;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) throw new TypeError(`${who}: ${path}: "${key}" must be a positive integer, got ${describe(v)}`);
-  return v;
-}
-
-/** out[j][i] = src[i][j] for src (rows x cols), taking columns [c0, c0 + n) of src. */
-function transposeCols(src: Float32Array, rows: number, cols: number, c0: number, n: number): Float32Array {
-  const out = new Float32Array(n * rows);
-  for (let i = 0; i < rows; i++) for (let j = 0; j < n; j++) out[j * rows + i] = src[i * cols + c0 + j];
-  return out;
-}
-
 /**
  * Reads a Hugging Face checkpoint folder (config.json + model.safetensors, or sharded through
  * model.safetensors.index.json) into a model. Supported: GPT-2 (`GPT2LMHeadModel`, `GPT2Model`: pre-LN, learned
- * positions, tanh GELU, tied output head) as an unshared Decoder. Anything the model cannot represent — another
- * model type, another activation, LayerNorm epsilon, an untied head, cross-attention, a tensor it does not know — is
- * an error that names the key; nothing is allocated before the whole checkpoint has been checked.
+ * positions, tanh GELU, tied output head) as an unshared Decoder; BERT (`BertForMaskedLM`,
+ * `BertForSequenceClassification`) as an unshared post-LN Encoder; ALBERT (`AlbertForMaskedLM`,
+ * `AlbertForSequenceClassification`, one layer group) as an Encoder with sharing 'all' and a factorized embedding
+ * (lib/io/hf-encoder.ts). Narrow the result with `instanceof Decoder` / `instanceof Encoder`. Anything the model
+ * cannot represent — another model type or architecture, another activation, an untied head, cross-attention, a
+ * tensor it does not know — is an error that names the key; nothing is allocated before the whole checkpoint has
+ * been checked.
  */
-export function fromPretrained(dir: string, options: FromPretrainedOptions = {}): Decoder {
+export function fromPretrained(dir: string, options: FromPretrainedOptions = {}): Decoder | Encoder {
   const who = 'fromPretrained';
   if (typeof dir !== 'string' || dir.length === 0) throw new TypeError(`${who}: dir must be a non-empty string, got ${describe(dir)}`);
   if (options === null || typeof options !== 'object') throw new TypeError(`${who}: options must be an object, got ${describe(options)}`);
-  for (const k of Object.keys(options)) if (k !== 'device') throw new TypeError(`${who}: unknown option ${JSON.stringify(k)} (options: device)`);
+  for (const k of Object.keys(options)) if (k !== 'device' && k !== 'numClasses') throw new TypeError(`${who}: unknown option ${JSON.stringify(k)} (options: device, numClasses)`);
+  const numClasses = options.numClasses === undefined ? undefined : checkInt(who, options.numClasses, 'options.numClasses', 2);
   const cfgPath = join(dir, 'config.json');
   const c = readJson(cfgPath, who);
   const type = c.model_type;
-  if (type !== 'gpt2') throw new TypeError(`${who}: ${cfgPath}: "model_type" ${describe(type)} is not supported; supported: "gpt2"`);
+  if (type === 'bert' || type === 'albert') return readEncoderCheckpoint(dir, c, cfgPath, { device: options.device, numClasses });
+  if (type !== 'gpt2') throw new TypeError(`${who}: ${cfgPath}: "model_type" ${describe(type)} is not supported; supported: "gpt2", "bert", "albert"`);
+  if (numClasses !== undefined) throw new TypeError(`${who}: options.numClasses is for BERT and ALBERT checkpoints; ${cfgPath} is GPT-2 (a language model)`);
   const E = int(c, 'n_embd', who, cfgPath), H = int(c, 'n_head', who, cfgPath), L = int(c, 'n_layer', who, cfgPath);
   const P = int(c, 'n_positions', who, cfgPath), V = int(c, 'vocab_size', who, cfgPath);
   const F = c.n_inner === null || c.n_inner === undefined ? 4 * E : int(c, 'n_inner', who, cfgPath);
@@ -202,10 +149,11 @@ export function fromPretrained(dir: string, options: FromPretrainedOptions = {})
  * K/V sharing, and no basis/delta strategies (their per-layer weights are not stored as blocks). Each file is written
  * atomically.
  */
-export function savePretrained(model: Decoder, dir: string): SavePretrainedResult {
+export function savePretrained(model: Decoder | Encoder, dir: string): SavePretrainedResult {
   const who = 'savePretrained';
-  if (!(model instanceof Decoder)) throw new TypeError(`${who}: model must be a Decoder (GPT-2 layout), got ${describe(model)}`);
+  if (!(model instanceof Decoder) && !(model instanceof Encoder)) throw new TypeError(`${who}: model must be a Decoder (GPT-2 layout) or an Encoder (BERT / ALBERT layout), got ${describe(model)}`);
   if (typeof dir !== 'string' || dir.length === 0) throw new TypeError(`${who}: dir must be a non-empty string, got ${describe(dir)}`);
+  if (model instanceof Encoder) return writeEncoderCheckpoint(model, dir);
   const c = model.config, plan = model.plan;
   const no = (what: string) => {
     throw new TypeError(`${who}: GPT-2 has no ${what}; this model cannot be written in its layout`);
