@@ -189,7 +189,8 @@ Row mem_row(const std::string& name, const std::string& shape, double ms, double
 void bench_memory_bound(ThreadPool& pool, const Opts& o, double copy, std::vector<Row>& rows) {
   std::vector<std::pair<int64_t, int64_t>> shapes = {{1024, 256}, {4096, 768}, {4096, 1024}};
   if (o.quick) shapes = {{4096, 768}};
-  for (auto [T, C] : shapes) {
+  for (const auto& shape : shapes) {
+    const int64_t T = shape.first, C = shape.second;  // plain variables: lambdas below capture them (clang refuses bindings)
     const size_t N = static_cast<size_t>(T * C);
     const std::string sh = std::to_string(T) + "x" + std::to_string(C);
     const double n = static_cast<double>(N);
@@ -230,7 +231,8 @@ void bench_memory_bound(ThreadPool& pool, const Opts& o, double copy, std::vecto
     }
   }
   if (wanted(o, "cross_entropy")) {
-    for (auto [N, V] : std::vector<std::pair<int64_t, int64_t>>{{4096, 256}, {4096, 32000}}) {
+    for (const auto& shape : std::vector<std::pair<int64_t, int64_t>>{{4096, 256}, {4096, 32000}}) {
+      const int64_t N = shape.first, V = shape.second;  // plain variables, as above
       if (o.quick && V > 256) continue;
       auto logits = sfbench::randn(size_t(N * V), 7);
       std::vector<float> dl(static_cast<size_t>(N * V));
