@@ -15,7 +15,7 @@ export { backward, noGrad, scope, tidy, keep, isGradEnabled, releaseTape, STACKE
 export * as ops from './ops/index.ts';
 export { ParameterStore, ParameterBuilder, Parameter, PARAM_ALIGN, type Init, type SlotRow } from './params.ts';
 export { Module } from './nn/module.ts';
-export { Linear, LayerNorm, Embedding, MultiHeadAttention, FeedForward, TransformerBlock, BasisLinear, DeltaLinear, type AttentionConfig, type TransformerBlockConfig } from './nn/layers.ts';
+export { Linear, LayerNorm, Embedding, MultiHeadAttention, FeedForward, TransformerBlock, BasisLinear, DeltaLinear, MlmHead, type Activation, type AttentionConfig, type TransformerBlockConfig } from './nn/layers.ts';
 export { Decoder, type DecoderConfig, type DecoderLoadOptions } from './models/decoder.ts';
 export { AdamW, SGD, warmupCosine, warmupLinear, clipGradNorm, type AdamWConfig, type SGDConfig } from './optim/index.ts';
 export { makePlan, appliedLayers, STRATEGIES, type SharingConfig, type SharingPlan, type Strategy, type LayerPlan } from './sharing/plan.ts';
@@ -31,6 +31,7 @@ export { CharTokenizer, TokenDataset, type Batch } from './data/index.ts';
 export { SubwordTokenizer, tokenizerFromJSON, tokenizerHash, SUBWORD_MODELS, type TextTokenizer, type SubwordModel, type SubwordTokenizerJSON, type CharTokenizerJSON, type TokenizerEncodeOptions, type TokenizerDecodeOptions } from './data/tokenizer.ts';
 export { convertSharing, truncatedSvd, symmetricEigen, type ConversionReport } from './sharing/convert.ts';
 export { fromPretrained, savePretrained, type FromPretrainedOptions, type SavePretrainedResult } from './io/hf.ts';
+export type { EncoderArchitecture } from './io/hf-encoder.ts';
 export { trainBpe, byteToChar, GPT2_PATTERN, type TrainBpeOptions, type TrainBpeResult } from './data/bpe-train.ts';
 export { Trainer, evaluate, type TrainerOptions, type TrainableModel, type EvaluateOptions, type StepInfo, type EvalInfo, type TrainResult } from './train/trainer.ts';
 export { generateCorpus, describeCorpus } from './data/corpus.ts';
