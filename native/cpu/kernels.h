@@ -26,6 +26,10 @@ enum class Activation : int { None = 0, Gelu = 1 };
 //   A batch stride of 0 broadcasts that operand over the batch (a weight shared by every batch element).
 //   With act = Gelu and preact != null, the pre-activation value is stored there (for GELU's backward).
 //   beta = 0 ignores C's old contents (NaN included); beta = 1 accumulates (gradients).
+// Which algorithm computes it: Auto is the skinny path for M <= kSkinnyM, else the packed one (matmul.cpp). The
+// others force one, for tests and benchmarks; every path gives every shape, transpose and epilogue.
+enum class MatmulPath : int { Auto = 0, Packed = 1, Skinny = 2 };
+constexpr int64_t kSkinnyM = 16;
 struct MatmulDesc {
   int64_t batch = 1, M = 0, N = 0, K = 0;
   bool trans_a = false, trans_b = false;
@@ -39,6 +43,7 @@ struct MatmulDesc {
   const float* bias = nullptr;  // (N) or null
   Activation act = Activation::None;
   float* preact = nullptr;  // (batch, M, N) or null; same strides as C
+  MatmulPath path = MatmulPath::Auto;
 };
 void matmul(ThreadPool& pool, const MatmulDesc& d);
 // dbias (N) += sum over rows of dy (rows, N): the bias gradient of a linear layer.

@@ -10,6 +10,15 @@
 // adds the bias while the tile is still in registers; GELU (and the stored pre-activation) follows as a second pass
 // over each finished task block while it is still in L2.
 // Micro-kernel shapes: AVX-512 8 x 32 (16 zmm accumulators), AVX2 6 x 16 (12 ymm), portable 4 x 16.
+//
+// The skinny path (M <= kSkinnyM rows of op(A) per batch entry: decoding, tiny batches) packs nothing: repacking B
+// costs as much as the whole product when A has one row. B is read once, in its stored layout, threaded across the
+// columns of C (tasks of kSkinnyCols columns over every batch entry, on one thread when the whole product is small):
+//   trans_b (B is (N, K), a linear layer's weight): C[i][j] is the dot product of row i of A and row j of B, both
+//     contiguous: 4 rows of B x RA rows of A per pass, W-lane accumulators summed by a tree at the end;
+//   !trans_b (B is (K, N)): rows of C are sums of rows of B scaled by A[i][k], 4 vectors of columns x RA rows of A.
+// trans_a copies op(A) (at most kSkinnyM x K per batch entry) to row-major scratch first. Each element of C is summed
+// in one fixed order whatever the thread count. MatmulDesc::path forces either path (tests, benchmarks).
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -238,8 +247,176 @@ void matmul_one(ThreadPool& pool, const MatmulDesc& d, const float* A, const flo
   }
 }
 
+// ---- the skinny path -------------------------------------------------------------------------------------------
+
+constexpr int64_t kSkinnyCols = 64;          // columns of C per task
+constexpr int64_t kSkinnyMinWork = 1 << 17;  // multiply-adds below which a product runs on the calling thread alone
+
+template <typename V>
+struct SkinnyRows_ {
+  static constexpr int RA = 2;  // rows of A per pass: 4 x 2 accumulators + 6 loads fit 16 registers
+};
+template <>
+struct SkinnyRows_<f32x16> {
+  static constexpr int RA = 4;  // 32 zmm registers: 4 x 4 accumulators
+};
+
+// The sum of a vector's lanes by halving (log2 W steps).
+template <typename V>
+SF_INLINE float tree_sum(V v) {
+  constexpr int W = Traits<V>::W;
+  float b[W];
+  store<V>(b, v);
+#pragma GCC unroll 4
+  for (int w = W / 2; w >= 1; w /= 2)
+#pragma GCC unroll 8
+    for (int i = 0; i < w; ++i) b[i] += b[i + w];
+  return b[0];
+}
+
+// C[i][j0:j1] for every row i < M of one batch entry. A: M x K row-major; B: (N, K) when trans_b, else (K, N).
+template <typename V>
+void skinny_cols_body(const MatmulDesc& d, const float* A, const float* B, float* C, float* P, int64_t j0,
+                      int64_t j1, const Epilogue& e) {
+  constexpr int W = Traits<V>::W, RA = SkinnyRows_<V>::RA, JB = 4;
+  const int64_t M = d.M, N = d.N, K = d.K;
+  if (d.trans_b) {
+    for (int64_t j = j0; j < j1; j += JB) {
+      const int64_t nj = std::min<int64_t>(JB, j1 - j);
+      const float* b[JB];
+      for (int q = 0; q < JB; ++q) b[q] = B + std::min<int64_t>(j + q, j1 - 1) * K;  // spare lanes repeat the last
+      for (int64_t i = 0; i < M; i += RA) {
+        const int64_t ni = std::min<int64_t>(RA, M - i);
+        const float* a[RA];
+        for (int r = 0; r < RA; ++r) a[r] = A + std::min<int64_t>(i + r, M - 1) * K;
+        V acc[RA][JB];
+#pragma GCC unroll 4
+        for (int r = 0; r < RA; ++r)
+#pragma GCC unroll 4
+          for (int q = 0; q < JB; ++q) acc[r][q] = V{};
+        int64_t k = 0;
+        for (; k + W <= K; k += W) {
+          V bv[JB];
+#pragma GCC unroll 4
+          for (int q = 0; q < JB; ++q) bv[q] = load<V>(b[q] + k);
+#pragma GCC unroll 4
+          for (int r = 0; r < RA; ++r) {
+            const V av = load<V>(a[r] + k);
+#pragma GCC unroll 4
+            for (int q = 0; q < JB; ++q) acc[r][q] += av * bv[q];
+          }
+        }
+        if (k < K) {
+          const int64_t kr = K - k;
+          V bv[JB];
+          for (int q = 0; q < JB; ++q) bv[q] = load_part<V>(b[q] + k, kr, 0.0f);
+          for (int r = 0; r < RA; ++r) {
+            const V av = load_part<V>(a[r] + k, kr, 0.0f);
+            for (int q = 0; q < JB; ++q) acc[r][q] += av * bv[q];
+          }
+        }
+        for (int64_t r = 0; r < ni; ++r)
+          for (int64_t q = 0; q < nj; ++q) {
+            float* c = C + (i + r) * N + j + q;
+            *c = finish_scalar(tree_sum<V>(acc[r][q]), *c, e, d.bias ? d.bias + j + q : nullptr);
+          }
+      }
+    }
+  } else {
+    constexpr int64_t JW = JB * W;  // columns per pass
+    for (int64_t j = j0; j < j1; j += JW) {
+      const int64_t cols = std::min<int64_t>(JW, j1 - j);
+      const int64_t full = cols / W;  // whole vectors; a partial one follows when cols % W != 0
+      for (int64_t i = 0; i < M; i += RA) {
+        const int64_t ni = std::min<int64_t>(RA, M - i);
+        const float* a[RA];
+        for (int r = 0; r < RA; ++r) a[r] = A + std::min<int64_t>(i + r, M - 1) * K;
+        V acc[RA][JB];
+#pragma GCC unroll 4
+        for (int r = 0; r < RA; ++r)
+#pragma GCC unroll 4
+          for (int q = 0; q < JB; ++q) acc[r][q] = V{};
+        if (full == JB) {
+          for (int64_t k = 0; k < K; ++k) {
+            const float* brow = B + k * N + j;
+            V bv[JB];
+#pragma GCC unroll 4
+            for (int q = 0; q < JB; ++q) bv[q] = load<V>(brow + q * W);
+#pragma GCC unroll 4
+            for (int r = 0; r < RA; ++r) {
+              const float av = a[r][k];
+#pragma GCC unroll 4
+              for (int q = 0; q < JB; ++q) acc[r][q] += av * bv[q];
+            }
+          }
+        } else {
+          for (int64_t k = 0; k < K; ++k) {
+            const float* brow = B + k * N + j;
+            V bv[JB];
+            for (int64_t q = 0; q < JB; ++q)
+              bv[q] = q < full ? load<V>(brow + q * W) : q * W < cols ? load_part<V>(brow + q * W, cols - q * W, 0.0f) : V{};
+            for (int r = 0; r < RA; ++r) {
+              const float av = a[r][k];
+              for (int q = 0; q < JB; ++q) acc[r][q] += av * bv[q];
+            }
+          }
+        }
+        for (int64_t r = 0; r < ni; ++r) {
+          float row[JB * W];
+          for (int q = 0; q < JB; ++q) store<V>(row + q * W, acc[r][q]);
+          float* c = C + (i + r) * N + j;
+          for (int64_t q = 0; q < cols; ++q) c[q] = finish_scalar(row[q], c[q], e, d.bias ? d.bias + j + q : nullptr);
+        }
+      }
+    }
+  }
+  if (e.act == Activation::Gelu)
+    activation_pass<V>(C + j0, P ? P + j0 : nullptr, N, M, j1 - j0);
+}
+SF_VARIANTS(skinny_cols,
+            (const MatmulDesc& d, const float* A, const float* B, float* C, float* P, int64_t j0, int64_t j1,
+             const Epilogue& e),
+            (d, A, B, C, P, j0, j1, e), skinny_cols_body)
+
+template <typename V>
+void matmul_skinny(ThreadPool& pool, const MatmulDesc& d) {
+  const int64_t M = d.M, N = d.N, K = d.K;
+  const float* A = d.a;
+  int64_t a_stride = d.a_stride;
+  if (d.trans_a) {  // op(A) to row-major scratch, every batch entry (at most kSkinnyM x K each)
+    const int64_t n_a = d.a_stride == 0 ? 1 : d.batch;
+    float* ws = pool.workspace(static_cast<size_t>(n_a * M * K));
+    for (int64_t b = 0; b < n_a; ++b) {
+      const float* src = d.a + b * d.a_stride;
+      float* dst = ws + b * M * K;
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t i = 0; i < M; ++i) dst[i * K + k] = src[k * M + i];
+    }
+    A = ws;
+    a_stride = d.a_stride == 0 ? 0 : M * K;
+  }
+  const Epilogue e{d.alpha, d.beta, true, true, d.bias, d.act};
+  const int64_t tiles = (N + kSkinnyCols - 1) / kSkinnyCols, tasks = d.batch * tiles;
+  // one thread for a small product: waking a worker costs more than it saves, and a spinning worker competes with
+  // the stream thread on a small machine
+  const int64_t work_per_task = std::max<int64_t>(1, M * K * std::min(N, kSkinnyCols));
+  const int64_t grain = std::max<int64_t>(1, kSkinnyMinWork / work_per_task);
+  pool.parallel_for(tasks, grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t b = t / tiles, j0 = (t % tiles) * kSkinnyCols, j1 = std::min(N, j0 + kSkinnyCols);
+      SF_VARIANT(V, skinny_cols)(d, A + b * a_stride, d.b + b * d.b_stride, d.c + b * d.c_stride,
+                                 d.preact ? d.preact + b * d.c_stride : nullptr, j0, j1, e);
+    }
+  });
+}
+
 template <typename V>
 void matmul_body(ThreadPool& pool, const MatmulDesc& d) {
+  const bool skinny = d.path == MatmulPath::Skinny || (d.path == MatmulPath::Auto && d.M <= kSkinnyM);
+  if (skinny) {
+    matmul_skinny<V>(pool, d);
+    return;
+  }
   for (int64_t b = 0; b < d.batch; ++b)
     matmul_one<V>(pool, d, d.a + b * d.a_stride, d.b + b * d.b_stride, d.c + b * d.c_stride,
                   d.preact ? d.preact + b * d.c_stride : nullptr);

@@ -13,6 +13,7 @@
 // thread count as `ref`, and `ratio` is OpenBLAS time / our time (> 1: we are faster).
 #include <dlfcn.h>
 
+#include <cmath>
 #include <cstring>
 #include <string>
 
@@ -71,6 +72,8 @@ struct OpenBlas {
   void* lib = nullptr;
   using Sgemm = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
   Sgemm sgemm = nullptr;
+  using Sgemv = void (*)(int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+  Sgemv sgemv = nullptr;
   void (*set_threads)(int) = nullptr;
   OpenBlas() {
     for (const char* name : {"libopenblas.so.0", "libopenblas.so"}) {
@@ -79,6 +82,7 @@ struct OpenBlas {
     }
     if (!lib) return;
     sgemm = reinterpret_cast<Sgemm>(dlsym(lib, "cblas_sgemm"));
+    sgemv = reinterpret_cast<Sgemv>(dlsym(lib, "cblas_sgemv"));
     set_threads = reinterpret_cast<void (*)(int)>(dlsym(lib, "openblas_set_num_threads"));
   }
   ~OpenBlas() {
@@ -173,6 +177,83 @@ void bench_matmul(ThreadPool& pool, const Opts& o, double peak, OpenBlas& blas, 
   }
 }
 
+
+// The skinny path (M <= 16 rows: decoding one token, tiny batches). Bandwidth-bound: GB/s counts the bytes of B (the
+// weight) read per call, and `peak` is their share of the measured copy bandwidth. "cold": every call reads another
+// copy of the weight, out of a rotation of at least 64 MiB (an unshared model, each layer's weights from memory);
+// "warm": the same weight every call (a shared block, from cache). The references run on the same operands with the
+// same threads: OpenBLAS sgemv for one row (the kernel torch.mv calls in Debian's PyTorch) or sgemm for several, and
+// our packed path (which repacks the weight on every call).
+void bench_skinny(ThreadPool& pool, const Opts& o, double copy, OpenBlas& blas, std::vector<Row>& rows) {
+  struct S {
+    int64_t M, N, K;
+    bool tb;
+  };
+  std::vector<S> shapes = {{1, 768, 256, true},  {1, 1024, 256, true},   {1, 256, 1024, true}, {1, 1024, 256, false},
+                           {1, 4096, 1024, true}, {1, 1024, 4096, true}, {4, 1024, 256, true}, {16, 4096, 1024, true}};
+  if (o.quick) shapes = {{1, 1024, 256, true}};
+  if (blas.set_threads) blas.set_threads(pool.threads());
+  for (const S& s : shapes) {
+    const std::string name = std::string("matmul skinny N") + (s.tb ? "T" : "N");
+    if (!wanted(o, name)) continue;
+    const int64_t M = s.M, N = s.N, K = s.K;
+    const bool tb = s.tb;
+    const size_t bsize = static_cast<size_t>(K * N);
+    const double bytes = 4.0 * static_cast<double>(bsize);
+    const size_t copies = static_cast<size_t>(std::max(1.0, std::ceil(64.0 * 1024 * 1024 / bytes)));
+    std::vector<std::vector<float>> Bs;
+    for (size_t c = 0; c < copies; ++c) Bs.push_back(sfbench::randn(bsize, 10 + static_cast<uint32_t>(c)));
+    auto A = sfbench::randn(static_cast<size_t>(M * K), 9);
+    std::vector<float> C(static_cast<size_t>(M * N));
+    size_t next = 0;
+    auto ours = [&](cpu::MatmulPath path, bool cold) {
+      cpu::MatmulDesc d;
+      d.M = M;
+      d.N = N;
+      d.K = K;
+      d.trans_b = tb;
+      d.a = A.data();
+      d.b = Bs[cold ? next++ % copies : 0].data();
+      d.c = C.data();
+      d.path = path;
+      cpu::matmul(pool, d);
+    };
+    auto ref = [&](bool cold) {
+      const float* B = Bs[cold ? next++ % copies : 0].data();
+      if (M == 1 && blas.sgemv)  // y = W x (W: N x K) or y = x B = B^T x (B: K x N)
+        blas.sgemv(kRowMajor, tb ? kNoTrans : kTrans, static_cast<int>(tb ? N : K), static_cast<int>(tb ? K : N), 1.0f,
+                   B, static_cast<int>(tb ? K : N), A.data(), 1, 0.0f, C.data(), 1);
+      else
+        blas.sgemm(kRowMajor, kNoTrans, tb ? kTrans : kNoTrans, static_cast<int>(M), static_cast<int>(N),
+                   static_cast<int>(K), 1.0f, A.data(), static_cast<int>(K), B, static_cast<int>(tb ? K : N), 0.0f,
+                   C.data(), static_cast<int>(N));
+    };
+    const std::string shape = std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K);
+    for (bool cold : {true, false}) {
+      const double ms = sfbench::time_ms([&] { ours(cpu::MatmulPath::Auto, cold); });
+      const double packed = sfbench::time_ms([&] { ours(cpu::MatmulPath::Packed, cold); });
+      Row r;
+      r.name = name + (cold ? " cold" : " warm");
+      r.shape = shape;
+      r.ms = ms;
+      r.gbps = bytes / (ms * 1e6);
+      r.gflops = 2.0 * static_cast<double>(M * N * K) / (ms * 1e6);
+      r.peak_share = r.gbps / copy;
+      Row p = r;
+      p.ref = "our packed path";
+      p.ref_ms = packed;
+      p.ratio = packed / ms;
+      if (blas.ok()) {
+        const double rms = sfbench::time_ms([&] { ref(cold); });
+        r.ref = M == 1 && blas.sgemv ? "OpenBLAS sgemv (torch.mv)" : "OpenBLAS sgemm";
+        r.ref_ms = rms;
+        r.ratio = rms / ms;
+        rows.push_back(r);
+      }
+      rows.push_back(p);
+    }
+  }
+}
 
 // A memory-bound kernel row: `bytes` is the minimum traffic (reads + writes) of one call.
 Row mem_row(const std::string& name, const std::string& shape, double ms, double bytes, double copy_gbps) {
@@ -382,6 +463,7 @@ int main(int argc, char** argv) {
     rows.push_back(c);
   }
   bench_matmul(pool, o, peak, blas, rows);
+  bench_skinny(pool, o, copy, blas, rows);
   bench_attention(pool, o, peak, rows);
   bench_memory_bound(pool, o, copy, rows);
   sfbench::print_rows(rows);

@@ -35,11 +35,13 @@ struct Case {
   int64_t batch, M, N, K;
   bool ta, tb, bcast_b, bias, gelu;
   float alpha, beta;
+  cpu::MatmulPath path = cpu::MatmulPath::Auto;
+  bool bcast_a = false;  // A's batch stride 0 (one A for every batch entry)
 };
 
 void run_case(Context& ctx, const Case& c, std::mt19937& g) {
   const int64_t a_n = c.M * c.K, b_n = c.K * c.N, c_n = c.M * c.N;
-  auto A = randvec(static_cast<size_t>(a_n * c.batch), g);
+  auto A = randvec(static_cast<size_t>(a_n * (c.bcast_a ? 1 : c.batch)), g);
   auto B = randvec(static_cast<size_t>(b_n * (c.bcast_b ? 1 : c.batch)), g);
   auto bias = randvec(static_cast<size_t>(c.N), g);
   auto C0 = randvec(static_cast<size_t>(c_n * c.batch), g);
@@ -54,7 +56,8 @@ void run_case(Context& ctx, const Case& c, std::mt19937& g) {
   d.trans_a = c.ta;
   d.trans_b = c.tb;
   d.a = A.data();
-  d.a_stride = a_n;
+  d.a_stride = c.bcast_a ? 0 : a_n;
+  d.path = c.path;
   d.b = B.data();
   d.b_stride = c.bcast_b ? 0 : b_n;
   d.c = C.data();
@@ -70,7 +73,7 @@ void run_case(Context& ctx, const Case& c, std::mt19937& g) {
   for (int64_t b = 0; b < c.batch; ++b)
     for (int64_t i = 0; i < c.M; ++i)
       for (int64_t j = 0; j < c.N; ++j) {
-        const float* Ab = A.data() + b * a_n;
+        const float* Ab = A.data() + (c.bcast_a ? 0 : b * a_n);
         const float* Bb = B.data() + (c.bcast_b ? 0 : b * b_n);
         double pre = c.alpha * naive_entry(Ab, Bb, c.M, c.N, c.K, c.ta, c.tb, i, j);
         size_t idx = static_cast<size_t>(b * c_n + i * c.N + j);
@@ -85,7 +88,7 @@ void run_case(Context& ctx, const Case& c, std::mt19937& g) {
   if (!(finite && worst < 1e-5))  // fp32 accumulation of K terms, scaled by 1 + sqrt(K) + |value|
     sfcheck::fail(__FILE__, __LINE__,
                   cat("matmul batch=", c.batch, " M=", c.M, " N=", c.N, " K=", c.K, " ta=", c.ta, " tb=", c.tb,
-                      " bcast=", c.bcast_b, " bias=", c.bias, " gelu=", c.gelu, " beta=", c.beta, ": worst scaled err ",
+                      " bcast=", c.bcast_b, " bcast_a=", c.bcast_a, " path=", int(c.path), " bias=", c.bias, " gelu=", c.gelu, " beta=", c.beta, ": worst scaled err ",
                       worst, finite ? "" : " (non-finite output)"));
 }
 
@@ -115,6 +118,109 @@ TEST(matmul_batches_broadcasts_and_epilogues) {
   }
 }
 
+// The skinny path (M <= 16: decoding) and the packed path, each forced, on the shapes where they differ most: every
+// M up to 17, K below, at and around the vector widths (4, 8, 16) and across several of them, N around the 4-column
+// and 4-vector groups and the 64-column tasks; every transpose; bias, GELU (with the pre-activation), accumulation,
+// batches with either operand broadcast.
+TEST(matmul_skinny_and_packed_paths_match_naive) {
+  Context ctx;
+  std::mt19937 g(7);
+  for (auto path : {cpu::MatmulPath::Skinny, cpu::MatmulPath::Packed})
+    for (int64_t M : {1, 2, 3, 4, 5, 8, 9, 16, 17})
+      for (int64_t N : {1, 3, 5, 17, 63, 64, 65, 130})
+        for (int64_t K : {1, 3, 8, 15, 16, 17, 33, 257})
+          for (int t = 0; t < 4; ++t) {
+            const bool epi = (M + N + K + t) % 3 == 0;  // a third of the cases with bias + GELU + accumulation
+            run_case(ctx, {1, M, N, K, bool(t & 1), bool(t & 2), false, epi, epi, epi ? 0.5f : 1.0f, epi ? 1.0f : 0.0f, path}, g);
+          }
+  for (auto path : {cpu::MatmulPath::Skinny, cpu::MatmulPath::Packed})
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = t & 1, tb = t & 2;
+      run_case(ctx, {3, 1, 130, 70, ta, tb, true, true, true, 1, 0, path}, g);              // a shared weight (decoding)
+      run_case(ctx, {4, 5, 33, 41, ta, tb, false, false, false, 1, 0, path, true}, g);      // A broadcast
+      run_case(ctx, {2, 16, 200, 300, ta, tb, false, true, false, -1.5f, 0.25f, path}, g);  // several tasks per entry
+    }
+}
+
+// The two paths on the same inputs agree to fp32 rounding of the K terms (they sum in different orders), on the scale
+// the naive comparison uses.
+TEST(matmul_skinny_path_agrees_with_packed_path) {
+  Context ctx;
+  std::mt19937 g(8);
+  for (int64_t M : {1, 4, 11, 16})
+    for (int t = 0; t < 4; ++t) {
+      const int64_t N = 259, K = 263;
+      auto A = randvec(static_cast<size_t>(M * K), g), B = randvec(static_cast<size_t>(K * N), g), bias = randvec(N, g);
+      std::vector<float> C1(static_cast<size_t>(M * N)), C2(C1.size()), P1(C1.size()), P2(C1.size());
+      for (auto* c : {&C1, &C2, &P1, &P2}) std::memset(c->data(), 0xff, c->size() * 4);  // NaN: every output written
+      for (int p = 0; p < 2; ++p) {
+        cpu::MatmulDesc d;
+        d.M = M;
+        d.N = N;
+        d.K = K;
+        d.trans_a = t & 1;
+        d.trans_b = t & 2;
+        d.a = A.data();
+        d.b = B.data();
+        d.c = p ? C2.data() : C1.data();
+        d.bias = bias.data();
+        d.act = cpu::Activation::Gelu;
+        d.preact = p ? P2.data() : P1.data();
+        d.path = p ? cpu::MatmulPath::Packed : cpu::MatmulPath::Skinny;
+        cpu::matmul(ctx.pool(), d);
+      }
+      double worst = 0;
+      for (size_t i = 0; i < C1.size(); ++i) {
+        worst = std::max(worst, std::fabs(double(C1[i]) - C2[i]) / (1.0 + std::sqrt(double(K))));
+        worst = std::max(worst, std::fabs(double(P1[i]) - P2[i]) / (1.0 + std::sqrt(double(K))));
+        if (!std::isfinite(C1[i]) || !std::isfinite(P1[i])) worst = INFINITY;
+      }
+      if (!(worst < 1e-5)) sfcheck::fail(__FILE__, __LINE__, cat("skinny vs packed M=", M, " t=", t, ": ", worst));
+    }
+}
+
+// NaN and infinity reach exactly the outputs IEEE arithmetic says, on the skinny path: a NaN in row i of op(A) makes
+// row i of C NaN, a NaN in column j of op(B) column j; inf * 0 is NaN; the lanes that pad a partial vector are not
+// visible inputs and make nothing NaN.
+TEST(matmul_skinny_path_propagates_nan_exactly) {
+  Context ctx;
+  std::mt19937 g(9);
+  const float nan = std::nanf(""), inf = INFINITY;
+  for (int t = 0; t < 4; ++t) {
+    const bool ta = t & 1, tb = t & 2;
+    const int64_t M = 5, N = 37, K = 19;
+    auto A = randvec(M * K, g), B = randvec(K * N, g);
+    auto at = [&](int64_t i, int64_t k) -> float& { return A[size_t(ta ? k * M + i : i * K + k)]; };
+    auto bt = [&](int64_t k, int64_t j) -> float& { return B[size_t(tb ? j * K + k : k * N + j)]; };
+    at(1, 18) = nan;  // row 1 of C
+    bt(0, 36) = nan;  // column 36 of C
+    at(3, 4) = inf;   // row 3 is inf * B[4][j]: NaN where that is 0, +-inf elsewhere ...
+    bt(4, 2) = 0.0f;  // ... so C[3][2] is NaN
+    std::vector<float> C(size_t(M * N));
+    std::memset(C.data(), 0xff, C.size() * 4);
+    cpu::MatmulDesc d;
+    d.M = M;
+    d.N = N;
+    d.K = K;
+    d.trans_a = ta;
+    d.trans_b = tb;
+    d.a = A.data();
+    d.b = B.data();
+    d.c = C.data();
+    d.path = cpu::MatmulPath::Skinny;
+    cpu::matmul(ctx.pool(), d);
+    bool ok = true;
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        const float c = C[size_t(i * N + j)];
+        const bool want_nan = i == 1 || j == 36 || (i == 3 && j == 2);
+        if (want_nan != std::isnan(c)) ok = false;
+        if (i == 3 && !want_nan && !std::isinf(c)) ok = false;
+      }
+    if (!ok) sfcheck::fail(__FILE__, __LINE__, cat("skinny NaN propagation ta=", ta, " tb=", tb));
+  }
+}
+
 TEST(matmul_with_k_zero_applies_beta_and_epilogue) {
   Context ctx;
   std::mt19937 g(3);
@@ -140,6 +246,25 @@ TEST(matmul_is_identical_for_any_thread_count) {
     cpu::matmul(pool, d);
   }
   CHECK(std::memcmp(C1.data(), C3.data(), C1.size() * 4) == 0);
+  // the skinny path: large enough to be split across threads
+  for (bool tb : {false, true}) {
+    const int64_t m = 3, n = 3000, k = 700;
+    const auto As = randvec(size_t(m * k), g), Bs = randvec(size_t(k * n), g);
+    std::vector<float> S1(m * n), S3(m * n);
+    for (int threads : {1, 3}) {
+      ThreadPool pool(threads);
+      cpu::MatmulDesc d;
+      d.M = m;
+      d.N = n;
+      d.K = k;
+      d.trans_b = tb;
+      d.a = As.data();
+      d.b = Bs.data();
+      d.c = threads == 1 ? S1.data() : S3.data();
+      cpu::matmul(pool, d);
+    }
+    CHECK(std::memcmp(S1.data(), S3.data(), S1.size() * 4) == 0);
+  }
 }
 
 // Linear layer with GELU: y = gelu(x W^T + b), loss = sum(y * R). Backward from matmul kernels:
