@@ -8,6 +8,7 @@
 import anyTest, { type ExecutionContext } from 'ava';
 
 import { memory, synchronizeSync, tensor } from '../lib/index.ts';
+import { native } from '../lib/native.ts';
 import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
 import { DecodeSession, decodeLogits, sampleToken, seededRandom } from '../lib/models/generate.ts';
 import { noGrad, scope } from '../lib/autograd.ts';
@@ -116,6 +117,90 @@ for (const [name, extra, { depth }] of strategies) {
     m.store.dispose();
   });
 }
+
+// The recorded step replayed (the default) against the layer loop run from JavaScript at every step: the same kernels
+// in the same order, so every step's logits are bit-identical, and so are the greedy tokens.
+for (const [name, extra, { depth }] of strategies) {
+  test(`a replayed step gives bit-identical logits to the step-by-step path: ${name}`, async (t) => {
+    const m = model(extra, 8);
+    const prompt = tokens(21, 3);
+    const V = m.config.vocab;
+    const run = async (replay: boolean) => {
+      const s = new DecodeSession(m, 16, depth, { replay });
+      t.is(s.replays, replay);
+      const rows: Float32Array[] = [];
+      const greedy: number[] = [];
+      try {
+        let l = s.prefill(prompt);
+        for (let i = 0; i < 13; i++) {
+          const row = (await l.data()) as Float32Array;
+          l.dispose();
+          rows.push(row);
+          let best = 0;
+          for (let j = 1; j < V; j++) if (row[j] > row[best]) best = j;
+          greedy.push(best);
+          // feed a fixed token sequence half the time, the greedy token otherwise (both paths alike)
+          l = s.step(i % 2 ? best : (i * 5 + 1) % V);
+        }
+        l.dispose();
+      } finally {
+        s.dispose();
+      }
+      return { rows, greedy };
+    };
+    const byStep = await run(false);
+    const replayed = await run(true);
+    t.deepEqual(replayed.greedy, byStep.greedy, 'greedy tokens');
+    replayed.rows.forEach((row, i) => t.deepEqual(Array.from(row), Array.from(byStep.rows[i]), `step ${i}: the logits, bit for bit`));
+    m.store.dispose();
+  });
+}
+
+// A replayed step is a constant number of native calls, whatever the depth; the step-by-step path makes several per op.
+// Counted: the addon's functions (every op, allocation, isHandle ...); the TensorHandle's own methods (shape, dispose,
+// clone) are non-writable properties that JavaScript cannot wrap, and add a constant few per step to either path.
+test('a replayed step makes a few native calls, at least 10x fewer than the step-by-step path, independent of depth', (t) => {
+  const addon = native() as unknown as Record<string, unknown>;
+  const proto = (addon.TensorHandle as { prototype: Record<string, unknown> }).prototype;
+  let calls = 0;
+  const restore: (() => void)[] = [];
+  const count = (o: Record<string, unknown>) => {
+    for (const k of Object.getOwnPropertyNames(o)) {
+      const d = Object.getOwnPropertyDescriptor(o, k);
+      if (!d || typeof d.value !== 'function' || k === 'constructor' || k === 'TensorHandle' || !d.writable) continue;
+      const f = d.value as (...a: unknown[]) => unknown;
+      o[k] = function (this: unknown, ...a: unknown[]) {
+        calls++;
+        return f.apply(this, a);
+      };
+      restore.push(() => (o[k] = f));
+    }
+  };
+  count(addon);
+  count(proto);
+  try {
+    const perStep = (layers: number, replay: boolean) => {
+      const m = model({ layers, sharing: { strategy: 'all' } }, 2);
+      const s = new DecodeSession(m, 12, undefined, { replay });
+      s.prefill([1, 2]).dispose();
+      s.step(3).dispose(); // the replayed path records here
+      const c0 = calls;
+      for (const id of [4, 5, 6, 7]) s.step(id).dispose();
+      const n = (calls - c0) / 4;
+      s.dispose();
+      m.store.dispose();
+      return n;
+    };
+    const r4 = perStep(4, true), r12 = perStep(12, true), s4 = perStep(4, false), s12 = perStep(12, false);
+    t.log(`native calls per step: replayed ${r4} (4 layers), ${r12} (12 layers); step by step ${s4}, ${s12}`);
+    t.is(r4, r12, 'replayed: the same count at any depth');
+    t.true(r4 <= 8, `replayed: a handful of calls (${r4})`);
+    t.true(s4 >= 10 * r4, `step by step makes at least 10x more (${s4} vs ${r4})`);
+    t.true(s12 > s4, 'step by step grows with depth');
+  } finally {
+    for (const r of restore) r();
+  }
+});
 
 test('a layer that reuses K/V reads the source layer\'s cache: the session allocates caches for K/V-computing layers only', async (t) => {
   const m = model({ sharing: { strategy: 'all', kvShareGroup: 2 } });
@@ -357,19 +442,27 @@ test('scope(): a forward pass under noGrad leaves memory() as it was; a DecodeSe
     kept.dispose();
     t.deepEqual(cpuCounts(), before, `${name}: after disposing the returned logits`);
 
-    const s = new DecodeSession(m, 6);
-    s.prefill([1, 2, 3]).dispose();
-    const withCache = cpuCounts();
-    for (const id of [4, 5, 6]) {
-      const l = s.step(id);
-      const after = cpuCounts();
-      t.is(after.tensors, withCache.tensors + 1, `${name}: a step leaves one tensor (its logits)`);
-      t.is(after.storages, withCache.storages + 1, `${name}: a step leaves one storage (its logits')`);
-      l.dispose();
-      t.deepEqual(cpuCounts(), withCache, `${name}: a step leaves no extra tensors once its logits are freed`);
+    for (const replay of [false, true]) {
+      const how = `${name}, replay ${replay}`;
+      const s = new DecodeSession(m, 6, undefined, { replay });
+      s.prefill([1, 2, 3]).dispose();
+      const withCache = cpuCounts();
+      if (replay) {
+        s.step(4).dispose(); // records the step: the session now holds its inputs, its logits and the recording
+        t.is(cpuCounts().tensors, withCache.tensors + 2, `${how}: the recorded step holds two tensors (inputs, logits)`);
+      }
+      const held = cpuCounts();
+      for (const id of replay ? [5, 6] : [4, 5, 6]) {
+        const l = s.step(id);
+        const after = cpuCounts();
+        t.is(after.tensors, held.tensors + 1, `${how}: a step leaves one tensor (its logits)`);
+        t.is(after.storages, held.storages + 1, `${how}: a step leaves one storage (its logits')`);
+        l.dispose();
+        t.deepEqual(cpuCounts(), held, `${how}: a step leaves no extra tensors once its logits are freed`);
+      }
+      s.dispose();
+      t.deepEqual(cpuCounts(), before, `${how}: the session freed (the recording too)`);
     }
-    s.dispose();
-    t.deepEqual(cpuCounts(), before, `${name}: the session freed`);
     x.dispose();
     m.store.dispose();
   }

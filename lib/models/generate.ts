@@ -16,6 +16,7 @@
 // layer's as it goes; the caches when the call ends): memory() returns to where it was. The caches live on the model's device (kvAppend has a CPU and a CUDA kernel).
 import type { Decoder } from './decoder.ts';
 import { Tensor, tensor, zeros } from '../tensor.ts';
+import { freeRecording, record, replay, writeInto, type Recording } from '../kernels.ts';
 import * as ops from '../ops/index.ts';
 import { noGrad, scope, track } from '../autograd.ts';
 import { appliedLayers } from '../sharing/plan.ts';
@@ -53,6 +54,8 @@ export interface GenerateOptions {
 }
 
 type KV = { k: Tensor; v: Tensor };
+/** A recorded decode step: its inputs [id, position, position + 1, position], its logits, the recording. */
+type RecordedStep = { inputs: Tensor; logits: Tensor; recording: Recording };
 
 const OP = 'Decoder.generate';
 const OPTION_KEYS = ['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'eos', 'depth', 'slide', 'onTokens'];
@@ -64,15 +67,28 @@ const OPTION_KEYS = ['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'eos
  */
 export class DecodeSession {
   readonly capacity: number;
+  /** Whether step() replays one recorded step (the default) or runs the layer loop from JavaScript every time. */
+  readonly replays: boolean;
   private readonly caches: (KV | null)[]; // per applied layer; null for layers that reuse another layer's K/V
   private fed = 0;
+  private recorded: RecordedStep | null = null;
 
-  constructor(readonly model: Decoder, capacity: number, private readonly depth?: number) {
+  /**
+   * options.replay (default true): record the first step() once and replay it natively for every later token, one
+   * native call for the whole layer loop (see step()). false runs the layer loop from JavaScript at every step; the
+   * two give bit-identical logits.
+   */
+  constructor(readonly model: Decoder, capacity: number, private readonly depth?: number, options: { replay?: boolean } = {}) {
     if (typeof model !== 'object' || model === null || typeof model.config !== 'object' || !model.store)
       throw new TypeError('DecodeSession: model must be a Decoder');
     const { dModel, heads, kvHeads, maxSeq } = model.config;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > maxSeq)
       throw new RangeError(`DecodeSession: capacity must be an integer in [1, ${maxSeq}] (the model's maxSeq), got ${String(capacity)}`);
+    if (typeof options !== 'object' || options === null) throw new TypeError(`DecodeSession: options must be an object, got ${describe(options)}`);
+    checkKeys('DecodeSession', options as Record<string, unknown>, ['replay'], 'option');
+    if (options.replay !== undefined && typeof options.replay !== 'boolean')
+      throw new TypeError(`DecodeSession: option replay must be a boolean, got ${describe(options.replay)}`);
+    this.replays = options.replay ?? true;
     this.capacity = capacity;
     const device = model.store.device;
     const shape = [1, kvHeads, capacity, dModel / heads];
@@ -110,12 +126,28 @@ export class DecodeSession {
     );
   }
 
-  /** Feeds one token at the next position; returns its logits (1, 1, vocab). */
+  /**
+   * Feeds one token at the next position; returns its logits (1, 1, vocab), a tensor of the caller's.
+   *
+   * With replay (the default), the first step records the op sequence of a step (the model's one layer loop,
+   * BlockStack.run, as below) with its inputs read from one int32 tensor [id, position, position + 1, position]
+   * that the kernels read when they run (the embedding's id and position, attention's key length, kvAppend's
+   * position), and every step then writes that tensor, replays the recording and copies the logits out: three
+   * native calls instead of several per op, whatever the depth. The kernels and their order are the same as the
+   * step-by-step path's, so the logits are bit-identical.
+   */
   step(id: number): Tensor {
     const t = this.fed;
     if (t === 0) throw new Error('DecodeSession.step: call prefill() first');
     if (t >= this.capacity) throw new RangeError(`DecodeSession.step: the cache is full (capacity ${this.capacity} positions)`);
     checkTokenId(id, 'DecodeSession.step: id', this.model.config.vocab);
+    if (this.replays) {
+      const r = (this.recorded ??= this.recordStep());
+      writeInto(r.inputs, Int32Array.of(id, t, t + 1, t));
+      replay(r.recording);
+      this.fed = t + 1;
+      return r.logits.clone();
+    }
     return noGrad(() =>
       scope(() => {
         const m = this.model;
@@ -128,11 +160,44 @@ export class DecodeSession {
     );
   }
 
-  /** Frees the caches. Idempotent. */
+  /** Records one step (see step()); nothing of it runs until replayed. */
+  private recordStep(): RecordedStep {
+    const m = this.model;
+    const device = m.store.device;
+    const inputs = zeros([4], { device, dtype: 'int32' });
+    try {
+      const { result: logits, recording } = record(device, () =>
+        noGrad(() =>
+          scope(() => {
+            const ids = track(inputs.window(0, [1, 1]));
+            const positions = track(inputs.window(1, [1, 1]));
+            const keyLengths = track(inputs.window(2, [1]));
+            const at = track(inputs.window(3, [1]));
+            const x = m.io.embed(ids, positions);
+            // pos: any position > 0 (the branch a step takes); the kernels read the real one from `at`
+            const h = m.stack.run(x, { depth: this.depth, kv: { layers: this.caches, pos: this.fed, at }, causal: false, keyLengths });
+            return this.logits(h);
+          }),
+        ),
+      );
+      return { inputs, logits, recording };
+    } catch (e) {
+      inputs.dispose();
+      throw e;
+    }
+  }
+
+  /** Frees the caches and the recorded step. Idempotent. */
   dispose(): void {
     for (const c of this.caches) {
       c?.k.dispose();
       c?.v.dispose();
+    }
+    if (this.recorded) {
+      freeRecording(this.recorded.recording);
+      this.recorded.logits.dispose();
+      this.recorded.inputs.dispose();
+      this.recorded = null;
     }
   }
 

@@ -369,7 +369,7 @@ export class BlockStack {
           const slot = kv && !reuse ? kv.layers[l] : null;
           const a = scope(() => {
             handOver(h); // the previous layer's output is freed with this sub-layer's scope (the caller's input is not)
-            const r = attn.forward(h, reuse, { keyLengths: o.keyLengths, causal, cache: slot ? { k: slot.k, v: slot.v, pos: kv!.pos } : undefined });
+            const r = attn.forward(h, reuse, { keyLengths: o.keyLengths, causal, cache: slot ? { k: slot.k, v: slot.v, pos: kv!.pos, at: kv!.at } : undefined });
             const sum = attn.residual(h, r.out);
             return { h: o.between ? o.between(l, sum) : sum, kv: reused.has(l) ? r.kv : null };
           });
@@ -395,6 +395,8 @@ export class BlockStack {
 export interface KVCache {
   readonly layers: readonly ({ k: Tensor; v: Tensor } | null)[];
   readonly pos: number;
+  /** pos as an int32 tensor [1] that kvAppend reads when it runs (a recorded decode step; DecodeSession). */
+  readonly at?: Tensor;
 }
 
 /** What every model shares: its ParameterStore and TokenIO, moving, counting, zeroing, and the token loss. */

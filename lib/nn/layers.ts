@@ -215,7 +215,7 @@ export class MultiHeadAttention extends Module {
   forward(
     x: Tensor,
     kv?: { k: Tensor; v: Tensor },
-    options: { keyLengths?: Tensor; memory?: Tensor; causal?: boolean; cache?: { k: Tensor; v: Tensor; pos: number } } = {},
+    options: { keyLengths?: Tensor; memory?: Tensor; causal?: boolean; cache?: { k: Tensor; v: Tensor; pos: number; at?: Tensor } } = {},
   ): { out: Tensor; kv: { k: Tensor; v: Tensor } } {
     const h = this.norm === 'pre' ? this.ln.forward(x) : x;
     const q = splitHeads(this.wq.forward(h), this.heads);
@@ -226,8 +226,8 @@ export class MultiHeadAttention extends Module {
       used = this.keysValues(options.memory ?? h);
       const c = options.cache;
       if (c) {
-        kvAppend(c.k, used.k, c.pos);
-        kvAppend(c.v, used.v, c.pos);
+        kvAppend(c.k, used.k, c.at ?? c.pos); // `at`: the position read when the op runs (a replayed step)
+        kvAppend(c.v, used.v, c.at ?? c.pos);
         if (c.pos > 0) used = { k: c.k, v: c.v };
       }
     }

@@ -289,6 +289,7 @@ Napi::Value TensorHandle::Read(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Addon& a = addon();
     Backend* b = &a.ctx().backend(t.device(), what);
+    b->stream().refuse_if_capturing(what);  // before the promise exists: a recorded read would never settle it
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, host_bytes(t));
     auto ref = std::make_shared<Napi::Reference<Napi::ArrayBuffer>>(Napi::Persistent(ab));
     void* dst = ab.Data();
@@ -416,7 +417,10 @@ static void throw_if_failed(const Tensor& src) {
 // Drains every stream (so that no task can post to the Hub or write into an ArrayBuffer afterwards), then closes the
 // Hub; the Context (threads, memory) goes with ctx_.
 Addon::~Addon() {
-  for (Backend* b : ctx_->backends()) b->stream().wait_all();
+  for (Backend* b : ctx_->backends()) {
+    b->stream().abort_capture();  // a recording left open (the environment torn down inside record())
+    b->stream().wait_all();
+  }
   hub_->close();
 }
 
@@ -426,7 +430,7 @@ void Addon::copy_async(const Tensor& dst, const Tensor& src, const char* op) {
   // Every path marks dst failed when the copy fails or src had failed (stream.h), and valid when it succeeds. Where
   // the copy waits on another stream, src's state is checked inside the task, after that wait.
   if (&sb == &db) {
-    db.stream().submit(op, [&db, dst, src] { db.copy(dst, src); }, Effects{{src}, {dst}});
+    db.stream().submit(op, [&db, dst, src] { db.copy(dst, src); }, Effects{{src}, {dst}}, Stream::Record::Allow);
   } else if (src.device().is_cpu()) {  // host -> device: the device stream waits for the host's pending work
     uint64_t ready = sb.stream().last_ticket();
     db.stream().submit(
@@ -505,7 +509,7 @@ Napi::Value Addon::FromArray(const Napi::CallbackInfo& info) {
       } else {
         if (staged.empty()) staged.assign(src, src + t.nbytes());
         auto buf = std::make_shared<std::vector<char>>(std::move(staged));
-        b.stream().submit(op, [&b, t, buf] { b.upload(t, buf->data()); }, Effects{{}, {t}});
+        b.stream().submit(op, [&b, t, buf] { b.upload(t, buf->data()); }, Effects{{}, {t}}, Stream::Record::Allow);
       }
     }
     return wrap(info.Env(), std::move(t), true);
@@ -527,7 +531,7 @@ Napi::Value Addon::Full(const Napi::CallbackInfo& info) {
     Device dev = get_device(info[3], op);
     Backend& b = ctx_->backend(dev, op);
     Tensor t = empty_tensor(b.allocator(), shape, dt, op);
-    if (t.numel()) b.stream().submit(op, [&b, t, v] { fill_noting(b, t, v); }, Effects{{}, {t}});
+    if (t.numel()) b.stream().submit(op, [&b, t, v] { fill_noting(b, t, v); }, Effects{{}, {t}}, Stream::Record::Allow);
     return wrap(info.Env(), std::move(t), true);
   });
 }
@@ -566,7 +570,8 @@ void parse_random_params(const Napi::CallbackInfo& info, size_t i, RandomArgs& r
 }
 void submit_random(Backend& b, const Tensor& t, const RandomArgs& r) {
   if (t.numel())
-    b.stream().submit(r.op, [&b, t, r] { b.random(t, r.kind, r.seed, r.offset, r.a, r.b); }, Effects{{}, {t}});
+    b.stream().submit(r.op, [&b, t, r] { b.random(t, r.kind, r.seed, r.offset, r.a, r.b); }, Effects{{}, {t}},
+                      Stream::Record::Allow);
 }
 }  // namespace
 
@@ -633,7 +638,7 @@ Napi::Value Addon::FillInto(const Napi::CallbackInfo& info) {
     Backend& b = ctx_->backend(t.device(), op);
     // Filling overwrites every element, so it also clears a failure the tensor held (zeroing gradients after a
     // failed step, say).
-    b.stream().submit(op, [&b, t, v] { if (t.numel()) fill_noting(b, t, v); }, Effects{{}, {t}});
+    b.stream().submit(op, [&b, t, v] { if (t.numel()) fill_noting(b, t, v); }, Effects{{}, {t}}, Stream::Record::Allow);
     return info[0];
   });
 }
@@ -791,6 +796,7 @@ Napi::Value Addon::Synchronize(const Napi::CallbackInfo& info) {
       size_t dropped = 0;
     };
     std::vector<Backend*> bs = ctx_->backends();
+    for (Backend* b : bs) b->stream().refuse_if_capturing("synchronize");  // before the promise exists
     auto st = std::make_shared<Shared>();
     st->left = bs.size();
     auto [id, promise] = hub().add(info.Env(), [](Napi::Env e) { return e.Undefined(); });

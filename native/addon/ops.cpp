@@ -13,6 +13,7 @@ void register_attention_ops(Napi::Env env, Napi::Object exports);
 void register_device_ops(Napi::Env env, Napi::Object exports);
 void register_distributed_ops(Napi::Env env, Napi::Object exports);
 void register_text_ops(Napi::Env env, Napi::Object exports);
+void register_record_ops(Napi::Env env, Napi::Object exports);
 
 void register_ops(Napi::Env env, Napi::Object exports) {
   register_matmul_ops(env, exports);
@@ -24,6 +25,7 @@ void register_ops(Napi::Env env, Napi::Object exports) {
   register_device_ops(env, exports);
   register_distributed_ops(env, exports);
   register_text_ops(env, exports);
+  register_record_ops(env, exports);
 }
 
 OpArgs::OpArgs(const Napi::CallbackInfo& info, const char* op, size_t min_args)
@@ -134,7 +136,8 @@ Effects OpArgs::effects(std::vector<Tensor> keep) const {
 void OpArgs::run_cpu(std::vector<Tensor> keep, std::function<void(ThreadPool&)> fn) const {
   ThreadPool* pool = &addon_.ctx().pool();
   // The effects hold every tensor the kernel touches (outputs are in keep too), so they keep them alive.
-  addon_.ctx().cpu().stream().submit(op_, [fn = std::move(fn), pool] { fn(*pool); }, effects(std::move(keep)));
+  addon_.ctx().cpu().stream().submit(op_, [fn = std::move(fn), pool] { fn(*pool); }, effects(std::move(keep)),
+                                     Stream::Record::Allow);
 }
 
 void OpArgs::same_device(const Tensor& t, const char* name) const {
@@ -163,7 +166,7 @@ void OpArgs::run(std::vector<Tensor> keep, std::function<void(ThreadPool&)> cpu_
         be->make_current();
         fn(static_cast<cuda::Stream>(be->native_stream()));
       },
-      effects(std::move(keep)));
+      effects(std::move(keep)), Stream::Record::Allow);
 }
 
 void check_f32_dev(const OpArgs& args, const Tensor& t, const char* name) {

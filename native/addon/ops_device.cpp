@@ -85,7 +85,7 @@ Napi::Value PersistL2(const Napi::CallbackInfo& info) {
         be->stream().submit(op, [be, st] {
           be->make_current();
           cuda::persist_l2(static_cast<cuda::Stream>(be->native_stream()), *st, nullptr, 0);
-        });
+        }, {}, Stream::Record::Allow);
         done = true;
       }
     }

@@ -17,8 +17,20 @@ Stream::~Stream() {
   thread_.join();
 }
 
-uint64_t Stream::submit(const char* op, Task task, Effects effects) {
+namespace {
+[[noreturn]] void refuse(const char* op, const std::string& stream) {
+  error(op, ": cannot run while the ", stream,
+        " stream records (a read or synchronisation inside a recording; the recorded work has not run)");
+}
+}  // namespace
+
+uint64_t Stream::submit(const char* op, Task task, Effects effects, Record rec) {
   std::lock_guard<std::mutex> lk(mu_);
+  if (capture_ && std::this_thread::get_id() == capture_thread_) {
+    if (rec != Record::Allow) refuse(op, name_);
+    capture_->items.push_back(Item{op, std::move(task), std::move(effects)});
+    return submitted_;  // nothing new to wait for: the recorded task does not run now
+  }
   queue_.push_back(Item{op, std::move(task), std::move(effects)});
   uint64_t t = ++submitted_;
   cv_work_.notify_one();
@@ -32,6 +44,7 @@ uint64_t Stream::last_ticket() {
 
 void Stream::wait(uint64_t ticket) {
   std::unique_lock<std::mutex> lk(mu_);
+  if (capture_ && std::this_thread::get_id() == capture_thread_) refuse("wait", name_);
   cv_done_.wait(lk, [&] { return completed_ >= ticket; });
 }
 
@@ -44,7 +57,57 @@ std::vector<FailurePtr> Stream::take_failures(size_t* dropped) {
   return out;
 }
 
+void Stream::begin_capture(const char* op) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (capture_) error(op, ": the ", name_, " stream is already recording");
+  capture_ = std::make_unique<Recording>();
+  capture_thread_ = std::this_thread::get_id();
+}
+
+std::shared_ptr<const Stream::Recording> Stream::end_capture(const char* op) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!capture_ || capture_thread_ != std::this_thread::get_id()) error(op, ": the ", name_, " stream is not recording");
+  std::shared_ptr<const Recording> r(capture_.release());
+  capture_thread_ = {};
+  return r;
+}
+
+void Stream::abort_capture() noexcept {
+  std::unique_ptr<Recording> dropped;  // released outside the lock (it may free tensors)
+  std::lock_guard<std::mutex> lk(mu_);
+  if (!capture_ || capture_thread_ != std::this_thread::get_id()) return;
+  dropped = std::move(capture_);
+  capture_thread_ = {};
+}
+
+bool Stream::capturing_here() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return capture_ && capture_thread_ == std::this_thread::get_id();
+}
+
+bool Stream::capturing() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return capture_ != nullptr;
+}
+
+uint64_t Stream::replay(const Recording& r) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (capture_ && std::this_thread::get_id() == capture_thread_) {  // a replay inside a capture is recorded too
+    for (const Item& it : r.items) capture_->items.push_back(it);
+    return submitted_;
+  }
+  for (const Item& it : r.items) queue_.push_back(it);
+  submitted_ += r.items.size();
+  cv_work_.notify_one();
+  return submitted_;
+}
+
+void Stream::refuse_if_capturing(const char* op) const {
+  if (capturing_here()) refuse(op, name_);
+}
+
 void Stream::run_sync(const char* op, Task task) {
+  refuse_if_capturing(op);
   std::exception_ptr failed;
   // The wrapper never throws, so the stream records nothing: the error goes to this caller only.
   wait(submit(op, [&failed, &task] {
