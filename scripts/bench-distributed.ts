@@ -28,10 +28,10 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { mpiUnavailable } from '../test/helpers/mpi.ts';
-import { TRAIN_CONFIGS, PY, findTorch, type TorchEnv } from './bench/common.ts';
+import { TRAIN_CONFIGS, PY, cpuModel, findTorch, warnLoad, type TorchEnv } from './bench/common.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const WORKER = join(import.meta.dirname, 'bench', 'distributed-worker.ts');
@@ -108,20 +108,6 @@ export interface DistModelRow {
   /** Weak scaling: compute_ms_single / ms_per_step (per-rank throughput kept). Strong: compute_ms_single / ms_per_step. */
   efficiency: number;
   speedup: number;
-}
-
-function cpuModel(): string {
-  try {
-    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
-    if (m) return m[1].trim();
-  } catch {}
-  return cpus()[0]?.model ?? 'unknown CPU';
-}
-
-function warnLoad(when: string, cores: number): void {
-  const l = loadavg()[0];
-  if (l > cores)
-    console.warn(`distributed: WARNING: 1-minute load average ${l.toFixed(2)} ${when} exceeds the ${cores} cores: other processes share the CPU, the times are not representative`);
 }
 
 /** One row's job: the worker under `mpirun -np world` (or one plain process at world 1); its JSON from rank 0. */
@@ -266,7 +252,7 @@ export async function benchDistributed(): Promise<(DistRow | DistModelRow)[]> {
   console.log(`\ndistributed: ${cpuModel()}, ${cores} cores; 1-minute load average before: ${loadavg()[0].toFixed(2)}; ${mpiVersion}`);
   console.log(`distributed: ${CONFIG} (d ${c.dModel}, ${c.heads} heads, ${c.layers} layers, seq ${c.seq}, batch ${c.batch} per rank, vocab ${c.vocab}); ` +
     `${steps} timed steps after ${WARMUP} warm-up; world 1: ${cores} threads; world 2: ${world2Threads} thread(s) per rank (floor(cores / 2))`);
-  warnLoad('before the suite', cores);
+  warnLoad('distributed', 'before the suite', cores);
 
   const torch = findDdp(world2Threads);
   if (torch.ok) console.log(`distributed: reference PyTorch ${torch.probe.torch} DDP (gloo), BLAS ${(torch.probe.blas_libs as string[]).join(', ')} via ${torch.how}`);
@@ -333,7 +319,7 @@ export async function benchDistributed(): Promise<(DistRow | DistModelRow)[]> {
   })));
   if (!torch.ok) console.log(`(no reference: ${torch.reason})`);
   console.log(`distributed: 1-minute load average after: ${loadavg()[0].toFixed(2)}`);
-  warnLoad('after the suite', cores);
+  warnLoad('distributed', 'after the suite', cores);
 
   const single = new Map<string, { ms: number; bytes: number; unique: number; threads: number }>();
   for (const r of rows) if (r.world === 1) single.set(r.share, { ms: r.ms_per_step, bytes: 4 * r.unique_params, unique: r.unique_params, threads: r.threads_per_rank });

@@ -29,6 +29,17 @@
 //             model of step time against world size (1–64) over 25 Gb/s Ethernet and 400 Gb/s InfiniBand. Needs
 //             mpirun (as root: OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1). Not a default suite: name it.
 //             SF_DIST_STEPS=N timed steps (default 5, after 2 warm-up steps); SF_DIST_SHARES=none,all.
+//   generate — inference of the `small` decoder LM (d 256, 4 heads, 6 layers, dFF 1024, vocab 256, maxSeq 144, tied),
+//             sharing 'none' and 'all' (scripts/bench-generate.ts): prefill of 128 tokens at B1 (DecodeSession.prefill,
+//             generate()'s path) and B8 (Decoder.forward), and greedy decode of 128 tokens after a 16-token prompt
+//             (model.generate, temperature 0; its time includes the prompt's prefill): ms (median), tokens/s, addon
+//             calls per token (a separate counting pass), the event loop's p99 lag during decode; each against PyTorch
+//             fp32 and bf16 autocast (scripts/torch_decode_ref.py, same weights, KV-cache greedy decode whose fp32
+//             tokens must equal ours) and, for prefill, onnxruntime-node (installed on demand into
+//             ~/.cache/sharedformer-bench/ort, never the project) on the model exported from PyTorch; one row per
+//             reference, ratio = ref ms / our ms (above 1: we are faster). Not a default suite: name it.
+//             SF_GEN_CONFIGS=small|medium, SF_GEN_SHARES=none,all, SF_GEN_RUNS=N (default 5), SF_GEN_BF16_RUNS=N
+//             (default 1; 0 skips bf16, which is slow on CPUs without native bf16).
 //
 // With no SUITE: kernels and tensors.
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,8 +47,9 @@ import { spawnSync } from 'node:child_process';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as sf from '../lib/index.ts';
-import { TRAIN_CONFIGS, PY, TORCH_REF, findTorch, median } from './bench/common.ts';
+import { TRAIN_CONFIGS, PY, TORCH_REF, findTorch, median, timeRuns } from './bench/common.ts';
 import { benchDistributed } from './bench-distributed.ts';
+import { benchGenerate } from './bench-generate.ts';
 
 interface Row {
   name: string;
@@ -94,14 +106,7 @@ async function benchKernels(): Promise<Row[]> {
 
 /** Median wall time of fn over `reps` runs after one warm-up, in ms. */
 async function time(fn: () => Promise<void> | void, reps = 7): Promise<number> {
-  await fn();
-  const out: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const t0 = performance.now();
-    await fn();
-    out.push(performance.now() - t0);
-  }
-  return median(out);
+  return median(await timeRuns(fn, reps));
 }
 
 async function benchTensors(): Promise<Row[]> {
@@ -230,13 +235,7 @@ async function benchTrain(): Promise<TrainRow[]> {
         loss.dispose();
         await sf.synchronize();
       };
-      for (let i = 0; i < warmup; i++) await step();
-      const ms: number[] = [];
-      for (let i = 0; i < steps; i++) {
-        const t0 = performance.now();
-        await step();
-        ms.push(performance.now() - t0);
-      }
+      const ms = await timeRuns(step, steps, warmup);
       const fwd: number[] = [], bwd: number[] = [], upd: number[] = [];
       for (let i = 0; i < phaseSteps; i++) {
         const t0 = performance.now();
@@ -311,7 +310,7 @@ if (jsonIdx >= 0 && !jsonFile) {
   process.exit(2);
 }
 const suites = args.filter((a, i) => !a.startsWith('--') && (jsonIdx < 0 || i !== jsonIdx + 1));
-const known: Record<string, () => Promise<object[]>> = { kernels: benchKernels, tensors: benchTensors, train: benchTrain, distributed: benchDistributed };
+const known: Record<string, () => Promise<object[]>> = { kernels: benchKernels, tensors: benchTensors, train: benchTrain, distributed: benchDistributed, generate: benchGenerate };
 const chosen = suites.length ? suites : ['kernels', 'tensors'];
 for (const s of chosen) {
   if (!known[s]) {
@@ -326,7 +325,7 @@ const all: object[] = [];
 for (const s of chosen) {
   const rows = await known[s]();
   all.push(...rows);
-  if (s === 'kernels' || s === 'train' || s === 'distributed') continue; // sf_bench, benchTrain and benchDistributed printed their own tables
+  if (s !== 'tensors') continue; // sf_bench and the other suites printed their own tables
   console.log(`\n${s}`);
   console.table((rows as Row[]).map((r) => ({ name: r.name, shape: Array.isArray(r.shape) ? `[${r.shape.join(', ')}]` : r.shape, ms: r.ms.toFixed(2), 'GB/s': r.gbps?.toFixed(1), ref: r.ref, 'ref ms': r.ref_ms?.toFixed(2), ratio: r.ratio?.toFixed(2) })));
 }

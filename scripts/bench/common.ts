@@ -1,7 +1,9 @@
-// Shared by the benchmark suites of scripts/bench.ts and scripts/bench-distributed.ts (and the distributed suite's
-// worker, scripts/bench/distributed-worker.ts): the benchmark models, the median, and the PyTorch reference finder.
-import { existsSync, realpathSync } from 'node:fs';
+// Shared by the benchmark suites of scripts/bench.ts, scripts/bench-distributed.ts and scripts/bench-generate.ts (and
+// the distributed suite's worker, scripts/bench/distributed-worker.ts): the benchmark models, the median and timing
+// helpers, the machine's description, and the PyTorch reference finder.
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 
 /** A benchmark decoder LM: pre-LN, tied embeddings, fp32. */
@@ -26,6 +28,40 @@ export const TRAIN_CONFIGS: Record<string, TrainConfig> = {
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)];
+}
+
+/** The q-quantile (0..1) of xs: the smallest sample with at least q of the samples at or below it. */
+export function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+}
+
+/** Runs fn `warmup` times, then `runs` times; returns each timed run's wall time in ms. */
+export async function timeRuns(fn: () => Promise<unknown> | unknown, runs: number, warmup = 1): Promise<number[]> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const out: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await fn();
+    out.push(performance.now() - t0);
+  }
+  return out;
+}
+
+/** The CPU's model name (/proc/cpuinfo, else os.cpus()). */
+export function cpuModel(): string {
+  try {
+    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+    if (m) return m[1].trim();
+  } catch {}
+  return cpus()[0]?.model ?? 'unknown CPU';
+}
+
+/** Warns when the 1-minute load average exceeds the cores: other processes shared the CPU. */
+export function warnLoad(suite: string, when: string, cores: number): void {
+  const l = loadavg()[0];
+  if (l > cores)
+    console.warn(`${suite}: WARNING: 1-minute load average ${l.toFixed(2)} ${when} exceeds the ${cores} cores: other processes share the CPU, the times are not representative`);
 }
 
 export const PY = '/usr/bin/python3';
