@@ -186,6 +186,82 @@ TEST(stream_runs_off_the_calling_thread) {
   CHECK(worker != std::this_thread::get_id());
 }
 
+// Recording (stream.h): recordable work submitted by the capturing thread is recorded, not run; a replay runs it in
+// order, each time, as ordinary tasks (a failure marks what the task writes, an input failure stops it); other threads'
+// work runs meanwhile; reads, waits and unrecordable work on the capturing thread throw; abort drops the recording.
+TEST(stream_records_and_replays) {
+  auto alloc = std::make_shared<CpuAllocator>();
+  Stream s("test");
+  std::atomic<int> x{0};
+  s.begin_capture("rec");
+  CHECK(s.capturing());
+  s.submit("add", [&x] { x += 1; }, {}, Stream::Record::Allow);
+  s.submit("double", [&x] { x = x * 2; }, {}, Stream::Record::Allow);
+  std::thread other([&] { s.wait(s.submit("other", [] {})); });  // not the capturing thread: runs now
+  other.join();
+  bool refused = false, wait_refused = false, sync_refused = false, nested = false;
+  try {
+    s.submit("read", [] {});  // Record::Refuse
+  } catch (const Error& e) {
+    refused = std::string(e.what()).find("read: cannot run while the test stream records") != std::string::npos;
+  }
+  try {
+    s.wait_all();
+  } catch (const Error&) {
+    wait_refused = true;
+  }
+  try {
+    s.run_sync("sync", [] {});
+  } catch (const Error&) {
+    sync_refused = true;
+  }
+  try {
+    s.begin_capture("again");
+  } catch (const Error& e) {
+    nested = std::string(e.what()).find("already recording") != std::string::npos;
+  }
+  CHECK(refused && wait_refused && sync_refused && nested);
+  std::shared_ptr<const Stream::Recording> r = s.end_capture("rec");
+  CHECK(!s.capturing());
+  CHECK_EQ(r->items.size(), size_t{2});
+  s.wait_all();
+  CHECK_EQ(x.load(), 0);  // nothing recorded ran
+  s.replay(*r);
+  s.replay(*r);
+  s.wait_all();
+  CHECK_EQ(x.load(), 6);  // ((0 + 1) * 2 + 1) * 2, in order
+  // replayed tasks keep the failure rules
+  Tensor a = empty_tensor(alloc, {4}, DType::f32, "t"), b = empty_tensor(alloc, {4}, DType::f32, "t");
+  std::atomic<int> fail{1}, ran{0};
+  s.begin_capture("rec");
+  s.submit("maybe", [&fail] { if (fail) range_error("maybe: failed"); }, Effects{{}, {a}}, Stream::Record::Allow);
+  s.submit("next", [&ran] { ++ran; }, Effects{{a}, {b}}, Stream::Record::Allow);
+  r = s.end_capture("rec");
+  s.replay(*r);
+  s.wait_all();
+  CHECK(a.failure() && b.failure() && ran == 0);
+  CHECK(b.failure() && b.failure()->message.find("maybe: failed") != std::string::npos);
+  fail = 0;
+  s.replay(*r);
+  s.wait_all();
+  CHECK(!a.failure() && !b.failure() && ran == 1);  // a successful replay clears them
+  CHECK_EQ(s.take_failures().size(), size_t{2});
+  // abort drops what was recorded; ending without a capture throws
+  s.begin_capture("rec");
+  s.submit("dropped", [&x] { x = -1; }, {}, Stream::Record::Allow);
+  s.abort_capture();
+  s.abort_capture();  // no-op
+  s.wait_all();
+  CHECK_EQ(x.load(), 6);
+  bool no_capture = false;
+  try {
+    s.end_capture("end");
+  } catch (const Error& e) {
+    no_capture = std::string(e.what()).find("end: the test stream is not recording") != std::string::npos;
+  }
+  CHECK(no_capture);
+}
+
 TEST(context_gives_a_cpu_backend_and_refuses_cuda_when_absent) {
   Context ctx;
   CHECK(ctx.backend(Device{DeviceType::CPU, 0}).device().is_cpu());
