@@ -541,3 +541,49 @@ test('slide: true generates past maxSeq exactly as the CLI\'s sliding window did
     m.store.dispose();
   }
 });
+
+// generateStream: the same tokens as generate(), each yielded as it is sampled, with the event loop running between
+// them; breaking out frees everything; options are checked at the call, the prompt when iteration starts.
+test('generateStream yields generate()\'s tokens one by one, keeps the event loop running, and stops cleanly', async (t) => {
+  const m = model({ sharing: { strategy: 'cycle', unique: 2 } }, 6);
+  try {
+    const prompt = tokens(31, 4);
+    for (const o of [{ temperature: 0 }, { temperature: 0.8, topK: 5, seed: 11 }, { temperature: 1, seed: 4, slide: true }]) {
+      const n = o.slide ? 40 : 15;
+      const want = await m.generate(prompt, { maxNewTokens: n, ...o });
+      const got: number[] = [];
+      let ticks = 0;
+      let ticksAtTokens = 0;
+      const timer = setInterval(() => ticks++, 0);
+      try {
+        for await (const id of m.generateStream(prompt, { maxNewTokens: n, ...o })) {
+          if (got.length > 0 && ticks > 0) ticksAtTokens++;
+          got.push(id);
+          await new Promise((r) => setImmediate(r));
+        }
+      } finally {
+        clearInterval(timer);
+      }
+      t.deepEqual(got, want, `${JSON.stringify(o)}: the stream yields generate()'s tokens`);
+      t.true(ticks > 0 && ticksAtTokens > 0, `${JSON.stringify(o)}: timers ran while the tokens were made (${ticks})`);
+    }
+    // breaking out early stops decoding and frees the session
+    await settle();
+    const before = cpuCounts();
+    const first: number[] = [];
+    for await (const id of m.generateStream(prompt, { maxNewTokens: 15, temperature: 0 })) {
+      first.push(id);
+      if (first.length === 3) break;
+    }
+    t.deepEqual(first, (await m.generate(prompt, { maxNewTokens: 3, temperature: 0 })), 'the first three tokens');
+    t.deepEqual(cpuCounts(), before, 'breaking out freed the session and its recorded step');
+    // errors: options at the call, the prompt at the first next()
+    t.throws(() => m.generateStream(prompt, { maxNewTokens: -1 }), { instanceOf: RangeError, message: /^Decoder\.generate: maxNewTokens/ });
+    t.throws(() => m.generateStream(prompt, { maxNewTokens: 2, bogus: 1 } as never), { instanceOf: TypeError, message: /^Decoder\.generate: unknown option/ });
+    const it = m.generateStream([99], { maxNewTokens: 2 });
+    await t.throwsAsync(() => it.next(), { instanceOf: RangeError, message: /^Decoder\.generate: prompt\[0\] = 99 is not a token id/ });
+    await t.throwsAsync(() => m.generateStream(tokens(1, 20), { maxNewTokens: 10 }).next(), { instanceOf: RangeError, message: /exceeds the model's maxSeq/ });
+  } finally {
+    m.store.dispose();
+  }
+});

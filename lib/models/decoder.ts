@@ -21,7 +21,7 @@ import { BlockStack, Model, TokenIO, checkDims, STACK_CONFIG_KEYS, checkIds, che
 import { checkInt, checkKeys, checkOptions } from '../validate.ts';
 import type { StackConfig } from './stack.ts';
 import { accountDecoder, type Accounting } from '../sharing/accounting.ts';
-import { generate, type GenerateOptions } from './generate.ts';
+import { generate, generateStream, type GenerateOptions } from './generate.ts';
 import { scope } from '../autograd.ts';
 
 // declaredParameters(): the constructor runs (every check, every declaration) and stops before the store is allocated.
@@ -187,6 +187,16 @@ export class Decoder extends Model {
    */
   generate(prompt: Tensor | number[], options: GenerateOptions): Promise<number[]> {
     return generate(this, prompt, options);
+  }
+
+  /**
+   * The tokens of generate(prompt, options) as an async iterator, each yielded as soon as it is sampled (for servers
+   * that stream tokens): `for await (const id of model.generateStream(prompt, { maxNewTokens: 64 })) ...`. The event
+   * loop runs between tokens; breaking out of the loop stops decoding and frees its memory. Options are checked at the
+   * call, the prompt when iteration starts.
+   */
+  generateStream(prompt: Tensor | number[], options: GenerateOptions): AsyncGenerator<number, void, undefined> {
+    return generateStream(this, prompt, options);
   }
 
 

@@ -364,65 +364,92 @@ export function sampleToken(logits: ArrayLike<number>, o: SamplingOptions, rando
 
 /** Decoder.generate: see GenerateOptions. Returns the generated ids (without the prompt). */
 export async function generate(model: Decoder, prompt: Tensor | number[], options: GenerateOptions): Promise<number[]> {
-  const { vocab, maxSeq } = model.config;
-  const o = resolveOptions(options, vocab);
-  appliedLayers(model.plan, o.depth); // a depth the plan cannot apply fails here, before any work
-  const ids = await promptIds(prompt, vocab, OP);
-  const T0 = ids.length;
-  if (o.slide) return slidingGenerate(model, ids, o);
-  if (T0 + o.maxNewTokens > maxSeq)
-    throw new RangeError(
-      `${OP}: the prompt (${T0} tokens) plus maxNewTokens (${o.maxNewTokens}) exceeds the model's maxSeq (${maxSeq}); pass slide: true to slide the context window over the last tokens`,
-    );
-  return generateWindow(model, ids, o, o.seed, o.onTokens);
-}
-
-/**
- * generate({ slide: true }): windows of up to floor(maxSeq / 2) new tokens, each a fresh pass over the last
- * maxSeq - n tokens so far, window w sampled with seed (seed + w * 0x9e3779b1) >>> 0. Stops after eos.
- */
-async function slidingGenerate(model: Decoder, prompt: number[], o: Resolved): Promise<number[]> {
-  const W = model.config.maxSeq;
-  if (W < 2) throw new RangeError(`${OP}: slide needs a context of at least 2 tokens (the model's maxSeq is ${W})`);
-  let ctx = prompt.slice();
   const out: number[] = [];
-  for (let w = 0; out.length < o.maxNewTokens; w++) {
-    const n = Math.min(o.maxNewTokens - out.length, Math.max(1, Math.floor(W / 2)));
-    const ids = await generateWindow(model, ctx.slice(-(W - n)), { ...o, maxNewTokens: n }, (o.seed + w * 0x9e3779b1) >>> 0);
-    out.push(...ids);
-    o.onTokens?.(ids);
-    if (o.eos !== undefined && ids.at(-1) === o.eos) break;
-    ctx = ctx.concat(ids);
-  }
+  for await (const id of tokens(model, prompt, resolveFor(model, options))) out.push(id);
   return out;
 }
 
-/** maxNewTokens after `ids` (which, with them, fit in maxSeq) over one KV cache; onToken sees each token. */
-async function generateWindow(model: Decoder, ids: number[], o: Resolved, seed: number, onTokens?: (ids: number[]) => void): Promise<number[]> {
+/**
+ * Decoder.generateStream: the tokens of generate(prompt, options), one at a time, as an async iterator: each is
+ * yielded as soon as it is sampled, and the event loop runs between tokens (every token waits for its logits with
+ * `await`). Breaking out of the loop (or return()) stops decoding and frees the session. Options are checked at the
+ * call; the prompt when iteration starts. options.onTokens, if given, is called as by generate().
+ */
+export function generateStream(model: Decoder, prompt: Tensor | number[], options: GenerateOptions): AsyncGenerator<number, void, undefined> {
+  const o = resolveFor(model, options);
+  return (async function* () {
+    yield* tokens(model, prompt, o);
+  })();
+}
+
+/** The options resolved, and the depth checked against the plan, before any work. */
+function resolveFor(model: Decoder, options: GenerateOptions): Resolved {
+  const o = resolveOptions(options, model.config.vocab);
+  appliedLayers(model.plan, o.depth); // a depth the plan cannot apply fails here, before any work
+  return o;
+}
+
+/**
+ * The new tokens of one generation, each yielded as it is sampled; onTokens sees each token, or with `slide` each
+ * window's tokens when the window ends. Windows of up to floor(maxSeq / 2) new tokens, each a fresh pass over the last
+ * maxSeq - n tokens so far, window w sampled with seed (seed + w * 0x9e3779b1) >>> 0; stops after eos.
+ */
+async function* tokens(model: Decoder, prompt: Tensor | number[], o: Resolved): AsyncGenerator<number, void, undefined> {
+  const { vocab, maxSeq } = model.config;
+  const ids = await promptIds(prompt, vocab, OP);
+  if (!o.slide) {
+    if (ids.length + o.maxNewTokens > maxSeq)
+      throw new RangeError(
+        `${OP}: the prompt (${ids.length} tokens) plus maxNewTokens (${o.maxNewTokens}) exceeds the model's maxSeq (${maxSeq}); pass slide: true to slide the context window over the last tokens`,
+      );
+    for await (const id of windowTokens(model, ids, o, o.seed)) {
+      o.onTokens?.([id]);
+      yield id;
+    }
+    return;
+  }
+  const W = maxSeq;
+  if (W < 2) throw new RangeError(`${OP}: slide needs a context of at least 2 tokens (the model's maxSeq is ${W})`);
+  let ctx = ids;
+  let made = 0;
+  for (let w = 0; made < o.maxNewTokens; w++) {
+    const n = Math.min(o.maxNewTokens - made, Math.max(1, Math.floor(W / 2)));
+    const win: number[] = [];
+    for await (const id of windowTokens(model, ctx.slice(-(W - n)), { ...o, maxNewTokens: n }, (o.seed + w * 0x9e3779b1) >>> 0)) {
+      win.push(id);
+      yield id;
+    }
+    made += win.length;
+    o.onTokens?.(win);
+    if (o.eos !== undefined && win.at(-1) === o.eos) break;
+    ctx = ctx.concat(win);
+  }
+}
+
+/** maxNewTokens after `ids` (which, with them, fit in maxSeq) over one KV cache, yielded as they are sampled. */
+async function* windowTokens(model: Decoder, ids: number[], o: Resolved, seed: number): AsyncGenerator<number, void, undefined> {
   const T0 = ids.length;
-  if (o.maxNewTokens === 0) return [];
+  if (o.maxNewTokens === 0) return;
   const random = seededRandom(seed);
   // The last generated token is never fed back: T0 + maxNewTokens - 1 positions go through the model.
   const session = new DecodeSession(model, T0 + o.maxNewTokens - 1, o.depth);
-  const out: number[] = [];
   let logits: Tensor | null = null;
   try {
     logits = session.prefill(ids);
-    for (;;) {
+    for (let made = 0; ; ) {
       const row = await logits.data();
       logits.dispose();
       logits = null;
       const next = sampleToken(row, o, random);
-      out.push(next);
-      onTokens?.([next]);
-      if (out.length === o.maxNewTokens || next === o.eos) break;
+      made++;
+      yield next;
+      if (made === o.maxNewTokens || next === o.eos) break;
       logits = session.step(next);
     }
   } finally {
     logits?.dispose();
     session.dispose();
   }
-  return out;
 }
 
 /**
