@@ -26,7 +26,8 @@ export {
 } from './io/safetensors.ts';
 export { Encoder, type EncoderConfig, type EncodeOptions } from './models/encoder.ts';
 export { EncoderDecoder, type EncoderDecoderConfig } from './models/seq2seq.ts';
-export { decodeLogits, DecodeSession, type GenerateOptions } from './models/generate.ts';
+export { decodeLogits, DecodeSession, generateStream, type GenerateOptions } from './models/generate.ts';
+export { record, replay, freeRecording, writeInto, type Recording } from './record.ts';
 export { CharTokenizer, TokenDataset, type Batch } from './data/index.ts';
 export { SubwordTokenizer, tokenizerFromJSON, tokenizerHash, SUBWORD_MODELS, type TextTokenizer, type SubwordModel, type SubwordTokenizerJSON, type CharTokenizerJSON, type TokenizerEncodeOptions, type TokenizerDecodeOptions } from './data/tokenizer.ts';
 export { convertSharing, truncatedSvd, symmetricEigen, type ConversionReport } from './sharing/convert.ts';

@@ -16,7 +16,7 @@
 // layer's as it goes; the caches when the call ends): memory() returns to where it was. The caches live on the model's device (kvAppend has a CPU and a CUDA kernel).
 import type { Decoder } from './decoder.ts';
 import { Tensor, tensor, zeros } from '../tensor.ts';
-import { freeRecording, record, replay, writeInto, type Recording } from '../kernels.ts';
+import { freeRecording, record, replay, writeInto, type Recording } from '../record.ts';
 import * as ops from '../ops/index.ts';
 import { noGrad, scope, track } from '../autograd.ts';
 import { appliedLayers } from '../sharing/plan.ts';
