@@ -8,7 +8,7 @@
 // everywhere.
 import anyTest, { type ExecutionContext } from 'ava';
 
-import { AdamW, Decoder, Tensor, backends, backward, clipGradNorm, kernels as K, noGrad, ops, synchronize, tensor, zeros } from '../lib/index.ts';
+import { AdamW, DecodeSession, Decoder, Tensor, backends, backward, clipGradNorm, kernels as K, noGrad, ops, synchronize, tensor, zeros } from '../lib/index.ts';
 import { native } from '../lib/native.ts';
 import type { DecoderConfig, Precision } from '../lib/index.ts';
 import { assertClose } from './helpers/close.ts';
@@ -338,6 +338,36 @@ test("model.to('cuda') moves the one parameter buffer and its gradients; a share
   gpu.store.dispose();
   oc.dispose();
   og.dispose();
+});
+
+test('decoding on CUDA: the replayed step (a tensor position for kvAppend) gives the step-by-step logits bit for bit, close to the CPU', async (t) => {
+  const cpu = new Decoder(cfg);
+  const gpu = new Decoder(cfg).to(DEV);
+  const V = cfg.vocab;
+  const rows = async (m: Decoder, replay: boolean) => {
+    const s = new DecodeSession(m, 12, undefined, { replay });
+    const out: Float32Array[] = [];
+    try {
+      let l = s.prefill([1, 2, 3]);
+      for (let i = 0; i < 8; i++) {
+        out.push((await l.data()) as Float32Array);
+        l.dispose();
+        l = s.step((i * 7 + 2) % V);
+      }
+      out.push((await l.data()) as Float32Array);
+      l.dispose();
+    } finally {
+      s.dispose();
+    }
+    return out;
+  };
+  const replayed = await rows(gpu, true), stepped = await rows(gpu, false), onCpu = await rows(cpu, true);
+  replayed.forEach((row, i) => {
+    t.deepEqual(Array.from(row), Array.from(stepped[i]), `step ${i}: replayed = step by step on ${DEV}, bit for bit`);
+    assertClose(t, row, onCpu[i], { rel: 1e-4, abs: 1e-4, what: `step ${i}: ${DEV} against the CPU` });
+  });
+  cpu.store.dispose();
+  gpu.store.dispose();
 });
 
 test('bf16 and tf32 training steps on CUDA stay close to the fp32 CPU step (fp32 master weights)', (t) => {
