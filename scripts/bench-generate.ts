@@ -47,8 +47,24 @@
 // lag_p99_ms on decode rows, check (the correctness check of that reference: tokens or logits) where there is one, and
 // the machine: cpu, threads, loadavg (the 1-minute load average after the sharing plan's rows).
 //
-// SF_GEN_CONFIGS=small|medium (medium: d 512, 8 heads, 12 layers, dFF 2048; only when named), SF_GEN_SHARES=none,all,
-// SF_GEN_RUNS=N (default 5), SF_GEN_BF16_RUNS=N (default 1, 0: no bf16).
+// SF_GEN_CONFIGS=small|medium|sharing (medium: d 512, 8 heads, 12 layers, dFF 2048; only when named; sharing: the
+// section below, alone when it is the only name), SF_GEN_SHARES=none,all, SF_GEN_RUNS=N (default 5), SF_GEN_BF16_RUNS=N
+// (default 1, 0: no bf16).
+//
+// The sharing section (issue 19, point 5: the sharing advantage, measured): only with SF_GEN_SHARING=1 (after the rows
+// above) or when SF_GEN_CONFIGS names `sharing`: about 35 s on 2 cores, up to a minute loaded. Ours only, no
+// references. Greedy decode tokens/s (model.generate, temperature 0, replayed steps; the 16-token prompt's prefill
+// included) of 64 new tokens, sharing 'all' against 'none', at d 256, 512 and 1024 (SF_GEN_SHARING_DIMS=256,512,1024),
+// 12 layers, heads d/64, dFF 4d, vocab 256, maxSeq 80: median of SF_GEN_RUNS runs (default 3 here) after one warm-up
+// each, the two plans' runs interleaved. With it, what one decode step reads, from the model itself (its blocks' parameters(), checked against
+// its store's bytes and its accounting()): weight bytes touched (per applied layer its attention and FFN blocks, fp32,
+// a shared block once per layer that applies it; plus the final norm, the head, which tied is the whole token
+// embedding, and one token and one position row), unique weight bytes (each block once: what a cache must hold for a
+// step to read no weight from memory), and K/V bytes at the mean number of keys (accounting's KV bytes per token ×
+// (16 + 64 / 2)). The table gives CPU 0's L2 and L3 sizes (sysfs) and which one the unique bytes fit in.
+// Rows: {suite, config: 'sharing', share, d, layers, prompt, new_tokens, ms, tokens_per_s, weight_bytes_per_step,
+// unique_weight_bytes_per_step, kv_bytes_per_step, speedup_vs_none (tokens/s over the 'none' row's at the same d), cpu,
+// threads, loadavg, l2_bytes, l3_bytes}.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -56,7 +72,7 @@ import { availableParallelism, homedir, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as sf from '../lib/index.ts';
 import { native } from '../lib/native.ts';
-import { TRAIN_CONFIGS, PY, cpuModel, findTorch, median, quantile, timeRuns, warnLoad } from './bench/common.ts';
+import { TRAIN_CONFIGS, PY, cacheBytes, cpuCaches, cpuModel, findTorch, formatBytes, median, quantile, timeRuns, warnLoad } from './bench/common.ts';
 
 const DECODE_REF = join(import.meta.dirname, 'torch_decode_ref.py');
 const PREFILL_T = 128;
@@ -245,12 +261,16 @@ function positiveEnv(name: string, fallback: number, min = 1): number {
   return v;
 }
 
-export async function benchGenerate(): Promise<GenRow[]> {
+export async function benchGenerate(): Promise<(GenRow | GenSharingRow)[]> {
   const threads = sf.getNumThreads();
   const cores = availableParallelism();
   const cpu = cpuModel();
   const only = process.env.SF_GEN_CONFIGS?.split(',').map((s) => s.trim()).filter(Boolean);
-  for (const c of only ?? []) if (!GEN_CONFIGS[c]) throw new Error(`bench generate: unknown config '${c}' in SF_GEN_CONFIGS; known: ${Object.keys(GEN_CONFIGS).join(', ')}`);
+  for (const c of only ?? [])
+    if (!GEN_CONFIGS[c] && c !== 'sharing') throw new Error(`bench generate: unknown config '${c}' in SF_GEN_CONFIGS; known: ${Object.keys(GEN_CONFIGS).join(', ')}, sharing`);
+  const sharing = sharingFlag() || (only?.includes('sharing') ?? false);
+  const configs = Object.keys(GEN_CONFIGS).filter((name) => (only ? only.includes(name) : !GEN_ON_REQUEST.has(name)));
+  if (configs.length === 0) return benchSharing(positiveEnv('SF_GEN_RUNS', SHARING_RUNS)); // the sharing section alone: no references
   const shares = (process.env.SF_GEN_SHARES ?? 'none,all').split(',').map((s) => s.trim()).filter(Boolean);
   if (shares.length === 0) throw new Error('bench generate: SF_GEN_SHARES names no sharing plan');
   for (const s of shares) if (s !== 'none' && s !== 'all') throw new Error(`bench generate: SF_GEN_SHARES takes none and all, got '${s}'`);
@@ -273,8 +293,8 @@ export async function benchGenerate(): Promise<GenRow[]> {
   let failed = false;
   const tmp = mkdtempSync(join(tmpdir(), 'sf-bench-gen-'));
   try {
-    for (const [name, c] of Object.entries(GEN_CONFIGS)) {
-      if (only ? !only.includes(name) : GEN_ON_REQUEST.has(name)) continue;
+    for (const name of configs) {
+      const c = GEN_CONFIGS[name];
       // the inputs: a B8 batch of 128-token prompts (its first row is the B1 prompt), the decode prompt its first 16
       const ids8 = Array.from({ length: 8 }, (_, r) => Array.from({ length: PREFILL_T }, (_, i) => ((r * PREFILL_T + i) * 7919 + 13) % c.vocab));
       const prompt = ids8[0].slice(0, PROMPT);
@@ -446,5 +466,162 @@ export async function benchGenerate(): Promise<GenRow[]> {
     console.error('generate: PyTorch fp32 greedy tokens differ from ours where PyTorch\'s top-1 / top-2 margin is not a near-tie (see MISMATCH above)');
     process.exitCode = 1;
   }
+  return sharing ? [...rows, ...(await benchSharing(positiveEnv('SF_GEN_RUNS', SHARING_RUNS)))] : rows;
+}
+
+// ---- the sharing section: decode tokens/s of sharing 'all' against 'none', and the bytes one step reads ---------------
+
+/** The section's models: d 256, 512, 1024 (SF_GEN_SHARING_DIMS), 12 layers, heads d/64, dFF 4d, vocab 256. */
+const SHARING_DIMS = [256, 512, 1024];
+const SHARING_LAYERS = 12;
+const SHARING_VOCAB = 256;
+/** New tokens per greedy decode: 64 keeps the section well under 3 minutes on 2 cores, loaded (d 1024 'none' streams 600 MB a step). */
+const SHARING_NEW_TOKENS = 64;
+/** Timed runs per model unless SF_GEN_RUNS says otherwise. */
+const SHARING_RUNS = 3;
+
+export interface GenSharingRow {
+  suite: 'generate';
+  config: 'sharing';
+  share: 'none' | 'all';
+  d: number;
+  layers: number;
+  /** Prompt tokens (16). */
+  prompt: number;
+  new_tokens: number;
+  /** Median ms of model.generate (greedy), the prompt's prefill included. */
+  ms: number;
+  tokens_per_s: number;
+  /** Weight bytes a decode step reads: every applied layer's blocks (shared ones once per layer), final norm, head, embedding rows. */
+  weight_bytes_per_step: number;
+  /** The same with every block counted once: what must stay in cache for a step to read no weight from memory. */
+  unique_weight_bytes_per_step: number;
+  /** K and V bytes read by a step at the mean number of keys of the decode (prompt + new_tokens / 2). */
+  kv_bytes_per_step: number;
+  /** tokens_per_s / the 'none' row's at the same d (1 for 'none'). */
+  speedup_vs_none: number;
+  cpu: string;
+  threads: number;
+  /** The 1-minute load average after the d's rows. */
+  loadavg: number;
+  l2_bytes: number | null;
+  l3_bytes: number | null;
+}
+
+/** The bytes one decode step reads, from the model's modules (checked against its store and its accounting). */
+interface StepBytes {
+  /** Weights touched: per applied layer its attention and FFN blocks' parameters, plus `io`. */
+  weights: number;
+  /** Weights with each block counted once, plus `io`. */
+  unique: number;
+  /** Final LayerNorm, head (the whole token embedding when tied), one token-embedding row and one position row. */
+  io: number;
+  /** K and V read at the mean number of keys, every applied layer that holds a cache. */
+  kv: number;
+  meanKeys: number;
+}
+
+function decodeStepBytes(m: sf.Decoder, prompt: number, newTokens: number): StepBytes {
+  const perParam = m.store.bytes / m.store.numel; // 4: fp32
+  const bytesOf = (mod: { parameters(): { size: number }[] }) => mod.parameters().reduce((a, p) => a + p.size, 0) * perParam;
+  const attn = m.attn.map(bytesOf), ffn = m.ffn.map(bytesOf);
+  const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+  const acc = m.accounting();
+  const { vocab, maxSeq } = m.config;
+  const tok = bytesOf(m.tok), pos = bytesOf(m.pos), lnF = bytesOf(m.lnF), head = m.head ? bytesOf(m.head) : 0;
+  // the modules hold every unique parameter once, as the store and the plan's accounting count them
+  if (sum(attn) + sum(ffn) + tok + pos + lnF + head !== m.store.bytes)
+    throw new Error(`bench generate: the model's modules hold ${sum(attn) + sum(ffn) + tok + pos + lnF + head} parameter bytes, its store ${m.store.bytes}: update decodeStepBytes`);
+  if (sum(attn) + sum(ffn) !== (acc.breakdown.attention + acc.breakdown.ffn) * perParam)
+    throw new Error(`bench generate: the blocks hold ${sum(attn) + sum(ffn)} bytes, the accounting says ${(acc.breakdown.attention + acc.breakdown.ffn) * perParam}`);
+  const io = lnF + (m.head ? head + tok / vocab : tok) + pos / maxSeq;
+  const weights = sum(acc.perLayer.map((l) => attn[l.attention] + ffn[l.ffn])) + io;
+  const unique = sum([...new Set(acc.perLayer.map((l) => l.attention))].map((b) => attn[b])) + sum([...new Set(acc.perLayer.map((l) => l.ffn))].map((b) => ffn[b])) + io;
+  // generate() feeds the prompt in one pass, then newTokens - 1 steps at positions prompt .. prompt + newTokens - 2,
+  // the step at position t attending to t + 1 keys: prompt + newTokens / 2 on average
+  const meanKeys = prompt + newTokens / 2;
+  return { weights, unique, io, kv: acc.kvCacheBytesPerToken * meanKeys, meanKeys };
+}
+
+/** SF_GEN_SHARING: '1' runs the sharing section, '0' (or unset) does not. */
+function sharingFlag(): boolean {
+  const v = process.env.SF_GEN_SHARING;
+  if (v === undefined || v === '' || v === '0') return false;
+  if (v === '1') return true;
+  throw new Error(`bench generate: SF_GEN_SHARING must be 0 or 1, got '${v}'`);
+}
+
+/**
+ * Greedy decode (model.generate, temperature 0, replayed steps) of SHARING_NEW_TOKENS after a 16-token prompt with
+ * sharing 'none' and 'all' at each d: median ms of `runs` runs after one warm-up each, the two plans' runs
+ * interleaved (their order alternating) so that a change of load hits both; and the bytes a step reads.
+ */
+async function benchSharing(runs: number): Promise<GenSharingRow[]> {
+  const threads = sf.getNumThreads();
+  const cores = availableParallelism();
+  const cpu = cpuModel();
+  const caches = cpuCaches();
+  const l2 = cacheBytes(caches, 2), l3 = cacheBytes(caches, 3);
+  const dims = (process.env.SF_GEN_SHARING_DIMS ?? SHARING_DIMS.join(',')).split(',').map((s) => s.trim()).filter(Boolean).map(Number);
+  if (dims.length === 0 || dims.some((d) => !(Number.isInteger(d) && d >= 64 && d % 64 === 0)))
+    throw new Error(`bench generate: SF_GEN_SHARING_DIMS must list multiples of 64, got '${process.env.SF_GEN_SHARING_DIMS}'`);
+  const N = SHARING_NEW_TOKENS;
+  const cacheText = caches.map((c) => `L${c.level}${c.type === 'Data' ? 'd' : c.type === 'Instruction' ? 'i' : ''} ${formatBytes(c.bytes)} (cpus ${c.sharedWith})`).join(', ') || 'not described by sysfs';
+  console.log(`\ngenerate/sharing: ${cpu}, ${cores} cores, ${threads} threads; CPU 0's caches: ${cacheText}; 1-minute load average before: ${loadavg()[0].toFixed(2)}`);
+  console.log(`generate/sharing: greedy decode of ${N} tokens after ${PROMPT} (model.generate, prompt prefill included), sharing none vs all, ` +
+    `d ${dims.join('/')}, ${SHARING_LAYERS} layers, heads d/64, dFF 4d, vocab ${SHARING_VOCAB}; median of ${runs} runs after 1 warm-up, the plans interleaved`);
+  warnLoad('generate/sharing', 'before the section', cores);
+
+  const rows: GenSharingRow[] = [];
+  const prompt = Array.from({ length: PROMPT }, (_, i) => (i * 7919 + 13) % SHARING_VOCAB);
+  for (const d of dims) {
+    const cfg = { vocab: SHARING_VOCAB, dModel: d, heads: d / 64, dFF: 4 * d, layers: SHARING_LAYERS, maxSeq: PROMPT + N };
+    const shares = ['none', 'all'] as const;
+    const models = shares.map((share) => new sf.Decoder({ ...cfg, sharing: { strategy: share }, seed: 1 }));
+    try {
+      for (const m of models) m.eval();
+      const decode = (m: sf.Decoder) => m.generate(prompt, { maxNewTokens: N, temperature: 0 });
+      const first: number[][] = [];
+      for (const m of models) first.push(await decode(m)); // the warm-ups
+      const ms: number[][] = shares.map(() => []);
+      for (let r = 0; r < runs; r++) {
+        for (const i of r % 2 ? [1, 0] : [0, 1]) {
+          const t0 = performance.now();
+          const out = await decode(models[i]);
+          ms[i].push(performance.now() - t0);
+          if (out.join() !== first[i].join()) throw new Error(`bench generate: sharing d ${d}/${shares[i]}: a timed greedy run gave other tokens than the warm-up`);
+        }
+      }
+      const load = loadavg()[0];
+      const med = ms.map(median);
+      shares.forEach((share, i) => {
+        const b = decodeStepBytes(models[i], PROMPT, N);
+        console.log(`  sharing d ${d}/${share}: per step ${formatBytes(b.weights)} of weights touched (${formatBytes(b.unique)} unique; final norm, head and ` +
+          `embedding rows ${formatBytes(b.io)} of both), K/V ${formatBytes(b.kv)} at ${b.meanKeys} keys; runs ${ms[i].map((x) => x.toFixed(0)).join(', ')} ms`);
+        rows.push({
+          suite: 'generate', config: 'sharing', share, d, layers: SHARING_LAYERS, prompt: PROMPT, new_tokens: N, ms: med[i], tokens_per_s: N / (med[i] / 1000),
+          weight_bytes_per_step: b.weights, unique_weight_bytes_per_step: b.unique, kv_bytes_per_step: b.kv, speedup_vs_none: med[0] / med[i],
+          cpu, threads, loadavg: load, l2_bytes: l2, l3_bytes: l3,
+        });
+      });
+    } finally {
+      for (const m of models) m.store.dispose();
+    }
+  }
+
+  const fits = (n: number) => (l2 !== null && n <= l2 ? 'L2' : l3 !== null && n <= l3 ? 'L3' : 'no');
+  console.log(`\ngenerate/sharing: ${cpu}, ${threads} threads, L2 ${l2 === null ? '?' : formatBytes(l2)}, L3 ${l3 === null ? '?' : formatBytes(l3)}`);
+  console.table(rows.map((r) => ({
+    d: r.d, share: r.share, layers: r.layers, new: r.new_tokens, ms: r.ms.toFixed(1), 'tokens/s': r.tokens_per_s.toFixed(1),
+    'weights MiB/step': (r.weight_bytes_per_step / 2 ** 20).toFixed(2), 'unique MiB/step': (r.unique_weight_bytes_per_step / 2 ** 20).toFixed(2),
+    'KV MiB/step': (r.kv_bytes_per_step / 2 ** 20).toFixed(2), 'unique fits': fits(r.unique_weight_bytes_per_step),
+    'GB/s touched': ((r.weight_bytes_per_step + r.kv_bytes_per_step) / 1e9 / (r.ms / 1000 / r.new_tokens)).toFixed(1),
+    'speedup vs none': r.speedup_vs_none.toFixed(2), load: r.loadavg.toFixed(2),
+  })));
+  console.log('generate/sharing: ms and tokens/s include the prompt\'s prefill (one pass); weights: fp32 parameters of every applied layer\'s blocks, ' +
+    'the final norm, the head (tied: the whole token embedding) and one token and one position row; unique: each block once; ' +
+    '"unique fits": the smallest cache of CPU 0 that holds the unique bytes (L2 per core); GB/s touched = (weights + KV) per step / (ms / new tokens)');
+  console.log(`generate/sharing: 1-minute load average after: ${loadavg()[0].toFixed(2)}`);
+  warnLoad('generate/sharing', 'after the section', cores);
   return rows;
 }

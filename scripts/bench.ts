@@ -40,6 +40,12 @@
 //             reference, ratio = ref ms / our ms (above 1: we are faster). Not a default suite: name it.
 //             SF_GEN_CONFIGS=small|medium, SF_GEN_SHARES=none,all, SF_GEN_RUNS=N (default 5), SF_GEN_BF16_RUNS=N
 //             (default 1; 0 skips bf16, which is slow on CPUs without native bf16).
+//             Its sharing section (the sharing advantage, measured) is not run by default, as it takes 35 s to a minute
+//             on 2 cores: SF_GEN_SHARING=1 adds it, SF_GEN_CONFIGS=sharing runs it alone (no PyTorch needed). Greedy
+//             decode tokens/s of 64 new tokens after 16, sharing 'all' vs 'none', at d 256, 512, 1024 (12 layers,
+//             heads d/64, dFF 4d, vocab 256; SF_GEN_SHARING_DIMS restricts), median of 3 runs (SF_GEN_RUNS), ours only;
+//             with the weight bytes one step touches and its unique weight bytes (each shared block once), the K/V
+//             bytes it reads, CPU 0's L2/L3 sizes, and speedup_vs_none.
 //
 // With no SUITE: kernels and tensors.
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

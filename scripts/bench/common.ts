@@ -1,7 +1,7 @@
 // Shared by the benchmark suites of scripts/bench.ts, scripts/bench-distributed.ts and scripts/bench-generate.ts (and
 // the distributed suite's worker, scripts/bench/distributed-worker.ts): the benchmark models, the median and timing
-// helpers, the machine's description, and the PyTorch reference finder.
-import { existsSync, readFileSync, realpathSync } from 'node:fs';
+// helpers, the machine's description (CPU model, caches, load), and the PyTorch reference finder.
+import { existsSync, readFileSync, readdirSync, realpathSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -55,6 +55,54 @@ export function cpuModel(): string {
     if (m) return m[1].trim();
   } catch {}
   return cpus()[0]?.model ?? 'unknown CPU';
+}
+
+/** One cache of CPU 0 as Linux describes it (/sys/devices/system/cpu/cpu0/cache/index*). */
+export interface CpuCache {
+  level: number;
+  /** 'Data', 'Instruction' or 'Unified'. */
+  type: string;
+  bytes: number;
+  /** The CPUs that share it (shared_cpu_list), e.g. '0' or '0-1'. */
+  sharedWith: string;
+}
+
+/** CPU 0's caches, by level (empty where sysfs does not describe them). */
+export function cpuCaches(): CpuCache[] {
+  const dir = '/sys/devices/system/cpu/cpu0/cache';
+  const out: CpuCache[] = [];
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(dir).filter((e) => /^index\d+$/.test(e));
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    try {
+      const read = (f: string) => readFileSync(join(dir, e, f), 'utf8').trim();
+      const m = /^(\d+)([KMG]?)$/i.exec(read('size'));
+      if (!m) continue;
+      const unit = { '': 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3 }[m[2].toUpperCase() as '' | 'K' | 'M' | 'G'];
+      out.push({ level: Number(read('level')), type: read('type'), bytes: Number(m[1]) * unit, sharedWith: read('shared_cpu_list') });
+    } catch {}
+  }
+  return out.sort((a, b) => a.level - b.level || a.type.localeCompare(b.type));
+}
+
+/** The unified (or data) cache of a level in bytes, or null when there is none. */
+export function cacheBytes(caches: readonly CpuCache[], level: number): number | null {
+  return caches.find((c) => c.level === level && c.type !== 'Instruction')?.bytes ?? null;
+}
+
+/** Bytes as KiB / MiB / GiB, one decimal where it is not whole. */
+export function formatBytes(n: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${Number.isInteger(n) ? n : n.toFixed(1)} ${units[i]}`;
 }
 
 /** Warns when the 1-minute load average exceeds the cores: other processes shared the CPU. */
