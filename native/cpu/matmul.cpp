@@ -15,8 +15,9 @@
 // costs as much as the whole product when A has one row. B is read once, in its stored layout, threaded across the
 // columns of C (tasks of kSkinnyCols columns over every batch entry, on one thread when the whole product is small):
 //   trans_b (B is (N, K), a linear layer's weight): C[i][j] is the dot product of row i of A and row j of B, both
-//     contiguous: 4 rows of B x RA rows of A per pass, W-lane accumulators summed by a tree at the end;
-//   !trans_b (B is (K, N)): rows of C are sums of rows of B scaled by A[i][k], 4 vectors of columns x RA rows of A.
+//     contiguous: 8 rows of B for one row of A (4 for several) per pass, W-lane accumulators summed by a tree;
+//   !trans_b (B is (K, N)): rows of C are sums of rows of B scaled by A[i][k], 8 (or 4) vectors of columns per pass.
+// Rows of A go RA at a time (4 with AVX-512, else 2), the rest in one group of exactly their number.
 // trans_a copies op(A) (at most kSkinnyM x K per batch entry) to row-major scratch first. Each element of C is summed
 // in one fixed order whatever the thread count. MatmulDesc::path forces either path (tests, benchmarks).
 #include <algorithm>
@@ -274,104 +275,126 @@ SF_INLINE float tree_sum(V v) {
   return b[0];
 }
 
-// C[i][j0:j1] for every row i < M of one batch entry. A: M x K row-major; B: (N, K) when trans_b, else (K, N).
-template <typename V>
-void skinny_cols_body(const MatmulDesc& d, const float* A, const float* B, float* C, float* P, int64_t j0,
-                      int64_t j1, const Epilogue& e) {
-  constexpr int W = Traits<V>::W, RA = SkinnyRows_<V>::RA, JB = 4;
-  const int64_t M = d.M, N = d.N, K = d.K;
-  if (d.trans_b) {
-    for (int64_t j = j0; j < j1; j += JB) {
-      const int64_t nj = std::min<int64_t>(JB, j1 - j);
-      const float* b[JB];
-      for (int q = 0; q < JB; ++q) b[q] = B + std::min<int64_t>(j + q, j1 - 1) * K;  // spare lanes repeat the last
-      for (int64_t i = 0; i < M; i += RA) {
-        const int64_t ni = std::min<int64_t>(RA, M - i);
-        const float* a[RA];
-        for (int r = 0; r < RA; ++r) a[r] = A + std::min<int64_t>(i + r, M - 1) * K;
-        V acc[RA][JB];
+// The dot products C[i + r][j + q] = A[i + r] . B[j + q] (trans_b: rows of B) for R rows of A and JB rows of B; nj of
+// the JB are real (the rest repeat the last row and are not stored). R and JB are compile-time: every accumulator is a
+// register and no lane of work is wasted on padding rows. One row of A takes 8 rows of B (8 independent FMA chains
+// hide the FMA latency); several take 4.
+template <typename V, int R, int JB>
+SF_INLINE void skinny_dot(const MatmulDesc& d, const float* A, const float* B, float* C, int64_t i, int64_t j,
+                          int64_t nj, const Epilogue& e) {
+  constexpr int W = Traits<V>::W;
+  const int64_t N = d.N, K = d.K;
+  const float* a[R];
+  const float* b[JB];
 #pragma GCC unroll 4
-        for (int r = 0; r < RA; ++r)
+  for (int r = 0; r < R; ++r) a[r] = A + (i + r) * K;
+#pragma GCC unroll 8
+  for (int q = 0; q < JB; ++q) b[q] = B + (j + std::min<int64_t>(q, nj - 1)) * K;
+  V acc[R][JB];
 #pragma GCC unroll 4
-          for (int q = 0; q < JB; ++q) acc[r][q] = V{};
-        int64_t k = 0;
-        for (; k + W <= K; k += W) {
-          V bv[JB];
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int q = 0; q < JB; ++q) acc[r][q] = V{};
+  int64_t k = 0;
+  for (; k + W <= K; k += W) {
+    V av[R];
 #pragma GCC unroll 4
-          for (int q = 0; q < JB; ++q) bv[q] = load<V>(b[q] + k);
+    for (int r = 0; r < R; ++r) av[r] = load<V>(a[r] + k);
+#pragma GCC unroll 8
+    for (int q = 0; q < JB; ++q) {
+      const V bv = load<V>(b[q] + k);
 #pragma GCC unroll 4
-          for (int r = 0; r < RA; ++r) {
-            const V av = load<V>(a[r] + k);
+      for (int r = 0; r < R; ++r) acc[r][q] += av[r] * bv;
+    }
+  }
+  if (k < K) {  // the partial last vector: zero-filled lanes in both operands add 0 * 0
+    const int64_t kr = K - k;
+    V av[R];
+    for (int r = 0; r < R; ++r) av[r] = load_part<V>(a[r] + k, kr, 0.0f);
+    for (int q = 0; q < JB; ++q) {
+      const V bv = load_part<V>(b[q] + k, kr, 0.0f);
+      for (int r = 0; r < R; ++r) acc[r][q] += av[r] * bv;
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int64_t q = 0; q < nj; ++q) {
+      float* c = C + (i + r) * N + j + q;
+      *c = finish_scalar(tree_sum<V>(acc[r][q]), *c, e, d.bias ? d.bias + j + q : nullptr);
+    }
+}
+
+// C[i + r][j : j + cols] = sum over k of A[i + r][k] B[k][j : j + cols] (!trans_b: rows of B) for R rows of A, JV
+// vectors of columns (cols <= JV * W; a partial last vector is zero-filled).
+template <typename V, int R, int JV>
+SF_INLINE void skinny_axpy(const MatmulDesc& d, const float* A, const float* B, float* C, int64_t i, int64_t j,
+                           int64_t cols, const Epilogue& e) {
+  constexpr int W = Traits<V>::W;
+  const int64_t N = d.N, K = d.K;
+  const float* a[R];
 #pragma GCC unroll 4
-            for (int q = 0; q < JB; ++q) acc[r][q] += av * bv[q];
-          }
-        }
-        if (k < K) {
-          const int64_t kr = K - k;
-          V bv[JB];
-          for (int q = 0; q < JB; ++q) bv[q] = load_part<V>(b[q] + k, kr, 0.0f);
-          for (int r = 0; r < RA; ++r) {
-            const V av = load_part<V>(a[r] + k, kr, 0.0f);
-            for (int q = 0; q < JB; ++q) acc[r][q] += av * bv[q];
-          }
-        }
-        for (int64_t r = 0; r < ni; ++r)
-          for (int64_t q = 0; q < nj; ++q) {
-            float* c = C + (i + r) * N + j + q;
-            *c = finish_scalar(tree_sum<V>(acc[r][q]), *c, e, d.bias ? d.bias + j + q : nullptr);
-          }
+  for (int r = 0; r < R; ++r) a[r] = A + (i + r) * K;
+  V acc[R][JV];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int q = 0; q < JV; ++q) acc[r][q] = V{};
+  if (cols == JV * W) {
+    for (int64_t k = 0; k < K; ++k) {
+      const float* brow = B + k * N + j;
+#pragma GCC unroll 8
+      for (int q = 0; q < JV; ++q) {
+        const V bv = load<V>(brow + q * W);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; ++r) acc[r][q] += a[r][k] * bv;
       }
     }
   } else {
-    constexpr int64_t JW = JB * W;  // columns per pass
-    for (int64_t j = j0; j < j1; j += JW) {
-      const int64_t cols = std::min<int64_t>(JW, j1 - j);
-      const int64_t full = cols / W;  // whole vectors; a partial one follows when cols % W != 0
-      for (int64_t i = 0; i < M; i += RA) {
-        const int64_t ni = std::min<int64_t>(RA, M - i);
-        const float* a[RA];
-        for (int r = 0; r < RA; ++r) a[r] = A + std::min<int64_t>(i + r, M - 1) * K;
-        V acc[RA][JB];
-#pragma GCC unroll 4
-        for (int r = 0; r < RA; ++r)
-#pragma GCC unroll 4
-          for (int q = 0; q < JB; ++q) acc[r][q] = V{};
-        if (full == JB) {
-          for (int64_t k = 0; k < K; ++k) {
-            const float* brow = B + k * N + j;
-            V bv[JB];
-#pragma GCC unroll 4
-            for (int q = 0; q < JB; ++q) bv[q] = load<V>(brow + q * W);
-#pragma GCC unroll 4
-            for (int r = 0; r < RA; ++r) {
-              const float av = a[r][k];
-#pragma GCC unroll 4
-              for (int q = 0; q < JB; ++q) acc[r][q] += av * bv[q];
-            }
-          }
-        } else {
-          for (int64_t k = 0; k < K; ++k) {
-            const float* brow = B + k * N + j;
-            V bv[JB];
-            for (int64_t q = 0; q < JB; ++q)
-              bv[q] = q < full ? load<V>(brow + q * W) : q * W < cols ? load_part<V>(brow + q * W, cols - q * W, 0.0f) : V{};
-            for (int r = 0; r < RA; ++r) {
-              const float av = a[r][k];
-              for (int q = 0; q < JB; ++q) acc[r][q] += av * bv[q];
-            }
-          }
-        }
-        for (int64_t r = 0; r < ni; ++r) {
-          float row[JB * W];
-          for (int q = 0; q < JB; ++q) store<V>(row + q * W, acc[r][q]);
-          float* c = C + (i + r) * N + j;
-          for (int64_t q = 0; q < cols; ++q) c[q] = finish_scalar(row[q], c[q], e, d.bias ? d.bias + j + q : nullptr);
-        }
+    const int64_t full = cols / W;
+    for (int64_t k = 0; k < K; ++k) {
+      const float* brow = B + k * N + j;
+      for (int64_t q = 0; q < JV; ++q) {
+        const V bv = q < full ? load<V>(brow + q * W) : q * W < cols ? load_part<V>(brow + q * W, cols - q * W, 0.0f) : V{};
+        for (int r = 0; r < R; ++r) acc[r][q] += a[r][k] * bv;
       }
     }
   }
+  for (int r = 0; r < R; ++r) {
+    float row[JV * W];
+    for (int q = 0; q < JV; ++q) store<V>(row + q * W, acc[r][q]);
+    float* c = C + (i + r) * N + j;
+    for (int64_t q = 0; q < cols; ++q) c[q] = finish_scalar(row[q], c[q], e, d.bias ? d.bias + j + q : nullptr);
+  }
+}
+
+// Rows [i, i + R) of C, columns [j0, j1), for a compile-time R: one row of A streams with 8 rows (vectors) of B at a
+// time, several with 4.
+template <typename V, int R>
+SF_INLINE void skinny_rows(const MatmulDesc& d, const float* A, const float* B, float* C, int64_t i, int64_t j0,
+                           int64_t j1, const Epilogue& e) {
+  constexpr int W = Traits<V>::W, JB = R == 1 ? 8 : 4;
+  if (d.trans_b) {
+    for (int64_t j = j0; j < j1; j += JB) skinny_dot<V, R, JB>(d, A, B, C, i, j, std::min<int64_t>(JB, j1 - j), e);
+  } else {
+    for (int64_t j = j0; j < j1; j += JB * W) skinny_axpy<V, R, JB>(d, A, B, C, i, j, std::min<int64_t>(JB * W, j1 - j), e);
+  }
+}
+
+// C[i][j0:j1] for every row i < M of one batch entry. A: M x K row-major; B: (N, K) when trans_b, else (K, N). Rows go
+// RA at a time (RA = 4 with AVX-512's 32 registers, else 2), the last group with exactly the rows that are left.
+template <typename V>
+void skinny_cols_body(const MatmulDesc& d, const float* A, const float* B, float* C, float* P, int64_t j0,
+                      int64_t j1, const Epilogue& e) {
+  constexpr int RA = SkinnyRows_<V>::RA;
+  int64_t i = 0;
+  for (; i + RA <= d.M; i += RA) skinny_rows<V, RA>(d, A, B, C, i, j0, j1, e);
+  switch (d.M - i) {
+    case 3: skinny_rows<V, 3>(d, A, B, C, i, j0, j1, e); break;
+    case 2: skinny_rows<V, 2>(d, A, B, C, i, j0, j1, e); break;
+    case 1: skinny_rows<V, 1>(d, A, B, C, i, j0, j1, e); break;
+    default: break;
+  }
   if (e.act == Activation::Gelu)
-    activation_pass<V>(C + j0, P ? P + j0 : nullptr, N, M, j1 - j0);
+    activation_pass<V>(C + j0, P ? P + j0 : nullptr, d.N, d.M, j1 - j0);
 }
 SF_VARIANTS(skinny_cols,
             (const MatmulDesc& d, const float* A, const float* B, float* C, float* P, int64_t j0, int64_t j1,
