@@ -1,12 +1,21 @@
 #include "stream.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 
 #include "error.h"
 
 namespace sf {
 
-Stream::Stream(std::string name) : name_(std::move(name)) { thread_ = std::thread([this] { loop(); }); }
+Stream::Stream(std::string name) : name_(std::move(name)) {
+  const char* p = std::getenv("SHAREDFORMER_PROFILE");
+  profile_ = p && *p && std::strcmp(p, "0") != 0;
+  thread_ = std::thread([this] { loop(); });
+}
 
 Stream::~Stream() {
   {
@@ -15,6 +24,15 @@ Stream::~Stream() {
   }
   cv_work_.notify_all();
   thread_.join();
+  if (!profile_ || profile_ops_.empty()) return;
+  std::sort(profile_ops_.begin(), profile_ops_.end(),
+            [](const auto& a, const auto& b) { return a.second.ms > b.second.ms; });
+  double total = 0;
+  for (const auto& [op, t] : profile_ops_) total += t.ms;
+  std::fprintf(stderr, "sharedformer profile, %s stream: %.1f ms in %zu ops\n", name_.c_str(), total, profile_ops_.size());
+  for (const auto& [op, t] : profile_ops_)
+    std::fprintf(stderr, "  %-28s %10.2f ms %6.1f%% %9lld calls %9.1f us/call\n", op.c_str(), t.ms, 100 * t.ms / total,
+                 static_cast<long long>(t.calls), 1000 * t.ms / static_cast<double>(t.calls));
 }
 
 namespace {
@@ -179,7 +197,15 @@ void Stream::loop() {
       item = std::move(queue_.front());
       queue_.pop_front();
     }
+    const auto t0 = profile_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     FailurePtr failure = run_item(item);
+    if (profile_) {
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      auto it = std::find_if(profile_ops_.begin(), profile_ops_.end(), [&](const auto& e) { return e.first == item.op; });
+      if (it == profile_ops_.end()) it = profile_ops_.insert(profile_ops_.end(), {item.op, OpTime{}});
+      it->second.ms += ms;
+      it->second.calls += 1;
+    }
     item = Item{};  // release captured tensors before signalling completion
     {
       std::lock_guard<std::mutex> lk(mu_);

@@ -107,6 +107,14 @@ class Stream {
   bool quit_ = false;
   std::vector<FailurePtr> failures_;
   size_t dropped_ = 0;
+  // SHAREDFORMER_PROFILE=1 (read at construction): the time each op's tasks took on this stream, printed to stderr
+  // by the destructor, slowest first. Touched only by the stream's thread.
+  struct OpTime {
+    double ms = 0;
+    int64_t calls = 0;
+  };
+  bool profile_ = false;
+  std::vector<std::pair<std::string, OpTime>> profile_ops_;
   std::thread::id capture_thread_{};      // the thread whose submits are recorded; none when not capturing
   std::unique_ptr<Recording> capture_;  // what it has recorded so far
   std::thread thread_;

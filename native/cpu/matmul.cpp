@@ -193,33 +193,33 @@ SF_INLINE void micro_kernel(int64_t kc, const float* __restrict a, const float* 
 // Tasks [lo, hi) of the (MC x NG) task grid over C, for one packed K block.
 template <typename V>
 void tile_tasks_body(int64_t lo, int64_t hi, const MatmulDesc& d, const float* Ap, const float* Bp, int64_t kc,
-                     const Epilogue& e, float* C, float* P) {
+                     const Epilogue& e, float* C, float* P, int64_t ng) {
   constexpr int MR = Shape_<V>::MR, NR = Shape_<V>::NR, MC = Shape_<V>::MC;
   const int64_t M = d.M, N = d.N;
   const int64_t slivers = (M + MR - 1) / MR, panels = (N + NR - 1) / NR;
-  const int64_t ntasks = (N + NG - 1) / NG;
+  const int64_t ntasks = (N + ng - 1) / ng;
   for (int64_t t = lo; t < hi; ++t) {
     const int64_t mt = t / ntasks, nt = t % ntasks;
-    const int64_t s_end = std::min(slivers, (mt + 1) * MC / MR), p_end = std::min(panels, (nt + 1) * NG / NR);
+    const int64_t s_end = std::min(slivers, (mt + 1) * MC / MR), p_end = std::min(panels, (nt + 1) * ng / NR);
     for (int64_t s = mt * MC / MR; s < s_end; ++s) {
       const int64_t i0 = s * MR, rows = std::min<int64_t>(MR, M - i0);
-      for (int64_t p = nt * NG / NR; p < p_end; ++p) {
+      for (int64_t p = nt * ng / NR; p < p_end; ++p) {
         const int64_t j0 = p * NR, cols = std::min<int64_t>(NR, N - j0);
         micro_kernel<V>(kc, Ap + s * kc * MR, Bp + p * kc * NR, C + i0 * N + j0, N, rows, cols, e,
                         d.bias ? d.bias + j0 : nullptr);
       }
     }
     if (e.last && e.act == Activation::Gelu) {
-      const int64_t i0 = mt * MC, j0 = nt * NG;
+      const int64_t i0 = mt * MC, j0 = nt * ng;
       activation_pass<V>(C + i0 * N + j0, P ? P + i0 * N + j0 : nullptr, N, std::min<int64_t>(MC, M - i0),
-                         std::min(NG, N - j0));
+                         std::min(ng, N - j0));
     }
   }
 }
 SF_VARIANTS(tile_tasks,
             (int64_t lo, int64_t hi, const MatmulDesc& d, const float* Ap, const float* Bp, int64_t kc,
-             const Epilogue& e, float* C, float* P),
-            (lo, hi, d, Ap, Bp, kc, e, C, P), tile_tasks_body)
+             const Epilogue& e, float* C, float* P, int64_t ng),
+            (lo, hi, d, Ap, Bp, kc, e, C, P, ng), tile_tasks_body)
 
 template <typename V>
 void matmul_one(ThreadPool& pool, const MatmulDesc& d, const float* A, const float* B, float* C, float* P) {
@@ -230,7 +230,13 @@ void matmul_one(ThreadPool& pool, const MatmulDesc& d, const float* A, const flo
   float* ws = pool.workspace(static_cast<size_t>((slivers * MR + panels * NR) * kcmax));
   float* Ap = ws;
   float* Bp = ws + slivers * MR * kcmax;
-  const int64_t mtasks = (M + MC - 1) / MC, ntasks = (N + NG - 1) / NG;
+  // Columns per task: NG, halved (down to NR) while the task grid has fewer than 4 tasks per thread, so that a small
+  // product (M of a few dozen to a few hundred: prefill) still gives every thread an even share. The tiling does not
+  // change any element's arithmetic (each is one micro-kernel sum per K block, in order): the same bits for any ng.
+  const int64_t mtasks = (M + MC - 1) / MC;
+  int64_t ng = NG;
+  while (ng > NR && mtasks * ((N + ng - 1) / ng) < 4 * static_cast<int64_t>(pool.threads())) ng /= 2;
+  const int64_t ntasks = (N + ng - 1) / ng;
   for (int64_t k0 = 0; k0 < K; k0 += KC) {
     const int64_t kc = std::min<int64_t>(KC, K - k0);
     const Epilogue e{d.alpha, d.beta, k0 == 0, k0 + kc >= K, d.bias, d.act};
@@ -243,7 +249,7 @@ void matmul_one(ThreadPool& pool, const MatmulDesc& d, const float* A, const flo
       }
     });
     pool.parallel_for(mtasks * ntasks, 1, [&](int64_t lo, int64_t hi) {
-      SF_VARIANT(V, tile_tasks)(lo, hi, d, Ap, Bp, kc, e, C, P);
+      SF_VARIANT(V, tile_tasks)(lo, hi, d, Ap, Bp, kc, e, C, P, ng);
     });
   }
 }

@@ -2,6 +2,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -96,6 +97,31 @@ TEST(thread_pool_covers_every_index_once) {
   });
   CHECK_EQ(sum.load(), int64_t{499500});
   CHECK_THROWS(pool.set_threads(0), ErrorKind::Range);
+}
+
+// Back-to-back jobs of random sizes and grains, some after a pause long enough for the workers to fall asleep (past
+// their ~50 us spin), some while they still spin: every index of every job runs exactly once, and no chunk of a job
+// runs after its parallel_for has returned.
+TEST(thread_pool_jobs_back_to_back_with_sleeping_and_late_workers) {
+  for (int threads : {2, 3, 5}) {
+    ThreadPool pool(threads);
+    std::mt19937 g(static_cast<unsigned>(threads));
+    bool ok = true;
+    for (int job = 0; job < 3000 && ok; ++job) {
+      const int64_t n = 1 + static_cast<int64_t>(g() % 97);
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      const int tag = job;
+      std::atomic<int> wrong{0};
+      pool.parallel_for(n, 1 + static_cast<int64_t>(g() % 4), [&, tag](int64_t b, int64_t e) {
+        if (tag != job) wrong++;  // a chunk of an old job run after it returned would see the new job
+        for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+      });
+      for (auto& h : hits) ok = ok && h.load() == 1;
+      ok = ok && wrong.load() == 0;
+      if (g() % 16 == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));  // workers go to sleep
+    }
+    CHECK(ok);
+  }
 }
 
 TEST(thread_pool_uses_several_threads) {
