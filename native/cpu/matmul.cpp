@@ -27,6 +27,10 @@
 #include "kernels.h"
 #include "simd.h"
 
+#if SF_HAS_X86
+#include <immintrin.h>
+#endif
+
 namespace sf::cpu {
 
 using namespace sf::simd;
@@ -91,11 +95,30 @@ void pack_b(const float* B, bool trans_b, int64_t N, int64_t K, int64_t k0, int6
       }
     }
   } else {  // B is (N, K): op(B)[k][j] = B[j * K + k]; read rows of B, write columns of the panel
-    for (int64_t c = 0; c < cols; ++c) {
+    int64_t c = 0;
+#if SF_HAS_X86
+    // 4 x 4 blocks transposed in SSE registers (baseline x86-64): 4 loads and 4 stores for 16 elements
+    for (; c + 4 <= cols; c += 4) {
+      const float* s0 = B + (j0 + c) * K + k0;
+      int64_t k = 0;
+      for (; k + 4 <= kc; k += 4) {
+        __m128 r0 = _mm_loadu_ps(s0 + k), r1 = _mm_loadu_ps(s0 + K + k), r2 = _mm_loadu_ps(s0 + 2 * K + k),
+               r3 = _mm_loadu_ps(s0 + 3 * K + k);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        _mm_storeu_ps(dst + k * NR + c, r0);
+        _mm_storeu_ps(dst + (k + 1) * NR + c, r1);
+        _mm_storeu_ps(dst + (k + 2) * NR + c, r2);
+        _mm_storeu_ps(dst + (k + 3) * NR + c, r3);
+      }
+      for (; k < kc; ++k)
+        for (int64_t q = 0; q < 4; ++q) dst[k * NR + c + q] = s0[q * K + k];
+    }
+#endif
+    for (; c < cols; ++c) {
       const float* src = B + (j0 + c) * K + k0;
       for (int64_t k = 0; k < kc; ++k) dst[k * NR + c] = src[k];
     }
-    for (int64_t c = cols; c < NR; ++c)
+    for (c = cols; c < NR; ++c)
       for (int64_t k = 0; k < kc; ++k) dst[k * NR + c] = 0.0f;
   }
 }
