@@ -468,6 +468,21 @@ test('scope(): a forward pass under noGrad leaves memory() as it was; a DecodeSe
   }
 });
 
+// A recorded step holds the parameter buffer it was made with; once the model's buffer is freed (or replaced), the
+// replayed path must not go on computing with it: it fails as the step-by-step path does.
+test('a replayed step after the model\'s parameters were freed fails as the step-by-step path does', (t) => {
+  for (const replay of [false, true]) {
+    const m = model({ sharing: { strategy: 'all' } }, 9);
+    const s = new DecodeSession(m, 8, undefined, { replay });
+    s.prefill([1, 2]).dispose();
+    s.step(3).dispose(); // records (replay) or runs the loop
+    m.store.dispose();
+    const err = t.throws(() => s.step(4).dispose(), undefined, `replay ${replay}: a step after the parameters were freed throws`);
+    t.regex(err?.message ?? '', /disposed/, `replay ${replay}: ${err?.message}`);
+    s.dispose();
+  }
+});
+
 test('DecodeSession misuse is a clear error', (t) => {
   const m = model();
   const s = new DecodeSession(m, 3);

@@ -54,8 +54,9 @@ export interface GenerateOptions {
 }
 
 type KV = { k: Tensor; v: Tensor };
-/** A recorded decode step: its inputs [id, position, position + 1, position], its logits, the recording. */
-type RecordedStep = { inputs: Tensor; logits: Tensor; recording: Recording };
+/** A recorded decode step: its inputs [id, position, position + 1, position], its logits, the recording, and the
+ * parameter buffer it reads. */
+type RecordedStep = { inputs: Tensor; logits: Tensor; recording: Recording; values: Tensor };
 
 const OP = 'Decoder.generate';
 const OPTION_KEYS = ['maxNewTokens', 'temperature', 'topK', 'topP', 'seed', 'eos', 'depth', 'slide', 'onTokens'];
@@ -142,6 +143,11 @@ export class DecodeSession {
     if (t >= this.capacity) throw new RangeError(`DecodeSession.step: the cache is full (capacity ${this.capacity} positions)`);
     checkTokenId(id, 'DecodeSession.step: id', this.model.config.vocab);
     if (this.replays) {
+      // The recording holds the parameter buffer it was made with: if the model's buffer has since been replaced
+      // (moveTo, a load that swaps it) or freed, record again, so that the step reads what the step-by-step path
+      // would (or fails as it would), never the old weights.
+      const values = this.model.store.values;
+      if (this.recorded && (this.recorded.values !== values || values.disposed)) this.dropRecording();
       const r = (this.recorded ??= this.recordStep());
       writeInto(r.inputs, Int32Array.of(id, t, t + 1, t));
       replay(r.recording);
@@ -180,7 +186,7 @@ export class DecodeSession {
           }),
         ),
       );
-      return { inputs, logits, recording };
+      return { inputs, logits, recording, values: m.store.values };
     } catch (e) {
       inputs.dispose();
       throw e;
@@ -193,12 +199,15 @@ export class DecodeSession {
       c?.k.dispose();
       c?.v.dispose();
     }
-    if (this.recorded) {
-      freeRecording(this.recorded.recording);
-      this.recorded.logits.dispose();
-      this.recorded.inputs.dispose();
-      this.recorded = null;
-    }
+    this.dropRecording();
+  }
+
+  private dropRecording(): void {
+    if (!this.recorded) return;
+    freeRecording(this.recorded.recording);
+    this.recorded.logits.dispose();
+    this.recorded.inputs.dispose();
+    this.recorded = null;
   }
 
   /** Token + positional embeddings (1, n, C) of ids at positions (in the caller's scope, as the id tensors). */
