@@ -154,13 +154,28 @@ export class DecodeSession {
       this.fed = t + 1;
       return r.logits.clone();
     }
+    const device = this.model.store.device;
+    const logits = this.stepOps(() => ({
+      ids: track(tensor(Int32Array.of(id), [1, 1], { device })),
+      positions: track(tensor(Int32Array.of(t), [1, 1], { device })),
+      keyLengths: track(tensor(Int32Array.of(t + 1), [1], { device })),
+    }), t);
+    this.fed = t + 1;
+    return logits;
+  }
+
+  /**
+   * One step's ops, the same on both paths, under noGrad in a scope: the embedding of the inputs' id at their
+   * position (1, 1), the layer loop over the caches attending to keyLengths keys, the logits. `inputs` runs inside
+   * the scope (so what it tracks goes with it); kvAppend writes at its `at` (a tensor read when the op runs) if given,
+   * else at the number t (any t > 0 takes a step's branch).
+   */
+  private stepOps(inputs: () => { ids: Tensor; positions: Tensor; keyLengths: Tensor; at?: Tensor }, t: number): Tensor {
     return noGrad(() =>
       scope(() => {
         const m = this.model;
-        const x = this.embed(Int32Array.of(id), Int32Array.of(t));
-        const keyLengths = track(tensor(Int32Array.of(t + 1), [1], { device: m.store.device }));
-        const h = m.stack.run(x, { depth: this.depth, kv: { layers: this.caches, pos: t }, causal: false, keyLengths });
-        this.fed = t + 1;
+        const { ids, positions, keyLengths, at } = inputs();
+        const h = m.stack.run(m.io.embed(ids, positions), { depth: this.depth, kv: { layers: this.caches, pos: t, at }, causal: false, keyLengths });
         return this.logits(h);
       }),
     );
@@ -173,18 +188,12 @@ export class DecodeSession {
     const inputs = zeros([4], { device, dtype: 'int32' });
     try {
       const { result: logits, recording } = record(device, () =>
-        noGrad(() =>
-          scope(() => {
-            const ids = track(inputs.window(0, [1, 1]));
-            const positions = track(inputs.window(1, [1, 1]));
-            const keyLengths = track(inputs.window(2, [1]));
-            const at = track(inputs.window(3, [1]));
-            const x = m.io.embed(ids, positions);
-            // pos: any position > 0 (the branch a step takes); the kernels read the real one from `at`
-            const h = m.stack.run(x, { depth: this.depth, kv: { layers: this.caches, pos: this.fed, at }, causal: false, keyLengths });
-            return this.logits(h);
-          }),
-        ),
+        this.stepOps(() => ({
+          ids: track(inputs.window(0, [1, 1])),
+          positions: track(inputs.window(1, [1, 1])),
+          keyLengths: track(inputs.window(2, [1])),
+          at: track(inputs.window(3, [1])),
+        }), this.fed),
       );
       return { inputs, logits, recording, values: m.store.values };
     } catch (e) {

@@ -4,6 +4,7 @@
 // counts.
 #include <cstring>
 #include <random>
+#include <tuple>
 
 #include "check.h"
 #include "core/context.h"
@@ -31,6 +32,20 @@ double naive_entry(const float* A, const float* B, int64_t M, int64_t N, int64_t
   return s;
 }
 
+// One product C = op(A) @ op(B) (M, N, K; no batch, alpha 1, beta 0, no epilogue), for the tests to adjust.
+cpu::MatmulDesc product(int64_t M, int64_t N, int64_t K, bool ta, bool tb, const float* A, const float* B, float* C) {
+  cpu::MatmulDesc d;
+  d.M = M;
+  d.N = N;
+  d.K = K;
+  d.trans_a = ta;
+  d.trans_b = tb;
+  d.a = A;
+  d.b = B;
+  d.c = C;
+  return d;
+}
+
 struct Case {
   int64_t batch, M, N, K;
   bool ta, tb, bcast_b, bias, gelu;
@@ -48,19 +63,11 @@ void run_case(Context& ctx, const Case& c, std::mt19937& g) {
   std::vector<float> C = C0, P(C.size());
   if (c.beta == 0.0f) std::memset(C.data(), 0xff, C.size() * 4);  // NaN: beta = 0 must ignore the old contents
   std::memset(P.data(), 0xff, P.size() * 4);
-  cpu::MatmulDesc d;
+  cpu::MatmulDesc d = product(c.M, c.N, c.K, c.ta, c.tb, A.data(), B.data(), C.data());
   d.batch = c.batch;
-  d.M = c.M;
-  d.N = c.N;
-  d.K = c.K;
-  d.trans_a = c.ta;
-  d.trans_b = c.tb;
-  d.a = A.data();
   d.a_stride = c.bcast_a ? 0 : a_n;
   d.path = c.path;
-  d.b = B.data();
   d.b_stride = c.bcast_b ? 0 : b_n;
-  d.c = C.data();
   d.c_stride = c_n;
   d.alpha = c.alpha;
   d.beta = c.beta;
@@ -154,15 +161,7 @@ TEST(matmul_skinny_path_agrees_with_packed_path) {
       std::vector<float> C1(static_cast<size_t>(M * N)), C2(C1.size()), P1(C1.size()), P2(C1.size());
       for (auto* c : {&C1, &C2, &P1, &P2}) std::memset(c->data(), 0xff, c->size() * 4);  // NaN: every output written
       for (int p = 0; p < 2; ++p) {
-        cpu::MatmulDesc d;
-        d.M = M;
-        d.N = N;
-        d.K = K;
-        d.trans_a = t & 1;
-        d.trans_b = t & 2;
-        d.a = A.data();
-        d.b = B.data();
-        d.c = p ? C2.data() : C1.data();
+        cpu::MatmulDesc d = product(M, N, K, t & 1, t & 2, A.data(), B.data(), p ? C2.data() : C1.data());
         d.bias = bias.data();
         d.act = cpu::Activation::Gelu;
         d.preact = p ? P2.data() : P1.data();
@@ -198,15 +197,7 @@ TEST(matmul_skinny_path_propagates_nan_exactly) {
     bt(4, 2) = 0.0f;  // ... so C[3][2] is NaN
     std::vector<float> C(size_t(M * N));
     std::memset(C.data(), 0xff, C.size() * 4);
-    cpu::MatmulDesc d;
-    d.M = M;
-    d.N = N;
-    d.K = K;
-    d.trans_a = ta;
-    d.trans_b = tb;
-    d.a = A.data();
-    d.b = B.data();
-    d.c = C.data();
+    cpu::MatmulDesc d = product(M, N, K, ta, tb, A.data(), B.data(), C.data());
     d.path = cpu::MatmulPath::Skinny;
     cpu::matmul(ctx.pool(), d);
     bool ok = true;
@@ -230,40 +221,16 @@ TEST(matmul_with_k_zero_applies_beta_and_epilogue) {
 
 TEST(matmul_is_identical_for_any_thread_count) {
   std::mt19937 g(4);
-  const int64_t M = 257, N = 131, K = 517;
-  auto A = randvec(M * K, g), B = randvec(K * N, g);
-  std::vector<float> C1(M * N), C3(M * N);
-  for (int threads : {1, 3}) {
-    ThreadPool pool(threads);
-    cpu::MatmulDesc d;
-    d.M = M;
-    d.N = N;
-    d.K = K;
-    d.trans_b = true;
-    d.a = A.data();
-    d.b = B.data();
-    d.c = threads == 1 ? C1.data() : C3.data();
-    cpu::matmul(pool, d);
-  }
-  CHECK(std::memcmp(C1.data(), C3.data(), C1.size() * 4) == 0);
-  // the skinny path: large enough to be split across threads
-  for (bool tb : {false, true}) {
-    const int64_t m = 3, n = 3000, k = 700;
-    const auto As = randvec(size_t(m * k), g), Bs = randvec(size_t(k * n), g);
-    std::vector<float> S1(m * n), S3(m * n);
+  // the packed path, and the skinny path at a size split across threads
+  for (auto [M, N, K, tb] : {std::tuple<int64_t, int64_t, int64_t, bool>{257, 131, 517, true}, {3, 3000, 700, false},
+                             {3, 3000, 700, true}}) {
+    const auto A = randvec(size_t(M * K), g), B = randvec(size_t(K * N), g);
+    std::vector<float> C1(size_t(M * N)), C3(C1.size());
     for (int threads : {1, 3}) {
       ThreadPool pool(threads);
-      cpu::MatmulDesc d;
-      d.M = m;
-      d.N = n;
-      d.K = k;
-      d.trans_b = tb;
-      d.a = As.data();
-      d.b = Bs.data();
-      d.c = threads == 1 ? S1.data() : S3.data();
-      cpu::matmul(pool, d);
+      cpu::matmul(pool, product(M, N, K, false, tb, A.data(), B.data(), threads == 1 ? C1.data() : C3.data()));
     }
-    CHECK(std::memcmp(S1.data(), S3.data(), S1.size() * 4) == 0);
+    CHECK(std::memcmp(C1.data(), C3.data(), C1.size() * 4) == 0);
   }
 }
 
