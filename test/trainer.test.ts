@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { Decoder, type DecoderConfig } from '../lib/models/decoder.ts';
 import { CharTokenizer, TokenDataset } from '../lib/data/index.ts';
 import { Trainer, evaluate, type StepInfo } from '../lib/train/trainer.ts';
-import { resetTape } from '../lib/autograd.ts';
+import { recordHook, resetTape } from '../lib/autograd.ts';
 
 const test = anyTest.serial;
 const text = 'the cat sat on the mat. the dog sat on the log. a cat and a dog sat on a mat and a log. '.repeat(40);
@@ -51,6 +51,30 @@ test('training lowers the loss; events, the async iterator and evaluation report
   t.true(after.loss < before.loss - 0.5, `validation loss ${before.loss} -> ${after.loss}`);
   t.is(after.bpc, after.loss / Math.LN2);
   t.is(evals, 2 + 2, 'two scheduled evaluations and two asked for');
+  trainer.dispose();
+  model.store.dispose();
+});
+
+test('a step gives the event loop a turn between its forward and its backward (each synchronous part is one pass)', async (t) => {
+  // A server that trains in the background answers requests in the gaps of the step: building a pass's graph is
+  // synchronous JavaScript, so the step yields once after the forward, and the longest stall is one pass, not two.
+  resetTape();
+  const model = new Decoder(cfg);
+  const loss = model.loss.bind(model);
+  const seen: boolean[] = [];
+  model.loss = (ids, targets) => {
+    // A timer that is due when the forward ends (as a server's timers and requests are) must run before the backward.
+    let turned = false;
+    const t0 = performance.now();
+    setTimeout(() => (turned = true), 0);
+    const l = loss(ids, targets);
+    while (performance.now() - t0 < 3); // setTimeout's 0 is 1 ms: make sure it is due
+    recordHook(() => seen.push(turned)); // the first node backward runs
+    return l;
+  };
+  const trainer = new Trainer(model, data, { steps: 3, batchSize: 2, seqLen: 16, lr: 1e-3, warmup: 0, accumulate: 2 });
+  await trainer.run();
+  t.deepEqual(seen, [true, true, true, true, true, true], 'every micro-batch backward starts after the due timer ran');
   trainer.dispose();
   model.store.dispose();
 });

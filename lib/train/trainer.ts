@@ -314,6 +314,13 @@ export class Trainer extends EventEmitter {
         const forward = () => withPrecision(o.precision, () => m.loss(ids, targets));
         // overlap: the layers' hooks on the tape start each bucket's all-reduce during backward
         const loss = dp?.overlap ? withLayerHook(dp.layerHook, forward) : forward();
+        // Building a pass's graph is synchronous JavaScript: the event loop gets a turn between the forward and the
+        // backward (the forward's kernels run meanwhile), so a server training in the background stalls for one pass at
+        // most, not for a whole step. Backward follows this loss's graph only; a graph other code records meanwhile is
+        // freed with the tape, and its own backward() then says so.
+        // Two immediates: the second is queued from the check phase, so it runs in the next turn of the loop, after
+        // that turn's due timers and ready I/O (one immediate would run in this turn's check phase, before either).
+        await new Promise<void>((resolve) => setImmediate(() => setImmediate(resolve)));
         backward(loss, { scale: 1 / micro, stackedGrads: o.stackedGrads });
         ids.dispose();
         targets.dispose();
