@@ -36,7 +36,7 @@ export type NestedNumbers = number | readonly NestedNumbers[];
 
 /** The native handle of a Tensor argument, or a TypeError naming the op and the argument. */
 export function handleOf(t: unknown, op: string, name: string): NativeTensor {
-  if (!(t instanceof Tensor) || !native().isHandle(t.handle)) throw new TypeError(`${op}: ${name} must be a Tensor, got ${describe(t)}`);
+  if (!Tensor.isTensor(t)) throw new TypeError(`${op}: ${name} must be a Tensor, got ${describe(t)}`);
   if (t.disposed) throw new Error(`${op}: ${name} has been disposed`);
   return t.handle;
 }
@@ -46,19 +46,34 @@ export function handleOf(t: unknown, op: string, name: string): NativeTensor {
  * dispose() (or `using`, or a finalizer).
  */
 export class Tensor {
-  /** @internal The native object; use the methods of Tensor instead. */
-  readonly handle: NativeTensor;
+  // Private fields: only the constructor sets them (after checking the handle), so `#handle in x` is a brand check no
+  // object can fake, and the ops check their arguments without a call into the addon.
+  readonly #handle: NativeTensor;
+  /** A handle's shape never changes: read from the addon once (each read makes a new array there). */
+  #shape: number[] | undefined;
 
   /** @internal Tensors are made by tensor(), zeros(), rand() and the ops, not with `new`. */
   constructor(handle: NativeTensor) {
     if (!native().isHandle(handle))
       throw new TypeError('Tensor: tensors are made by tensor(), zeros(), ones(), full(), rand() or randn(), not with `new`');
-    this.handle = handle;
+    this.#handle = handle;
   }
 
-  /** Dimensions, outermost first. */
+  /** @internal Whether x was made by Tensor's constructor, and so holds a native handle. */
+  static isTensor(x: unknown): x is Tensor {
+    return typeof x === 'object' && x !== null && #handle in x;
+  }
+
+  /** @internal The native object; use the methods of Tensor instead. */
+  get handle(): NativeTensor {
+    return this.#handle;
+  }
+
+  /** Dimensions, outermost first (a new array: changing it changes nothing). */
   get shape(): number[] {
-    return this.handle.shape;
+    // A disposed tensor's shape is refused (by the addon) as before, cached or not.
+    if (this.#shape === undefined || this.#handle.disposed) this.#shape = this.#handle.shape;
+    return this.#shape.slice();
   }
   /** The element type. */
   get dtype(): DType {
@@ -74,7 +89,7 @@ export class Tensor {
   }
   /** The number of dimensions (shape.length). */
   get rank(): number {
-    return this.handle.shape.length;
+    return this.shape.length;
   }
   /** Whether dispose() has been called; a disposed tensor refuses every operation. */
   get disposed(): boolean {
