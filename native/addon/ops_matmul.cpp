@@ -21,6 +21,7 @@
 //   biasGrad(dy, dbias): dbias (N) += the sum of dy (..., N) over all leading dimensions.
 // Every tensor of a call is on one device; the kernel runs there (native/cpu or cuda/).
 #include "../cpu/kernels.h"
+#include "../cpu/packed_weights.h"
 #include "ops.h"
 
 namespace sf::js {
@@ -155,7 +156,14 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     d.preact = pre ? pre->data<float>() : nullptr;
     SF_CUDA_ONLY(const cuda::GemmImpl impl = args.addon().ctx().backend(args.device(), op).gemm_impl();)
     args.run(
-        std::move(keep), [d](ThreadPool& pool) { cpu::matmul(pool, d); },
+        std::move(keep),
+        [d, b](ThreadPool& pool) {
+          // in stream order: a packed copy of B kept from an earlier product at B's current values, if any
+          cpu::MatmulDesc dp = d;
+          std::shared_ptr<const void> hold;
+          dp.b_packed = cpu::packed_weight(pool, b, d, hold);
+          cpu::matmul(pool, dp);
+        },
         SF_CUDA([d, prec_i, impl, a, b, a16, b16](cuda::Stream s) {
           // in stream order: is each twin still a copy of its operand's current values? (else converted from fp32)
           const bool bf = prec_i == 2 && impl != cuda::GemmImpl::Legacy;

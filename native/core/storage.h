@@ -26,6 +26,8 @@ struct MemoryCounters {
   std::atomic<int64_t> storages{0};  // live storages
   std::atomic<int64_t> tensors{0};   // live tensor handles (views included), kept by the binding
   std::atomic<int64_t> peak_bytes{0};
+  std::atomic<int64_t> packed{0};        // of the storages: packed weight copies (cpu/packed_weights.cpp)
+  std::atomic<int64_t> packed_bytes{0};  // and their bytes
 
   void add_bytes(int64_t n) {
     int64_t now = bytes.fetch_add(n) + n;
@@ -136,6 +138,20 @@ class Storage {
   size_t bytes() const { return bytes_; }
   Device device() const { return alloc_->device(); }
   Allocator& allocator() const { return *alloc_; }
+  const std::shared_ptr<Allocator>& allocator_ptr() const { return alloc_; }
+
+  // A consumer's derived data about this storage's bytes, freed with the storage (one kind per build: the CPU
+  // matmul's packed weights, cpu/packed_weights.cpp). The consumer keeps its own locking and checks write_version()
+  // before trusting what it derived.
+  struct Attachment {
+    virtual ~Attachment() = default;
+  };
+  template <class T>
+  T& attachment() {
+    std::lock_guard<std::mutex> lk(attach_mu_);
+    if (!attach_) attach_ = std::make_unique<T>();
+    return static_cast<T&>(*attach_);
+  }
 
   // Failed ranges (design invariant 7). A stream task that fails marks the byte ranges its op was to write; one that
   // succeeds clears the ranges it wrote. Reading a range, or using it as an op's input, first asks failure(): the
@@ -180,6 +196,7 @@ class Storage {
   uint64_t write_version() const { return version_.load(std::memory_order_acquire); }
   void bump_version() { version_.fetch_add(1, std::memory_order_acq_rel); }
   void mark_host_writable() { host_writable_.store(true, std::memory_order_release); }
+  bool host_writable() const { return host_writable_.load(std::memory_order_acquire); }
   void note_mirror(const std::shared_ptr<Storage>& src, size_t src_begin, size_t src_end, size_t dst_begin);
   void forget_mirror();
   bool mirrors(const Storage& src, size_t src_begin, size_t src_end, size_t dst_begin) const;
@@ -203,6 +220,8 @@ class Storage {
   };
   mutable std::mutex mirror_mu_;
   std::optional<Mirror> mirror_;
+  std::mutex attach_mu_;
+  std::unique_ptr<Attachment> attach_;
 };
 
 // Host memory: 64-byte aligned (one cache line, one AVX-512 vector), with freed blocks cached for reuse (up to 1/8 of

@@ -44,8 +44,17 @@ struct MatmulDesc {
   Activation act = Activation::None;
   float* preact = nullptr;  // (batch, M, N) or null; same strides as C
   MatmulPath path = MatmulPath::Auto;
+  // op(B) already packed by pack_b_full (batch 1, packed path only; null: the product packs B itself). The same bits
+  // either way: packing copies values.
+  const float* b_packed = nullptr;
 };
 void matmul(ThreadPool& pool, const MatmulDesc& d);
+// Whether d runs the packed path (the one that packs op(B), and so can read a pre-packed copy).
+bool uses_packed_path(const MatmulDesc& d);
+// The packed path's layout of op(B) (K, N) on this machine's ISA, whole: per block of 256 rows of K, the NR-wide
+// column panels, zero-padded. packed_b_floats: its size in floats; pack_b_full writes it (threaded over panels).
+int64_t packed_b_floats(int64_t N, int64_t K);
+void pack_b_full(ThreadPool& pool, const float* B, bool trans_b, int64_t N, int64_t K, float* dst);
 // dbias (N) += sum over rows of dy (rows, N): the bias gradient of a linear layer.
 void bias_grad(ThreadPool& pool, const float* dy, int64_t rows, int64_t n, float* dbias);
 

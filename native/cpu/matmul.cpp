@@ -244,15 +244,17 @@ SF_VARIANTS(tile_tasks,
              const Epilogue& e, float* C, float* P, int64_t ng),
             (lo, hi, d, Ap, Bp, kc, e, C, P, ng), tile_tasks_body)
 
+// Bpre: op(B) pre-packed by pack_b_full (its block at k0 starts k0 * panels * NR floats in), or null.
 template <typename V>
-void matmul_one(ThreadPool& pool, const MatmulDesc& d, const float* A, const float* B, float* C, float* P) {
+void matmul_one(ThreadPool& pool, const MatmulDesc& d, const float* A, const float* B, float* C, float* P,
+                const float* Bpre) {
   constexpr int MR = Shape_<V>::MR, NR = Shape_<V>::NR, MC = Shape_<V>::MC;
   const int64_t M = d.M, N = d.N, K = d.K;
   const int64_t slivers = (M + MR - 1) / MR, panels = (N + NR - 1) / NR;
   const int64_t kcmax = std::min<int64_t>(KC, K);
-  float* ws = pool.workspace(static_cast<size_t>((slivers * MR + panels * NR) * kcmax));
+  float* ws = pool.workspace(static_cast<size_t>((slivers * MR + (Bpre ? 0 : panels * NR)) * kcmax));
   float* Ap = ws;
-  float* Bp = ws + slivers * MR * kcmax;
+  float* Bws = ws + slivers * MR * kcmax;
   // Columns per task: NG, halved (down to NR) while the task grid has fewer than 4 tasks per thread, so that a small
   // product (M of a few dozen to a few hundred: prefill) still gives every thread an even share. The tiling does not
   // change any element's arithmetic (each is one micro-kernel sum per K block, in order): the same bits for any ng.
@@ -263,12 +265,13 @@ void matmul_one(ThreadPool& pool, const MatmulDesc& d, const float* A, const flo
   for (int64_t k0 = 0; k0 < K; k0 += KC) {
     const int64_t kc = std::min<int64_t>(KC, K - k0);
     const Epilogue e{d.alpha, d.beta, k0 == 0, k0 + kc >= K, d.bias, d.act};
-    pool.parallel_for(slivers + panels, 4, [&](int64_t lo, int64_t hi) {
+    const float* Bp = Bpre ? Bpre + k0 * panels * NR : Bws;
+    pool.parallel_for(slivers + (Bpre ? 0 : panels), 4, [&](int64_t lo, int64_t hi) {
       for (int64_t t = lo; t < hi; ++t) {
         if (t < slivers)
           pack_a<MR>(A, d.trans_a, M, K, k0, kc, Ap, t);
         else
-          pack_b<NR>(B, d.trans_b, N, K, k0, kc, Bp, t - slivers);
+          pack_b<NR>(B, d.trans_b, N, K, k0, kc, Bws, t - slivers);
       }
     });
     pool.parallel_for(mtasks * ntasks, 1, [&](int64_t lo, int64_t hi) {
@@ -464,14 +467,31 @@ void matmul_skinny(ThreadPool& pool, const MatmulDesc& d) {
 
 template <typename V>
 void matmul_body(ThreadPool& pool, const MatmulDesc& d) {
-  const bool skinny = d.path == MatmulPath::Skinny || (d.path == MatmulPath::Auto && d.M <= kSkinnyM);
-  if (skinny) {
+  if (!uses_packed_path(d)) {  // matmul() has answered K == 0 and the empty products already
     matmul_skinny<V>(pool, d);
     return;
   }
   for (int64_t b = 0; b < d.batch; ++b)
     matmul_one<V>(pool, d, d.a + b * d.a_stride, d.b + b * d.b_stride, d.c + b * d.c_stride,
-                  d.preact ? d.preact + b * d.c_stride : nullptr);
+                  d.preact ? d.preact + b * d.c_stride : nullptr, d.batch == 1 ? d.b_packed : nullptr);
+}
+
+template <typename V>
+void pack_b_full_body(ThreadPool& pool, const float* B, bool trans_b, int64_t N, int64_t K, float* dst) {
+  constexpr int NR = Shape_<V>::NR;
+  const int64_t panels = (N + NR - 1) / NR;
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    const int64_t kc = std::min<int64_t>(KC, K - k0);
+    pool.parallel_for(panels, 4, [&](int64_t lo, int64_t hi) {
+      for (int64_t p = lo; p < hi; ++p) pack_b<NR>(B, trans_b, N, K, k0, kc, dst + k0 * panels * NR, p);
+    });
+  }
+}
+
+template <typename V>
+int64_t packed_b_floats_body(int64_t N, int64_t K) {
+  constexpr int NR = Shape_<V>::NR;
+  return (N + NR - 1) / NR * NR * K;
 }
 
 void matmul_dispatch(ThreadPool& pool, const MatmulDesc& d) {
@@ -483,6 +503,27 @@ void matmul_dispatch(ThreadPool& pool, const MatmulDesc& d) {
 }
 
 }  // namespace
+
+bool uses_packed_path(const MatmulDesc& d) {
+  if (d.batch <= 0 || d.M <= 0 || d.N <= 0 || d.K == 0) return false;
+  return !(d.path == MatmulPath::Skinny || (d.path == MatmulPath::Auto && d.M <= kSkinnyM));
+}
+
+int64_t packed_b_floats(int64_t N, int64_t K) {
+  switch (best_isa()) {
+    case Isa::Avx512: return packed_b_floats_body<f32x16>(N, K);
+    case Isa::Avx2: return packed_b_floats_body<f32x8>(N, K);
+    default: return packed_b_floats_body<f32x4>(N, K);
+  }
+}
+
+void pack_b_full(ThreadPool& pool, const float* B, bool trans_b, int64_t N, int64_t K, float* dst) {
+  switch (best_isa()) {
+    case Isa::Avx512: pack_b_full_body<f32x16>(pool, B, trans_b, N, K, dst); break;
+    case Isa::Avx2: pack_b_full_body<f32x8>(pool, B, trans_b, N, K, dst); break;
+    default: pack_b_full_body<f32x4>(pool, B, trans_b, N, K, dst); break;
+  }
+}
 
 void matmul(ThreadPool& pool, const MatmulDesc& d) {
   if (d.batch <= 0 || d.M <= 0 || d.N <= 0) return;

@@ -212,6 +212,56 @@ TEST(matmul_skinny_path_propagates_nan_exactly) {
   }
 }
 
+// A pre-packed B (pack_b_full, read through d.b_packed) gives the bits of packing B in the product, for every
+// transpose, odd sizes, several K blocks (K > 256), partial column panels, beta and the bias + GELU epilogue; the
+// packed copy is exactly packed_b_floats long (its padding is written, NaN-filled beforehand) and NaN in B reaches
+// exactly the columns it should.
+TEST(matmul_prepacked_b_gives_the_same_bits) {
+  Context ctx;
+  std::mt19937 g(10);
+  for (auto [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{17, 33, 7}, {50, 259, 263}, {128, 1024, 256},
+                         {33, 17, 600}, {200, 5, 1}})
+    for (int t = 0; t < 4; ++t) {
+      const bool ta = t & 1, tb = t & 2;
+      auto A = randvec(size_t(M * K), g), B = randvec(size_t(K * N), g), bias = randvec(size_t(N), g);
+      B[size_t((K / 2) * N + N / 3)] = std::nanf("");  // one NaN in B: column tb ? ... : N / 3 of C
+      auto C0 = randvec(size_t(M * N), g);
+      std::vector<float> packed(size_t(cpu::packed_b_floats(N, K)) + 16);
+      std::memset(packed.data(), 0xff, packed.size() * 4);
+      cpu::pack_b_full(ctx.pool(), B.data(), tb, N, K, packed.data());
+      bool tail_kept = true;  // nothing written past packed_b_floats
+      for (size_t i = packed.size() - 16; i < packed.size(); ++i) tail_kept &= std::isnan(packed[i]);
+      CHECK(tail_kept);
+      std::vector<float> C1 = C0, C2 = C0, P1(C0.size()), P2(C0.size());
+      for (int p = 0; p < 2; ++p) {
+        cpu::MatmulDesc d = product(M, N, K, ta, tb, A.data(), B.data(), p ? C2.data() : C1.data());
+        d.beta = 0.5f;
+        d.bias = bias.data();
+        d.act = cpu::Activation::Gelu;
+        d.preact = p ? P2.data() : P1.data();
+        d.path = cpu::MatmulPath::Packed;
+        if (p) d.b_packed = packed.data();
+        CHECK(cpu::uses_packed_path(d));
+        cpu::matmul(ctx.pool(), d);
+      }
+      if (std::memcmp(C1.data(), C2.data(), C1.size() * 4) != 0 || std::memcmp(P1.data(), P2.data(), P1.size() * 4) != 0)
+        sfcheck::fail(__FILE__, __LINE__, cat("prepacked B differs: M=", M, " N=", N, " K=", K, " t=", t));
+      // the NaN reaches column j of op(B) (B is (K, N) or, transposed, (N, K)) and no other
+      const int64_t flat = (K / 2) * N + N / 3, j_nan = tb ? flat / K : flat % N;
+      bool nan_ok = true;
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) nan_ok &= std::isnan(C2[size_t(i * N + j)]) == (j == j_nan);
+      if (!nan_ok) sfcheck::fail(__FILE__, __LINE__, cat("prepacked NaN column: M=", M, " N=", N, " K=", K, " t=", t));
+    }
+  // the skinny path packs nothing: not a packed-path product
+  cpu::MatmulDesc d = product(16, 8, 8, false, false, nullptr, nullptr, nullptr);
+  CHECK(!cpu::uses_packed_path(d));
+  d.path = cpu::MatmulPath::Packed;
+  CHECK(cpu::uses_packed_path(d));
+  d.K = 0;
+  CHECK(!cpu::uses_packed_path(d));
+}
+
 TEST(matmul_with_k_zero_applies_beta_and_epilogue) {
   Context ctx;
   std::mt19937 g(3);
