@@ -53,6 +53,13 @@ export interface DeviceMemory {
   peakBytes: number;
   /** Freed blocks kept by the caching allocator for reuse (not in `bytes`); emptyCache() releases them. */
   cachedBytes: number;
+  /**
+   * Of `storages` and `bytes`: the copies of weights the CPU matmul keeps packed (a weight read twice at the same
+   * values, e.g. a block shared by several layers, or every weight after two inference passes); each is freed with its
+   * weight's storage or when a later read finds the weight written (docs/architecture.md, Memory). 0 on CUDA.
+   */
+  packedStorages: number;
+  packedBytes: number;
 }
 
 /**

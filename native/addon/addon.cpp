@@ -654,6 +654,8 @@ Napi::Value Addon::Memory(const Napi::CallbackInfo& info) {
     d.Set("bytes", static_cast<double>(c.bytes.load()));
     d.Set("peakBytes", static_cast<double>(c.peak_bytes.load()));
     d.Set("cachedBytes", static_cast<double>(b->allocator()->cached_bytes()));
+    d.Set("packedStorages", static_cast<double>(c.packed.load()));
+    d.Set("packedBytes", static_cast<double>(c.packed_bytes.load()));
     out.Set(b->device().str(), d);
   }
   return out;
