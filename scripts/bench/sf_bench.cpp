@@ -255,6 +255,56 @@ void bench_skinny(ThreadPool& pool, const Opts& o, double copy, OpenBlas& blas, 
   }
 }
 
+// Prefill-sized products (128 rows: one 128-token prompt; 1024: eight) with the weight pre-packed, as the addon does
+// for a weight read again at the same values (native/cpu/packed_weights.cpp), against packing it in every call and
+// against OpenBLAS sgemm. Shapes of the d 256 model of the generate suite: x W^T for QKV, the projection, FFN in/out.
+void bench_prepacked(ThreadPool& pool, const Opts& o, double peak, OpenBlas& blas, std::vector<Row>& rows) {
+  struct S {
+    int64_t M, N, K;
+  };
+  std::vector<S> shapes = {{128, 768, 256}, {128, 256, 256}, {128, 1024, 256}, {128, 256, 1024}, {1024, 1024, 256}};
+  if (o.quick) shapes = {{128, 1024, 256}};
+  if (!wanted(o, "matmul prepacked NT")) return;
+  if (blas.set_threads) blas.set_threads(pool.threads());
+  for (const S& s : shapes) {
+    auto A = sfbench::randn(static_cast<size_t>(s.M * s.K), 21), B = sfbench::randn(static_cast<size_t>(s.K * s.N), 22);
+    std::vector<float> C(static_cast<size_t>(s.M * s.N));
+    std::vector<float> packed(static_cast<size_t>(cpu::packed_b_floats(s.N, s.K)));
+    cpu::pack_b_full(pool, B.data(), true, s.N, s.K, packed.data());
+    cpu::MatmulDesc d;
+    d.M = s.M;
+    d.N = s.N;
+    d.K = s.K;
+    d.trans_b = true;
+    d.a = A.data();
+    d.b = B.data();
+    d.c = C.data();
+    const double per_call = sfbench::time_ms([&] { cpu::matmul(pool, d); });
+    d.b_packed = packed.data();
+    const double ms = sfbench::time_ms([&] { cpu::matmul(pool, d); });
+    Row r;
+    r.name = "matmul prepacked NT";
+    r.shape = std::to_string(s.M) + "x" + std::to_string(s.N) + "x" + std::to_string(s.K);
+    r.ms = ms;
+    r.gflops = 2.0 * static_cast<double>(s.M * s.N * s.K) / (ms * 1e6);
+    r.peak_share = r.gflops / peak;
+    Row p = r;
+    p.ref = "packing B in the call";
+    p.ref_ms = per_call;
+    p.ratio = per_call / ms;
+    rows.push_back(p);
+    if (blas.ok()) {
+      r.ref = "OpenBLAS sgemm";
+      r.ref_ms = sfbench::time_ms([&] {
+        blas.sgemm(kRowMajor, kNoTrans, kTrans, static_cast<int>(s.M), static_cast<int>(s.N), static_cast<int>(s.K), 1.0f,
+                   A.data(), static_cast<int>(s.K), B.data(), static_cast<int>(s.K), 0.0f, C.data(), static_cast<int>(s.N));
+      });
+      r.ratio = r.ref_ms / ms;
+      rows.push_back(r);
+    }
+  }
+}
+
 // A memory-bound kernel row: `bytes` is the minimum traffic (reads + writes) of one call.
 Row mem_row(const std::string& name, const std::string& shape, double ms, double bytes, double copy_gbps) {
   Row r;
@@ -464,6 +514,7 @@ int main(int argc, char** argv) {
   }
   bench_matmul(pool, o, peak, blas, rows);
   bench_skinny(pool, o, copy, blas, rows);
+  bench_prepacked(pool, o, peak, blas, rows);
   bench_attention(pool, o, peak, rows);
   bench_memory_bound(pool, o, copy, rows);
   sfbench::print_rows(rows);
