@@ -127,13 +127,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     check_twin(a16, a, "aBf16", "a");
     check_twin(b16, b, "bBf16", "b");
 
-    cpu::MatmulDesc d;
+    cpu::MatmulDesc d = cpu::matmul_desc(M, N, Ka, ta, tb, a.data<float>(), b.data<float>(), c.data<float>());
     d.batch = batch;
-    d.M = M;
-    d.N = N;
-    d.K = Ka;
-    d.trans_a = ta;
-    d.trans_b = tb;
     d.a_stride = ba.empty() ? 0 : a.shape[a.rank() - 1] * a.shape[a.rank() - 2];
     d.b_stride = bb.empty() ? 0 : b.shape[b.rank() - 1] * b.shape[b.rank() - 2];
     d.c_stride = M * N;
@@ -149,9 +144,6 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     if (pre) keep.push_back(*pre);
     if (a16) keep.push_back(*a16);
     if (b16) keep.push_back(*b16);
-    d.a = a.data<float>();
-    d.b = b.data<float>();
-    d.c = c.data<float>();
     d.bias = bias ? bias->data<float>() : nullptr;
     d.preact = pre ? pre->data<float>() : nullptr;
     SF_CUDA_ONLY(const cuda::GemmImpl impl = args.addon().ctx().backend(args.device(), op).gemm_impl();)

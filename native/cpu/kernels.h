@@ -48,6 +48,21 @@ struct MatmulDesc {
   // either way: packing copies values.
   const float* b_packed = nullptr;
 };
+// One product C = op(A) @ op(B) (M, N, K): batch 1, alpha 1, beta 0, no epilogue, the path chosen by size; callers set
+// the rest (batch and strides, scaling, bias, activation) on the result.
+inline MatmulDesc matmul_desc(int64_t M, int64_t N, int64_t K, bool trans_a, bool trans_b, const float* a, const float* b,
+                              float* c) {
+  MatmulDesc d;
+  d.M = M;
+  d.N = N;
+  d.K = K;
+  d.trans_a = trans_a;
+  d.trans_b = trans_b;
+  d.a = a;
+  d.b = b;
+  d.c = c;
+  return d;
+}
 void matmul(ThreadPool& pool, const MatmulDesc& d);
 // Whether d runs the packed path (the one that packs op(B), and so can read a pre-packed copy).
 bool uses_packed_path(const MatmulDesc& d);

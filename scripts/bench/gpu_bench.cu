@@ -289,16 +289,8 @@ double gemm_row(Bench& b, int64_t M, int64_t N, int64_t K, bool ta, bool tb, Pre
     dev_fill_const(b.s, C.back().as(), M * N, NAN);  // poisoned: beta = 0 must ignore it
   }
   auto desc = [&](int i) {
-    cpu::MatmulDesc d;
-    d.M = M;
-    d.N = N;
-    d.K = K;
-    d.trans_a = ta;
-    d.trans_b = tb;
-    d.a = A[static_cast<size_t>(i % nsets)].as();
-    d.b = B[static_cast<size_t>(i % nsets)].as();
-    d.c = C[static_cast<size_t>(i % nsets)].as();
-    return d;
+    const size_t at = static_cast<size_t>(i % nsets);
+    return cpu::matmul_desc(M, N, K, ta, tb, A[at].as(), B[at].as(), C[at].as());
   };
   double ms = time_ms(b, [&](int i) { kc::matmul(b.s, desc(i), p, impl); });
   Row r;
@@ -363,14 +355,7 @@ void bench_gemm(Bench& b) {
     dev_fill_normal(b.s, A.as(), M * K, 1);
     dev_fill_normal(b.s, B.as(), N * K, 2);
     dev_fill_normal(b.s, bias.as(), N, 3);
-    cpu::MatmulDesc d;
-    d.M = M;
-    d.N = N;
-    d.K = K;
-    d.trans_b = true;
-    d.a = A.as();
-    d.b = B.as();
-    d.c = C.as();
+    cpu::MatmulDesc d = cpu::matmul_desc(M, N, K, false, true, A.as(), B.as(), C.as());
     double plain = time_ms(b, [&](int) { kc::matmul(b.s, d, Precision::BF16); });
     d.bias = bias.as();
     d.act = cpu::Activation::Gelu;

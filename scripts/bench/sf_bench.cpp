@@ -115,15 +115,7 @@ void bench_matmul(ThreadPool& pool, const Opts& o, double peak, OpenBlas& blas, 
       if (!wanted(o, name)) continue;
       auto A = sfbench::randn(static_cast<size_t>(s.M * s.K), 1), B = sfbench::randn(static_cast<size_t>(s.K * s.N), 2);
       std::vector<float> C(static_cast<size_t>(s.M * s.N));
-      cpu::MatmulDesc d;
-      d.M = s.M;
-      d.N = s.N;
-      d.K = s.K;
-      d.trans_a = ta;
-      d.trans_b = tb;
-      d.a = A.data();
-      d.b = B.data();
-      d.c = C.data();
+      cpu::MatmulDesc d = cpu::matmul_desc(s.M, s.N, s.K, ta, tb, A.data(), B.data(), C.data());
       double ms = sfbench::time_ms([&] { cpu::matmul(pool, d); });
       double flops = 2.0 * s.M * s.N * s.K;
       Row r;
@@ -151,14 +143,7 @@ void bench_matmul(ThreadPool& pool, const Opts& o, double peak, OpenBlas& blas, 
     const int64_t M = 1024, N = 1024, K = 256;
     auto A = sfbench::randn(size_t(M * K), 3), B = sfbench::randn(size_t(K * N), 4), bias = sfbench::randn(size_t(N), 5);
     std::vector<float> C(static_cast<size_t>(M * N)), P(static_cast<size_t>(M * N));
-    cpu::MatmulDesc d;
-    d.M = M;
-    d.N = N;
-    d.K = K;
-    d.trans_b = true;
-    d.a = A.data();
-    d.b = B.data();
-    d.c = C.data();
+    cpu::MatmulDesc d = cpu::matmul_desc(M, N, K, false, true, A.data(), B.data(), C.data());
     double plain = sfbench::time_ms([&] { cpu::matmul(pool, d); });
     d.bias = bias.data();
     d.act = cpu::Activation::Gelu;
@@ -207,14 +192,8 @@ void bench_skinny(ThreadPool& pool, const Opts& o, double copy, OpenBlas& blas, 
     std::vector<float> C(static_cast<size_t>(M * N));
     size_t next = 0;
     auto ours = [&](cpu::MatmulPath path, bool cold) {
-      cpu::MatmulDesc d;
-      d.M = M;
-      d.N = N;
-      d.K = K;
-      d.trans_b = tb;
-      d.a = A.data();
-      d.b = Bs[cold ? next++ % copies : 0].data();
-      d.c = C.data();
+      cpu::MatmulDesc d =
+          cpu::matmul_desc(M, N, K, false, tb, A.data(), Bs[cold ? next++ % copies : 0].data(), C.data());
       d.path = path;
       cpu::matmul(pool, d);
     };
@@ -271,14 +250,7 @@ void bench_prepacked(ThreadPool& pool, const Opts& o, double peak, OpenBlas& bla
     std::vector<float> C(static_cast<size_t>(s.M * s.N));
     std::vector<float> packed(static_cast<size_t>(cpu::packed_b_floats(s.N, s.K)));
     cpu::pack_b_full(pool, B.data(), true, s.N, s.K, packed.data());
-    cpu::MatmulDesc d;
-    d.M = s.M;
-    d.N = s.N;
-    d.K = s.K;
-    d.trans_b = true;
-    d.a = A.data();
-    d.b = B.data();
-    d.c = C.data();
+    cpu::MatmulDesc d = cpu::matmul_desc(s.M, s.N, s.K, false, true, A.data(), B.data(), C.data());
     const double per_call = sfbench::time_ms([&] { cpu::matmul(pool, d); });
     d.b_packed = packed.data();
     const double ms = sfbench::time_ms([&] { cpu::matmul(pool, d); });

@@ -32,20 +32,6 @@ double naive_entry(const float* A, const float* B, int64_t M, int64_t N, int64_t
   return s;
 }
 
-// One product C = op(A) @ op(B) (M, N, K; no batch, alpha 1, beta 0, no epilogue), for the tests to adjust.
-cpu::MatmulDesc product(int64_t M, int64_t N, int64_t K, bool ta, bool tb, const float* A, const float* B, float* C) {
-  cpu::MatmulDesc d;
-  d.M = M;
-  d.N = N;
-  d.K = K;
-  d.trans_a = ta;
-  d.trans_b = tb;
-  d.a = A;
-  d.b = B;
-  d.c = C;
-  return d;
-}
-
 struct Case {
   int64_t batch, M, N, K;
   bool ta, tb, bcast_b, bias, gelu;
@@ -63,7 +49,7 @@ void run_case(Context& ctx, const Case& c, std::mt19937& g) {
   std::vector<float> C = C0, P(C.size());
   if (c.beta == 0.0f) std::memset(C.data(), 0xff, C.size() * 4);  // NaN: beta = 0 must ignore the old contents
   std::memset(P.data(), 0xff, P.size() * 4);
-  cpu::MatmulDesc d = product(c.M, c.N, c.K, c.ta, c.tb, A.data(), B.data(), C.data());
+  cpu::MatmulDesc d = cpu::matmul_desc(c.M, c.N, c.K, c.ta, c.tb, A.data(), B.data(), C.data());
   d.batch = c.batch;
   d.a_stride = c.bcast_a ? 0 : a_n;
   d.path = c.path;
@@ -161,7 +147,7 @@ TEST(matmul_skinny_path_agrees_with_packed_path) {
       std::vector<float> C1(static_cast<size_t>(M * N)), C2(C1.size()), P1(C1.size()), P2(C1.size());
       for (auto* c : {&C1, &C2, &P1, &P2}) std::memset(c->data(), 0xff, c->size() * 4);  // NaN: every output written
       for (int p = 0; p < 2; ++p) {
-        cpu::MatmulDesc d = product(M, N, K, t & 1, t & 2, A.data(), B.data(), p ? C2.data() : C1.data());
+        cpu::MatmulDesc d = cpu::matmul_desc(M, N, K, t & 1, t & 2, A.data(), B.data(), p ? C2.data() : C1.data());
         d.bias = bias.data();
         d.act = cpu::Activation::Gelu;
         d.preact = p ? P2.data() : P1.data();
@@ -197,7 +183,7 @@ TEST(matmul_skinny_path_propagates_nan_exactly) {
     bt(4, 2) = 0.0f;  // ... so C[3][2] is NaN
     std::vector<float> C(size_t(M * N));
     std::memset(C.data(), 0xff, C.size() * 4);
-    cpu::MatmulDesc d = product(M, N, K, ta, tb, A.data(), B.data(), C.data());
+    cpu::MatmulDesc d = cpu::matmul_desc(M, N, K, ta, tb, A.data(), B.data(), C.data());
     d.path = cpu::MatmulPath::Skinny;
     cpu::matmul(ctx.pool(), d);
     bool ok = true;
@@ -234,7 +220,7 @@ TEST(matmul_prepacked_b_gives_the_same_bits) {
       CHECK(tail_kept);
       std::vector<float> C1 = C0, C2 = C0, P1(C0.size()), P2(C0.size());
       for (int p = 0; p < 2; ++p) {
-        cpu::MatmulDesc d = product(M, N, K, ta, tb, A.data(), B.data(), p ? C2.data() : C1.data());
+        cpu::MatmulDesc d = cpu::matmul_desc(M, N, K, ta, tb, A.data(), B.data(), p ? C2.data() : C1.data());
         d.beta = 0.5f;
         d.bias = bias.data();
         d.act = cpu::Activation::Gelu;
@@ -254,7 +240,7 @@ TEST(matmul_prepacked_b_gives_the_same_bits) {
       if (!nan_ok) sfcheck::fail(__FILE__, __LINE__, cat("prepacked NaN column: M=", M, " N=", N, " K=", K, " t=", t));
     }
   // the skinny path packs nothing: not a packed-path product
-  cpu::MatmulDesc d = product(16, 8, 8, false, false, nullptr, nullptr, nullptr);
+  cpu::MatmulDesc d = cpu::matmul_desc(16, 8, 8, false, false, nullptr, nullptr, nullptr);
   CHECK(!cpu::uses_packed_path(d));
   d.path = cpu::MatmulPath::Packed;
   CHECK(cpu::uses_packed_path(d));
@@ -278,7 +264,7 @@ TEST(matmul_is_identical_for_any_thread_count) {
     std::vector<float> C1(size_t(M * N)), C3(C1.size());
     for (int threads : {1, 3}) {
       ThreadPool pool(threads);
-      cpu::matmul(pool, product(M, N, K, false, tb, A.data(), B.data(), threads == 1 ? C1.data() : C3.data()));
+      cpu::matmul(pool, cpu::matmul_desc(M, N, K, false, tb, A.data(), B.data(), threads == 1 ? C1.data() : C3.data()));
     }
     CHECK(std::memcmp(C1.data(), C3.data(), C1.size() * 4) == 0);
   }
